@@ -1,0 +1,96 @@
+# ringmail — build, test, sanitizer and benchmark entry points.
+#
+#   make                 build build/ringmail
+#   make test            unit + end-to-end tests (needs the packages .ci/run installs)
+#   make asan            the same tests with an ASan+UBSan build in build-asan/
+#   make bench           benchmarks (bench/run.sh), results in bench/results/
+#   make install PREFIX=/usr/local
+#   make format / format-check
+
+BUILD  ?= build
+SAN    ?= 0
+PREFIX ?= /usr/local
+CC     ?= gcc
+WERROR ?= -Werror
+
+# BoringSSL from Debian's android-libboringssl-dev. Its headers must come
+# before /usr/include so <openssl/ssl.h> is never OpenSSL 3's.
+BSSL_INC := /usr/include/android
+BSSL_LIB := /usr/lib/x86_64-linux-gnu/android
+
+CPPFLAGS += -I$(BSSL_INC) -I. -D_GNU_SOURCE
+CFLAGS   ?= -O2 -g
+CFLAGS   += -std=gnu11 -Wall -Wextra $(WERROR) -MMD -MP
+LDLIBS   := -L$(BSSL_LIB) -Wl,-rpath,$(BSSL_LIB) -lssl -lcrypto -luring -lcares -lpq \
+            -lidn2 -ljansson -linih -lresolv -lm
+
+ifeq ($(SAN),1)
+CFLAGS  += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS += -fsanitize=address,undefined
+else
+# jemalloc is the process allocator; --no-as-needed or the linker drops it.
+LDLIBS  += -Wl,--no-as-needed -ljemalloc -Wl,--as-needed
+endif
+
+LIB_SRC  := $(wildcard engine/*.c pool/*.c bench/*.c) $(filter-out campaign/main.c,$(wildcard campaign/*.c))
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+
+.PHONY: all test unit e2e asan bench install format format-check clean fuzz
+
+all: $(BUILD)/ringmail $(UNIT_BIN)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/libringmail.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/ringmail: $(BUILD)/campaign/main.o $(BUILD)/libringmail.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libringmail.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libringmail.a -lcmocka $(LDLIBS)
+
+test: all
+	tests/run.sh $(BUILD)
+
+unit: all
+	tests/run.sh $(BUILD) unit
+
+e2e: all
+	tests/run.sh $(BUILD) e2e
+
+asan:
+	$(MAKE) BUILD=build-asan SAN=1 test
+
+bench: all
+	bench/run.sh $(BUILD)
+
+install: $(BUILD)/ringmail
+	install -D -m 0755 $(BUILD)/ringmail $(DESTDIR)$(PREFIX)/bin/ringmail
+
+FORMAT_SRC = $(wildcard engine/*.[ch] pool/*.[ch] campaign/*.[ch] bench/*.[ch] tests/unit/*.[ch] tests/fuzz/*.[ch])
+format:
+	clang-format -i $(FORMAT_SRC)
+
+format-check:
+	clang-format --dry-run --Werror $(FORMAT_SRC)
+
+# libFuzzer targets for the parsers that read peer input (needs clang).
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+fuzz:
+	@mkdir -p $(BUILD)/fuzz
+	for f in $(FUZZ_SRC); do \
+	  clang -g -O1 -fsanitize=fuzzer,address,undefined $(CPPFLAGS) -std=gnu11 \
+	    -o $(BUILD)/fuzz/$$(basename $$f .c) $$f engine/buf.c engine/smtp_reply.c \
+	    engine/smtp_ehlo.c engine/smtp_data.c || exit 1; done
+
+clean:
+	rm -rf build build-asan
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

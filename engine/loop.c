@@ -1,0 +1,355 @@
+/*
+ * loop - one io_uring ring per thread, with typed completions and timers.
+ * See loop.h.
+ *
+ * Design notes. Completions are dispatched through the struct loop_op the
+ * submitter embedded in its own object, so user_data is never a guess.
+ * Timers are a binary min-heap of deadlines, and each iteration waits for
+ * completions no longer than the nearest deadline: precise latency
+ * emulation in the sink and per-command timeouts in the client cost one
+ * heap operation each and no kernel work. loop_stop() may come from
+ * another thread: it sets a flag and writes an eventfd the ring reads.
+ */
+#include "loop.h"
+
+#include <errno.h>
+#include <liburing.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+struct loop {
+    struct io_uring ring;
+    uint64_t now_ms;
+    uint64_t pending;  /* submitted, completion not yet dispatched (excludes wake op) */
+    atomic_int stopping;
+    int wake_fd;       /* eventfd written by loop_stop */
+    uint64_t wake_value;
+    struct loop_op wake_op;
+    struct loop_timer **heap; /* owned array; the timers belong to their owners */
+    size_t heap_len, heap_cap;
+};
+
+static uint64_t loop_monotonic_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static struct io_uring_sqe *loop_sqe(struct loop *loop)
+{
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&loop->ring);
+    while (!sqe) {
+        /* Submission queue full: hand what we have to the kernel. */
+        io_uring_submit(&loop->ring);
+        sqe = io_uring_get_sqe(&loop->ring);
+    }
+    return sqe;
+}
+
+static void loop_wake_arm(struct loop *loop);
+
+static void loop_on_wake(struct loop_op *op, int res, unsigned flags)
+{
+    (void)res;
+    (void)flags;
+    struct loop *loop = op->owner;
+    if (!atomic_load(&loop->stopping)) {
+        loop_wake_arm(loop);
+    }
+}
+
+static void loop_wake_arm(struct loop *loop)
+{
+    struct io_uring_sqe *sqe = loop_sqe(loop);
+    io_uring_prep_read(sqe, loop->wake_fd, &loop->wake_value, sizeof loop->wake_value, 0);
+    io_uring_sqe_set_data(sqe, &loop->wake_op);
+}
+
+struct loop *loop_new(unsigned entries)
+{
+    struct loop *loop = calloc(1, sizeof *loop);
+    if (!loop) {
+        return NULL;
+    }
+    struct io_uring_params p;
+    memset(&p, 0, sizeof p);
+    p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
+    p.cq_entries = entries * 4;
+    int rc = io_uring_queue_init_params(entries, &loop->ring, &p);
+    if (rc < 0) {
+        /* Older kernels: no single-issuer/deferred task running. */
+        memset(&p, 0, sizeof p);
+        p.flags = IORING_SETUP_CQSIZE;
+        p.cq_entries = entries * 4;
+        rc = io_uring_queue_init_params(entries, &loop->ring, &p);
+    }
+    if (rc < 0) {
+        free(loop);
+        errno = -rc;
+        return NULL;
+    }
+    loop->wake_fd = eventfd(0, EFD_CLOEXEC);
+    if (loop->wake_fd < 0) {
+        int e = errno;
+        io_uring_queue_exit(&loop->ring);
+        free(loop);
+        errno = e;
+        return NULL;
+    }
+    loop->wake_op.cb = loop_on_wake;
+    loop->wake_op.owner = loop;
+    loop->now_ms = loop_monotonic_ms();
+    loop_wake_arm(loop);
+    return loop;
+}
+
+void loop_free(struct loop *loop)
+{
+    if (!loop) {
+        return;
+    }
+    io_uring_queue_exit(&loop->ring);
+    close(loop->wake_fd);
+    free(loop->heap);
+    free(loop);
+}
+
+void loop_stop(struct loop *loop)
+{
+    atomic_store(&loop->stopping, 1);
+    uint64_t one = 1;
+    ssize_t n = write(loop->wake_fd, &one, sizeof one);
+    (void)n;
+}
+
+uint64_t loop_now_ms(struct loop *loop)
+{
+    return loop->now_ms;
+}
+
+uint64_t loop_clock_ms(struct loop *loop)
+{
+    loop->now_ms = loop_monotonic_ms();
+    return loop->now_ms;
+}
+
+uint64_t loop_pending(const struct loop *loop)
+{
+    return loop->pending;
+}
+
+/* ---- submissions ---- */
+
+static void loop_submitted(struct loop *loop, struct io_uring_sqe *sqe, struct loop_op *op)
+{
+    io_uring_sqe_set_data(sqe, op);
+    loop->pending++;
+}
+
+void loop_connect(struct loop *loop, struct loop_op *op, int fd, const struct sockaddr *addr,
+                  socklen_t addrlen)
+{
+    struct io_uring_sqe *sqe = loop_sqe(loop);
+    io_uring_prep_connect(sqe, fd, addr, addrlen);
+    loop_submitted(loop, sqe, op);
+}
+
+void loop_accept(struct loop *loop, struct loop_op *op, int listen_fd)
+{
+    struct io_uring_sqe *sqe = loop_sqe(loop);
+    io_uring_prep_multishot_accept(sqe, listen_fd, NULL, NULL, SOCK_CLOEXEC);
+    loop_submitted(loop, sqe, op);
+}
+
+void loop_recv(struct loop *loop, struct loop_op *op, int fd, void *buf, size_t len)
+{
+    struct io_uring_sqe *sqe = loop_sqe(loop);
+    io_uring_prep_recv(sqe, fd, buf, len, 0);
+    loop_submitted(loop, sqe, op);
+}
+
+void loop_send(struct loop *loop, struct loop_op *op, int fd, const void *buf, size_t len)
+{
+    struct io_uring_sqe *sqe = loop_sqe(loop);
+    io_uring_prep_send(sqe, fd, buf, len, MSG_NOSIGNAL);
+    loop_submitted(loop, sqe, op);
+}
+
+void loop_poll_add(struct loop *loop, struct loop_op *op, int fd, unsigned events)
+{
+    struct io_uring_sqe *sqe = loop_sqe(loop);
+    io_uring_prep_poll_add(sqe, fd, events);
+    loop_submitted(loop, sqe, op);
+}
+
+void loop_cancel(struct loop *loop, struct loop_op *target)
+{
+    struct io_uring_sqe *sqe = loop_sqe(loop);
+    io_uring_prep_cancel(sqe, target, 0);
+    /* The cancel's own completion carries no op: it is skipped on dispatch. */
+    io_uring_sqe_set_data(sqe, NULL);
+}
+
+/* ---- timers: binary min-heap on deadline_ms ---- */
+
+static void loop_heap_swap(struct loop *loop, size_t a, size_t b)
+{
+    struct loop_timer *t = loop->heap[a];
+    loop->heap[a] = loop->heap[b];
+    loop->heap[b] = t;
+    loop->heap[a]->heap_index = (int)a;
+    loop->heap[b]->heap_index = (int)b;
+}
+
+static void loop_heap_up(struct loop *loop, size_t i)
+{
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (loop->heap[parent]->deadline_ms <= loop->heap[i]->deadline_ms) {
+            break;
+        }
+        loop_heap_swap(loop, i, parent);
+        i = parent;
+    }
+}
+
+static void loop_heap_down(struct loop *loop, size_t i)
+{
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < loop->heap_len && loop->heap[l]->deadline_ms < loop->heap[m]->deadline_ms) {
+            m = l;
+        }
+        if (r < loop->heap_len && loop->heap[r]->deadline_ms < loop->heap[m]->deadline_ms) {
+            m = r;
+        }
+        if (m == i) {
+            return;
+        }
+        loop_heap_swap(loop, i, m);
+        i = m;
+    }
+}
+
+void loop_timer_init(struct loop_timer *t, loop_timer_cb cb, void *owner)
+{
+    t->cb = cb;
+    t->owner = owner;
+    t->deadline_ms = 0;
+    t->heap_index = -1;
+}
+
+void loop_timer_cancel(struct loop *loop, struct loop_timer *t)
+{
+    if (t->heap_index < 0) {
+        return;
+    }
+    size_t i = (size_t)t->heap_index;
+    size_t last = loop->heap_len - 1;
+    if (i != last) {
+        loop_heap_swap(loop, i, last);
+    }
+    loop->heap_len--;
+    t->heap_index = -1;
+    if (i < loop->heap_len) {
+        loop_heap_down(loop, i);
+        loop_heap_up(loop, i);
+    }
+}
+
+void loop_timer_set(struct loop *loop, struct loop_timer *t, uint64_t ms_from_now)
+{
+    uint64_t deadline = loop->now_ms + ms_from_now;
+    if (t->heap_index >= 0) {
+        uint64_t old = t->deadline_ms;
+        t->deadline_ms = deadline;
+        if (deadline < old) {
+            loop_heap_up(loop, (size_t)t->heap_index);
+        } else {
+            loop_heap_down(loop, (size_t)t->heap_index);
+        }
+        return;
+    }
+    if (loop->heap_len == loop->heap_cap) {
+        size_t cap = loop->heap_cap ? loop->heap_cap * 2 : 256;
+        struct loop_timer **h = realloc(loop->heap, cap * sizeof *h);
+        if (!h) {
+            fprintf(stderr, "ringmail: out of memory (timer heap)\n");
+            abort();
+        }
+        loop->heap = h;
+        loop->heap_cap = cap;
+    }
+    t->deadline_ms = deadline;
+    t->heap_index = (int)loop->heap_len;
+    loop->heap[loop->heap_len++] = t;
+    loop_heap_up(loop, (size_t)t->heap_index);
+}
+
+static void loop_run_timers(struct loop *loop)
+{
+    while (loop->heap_len > 0 && loop->heap[0]->deadline_ms <= loop->now_ms) {
+        struct loop_timer *t = loop->heap[0];
+        loop_timer_cancel(loop, t);
+        t->cb(t);
+    }
+}
+
+/* ---- the loop ---- */
+
+static unsigned loop_dispatch(struct loop *loop)
+{
+    struct io_uring_cqe *cqe;
+    unsigned head, seen = 0;
+    io_uring_for_each_cqe(&loop->ring, head, cqe)
+    {
+        struct loop_op *op = io_uring_cqe_get_data(cqe);
+        int res = cqe->res;
+        unsigned flags = cqe->flags;
+        seen++;
+        if (!op) {
+            continue; /* completion of a cancel request */
+        }
+        if (op != &loop->wake_op && !(flags & IORING_CQE_F_MORE)) {
+            loop->pending--;
+        }
+        op->cb(op, res, flags);
+    }
+    io_uring_cq_advance(&loop->ring, seen);
+    return seen;
+}
+
+int loop_run(struct loop *loop)
+{
+    while (!atomic_load(&loop->stopping)) {
+        struct io_uring_cqe *cqe = NULL;
+        int rc;
+        loop_clock_ms(loop);
+        loop_run_timers(loop);
+        if (atomic_load(&loop->stopping)) {
+            break;
+        }
+        if (loop->heap_len > 0) {
+            uint64_t wait = loop->heap[0]->deadline_ms - loop->now_ms;
+            struct __kernel_timespec ts = {.tv_sec = (long long)(wait / 1000),
+                                           .tv_nsec = (long long)(wait % 1000) * 1000000};
+            rc = io_uring_submit_and_wait_timeout(&loop->ring, &cqe, 1, &ts, NULL);
+        } else {
+            rc = io_uring_submit_and_wait(&loop->ring, 1);
+        }
+        if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
+            return rc;
+        }
+        loop_clock_ms(loop);
+        loop_dispatch(loop);
+    }
+    /* Hand any submissions made during the last dispatch to the kernel. */
+    io_uring_submit(&loop->ring);
+    return 0;
+}
