@@ -1,0 +1,49 @@
+/*
+ * main - the `ringmail` command line: dispatch to a subcommand.
+ *
+ *   ringmail blast ...   deliver generated messages to one server (load, tests)
+ *   ringmail sink ...    the TLS SMTP sink for tests and benchmarks
+ *
+ * Diagnostics: unknown subcommands print the usage and exit 2.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "bench/sink.h"
+#include "campaign/blast.h"
+
+static void main_usage(FILE *f)
+{
+    fprintf(f, "usage: ringmail COMMAND [OPTIONS]\n"
+               "\n"
+               "commands:\n"
+               "  blast   deliver generated messages to one SMTP server (ringmail blast --help)\n"
+               "  sink    run the io_uring TLS SMTP sink (ringmail sink --help)\n"
+               "  version print the version\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        main_usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "blast") == 0) {
+        return blast_main(argc - 1, argv + 1);
+    }
+    if (strcmp(cmd, "sink") == 0) {
+        return sink_main(argc - 1, argv + 1);
+    }
+    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+        printf("ringmail 0.1.0\n");
+        return 0;
+    }
+    if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+        main_usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "ringmail: unknown command '%s'\n", cmd);
+    main_usage(stderr);
+    return 2;
+}

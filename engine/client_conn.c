@@ -1,0 +1,445 @@
+/*
+ * client_conn - one outbound SMTP connection on the ring. See the header.
+ *
+ * Receive path: the kernel writes straight into the free tail of the
+ * inbound buffer (ciphertext under TLS, plaintext otherwise); nothing
+ * touches that buffer while the receive is in flight because bytes are
+ * only consumed inside its completion, before the next receive is armed.
+ * Send path: everything to send (plaintext commands, or ciphertext from
+ * tls_write's BIO) lands in sendq; when no SEND is in flight sendq and
+ * inflight swap, so appending never moves bytes the kernel is reading.
+ */
+#include "client_conn.h"
+
+#include <errno.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "pool/tls_session_cache.h"
+
+#define CLIENT_CONN_RECV_CHUNK 4096
+
+enum client_conn_state {
+    CLIENT_CONN_CONNECTING,
+    CLIENT_CONN_HANDSHAKE, /* TLS handshake (implicit or after STARTTLS) */
+    CLIENT_CONN_SMTP,      /* the machine drives */
+    CLIENT_CONN_CLOSING,
+};
+
+struct client_conn {
+    struct loop *loop;
+    const struct client_conn_config *cfg;
+    struct smtp_client *smtp; /* owned */
+    struct tls_conn *tls;     /* owned, NULL until a handshake starts */
+    client_conn_closed_cb on_closed;
+    void *owner;
+    enum client_conn_state state;
+    int fd;
+    int tls_up;
+    int close_when_sent;
+    int send_busy;
+    int smtp_started;
+    int closed_reported;
+    unsigned ops_in_flight;
+    struct loop_op connect_op, recv_op, send_op;
+    struct loop_timer timer;
+    buf_t in;       /* owned: received bytes (ciphertext under TLS) */
+    buf_t sendq;    /* owned: bytes to send next */
+    buf_t inflight; /* owned: bytes the kernel is sending */
+    struct tls_info tls_info;
+    struct client_conn_times times;
+};
+
+/* One plaintext scratch buffer per thread: decrypted bytes are fed to the
+ * machine at once, so no connection needs its own. */
+static __thread buf_t client_conn_plain;
+
+static void client_conn_close(struct client_conn *c, const char *why);
+static void client_conn_flush(struct client_conn *c);
+static void client_conn_apply(struct client_conn *c, enum smtp_action a);
+static void client_conn_handshake(struct client_conn *c);
+
+static void client_conn_maybe_free(struct client_conn *c)
+{
+    if (c->state != CLIENT_CONN_CLOSING || c->ops_in_flight > 0) {
+        return;
+    }
+    if (c->fd >= 0) {
+        close(c->fd);
+    }
+    loop_timer_cancel(c->loop, &c->timer);
+    tls_conn_free(c->tls);
+    smtp_client_free(c->smtp);
+    buf_free(&c->in);
+    buf_free(&c->sendq);
+    buf_free(&c->inflight);
+    free(c);
+}
+
+static void client_conn_arm_timer(struct client_conn *c)
+{
+    unsigned ms = 0;
+    if (c->state == CLIENT_CONN_HANDSHAKE) {
+        ms = c->cfg->timeout_tls_ms;
+    } else if (c->state == CLIENT_CONN_SMTP) {
+        ms = smtp_client_timeout_ms(c->smtp);
+    }
+    if (ms) {
+        loop_timer_set(c->loop, &c->timer, ms);
+    } else {
+        loop_timer_cancel(c->loop, &c->timer);
+    }
+}
+
+static void client_conn_recv(struct client_conn *c)
+{
+    char *w = buf_reserve(&c->in, CLIENT_CONN_RECV_CHUNK);
+    c->ops_in_flight++;
+    loop_recv(c->loop, &c->recv_op, c->fd, w, CLIENT_CONN_RECV_CHUNK);
+}
+
+static void client_conn_on_send(struct loop_op *op, int res, unsigned flags)
+{
+    (void)flags;
+    struct client_conn *c = op->owner;
+    c->ops_in_flight--;
+    c->send_busy = 0;
+    if (c->state == CLIENT_CONN_CLOSING) {
+        client_conn_maybe_free(c);
+        return;
+    }
+    if (res < 0) {
+        client_conn_close(c, strerror(-res));
+        return;
+    }
+    buf_consume(&c->inflight, (size_t)res);
+    client_conn_flush(c);
+}
+
+/* Start a SEND if none is in flight and anything waits. */
+static void client_conn_flush(struct client_conn *c)
+{
+    if (c->state == CLIENT_CONN_CLOSING || c->send_busy) {
+        return;
+    }
+    if (buf_len(&c->inflight) == 0) {
+        buf_t t = c->inflight;
+        c->inflight = c->sendq;
+        c->sendq = t;
+        buf_shrink(&c->sendq, 16384);
+    }
+    if (buf_len(&c->inflight) == 0) {
+        if (c->close_when_sent) {
+            client_conn_close(c, NULL);
+        }
+        return;
+    }
+    c->send_busy = 1;
+    c->ops_in_flight++;
+    loop_send(c->loop, &c->send_op, c->fd, buf_data(&c->inflight), buf_len(&c->inflight));
+}
+
+/* Move the machine's output to the send queue, through TLS when it is up. */
+static void client_conn_take_output(struct client_conn *c)
+{
+    buf_t *out = smtp_client_output(c->smtp);
+    if (buf_len(out) == 0) {
+        return;
+    }
+    if (c->tls_up) {
+        if (tls_write(c->tls, buf_data(out), buf_len(out)) != TLS_OK) {
+            buf_reset(out);
+            client_conn_close(c, tls_conn_error(c->tls));
+            return;
+        }
+        buf_reset(out);
+    } else if (buf_len(&c->sendq) == 0) {
+        buf_t t = c->sendq; /* swap instead of copying */
+        c->sendq = *out;
+        *out = t;
+    } else {
+        buf_append(&c->sendq, buf_data(out), buf_len(out));
+        buf_reset(out);
+    }
+    buf_shrink(out, 16384);
+}
+
+static int client_conn_session_cb(void *user, struct ssl_session_st *session)
+{
+    struct client_conn *c = user;
+    if (!c->cfg->session_cache || !c->cfg->session_key) {
+        return 0;
+    }
+    tls_session_cache_put(c->cfg->session_cache, c->cfg->session_key, session);
+    return 1;
+}
+
+static void client_conn_start_tls(struct client_conn *c)
+{
+    if (!c->cfg->tls_ctx) {
+        smtp_client_tls_done(c->smtp, 0, "no TLS context configured");
+        client_conn_close(c, NULL);
+        return;
+    }
+    c->tls = tls_conn_new(c->cfg->tls_ctx, &c->in, &c->sendq, c->cfg->server_name, c);
+    if (!c->tls) {
+        client_conn_apply(c, smtp_client_tls_done(c->smtp, 0, "out of memory"));
+        return;
+    }
+    if (c->cfg->session_cache && c->cfg->session_key) {
+        struct ssl_session_st *s = tls_session_cache_take(c->cfg->session_cache, c->cfg->session_key);
+        if (s) {
+            tls_conn_set_session(c->tls, s);
+            tls_session_free(s);
+        }
+    }
+    c->times.tls_ms = loop_clock_ms(c->loop);
+    c->state = CLIENT_CONN_HANDSHAKE;
+    client_conn_handshake(c); /* the ClientHello */
+}
+
+static void client_conn_apply(struct client_conn *c, enum smtp_action a)
+{
+    if (c->state == CLIENT_CONN_CLOSING) {
+        return;
+    }
+    client_conn_take_output(c);
+    if (c->state == CLIENT_CONN_CLOSING) {
+        return;
+    }
+    if (a == SMTP_ACTION_STARTTLS) {
+        client_conn_start_tls(c);
+    }
+    if (a == SMTP_ACTION_CLOSE) {
+        c->close_when_sent = 1;
+    }
+    client_conn_flush(c);
+    if (c->state != CLIENT_CONN_CLOSING) {
+        client_conn_arm_timer(c);
+    }
+}
+
+static void client_conn_handshake(struct client_conn *c)
+{
+    enum tls_result r = tls_handshake(c->tls);
+    if (r == TLS_WANT) {
+        client_conn_flush(c);
+        return;
+    }
+    if (r != TLS_OK) {
+        char err[200];
+        snprintf(err, sizeof err, "%s", tls_conn_error(c->tls));
+        client_conn_flush(c); /* the alert, if any */
+        c->state = CLIENT_CONN_SMTP;
+        client_conn_apply(c, smtp_client_tls_done(c->smtp, 0, err));
+        return;
+    }
+    c->tls_up = 1;
+    c->times.tls_ms = loop_clock_ms(c->loop) - c->times.tls_ms;
+    tls_conn_info(c->tls, &c->tls_info);
+    c->state = CLIENT_CONN_SMTP;
+    if (!c->smtp_started) {
+        c->smtp_started = 1;
+        client_conn_apply(c, smtp_client_start(c->smtp, 1));
+    } else {
+        client_conn_apply(c, smtp_client_tls_done(c->smtp, 1, NULL));
+    }
+}
+
+/* Bytes arrived in c->in: run them through TLS and the machine. */
+static void client_conn_process(struct client_conn *c)
+{
+    if (c->state == CLIENT_CONN_HANDSHAKE) {
+        client_conn_handshake(c);
+        if (c->state != CLIENT_CONN_SMTP || buf_len(&c->in) == 0) {
+            return;
+        }
+    }
+    if (!c->tls_up) {
+        enum smtp_action a = smtp_client_input(c->smtp, buf_data(&c->in), buf_len(&c->in));
+        buf_reset(&c->in);
+        client_conn_apply(c, a);
+        return;
+    }
+    buf_t *plain = &client_conn_plain;
+    buf_reset(plain);
+    enum tls_result r = tls_read(c->tls, plain);
+    enum smtp_action a = SMTP_ACTION_WAIT;
+    if (buf_len(plain) > 0) {
+        a = smtp_client_input(c->smtp, buf_data(plain), buf_len(plain));
+    }
+    buf_shrink(plain, 65536);
+    if (a == SMTP_ACTION_WAIT && r == TLS_CLOSED) {
+        client_conn_close(c, "server sent TLS close_notify");
+        return;
+    }
+    if (a == SMTP_ACTION_WAIT && r == TLS_ERROR) {
+        client_conn_close(c, tls_conn_error(c->tls));
+        return;
+    }
+    client_conn_apply(c, a);
+}
+
+static void client_conn_on_recv(struct loop_op *op, int res, unsigned flags)
+{
+    (void)flags;
+    struct client_conn *c = op->owner;
+    c->ops_in_flight--;
+    if (c->state == CLIENT_CONN_CLOSING) {
+        client_conn_maybe_free(c);
+        return;
+    }
+    if (res <= 0) {
+        client_conn_close(c, res == 0 ? "closed by server" : strerror(-res));
+        return;
+    }
+    buf_commit(&c->in, (size_t)res);
+    client_conn_process(c);
+    if (c->state != CLIENT_CONN_CLOSING) {
+        client_conn_recv(c);
+    }
+}
+
+static void client_conn_on_connect(struct loop_op *op, int res, unsigned flags)
+{
+    (void)flags;
+    struct client_conn *c = op->owner;
+    c->ops_in_flight--;
+    if (c->state == CLIENT_CONN_CLOSING) {
+        client_conn_maybe_free(c);
+        return;
+    }
+    if (res < 0) {
+        char text[160];
+        snprintf(text, sizeof text, "connect failed: %s", strerror(-res));
+        smtp_client_abort(c->smtp, "connect_failed", text);
+        client_conn_close(c, NULL);
+        return;
+    }
+    c->times.connect_ms = loop_clock_ms(c->loop) - c->times.started_ms;
+    if (c->cfg->smtp.implicit_tls) {
+        client_conn_start_tls(c);
+    } else {
+        c->state = CLIENT_CONN_SMTP;
+        c->smtp_started = 1;
+        client_conn_apply(c, smtp_client_start(c->smtp, 0));
+    }
+    if (c->state != CLIENT_CONN_CLOSING) {
+        client_conn_arm_timer(c);
+        client_conn_recv(c);
+    }
+}
+
+static void client_conn_on_timer(struct loop_timer *t)
+{
+    struct client_conn *c = t->owner;
+    if (c->state == CLIENT_CONN_CONNECTING) {
+        smtp_client_abort(c->smtp, "timeout_connect", "no answer to the TCP connect");
+        client_conn_close(c, NULL);
+    } else if (c->state == CLIENT_CONN_HANDSHAKE) {
+        c->state = CLIENT_CONN_SMTP;
+        smtp_client_abort(c->smtp, "timeout_tls", "TLS handshake timed out");
+        client_conn_close(c, NULL);
+    } else if (c->state == CLIENT_CONN_SMTP) {
+        client_conn_apply(c, smtp_client_timeout(c->smtp));
+        client_conn_close(c, NULL);
+    }
+}
+
+static void client_conn_close(struct client_conn *c, const char *why)
+{
+    if (c->state == CLIENT_CONN_CLOSING) {
+        return;
+    }
+    c->state = CLIENT_CONN_CLOSING;
+    loop_timer_cancel(c->loop, &c->timer);
+    /* Settle whatever the machine still holds before anyone hears of the close. */
+    smtp_client_closed(c->smtp, why);
+    if (c->fd >= 0) {
+        /* Completes the pending receive (and send) so the kernel lets go. */
+        shutdown(c->fd, SHUT_RDWR);
+    }
+    if (!c->closed_reported) {
+        c->closed_reported = 1;
+        c->on_closed(c->owner, c);
+    }
+    client_conn_maybe_free(c);
+}
+
+struct client_conn *client_conn_new(struct loop *loop, const struct client_conn_config *cfg,
+                                    const struct smtp_client_ops *ops,
+                                    client_conn_closed_cb on_closed, void *owner)
+{
+    struct client_conn *c = calloc(1, sizeof *c);
+    if (!c) {
+        return NULL;
+    }
+    c->smtp = smtp_client_new(&cfg->smtp, ops, owner);
+    if (!c->smtp) {
+        free(c);
+        return NULL;
+    }
+    c->loop = loop;
+    c->cfg = cfg;
+    c->on_closed = on_closed;
+    c->owner = owner;
+    c->fd = -1;
+    c->connect_op = (struct loop_op){client_conn_on_connect, c};
+    c->recv_op = (struct loop_op){client_conn_on_recv, c};
+    c->send_op = (struct loop_op){client_conn_on_send, c};
+    loop_timer_init(&c->timer, client_conn_on_timer, c);
+    return c;
+}
+
+void client_conn_start(struct client_conn *c)
+{
+    c->times.started_ms = loop_clock_ms(c->loop);
+    c->fd = socket(c->cfg->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, IPPROTO_TCP);
+    if (c->fd < 0) {
+        char text[160];
+        snprintf(text, sizeof text, "socket: %s", strerror(errno));
+        smtp_client_abort(c->smtp, "connect_failed", text);
+        client_conn_close(c, NULL);
+        return;
+    }
+    int one = 1;
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (c->cfg->source_len > 0 &&
+        bind(c->fd, (const struct sockaddr *)&c->cfg->source, c->cfg->source_len) < 0) {
+        char text[160];
+        snprintf(text, sizeof text, "bind source address: %s", strerror(errno));
+        smtp_client_abort(c->smtp, "connect_failed", text);
+        client_conn_close(c, NULL);
+        return;
+    }
+    c->ops_in_flight++;
+    loop_connect(c->loop, &c->connect_op, c->fd, (const struct sockaddr *)&c->cfg->addr,
+                 c->cfg->addrlen);
+    if (c->cfg->timeout_connect_ms) {
+        loop_timer_set(c->loop, &c->timer, c->cfg->timeout_connect_ms);
+    }
+}
+
+void client_conn_tls_setup(struct tls_ctx *ctx)
+{
+    tls_ctx_set_session_cb(ctx, client_conn_session_cb);
+}
+
+const struct tls_info *client_conn_tls(const struct client_conn *c)
+{
+    return c->tls_up ? &c->tls_info : NULL;
+}
+
+const struct client_conn_times *client_conn_times(const struct client_conn *c)
+{
+    return &c->times;
+}
+
+const struct smtp_client *client_conn_smtp(const struct client_conn *c)
+{
+    return c->smtp;
+}

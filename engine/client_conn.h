@@ -1,0 +1,66 @@
+/*
+ * client_conn - one outbound SMTP connection on the ring
+ *
+ * Owns the socket, the TLS state, the SMTP state machine and their
+ * buffers, and moves bytes between them: received ciphertext goes through
+ * tls_read into the machine, the machine's commands go through tls_write
+ * into the send queue, and one SEND is in flight at a time. A single
+ * timer covers connect, handshake and every SMTP wait. The connection
+ * frees itself once closed and no operation of it is left in the kernel;
+ * on_closed runs first, after every message it held has its outcome.
+ *
+ * Exports: client_conn_new, client_conn_start, client_conn_tls, client_conn_times.
+ */
+#ifndef RINGMAIL_CLIENT_CONN_H
+#define RINGMAIL_CLIENT_CONN_H
+
+#include <netinet/in.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "loop.h"
+#include "smtp_client.h"
+#include "tls.h"
+
+struct tls_session_cache;
+struct client_conn;
+
+struct client_conn_config {
+    struct sockaddr_storage addr; /* the server */
+    socklen_t addrlen;
+    struct sockaddr_storage source; /* local address to bind, when source_len > 0 */
+    socklen_t source_len;
+    const char *server_name;      /* SNI and certificate name (MX host name); may be an IP */
+    struct tls_ctx *tls_ctx;      /* NULL only with policy none */
+    struct tls_session_cache *session_cache; /* the worker's; NULL: no resumption */
+    const char *session_key;      /* "host:port:policy" */
+    struct smtp_client_config smtp;
+    unsigned timeout_connect_ms;
+    unsigned timeout_tls_ms;
+};
+
+struct client_conn_times {
+    uint64_t started_ms;   /* connect submitted */
+    uint64_t connect_ms;   /* TCP connect took */
+    uint64_t tls_ms;       /* handshake took (0 without TLS) */
+};
+
+typedef void (*client_conn_closed_cb)(void *owner, struct client_conn *conn);
+
+/* cfg's strings and objects must outlive the connection. */
+struct client_conn *client_conn_new(struct loop *loop, const struct client_conn_config *cfg,
+                                    const struct smtp_client_ops *ops,
+                                    client_conn_closed_cb on_closed, void *owner);
+/* Open the socket and connect. Failures are reported through the ops
+ * (session_failed, reason connect_failed) and on_closed, never here. */
+void client_conn_start(struct client_conn *conn);
+/* Once per client TLS context, before connections use it: route new
+ * sessions into each connection's session cache. */
+void client_conn_tls_setup(struct tls_ctx *ctx);
+/* TLS facts of the session, or NULL when it runs in plaintext. */
+const struct tls_info *client_conn_tls(const struct client_conn *conn);
+const struct client_conn_times *client_conn_times(const struct client_conn *conn);
+/* The SMTP machine (for capabilities and the opportunistic-fallback flag). */
+const struct smtp_client *client_conn_smtp(const struct client_conn *conn);
+
+#endif
