@@ -1,0 +1,26 @@
+/*
+ * sink - `ringmail sink`, a fast io_uring TLS SMTP sink for tests and benchmarks
+ *
+ * One worker thread per core, each with its own io_uring loop and its own
+ * SO_REUSEPORT listening socket per address; the SMTP dialogue is
+ * engine/smtp_server, TLS is engine/tls. Recipients can be deferred,
+ * rejected and transactions dropped by percentage (a PRNG seeded by
+ * --seed) or by local part (tempfail@, permfail@); fault modes emulate
+ * broken servers. Counters and per-recipient delivery counts are kept per
+ * thread and written as JSON (--stats FILE) on SIGTERM/SIGINT, and
+ * periodically with --stats-interval-ms. `ringmail sink --help` lists the
+ * options.
+ *
+ * Exports: sink_main.
+ * Diagnostics: setup errors (bad option, certificate, bind) on stderr with
+ * exit status 2 (usage) or 1; one line per connection error on stderr
+ * with --verbose; "sink: listening on ADDR:PORT" on stdout once every
+ * worker accepts.
+ */
+#ifndef RINGMAIL_SINK_H
+#define RINGMAIL_SINK_H
+
+/* argv[0] is "sink". Returns the process exit status. */
+int sink_main(int argc, char **argv);
+
+#endif
