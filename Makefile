@@ -13,6 +13,9 @@ PREFIX ?= /usr/local
 CC     ?= gcc
 WERROR ?= -Werror
 
+# libpq is not linked yet: it pulls in OpenSSL 3 (libssl.so.3) beside
+# BoringSSL, and both export SSL_*; the campaign issue must isolate it.
+
 # BoringSSL from Debian's android-libboringssl-dev. Its headers must come
 # before /usr/include so <openssl/ssl.h> is never OpenSSL 3's.
 BSSL_INC := /usr/include/android
@@ -21,7 +24,7 @@ BSSL_LIB := /usr/lib/x86_64-linux-gnu/android
 CPPFLAGS += -I$(BSSL_INC) -I. -D_GNU_SOURCE
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=gnu11 -Wall -Wextra $(WERROR) -MMD -MP
-LDLIBS   := -L$(BSSL_LIB) -Wl,-rpath,$(BSSL_LIB) -lssl -lcrypto -luring -lcares -lpq \
+LDLIBS   := -L$(BSSL_LIB) -Wl,-rpath,$(BSSL_LIB) -lssl -lcrypto -luring -lcares \
             -lidn2 -ljansson -linih -lresolv -lm
 
 ifeq ($(SAN),1)

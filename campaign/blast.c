@@ -384,7 +384,7 @@ static void blast_slot_closed(void *owner, struct client_conn *conn)
     if (blast_has_work(w)) {
         blast_slot_open(s);
     } else if (w->open_slots == 0) {
-        loop_stop(w->loop);
+        loop_stop_when_idle(w->loop);
     }
 }
 
@@ -411,6 +411,7 @@ static void *blast_worker_run(void *arg)
     }
     tls_session_cache_free(w->cache);
     loop_free(w->loop);
+    client_conn_thread_done();
     return NULL;
 }
 

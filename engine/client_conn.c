@@ -80,6 +80,15 @@ static void client_conn_maybe_free(struct client_conn *c)
     free(c);
 }
 
+/* Every callback holds the connection until it returns: the completion
+ * being handled still counts as in flight, so a close inside the callback
+ * cannot free the connection under it. */
+static void client_conn_op_done(struct client_conn *c)
+{
+    c->ops_in_flight--;
+    client_conn_maybe_free(c);
+}
+
 static void client_conn_arm_timer(struct client_conn *c)
 {
     unsigned ms = 0;
@@ -106,18 +115,16 @@ static void client_conn_on_send(struct loop_op *op, int res, unsigned flags)
 {
     (void)flags;
     struct client_conn *c = op->owner;
-    c->ops_in_flight--;
     c->send_busy = 0;
-    if (c->state == CLIENT_CONN_CLOSING) {
-        client_conn_maybe_free(c);
-        return;
+    if (c->state != CLIENT_CONN_CLOSING) {
+        if (res < 0) {
+            client_conn_close(c, strerror(-res));
+        } else {
+            buf_consume(&c->inflight, (size_t)res);
+            client_conn_flush(c);
+        }
     }
-    if (res < 0) {
-        client_conn_close(c, strerror(-res));
-        return;
-    }
-    buf_consume(&c->inflight, (size_t)res);
-    client_conn_flush(c);
+    client_conn_op_done(c);
 }
 
 /* Start a SEND if none is in flight and anything waits. */
@@ -288,29 +295,26 @@ static void client_conn_on_recv(struct loop_op *op, int res, unsigned flags)
 {
     (void)flags;
     struct client_conn *c = op->owner;
-    c->ops_in_flight--;
-    if (c->state == CLIENT_CONN_CLOSING) {
-        client_conn_maybe_free(c);
-        return;
-    }
-    if (res <= 0) {
-        client_conn_close(c, res == 0 ? "closed by server" : strerror(-res));
-        return;
-    }
-    buf_commit(&c->in, (size_t)res);
-    client_conn_process(c);
     if (c->state != CLIENT_CONN_CLOSING) {
-        client_conn_recv(c);
+        if (res <= 0) {
+            client_conn_close(c, res == 0 ? "closed by server" : strerror(-res));
+        } else {
+            buf_commit(&c->in, (size_t)res);
+            client_conn_process(c);
+            if (c->state != CLIENT_CONN_CLOSING) {
+                client_conn_recv(c);
+            }
+        }
     }
+    client_conn_op_done(c);
 }
 
 static void client_conn_on_connect(struct loop_op *op, int res, unsigned flags)
 {
     (void)flags;
     struct client_conn *c = op->owner;
-    c->ops_in_flight--;
     if (c->state == CLIENT_CONN_CLOSING) {
-        client_conn_maybe_free(c);
+        client_conn_op_done(c);
         return;
     }
     if (res < 0) {
@@ -318,6 +322,7 @@ static void client_conn_on_connect(struct loop_op *op, int res, unsigned flags)
         snprintf(text, sizeof text, "connect failed: %s", strerror(-res));
         smtp_client_abort(c->smtp, "connect_failed", text);
         client_conn_close(c, NULL);
+        client_conn_op_done(c);
         return;
     }
     c->times.connect_ms = loop_clock_ms(c->loop) - c->times.started_ms;
@@ -332,11 +337,13 @@ static void client_conn_on_connect(struct loop_op *op, int res, unsigned flags)
         client_conn_arm_timer(c);
         client_conn_recv(c);
     }
+    client_conn_op_done(c);
 }
 
 static void client_conn_on_timer(struct loop_timer *t)
 {
     struct client_conn *c = t->owner;
+    c->ops_in_flight++; /* hold, as a completion does */
     if (c->state == CLIENT_CONN_CONNECTING) {
         smtp_client_abort(c->smtp, "timeout_connect", "no answer to the TCP connect");
         client_conn_close(c, NULL);
@@ -348,6 +355,7 @@ static void client_conn_on_timer(struct loop_timer *t)
         client_conn_apply(c, smtp_client_timeout(c->smtp));
         client_conn_close(c, NULL);
     }
+    client_conn_op_done(c);
 }
 
 static void client_conn_close(struct client_conn *c, const char *why)
@@ -422,6 +430,11 @@ void client_conn_start(struct client_conn *c)
     if (c->cfg->timeout_connect_ms) {
         loop_timer_set(c->loop, &c->timer, c->cfg->timeout_connect_ms);
     }
+}
+
+void client_conn_thread_done(void)
+{
+    buf_free(&client_conn_plain);
 }
 
 void client_conn_tls_setup(struct tls_ctx *ctx)

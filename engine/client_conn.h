@@ -57,6 +57,8 @@ void client_conn_start(struct client_conn *conn);
 /* Once per client TLS context, before connections use it: route new
  * sessions into each connection's session cache. */
 void client_conn_tls_setup(struct tls_ctx *ctx);
+/* A worker thread that ran connections calls this before it exits. */
+void client_conn_thread_done(void);
 /* TLS facts of the session, or NULL when it runs in plaintext. */
 const struct tls_info *client_conn_tls(const struct client_conn *conn);
 const struct client_conn_times *client_conn_times(const struct client_conn *conn);

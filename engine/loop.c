@@ -27,6 +27,7 @@ struct loop {
     uint64_t now_ms;
     uint64_t pending;  /* submitted, completion not yet dispatched (excludes wake op) */
     atomic_int stopping;
+    int stop_when_idle; /* stop once no operation and no timer is left */
     int wake_fd;       /* eventfd written by loop_stop */
     uint64_t wake_value;
     struct loop_op wake_op;
@@ -126,6 +127,11 @@ void loop_stop(struct loop *loop)
     uint64_t one = 1;
     ssize_t n = write(loop->wake_fd, &one, sizeof one);
     (void)n;
+}
+
+void loop_stop_when_idle(struct loop *loop)
+{
+    loop->stop_when_idle = 1;
 }
 
 uint64_t loop_now_ms(struct loop *loop)
@@ -332,7 +338,8 @@ int loop_run(struct loop *loop)
         int rc;
         loop_clock_ms(loop);
         loop_run_timers(loop);
-        if (atomic_load(&loop->stopping)) {
+        if (atomic_load(&loop->stopping) ||
+            (loop->stop_when_idle && loop->pending == 0 && loop->heap_len == 0)) {
             break;
         }
         if (loop->heap_len > 0) {

@@ -56,6 +56,9 @@ void loop_free(struct loop *loop);
 /* Run until loop_stop() is called. Returns 0, or -errno if the ring failed. */
 int loop_run(struct loop *loop);
 void loop_stop(struct loop *loop);
+/* Return from loop_run once no operation is in flight and no timer armed:
+ * objects closing down get their last completions and free themselves. */
+void loop_stop_when_idle(struct loop *loop);
 
 /* Monotonic milliseconds, refreshed once per loop iteration (cheap to call). */
 uint64_t loop_now_ms(struct loop *loop);

@@ -19,6 +19,7 @@ SINK_PID=""
 # start_sink NAME ARGS... : a sink on a fresh port; sets PORT and STATS.
 start_sink() {
     local name=$1; shift
+    SINK_NAME=$name
     PORT=$(free_port)
     STATS=$E2E_TMP/$name.stats.json
     "$RM" sink --listen 127.0.0.1:$PORT --threads 1 --stats "$STATS" "$@" \
@@ -27,9 +28,13 @@ start_sink() {
     e2e_cleanup "kill $SINK_PID 2>/dev/null"
     wait_port 127.0.0.1 "$PORT" 10
 }
+SINK_NAME=""
 stop_sink() {
     kill -TERM "$SINK_PID" 2>/dev/null
-    wait "$SINK_PID" 2>/dev/null
+    wait "$SINK_PID"
+    local rc=$?
+    check_eq "$SINK_NAME: sink exited cleanly on SIGTERM" 0 "$rc"
+    check "$SINK_NAME: no sanitizer report from the sink" sh -c "! grep -q Sanitizer '$E2E_TMP/$SINK_NAME.sink.log'"
 }
 # blast NAME ARGS... : result JSON in $E2E_TMP/NAME.json, records in NAME.records
 blast() {
