@@ -540,6 +540,9 @@ static int blast_parse(int argc, char **argv, struct blast_options *o)
         blast_usage(stderr);
         return -1;
     }
+    if (!o->auth) {
+        o->auth = getenv("RINGMAIL_AUTH");
+    }
     if (o->auth && o->policy == SMTP_TLS_NONE) {
         fprintf(stderr, "ringmail blast: --auth needs TLS: credentials never go in plaintext\n");
         return -1;
@@ -584,7 +587,7 @@ static int blast_setup(struct blast_shared *sh, struct blast_options *o)
     static char key[400];
     snprintf(key, sizeof key, "%s:%s", o->server, smtp_tls_policy_name(o->policy));
     cfg->session_key = key;
-    const char *auth = o->auth ? o->auth : getenv("RINGMAIL_AUTH");
+    const char *auth = o->auth;
     if (auth) {
         const char *colon = strchr(auth, ':');
         if (!colon) {

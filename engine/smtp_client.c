@@ -709,9 +709,9 @@ static enum smtp_action smtp_on_transaction(struct smtp_client *c, const struct 
     case SMTP_EXPECT_DOT:
         if (c->rcpts_ok > 0) {
             c->messages++;
-        } else {
-            c->need_rset = 1;
         }
+        /* A failed transaction may leave the server's envelope behind. */
+        c->need_rset = c->rcpts_ok == 0 || o != SMTP_OUTCOME_ACCEPTED;
         return smtp_transaction_done(c, o, smtp_reason(e.kind, o), r);
     }
     smtp_lockstep_next(c, e.kind);

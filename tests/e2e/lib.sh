@@ -103,3 +103,90 @@ e2e_finish() {
     echo "# $(basename "$0"): $E2E_PASS passed, $E2E_FAIL failed"
     [ "$E2E_FAIL" -eq 0 ] && [ "$E2E_PASS" -gt 0 ]
 }
+
+# ---- real third-party servers ----
+
+# start_postfix DIR PORT CERT KEY: a private Postfix instance as a TLS sink
+# (smtpd on 127.0.0.1:PORT with STARTTLS, every transport discard:). Logs
+# to DIR/maillog (postfix_log DIR).
+start_postfix() {
+    local d=$1 port=$2 cert=$3 key=$4
+    mkdir -p "$d/conf" "$d/queue" "$d/data"
+    # Postfix's daemons run as the postfix user: they must reach their dirs.
+    chmod 755 "$E2E_TMP" "$d"
+    cp /etc/postfix/master.cf.proto "$d/conf/master.cf" 2>/dev/null || cp /etc/postfix/master.cf "$d/conf/master.cf"
+    cp /etc/postfix/dynamicmaps.cf "$d/conf/" 2>/dev/null
+    # Our smtpd on the high port instead of 25; the postlog service for maillog_file.
+    sed -i -E 's/^smtp( +)inet/#smtp\1inet/' "$d/conf/master.cf"
+    printf '127.0.0.1:%s inet n - n - - smtpd\n' "$port" >>"$d/conf/master.cf"
+    grep -q '^postlog' "$d/conf/master.cf" ||
+        printf 'postlog unix-dgram n - n - 1 postlogd\n' >>"$d/conf/master.cf"
+    cat >"$d/conf/main.cf" <<CF
+compatibility_level = 3.6
+queue_directory = $d/queue
+data_directory = $d/data
+maillog_file = $d/maillog
+maillog_file_prefixes = $d
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+myhostname = mx.test
+mydestination =
+mynetworks = 127.0.0.0/8
+relay_domains = static:ALL
+smtpd_relay_restrictions = permit_mynetworks, reject
+default_transport = discard:
+relay_transport = discard:
+local_transport = discard:
+virtual_transport = discard:
+disable_dns_lookups = yes
+smtp_dns_support_level = disabled
+smtpd_tls_security_level = may
+smtpd_tls_chain_files = $key, $cert
+smtpd_tls_protocols = >=TLSv1.2
+smtpd_tls_loglevel = 1
+smtpd_client_connection_rate_limit = 0
+smtpd_client_connection_count_limit = 0
+default_process_limit = 50
+smtpd_peername_lookup = no
+CF
+    chown -R postfix "$d/data" 2>/dev/null
+    postfix -c "$d/conf" check >/dev/null 2>&1
+    # postfix reports fatal start-up errors only to a terminal (or syslog): give it one.
+    script -qec "postfix -c $d/conf start" /dev/null >"$d/start.log" 2>&1 || { cat "$d/start.log" >&2; return 1; }
+    e2e_cleanup "postfix -c '$d/conf' stop"
+    wait_port 127.0.0.1 "$port" 15
+}
+stop_postfix() { postfix -c "$1/conf" stop >/dev/null 2>&1; }
+postfix_log() { echo "$1/maillog"; }
+
+# wait_for_log FILE REGEX [S]: until FILE has a line matching REGEX.
+wait_for_log() {
+    local f=$1 re=$2 limit=${3:-10} i
+    for ((i = 0; i < limit * 10; i++)); do
+        grep -Eq "$re" "$f" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    return 1
+}
+# wait_for_count FILE REGEX N [S]: until N lines match.
+wait_for_count() {
+    local f=$1 re=$2 n=$3 limit=${4:-10} i
+    for ((i = 0; i < limit * 10; i++)); do
+        [ "$(grep -Ec "$re" "$f" 2>/dev/null)" -ge "$n" ] && return 0
+        sleep 0.1
+    done
+    echo "wanted $n lines matching '$re' in $f, have $(grep -Ec "$re" "$f" 2>/dev/null)" >&2
+    return 1
+}
+
+# start_aiosmtpd PORT CERT KEY [--implicit-tls] [--auth U:P] [--count-file F]
+AIOSMTPD_PID=""
+start_aiosmtpd() {
+    local port=$1 cert=$2 key=$3; shift 3
+    /usr/bin/python3 "$(dirname "${BASH_SOURCE[0]}")/aiosmtpd_server.py" --port "$port" \
+        --cert "$cert" --key "$key" "$@" >"$E2E_TMP/aiosmtpd.$port.log" 2>&1 &
+    AIOSMTPD_PID=$!
+    e2e_cleanup "kill $AIOSMTPD_PID"
+    wait_port 127.0.0.1 "$port" 15
+}
+stop_aiosmtpd() { kill "$AIOSMTPD_PID" 2>/dev/null; wait "$AIOSMTPD_PID" 2>/dev/null; }
