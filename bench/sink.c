@@ -546,9 +546,13 @@ static void sink_conn_flush(struct sink_conn *c)
     loop_send(c->w->loop, &c->send_op, c->fd, buf_data(&c->sending), buf_len(&c->sending));
 }
 
+/* Ask for room so that raw stays at SINK_RECV_SIZE when a few bytes are
+ * left over (a partial line, a partial TLS record), instead of doubling. */
 static void sink_conn_recv(struct sink_conn *c)
 {
-    char *w = buf_reserve(&c->raw, SINK_RECV_SIZE);
+    size_t left = buf_len(&c->raw);
+    char *w = buf_reserve(&c->raw,
+                          left < SINK_RECV_SIZE / 2 ? SINK_RECV_SIZE - left : SINK_RECV_SIZE / 2);
     c->recv_busy = 1;
     loop_recv(c->w->loop, &c->recv_op, c->fd, w, c->raw.cap - c->raw.len);
 }
@@ -905,25 +909,25 @@ static void sink_conn_count(struct sink_conn *c)
     }
 }
 
-static void sink_conn_new(struct sink_worker *w, int fd)
+/* A connection with its SMTP (and, for implicit TLS, TLS) state, linked
+ * into the worker; NULL when memory runs out. */
+static struct sink_conn *sink_conn_alloc(struct sink_worker *w, int fd)
 {
-    struct sink_conn *c = calloc(1, sizeof *c);
     struct sink *sk = w->sink;
-    if (c) {
-        c->w = w;
-        c->smtp = smtp_server_new(&sk->smtp, &sk->hooks, c);
-        c->tls = sk->cfg.implicit_tls ? tls_conn_new(sk->tls, &c->raw, &c->wire, NULL, c) : NULL;
+    struct sink_conn *c = calloc(1, sizeof *c);
+    if (!c) {
+        return NULL;
     }
-    if (!c || !c->smtp || (sk->cfg.implicit_tls && !c->tls)) {
-        fprintf(stderr, "sink: out of memory for a connection\n");
-        if (c) {
-            smtp_server_free(c->smtp);
-            free(c);
-        }
-        close(fd);
-        return;
-    }
+    c->w = w;
     c->fd = fd;
+    c->smtp = smtp_server_new(&sk->smtp, &sk->hooks, c);
+    c->tls = sk->cfg.implicit_tls ? tls_conn_new(sk->tls, &c->raw, &c->wire, NULL, c) : NULL;
+    if (!c->smtp || (sk->cfg.implicit_tls && !c->tls)) {
+        smtp_server_free(c->smtp);
+        tls_conn_free(c->tls);
+        free(c);
+        return NULL;
+    }
     c->id = ++w->next_conn_id;
     c->recv_op = (struct loop_op){sink_conn_on_recv, c};
     c->send_op = (struct loop_op){sink_conn_on_send, c};
@@ -934,10 +938,22 @@ static void sink_conn_new(struct sink_worker *w, int fd)
         w->conns->prev = c;
     }
     w->conns = c;
+    return c;
+}
+
+static void sink_conn_new(struct sink_worker *w, int fd)
+{
+    const struct sink_config *cfg = &w->sink->cfg;
+    struct sink_conn *c = sink_conn_alloc(w, fd);
+    if (!c) {
+        fprintf(stderr, "sink: out of memory for a connection\n");
+        close(fd);
+        return;
+    }
     sink_conn_count(c);
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (sk->cfg.verbose) {
+    if (cfg->verbose) {
         struct sockaddr_storage peer;
         socklen_t len = sizeof peer;
         if (getpeername(fd, (struct sockaddr *)&peer, &len) == 0) {
@@ -945,7 +961,7 @@ static void sink_conn_new(struct sink_worker *w, int fd)
         }
     }
     c->last_active_ms = loop_now_ms(w->loop);
-    loop_timer_set(w->loop, &c->idle_timer, sk->cfg.idle_timeout_ms);
+    loop_timer_set(w->loop, &c->idle_timer, cfg->idle_timeout_ms);
     if (c->tls) {
         c->state = SINK_CONN_HANDSHAKE;
     } else {
@@ -1591,7 +1607,6 @@ int sink_main(int argc, char **argv)
     sigaddset(&signals, SIGINT);
     pthread_sigmask(SIG_BLOCK, &signals, &old);
     signal(SIGPIPE, SIG_IGN);
-    json_object_seed(0); /* before threads create objects */
     rc = sink_workers_start(sk);
     if (rc == 0) {
         sink_print_listening(sk);
