@@ -50,8 +50,8 @@ med() { for i in $(seq 1 "$RUNS"); do field "$OUT/$1.$i.json" "$2"; done | media
 
 echo "ringmail bench: $(nproc) cores, $RUNS runs each, medians"
 run throughput -- --count "$COUNT" --concurrency 20 --size 2048
-printf '%-34s %10s msgs/s  %8s us cpu/msg  (accepted %s)\n' "1. 2KB STARTTLS, 20 conns" \
-    "$(med throughput msgs_per_s)" "$(med throughput cpu_us_per_msg)" "$(med throughput accepted)"
+printf '%-34s %8.0f msgs/s  %6.1f us cpu/msg  (accepted %s of %s)\n' "1. 2KB STARTTLS, 20 conns" \
+    "$(med throughput msgs_per_s)" "$(med throughput cpu_us_per_msg)" "$(med throughput accepted)" "$COUNT"
 
 for v in 1.3 1.2; do
     run "full-$v" --no-tickets --tls-max $v -- --count 5000 --concurrency 20 --msgs-per-conn 1
@@ -64,8 +64,9 @@ for v in 1.3 1.2; do
 done
 
 RUNS_SAVED=$RUNS; RUNS=1
-run sessions --latency-ms 2000 -- --count 20000 --concurrency 10000 --msgs-per-conn 2 --timeout-ms 60000
+run sessions --latency-ms 2000 --stats "$OUT/sessions.sink.json" -- --count 20000 --concurrency 10000 --msgs-per-conn 2 --timeout-ms 60000
 RUNS=$RUNS_SAVED
 rss=$(field "$OUT/sessions.1.json" peak_rss_kb)
-printf '%-34s peak rss %s KB = %.1f KB/session (accepted %s)\n' "3. 10,000 TLS sessions" "$rss" \
-    "$(echo "$rss / 10000" | bc -l)" "$(field "$OUT/sessions.1.json" accepted)"
+printf '%-34s peak rss %s KB = %.1f KB/session (accepted %s, sink peak concurrent %s)\n' \
+    "3. 10,000 TLS sessions" "$rss" "$(echo "$rss / 10000" | bc -l)" \
+    "$(field "$OUT/sessions.1.json" accepted)" "$(field "$OUT/sessions.sink.json" peak_concurrent)"
