@@ -40,7 +40,8 @@ LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all test unit e2e asan bench install format format-check clean fuzz
+.PHONY: all test unit e2e asan bench install format format-check clean fuzz fuzz-run
+FUZZ_SECONDS ?= 20
 
 all: $(BUILD)/ringmail $(UNIT_BIN)
 
@@ -91,7 +92,13 @@ fuzz:
 	for f in $(FUZZ_SRC); do \
 	  clang -g -O1 -fsanitize=fuzzer,address,undefined $(CPPFLAGS) -std=gnu11 \
 	    -o $(BUILD)/fuzz/$$(basename $$f .c) $$f engine/buf.c engine/smtp_reply.c \
-	    engine/smtp_ehlo.c engine/smtp_data.c || exit 1; done
+	    engine/smtp_ehlo.c engine/smtp_data.c engine/smtp_server.c \
+	    -L$(BSSL_LIB) -Wl,-rpath,$(BSSL_LIB) -lcrypto || exit 1; done
+
+# A short run of every fuzz target (FUZZ_SECONDS each), as CI does.
+fuzz-run: fuzz
+	for f in $(BUILD)/fuzz/fuzz_*; do $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 \
+	  2>&1 | tail -1 || exit 1; done
 
 clean:
 	rm -rf build build-asan
