@@ -74,7 +74,7 @@ struct blast_shared {
     const struct blast_options *opt;
     struct client_conn_config conn_cfg; /* read-only after start */
     char auth_user[256], auth_pass[256];
-    FILE *records;                      /* --records; lines written under records_lock */
+    FILE *records; /* --records; lines written under records_lock */
     pthread_mutex_t records_lock;
     volatile sig_atomic_t interrupted;
 };
@@ -83,16 +83,16 @@ struct blast_worker;
 
 struct blast_slot {
     struct blast_worker *w;
-    struct client_conn *conn; /* the slot's connection, NULL between connections */
-    int skip_starttls;        /* opportunistic retry after a failed handshake */
-    int conn_counted;         /* TLS facts of this connection already counted */
+    struct client_conn *conn;      /* the slot's connection, NULL between connections */
+    int skip_starttls;             /* opportunistic retry after a failed handshake */
+    int conn_counted;              /* TLS facts of this connection already counted */
     struct client_conn_config cfg; /* per-connection copy (skip_starttls differs) */
-    struct smtp_message msg;  /* the message in flight, storage reused */
+    struct smtp_message msg;       /* the message in flight, storage reused */
     struct smtp_rcpt rcpt;
     char rcpt_addr[128];
     unsigned long index;
     uint64_t txn_started_ms;
-    buf_t body;               /* owned: the generated message */
+    buf_t body; /* owned: the generated message */
 };
 
 struct blast_worker {
@@ -102,8 +102,8 @@ struct blast_worker {
     struct tls_session_cache *cache;
     struct blast_slot *slots;
     unsigned nslots, open_slots;
-    unsigned long next, end;     /* message numbers still to take: [next, end) */
-    unsigned long *retry;        /* owned: numbers to send again */
+    unsigned long next, end; /* message numbers still to take: [next, end) */
+    unsigned long *retry;    /* owned: numbers to send again */
     size_t nretry, retry_cap;
     struct blast_counts counts;
     int warned_plaintext;
@@ -210,8 +210,7 @@ static void blast_record(struct blast_slot *s, const struct smtp_rcpt *r)
     const struct client_conn_times *tm = s->conn ? client_conn_times(s->conn) : NULL;
     json_t *j = json_pack("{s:s, s:s, s:s, s:i, s:s, s:s, s:s}", "rcpt", r->address, "outcome",
                           smtp_outcome_name(r->outcome), "reason", r->reason, "code", r->code,
-                          "enhanced", r->enhanced, "text", r->text, "tls",
-                          t ? t->version : "none");
+                          "enhanced", r->enhanced, "text", r->text, "tls", t ? t->version : "none");
     if (t) {
         json_object_set_new(j, "cipher", json_string(t->cipher));
         json_object_set_new(j, "group", json_string(t->group));
@@ -227,7 +226,8 @@ static void blast_record(struct blast_slot *s, const struct smtp_rcpt *r)
     }
     if (s->txn_started_ms) {
         uint64_t now = loop_clock_ms(s->w->loop);
-        json_object_set_new(j, "transaction_ms", json_integer((json_int_t)(now - s->txn_started_ms)));
+        json_object_set_new(j, "transaction_ms",
+                            json_integer((json_int_t)(now - s->txn_started_ms)));
     }
     json_object_set_new(j, "data_in_flight", json_boolean(s->msg.data_in_flight));
     char *line = json_dumps(j, JSON_COMPACT);
@@ -419,33 +419,46 @@ static void *blast_worker_run(void *arg)
 
 static void blast_usage(FILE *f)
 {
-    fprintf(f,
-            "usage: ringmail blast --server HOST:PORT --count N --concurrency C [options]\n"
-            "\n"
-            "  --server HOST:PORT     the SMTP server (a name is resolved once, at start)\n"
-            "  --count N              messages to deliver (default 1000)\n"
-            "  --concurrency C        connections open at once (default 20)\n"
-            "  --msgs-per-conn M      messages per connection, 0 = unlimited (default 0)\n"
-            "  --size BYTES           message size (default 2048)\n"
-            "  --tls POLICY           required (default) | verify | opportunistic | none\n"
-            "  --implicit-tls         TLS from the first byte (port 465)\n"
-            "  --ca FILE              CA bundle for verify (default the system bundle)\n"
-            "  --server-name NAME     SNI and certificate name (default: HOST)\n"
-            "  --auth USER:PASS       AUTH PLAIN/LOGIN inside TLS (or env RINGMAIL_AUTH)\n"
-            "  --from ADDR            envelope sender (default blast@ringmail.test)\n"
-            "  --domain D             recipients are user<i>@D (default example.test)\n"
-            "  --helo NAME            EHLO name (default ringmail.test)\n"
-            "  --threads N            worker threads (default: one per core)\n"
-            "  --timeout-ms MS        every protocol timeout (default: 30000, DATA end 60000)\n"
-            "  --records FILE         one JSON line per message: outcome, reply, TLS facts\n"
-            "  --json                 print one JSON summary object on stdout\n");
+    fprintf(f, "usage: ringmail blast --server HOST:PORT --count N --concurrency C [options]\n"
+               "\n"
+               "  --server HOST:PORT     the SMTP server (a name is resolved once, at start)\n"
+               "  --count N              messages to deliver (default 1000)\n"
+               "  --concurrency C        connections open at once (default 20)\n"
+               "  --msgs-per-conn M      messages per connection, 0 = unlimited (default 0)\n"
+               "  --size BYTES           message size (default 2048)\n"
+               "  --tls POLICY           required (default) | verify | opportunistic | none\n"
+               "  --implicit-tls         TLS from the first byte (port 465)\n"
+               "  --ca FILE              CA bundle for verify (default the system bundle)\n"
+               "  --server-name NAME     SNI and certificate name (default: HOST)\n"
+               "  --auth USER:PASS       AUTH PLAIN/LOGIN inside TLS (or env RINGMAIL_AUTH)\n"
+               "  --from ADDR            envelope sender (default blast@ringmail.test)\n"
+               "  --domain D             recipients are user<i>@D (default example.test)\n"
+               "  --helo NAME            EHLO name (default ringmail.test)\n"
+               "  --threads N            worker threads (default: one per core)\n"
+               "  --timeout-ms MS        every protocol timeout (default: 30000, DATA end 60000)\n"
+               "  --records FILE         one JSON line per message: outcome, reply, TLS facts\n"
+               "  --json                 print one JSON summary object on stdout\n");
 }
 
 enum {
-    BLAST_OPT_SERVER = 256, BLAST_OPT_COUNT, BLAST_OPT_CONC, BLAST_OPT_MPC, BLAST_OPT_SIZE,
-    BLAST_OPT_TLS, BLAST_OPT_IMPLICIT, BLAST_OPT_CA, BLAST_OPT_AUTH, BLAST_OPT_JSON,
-    BLAST_OPT_FROM, BLAST_OPT_DOMAIN, BLAST_OPT_HELO, BLAST_OPT_THREADS, BLAST_OPT_TIMEOUT,
-    BLAST_OPT_RECORDS, BLAST_OPT_SNI, BLAST_OPT_HELP,
+    BLAST_OPT_SERVER = 256,
+    BLAST_OPT_COUNT,
+    BLAST_OPT_CONC,
+    BLAST_OPT_MPC,
+    BLAST_OPT_SIZE,
+    BLAST_OPT_TLS,
+    BLAST_OPT_IMPLICIT,
+    BLAST_OPT_CA,
+    BLAST_OPT_AUTH,
+    BLAST_OPT_JSON,
+    BLAST_OPT_FROM,
+    BLAST_OPT_DOMAIN,
+    BLAST_OPT_HELO,
+    BLAST_OPT_THREADS,
+    BLAST_OPT_TIMEOUT,
+    BLAST_OPT_RECORDS,
+    BLAST_OPT_SNI,
+    BLAST_OPT_HELP,
 };
 
 static int blast_number(const char *name, const char *s, unsigned long max, unsigned long *out)
@@ -488,47 +501,78 @@ static int blast_parse(int argc, char **argv, struct blast_options *o)
     optind = 1;
     while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (ch) {
-        case BLAST_OPT_SERVER: o->server = optarg; break;
+        case BLAST_OPT_SERVER:
+            o->server = optarg;
+            break;
         case BLAST_OPT_COUNT:
-            if (blast_number("count", optarg, 1ul << 40, &o->count) < 0) return -1;
+            if (blast_number("count", optarg, 1ul << 40, &o->count) < 0)
+                return -1;
             break;
         case BLAST_OPT_CONC:
-            if (blast_number("concurrency", optarg, 1000000, &v) < 0 || v == 0) return -1;
+            if (blast_number("concurrency", optarg, 1000000, &v) < 0 || v == 0)
+                return -1;
             o->concurrency = (unsigned)v;
             break;
         case BLAST_OPT_MPC:
-            if (blast_number("msgs-per-conn", optarg, 1u << 30, &v) < 0) return -1;
+            if (blast_number("msgs-per-conn", optarg, 1u << 30, &v) < 0)
+                return -1;
             o->msgs_per_conn = (unsigned)v;
             break;
         case BLAST_OPT_SIZE:
-            if (blast_number("size", optarg, 64u << 20, &v) < 0) return -1;
+            if (blast_number("size", optarg, 64u << 20, &v) < 0)
+                return -1;
             o->size = (unsigned)v;
             break;
         case BLAST_OPT_TLS:
             if (smtp_tls_policy_parse(optarg, &o->policy) < 0) {
-                fprintf(stderr, "ringmail blast: --tls must be required, verify, opportunistic or none\n");
+                fprintf(stderr,
+                        "ringmail blast: --tls must be required, verify, opportunistic or none\n");
                 return -1;
             }
             break;
-        case BLAST_OPT_IMPLICIT: o->implicit_tls = 1; break;
-        case BLAST_OPT_CA: o->ca_file = optarg; break;
-        case BLAST_OPT_SNI: o->server_name = optarg; break;
-        case BLAST_OPT_AUTH: o->auth = optarg; break;
-        case BLAST_OPT_JSON: o->json = 1; break;
-        case BLAST_OPT_FROM: o->from = optarg; break;
-        case BLAST_OPT_DOMAIN: o->domain = optarg; break;
-        case BLAST_OPT_HELO: o->helo = optarg; break;
+        case BLAST_OPT_IMPLICIT:
+            o->implicit_tls = 1;
+            break;
+        case BLAST_OPT_CA:
+            o->ca_file = optarg;
+            break;
+        case BLAST_OPT_SNI:
+            o->server_name = optarg;
+            break;
+        case BLAST_OPT_AUTH:
+            o->auth = optarg;
+            break;
+        case BLAST_OPT_JSON:
+            o->json = 1;
+            break;
+        case BLAST_OPT_FROM:
+            o->from = optarg;
+            break;
+        case BLAST_OPT_DOMAIN:
+            o->domain = optarg;
+            break;
+        case BLAST_OPT_HELO:
+            o->helo = optarg;
+            break;
         case BLAST_OPT_THREADS:
-            if (blast_number("threads", optarg, 256, &v) < 0 || v == 0) return -1;
+            if (blast_number("threads", optarg, 256, &v) < 0 || v == 0)
+                return -1;
             o->threads = (unsigned)v;
             break;
         case BLAST_OPT_TIMEOUT:
-            if (blast_number("timeout-ms", optarg, 3600000, &v) < 0 || v == 0) return -1;
+            if (blast_number("timeout-ms", optarg, 3600000, &v) < 0 || v == 0)
+                return -1;
             o->timeout_ms = (unsigned)v;
             break;
-        case BLAST_OPT_RECORDS: o->records_path = optarg; break;
-        case BLAST_OPT_HELP: blast_usage(stdout); exit(0);
-        default: blast_usage(stderr); return -1;
+        case BLAST_OPT_RECORDS:
+            o->records_path = optarg;
+            break;
+        case BLAST_OPT_HELP:
+            blast_usage(stdout);
+            exit(0);
+        default:
+            blast_usage(stderr);
+            return -1;
         }
     }
     if (optind < argc) {
@@ -567,7 +611,8 @@ static int blast_setup(struct blast_shared *sh, struct blast_options *o)
     struct client_conn_config *cfg = &sh->conn_cfg;
     static char host[256];
     char err[512];
-    if (netaddr_parse(o->server, &cfg->addr, &cfg->addrlen, host, sizeof host, err, sizeof err) < 0) {
+    if (netaddr_parse(o->server, &cfg->addr, &cfg->addrlen, host, sizeof host, err, sizeof err) <
+        0) {
         fprintf(stderr, "ringmail blast: %s\n", err);
         return -1;
     }
@@ -672,7 +717,8 @@ static void blast_report(const struct blast_options *o, const struct blast_count
     }
     json_t *reasons = json_object();
     for (size_t i = 0; i < t->nreasons; i++) {
-        json_object_set_new(reasons, t->reasons[i].name, json_integer((json_int_t)t->reasons[i].count));
+        json_object_set_new(reasons, t->reasons[i].name,
+                            json_integer((json_int_t)t->reasons[i].count));
     }
     json_t *j = json_pack(
         "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:f, "
@@ -681,12 +727,12 @@ static void blast_report(const struct blast_options *o, const struct blast_count
         (json_int_t)t->deferred, "rejected", (json_int_t)t->rejected, "failed",
         (json_int_t)t->failed, "tls_full", (json_int_t)t->tls_full, "tls_resumed",
         (json_int_t)t->tls_resumed, "tls_none", (json_int_t)t->tls_none, "tls13",
-        (json_int_t)t->tls13, "tls12", (json_int_t)t->tls12, "verify_ok",
-        (json_int_t)t->verify_ok, "verify_failed", (json_int_t)t->verify_failed,
-        "plaintext_fallback", (json_int_t)t->fallback_plaintext, "connections",
-        (json_int_t)t->connections, "wall_s", wall, "cpu_s", cpu, "msgs_per_s", rate,
-        "cpu_us_per_msg", t->sent ? cpu * 1e6 / (double)t->sent : 0.0, "peak_rss_kb",
-        (json_int_t)ru.ru_maxrss, "reasons", reasons);
+        (json_int_t)t->tls13, "tls12", (json_int_t)t->tls12, "verify_ok", (json_int_t)t->verify_ok,
+        "verify_failed", (json_int_t)t->verify_failed, "plaintext_fallback",
+        (json_int_t)t->fallback_plaintext, "connections", (json_int_t)t->connections, "wall_s",
+        wall, "cpu_s", cpu, "msgs_per_s", rate, "cpu_us_per_msg",
+        t->sent ? cpu * 1e6 / (double)t->sent : 0.0, "peak_rss_kb", (json_int_t)ru.ru_maxrss,
+        "reasons", reasons);
     char *s = json_dumps(j, JSON_COMPACT);
     printf("%s\n", s);
     free(s);
@@ -703,8 +749,12 @@ static double blast_now(void)
 int blast_main(int argc, char **argv)
 {
     struct blast_options o = {
-        .count = 1000, .concurrency = 20, .size = 2048, .from = "blast@ringmail.test",
-        .domain = "example.test", .helo = "ringmail.test",
+        .count = 1000,
+        .concurrency = 20,
+        .size = 2048,
+        .from = "blast@ringmail.test",
+        .domain = "example.test",
+        .helo = "ringmail.test",
     };
     if (blast_parse(argc, argv, &o) < 0) {
         return 2;

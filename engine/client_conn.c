@@ -198,7 +198,8 @@ static void client_conn_start_tls(struct client_conn *c)
         return;
     }
     if (c->cfg->session_cache && c->cfg->session_key) {
-        struct ssl_session_st *s = tls_session_cache_take(c->cfg->session_cache, c->cfg->session_key);
+        struct ssl_session_st *s =
+            tls_session_cache_take(c->cfg->session_cache, c->cfg->session_key);
         if (s) {
             tls_conn_set_session(c->tls, s);
             tls_session_free(s);

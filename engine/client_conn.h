@@ -30,19 +30,19 @@ struct client_conn_config {
     socklen_t addrlen;
     struct sockaddr_storage source; /* local address to bind, when source_len > 0 */
     socklen_t source_len;
-    const char *server_name;      /* SNI and certificate name (MX host name); may be an IP */
-    struct tls_ctx *tls_ctx;      /* NULL only with policy none */
+    const char *server_name; /* SNI and certificate name (MX host name); may be an IP */
+    struct tls_ctx *tls_ctx; /* NULL only with policy none */
     struct tls_session_cache *session_cache; /* the worker's; NULL: no resumption */
-    const char *session_key;      /* "host:port:policy" */
+    const char *session_key;                 /* "host:port:policy" */
     struct smtp_client_config smtp;
     unsigned timeout_connect_ms;
     unsigned timeout_tls_ms;
 };
 
 struct client_conn_times {
-    uint64_t started_ms;   /* connect submitted */
-    uint64_t connect_ms;   /* TCP connect took */
-    uint64_t tls_ms;       /* handshake took (0 without TLS) */
+    uint64_t started_ms; /* connect submitted */
+    uint64_t connect_ms; /* TCP connect took */
+    uint64_t tls_ms;     /* handshake took (0 without TLS) */
 };
 
 typedef void (*client_conn_closed_cb)(void *owner, struct client_conn *conn);

@@ -25,10 +25,10 @@
 struct loop {
     struct io_uring ring;
     uint64_t now_ms;
-    uint64_t pending;  /* submitted, completion not yet dispatched (excludes wake op) */
+    uint64_t pending; /* submitted, completion not yet dispatched (excludes wake op) */
     atomic_int stopping;
     int stop_when_idle; /* stop once no operation and no timer is left */
-    int wake_fd;       /* eventfd written by loop_stop */
+    int wake_fd;        /* eventfd written by loop_stop */
     uint64_t wake_value;
     struct loop_op wake_op;
     struct loop_timer **heap; /* owned array; the timers belong to their owners */

@@ -56,21 +56,21 @@ struct smtp_client {
     void *owner;
     enum smtp_state state;
     int tls_active;
-    int tls_fallback;              /* plaintext under opportunistic */
+    int tls_fallback; /* plaintext under opportunistic */
     const char *fallback_reason;
     struct smtp_caps caps;
     struct smtp_reply_parser parser; /* owned */
     struct smtp_reply reply;         /* owned; the reply being handled */
     buf_t out;                       /* owned: plaintext to send */
     /* The transaction in progress. */
-    struct smtp_message *msg;        /* borrowed from the owner until message_done */
-    struct smtp_expect *expect;      /* owned ring of expected replies */
+    struct smtp_message *msg;   /* borrowed from the owner until message_done */
+    struct smtp_expect *expect; /* owned ring of expected replies */
     size_t expect_head, expect_len, expect_cap;
-    size_t next_rcpt;                /* lock-step: next RCPT to send */
-    size_t rcpts_ok;                 /* RCPTs answered 2xx, waiting for the final reply */
+    size_t next_rcpt; /* lock-step: next RCPT to send */
+    size_t rcpts_ok;  /* RCPTs answered 2xx, waiting for the final reply */
     int mail_ok;
-    int got_reply_in_txn;            /* any reply seen for this transaction */
-    int need_rset;                   /* last transaction aborted: RSET before the next */
+    int got_reply_in_txn; /* any reply seen for this transaction */
+    int need_rset;        /* last transaction aborted: RSET before the next */
     int body_sent;
     unsigned messages;
     enum smtp_auth_step auth_step;
@@ -319,8 +319,9 @@ static enum smtp_action smtp_after_hello(struct smtp_client *c)
         }
         const char *why = c->cfg.skip_starttls ? "tls_handshake_failed" : "tls_not_offered";
         if (p != SMTP_TLS_OPPORTUNISTIC) {
-            return smtp_session_fail(c, SMTP_OUTCOME_DEFERRED, why, NULL,
-                                     "server does not offer STARTTLS and the TLS policy requires it");
+            return smtp_session_fail(
+                c, SMTP_OUTCOME_DEFERRED, why, NULL,
+                "server does not offer STARTTLS and the TLS policy requires it");
         }
         c->tls_fallback = 1;
         c->fallback_reason = why;
@@ -334,9 +335,10 @@ static enum smtp_action smtp_after_hello(struct smtp_client *c)
 static enum smtp_action smtp_on_greeting(struct smtp_client *c, const struct smtp_reply *r)
 {
     if (r->code != 220) {
-        return smtp_session_fail(c, smtp_outcome_of(r->code) == SMTP_OUTCOME_REJECTED
-                                        ? SMTP_OUTCOME_REJECTED
-                                        : SMTP_OUTCOME_DEFERRED,
+        return smtp_session_fail(c,
+                                 smtp_outcome_of(r->code) == SMTP_OUTCOME_REJECTED
+                                     ? SMTP_OUTCOME_REJECTED
+                                     : SMTP_OUTCOME_DEFERRED,
                                  "greeting_refused", r, NULL);
     }
     smtp_send_ehlo(c);
@@ -409,8 +411,8 @@ static enum smtp_action smtp_on_auth(struct smtp_client *c, const struct smtp_re
         return smtp_ready(c);
     }
     if (r->code == 334 && c->auth_step != SMTP_AUTH_STEP_PLAIN) {
-        const char *secret = c->auth_step == SMTP_AUTH_STEP_LOGIN_USER ? c->cfg.auth_user
-                                                                       : c->cfg.auth_pass;
+        const char *secret =
+            c->auth_step == SMTP_AUTH_STEP_LOGIN_USER ? c->cfg.auth_user : c->cfg.auth_pass;
         secret = secret ? secret : "";
         smtp_base64(&c->out, secret, strlen(secret));
         buf_append_str(&c->out, "\r\n");

@@ -35,20 +35,20 @@
 #include "smtp_reply.h"
 
 enum smtp_tls_policy {
-    SMTP_TLS_REQUIRED = 0, /* default: STARTTLS or defer; certificate not checked */
-    SMTP_TLS_VERIFY,       /* as required, and the chain + host name must verify */
-    SMTP_TLS_OPPORTUNISTIC,/* TLS when offered, plaintext otherwise (recorded tls=none) */
-    SMTP_TLS_NONE,         /* plaintext only (tests) */
+    SMTP_TLS_REQUIRED = 0,  /* default: STARTTLS or defer; certificate not checked */
+    SMTP_TLS_VERIFY,        /* as required, and the chain + host name must verify */
+    SMTP_TLS_OPPORTUNISTIC, /* TLS when offered, plaintext otherwise (recorded tls=none) */
+    SMTP_TLS_NONE,          /* plaintext only (tests) */
 };
 
 enum smtp_outcome {
-    SMTP_OUTCOME_NONE = 0,  /* not decided yet */
-    SMTP_OUTCOME_ACCEPTED,  /* 2xx after the final dot */
-    SMTP_OUTCOME_DEFERRED,  /* 4xx, timeout, connection loss, TLS policy: retry later */
-    SMTP_OUTCOME_REJECTED,  /* 5xx from the server: final */
-    SMTP_OUTCOME_FAILED,    /* refused locally (line too long, 8-bit without 8BITMIME, AUTH config) */
-    SMTP_OUTCOME_RETRY,     /* never attempted (a reused connection died before any reply):
-                               send again on a fresh connection, not a failure */
+    SMTP_OUTCOME_NONE = 0, /* not decided yet */
+    SMTP_OUTCOME_ACCEPTED, /* 2xx after the final dot */
+    SMTP_OUTCOME_DEFERRED, /* 4xx, timeout, connection loss, TLS policy: retry later */
+    SMTP_OUTCOME_REJECTED, /* 5xx from the server: final */
+    SMTP_OUTCOME_FAILED, /* refused locally (line too long, 8-bit without 8BITMIME, AUTH config) */
+    SMTP_OUTCOME_RETRY,  /* never attempted (a reused connection died before any reply):
+                            send again on a fresh connection, not a failure */
 };
 
 #define SMTP_REASON_MAX 48
@@ -57,9 +57,10 @@ enum smtp_outcome {
 struct smtp_rcpt {
     const char *address; /* owned by the message's owner */
     enum smtp_outcome outcome;
-    int code;                   /* the reply that decided it, 0 when none */
+    int code; /* the reply that decided it, 0 when none */
     char enhanced[16];
-    char reason[SMTP_REASON_MAX]; /* machine-readable: "accepted", "rcpt_rejected", "tls_not_offered" */
+    char reason[SMTP_REASON_MAX]; /* machine-readable: "accepted", "rcpt_rejected",
+                                     "tls_not_offered" */
     char text[SMTP_TEXT_MAX];     /* the server's reply text, or our explanation */
 };
 
@@ -67,21 +68,21 @@ struct smtp_message {
     const char *mail_from;   /* envelope sender; "" is the null sender <> */
     struct smtp_rcpt *rcpts; /* owned by the message's owner */
     size_t nrcpts;
-    const char *data;        /* the RFC 5322 message; line endings are normalised on the wire */
+    const char *data; /* the RFC 5322 message; line endings are normalised on the wire */
     size_t len;
-    int data_in_flight;      /* set when the body was sent and no final reply came:
-                                the server may have taken it (ambiguous) */
+    int data_in_flight; /* set when the body was sent and no final reply came:
+                           the server may have taken it (ambiguous) */
     void *user;
 };
 
 struct smtp_client_config {
     const char *helo_name;
     enum smtp_tls_policy tls_policy;
-    int implicit_tls;       /* TLS already up when smtp_client_start runs */
-    int skip_starttls;      /* opportunistic retry after a failed handshake: stay plaintext */
-    const char *auth_user;  /* NULL: no AUTH */
+    int implicit_tls;      /* TLS already up when smtp_client_start runs */
+    int skip_starttls;     /* opportunistic retry after a failed handshake: stay plaintext */
+    const char *auth_user; /* NULL: no AUTH */
     const char *auth_pass;
-    unsigned max_msgs;      /* per session, 0 = unlimited */
+    unsigned max_msgs; /* per session, 0 = unlimited */
     unsigned timeout_greeting_ms;
     unsigned timeout_command_ms;   /* EHLO, STARTTLS, AUTH, MAIL, RCPT, RSET, QUIT */
     unsigned timeout_data_ms;      /* the 354 to DATA */

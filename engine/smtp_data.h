@@ -21,9 +21,9 @@
 #define SMTP_LINE_MAX 998
 
 struct smtp_data_info {
-    int has_8bit;      /* some byte >= 0x80 */
-    size_t longest;    /* longest line in octets, without line ending */
-    size_t lines;      /* number of lines */
+    int has_8bit;   /* some byte >= 0x80 */
+    size_t longest; /* longest line in octets, without line ending */
+    size_t lines;   /* number of lines */
 };
 
 /*

@@ -103,8 +103,9 @@ void smtp_ehlo_parse(const struct smtp_reply *reply, struct smtp_caps *caps)
 
 void smtp_caps_describe(const struct smtp_caps *caps, buf_t *out)
 {
-    static const char *const names[] = {"PIPELINING", "STARTTLS", "8BITMIME", "SMTPUTF8",
-                                        "ENHANCEDSTATUSCODES", "SIZE", "AUTH", "CHUNKING", "DSN"};
+    static const char *const names[] = {
+        "PIPELINING", "STARTTLS", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES",
+        "SIZE",       "AUTH",     "CHUNKING", "DSN"};
     int first = 1;
     for (unsigned i = 0; i < sizeof names / sizeof *names; i++) {
         if (!(caps->flags & (1u << i))) {

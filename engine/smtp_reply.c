@@ -95,7 +95,8 @@ static size_t smtp_enhanced_len(const char *s, size_t n)
 }
 
 /* One complete line (without its line ending). 1: the reply is complete. */
-static int smtp_reply_line_in(struct smtp_reply_parser *p, const char *s, size_t n, const char **err)
+static int smtp_reply_line_in(struct smtp_reply_parser *p, const char *s, size_t n,
+                              const char **err)
 {
     if (n < 3 || !smtp_digit(s[0]) || !smtp_digit(s[1]) || !smtp_digit(s[2]) || s[0] < '2' ||
         s[0] > '5' || (n > 3 && s[3] != ' ' && s[3] != '-')) {
@@ -124,9 +125,9 @@ static int smtp_reply_line_in(struct smtp_reply_parser *p, const char *s, size_t
     } else if (buf_len(&r->text) < SMTP_REPLY_TEXT_MAX) {
         buf_append(&r->text, "\n", 1);
     }
-    size_t room = SMTP_REPLY_TEXT_MAX - (buf_len(&r->text) < SMTP_REPLY_TEXT_MAX
-                                             ? buf_len(&r->text)
-                                             : SMTP_REPLY_TEXT_MAX);
+    size_t room =
+        SMTP_REPLY_TEXT_MAX -
+        (buf_len(&r->text) < SMTP_REPLY_TEXT_MAX ? buf_len(&r->text) : SMTP_REPLY_TEXT_MAX);
     buf_append(&r->text, text, tlen < room ? tlen : room);
     r->lines++;
     int last = n == 3 || s[3] == ' ';

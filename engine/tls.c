@@ -43,9 +43,9 @@ struct tls_ctx {
 };
 
 struct tls_conn {
-    SSL *ssl;           /* owned; holds the BIO */
+    SSL *ssl; /* owned; holds the BIO */
     struct tls_ctx *ctx;
-    buf_t *in, *out;    /* the connection's buffers, not owned */
+    buf_t *in, *out; /* the connection's buffers, not owned */
     void *user;
     char error[160];
 };
@@ -175,7 +175,8 @@ struct tls_ctx *tls_server_ctx_new(const struct tls_server_options *opt, char *e
     ERR_clear_error();
     if (!opt->cert_file || !SSL_CTX_use_certificate_chain_file(sc, opt->cert_file)) {
         char what[300];
-        snprintf(what, sizeof what, "cannot load certificate %s", opt->cert_file ? opt->cert_file : "(none)");
+        snprintf(what, sizeof what, "cannot load certificate %s",
+                 opt->cert_file ? opt->cert_file : "(none)");
         tls_last_error(err, errlen, what);
         SSL_CTX_free(sc);
         return NULL;

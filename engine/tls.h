@@ -102,15 +102,15 @@ void tls_shutdown(struct tls_conn *c);
 const char *tls_conn_error(const struct tls_conn *c);
 
 struct tls_info {
-    char version[16];    /* "TLSv1.3" */
-    char cipher[64];     /* "TLS_AES_128_GCM_SHA256" */
-    char group[32];      /* "X25519" */
-    int resumed;         /* abbreviated handshake */
-    long verify_result;  /* X509_V_OK (0) or the verify error */
-    char verify_text[96];/* "ok" or the error string */
-    char subject[256];   /* peer leaf certificate, one line */
+    char version[16];     /* "TLSv1.3" */
+    char cipher[64];      /* "TLS_AES_128_GCM_SHA256" */
+    char group[32];       /* "X25519" */
+    int resumed;          /* abbreviated handshake */
+    long verify_result;   /* X509_V_OK (0) or the verify error */
+    char verify_text[96]; /* "ok" or the error string */
+    char subject[256];    /* peer leaf certificate, one line */
     char issuer[256];
-    char sha256[65];     /* hex SHA-256 of the leaf certificate (DER) */
+    char sha256[65]; /* hex SHA-256 of the leaf certificate (DER) */
 };
 void tls_conn_info(const struct tls_conn *c, struct tls_info *info);
 

@@ -17,7 +17,7 @@
 
 struct tls_session_entry {
     struct tls_session_entry *next;
-    char *key;                                             /* owned */
+    char *key;                                                  /* owned */
     struct ssl_session_st *sessions[TLS_SESSION_CACHE_PER_KEY]; /* owned references, [0] newest */
     size_t count;
 };

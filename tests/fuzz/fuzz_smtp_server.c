@@ -18,8 +18,11 @@ static int fuzz_auth(void *user, const char *mech, const char *authzid, const ch
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    struct smtp_server_config cfg = {.hostname = "fuzz.test", .offer_starttls = 1,
-                                     .offer_auth = 1, .auth_plaintext = 1, .keep_data = 1};
+    struct smtp_server_config cfg = {.hostname = "fuzz.test",
+                                     .offer_starttls = 1,
+                                     .offer_auth = 1,
+                                     .auth_plaintext = 1,
+                                     .keep_data = 1};
     struct smtp_server_hooks hooks = {.auth = fuzz_auth};
     struct smtp_server *s = smtp_server_new(&cfg, &hooks, NULL);
     buf_t in = BUF_INIT, out = BUF_INIT;

@@ -84,7 +84,8 @@ static void test_several_replies_in_one_read(void **state)
     (void)state;
     struct parsed x;
     init(&x);
-    assert_int_equal(feed(&x, "250 2.1.0 ok\r\n550 5.1.1 no such user\r\n354 go ahead\r\n", 1000), 0);
+    assert_int_equal(feed(&x, "250 2.1.0 ok\r\n550 5.1.1 no such user\r\n354 go ahead\r\n", 1000),
+                     0);
     assert_int_equal(x.n, 3);
     assert_string_equal(x.r[0].enhanced, "2.1.0");
     assert_int_equal(x.r[1].code, 550);
@@ -112,8 +113,11 @@ static void test_enhanced_code_rules(void **state)
     struct parsed x;
     init(&x);
     /* Class must match the reply; subject and detail 1-3 digits. */
-    assert_int_equal(feed(&x, "421 4.7.28 rate\r\n451 5.1.1 wrong class\r\n250 2.0 short\r\n"
-                              "550 5.7.1234 long\r\n", 1000), 0);
+    assert_int_equal(feed(&x,
+                          "421 4.7.28 rate\r\n451 5.1.1 wrong class\r\n250 2.0 short\r\n"
+                          "550 5.7.1234 long\r\n",
+                          1000),
+                     0);
     assert_string_equal(x.r[0].enhanced, "4.7.28");
     assert_string_equal(x.r[1].enhanced, "");
     assert_string_equal(x.r[2].enhanced, "");
