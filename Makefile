@@ -27,11 +27,17 @@ CFLAGS   += -std=gnu11 -Wall -Wextra $(WERROR) -MMD -MP
 LDLIBS   := -L$(BSSL_LIB) -Wl,-rpath,$(BSSL_LIB) -lssl -lcrypto -luring -lcares \
             -lidn2 -ljansson -linih -lresolv -lm
 
+# jemalloc is the process allocator. Sanitizer and valgrind builds use
+# their own allocator instead (JEMALLOC=0): jemalloc and valgrind's malloc
+# replacement do not mix.
+JEMALLOC ?= 1
 ifeq ($(SAN),1)
 CFLAGS  += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS += -fsanitize=address,undefined
-else
-# jemalloc is the process allocator; --no-as-needed or the linker drops it.
+JEMALLOC := 0
+endif
+ifeq ($(JEMALLOC),1)
+# --no-as-needed or the linker drops it.
 LDLIBS  += -Wl,--no-as-needed -ljemalloc -Wl,--as-needed
 endif
 
@@ -40,7 +46,7 @@ LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all test unit e2e asan bench install format format-check clean fuzz fuzz-run
+.PHONY: all test unit e2e asan bench install format format-check clean fuzz fuzz-run valgrind
 FUZZ_SECONDS ?= 20
 
 all: $(BUILD)/ringmail $(UNIT_BIN)
@@ -75,6 +81,11 @@ asan:
 bench: all
 	bench/run.sh $(BUILD)
 
+# A blast run under valgrind (memcheck, leak check) against the sink.
+valgrind:
+	$(MAKE) BUILD=build-vg JEMALLOC=0 all
+	tests/valgrind.sh build-vg
+
 install: $(BUILD)/ringmail
 	install -D -m 0755 $(BUILD)/ringmail $(DESTDIR)$(PREFIX)/bin/ringmail
 
@@ -101,6 +112,6 @@ fuzz-run: fuzz
 	  2>&1 | tail -1 || exit 1; done
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-vg
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

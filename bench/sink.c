@@ -773,6 +773,7 @@ static void sink_conn_on_recv(struct loop_op *op, int res, unsigned flags)
         sink_conn_check(c);
         return;
     }
+    loop_mark_received(buf_data(&c->raw) + buf_len(&c->raw), (size_t)res);
     buf_commit(&c->raw, (size_t)res);
     c->w->stats.n[SINK_BYTES_RECEIVED] += (uint64_t)res;
     c->last_active_ms = loop_now_ms(c->w->loop);

@@ -300,6 +300,7 @@ static void client_conn_on_recv(struct loop_op *op, int res, unsigned flags)
         if (res <= 0) {
             client_conn_close(c, res == 0 ? "closed by server" : strerror(-res));
         } else {
+            loop_mark_received(buf_data(&c->in) + buf_len(&c->in), (size_t)res);
             buf_commit(&c->in, (size_t)res);
             client_conn_process(c);
             if (c->state != CLIENT_CONN_CLOSING) {

@@ -88,6 +88,11 @@ static inline int loop_timer_active(const struct loop_timer *t)
     return t->heap_index >= 0;
 }
 
+/* A receive completed: n bytes at buf were written by the kernel behind
+ * valgrind's back (io_uring); tell memcheck they are defined. Free
+ * outside valgrind. */
+void loop_mark_received(const void *buf, size_t n);
+
 /* Number of submitted operations whose completion has not run yet. */
 uint64_t loop_pending(const struct loop *loop);
 

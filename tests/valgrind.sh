@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# tests/valgrind.sh BUILD: ringmail blast under valgrind memcheck against
+# ringmail sink (STARTTLS, resumption, several threads): no invalid access,
+# no definite or indirect leak. Prints "N passed, N failed".
+set -u
+BUILD=${1:-build-vg}
+. "$(dirname "$0")/e2e/lib.sh"
+e2e_tmpdir
+make_certs "$E2E_TMP/certs"
+PORT=$(free_port)
+"$BUILD/ringmail" sink --listen 127.0.0.1:$PORT --tls-cert "$E2E_TMP/certs/server.pem" \
+    --tls-key "$E2E_TMP/certs/server.key" --threads 1 --stats "$E2E_TMP/stats.json" \
+    >"$E2E_TMP/sink.log" 2>&1 &
+SINK=$!
+e2e_cleanup "kill $SINK"
+wait_port 127.0.0.1 "$PORT" 10
+timeout 600 valgrind --error-exitcode=9 --leak-check=full --show-leak-kinds=definite,indirect \
+    --errors-for-leak-kinds=definite,indirect "$BUILD/ringmail" blast --server localhost:$PORT \
+    --count 300 --concurrency 6 --msgs-per-conn 25 --threads 2 --json \
+    >"$E2E_TMP/blast.json" 2>"$E2E_TMP/valgrind.log"
+rc=$?
+tail -12 "$E2E_TMP/valgrind.log"
+check_eq "valgrind: blast exits 0 with no memcheck error" 0 "$rc"
+check "valgrind: no definite leak" grep -q "definitely lost: 0 bytes\|no leaks are possible" "$E2E_TMP/valgrind.log"
+check "valgrind: all 300 accepted" grep -q '"accepted":300' "$E2E_TMP/blast.json"
+kill -TERM "$SINK"; wait "$SINK"
+e2e_finish
+echo "$E2E_PASS passed, $E2E_FAIL failed"
