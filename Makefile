@@ -8,6 +8,7 @@
 #   make format / format-check
 
 BUILD  ?= build
+MAKEFLAGS += --no-print-directory
 SAN    ?= 0
 PREFIX ?= /usr/local
 CC     ?= gcc
