@@ -3,6 +3,7 @@
 #   make                 build build/ringmail
 #   make test            unit + end-to-end tests (needs the packages .ci/run installs)
 #   make asan            the same tests with an ASan+UBSan build in build-asan/
+#   make demo            the main job end to end: 100,000 messages over STARTTLS to a local sink
 #   make bench           benchmarks (bench/run.sh), results in bench/results/
 #   make install PREFIX=/usr/local
 #   make format / format-check
@@ -47,7 +48,7 @@ LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all test unit e2e asan bench install format format-check clean fuzz fuzz-run valgrind
+.PHONY: all test unit e2e asan bench install format format-check clean fuzz fuzz-run valgrind demo
 FUZZ_SECONDS ?= 20
 
 all: $(BUILD)/ringmail $(UNIT_BIN)
@@ -81,6 +82,10 @@ asan:
 
 bench: all
 	bench/run.sh $(BUILD)
+
+# The main job end to end: 100,000 messages over STARTTLS to a local sink.
+demo: all
+	bench/demo.sh $(BUILD)
 
 # A blast run under valgrind (memcheck, leak check) against the sink.
 valgrind:

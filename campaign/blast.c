@@ -328,16 +328,7 @@ static void blast_session_failed(void *owner, enum smtp_outcome o, const char *r
     }
     blast_render(s, i);
     s->txn_started_ms = 0;
-    s->rcpt.outcome = o;
-    snprintf(s->rcpt.reason, sizeof s->rcpt.reason, "%s", reason);
-    if (reply) {
-        s->rcpt.code = reply->code;
-        memcpy(s->rcpt.enhanced, reply->enhanced, sizeof s->rcpt.enhanced);
-        snprintf(s->rcpt.text, sizeof s->rcpt.text, "%.*s", (int)buf_len(&reply->text),
-                 buf_data(&reply->text));
-    } else {
-        snprintf(s->rcpt.text, sizeof s->rcpt.text, "%s", text ? text : "");
-    }
+    smtp_rcpt_set(&s->rcpt, o, reason, reply, text);
     blast_count(&s->w->counts, o, reason);
     if (s->w->shared->records) {
         blast_record(s, &s->rcpt);

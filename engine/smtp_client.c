@@ -202,8 +202,8 @@ static enum smtp_outcome smtp_outcome_of(int code)
     return code >= 500 ? SMTP_OUTCOME_REJECTED : SMTP_OUTCOME_DEFERRED;
 }
 
-static void smtp_rcpt_set(struct smtp_rcpt *r, enum smtp_outcome o, const char *reason,
-                          const struct smtp_reply *reply, const char *text)
+void smtp_rcpt_set(struct smtp_rcpt *r, enum smtp_outcome o, const char *reason,
+                   const struct smtp_reply *reply, const char *text)
 {
     r->outcome = o;
     snprintf(r->reason, sizeof r->reason, "%s", reason);

@@ -130,6 +130,11 @@ unsigned smtp_client_messages(const struct smtp_client *c);
 /* 1 when the session went on in plaintext under `opportunistic` (reason in *why). */
 int smtp_client_tls_fallback(const struct smtp_client *c, const char **why);
 
+/* Record an outcome on r: code, enhanced code and text from reply when
+ * there is one, else text as our explanation. */
+void smtp_rcpt_set(struct smtp_rcpt *r, enum smtp_outcome o, const char *reason,
+                   const struct smtp_reply *reply, const char *text);
+
 int smtp_tls_policy_parse(const char *s, enum smtp_tls_policy *out);
 const char *smtp_tls_policy_name(enum smtp_tls_policy p);
 const char *smtp_outcome_name(enum smtp_outcome o);

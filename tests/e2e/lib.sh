@@ -7,15 +7,19 @@
 #   make_certs DIR        test CA, server (localhost, sink.test, 127.0.0.1), self-signed, expired
 #   check NAME CMD...     one "ok - NAME" / "not ok - NAME" line
 #   check_eq NAME EXP ACT
+#   jget FILE a.b         a JSON field (0 when missing)
 #   e2e_finish            exit 0 only if every check passed
 E2E_PASS=0
 E2E_FAIL=0
 E2E_CLEANUP=()
 
+# Runs on exit; keeps the script's own exit status.
 e2e_run_cleanup() {
-    local i
+    local rc=$? i
+    set +e
     for ((i = ${#E2E_CLEANUP[@]} - 1; i >= 0; i--)); do eval "${E2E_CLEANUP[$i]}" >/dev/null 2>&1; done
-    [ -n "${E2E_TMP:-}" ] && [ -z "${E2E_KEEP:-}" ] && rm -rf "$E2E_TMP"
+    if [ -n "${E2E_TMP:-}" ] && [ -z "${E2E_KEEP:-}" ]; then rm -rf "$E2E_TMP"; fi
+    exit "$rc"
 }
 
 e2e_tmpdir() {
@@ -97,6 +101,14 @@ check_eq() {
     else
         echo "not ok - $1: expected '$2', got '$3'"; E2E_FAIL=$((E2E_FAIL + 1))
     fi
+}
+
+# jget FILE a.b.c: a field of a JSON file (0 when missing).
+jget() {
+    /usr/bin/python3 -c 'import json,sys
+d=json.load(open(sys.argv[1]))
+for k in sys.argv[2].split("."): d=d.get(k, 0) if isinstance(d, dict) else 0
+print(d)' "$1" "$2"
 }
 
 e2e_finish() {

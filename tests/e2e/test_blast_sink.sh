@@ -11,9 +11,6 @@ RM=${RINGMAIL:-build/ringmail}
 CERTS=${RINGMAIL_E2E_CERTS:-$E2E_TMP/certs}
 make_certs "$CERTS"
 
-jget() { /usr/bin/python3 -c 'import json,sys; d=json.load(open(sys.argv[1]));
-for k in sys.argv[2].split("."): d=d.get(k, 0) if isinstance(d, dict) else 0
-print(d)' "$1" "$2"; }
 
 SINK_PID=""
 # start_sink NAME ARGS... : a sink on a fresh port; sets PORT and STATS.

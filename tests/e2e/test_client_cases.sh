@@ -7,9 +7,6 @@ set -u
 e2e_tmpdir
 RM=${RINGMAIL:-build/ringmail}
 
-jget() { /usr/bin/python3 -c 'import json,sys; d=json.load(open(sys.argv[1]));
-for k in sys.argv[2].split("."): d=d.get(k, 0) if isinstance(d, dict) else 0
-print(d)' "$1" "$2"; }
 
 # scripted MODE COUNT [blast args...]: result in $OUT, transcript in $TR
 scripted() {

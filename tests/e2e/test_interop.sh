@@ -10,9 +10,6 @@ RM=${RINGMAIL:-build/ringmail}
 CERTS=${RINGMAIL_E2E_CERTS:-$E2E_TMP/certs}
 make_certs "$CERTS"
 
-jget() { /usr/bin/python3 -c 'import json,sys; d=json.load(open(sys.argv[1]));
-for k in sys.argv[2].split("."): d=d.get(k, 0) if isinstance(d, dict) else 0
-print(d)' "$1" "$2"; }
 
 # --- Postfix smtpd, STARTTLS, discard ---
 PF=$E2E_TMP/postfix

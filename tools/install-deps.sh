@@ -1,0 +1,17 @@
+#!/bin/sh
+# Install every Debian 12 package ringmail needs to build, test and benchmark.
+# Run as root (or with sudo available).
+set -eu
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+# Postfix (a real server in the interop tests) installs without questions this way.
+echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends \
+    build-essential make pkg-config ca-certificates openssl \
+    android-libboringssl-dev android-boringssl \
+    liburing-dev libjemalloc-dev libpq-dev libc-ares-dev libidn2-dev \
+    libjansson-dev libinih-dev libcmocka-dev \
+    postfix python3 python3-aiosmtpd swaks dnsmasq-base iproute2 procps \
+    clang clang-format gnuplot-nox bc bsdutils valgrind
