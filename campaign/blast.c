@@ -621,7 +621,9 @@ static int blast_setup(struct blast_shared *sh, struct blast_options *o)
         client_conn_tls_setup(cfg->tls_ctx);
     }
     static char key[400];
-    snprintf(key, sizeof key, "%s:%s", o->server, smtp_tls_policy_name(o->policy));
+    /* Sessions belong to (host, port, SNI, policy), never to an IP alone. */
+    snprintf(key, sizeof key, "%s|%s|%s", o->server, cfg->server_name,
+             smtp_tls_policy_name(o->policy));
     cfg->session_key = key;
     const char *auth = o->auth;
     if (auth) {

@@ -69,7 +69,7 @@ static void client_conn_maybe_free(struct client_conn *c)
         return;
     }
     if (c->fd >= 0) {
-        close(c->fd);
+        loop_close(c->loop, c->fd);
     }
     loop_timer_cancel(c->loop, &c->timer);
     tls_conn_free(c->tls);

@@ -204,6 +204,13 @@ void loop_poll_add(struct loop *loop, struct loop_op *op, int fd, unsigned event
     loop_submitted(loop, sqe, op);
 }
 
+void loop_close(struct loop *loop, int fd)
+{
+    struct io_uring_sqe *sqe = loop_sqe(loop);
+    io_uring_prep_close(sqe, fd);
+    io_uring_sqe_set_data(sqe, NULL); /* skipped on dispatch, like a cancel */
+}
+
 void loop_cancel(struct loop *loop, struct loop_op *target)
 {
     struct io_uring_sqe *sqe = loop_sqe(loop);

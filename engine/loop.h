@@ -75,6 +75,8 @@ void loop_recv(struct loop *loop, struct loop_op *op, int fd, void *buf, size_t 
 void loop_send(struct loop *loop, struct loop_op *op, int fd, const void *buf, size_t len);
 /* One-shot poll for events (POLLIN/POLLOUT); res is the returned mask. */
 void loop_poll_add(struct loop *loop, struct loop_op *op, int fd, unsigned events);
+/* Close fd through the ring; nobody waits for the completion. */
+void loop_close(struct loop *loop, int fd);
 /* Ask the kernel to cancel the operation submitted with target; target's
  * callback still runs (typically with -ECANCELED). */
 void loop_cancel(struct loop *loop, struct loop_op *target);

@@ -109,6 +109,14 @@ import json,sys; rs=[json.loads(l) for l in open(sys.argv[1])]
 assert len(rs)==30 and all(r["tls"]=="none" for r in rs)' "$E2E_TMP/nostarttls-opportunistic.records"
 check "opportunistic: says so loudly" grep -q "WARNING.*PLAINTEXT" "$E2E_TMP/nostarttls-opportunistic.err"
 
+# 5b. A server that offers AUTH in plaintext never gets credentials.
+start_sink authplain --no-starttls --auth alice:s3cret --auth-plaintext
+RINGMAIL_AUTH=alice:s3cret blast authplain --count 5 --concurrency 1 --tls opportunistic
+stop_sink
+check_eq "AUTH offered in plaintext: refused locally" 5 "$(jget "$OUT" failed)"
+check_eq "AUTH offered in plaintext: reason auth_requires_tls" 5 "$(jget "$OUT" reasons.auth_requires_tls)"
+check_eq "AUTH offered in plaintext: nothing delivered" 0 "$(jget "$STATS" messages)"
+
 # 6. A TLS-1.1-only server is refused.
 start_sink tls11 "${TLS[@]}" --tls-max 1.1
 blast tls11 --count 10 --concurrency 1
