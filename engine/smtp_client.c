@@ -64,6 +64,8 @@ struct smtp_client {
     buf_t out;                       /* owned: plaintext to send */
     /* The transaction in progress. */
     struct smtp_message *msg;   /* borrowed from the owner until message_done */
+    struct smtp_data_info info; /* msg's scan, done once in smtp_begin */
+    int utf8;                   /* msg's addresses need SMTPUTF8 */
     struct smtp_expect *expect; /* owned ring of expected replies */
     size_t expect_head, expect_len, expect_cap;
     size_t next_rcpt; /* lock-step: next RCPT to send */
@@ -490,9 +492,11 @@ static void smtp_send_rcpt(struct smtp_client *c, size_t i)
     smtp_expect_push(c, SMTP_EXPECT_RCPT, i);
 }
 
-static void smtp_send_mail(struct smtp_client *c, const struct smtp_data_info *info, int utf8)
+static void smtp_send_mail(struct smtp_client *c)
 {
     struct smtp_message *m = c->msg;
+    const struct smtp_data_info *info = &c->info;
+    int utf8 = c->utf8;
     buf_appendf(&c->out, "MAIL FROM:<%s>", m->mail_from ? m->mail_from : "");
     if (c->caps.flags & SMTP_CAP_SIZE) {
         buf_appendf(&c->out, " SIZE=%zu", m->len + info->lines);
@@ -549,15 +553,14 @@ static const char *smtp_message_check(const struct smtp_client *c, const struct 
 /* Start m on this session; 0 when commands went out, -1 when m was refused locally. */
 static int smtp_begin(struct smtp_client *c, struct smtp_message *m)
 {
-    struct smtp_data_info info;
-    int utf8 = 0;
-    smtp_data_scan(m->data, m->len, &info);
+    smtp_data_scan(m->data, m->len, &c->info);
+    c->utf8 = 0;
     for (size_t i = 0; i < m->nrcpts; i++) {
         m->rcpts[i].outcome = SMTP_OUTCOME_NONE;
     }
     m->data_in_flight = 0;
     c->msg = m;
-    const char *bad = smtp_message_check(c, m, &info, &utf8);
+    const char *bad = smtp_message_check(c, m, &c->info, &c->utf8);
     if (bad) {
         char text[128];
         snprintf(text, sizeof text, "refused before sending: %s", bad);
@@ -579,7 +582,7 @@ static int smtp_begin(struct smtp_client *c, struct smtp_message *m)
             return 0; /* MAIL follows the RSET reply */
         }
     }
-    smtp_send_mail(c, &info, utf8);
+    smtp_send_mail(c);
     return 0;
 }
 
@@ -608,9 +611,8 @@ static enum smtp_action smtp_ready(struct smtp_client *c)
 
 static void smtp_send_body(struct smtp_client *c)
 {
-    const char *err;
     if (c->rcpts_ok > 0) {
-        smtp_data_encode(&c->out, c->msg->data, c->msg->len, NULL, &err);
+        smtp_data_write(&c->out, c->msg->data, c->msg->len, &c->info);
         c->body_sent = 1;
     } else {
         /* RFC 2920 3.1: DATA got 354 although no RCPT succeeded; end it empty. */
@@ -627,11 +629,7 @@ static void smtp_lockstep_next(struct smtp_client *c, enum smtp_expect_kind done
         return;
     }
     if (done == SMTP_EXPECT_RSET) {
-        struct smtp_data_info info;
-        int utf8 = 0;
-        smtp_data_scan(m->data, m->len, &info);
-        smtp_message_check(c, m, &info, &utf8);
-        smtp_send_mail(c, &info, utf8);
+        smtp_send_mail(c);
     } else if (done == SMTP_EXPECT_MAIL || done == SMTP_EXPECT_RCPT) {
         if (c->next_rcpt < m->nrcpts) {
             smtp_send_rcpt(c, c->next_rcpt++);

@@ -49,18 +49,10 @@ void smtp_data_scan(const char *msg, size_t len, struct smtp_data_info *info)
     }
 }
 
-int smtp_data_encode(buf_t *out, const char *msg, size_t len, struct smtp_data_info *info,
-                     const char **err)
+void smtp_data_write(buf_t *out, const char *msg, size_t len, const struct smtp_data_info *scanned)
 {
-    struct smtp_data_info local;
-    struct smtp_data_info *in = info ? info : &local;
-    smtp_data_scan(msg, len, in);
-    if (in->longest > SMTP_LINE_MAX) {
-        *err = "line longer than 998 octets";
-        return -1;
-    }
     /* Worst case: every line stuffed and given a CRLF, plus ".\r\n". */
-    char *w = buf_reserve(out, len + 3 * in->lines + 3);
+    char *w = buf_reserve(out, len + 3 * scanned->lines + 3);
     char *start = w;
     const char *p = msg, *end = msg + len;
     while (p < end) {
@@ -81,5 +73,18 @@ int smtp_data_encode(buf_t *out, const char *msg, size_t len, struct smtp_data_i
     memcpy(w, ".\r\n", 3);
     w += 3;
     buf_commit(out, (size_t)(w - start));
+}
+
+int smtp_data_encode(buf_t *out, const char *msg, size_t len, struct smtp_data_info *info,
+                     const char **err)
+{
+    struct smtp_data_info local;
+    struct smtp_data_info *in = info ? info : &local;
+    smtp_data_scan(msg, len, in);
+    if (in->longest > SMTP_LINE_MAX) {
+        *err = "line longer than 998 octets";
+        return -1;
+    }
+    smtp_data_write(out, msg, len, in);
     return 0;
 }

@@ -9,7 +9,7 @@
  * sent. Bytes >= 0x80 are reported so the caller can ask for BODY=8BITMIME
  * or refuse the message when the server lacks it.
  *
- * Exports: smtp_data_encode, smtp_data_scan.
+ * Exports: smtp_data_encode, smtp_data_write, smtp_data_scan.
  */
 #ifndef RINGMAIL_SMTP_DATA_H
 #define RINGMAIL_SMTP_DATA_H
@@ -33,6 +33,10 @@ struct smtp_data_info {
  */
 int smtp_data_encode(buf_t *out, const char *msg, size_t len, struct smtp_data_info *info,
                      const char **err);
+
+/* Encode a message already scanned by smtp_data_scan (longest line checked
+ * by the caller): the hot path scans once, not twice. */
+void smtp_data_write(buf_t *out, const char *msg, size_t len, const struct smtp_data_info *scanned);
 
 /* Inspect without encoding (for SIZE= and 8BITMIME decisions). */
 void smtp_data_scan(const char *msg, size_t len, struct smtp_data_info *info);

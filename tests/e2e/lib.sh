@@ -2,6 +2,7 @@
 #
 #   e2e_tmpdir            private temp dir in $E2E_TMP, removed on exit
 #   e2e_cleanup CMD       run CMD on exit (servers), even on failure
+#   e2e_setup             e2e_tmpdir, $RM and $CERTS (test CA and certificates)
 #   free_port             print an unused TCP port on 127.0.0.1
 #   wait_port H P [S]     wait up to S seconds (10) for a listener
 #   make_certs DIR        test CA, server (localhost, sink.test, 127.0.0.1), self-signed, expired
@@ -28,6 +29,14 @@ e2e_tmpdir() {
 }
 
 e2e_cleanup() { E2E_CLEANUP+=("$1"); }
+
+# e2e_setup: temp dir, $RM (the ringmail binary) and $CERTS (made once per run).
+e2e_setup() {
+    e2e_tmpdir
+    RM=${RINGMAIL:-build/ringmail}
+    CERTS=${RINGMAIL_E2E_CERTS:-$E2E_TMP/certs}
+    make_certs "$CERTS"
+}
 
 free_port() {
     /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'

@@ -6,10 +6,7 @@
 # lost: sent == count, and what the sink counted matches what blast says.
 set -u
 . "$(dirname "$0")/lib.sh"
-e2e_tmpdir
-RM=${RINGMAIL:-build/ringmail}
-CERTS=${RINGMAIL_E2E_CERTS:-$E2E_TMP/certs}
-make_certs "$CERTS"
+e2e_setup
 
 
 SINK_PID=""

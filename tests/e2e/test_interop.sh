@@ -5,10 +5,7 @@
 # never sent before TLS.
 set -u
 . "$(dirname "$0")/lib.sh"
-e2e_tmpdir
-RM=${RINGMAIL:-build/ringmail}
-CERTS=${RINGMAIL_E2E_CERTS:-$E2E_TMP/certs}
-make_certs "$CERTS"
+e2e_setup
 
 
 # --- Postfix smtpd, STARTTLS, discard ---

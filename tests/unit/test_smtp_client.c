@@ -95,6 +95,17 @@ static enum smtp_action h_in(struct harness *h, const char *s)
 
 static const char *one[] = {"a@x.test"};
 
+/* Greeting, EHLO offering STARTTLS, 220 to STARTTLS, handshake done. */
+static void h_tls_session(struct harness *h)
+{
+    smtp_client_start(h->c, 0);
+    h_in(h, "220 mx\r\n");
+    h_in(h, "250-mx\r\n250 STARTTLS\r\n");
+    assert_int_equal(h_in(h, "220 go\r\n"), SMTP_ACTION_STARTTLS);
+    assert_int_equal(smtp_client_tls_done(h->c, 1, NULL), SMTP_ACTION_WAIT);
+    h_out(h);
+}
+
 /* Greeting + EHLO with caps, no TLS (policy none). */
 static void h_plain_session(struct harness *h, const char *caps)
 {
@@ -296,12 +307,7 @@ static void test_auth_only_inside_tls(void **state)
 
     h_init(&h, SMTP_TLS_REQUIRED, "user");
     h_add(&h, "x\n", 1, one);
-    smtp_client_start(h.c, 0);
-    h_in(&h, "220 mx\r\n");
-    h_in(&h, "250-mx\r\n250 STARTTLS\r\n");
-    h_in(&h, "220 go\r\n");
-    smtp_client_tls_done(h.c, 1, NULL);
-    h_out(&h);
+    h_tls_session(&h);
     h_in(&h, "250-mx\r\n250 AUTH=LOGIN PLAIN\r\n");
     /* base64("\0user\0secret") */
     assert_string_equal(h_out(&h), "AUTH PLAIN AHVzZXIAc2VjcmV0\r\n");
