@@ -1,0 +1,85 @@
+/*
+ * config - the operator's file: ISPs, their limits and reply rules, routes
+ *
+ * An INI file read with inih. Sections:
+ *   [global]          retry, max_age, tls, backoff_step, backoff_interval
+ *   [isp NAME]        domains, mx (MX host patterns: MX rollup), max_connections,
+ *                     max_msgs_per_conn, max_rcpts_per_msg, msg_rate, conn_rate,
+ *                     tls, timeout, rule (repeatable)
+ *   [route DOMAIN]    server = HOST:PORT (overrides DNS for that domain)
+ * A rule is "PATTERN => ACTION": PATTERN is matched, case-insensitively, as
+ * a substring of "CODE ENHANCED TEXT" of a reply ("421 4.7.28", "TSS04");
+ * ACTION is "backoff CUT PAUSE", "suspend DURATION" or "bounce".
+ * An ISP named "default" takes every recipient no other ISP claims.
+ * Errors carry the file's line number; a config with an error is refused
+ * whole (on reload, the old one stays).
+ *
+ * Exports: config_load, config_free, config_isp_for.
+ */
+#ifndef RINGMAIL_CONFIG_H
+#define RINGMAIL_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/smtp_client.h"
+#include "pool/retry.h"
+
+#define CONFIG_NAME_MAX 64
+#define CONFIG_LIST_MAX 32
+#define CONFIG_RULES_MAX 32
+
+enum config_action { CONFIG_ACTION_BACKOFF, CONFIG_ACTION_SUSPEND, CONFIG_ACTION_BOUNCE };
+
+struct config_rule {
+    char pattern[128];
+    enum config_action action;
+    double cut;        /* backoff: rate multiplier */
+    uint64_t pause_ms; /* backoff and suspend */
+};
+
+struct config_isp {
+    char name[CONFIG_NAME_MAX];
+    char domains[CONFIG_LIST_MAX][CONFIG_NAME_MAX]; /* exact, or "*.example.com" */
+    size_t ndomains;
+    char mx[CONFIG_LIST_MAX][CONFIG_NAME_MAX]; /* glob patterns on MX host names */
+    size_t nmx;
+    unsigned max_connections;   /* 0 = unlimited */
+    unsigned max_msgs_per_conn; /* 0 = unlimited */
+    unsigned max_rcpts_per_msg;
+    double msg_rate; /* per second, < 0 unlimited */
+    double conn_rate;
+    enum smtp_tls_policy tls;
+    uint64_t timeout_ms;
+    struct config_rule rules[CONFIG_RULES_MAX];
+    size_t nrules;
+};
+
+struct config_route {
+    char domain[CONFIG_NAME_MAX];
+    char server[CONFIG_NAME_MAX];
+};
+
+struct config {
+    struct retry_schedule retry;
+    enum smtp_tls_policy tls; /* the default for ISPs that set none */
+    double backoff_step;
+    uint64_t backoff_interval_ms;
+    struct config_isp *isps; /* owned; isps[nisps-1] may be "default" */
+    size_t nisps;
+    struct config_route *routes; /* owned */
+    size_t nroutes;
+};
+
+/* Load path; NULL and "LINE: reason" in err on error. */
+struct config *config_load(const char *path, char *err, size_t errlen);
+void config_free(struct config *c);
+/* The ISP of a recipient domain, else of its first MX host matching a
+ * pattern, else "default" (NULL if the file has none). mx may be NULL. */
+const struct config_isp *config_isp_for(const struct config *c, const char *domain,
+                                        const char *const *mx, size_t nmx);
+/* The first rule of isp whose pattern matches the reply, or NULL. */
+const struct config_rule *config_rule_match(const struct config_isp *isp, int code,
+                                            const char *enhanced, const char *text);
+
+#endif

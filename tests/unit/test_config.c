@@ -1,0 +1,114 @@
+/*
+ * test_config - the operator's file: parsing, errors with line numbers,
+ * ISP classification (domains and MX rollup), reply rules; and the
+ * shipped example must always load.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "pool/config.h"
+
+static struct config *load_text(const char *text, char *err, size_t errlen)
+{
+    char path[] = "/tmp/ringmail-conf.XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    struct config *c = config_load(path, err, errlen);
+    unlink(path);
+    return c;
+}
+
+static void test_example_config_loads(void **state)
+{
+    (void)state;
+    char err[256] = "";
+    struct config *c = config_load("ringmail.conf.example", err, sizeof err);
+    assert_non_null(c);
+    assert_string_equal(err, "");
+    assert_int_equal(c->nisps, 6);
+    const char *mx[] = {"alt1.gmail-smtp-in.l.google.com"};
+    const struct config_isp *isp = config_isp_for(c, "example-company.com", mx, 1);
+    assert_string_equal(isp->name, "gmail"); /* MX rollup */
+    assert_string_equal(config_isp_for(c, "HOTMAIL.com", NULL, 0)->name, "microsoft");
+    assert_string_equal(config_isp_for(c, "163.com", NULL, 0)->name, "netease");
+    assert_string_equal(config_isp_for(c, "unknown.test", NULL, 0)->name, "default");
+    isp = config_isp_for(c, "gmail.com", NULL, 0);
+    assert_true(isp->msg_rate == 300.0);
+    assert_int_equal(isp->max_connections, 20);
+    const struct config_rule *r =
+        config_rule_match(isp, 421, "4.7.28", "Our system has detected an unusual rate");
+    assert_non_null(r);
+    assert_int_equal(r->action, CONFIG_ACTION_BACKOFF);
+    assert_true(r->cut == 0.5);
+    assert_int_equal(r->pause_ms, 600000);
+    isp = config_isp_for(c, "yahoo.com", NULL, 0);
+    r = config_rule_match(isp, 421, "4.7.0", "[TSS04] Messages from 1.2.3.4 temporarily deferred");
+    assert_non_null(r);
+    assert_null(config_rule_match(isp, 250, "2.0.0", "ok"));
+    config_free(c);
+}
+
+static void test_errors_name_the_line(void **state)
+{
+    (void)state;
+    char err[256];
+    struct config *c =
+        load_text("[global]\nretry = 5m\n\n[isp x]\nmsg_rate = fast\n", err, sizeof err);
+    assert_null(c);
+    assert_non_null(strstr(err, ":5: "));
+    assert_non_null(strstr(err, "bad rate"));
+    c = load_text("[isp x]\nrule = 421 => explode\n", err, sizeof err);
+    assert_null(c);
+    assert_non_null(strstr(err, ":2: "));
+    c = load_text("[isp x]\nmax_connections = -3\n", err, sizeof err);
+    assert_null(c);
+    c = load_text("[bogus]\na = b\n", err, sizeof err);
+    assert_null(c);
+    assert_non_null(strstr(err, "unknown section"));
+    c = load_text("[isp x]\nrule = 421 => backoff 1.5 5m\n", err, sizeof err);
+    assert_null(c);
+    assert_null(config_load("/nonexistent/ringmail.conf", err, sizeof err));
+    assert_non_null(strstr(err, "cannot read"));
+}
+
+static void test_defaults_and_routes(void **state)
+{
+    (void)state;
+    char err[256];
+    struct config *c = load_text("[global]\ntls = opportunistic\nretry = 1s,2s\nmax_age = 1m\n"
+                                 "[isp a]\ndomains = *.a.test\n"
+                                 "[isp b]\ndomains = b.test\ntls = verify\n"
+                                 "[route example.test]\nserver = 127.0.0.5:2525\n",
+                                 err, sizeof err);
+    assert_non_null(c);
+    assert_int_equal(c->isps[0].tls, SMTP_TLS_OPPORTUNISTIC); /* global default applies */
+    assert_int_equal(c->isps[1].tls, SMTP_TLS_VERIFY);        /* explicit wins */
+    assert_true(c->isps[0].msg_rate < 0);                     /* unset: unlimited */
+    assert_string_equal(config_isp_for(c, "mx.a.test", NULL, 0)->name, "a");
+    assert_null(config_isp_for(c, "c.test", NULL, 0)); /* no default ISP in this file */
+    assert_int_equal(c->retry.n, 2);
+    assert_int_equal(c->retry.max_age_ms, 60000);
+    assert_int_equal(c->nroutes, 1);
+    assert_string_equal(c->routes[0].server, "127.0.0.5:2525");
+    config_free(c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_example_config_loads),
+        cmocka_unit_test(test_errors_name_the_line),
+        cmocka_unit_test(test_defaults_and_routes),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
