@@ -11,6 +11,7 @@
 
 #include "bench/sink.h"
 #include "campaign/blast.h"
+#include "campaign/resolve.h"
 
 static void main_usage(FILE *f)
 {
@@ -19,6 +20,7 @@ static void main_usage(FILE *f)
                "commands:\n"
                "  blast   deliver generated messages to one SMTP server (ringmail blast --help)\n"
                "  sink    run the io_uring TLS SMTP sink (ringmail sink --help)\n"
+               "  resolve show MX order, addresses and ISP of domains (ringmail resolve --help)\n"
                "  version print the version\n");
 }
 
@@ -34,6 +36,9 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "sink") == 0) {
         return sink_main(argc - 1, argv + 1);
+    }
+    if (strcmp(cmd, "resolve") == 0) {
+        return resolve_main(argc - 1, argv + 1);
     }
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("ringmail 0.1.0\n");

@@ -1,0 +1,370 @@
+/*
+ * dns - MX and address resolution with c-ares, driven by the ring. See dns.h.
+ */
+#include "pool/dns.h"
+
+#include <ares.h>
+#include <arpa/nameser.h>
+#include <idn2.h>
+#include <netdb.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct dns_sock {
+    struct loop_op op;
+    struct dns *d;
+    struct dns_sock *next;
+    int fd;
+    int want_read, want_write;
+    int armed;      /* a poll is in the kernel */
+    int closed;     /* c-ares let go of fd; free when no poll is left */
+    int processing; /* inside ares_process_fd for this socket */
+};
+
+struct dns {
+    struct loop *loop;
+    ares_channel channel;
+    struct loop_timer timer;
+    struct dns_sock *socks; /* owned list */
+};
+
+const char *dns_status_name(enum dns_status s)
+{
+    static const char *const names[] = {"ok", "null_mx", "nxdomain", "tempfail", "bad_name"};
+    return (unsigned)s < sizeof names / sizeof *names ? names[s] : "?";
+}
+
+static void dns_schedule(struct dns *d)
+{
+    struct timeval tv, *t = ares_timeout(d->channel, NULL, &tv);
+    if (t) {
+        loop_timer_set(d->loop, &d->timer,
+                       (uint64_t)t->tv_sec * 1000 + (uint64_t)t->tv_usec / 1000 + 1);
+    } else {
+        loop_timer_cancel(d->loop, &d->timer);
+    }
+}
+
+static void dns_sock_unlink_free(struct dns_sock *s)
+{
+    struct dns_sock **pp = &s->d->socks;
+    while (*pp && *pp != s) {
+        pp = &(*pp)->next;
+    }
+    if (*pp) {
+        *pp = s->next;
+    }
+    free(s);
+}
+
+static void dns_sock_arm(struct dns_sock *s);
+
+static void dns_on_poll(struct loop_op *op, int res, unsigned flags)
+{
+    (void)flags;
+    struct dns_sock *s = op->owner;
+    struct dns *d = s->d;
+    s->armed = 0;
+    if (s->closed) {
+        if (d) {
+            dns_sock_unlink_free(s);
+        } else {
+            free(s); /* orphaned by dns_free */
+        }
+        return;
+    }
+    if (res > 0) {
+        s->processing = 1;
+        ares_process_fd(d->channel, (res & (POLLIN | POLLERR | POLLHUP)) ? s->fd : ARES_SOCKET_BAD,
+                        (res & POLLOUT) ? s->fd : ARES_SOCKET_BAD);
+        s->processing = 0;
+    }
+    if (s->closed) {
+        dns_sock_unlink_free(s);
+    } else {
+        dns_sock_arm(s);
+    }
+    dns_schedule(d);
+}
+
+static void dns_sock_arm(struct dns_sock *s)
+{
+    if (s->armed || s->closed || (!s->want_read && !s->want_write)) {
+        return;
+    }
+    s->armed = 1;
+    loop_poll_add(s->d->loop, &s->op, s->fd,
+                  (s->want_read ? POLLIN : 0) | (s->want_write ? POLLOUT : 0));
+}
+
+static void dns_sock_state(void *data, ares_socket_t fd, int readable, int writable)
+{
+    struct dns *d = data;
+    struct dns_sock *s = d->socks;
+    while (s && (s->fd != fd || s->closed)) {
+        s = s->next;
+    }
+    if (!readable && !writable) {
+        if (s) {
+            s->closed = 1;
+            if (s->armed) {
+                loop_cancel(d->loop, &s->op); /* freed when the poll completes */
+            } else if (!s->processing) {
+                dns_sock_unlink_free(s);
+            }
+        }
+        return;
+    }
+    if (!s) {
+        s = calloc(1, sizeof *s);
+        if (!s) {
+            return; /* c-ares will time the query out */
+        }
+        s->op = (struct loop_op){dns_on_poll, s};
+        s->d = d;
+        s->fd = fd;
+        s->next = d->socks;
+        d->socks = s;
+    }
+    s->want_read = readable;
+    s->want_write = writable;
+    if (!s->processing) {
+        dns_sock_arm(s);
+    }
+}
+
+static void dns_on_timer(struct loop_timer *t)
+{
+    struct dns *d = t->owner;
+    ares_process_fd(d->channel, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
+    dns_schedule(d);
+}
+
+struct dns *dns_new(struct loop *loop, const char *server, unsigned timeout_ms, char *err,
+                    size_t errlen)
+{
+    static int initialised;
+    if (!initialised) {
+        ares_library_init(ARES_LIB_INIT_ALL);
+        initialised = 1;
+    }
+    struct dns *d = calloc(1, sizeof *d);
+    if (!d) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    d->loop = loop;
+    loop_timer_init(&d->timer, dns_on_timer, d);
+    struct ares_options o;
+    memset(&o, 0, sizeof o);
+    o.sock_state_cb = dns_sock_state;
+    o.sock_state_cb_data = d;
+    o.timeout = (int)(timeout_ms ? timeout_ms : 2000);
+    o.tries = 2;
+    int rc = ares_init_options(&d->channel, &o,
+                               ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES);
+    if (rc == ARES_SUCCESS && server) {
+        rc = ares_set_servers_ports_csv(d->channel, server);
+    }
+    if (rc != ARES_SUCCESS) {
+        snprintf(err, errlen, "resolver %s: %s", server ? server : "(system)", ares_strerror(rc));
+        if (d->channel) {
+            ares_destroy(d->channel);
+        }
+        free(d);
+        return NULL;
+    }
+    return d;
+}
+
+void dns_free(struct dns *d)
+{
+    if (!d) {
+        return;
+    }
+    ares_destroy(d->channel); /* runs pending callbacks with ARES_EDESTRUCTION */
+    loop_timer_cancel(d->loop, &d->timer);
+    /* Sockets still polled are closed by ares_destroy; their polls complete
+     * on the loop later, so they are orphaned to free themselves there. */
+    for (struct dns_sock *s = d->socks, *next; s; s = next) {
+        next = s->next;
+        if (s->armed) {
+            s->closed = 1;
+            s->d = NULL;
+        } else {
+            free(s);
+        }
+    }
+    free(d);
+}
+
+/* ---- queries ---- */
+
+struct dns_query {
+    dns_mx_cb mx_cb;
+    dns_addr_cb addr_cb;
+    void *user;
+    char ascii[256];
+};
+
+static struct dns_query *dns_query_new(const char *name, char **why)
+{
+    char *ascii = NULL;
+    int rc = idn2_to_ascii_8z(name, &ascii, IDN2_NONTRANSITIONAL);
+    struct dns_query *q = calloc(1, sizeof *q);
+    if (rc != IDN2_OK || !q || strlen(ascii) >= sizeof q->ascii || !*ascii) {
+        *why = rc != IDN2_OK ? (char *)idn2_strerror(rc) : (char *)"bad domain name";
+        idn2_free(ascii);
+        free(q);
+        return NULL;
+    }
+    snprintf(q->ascii, sizeof q->ascii, "%s", ascii);
+    size_t n = strlen(q->ascii);
+    if (n > 1 && q->ascii[n - 1] == '.') {
+        q->ascii[n - 1] = '\0';
+    }
+    idn2_free(ascii);
+    return q;
+}
+
+static uint32_t dns_answer_ttl(const unsigned char *abuf, int alen)
+{
+    ns_msg msg;
+    ns_rr rr;
+    uint32_t ttl = UINT32_MAX;
+    if (ns_initparse(abuf, alen, &msg) < 0) {
+        return 0;
+    }
+    for (int i = 0; i < ns_msg_count(msg, ns_s_an); i++) {
+        if (ns_parserr(&msg, ns_s_an, i, &rr) == 0 && ns_rr_ttl(rr) < ttl) {
+            ttl = ns_rr_ttl(rr);
+        }
+    }
+    return ttl == UINT32_MAX ? 0 : ttl;
+}
+
+static int dns_mx_cmp(const void *a, const void *b)
+{
+    const struct dns_mx_host *x = a, *y = b;
+    return (x->pref > y->pref) - (x->pref < y->pref);
+}
+
+/* Sort by preference; equal preferences in random order (RFC 5321 5.1). */
+static void dns_mx_order(struct dns_mx_host *h, size_t n)
+{
+    static __thread uint64_t seed;
+    if (!seed) {
+        seed = (uint64_t)(uintptr_t)&seed ^ 0x9e3779b97f4a7c15ull;
+    }
+    for (size_t i = n; i > 1; i--) { /* shuffle, then a stable sort keeps ties shuffled */
+        seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
+        size_t j = seed % i;
+        struct dns_mx_host t = h[i - 1];
+        h[i - 1] = h[j];
+        h[j] = t;
+    }
+    for (size_t i = 1; i < n; i++) { /* insertion sort: stable, n is small */
+        struct dns_mx_host t = h[i];
+        size_t k = i;
+        for (; k > 0 && dns_mx_cmp(&h[k - 1], &t) > 0; k--) {
+            h[k] = h[k - 1];
+        }
+        h[k] = t;
+    }
+}
+
+static void dns_on_mx(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
+{
+    (void)timeouts;
+    struct dns_query *q = arg;
+    struct dns_mx_host hosts[64];
+    struct dns_mx_result r = {.ascii_domain = q->ascii};
+    struct ares_mx_reply *mx = NULL;
+    int prc = status == ARES_SUCCESS ? ares_parse_mx_reply(abuf, alen, &mx) : status;
+    if (prc == ARES_SUCCESS && mx) {
+        for (struct ares_mx_reply *m = mx; m && r.n < 64; m = m->next) {
+            snprintf(hosts[r.n].name, sizeof hosts[0].name, "%s", m->host ? m->host : "");
+            hosts[r.n++].pref = m->priority;
+        }
+        r.ttl = dns_answer_ttl(abuf, alen);
+        if (r.n == 1 && (hosts[0].name[0] == '\0' || strcmp(hosts[0].name, ".") == 0)) {
+            r.status = DNS_NULL_MX;
+            r.error = "null MX: the domain accepts no mail (RFC 7505)";
+            r.n = 0;
+        } else {
+            dns_mx_order(hosts, r.n);
+            r.hosts = hosts;
+        }
+    } else if (prc == ARES_ENODATA || (prc == ARES_SUCCESS && !mx)) {
+        snprintf(hosts[0].name, sizeof hosts[0].name, "%s", q->ascii);
+        hosts[0].pref = 0;
+        r.hosts = hosts;
+        r.n = 1;
+        r.implicit = 1;
+    } else if (prc == ARES_ENOTFOUND) {
+        r.status = DNS_NXDOMAIN;
+        r.error = "NXDOMAIN: no such domain";
+    } else {
+        r.status = DNS_TEMPFAIL;
+        r.error = ares_strerror(prc);
+    }
+    q->mx_cb(q->user, &r);
+    ares_free_data(mx);
+    free(q);
+}
+
+void dns_resolve_mx(struct dns *d, const char *domain, dns_mx_cb cb, void *user)
+{
+    char *why = NULL;
+    struct dns_query *q = dns_query_new(domain, &why);
+    if (!q) {
+        struct dns_mx_result r = {.status = DNS_BAD_NAME, .ascii_domain = domain, .error = why};
+        cb(user, &r);
+        return;
+    }
+    q->mx_cb = cb;
+    q->user = user;
+    ares_query(d->channel, q->ascii, ns_c_in, ns_t_mx, dns_on_mx, q);
+    dns_schedule(d);
+}
+
+static void dns_on_addr(void *arg, int status, int timeouts, struct ares_addrinfo *res)
+{
+    (void)timeouts;
+    struct dns_query *q = arg;
+    struct sockaddr_storage addrs[32];
+    struct dns_addr_result r = {.addrs = addrs};
+    if (status == ARES_SUCCESS && res) {
+        for (struct ares_addrinfo_node *n = res->nodes; n && r.n < 32; n = n->ai_next) {
+            if (n->ai_addrlen <= sizeof addrs[0]) {
+                memset(&addrs[r.n], 0, sizeof addrs[0]);
+                memcpy(&addrs[r.n++], n->ai_addr, n->ai_addrlen);
+            }
+        }
+    }
+    if (r.n == 0) {
+        r.status = status == ARES_ENOTFOUND ? DNS_NXDOMAIN : DNS_TEMPFAIL;
+        r.error = status == ARES_SUCCESS ? "no addresses" : ares_strerror(status);
+    }
+    q->addr_cb(q->user, &r);
+    ares_freeaddrinfo(res);
+    free(q);
+}
+
+void dns_resolve_addr(struct dns *d, const char *host, dns_addr_cb cb, void *user)
+{
+    char *why = NULL;
+    struct dns_query *q = dns_query_new(host, &why);
+    if (!q) {
+        struct dns_addr_result r = {.status = DNS_BAD_NAME, .error = why};
+        cb(user, &r);
+        return;
+    }
+    q->addr_cb = cb;
+    q->user = user;
+    struct ares_addrinfo_hints hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    ares_getaddrinfo(d->channel, q->ascii, NULL, &hints, dns_on_addr, q);
+    dns_schedule(d);
+}

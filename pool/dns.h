@@ -1,0 +1,71 @@
+/*
+ * dns - MX and address resolution with c-ares, driven by the ring
+ *
+ * c-ares tells us which sockets it wants watched (ARES_OPT_SOCK_STATE_CB);
+ * each is polled with a one-shot POLL_ADD on the worker's loop and handed
+ * to ares_process_fd when ready, and one loop timer follows ares_timeout().
+ * No resolver call ever blocks the loop.
+ *
+ * MX answers are sorted by preference, equal preferences shuffled; a
+ * single "0 ." MX is a null MX (RFC 7505, permanent); NXDOMAIN is
+ * permanent; no MX records means the domain itself is the exchanger
+ * (RFC 5321 5.1); SERVFAIL, refusal and timeouts are temporary. IDN
+ * domains are converted to A-labels with libidn2 first.
+ *
+ * Exports: dns_new, dns_free, dns_resolve_mx, dns_resolve_addr, dns_status_name.
+ */
+#ifndef RINGMAIL_DNS_H
+#define RINGMAIL_DNS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "engine/loop.h"
+
+struct dns;
+
+enum dns_status {
+    DNS_OK = 0,
+    DNS_NULL_MX,  /* permanent: the domain accepts no mail */
+    DNS_NXDOMAIN, /* permanent: no such domain */
+    DNS_TEMPFAIL, /* SERVFAIL, refused, timeout: try later */
+    DNS_BAD_NAME, /* not a valid (IDN) domain name */
+};
+
+struct dns_mx_host {
+    char name[256];
+    unsigned pref;
+};
+
+struct dns_mx_result {
+    enum dns_status status;
+    int implicit;                    /* no MX records: the domain itself (A/AAAA) */
+    const struct dns_mx_host *hosts; /* valid during the callback */
+    size_t n;
+    uint32_t ttl;             /* smallest TTL of the answer, seconds */
+    const char *ascii_domain; /* the A-label form that was queried */
+    const char *error;        /* human reason when status != DNS_OK */
+};
+
+struct dns_addr_result {
+    enum dns_status status;
+    const struct sockaddr_storage *addrs; /* valid during the callback; port 0 */
+    size_t n;
+    const char *error;
+};
+
+typedef void (*dns_mx_cb)(void *user, const struct dns_mx_result *res);
+typedef void (*dns_addr_cb)(void *user, const struct dns_addr_result *res);
+
+/* server: "127.0.0.1:5353" (or NULL: the system's resolv.conf). timeout_ms per try. */
+struct dns *dns_new(struct loop *loop, const char *server, unsigned timeout_ms, char *err,
+                    size_t errlen);
+/* Cancels outstanding queries (their callbacks run with DNS_TEMPFAIL). */
+void dns_free(struct dns *d);
+/* Exactly one callback per call, possibly before this returns (bad name). */
+void dns_resolve_mx(struct dns *d, const char *domain, dns_mx_cb cb, void *user);
+void dns_resolve_addr(struct dns *d, const char *host, dns_addr_cb cb, void *user);
+const char *dns_status_name(enum dns_status s);
+
+#endif
