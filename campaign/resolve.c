@@ -19,8 +19,9 @@ struct resolve_run {
     struct loop *loop;
     struct dns *dns;
     struct config *config;
-    struct loop_timer done;
-    unsigned outstanding;
+    struct loop_timer next; /* start the next domain (or finish) outside callbacks */
+    char **domains;
+    int ndomains, at;
     int failures;
 };
 
@@ -43,9 +44,7 @@ static void resolve_finish_domain(struct resolve_domain *dom)
     fflush(stdout);
     free(s);
     json_decref(dom->out);
-    if (--dom->run->outstanding == 0) {
-        loop_timer_set(dom->run->loop, &dom->run->done, 0);
-    }
+    loop_timer_set(dom->run->loop, &dom->run->next, 0);
     free(dom);
 }
 
@@ -106,9 +105,22 @@ static void resolve_on_mx(void *user, const struct dns_mx_result *r)
     }
 }
 
-static void resolve_on_done(struct loop_timer *t)
+/* Domains go one after another, so a repeated domain comes from the cache. */
+static void resolve_on_next(struct loop_timer *t)
 {
     struct resolve_run *run = t->owner;
+    if (run->at < run->ndomains) {
+        struct resolve_domain *dom = calloc(1, sizeof *dom);
+        dom->run = run;
+        dom->out = json_pack("{s:s}", "domain", run->domains[run->at++]);
+        dns_resolve_mx(run->dns, json_string_value(json_object_get(dom->out, "domain")),
+                       resolve_on_mx, dom);
+        return;
+    }
+    uint64_t queries, hits;
+    dns_stats(run->dns, &queries, &hits);
+    fprintf(stderr, "dns: %llu MX queries, %llu answered from the cache\n",
+            (unsigned long long)queries, (unsigned long long)hits);
     dns_free(run->dns); /* not from inside a c-ares callback */
     run->dns = NULL;
     loop_stop_when_idle(run->loop);
@@ -157,14 +169,10 @@ int resolve_main(int argc, char **argv)
         config_free(run.config);
         return 2;
     }
-    loop_timer_init(&run.done, resolve_on_done, &run);
-    run.outstanding = (unsigned)(argc - optind);
-    for (int i = optind; i < argc; i++) {
-        struct resolve_domain *dom = calloc(1, sizeof *dom);
-        dom->run = &run;
-        dom->out = json_pack("{s:s}", "domain", argv[i]);
-        dns_resolve_mx(run.dns, argv[i], resolve_on_mx, dom);
-    }
+    loop_timer_init(&run.next, resolve_on_next, &run);
+    run.domains = argv + optind;
+    run.ndomains = argc - optind;
+    loop_timer_set(run.loop, &run.next, 0);
     loop_run(run.loop);
     loop_free(run.loop);
     config_free(run.config);

@@ -23,12 +23,34 @@ struct dns_sock {
     int processing; /* inside ares_process_fd for this socket */
 };
 
+/* An MX answer kept until its TTL runs out (temporary failures are not kept). */
+struct dns_cached {
+    struct dns_cached *next;
+    char domain[256];    /* A-label */
+    uint64_t expires_ms; /* loop clock */
+    enum dns_status status;
+    int implicit;
+    uint32_t ttl;
+    size_t n;
+    struct dns_mx_host hosts[]; /* n of them */
+};
+
+#define DNS_CACHE_BUCKETS 1024
+
 struct dns {
     struct loop *loop;
     ares_channel channel;
     struct loop_timer timer;
-    struct dns_sock *socks; /* owned list */
+    struct dns_sock *socks;                      /* owned list */
+    struct dns_cached *cache[DNS_CACHE_BUCKETS]; /* owned chains */
+    uint64_t cache_hits, queries;
 };
+
+void dns_stats(const struct dns *d, uint64_t *queries, uint64_t *cache_hits)
+{
+    *queries = d->queries;
+    *cache_hits = d->cache_hits;
+}
 
 const char *dns_status_name(enum dns_status s)
 {
@@ -185,6 +207,12 @@ void dns_free(struct dns *d)
         return;
     }
     ares_destroy(d->channel); /* runs pending callbacks with ARES_EDESTRUCTION */
+    for (size_t b = 0; b < DNS_CACHE_BUCKETS; b++) {
+        for (struct dns_cached *e = d->cache[b], *next; e; e = next) {
+            next = e->next;
+            free(e);
+        }
+    }
     loop_timer_cancel(d->loop, &d->timer);
     /* Sockets still polled are closed by ares_destroy; their polls complete
      * on the loop later, so they are orphaned to free themselves there. */
@@ -203,6 +231,7 @@ void dns_free(struct dns *d)
 /* ---- queries ---- */
 
 struct dns_query {
+    struct dns *d;
     dns_mx_cb mx_cb;
     dns_addr_cb addr_cb;
     void *user;
@@ -243,6 +272,57 @@ static uint32_t dns_answer_ttl(const unsigned char *abuf, int alen)
         }
     }
     return ttl == UINT32_MAX ? 0 : ttl;
+}
+
+static size_t dns_cache_bucket(const char *domain)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *domain; domain++) {
+        h = (h ^ (unsigned char)*domain) * 1099511628211ull;
+    }
+    return h % DNS_CACHE_BUCKETS;
+}
+
+/* The live entry for domain, dropping an expired one on the way. */
+static struct dns_cached *dns_cache_get(struct dns *d, const char *domain)
+{
+    uint64_t now = loop_clock_ms(d->loop);
+    for (struct dns_cached **pp = &d->cache[dns_cache_bucket(domain)]; *pp; pp = &(*pp)->next) {
+        struct dns_cached *e = *pp;
+        if (strcmp(e->domain, domain) != 0) {
+            continue;
+        }
+        if (e->expires_ms > now) {
+            return e;
+        }
+        *pp = e->next;
+        free(e);
+        return NULL;
+    }
+    return NULL;
+}
+
+static void dns_cache_put(struct dns *d, const struct dns_mx_result *r, uint32_t ttl)
+{
+    if (!d || ttl == 0 || r->status == DNS_TEMPFAIL || dns_cache_get(d, r->ascii_domain)) {
+        return;
+    }
+    struct dns_cached *e = malloc(sizeof *e + r->n * sizeof e->hosts[0]);
+    if (!e) {
+        return;
+    }
+    snprintf(e->domain, sizeof e->domain, "%s", r->ascii_domain);
+    e->expires_ms = loop_clock_ms(d->loop) + (uint64_t)ttl * 1000;
+    e->status = r->status;
+    e->implicit = r->implicit;
+    e->ttl = ttl;
+    e->n = r->n;
+    if (r->n > 0) {
+        memcpy(e->hosts, r->hosts, r->n * sizeof e->hosts[0]);
+    }
+    size_t b = dns_cache_bucket(e->domain);
+    e->next = d->cache[b];
+    d->cache[b] = e;
 }
 
 static int dns_mx_cmp(const void *a, const void *b)
@@ -310,6 +390,9 @@ static void dns_on_mx(void *arg, int status, int timeouts, unsigned char *abuf, 
         r.status = DNS_TEMPFAIL;
         r.error = ares_strerror(prc);
     }
+    /* Negative answers carry no answer TTL here: keep NXDOMAIN 5 minutes. */
+    dns_cache_put(status == ARES_EDESTRUCTION ? NULL : q->d, &r,
+                  r.status == DNS_NXDOMAIN ? 300 : r.ttl);
     q->mx_cb(q->user, &r);
     ares_free_data(mx);
     free(q);
@@ -324,8 +407,31 @@ void dns_resolve_mx(struct dns *d, const char *domain, dns_mx_cb cb, void *user)
         cb(user, &r);
         return;
     }
+    struct dns_cached *e = dns_cache_get(d, q->ascii);
+    if (e) {
+        struct dns_mx_host hosts[64];
+        size_t n = e->n < 64 ? e->n : 64;
+        memcpy(hosts, e->hosts, n * sizeof hosts[0]);
+        dns_mx_order(hosts, n); /* equal preferences spread again on every use */
+        struct dns_mx_result r = {.status = e->status,
+                                  .implicit = e->implicit,
+                                  .hosts = hosts,
+                                  .n = n,
+                                  .ttl = e->ttl,
+                                  .ascii_domain = q->ascii,
+                                  .error = e->status == DNS_NULL_MX
+                                               ? "null MX: the domain accepts no mail (RFC 7505)"
+                                           : e->status == DNS_NXDOMAIN ? "NXDOMAIN: no such domain"
+                                                                       : NULL};
+        d->cache_hits++;
+        cb(user, &r);
+        free(q);
+        return;
+    }
+    q->d = d;
     q->mx_cb = cb;
     q->user = user;
+    d->queries++;
     ares_query(d->channel, q->ascii, ns_c_in, ns_t_mx, dns_on_mx, q);
     dns_schedule(d);
 }

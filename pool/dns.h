@@ -10,9 +10,11 @@
  * single "0 ." MX is a null MX (RFC 7505, permanent); NXDOMAIN is
  * permanent; no MX records means the domain itself is the exchanger
  * (RFC 5321 5.1); SERVFAIL, refusal and timeouts are temporary. IDN
- * domains are converted to A-labels with libidn2 first.
+ * domains are converted to A-labels with libidn2 first. MX answers are
+ * cached until their TTL expires (NXDOMAIN for 5 minutes; temporary
+ * failures never), so a campaign asks once per domain, not per recipient.
  *
- * Exports: dns_new, dns_free, dns_resolve_mx, dns_resolve_addr, dns_status_name.
+ * Exports: dns_new, dns_free, dns_resolve_mx, dns_resolve_addr, dns_status_name, dns_stats.
  */
 #ifndef RINGMAIL_DNS_H
 #define RINGMAIL_DNS_H
@@ -67,5 +69,7 @@ void dns_free(struct dns *d);
 void dns_resolve_mx(struct dns *d, const char *domain, dns_mx_cb cb, void *user);
 void dns_resolve_addr(struct dns *d, const char *host, dns_addr_cb cb, void *user);
 const char *dns_status_name(enum dns_status s);
+/* MX queries sent and MX lookups answered from the TTL cache. */
+void dns_stats(const struct dns *d, uint64_t *queries, uint64_t *cache_hits);
 
 #endif

@@ -9,6 +9,7 @@ RM=${RINGMAIL:-build/ringmail}
 DNS_PORT=$(free_port)
 dnsmasq --keep-in-foreground --port="$DNS_PORT" --listen-address=127.0.0.1 --bind-interfaces \
     --no-resolv --no-hosts --local=/test/ --local-ttl=300 --pid-file= \
+    --log-queries --log-facility="$E2E_TMP/queries.log" \
     --mx-host=gmail.test,mx2.gmail.test,20 --mx-host=gmail.test,mx1.gmail.test,10 \
     --host-record=mx1.gmail.test,127.0.0.11 --host-record=mx2.gmail.test,127.0.0.12 \
     --mx-host=hosted.test,alt1.aspmx.l.google.com,5 \
@@ -36,6 +37,14 @@ check_eq "no MX: the domain itself (implicit MX)" "True 127.0.0.13" "$(field pla
 check_eq "null MX is permanent" null_mx "$(field nullmx.test 'd["status"]')"
 check_eq "NXDOMAIN is permanent" nxdomain "$(field nosuch.test 'd["status"]')"
 check_eq "IDN domain queried as its A-label" "xn--bcher-kva.test ok" "$(field bücher.test 'd["ascii"]+" "+d["status"]')"
+: >"$E2E_TMP/queries.log"
+"$RM" resolve --resolver "127.0.0.1:$DNS_PORT" gmail.test gmail.test gmail.test nosuch.test \
+    nosuch.test >"$R" 2>"$E2E_TMP/cache.err"
+check_eq "answers cached by TTL: gmail.test asked once for 3 lookups" 1 \
+    "$(grep -c 'query\[MX\] gmail.test from' "$E2E_TMP/queries.log")"
+check_eq "NXDOMAIN cached too" 1 "$(grep -c 'query\[MX\] nosuch.test from' "$E2E_TMP/queries.log")"
+check "cache hits reported" grep -q "2 MX queries, 3 answered from the cache" "$E2E_TMP/cache.err"
+check_eq "cached answers are the same answer" "mx1.gmail.test" "$(field gmail.test 'd["mx"][0]["host"]' | sort -u)"
 DEAD=$(free_port)
 "$RM" resolve --resolver "127.0.0.1:$DEAD" --timeout-ms 200 gmail.test >"$R" 2>/dev/null
 check_eq "a dead resolver is a temporary failure" tempfail "$(field gmail.test 'd["status"]')"
