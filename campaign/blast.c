@@ -35,6 +35,9 @@
 #include "pool/tls_session_cache.h"
 
 #define BLAST_REASONS_MAX 64
+/* Counters the status line reads from the main thread while workers run. */
+#define BLAST_INC(x) __atomic_fetch_add(&(x), 1, __ATOMIC_RELAXED)
+#define BLAST_READ(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
 
 struct blast_options {
     const char *server;
@@ -77,6 +80,7 @@ struct blast_shared {
     FILE *records; /* --records; lines written under records_lock */
     pthread_mutex_t records_lock;
     volatile sig_atomic_t interrupted;
+    unsigned workers_done; /* atomic */
 };
 
 struct blast_worker;
@@ -185,19 +189,19 @@ static void blast_count_reason(struct blast_counts *c, const char *reason)
 
 static void blast_count(struct blast_counts *c, enum smtp_outcome o, const char *reason)
 {
-    c->sent++;
+    BLAST_INC(c->sent);
     switch (o) {
     case SMTP_OUTCOME_ACCEPTED:
-        c->accepted++;
+        BLAST_INC(c->accepted);
         return;
     case SMTP_OUTCOME_DEFERRED:
-        c->deferred++;
+        BLAST_INC(c->deferred);
         break;
     case SMTP_OUTCOME_REJECTED:
-        c->rejected++;
+        BLAST_INC(c->rejected);
         break;
     default:
-        c->failed++;
+        BLAST_INC(c->failed);
         break;
     }
     blast_count_reason(c, reason);
@@ -361,7 +365,7 @@ static void blast_slot_open(struct blast_slot *s)
         abort();
     }
     w->counts.connections++;
-    w->open_slots++;
+    BLAST_INC(w->open_slots);
     client_conn_start(s->conn);
 }
 
@@ -371,7 +375,7 @@ static void blast_slot_closed(void *owner, struct client_conn *conn)
     struct blast_worker *w = s->w;
     (void)conn;
     s->conn = NULL;
-    w->open_slots--;
+    __atomic_fetch_sub(&w->open_slots, 1, __ATOMIC_RELAXED);
     if (blast_has_work(w)) {
         blast_slot_open(s);
     } else if (w->open_slots == 0) {
@@ -403,6 +407,7 @@ static void *blast_worker_run(void *arg)
     tls_session_cache_free(w->cache);
     loop_free(w->loop);
     client_conn_thread_done();
+    __atomic_fetch_add(&w->shared->workers_done, 1, __ATOMIC_RELEASE);
     return NULL;
 }
 
@@ -739,6 +744,38 @@ static double blast_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* On a terminal: one status line per second until the workers finish. */
+static void blast_status_loop(struct blast_shared *sh, struct blast_worker *w, unsigned nw,
+                              double t0)
+{
+    unsigned long last_sent = 0;
+    double last = t0;
+    while (__atomic_load_n(&sh->workers_done, __ATOMIC_ACQUIRE) < nw) {
+        for (int i = 0; i < 10 && __atomic_load_n(&sh->workers_done, __ATOMIC_ACQUIRE) < nw; i++) {
+            struct timespec ts = {0, 100000000};
+            nanosleep(&ts, NULL);
+        }
+        unsigned long sent = 0, acc = 0, def = 0, rej = 0, fail = 0, conns = 0;
+        for (unsigned i = 0; i < nw; i++) {
+            sent += BLAST_READ(w[i].counts.sent);
+            acc += BLAST_READ(w[i].counts.accepted);
+            def += BLAST_READ(w[i].counts.deferred);
+            rej += BLAST_READ(w[i].counts.rejected);
+            fail += BLAST_READ(w[i].counts.failed);
+            conns += BLAST_READ(w[i].open_slots);
+        }
+        double now = blast_now();
+        fprintf(stderr,
+                "\r%7.0f msgs/s  sent %lu  accepted %lu  deferred %lu  rejected %lu  failed %lu"
+                "  connections %lu   ",
+                now > last ? (double)(sent - last_sent) / (now - last) : 0.0, sent, acc, def, rej,
+                fail, conns);
+        last_sent = sent;
+        last = now;
+    }
+    fprintf(stderr, "\n");
+}
+
 int blast_main(int argc, char **argv)
 {
     struct blast_options o = {
@@ -782,6 +819,9 @@ int blast_main(int argc, char **argv)
         w->nslots = o.concurrency / nw + (i < o.concurrency % nw ? 1 : 0);
         w->slots = calloc(w->nslots, sizeof *w->slots);
         pthread_create(&w->thread, NULL, blast_worker_run, w);
+    }
+    if (!o.json && isatty(STDERR_FILENO)) {
+        blast_status_loop(&sh, workers, nw, t0);
     }
     struct blast_counts total;
     memset(&total, 0, sizeof total);

@@ -153,6 +153,16 @@ check_eq "injection: all deferred" 6 "$(jget "$OUT" deferred)"
 check_eq "injection: reason starttls_injection" 6 "$(jget "$OUT" reasons.starttls_injection)"
 check_eq "injection: nothing delivered" 0 "$(jget "$STATS" messages)"
 
+# 10b. On a terminal blast prints a live status line every second.
+start_sink status "${TLS[@]}" --latency-ms 150
+script -qec "$RM blast --server localhost:$PORT --count 40 --concurrency 4" /dev/null \
+    >"$E2E_TMP/status.tty" 2>&1
+stop_sink
+check "status line on a terminal: rate, outcomes, open connections" \
+    grep -Eq "msgs/s +sent [0-9]+ +accepted [0-9]+ +deferred 0 +rejected 0 +failed 0 +connections [0-9]+" \
+    "$E2E_TMP/status.tty"
+check "status line then the summary: all 40 accepted" grep -q "sent 40: accepted 40" "$E2E_TMP/status.tty"
+
 # 11. Rejections and deferrals by percentage; 421 beyond max connections.
 start_sink reject "${TLS[@]}" --reject-pct 100
 blast reject --count 10 --concurrency 2
