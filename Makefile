@@ -114,8 +114,10 @@ fuzz:
 
 # A short run of every fuzz target (FUZZ_SECONDS each), as CI does.
 fuzz-run: fuzz
-	for f in $(BUILD)/fuzz/fuzz_*; do $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 \
-	  2>&1 | tail -1 || exit 1; done
+	for f in $(BUILD)/fuzz/fuzz_*; do \
+	  if $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 > $$f.log 2>&1; \
+	  then echo "$$(basename $$f): $$(tail -1 $$f.log)"; \
+	  else tail -40 $$f.log; echo "$$(basename $$f): FAILED"; exit 1; fi; done
 
 clean:
 	rm -rf build build-asan build-vg

@@ -13,5 +13,5 @@ $SUDO apt-get install -y -q --no-install-recommends \
     android-libboringssl-dev android-boringssl \
     liburing-dev libjemalloc-dev libpq-dev libc-ares-dev libidn2-dev \
     libjansson-dev libinih-dev libcmocka-dev \
-    postfix python3 python3-aiosmtpd swaks dnsmasq-base iproute2 procps \
+    postfix python3 python3-aiosmtpd swaks libnet-ssleay-perl dnsmasq-base iproute2 procps \
     clang clang-format gnuplot-nox bc bsdutils valgrind
