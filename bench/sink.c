@@ -11,7 +11,9 @@
  * statistics and writes the JSON. Counters and the per-recipient map are
  * per worker, so the hot path takes no lock; only the connection count
  * (--max-conns and peak_concurrent are global by nature) is an atomic,
- * touched once per connection.
+ * touched once per connection. The per-client-address table ("peers") is
+ * shared too: its mutex is taken when a connection opens and closes, and
+ * an accepted message adds to its entry's atomic counter, never locking.
  *
  * A connection. Bytes from the socket land in raw (16 KB at a time); under
  * TLS they are decrypted into plain. The SMTP machine reads plaintext and
@@ -67,6 +69,8 @@
 #define SINK_LISTEN_BACKLOG 4096
 #define SINK_ACCEPT_RETRY_MS 100
 #define SINK_GARBAGE_LINE_MAX 4096
+#define SINK_REPLY_MAX 510 /* an SMTP reply line without CRLF (RFC 5321 4.5.3.1.5) */
+#define SINK_PEER_BUCKETS 1024
 
 static const char sink_reply_tempfail[] = "451 4.7.1 Temporary failure (sink tempfail)";
 static const char sink_reply_defer[] = "451 4.3.0 Temporary failure (sink)";
@@ -107,6 +111,9 @@ struct sink_config {
     char hostname[256];
     enum sink_fault fault;
     uint64_t seed;
+    char defer_reply[SINK_REPLY_MAX + 1];  /* --defer-pct share; 4xx */
+    char reject_reply[SINK_REPLY_MAX + 1]; /* --reject-pct share; 5xx */
+    int defer_closes;                      /* defer_reply is a 421: close after it */
 };
 
 enum sink_counter {
@@ -132,9 +139,28 @@ static const char *const sink_counter_names[SINK_COUNTERS] = {
     "bytes",       "bytes_received", "starttls_violations",
 };
 
+/* Merged across workers: n by sum, the rest as their comments say. */
 struct sink_stats {
     uint64_t n[SINK_COUNTERS];
-    json_t *deliveries; /* owned: recipient address -> accepted messages */
+    uint64_t max_msgs_per_session; /* max */
+    uint64_t first_accept_ms;      /* CLOCK_REALTIME; earliest non-zero */
+    uint64_t last_accept_ms;       /* latest */
+    json_t *deliveries;            /* owned: recipient address -> accepted messages */
+};
+
+/* One client source address. Owned by the sink's peer table and freed with
+ * it; connections borrow it. The counts are guarded by the table's lock,
+ * except accepted, which the hot path adds to without it. */
+struct sink_peer {
+    struct sink_peer *next; /* in the bucket */
+    char address[INET6_ADDRSTRLEN];
+    uint64_t sessions, refused, open, peak;
+    atomic_uint_least64_t accepted;
+};
+
+struct sink_peers {
+    pthread_mutex_t lock;
+    struct sink_peer *buckets[SINK_PEER_BUCKETS]; /* owned chains */
 };
 
 struct sink_worker;
@@ -185,6 +211,9 @@ struct sink_conn {
     struct tls_conn *tls;
     struct smtp_server *smtp;
     char peer[INET6_ADDRSTRLEN + 8];
+    struct sink_peer *peer_stats; /* borrowed from the sink's table; NULL if unknown */
+    int peer_open;                /* counted as open in peer_stats */
+    uint64_t accepted;            /* messages accepted in this session */
 };
 
 struct sink;
@@ -215,6 +244,7 @@ struct sink {
     struct sink_worker *workers; /* owned array */
     unsigned nworkers;
     atomic_long current, peak;
+    struct sink_peers peers;
     pthread_mutex_t ready_lock;
     pthread_cond_t ready_cond;
     unsigned ready, failed;
@@ -261,28 +291,124 @@ static int sink_local_part_is(const char *address, const char *word)
            (address[n] == '@' || address[n] == '+' || address[n] == '\0');
 }
 
-static void sink_format_address(const struct sockaddr *sa, char *out, size_t outlen)
+/* The IP address alone ("127.0.0.2", "::1"); returns the port. */
+static unsigned sink_format_host(const struct sockaddr *sa, char host[INET6_ADDRSTRLEN])
 {
-    char host[INET6_ADDRSTRLEN] = "?";
-    unsigned port = 0;
+    snprintf(host, INET6_ADDRSTRLEN, "?");
     if (sa->sa_family == AF_INET6) {
         const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
-        inet_ntop(AF_INET6, &s6->sin6_addr, host, sizeof host);
-        port = ntohs(s6->sin6_port);
-        snprintf(out, outlen, "[%s]:%u", host, port);
-        return;
+        inet_ntop(AF_INET6, &s6->sin6_addr, host, INET6_ADDRSTRLEN);
+        return ntohs(s6->sin6_port);
     }
     const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
-    inet_ntop(AF_INET, &s4->sin_addr, host, sizeof host);
-    port = ntohs(s4->sin_port);
-    snprintf(out, outlen, "%s:%u", host, port);
+    inet_ntop(AF_INET, &s4->sin_addr, host, INET6_ADDRSTRLEN);
+    return ntohs(s4->sin_port);
+}
+
+static void sink_format_address(const struct sockaddr *sa, char *out, size_t outlen)
+{
+    char host[INET6_ADDRSTRLEN];
+    unsigned port = sink_format_host(sa, host);
+    snprintf(out, outlen, sa->sa_family == AF_INET6 ? "[%s]:%u" : "%s:%u", host, port);
+}
+
+/* Wall-clock milliseconds, for timestamps a test compares with its own. */
+static uint64_t sink_realtime_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* ---- peers: per client address, shared by the workers ---- */
+
+/* FNV-1a */
+static unsigned sink_peers_bucket(const char *address)
+{
+    uint32_t h = 2166136261u;
+    for (const char *p = address; *p; p++) {
+        h = (h ^ (uint8_t)*p) * 16777619u;
+    }
+    return h % SINK_PEER_BUCKETS;
+}
+
+/* Under the lock. NULL when memory runs out. */
+static struct sink_peer *sink_peers_find(struct sink_peers *t, const char *address)
+{
+    struct sink_peer **head = &t->buckets[sink_peers_bucket(address)];
+    for (struct sink_peer *p = *head; p; p = p->next) {
+        if (strcmp(p->address, address) == 0) {
+            return p;
+        }
+    }
+    struct sink_peer *p = calloc(1, sizeof *p);
+    if (!p) {
+        return NULL;
+    }
+    snprintf(p->address, sizeof p->address, "%s", address);
+    atomic_init(&p->accepted, 0);
+    p->next = *head;
+    *head = p;
+    return p;
+}
+
+/* A connection from address opened; a refused one is only counted as such. */
+static struct sink_peer *sink_peers_open(struct sink_peers *t, const char *address, int refused)
+{
+    pthread_mutex_lock(&t->lock);
+    struct sink_peer *p = sink_peers_find(t, address);
+    if (p && refused) {
+        p->refused++;
+    } else if (p) {
+        p->sessions++;
+        p->open++;
+        p->peak = p->open > p->peak ? p->open : p->peak;
+    }
+    pthread_mutex_unlock(&t->lock);
+    return p;
+}
+
+static void sink_peers_close(struct sink_peers *t, struct sink_peer *p)
+{
+    pthread_mutex_lock(&t->lock);
+    p->open--;
+    pthread_mutex_unlock(&t->lock);
+}
+
+static json_t *sink_peers_json(struct sink_peers *t)
+{
+    json_t *all = json_object();
+    pthread_mutex_lock(&t->lock);
+    for (unsigned i = 0; i < SINK_PEER_BUCKETS; i++) {
+        for (const struct sink_peer *p = t->buckets[i]; p; p = p->next) {
+            json_object_set_new(
+                all, p->address,
+                json_pack("{s:I, s:I, s:I, s:I}", "sessions", (json_int_t)p->sessions,
+                          "peak_concurrent", (json_int_t)p->peak, "refused", (json_int_t)p->refused,
+                          "accepted",
+                          (json_int_t)atomic_load_explicit(&p->accepted, memory_order_relaxed)));
+        }
+    }
+    pthread_mutex_unlock(&t->lock);
+    return all;
+}
+
+static void sink_peers_free(struct sink_peers *t)
+{
+    for (unsigned i = 0; i < SINK_PEER_BUCKETS; i++) {
+        while (t->buckets[i]) {
+            struct sink_peer *p = t->buckets[i];
+            t->buckets[i] = p->next;
+            free(p);
+        }
+    }
 }
 
 /* ---- statistics ---- */
 
 static void sink_stats_init(struct sink_stats *st)
 {
-    memset(st->n, 0, sizeof st->n);
+    memset(st, 0, sizeof *st);
     st->deliveries = json_object();
     if (!st->deliveries) {
         fprintf(stderr, "sink: out of memory\n");
@@ -306,6 +432,16 @@ static void sink_stats_add(struct sink_stats *into, const struct sink_stats *fro
     for (int i = 0; i < SINK_COUNTERS; i++) {
         into->n[i] += from->n[i];
     }
+    if (from->max_msgs_per_session > into->max_msgs_per_session) {
+        into->max_msgs_per_session = from->max_msgs_per_session;
+    }
+    if (from->first_accept_ms &&
+        (!into->first_accept_ms || from->first_accept_ms < into->first_accept_ms)) {
+        into->first_accept_ms = from->first_accept_ms;
+    }
+    if (from->last_accept_ms > into->last_accept_ms) {
+        into->last_accept_ms = from->last_accept_ms;
+    }
     const char *key;
     json_t *value;
     json_object_foreach(from->deliveries, key, value)
@@ -315,13 +451,18 @@ static void sink_stats_add(struct sink_stats *into, const struct sink_stats *fro
 }
 
 /* Write atomically (temporary file, then rename), so a reader never sees half. */
-static int sink_stats_write(const char *path, const struct sink_stats *st, long peak)
+static int sink_stats_write(const char *path, const struct sink_stats *st, long peak, json_t *peers)
 {
     json_t *root = json_object();
     for (int i = 0; i < SINK_COUNTERS; i++) {
         json_object_set_new(root, sink_counter_names[i], json_integer((json_int_t)st->n[i]));
     }
     json_object_set_new(root, "peak_concurrent", json_integer(peak));
+    json_object_set_new(root, "max_msgs_per_session",
+                        json_integer((json_int_t)st->max_msgs_per_session));
+    json_object_set_new(root, "first_accept_ms", json_integer((json_int_t)st->first_accept_ms));
+    json_object_set_new(root, "last_accept_ms", json_integer((json_int_t)st->last_accept_ms));
+    json_object_set_new(root, "peers", peers);
     json_object_set(root, "deliveries", st->deliveries);
     char tmp[PATH_MAX];
     int rc = -1;
@@ -367,7 +508,8 @@ static int sink_write_stats(struct sink *sk, int final)
         sink_stats_add(&total, &w->snapshot);
         pthread_mutex_unlock(&w->snapshot_lock);
     }
-    int rc = sink_stats_write(sk->cfg.stats_file, &total, atomic_load(&sk->peak));
+    int rc = sink_stats_write(sk->cfg.stats_file, &total, atomic_load(&sk->peak),
+                              sink_peers_json(&sk->peers));
     json_decref(total.deliveries);
     return rc;
 }
@@ -376,6 +518,21 @@ static int sink_write_stats(struct sink *sk, int final)
 
 static void sink_conn_flush(struct sink_conn *c);
 static void sink_conn_output(struct sink_conn *c, int is_reply);
+
+/*
+ * The SMTP session is over for its peer's open count: at QUIT, or when the
+ * sink decides to close (421, a cut, a timeout), before the client hears of
+ * it, or at the latest when the connection is freed. Counting until the
+ * socket is gone would overlap a client's next connection, which it opens
+ * as soon as it has the 221, and overstate its concurrency.
+ */
+static void sink_conn_session_end(struct sink_conn *c)
+{
+    if (c->peer_open) {
+        c->peer_open = 0;
+        sink_peers_close(&c->w->sink->peers, c->peer_stats);
+    }
+}
 
 /* Free everything the connection owns. Timers must be cancelled already
  * (or the loop gone); no operation may be in flight. */
@@ -401,6 +558,7 @@ static void sink_conn_release(struct sink_conn *c)
     if (!c->refused) {
         atomic_fetch_sub(&w->sink->current, 1);
     }
+    sink_conn_session_end(c);
     free(c);
 }
 
@@ -412,6 +570,7 @@ static void sink_conn_abort(struct sink_conn *c)
         return;
     }
     c->state = SINK_CONN_DEAD;
+    sink_conn_session_end(c);
     loop_timer_cancel(c->w->loop, &c->idle_timer);
     loop_timer_cancel(c->w->loop, &c->held_timer);
     shutdown(c->fd, SHUT_RDWR);
@@ -439,6 +598,7 @@ static void sink_conn_close(struct sink_conn *c, int notify)
     if (c->state == SINK_CONN_CLOSING || c->state == SINK_CONN_DEAD) {
         return;
     }
+    sink_conn_session_end(c);
     if (notify && sink_conn_tls_up(c)) {
         tls_shutdown(c->tls);
         sink_conn_output(c, 0);
@@ -819,6 +979,18 @@ static void sink_on_mail(void *user, const char *from, struct smtp_server_decisi
     }
 }
 
+/* A 421 ends the session (RFC 5321 3.8): the machine appends the hook's
+ * reply itself, so it is closed through smtp_server_refuse into a scratch
+ * buffer; it then ignores what the client pipelined after this RCPT and
+ * asks the connection to close once the 421 is out. */
+static void sink_conn_close_after_reply(struct sink_conn *c, const char *reply)
+{
+    buf_t scratch = BUF_INIT;
+    smtp_server_refuse(c->smtp, &scratch, reply);
+    buf_free(&scratch);
+    sink_conn_session_end(c);
+}
+
 static void sink_on_rcpt(void *user, const char *rcpt, struct smtp_server_decision *d)
 {
     struct sink_conn *c = user;
@@ -831,9 +1003,12 @@ static void sink_on_rcpt(void *user, const char *rcpt, struct smtp_server_decisi
     } else if (cfg->defer_pct || cfg->reject_pct) {
         unsigned r = sink_percent(w);
         if (r < cfg->defer_pct) {
-            d->reply = sink_reply_defer;
+            d->reply = cfg->defer_reply;
+            if (cfg->defer_closes) {
+                sink_conn_close_after_reply(c, d->reply);
+            }
         } else if (r < cfg->defer_pct + cfg->reject_pct) {
-            d->reply = sink_reply_reject;
+            d->reply = cfg->reject_reply;
         }
     }
     if (!d->reply) {
@@ -863,6 +1038,19 @@ static void sink_on_message(void *user, const struct smtp_server_message *m,
     struct sink_worker *w = c->w;
     w->stats.n[SINK_MESSAGES]++;
     w->stats.n[SINK_BYTES] += m->size;
+    /* The machine calls this hook only for a transaction with an accepted
+     * recipient, so every call is an accepted message. */
+    c->accepted++;
+    if (c->accepted > w->stats.max_msgs_per_session) {
+        w->stats.max_msgs_per_session = c->accepted;
+    }
+    w->stats.last_accept_ms = sink_realtime_ms();
+    if (!w->stats.first_accept_ms) {
+        w->stats.first_accept_ms = w->stats.last_accept_ms;
+    }
+    if (c->peer_stats) {
+        atomic_fetch_add_explicit(&c->peer_stats->accepted, 1, memory_order_relaxed);
+    }
     for (size_t i = 0; i < m->nrcpts; i++) {
         sink_stats_count(w->stats.deliveries, m->rcpts[i], 1);
     }
@@ -884,6 +1072,11 @@ static int sink_on_auth(void *user, const char *mechanism, const char *authzid,
     return ok;
 }
 
+static void sink_on_quit(void *user)
+{
+    sink_conn_session_end(user);
+}
+
 static void sink_on_starttls(void *user, buf_t *out)
 {
     struct sink_conn *c = user;
@@ -894,7 +1087,8 @@ static void sink_on_starttls(void *user, buf_t *out)
 
 /* ---- accepting ---- */
 
-static void sink_conn_count(struct sink_conn *c)
+/* Count the connection globally and for its source address (NULL: unknown). */
+static void sink_conn_count(struct sink_conn *c, const char *source)
 {
     struct sink *sk = c->w->sink;
     long cur = atomic_fetch_add(&sk->current, 1) + 1;
@@ -902,6 +1096,12 @@ static void sink_conn_count(struct sink_conn *c)
         atomic_fetch_sub(&sk->current, 1);
         c->refused = 1;
         c->w->stats.n[SINK_REFUSED]++;
+    }
+    if (source) {
+        c->peer_stats = sink_peers_open(&sk->peers, source, c->refused);
+        c->peer_open = c->peer_stats && !c->refused;
+    }
+    if (c->refused) {
         return;
     }
     c->w->stats.n[SINK_CONNECTIONS]++;
@@ -951,16 +1151,20 @@ static void sink_conn_new(struct sink_worker *w, int fd)
         close(fd);
         return;
     }
-    sink_conn_count(c);
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (cfg->verbose) {
-        struct sockaddr_storage peer;
-        socklen_t len = sizeof peer;
-        if (getpeername(fd, (struct sockaddr *)&peer, &len) == 0) {
+    /* A client reset before this point has no address: counted, not per peer. */
+    struct sockaddr_storage peer;
+    socklen_t len = sizeof peer;
+    char source[INET6_ADDRSTRLEN];
+    int known = getpeername(fd, (struct sockaddr *)&peer, &len) == 0;
+    if (known) {
+        sink_format_host((struct sockaddr *)&peer, source);
+        if (cfg->verbose) {
             sink_format_address((struct sockaddr *)&peer, c->peer, sizeof c->peer);
         }
     }
+    sink_conn_count(c, known ? source : NULL);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     c->last_active_ms = loop_now_ms(w->loop);
     loop_timer_set(w->loop, &c->idle_timer, cfg->idle_timeout_ms);
     if (c->tls) {
@@ -1169,6 +1373,8 @@ enum sink_option {
     SINK_OPT_SEED,
     SINK_OPT_IDLE_TIMEOUT,
     SINK_OPT_VERBOSE,
+    SINK_OPT_DEFER_REPLY,
+    SINK_OPT_REJECT_REPLY,
     SINK_OPT_HELP,
 };
 
@@ -1196,6 +1402,8 @@ static const struct option sink_options[] = {
     {"seed", required_argument, NULL, SINK_OPT_SEED},
     {"idle-timeout-ms", required_argument, NULL, SINK_OPT_IDLE_TIMEOUT},
     {"verbose", no_argument, NULL, SINK_OPT_VERBOSE},
+    {"defer-reply", required_argument, NULL, SINK_OPT_DEFER_REPLY},
+    {"reject-reply", required_argument, NULL, SINK_OPT_REJECT_REPLY},
     {"help", no_argument, NULL, SINK_OPT_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -1212,8 +1420,11 @@ static void sink_usage(FILE *f)
           "  --tls-min V, --tls-max V  1.0, 1.1, 1.2 or 1.3\n"
           "  --no-tickets            issue no session tickets\n"
           "  --latency-ms N          delay every reply by N ms\n"
-          "  --defer-pct N           N% of RCPTs get 451 4.3.0\n"
-          "  --reject-pct N          N% of RCPTs get 550 5.1.1\n"
+          "  --defer-pct N           N% of RCPTs get the --defer-reply\n"
+          "  --defer-reply \"CODE TEXT\"  4xx, default \"451 4.3.0 Temporary failure (sink)\";\n"
+          "                          a 421 also closes the connection\n"
+          "  --reject-pct N          N% of RCPTs get the --reject-reply\n"
+          "  --reject-reply \"CODE TEXT\" 5xx, default \"550 5.1.1 User unknown (sink)\"\n"
           "  --drop-pct N            N% of transactions are cut inside DATA\n"
           "  --max-conns N           421 to connections beyond N\n"
           "  --threads N             worker threads (default: number of cores)\n"
@@ -1316,6 +1527,24 @@ static int sink_parse_fault(const char *text, enum sink_fault *out)
         }
     }
     return -1;
+}
+
+/* "CODE TEXT" or "CODE": three digits, the first one class, then one
+ * printable line short enough for SMTP (the machine adds CRLF). */
+static int sink_parse_reply(const char *text, char class, char *out, size_t outlen)
+{
+    size_t n = strlen(text);
+    if (n < 3 || n > SINK_REPLY_MAX || n >= outlen || text[0] != class || text[1] < '0' ||
+        text[1] > '9' || text[2] < '0' || text[2] > '9' || (text[3] != ' ' && text[3] != '\0')) {
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if ((unsigned char)text[i] < 0x20 || text[i] == 0x7f) {
+            return -1;
+        }
+    }
+    memcpy(out, text, n + 1);
+    return 0;
 }
 
 static int sink_parse_auth(const char *text, struct sink_config *cfg)
@@ -1423,8 +1652,27 @@ static int sink_parse_option(struct sink_config *cfg, int opt, const char *arg)
     case SINK_OPT_VERBOSE:
         cfg->verbose = 1;
         return 0;
+    case SINK_OPT_DEFER_REPLY:
+        return sink_parse_reply(arg, '4', cfg->defer_reply, sizeof cfg->defer_reply);
+    case SINK_OPT_REJECT_REPLY:
+        return sink_parse_reply(arg, '5', cfg->reject_reply, sizeof cfg->reject_reply);
     default:
         return sink_parse_number(cfg, opt, arg);
+    }
+}
+
+/* What a rejected value should have looked like, when that is not obvious. */
+static const char *sink_option_hint(int opt)
+{
+    switch (opt) {
+    case SINK_OPT_DEFER_REPLY:
+        return " (want \"4xx TEXT\": a 3-digit 4xx code, a space, the text; one line of at most "
+               "510 characters)";
+    case SINK_OPT_REJECT_REPLY:
+        return " (want \"5xx TEXT\": a 3-digit 5xx code, a space, the text; one line of at most "
+               "510 characters)";
+    default:
+        return "";
     }
 }
 
@@ -1433,6 +1681,8 @@ static int sink_parse_args(struct sink_config *cfg, int argc, char **argv)
 {
     cfg->seed = 1;
     cfg->idle_timeout_ms = 60000;
+    snprintf(cfg->defer_reply, sizeof cfg->defer_reply, "%s", sink_reply_defer);
+    snprintf(cfg->reject_reply, sizeof cfg->reject_reply, "%s", sink_reply_reject);
     optind = 0; /* campaign/main may have run getopt already */
     int opt;
     while ((opt = getopt_long(argc, argv, "", sink_options, NULL)) != -1) {
@@ -1442,8 +1692,8 @@ static int sink_parse_args(struct sink_config *cfg, int argc, char **argv)
         }
         if (opt == '?' || sink_parse_option(cfg, opt, optarg) < 0) {
             if (opt != '?') {
-                fprintf(stderr, "sink: bad value for --%s: %s\n", sink_options[opt - 256].name,
-                        optarg ? optarg : "");
+                fprintf(stderr, "sink: bad value for --%s: %s%s\n", sink_options[opt - 256].name,
+                        optarg ? optarg : "", sink_option_hint(opt));
             }
             sink_usage(stderr);
             return 2;
@@ -1484,6 +1734,7 @@ static int sink_check_config(struct sink_config *cfg)
     if (!cfg->idle_timeout_ms) {
         cfg->idle_timeout_ms = 60000;
     }
+    cfg->defer_closes = strncmp(cfg->defer_reply, "421", 3) == 0;
     if (!cfg->hostname[0] && gethostname(cfg->hostname, sizeof cfg->hostname - 1) != 0) {
         snprintf(cfg->hostname, sizeof cfg->hostname, "ringmail-sink");
     }
@@ -1519,7 +1770,8 @@ static int sink_setup(struct sink *sk)
                                            .data = sink_on_data,
                                            .message = sink_on_message,
                                            .auth = sink_on_auth,
-                                           .starttls = sink_on_starttls};
+                                           .starttls = sink_on_starttls,
+                                           .quit = sink_on_quit};
     sk->nworkers = cfg->threads;
     sk->workers = calloc(sk->nworkers, sizeof *sk->workers);
     if (!sk->workers) {
@@ -1551,6 +1803,8 @@ static void sink_teardown(struct sink *sk)
     tls_ctx_free(sk->tls);
     pthread_mutex_destroy(&sk->ready_lock);
     pthread_cond_destroy(&sk->ready_cond);
+    sink_peers_free(&sk->peers);
+    pthread_mutex_destroy(&sk->peers.lock);
     explicit_bzero(sk->cfg.auth_pass, sizeof sk->cfg.auth_pass);
     free(sk);
 }
@@ -1596,6 +1850,7 @@ int sink_main(int argc, char **argv)
     }
     pthread_mutex_init(&sk->ready_lock, NULL);
     pthread_cond_init(&sk->ready_cond, NULL);
+    pthread_mutex_init(&sk->peers.lock, NULL);
     int rc = sink_parse_args(&sk->cfg, argc, argv);
     if (rc != 0 || sink_check_config(&sk->cfg) < 0 || sink_setup(sk) < 0) {
         sink_teardown(sk);

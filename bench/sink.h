@@ -5,11 +5,15 @@
  * SO_REUSEPORT listening socket per address; the SMTP dialogue is
  * engine/smtp_server, TLS is engine/tls. Recipients can be deferred,
  * rejected and transactions dropped by percentage (a PRNG seeded by
- * --seed) or by local part (tempfail@, permfail@); fault modes emulate
- * broken servers. Counters and per-recipient delivery counts are kept per
- * thread and written as JSON (--stats FILE) on SIGTERM/SIGINT, and
- * periodically with --stats-interval-ms. `ringmail sink --help` lists the
- * options.
+ * --seed) or by local part (tempfail@, permfail@), with the replies
+ * --defer-reply and --reject-reply set (a 421 also closes the connection,
+ * as a real server does); fault modes emulate broken servers. Counters and
+ * per-recipient delivery counts are kept per thread and written as JSON
+ * (--stats FILE) on SIGTERM/SIGINT, and periodically with
+ * --stats-interval-ms, with the most messages on one session, the wall
+ * clock of the first and last accepted message (a delivered rate), and per
+ * client address its sessions, their peak at once and its messages.
+ * `ringmail sink --help` lists the options.
  *
  * Exports: sink_main.
  * Diagnostics: setup errors (bad option, certificate, bind) on stderr with
