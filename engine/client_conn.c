@@ -458,3 +458,18 @@ const struct smtp_client *client_conn_smtp(const struct client_conn *c)
 {
     return c->smtp;
 }
+
+void client_conn_resume(struct client_conn *c)
+{
+    if (c->state != CLIENT_CONN_SMTP || !smtp_client_idle(c->smtp)) {
+        return;
+    }
+    c->ops_in_flight++; /* the owner's callbacks may close us */
+    client_conn_apply(c, smtp_client_resume(c->smtp));
+    client_conn_op_done(c);
+}
+
+int client_conn_idle(const struct client_conn *c)
+{
+    return c->state == CLIENT_CONN_SMTP && smtp_client_idle(c->smtp);
+}

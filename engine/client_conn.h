@@ -59,6 +59,11 @@ void client_conn_start(struct client_conn *conn);
 void client_conn_tls_setup(struct tls_ctx *ctx);
 /* A worker thread that ran connections calls this before it exits. */
 void client_conn_thread_done(void);
+/* The owner has a message for an idle session (or wants it to QUIT):
+ * ask the machine again. No effect unless the session is idle. */
+void client_conn_resume(struct client_conn *conn);
+/* 1 while the session is idle, waiting for client_conn_resume. */
+int client_conn_idle(const struct client_conn *conn);
 /* TLS facts of the session, or NULL when it runs in plaintext. */
 const struct tls_info *client_conn_tls(const struct client_conn *conn);
 const struct client_conn_times *client_conn_times(const struct client_conn *conn);

@@ -22,6 +22,8 @@
 
 #include "smtp_data.h"
 
+struct smtp_message smtp_message_wait_sentinel;
+
 enum smtp_state {
     SMTP_STATE_INIT,
     SMTP_STATE_GREETING,
@@ -31,6 +33,7 @@ enum smtp_state {
     SMTP_STATE_TLS_HANDSHAKE,
     SMTP_STATE_AUTH,
     SMTP_STATE_TRANSACTION,
+    SMTP_STATE_IDLE, /* ready, the owner has no message yet (rate limit): no timer */
     SMTP_STATE_QUIT,
     SMTP_STATE_DONE,
 };
@@ -603,6 +606,10 @@ static enum smtp_action smtp_ready(struct smtp_client *c)
         if (!m) {
             return smtp_quit(c);
         }
+        if (m == SMTP_MESSAGE_WAIT) {
+            c->state = SMTP_STATE_IDLE;
+            return SMTP_ACTION_WAIT;
+        }
         if (smtp_begin(c, m) == 0) {
             return SMTP_ACTION_WAIT;
         }
@@ -738,6 +745,10 @@ static enum smtp_action smtp_on_reply(struct smtp_client *c, const struct smtp_r
     case SMTP_STATE_QUIT:
         c->state = SMTP_STATE_DONE;
         return SMTP_ACTION_CLOSE;
+    case SMTP_STATE_IDLE:
+        /* Unsolicited: an idle server saying 421 goodbye, or garbage. Nothing is lost. */
+        c->state = SMTP_STATE_DONE;
+        return SMTP_ACTION_CLOSE;
     default:
         c->state = SMTP_STATE_DONE;
         return SMTP_ACTION_CLOSE;
@@ -753,7 +764,7 @@ enum smtp_action smtp_client_abort(struct smtp_client *c, const char *reason, co
             c->msg->data_in_flight = 1;
         }
         smtp_message_finish(c, SMTP_OUTCOME_DEFERRED, reason, NULL, text);
-    } else if (was != SMTP_STATE_QUIT && was != SMTP_STATE_DONE) {
+    } else if (was != SMTP_STATE_QUIT && was != SMTP_STATE_DONE && was != SMTP_STATE_IDLE) {
         c->ops->session_failed(c->owner, SMTP_OUTCOME_DEFERRED, reason, NULL, text);
     }
     return SMTP_ACTION_CLOSE;
@@ -813,7 +824,7 @@ static const char *smtp_timeout_reason(const struct smtp_client *c)
 
 enum smtp_action smtp_client_timeout(struct smtp_client *c)
 {
-    if (c->state == SMTP_STATE_QUIT || c->state == SMTP_STATE_DONE) {
+    if (c->state == SMTP_STATE_QUIT || c->state == SMTP_STATE_DONE || c->state == SMTP_STATE_IDLE) {
         c->state = SMTP_STATE_DONE;
         return SMTP_ACTION_CLOSE;
     }
@@ -823,9 +834,23 @@ enum smtp_action smtp_client_timeout(struct smtp_client *c)
     return smtp_client_abort(c, reason, text);
 }
 
+enum smtp_action smtp_client_resume(struct smtp_client *c)
+{
+    if (c->state != SMTP_STATE_IDLE) {
+        return SMTP_ACTION_WAIT;
+    }
+    c->state = SMTP_STATE_TRANSACTION;
+    return smtp_ready(c);
+}
+
+int smtp_client_idle(const struct smtp_client *c)
+{
+    return c->state == SMTP_STATE_IDLE;
+}
+
 void smtp_client_closed(struct smtp_client *c, const char *why)
 {
-    if (c->state == SMTP_STATE_DONE || c->state == SMTP_STATE_QUIT) {
+    if (c->state == SMTP_STATE_DONE || c->state == SMTP_STATE_QUIT || c->state == SMTP_STATE_IDLE) {
         c->state = SMTP_STATE_DONE;
         return;
     }

@@ -89,6 +89,11 @@ struct smtp_client_config {
     unsigned timeout_data_done_ms; /* the reply after the final dot */
 };
 
+/* next_message may return this: no message yet, keep the session open
+ * and idle (no timer) until smtp_client_resume(). */
+extern struct smtp_message smtp_message_wait_sentinel;
+#define SMTP_MESSAGE_WAIT (&smtp_message_wait_sentinel)
+
 struct smtp_client_ops {
     struct smtp_message *(*next_message)(void *owner);
     void (*message_done)(void *owner, struct smtp_message *msg);
@@ -118,6 +123,11 @@ enum smtp_action smtp_client_timeout(struct smtp_client *c);
 /* End the session now for a local reason (connect failed, TLS timeout):
  * every open outcome is settled as deferred with reason and text. */
 enum smtp_action smtp_client_abort(struct smtp_client *c, const char *reason, const char *text);
+/* An idle session (next_message said SMTP_MESSAGE_WAIT) asks for a message
+ * again; a NULL answer now ends the session with QUIT. */
+enum smtp_action smtp_client_resume(struct smtp_client *c);
+/* 1 while idle. */
+int smtp_client_idle(const struct smtp_client *c);
 /* The connection is gone (reset, EOF, or the owner closed it): settle every outcome. */
 void smtp_client_closed(struct smtp_client *c, const char *why);
 

@@ -6,6 +6,7 @@
  */
 #include "pool/config.h"
 
+#include <arpa/inet.h>
 #include <fnmatch.h>
 #include <ini.h>
 #include <stdio.h>
@@ -171,6 +172,31 @@ static struct config_isp *config_isp_get(struct config_parse *p, const char *nam
     return isp;
 }
 
+/* "source = ADDR [WEIGHT]": a local address to bind, with its share of new connections. */
+static int config_source_entry(struct config_parse *p, const char *v)
+{
+    struct config *c = p->c;
+    if (c->nsources == CONFIG_SOURCES_MAX) {
+        return config_fail(p, "too many sources (the limit is 64)%s%s", "", "");
+    }
+    struct config_source *src = &c->sources[c->nsources];
+    char addr[CONFIG_NAME_MAX], extra[8];
+    unsigned weight = 1;
+    int n = sscanf(v, "%63s %u %7s", addr, &weight, extra);
+    if (n < 1 || n > 2 || weight == 0 || weight > 1000) {
+        return config_fail(p, "source '%s': want 'ADDRESS [WEIGHT 1-1000]'%s", v, "");
+    }
+    struct in6_addr a6;
+    struct in_addr a4;
+    if (inet_pton(AF_INET, addr, &a4) != 1 && inet_pton(AF_INET6, addr, &a6) != 1) {
+        return config_fail(p, "source '%s': not an IPv4 or IPv6 address%s", addr, "");
+    }
+    snprintf(src->addr, sizeof src->addr, "%s", addr);
+    src->weight = weight;
+    c->nsources++;
+    return 1;
+}
+
 static int config_global_entry(struct config_parse *p, const char *name, const char *v)
 {
     struct config *c = p->c;
@@ -202,6 +228,9 @@ static int config_global_entry(struct config_parse *p, const char *name, const c
         return throttle_duration_parse(v, &c->backoff_interval_ms, err, sizeof err) == 0
                    ? 1
                    : config_fail(p, "%s%s", err, "");
+    }
+    if (strcmp(name, "source") == 0) {
+        return config_source_entry(p, v);
     }
     return config_fail(p, "unknown setting '%s' in [global]%s", name, "");
 }

@@ -2,7 +2,8 @@
  * config - the operator's file: ISPs, their limits and reply rules, routes
  *
  * An INI file read with inih. Sections:
- *   [global]          retry, max_age, tls, backoff_step, backoff_interval
+ *   [global]          retry, max_age, tls, backoff_step, backoff_interval,
+ *                     source = ADDR [WEIGHT] (repeatable)
  *   [isp NAME]        domains, mx (MX host patterns: MX rollup), max_connections,
  *                     max_msgs_per_conn, max_rcpts_per_msg, msg_rate, conn_rate,
  *                     tls, timeout, rule (repeatable)
@@ -60,6 +61,13 @@ struct config_route {
     char server[CONFIG_NAME_MAX];
 };
 
+#define CONFIG_SOURCES_MAX 64
+
+struct config_source {
+    char addr[CONFIG_NAME_MAX]; /* numeric IPv4 or IPv6 */
+    unsigned weight;            /* share of new connections, >= 1 */
+};
+
 struct config {
     struct retry_schedule retry;
     enum smtp_tls_policy tls; /* the default for ISPs that set none */
@@ -69,6 +77,8 @@ struct config {
     size_t nisps;
     struct config_route *routes; /* owned */
     size_t nroutes;
+    struct config_source sources[CONFIG_SOURCES_MAX]; /* none: the kernel picks */
+    size_t nsources;
 };
 
 /* Load path; NULL and "LINE: reason" in err on error. */

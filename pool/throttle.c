@@ -72,9 +72,12 @@ static void token_bucket_refill(struct token_bucket *b, uint64_t now_ms)
     }
 }
 
+/* 50 ms worth of tokens (at least 2): enough to absorb timer jitter, small enough that
+ * a short run is not dominated by the initial burst (a 1 s burst made a
+ * 3 s run at 100/s look like 150/s). */
 static double token_bucket_default_burst(double rate)
 {
-    return rate > 1 ? rate : 1;
+    return rate / 20 > 2 ? rate / 20 : 2; /* 2: refill rounding never loses a token */
 }
 
 void token_bucket_init(struct token_bucket *b, double rate, double burst, uint64_t now_ms)
@@ -134,8 +137,14 @@ void backoff_init(struct backoff *b, double step, uint64_t interval_ms)
 
 void backoff_trigger(struct backoff *b, double cut, uint64_t pause_ms, uint64_t now_ms)
 {
+    b->triggers++;
+    if (now_ms < b->paused_until) {
+        /* Replies to messages sent before the cut: they say nothing about
+         * the new rate, so one cut per pause (as PowerMTA's backoff mode). */
+        return;
+    }
     backoff_factor(b, now_ms); /* settle recovery earned so far */
-    b->factor *= cut > 0 && cut < 1 ? cut : 0.5;
+    b->factor *= cut > 0 && cut <= 1 ? cut : 0.5;
     if (b->factor < b->floor) {
         b->factor = b->floor;
     }
@@ -143,7 +152,6 @@ void backoff_trigger(struct backoff *b, double cut, uint64_t pause_ms, uint64_t 
         b->paused_until = now_ms + pause_ms;
     }
     b->next_step_ms = b->paused_until + b->interval_ms;
-    b->triggers++;
 }
 
 double backoff_factor(struct backoff *b, uint64_t now_ms)

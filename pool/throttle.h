@@ -33,7 +33,7 @@ struct token_bucket {
     uint64_t last_ms;
 };
 
-/* burst 0: one second's worth of tokens (at least 1). Starts full. */
+/* burst 0: 50 ms worth of tokens (at least 2). Starts full. */
 void token_bucket_init(struct token_bucket *b, double rate, double burst, uint64_t now_ms);
 /* New rate (reload, backoff); tokens already earned are kept, capped to the new burst. */
 void token_bucket_set_rate(struct token_bucket *b, double rate, uint64_t now_ms);

@@ -55,12 +55,12 @@ static void test_bucket_rate_over_time(void **state)
 {
     (void)state;
     struct token_bucket b;
-    token_bucket_init(&b, 10, 0, 1000); /* 10/s, burst 10, starts full */
+    token_bucket_init(&b, 10, 0, 1000); /* 10/s, default burst 2 (50 ms worth, at least 2) */
     int taken = 0;
     for (int i = 0; i < 100; i++) {
         taken += token_bucket_take(&b, 1, 1000);
     }
-    assert_int_equal(taken, 10);
+    assert_int_equal(taken, 2);
     assert_int_equal(token_bucket_wait_ms(&b, 1, 1000), 100);
     /* Over the next 10 s exactly 100 more, however often we ask. */
     taken = 0;
@@ -80,8 +80,11 @@ static void test_bucket_unlimited_and_reload(void **state)
     for (int i = 0; i < 1000; i++) {
         assert_true(token_bucket_take(&b, 1, 0));
     }
-    token_bucket_init(&b, 100, 0, 0);
-    token_bucket_set_rate(&b, 2, 0); /* reload to 2/s: the earned 100 are capped to 2 */
+    token_bucket_init(&b, 200, 0, 0); /* burst 10 */
+    assert_true(token_bucket_take(&b, 10, 0));
+    assert_false(token_bucket_take(&b, 1, 0));
+    token_bucket_init(&b, 200, 0, 0);
+    token_bucket_set_rate(&b, 2, 0); /* reload to 2/s: the earned 10 are capped to 2 */
     assert_true(token_bucket_take(&b, 2, 0));
     assert_false(token_bucket_take(&b, 1, 0));
     assert_int_equal(token_bucket_wait_ms(&b, 1, 0), 500);
@@ -101,12 +104,25 @@ static void test_backoff_cut_pause_recover(void **state)
     assert_true(backoff_factor(&b, 71000) == 0.75); /* one step per interval after the pause */
     assert_true(backoff_factor(&b, 81000) == 1.0);
     assert_true(backoff_factor(&b, 999999) == 1.0);
-    /* Repeated triggers compound but never below the floor. */
+    /* Triggers after each pause compound, but never below the floor. */
     for (int i = 0; i < 20; i++) {
         backoff_trigger(&b, 0.5, 0, 100000);
     }
     assert_true(backoff_factor(&b, 100000) == b.floor);
     assert_int_equal(b.triggers, 21);
+    /* While paused, more triggers (replies to what was already in flight)
+     * are counted but cut nothing and extend nothing. */
+    backoff_init(&b, 0.25, 10000);
+    backoff_trigger(&b, 0.5, 5000, 0);
+    backoff_trigger(&b, 0.5, 5000, 1000);
+    backoff_trigger(&b, 0.5, 5000, 4999);
+    assert_int_equal(b.triggers, 3);
+    assert_false(backoff_paused(&b, 5000));
+    assert_true(backoff_factor(&b, 5000) == 0.5);
+    /* A suspension (cut 1) pauses without cutting the rate. */
+    backoff_trigger(&b, 1.0, 1000, 6000);
+    assert_true(backoff_paused(&b, 6500));
+    assert_true(backoff_factor(&b, 7000) == 0.5);
 }
 
 static void test_retry_schedule(void **state)
