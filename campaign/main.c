@@ -2,6 +2,7 @@
  * main - the `ringmail` command line: dispatch to a subcommand.
  *
  *   ringmail blast ...   deliver generated messages to one server (load, tests)
+ *   ringmail send ...    deliver to a recipient list through the pool (MX, ISPs, retries)
  *   ringmail sink ...    the TLS SMTP sink for tests and benchmarks
  *
  * Diagnostics: unknown subcommands print the usage and exit 2.
@@ -12,12 +13,15 @@
 #include "bench/sink.h"
 #include "campaign/blast.h"
 #include "campaign/resolve.h"
+#include "campaign/send.h"
 
 static void main_usage(FILE *f)
 {
     fprintf(f, "usage: ringmail COMMAND [OPTIONS]\n"
                "\n"
                "commands:\n"
+               "  send    deliver to a recipient list: MX routing, per-ISP throttles, retries\n"
+               "          (ringmail send --help)\n"
                "  blast   deliver generated messages to one SMTP server (ringmail blast --help)\n"
                "  sink    run the io_uring TLS SMTP sink (ringmail sink --help)\n"
                "  resolve show MX order, addresses and ISP of domains (ringmail resolve --help)\n"
@@ -33,6 +37,9 @@ int main(int argc, char **argv)
     const char *cmd = argv[1];
     if (strcmp(cmd, "blast") == 0) {
         return blast_main(argc - 1, argv + 1);
+    }
+    if (strcmp(cmd, "send") == 0) {
+        return send_main(argc - 1, argv + 1);
     }
     if (strcmp(cmd, "sink") == 0) {
         return sink_main(argc - 1, argv + 1);

@@ -1,0 +1,1038 @@
+/*
+ * send - `ringmail send`: a recipient list through the delivery pool.
+ * See send.h.
+ *
+ * One loop on the main thread runs everything: the pool's connections and
+ * DNS, the signals (signalfd polled on the ring: SIGHUP reloads the
+ * config, SIGINT/SIGTERM stop), the status line and the metrics endpoint.
+ * Recipients are read from the file up front (addresses only); messages
+ * are rendered when they enter the pool and freed at their final outcome,
+ * and at most --window messages are in the pool at once, so memory follows
+ * the window, not the list.
+ *
+ * Diagnostics: bad options or config print a reason and exit 2; a run cut
+ * short by a signal exits 1 with the unsent count; otherwise 0, whatever
+ * the outcomes (they are in the summary, --records and --suppress).
+ */
+#include "campaign/send.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "engine/buf.h"
+#include "engine/client_conn.h"
+#include "engine/loop.h"
+#include "pool/config.h"
+#include "pool/deliver.h"
+#include "pool/metrics.h"
+
+#define SEND_MAX_SOURCES 64
+#define SEND_MAX_ISPS 256
+
+struct send_options {
+    const char *recipients;
+    const char *config_path;
+    const char *resolver;
+    const char *relay;
+    const char *relay_user;
+    const char *relay_password_file;
+    const char *ca_file;
+    const char *from;
+    const char *helo;
+    const char *records_path;
+    const char *suppress_path;
+    const char *metrics_addr;
+    const char *sources[SEND_MAX_SOURCES];
+    size_t nsources;
+    unsigned mx_port;
+    unsigned size;
+    unsigned window;
+    unsigned timeout_ms;
+    unsigned max_connections;
+    int relay_implicit_tls;
+    int tls_override;
+    enum smtp_tls_policy tls;
+    int json;
+};
+
+struct send_msg {
+    struct pool_msg m;
+    char *rcpt; /* owned */
+    buf_t body; /* owned */
+};
+
+struct send_set { /* suppression list: open addressing on lower-case addresses */
+    char **slots;
+    size_t cap, n;
+};
+
+struct send_totals {
+    unsigned long recipients, accepted, rejected, failed, expired, suppressed, invalid;
+    unsigned long attempts, deferrals;
+};
+
+struct send {
+    struct send_options o;
+    struct loop *loop;
+    struct pool *pool;
+    struct metrics *metrics;
+    char **lines; /* owned: the recipient list */
+    size_t nlines, next;
+    size_t inflight; /* in the pool */
+    struct send_set suppressed;
+    FILE *records, *suppress_out;
+    struct send_totals t;
+    int sigfd;
+    struct loop_op sig_op;
+    int sig_armed;
+    struct loop_timer status_timer;
+    unsigned long status_last;
+    int interrupted, finishing;
+    char auth_pass[512];
+    double t0;
+};
+
+static double send_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ---- suppression set ---- */
+
+static size_t send_set_hash(const char *s)
+{
+    size_t h = 1469598103934665603ull;
+    for (; *s; s++) {
+        h = (h ^ (unsigned char)tolower((unsigned char)*s)) * 1099511628211ull;
+    }
+    return h;
+}
+
+static int send_set_has(const struct send_set *set, const char *s)
+{
+    if (!set->cap) {
+        return 0;
+    }
+    for (size_t i = send_set_hash(s) & (set->cap - 1);; i = (i + 1) & (set->cap - 1)) {
+        if (!set->slots[i]) {
+            return 0;
+        }
+        if (strcasecmp(set->slots[i], s) == 0) {
+            return 1;
+        }
+    }
+}
+
+static void send_set_add(struct send_set *set, const char *s)
+{
+    if (send_set_has(set, s)) {
+        return;
+    }
+    if ((set->n + 1) * 2 > set->cap) {
+        size_t cap = set->cap ? set->cap * 2 : 1024;
+        char **slots = calloc(cap, sizeof *slots);
+        if (!slots) {
+            abort();
+        }
+        for (size_t i = 0; i < set->cap; i++) {
+            if (set->slots[i]) {
+                size_t k = send_set_hash(set->slots[i]) & (cap - 1);
+                while (slots[k]) {
+                    k = (k + 1) & (cap - 1);
+                }
+                slots[k] = set->slots[i];
+            }
+        }
+        free(set->slots);
+        set->slots = slots;
+        set->cap = cap;
+    }
+    size_t k = send_set_hash(s) & (set->cap - 1);
+    while (set->slots[k]) {
+        k = (k + 1) & (set->cap - 1);
+    }
+    set->slots[k] = strdup(s);
+    set->n++;
+}
+
+static void send_set_free(struct send_set *set)
+{
+    for (size_t i = 0; i < set->cap; i++) {
+        free(set->slots[i]);
+    }
+    free(set->slots);
+}
+
+/* ---- input ---- */
+
+static char *send_trim(char *s)
+{
+    while (isspace((unsigned char)*s)) {
+        s++;
+    }
+    size_t n = strlen(s);
+    while (n > 0 && isspace((unsigned char)s[n - 1])) {
+        s[--n] = '\0';
+    }
+    return s;
+}
+
+/* Read FILE (or stdin for "-"): one entry per line, '#' comments and blank lines skipped. */
+static int send_read_lines(const char *path, char ***out, size_t *nout)
+{
+    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "ringmail send: %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    char *line = NULL;
+    size_t cap = 0, n = 0, lcap = 0;
+    char **lines = NULL;
+    while (getline(&line, &cap, f) >= 0) {
+        char *s = send_trim(line);
+        if (!*s || *s == '#') {
+            continue;
+        }
+        if (n == lcap) {
+            lcap = lcap ? lcap * 2 : 1024;
+            char **v = realloc(lines, lcap * sizeof *v);
+            if (!v) {
+                abort();
+            }
+            lines = v;
+        }
+        lines[n++] = strdup(s);
+    }
+    free(line);
+    if (f != stdin) {
+        fclose(f);
+    }
+    *out = lines;
+    *nout = n;
+    return 0;
+}
+
+/* NULL when addr is a deliverable address, else why not. */
+static const char *send_address_problem(const char *addr)
+{
+    size_t len = strlen(addr);
+    const char *at = strrchr(addr, '@');
+    if (len > 254) {
+        return "address longer than 254 octets";
+    }
+    if (!at) {
+        return "no '@' in the address";
+    }
+    if (at == addr) {
+        return "empty local part";
+    }
+    if (at - addr > 64) {
+        return "local part longer than 64 octets";
+    }
+    if (!at[1]) {
+        return "empty domain";
+    }
+    for (const char *p = addr; p < at; p++) {
+        unsigned char ch = (unsigned char)*p;
+        if (ch <= ' ' || ch == 0x7f || strchr("<>(),;:\\\"[]@", ch)) {
+            return "forbidden character in the local part";
+        }
+    }
+    const char *label = at + 1;
+    for (const char *p = at + 1;; p++) {
+        unsigned char ch = (unsigned char)*p;
+        if (ch == '.' || ch == '\0') {
+            if (p == label) {
+                return "empty label in the domain";
+            }
+            if (label[0] == '-' || p[-1] == '-') {
+                return "domain label starts or ends with '-'";
+            }
+            if (ch == '\0') {
+                break;
+            }
+            label = p + 1;
+        } else if (!(isalnum(ch) || ch == '-' || ch >= 0x80)) {
+            return "forbidden character in the domain";
+        }
+    }
+    return NULL;
+}
+
+/* ---- records ---- */
+
+static void send_record(struct send *s, const char *rcpt, const struct pool_attempt *a,
+                        const char *outcome)
+{
+    if (!s->records) {
+        return;
+    }
+    const char *at = strrchr(rcpt, '@');
+    json_t *j = json_pack("{s:s, s:s, s:s, s:i, s:s, s:b, s:s, s:i, s:s, s:s}", "rcpt", rcpt,
+                          "domain", at ? at + 1 : "", "isp", a->isp ? a->isp : "", "attempt",
+                          (int)a->attempt, "outcome", outcome, "final", a->final, "reason",
+                          a->reason, "code", a->code, "enhanced", a->enhanced, "text", a->text);
+    json_object_set_new(j, "mx", json_string(a->mx ? a->mx : ""));
+    json_object_set_new(j, "addr", json_string(a->addr ? a->addr : ""));
+    json_object_set_new(j, "source", json_string(a->source ? a->source : ""));
+    if (a->tls) {
+        json_object_set_new(j, "tls", json_string(a->tls->version));
+        json_object_set_new(j, "cipher", json_string(a->tls->cipher));
+        json_object_set_new(j, "resumed", json_boolean(a->tls->resumed));
+        json_object_set_new(j, "verify", json_string(a->tls->verify_text));
+        json_object_set_new(j, "peer_sha256", json_string(a->tls->sha256));
+    } else {
+        json_object_set_new(j, "tls", json_string("none"));
+    }
+    if (!a->final && a->outcome == SMTP_OUTCOME_DEFERRED) {
+        json_object_set_new(j, "next_retry_s", json_real((double)a->retry_in_ms / 1000.0));
+    }
+    if (a->rule) {
+        json_object_set_new(j, "rule", json_string(a->rule));
+    }
+    json_object_set_new(j, "data_in_flight", json_boolean(a->data_in_flight));
+    char *line = json_dumps(j, JSON_COMPACT | JSON_ENSURE_ASCII);
+    fprintf(s->records, "%s\n", line);
+    free(line);
+    json_decref(j);
+}
+
+/* A recipient decided before the pool: invalid or suppressed. */
+static void send_record_local(struct send *s, const char *rcpt, const char *outcome,
+                              const char *reason, const char *text)
+{
+    struct pool_attempt a = {
+        .outcome = SMTP_OUTCOME_FAILED,
+        .final = 1,
+        .reason = reason,
+        .enhanced = "",
+        .text = text,
+        .isp = "",
+        .attempt = 0,
+    };
+    send_record(s, rcpt, &a, outcome);
+}
+
+/* ---- feeding the pool ---- */
+
+static void send_render(struct send *s, struct send_msg *m, unsigned long i)
+{
+    buf_t *b = &m->body;
+    buf_appendf(b,
+                "From: <%s>\r\nTo: <%s>\r\nSubject: ringmail send %lu\r\n"
+                "Message-ID: <send.%lu.%d.%.0f@%s>\r\nMIME-Version: 1.0\r\n"
+                "Content-Type: text/plain; charset=us-ascii\r\n\r\n",
+                s->o.from, m->rcpt, i, i, (int)getpid(), s->t0 * 1000, s->o.helo);
+    static const char line[] = "The quick brown fox jumps over the lazy dog. ringmail send "
+                               "test body line.\r\n";
+    do {
+        buf_append(b, line, sizeof line - 1);
+    } while (buf_len(b) + sizeof line - 1 <= s->o.size);
+}
+
+static void send_maybe_finish(struct send *s);
+
+static void send_feed(struct send *s)
+{
+    while (!s->interrupted && s->next < s->nlines && s->inflight < s->o.window) {
+        size_t i = s->next++;
+        char *rcpt = s->lines[i];
+        s->lines[i] = NULL;
+        s->t.recipients++;
+        const char *problem = send_address_problem(rcpt);
+        if (problem) {
+            s->t.invalid++;
+            s->t.failed++;
+            send_record_local(s, rcpt, "failed", "invalid_address", problem);
+            fprintf(stderr, "ringmail send: invalid address '%s': %s\n", rcpt, problem);
+            free(rcpt);
+            continue;
+        }
+        if (send_set_has(&s->suppressed, rcpt)) {
+            s->t.suppressed++;
+            send_record_local(s, rcpt, "suppressed", "suppressed",
+                              "the address is on the suppression list");
+            free(rcpt);
+            continue;
+        }
+        struct send_msg *m = calloc(1, sizeof *m);
+        if (!m) {
+            abort();
+        }
+        m->rcpt = rcpt;
+        send_render(s, m, i);
+        m->m.rcpt = m->rcpt;
+        m->m.mail_from = s->o.from;
+        m->m.data = buf_data(&m->body);
+        m->m.len = buf_len(&m->body);
+        m->m.user = m;
+        s->inflight++;
+        pool_submit(s->pool, &m->m);
+    }
+    send_maybe_finish(s);
+}
+
+static void send_on_result(void *user, struct pool_msg *pm, const struct pool_attempt *a)
+{
+    struct send *s = user;
+    struct send_msg *m = pm->user;
+    const char *outcome = "deferred";
+    s->t.attempts++;
+    switch (a->outcome) {
+    case SMTP_OUTCOME_ACCEPTED:
+        outcome = "accepted";
+        break;
+    case SMTP_OUTCOME_REJECTED:
+        outcome = "rejected";
+        break;
+    case SMTP_OUTCOME_DEFERRED:
+        outcome = a->expired ? "expired" : "deferred";
+        s->t.deferrals++;
+        break;
+    default:
+        outcome = "failed";
+        break;
+    }
+    send_record(s, m->rcpt, a, outcome);
+    if (!a->final) {
+        return;
+    }
+    switch (a->outcome) {
+    case SMTP_OUTCOME_ACCEPTED:
+        s->t.accepted++;
+        break;
+    case SMTP_OUTCOME_REJECTED:
+        s->t.rejected++;
+        /* A permanent answer about this recipient: never send to it again. */
+        send_set_add(&s->suppressed, m->rcpt);
+        if (s->suppress_out) {
+            fprintf(s->suppress_out, "%s\n", m->rcpt);
+            fflush(s->suppress_out);
+        }
+        break;
+    case SMTP_OUTCOME_DEFERRED:
+        s->t.expired++;
+        break;
+    default:
+        s->t.failed++;
+        break;
+    }
+    s->inflight--;
+    buf_free(&m->body);
+    free(m->rcpt);
+    free(m);
+    if (!s->finishing) {
+        send_feed(s);
+    }
+}
+
+/* ---- signals, status, metrics ---- */
+
+static void send_sig_arm(struct send *s);
+
+static void send_stop(struct send *s)
+{
+    if (s->finishing) {
+        return;
+    }
+    s->finishing = 1;
+    pool_stop(s->pool);
+    metrics_free(s->metrics);
+    s->metrics = NULL;
+    loop_timer_cancel(s->loop, &s->status_timer);
+    if (s->sig_armed) {
+        loop_cancel(s->loop, &s->sig_op);
+    }
+    loop_stop_when_idle(s->loop);
+}
+
+static void send_maybe_finish(struct send *s)
+{
+    if (!s->finishing && s->next >= s->nlines && pool_pending(s->pool) == 0) {
+        send_stop(s);
+    }
+}
+
+static void send_reload(struct send *s)
+{
+    if (!s->o.config_path) {
+        fprintf(stderr, "ringmail send: SIGHUP: no --config to reload\n");
+        return;
+    }
+    char err[512];
+    struct config *c = config_load(s->o.config_path, err, sizeof err);
+    if (!c) {
+        fprintf(stderr, "ringmail send: config reload refused: %s (keeping the previous config)\n",
+                err);
+        return;
+    }
+    pool_reload(s->pool, c);
+    fprintf(stderr, "ringmail send: config reloaded from %s\n", s->o.config_path);
+}
+
+static void send_on_signal(struct loop_op *op, int res, unsigned flags)
+{
+    (void)flags;
+    struct send *s = op->owner;
+    s->sig_armed = 0;
+    if (res < 0 || s->finishing) {
+        return;
+    }
+    struct signalfd_siginfo si;
+    while (read(s->sigfd, &si, sizeof si) == (ssize_t)sizeof si) {
+        if (si.ssi_signo == SIGHUP) {
+            send_reload(s);
+        } else {
+            fprintf(stderr, "\nringmail send: %s: stopping; what is in flight finishes\n",
+                    strsignal((int)si.ssi_signo));
+            s->interrupted = 1;
+            send_stop(s);
+            return;
+        }
+    }
+    send_sig_arm(s);
+}
+
+static void send_sig_arm(struct send *s)
+{
+    s->sig_op.cb = send_on_signal;
+    s->sig_op.owner = s;
+    s->sig_armed = 1;
+    loop_poll_add(s->loop, &s->sig_op, s->sigfd, POLLIN);
+}
+
+static void send_on_status(struct loop_timer *t)
+{
+    struct send *s = t->owner;
+    unsigned long done = s->t.attempts;
+    fprintf(stderr,
+            "\r%6lu msgs/s  accepted %lu  deferred %lu  rejected %lu  failed %lu  connections %u"
+            "  retry queue %zu   ",
+            done - s->status_last, s->t.accepted, s->t.deferrals, s->t.rejected, s->t.failed,
+            pool_open_connections(s->pool), pool_retry_depth(s->pool));
+    s->status_last = done;
+    loop_timer_set(s->loop, &s->status_timer, 1000);
+}
+
+static void send_metrics_render(void *user, buf_t *out)
+{
+    struct send *s = user;
+    pool_metrics(s->pool, out);
+    metrics_help(out, "ringmail_recipients_total", "counter", "Recipients by final state.");
+    metrics_line(out, "ringmail_recipients_total", "state=\"accepted\"", (double)s->t.accepted);
+    metrics_line(out, "ringmail_recipients_total", "state=\"rejected\"", (double)s->t.rejected);
+    metrics_line(out, "ringmail_recipients_total", "state=\"failed\"", (double)s->t.failed);
+    metrics_line(out, "ringmail_recipients_total", "state=\"expired\"", (double)s->t.expired);
+    metrics_line(out, "ringmail_recipients_total", "state=\"suppressed\"", (double)s->t.suppressed);
+}
+
+/* ---- report ---- */
+
+static double send_tv(const struct timeval *tv)
+{
+    return (double)tv->tv_sec + (double)tv->tv_usec / 1e6;
+}
+
+static void send_report(struct send *s, double wall)
+{
+    struct pool_isp_stats st[SEND_MAX_ISPS];
+    size_t n = pool_isp_stats(s->pool, st, SEND_MAX_ISPS);
+    if (n > SEND_MAX_ISPS) {
+        n = SEND_MAX_ISPS;
+    }
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double cpu = send_tv(&ru.ru_utime) + send_tv(&ru.ru_stime);
+    if (!s->o.json) {
+        printf("recipients %lu: accepted %lu, rejected %lu, failed %lu, expired %lu, suppressed "
+               "%lu; %lu attempts, %lu deferrals\n",
+               s->t.recipients, s->t.accepted, s->t.rejected, s->t.failed, s->t.expired,
+               s->t.suppressed, s->t.attempts, s->t.deferrals);
+        printf("%-14s %9s %9s %9s %9s %7s %9s %9s %6s %8s %8s\n", "isp", "attempts", "accepted",
+               "deferred", "rejected", "failed", "rate/s", "limit/s", "conns", "resumed%",
+               "backoffs");
+        for (size_t i = 0; i < n; i++) {
+            const struct pool_isp_stats *x = &st[i];
+            if (!x->attempts && !x->connections) {
+                continue;
+            }
+            uint64_t tls = x->tls_full + x->tls_resumed;
+            char limit[32];
+            if (x->rate_limit < 0) {
+                snprintf(limit, sizeof limit, "-");
+            } else {
+                snprintf(limit, sizeof limit, "%.1f", x->rate_limit);
+            }
+            printf("%-14s %9llu %9llu %9llu %9llu %7llu %9.1f %9s %6llu %7.1f%% %8llu\n", x->name,
+                   (unsigned long long)x->attempts, (unsigned long long)x->accepted,
+                   (unsigned long long)x->deferred, (unsigned long long)x->rejected,
+                   (unsigned long long)x->failed, wall > 0 ? (double)x->accepted / wall : 0.0,
+                   limit, (unsigned long long)x->connections,
+                   tls ? 100.0 * (double)x->tls_resumed / (double)tls : 0.0,
+                   (unsigned long long)x->backoff_triggers);
+        }
+        printf("wall %.3f s, cpu %.3f s, peak rss %ld KB\n", wall, cpu, ru.ru_maxrss);
+        return;
+    }
+    json_t *isps = json_object();
+    for (size_t i = 0; i < n; i++) {
+        const struct pool_isp_stats *x = &st[i];
+        json_object_set_new(
+            isps, x->name,
+            json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:I, s:f}",
+                      "attempts", (json_int_t)x->attempts, "accepted", (json_int_t)x->accepted,
+                      "deferred", (json_int_t)x->deferred, "rejected", (json_int_t)x->rejected,
+                      "failed", (json_int_t)x->failed, "connections", (json_int_t)x->connections,
+                      "tls_full", (json_int_t)x->tls_full, "tls_resumed",
+                      (json_int_t)x->tls_resumed, "tls_none", (json_int_t)x->tls_none,
+                      "msg_rate_limit", x->rate_limit, "backoff_factor", x->backoff,
+                      "backoff_triggers", (json_int_t)x->backoff_triggers, "effective_rate",
+                      wall > 0 ? (double)x->accepted / wall : 0.0));
+    }
+    json_t *j = json_pack(
+        "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:f, s:f, s:I}", "recipients",
+        (json_int_t)s->t.recipients, "accepted", (json_int_t)s->t.accepted, "rejected",
+        (json_int_t)s->t.rejected, "failed", (json_int_t)s->t.failed, "expired",
+        (json_int_t)s->t.expired, "suppressed", (json_int_t)s->t.suppressed, "invalid",
+        (json_int_t)s->t.invalid, "attempts", (json_int_t)s->t.attempts, "deferrals",
+        (json_int_t)s->t.deferrals, "unsent",
+        (json_int_t)(s->t.recipients - s->t.accepted - s->t.rejected - s->t.failed - s->t.expired -
+                     s->t.suppressed + (s->nlines - s->next)),
+        "isps", isps, "wall_s", wall, "cpu_s", cpu, "peak_rss_kb", (json_int_t)ru.ru_maxrss);
+    char *txt = json_dumps(j, JSON_COMPACT);
+    printf("%s\n", txt);
+    free(txt);
+    json_decref(j);
+}
+
+/* ---- options ---- */
+
+static void send_usage(FILE *f)
+{
+    fprintf(f,
+            "usage: ringmail send --recipients FILE [options]\n"
+            "\n"
+            "  --recipients FILE      one address per line ('-' = stdin; '#' comments)\n"
+            "  --config FILE          ISPs, limits, reply rules, routes, sources (SIGHUP reloads)\n"
+            "  --resolver ADDR:PORT   DNS server for MX lookups (default /etc/resolv.conf)\n"
+            "  --mx-port N            port of the mail exchangers (default 25)\n"
+            "  --relay HOST:PORT      send everything to this smarthost\n"
+            "  --relay-implicit-tls   the smarthost speaks TLS from the first byte (465)\n"
+            "  --relay-user USER      AUTH user; the password comes from\n"
+            "  --relay-password-file F  or the environment variable RINGMAIL_RELAY_PASSWORD\n"
+            "  --tls POLICY           every destination: required | verify | opportunistic | none\n"
+            "  --ca FILE              CA bundle for verify (default the system bundle)\n"
+            "  --source ADDR          bind outgoing connections to ADDR (repeatable)\n"
+            "  --from ADDR            envelope sender (default send@ringmail.test)\n"
+            "  --helo NAME            EHLO name (default ringmail.test)\n"
+            "  --size BYTES           generated message size (default 2048)\n"
+            "  --window N             messages in the pool at once (default 10000)\n"
+            "  --max-connections N    connections across all ISPs (default 1000)\n"
+            "  --timeout-ms MS        every protocol timeout (default 30000, DATA end 60000)\n"
+            "  --records FILE         one JSON line per attempt (outcome, reply, MX, TLS)\n"
+            "  --suppress FILE        skip the addresses in FILE; append permanent rejections\n"
+            "  --metrics ADDR:PORT    Prometheus text endpoint (GET /metrics)\n"
+            "  --json                 one JSON summary on stdout instead of the table\n");
+}
+
+enum {
+    SEND_OPT_RCPTS = 256,
+    SEND_OPT_CONFIG,
+    SEND_OPT_RESOLVER,
+    SEND_OPT_MXPORT,
+    SEND_OPT_RELAY,
+    SEND_OPT_RELAY465,
+    SEND_OPT_RELAY_USER,
+    SEND_OPT_RELAY_PWFILE,
+    SEND_OPT_TLS,
+    SEND_OPT_CA,
+    SEND_OPT_SOURCE,
+    SEND_OPT_FROM,
+    SEND_OPT_HELO,
+    SEND_OPT_SIZE,
+    SEND_OPT_WINDOW,
+    SEND_OPT_MAXCONN,
+    SEND_OPT_TIMEOUT,
+    SEND_OPT_RECORDS,
+    SEND_OPT_SUPPRESS,
+    SEND_OPT_METRICS,
+    SEND_OPT_JSON,
+    SEND_OPT_HELP,
+};
+
+static int send_number(const char *name, const char *v, unsigned long min, unsigned long max,
+                       unsigned *out)
+{
+    char *end;
+    unsigned long n = strtoul(v, &end, 10);
+    if (!*v || *end || n < min || n > max) {
+        fprintf(stderr, "ringmail send: bad value for --%s: '%s' (want %lu..%lu)\n", name, v, min,
+                max);
+        return -1;
+    }
+    *out = (unsigned)n;
+    return 0;
+}
+
+static int send_parse(int argc, char **argv, struct send_options *o)
+{
+    static const struct option longopts[] = {
+        {"recipients", required_argument, 0, SEND_OPT_RCPTS},
+        {"config", required_argument, 0, SEND_OPT_CONFIG},
+        {"resolver", required_argument, 0, SEND_OPT_RESOLVER},
+        {"mx-port", required_argument, 0, SEND_OPT_MXPORT},
+        {"relay", required_argument, 0, SEND_OPT_RELAY},
+        {"relay-implicit-tls", no_argument, 0, SEND_OPT_RELAY465},
+        {"relay-user", required_argument, 0, SEND_OPT_RELAY_USER},
+        {"relay-password-file", required_argument, 0, SEND_OPT_RELAY_PWFILE},
+        {"tls", required_argument, 0, SEND_OPT_TLS},
+        {"ca", required_argument, 0, SEND_OPT_CA},
+        {"source", required_argument, 0, SEND_OPT_SOURCE},
+        {"from", required_argument, 0, SEND_OPT_FROM},
+        {"helo", required_argument, 0, SEND_OPT_HELO},
+        {"size", required_argument, 0, SEND_OPT_SIZE},
+        {"window", required_argument, 0, SEND_OPT_WINDOW},
+        {"max-connections", required_argument, 0, SEND_OPT_MAXCONN},
+        {"timeout-ms", required_argument, 0, SEND_OPT_TIMEOUT},
+        {"records", required_argument, 0, SEND_OPT_RECORDS},
+        {"suppress", required_argument, 0, SEND_OPT_SUPPRESS},
+        {"metrics", required_argument, 0, SEND_OPT_METRICS},
+        {"json", no_argument, 0, SEND_OPT_JSON},
+        {"help", no_argument, 0, SEND_OPT_HELP},
+        {0, 0, 0, 0},
+    };
+    int ch;
+    optind = 1;
+    while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        switch (ch) {
+        case SEND_OPT_RCPTS:
+            o->recipients = optarg;
+            break;
+        case SEND_OPT_CONFIG:
+            o->config_path = optarg;
+            break;
+        case SEND_OPT_RESOLVER:
+            o->resolver = optarg;
+            break;
+        case SEND_OPT_MXPORT:
+            if (send_number("mx-port", optarg, 1, 65535, &o->mx_port) < 0)
+                return -1;
+            break;
+        case SEND_OPT_RELAY:
+            o->relay = optarg;
+            break;
+        case SEND_OPT_RELAY465:
+            o->relay_implicit_tls = 1;
+            break;
+        case SEND_OPT_RELAY_USER:
+            o->relay_user = optarg;
+            break;
+        case SEND_OPT_RELAY_PWFILE:
+            o->relay_password_file = optarg;
+            break;
+        case SEND_OPT_TLS:
+            if (smtp_tls_policy_parse(optarg, &o->tls) < 0) {
+                fprintf(stderr,
+                        "ringmail send: --tls must be required, verify, opportunistic or none\n");
+                return -1;
+            }
+            o->tls_override = 1;
+            break;
+        case SEND_OPT_CA:
+            o->ca_file = optarg;
+            break;
+        case SEND_OPT_SOURCE:
+            if (o->nsources == SEND_MAX_SOURCES) {
+                fprintf(stderr, "ringmail send: too many --source addresses\n");
+                return -1;
+            }
+            o->sources[o->nsources++] = optarg;
+            break;
+        case SEND_OPT_FROM:
+            o->from = optarg;
+            break;
+        case SEND_OPT_HELO:
+            o->helo = optarg;
+            break;
+        case SEND_OPT_SIZE:
+            if (send_number("size", optarg, 0, 64u << 20, &o->size) < 0)
+                return -1;
+            break;
+        case SEND_OPT_WINDOW:
+            if (send_number("window", optarg, 1, 10000000, &o->window) < 0)
+                return -1;
+            break;
+        case SEND_OPT_MAXCONN:
+            if (send_number("max-connections", optarg, 1, 1000000, &o->max_connections) < 0)
+                return -1;
+            break;
+        case SEND_OPT_TIMEOUT:
+            if (send_number("timeout-ms", optarg, 1, 3600000, &o->timeout_ms) < 0)
+                return -1;
+            break;
+        case SEND_OPT_RECORDS:
+            o->records_path = optarg;
+            break;
+        case SEND_OPT_SUPPRESS:
+            o->suppress_path = optarg;
+            break;
+        case SEND_OPT_METRICS:
+            o->metrics_addr = optarg;
+            break;
+        case SEND_OPT_JSON:
+            o->json = 1;
+            break;
+        case SEND_OPT_HELP:
+            send_usage(stdout);
+            exit(0);
+        default:
+            send_usage(stderr);
+            return -1;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "ringmail send: unexpected argument '%s'\n", argv[optind]);
+        return -1;
+    }
+    if (!o->recipients) {
+        fprintf(stderr, "ringmail send: --recipients FILE is required\n");
+        send_usage(stderr);
+        return -1;
+    }
+    if ((o->relay_user || o->relay_password_file || o->relay_implicit_tls) && !o->relay) {
+        fprintf(stderr, "ringmail send: --relay-* options need --relay HOST:PORT\n");
+        return -1;
+    }
+    return 0;
+}
+
+/* The relay password: from a file (first line) or RINGMAIL_RELAY_PASSWORD. */
+static int send_read_password(struct send *s)
+{
+    const struct send_options *o = &s->o;
+    if (!o->relay_user) {
+        return 0;
+    }
+    if (o->relay_password_file) {
+        FILE *f = fopen(o->relay_password_file, "r");
+        if (!f) {
+            fprintf(stderr, "ringmail send: --relay-password-file %s: %s\n", o->relay_password_file,
+                    strerror(errno));
+            return -1;
+        }
+        if (!fgets(s->auth_pass, sizeof s->auth_pass, f)) {
+            s->auth_pass[0] = '\0';
+        }
+        fclose(f);
+        s->auth_pass[strcspn(s->auth_pass, "\r\n")] = '\0';
+    } else if (getenv("RINGMAIL_RELAY_PASSWORD")) {
+        snprintf(s->auth_pass, sizeof s->auth_pass, "%s", getenv("RINGMAIL_RELAY_PASSWORD"));
+    } else {
+        fprintf(stderr, "ringmail send: --relay-user needs --relay-password-file FILE or "
+                        "RINGMAIL_RELAY_PASSWORD in the environment\n");
+        return -1;
+    }
+    if (!s->auth_pass[0]) {
+        fprintf(stderr, "ringmail send: the relay password is empty\n");
+        return -1;
+    }
+    return 0;
+}
+
+static int send_setup(struct send *s, struct config **cfg_out)
+{
+    char err[512];
+    struct config *cfg;
+    if (s->o.config_path) {
+        cfg = config_load(s->o.config_path, err, sizeof err);
+        if (!cfg) {
+            fprintf(stderr, "ringmail send: %s\n", err);
+            return -1;
+        }
+    } else {
+        /* No file: one built-in default ISP, unlimited, TLS required. */
+        cfg = calloc(1, sizeof *cfg);
+        if (!cfg) {
+            abort();
+        }
+        retry_schedule_init(&cfg->retry);
+        cfg->tls = SMTP_TLS_REQUIRED;
+        cfg->backoff_step = 0.1;
+        cfg->backoff_interval_ms = 60000;
+    }
+    *cfg_out = cfg;
+    if (send_read_password(s) < 0) {
+        return -1;
+    }
+    if (s->o.relay_user) {
+        int tls_ok = s->o.tls_override ? s->o.tls != SMTP_TLS_NONE : cfg->tls != SMTP_TLS_NONE;
+        if (!tls_ok) {
+            fprintf(stderr, "ringmail send: relay AUTH needs TLS: credentials never go in "
+                            "plaintext\n");
+            return -1;
+        }
+    }
+    if (send_read_lines(s->o.recipients, &s->lines, &s->nlines) < 0) {
+        return -1;
+    }
+    if (s->o.suppress_path) {
+        char **sup = NULL;
+        size_t nsup = 0;
+        FILE *probe = fopen(s->o.suppress_path, "a");
+        if (!probe) {
+            fprintf(stderr, "ringmail send: --suppress %s: %s\n", s->o.suppress_path,
+                    strerror(errno));
+            return -1;
+        }
+        fclose(probe);
+        if (send_read_lines(s->o.suppress_path, &sup, &nsup) < 0) {
+            return -1;
+        }
+        for (size_t i = 0; i < nsup; i++) {
+            send_set_add(&s->suppressed, sup[i]);
+            free(sup[i]);
+        }
+        free(sup);
+        s->suppress_out = fopen(s->o.suppress_path, "a");
+    }
+    if (s->o.records_path) {
+        s->records = fopen(s->o.records_path, "w");
+        if (!s->records) {
+            fprintf(stderr, "ringmail send: --records %s: %s\n", s->o.records_path,
+                    strerror(errno));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int send_main(int argc, char **argv)
+{
+    static struct send s;
+    memset(&s, 0, sizeof s);
+    s.sigfd = -1;
+    s.o.from = "send@ringmail.test";
+    s.o.helo = "ringmail.test";
+    s.o.size = 2048;
+    s.o.window = 10000;
+    if (send_parse(argc, argv, &s.o) < 0) {
+        return 2;
+    }
+    struct config *cfg = NULL;
+    int rc = 2;
+    char err[512];
+    if (send_setup(&s, &cfg) < 0) {
+        config_free(cfg);
+        goto out;
+    }
+    s.loop = loop_new(4096);
+    if (!s.loop) {
+        perror("ringmail send: io_uring setup");
+        config_free(cfg);
+        goto out;
+    }
+    struct pool_options po = {
+        .config = cfg,
+        .resolver = s.o.resolver,
+        .mx_port = s.o.mx_port,
+        .relay = s.o.relay,
+        .relay_implicit_tls = s.o.relay_implicit_tls,
+        .auth_user = s.o.relay_user,
+        .auth_pass = s.o.relay_user ? s.auth_pass : NULL,
+        .ca_file = s.o.ca_file,
+        .tls_override = s.o.tls_override,
+        .tls = s.o.tls,
+        .helo = s.o.helo,
+        .timeout_ms = s.o.timeout_ms,
+        .sources = s.o.sources,
+        .nsources = s.o.nsources,
+        .max_connections = s.o.max_connections,
+        .on_result = send_on_result,
+        .user = &s,
+    };
+    s.pool = pool_new(s.loop, &po, err, sizeof err);
+    if (!s.pool) {
+        fprintf(stderr, "ringmail send: %s\n", err);
+        goto out;
+    }
+    if (s.o.metrics_addr) {
+        s.metrics = metrics_new(s.loop, s.o.metrics_addr, send_metrics_render, &s, err, sizeof err);
+        if (!s.metrics) {
+            fprintf(stderr, "ringmail send: --metrics: %s\n", err);
+            goto out;
+        }
+    }
+    if ((s.o.tls_override && s.o.tls == SMTP_TLS_OPPORTUNISTIC) ||
+        (!s.o.tls_override && cfg->tls == SMTP_TLS_OPPORTUNISTIC)) {
+        fprintf(stderr, "ringmail: WARNING: TLS policy 'opportunistic': mail goes IN PLAINTEXT "
+                        "to servers without STARTTLS\n");
+    }
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGHUP);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGTERM);
+    sigprocmask(SIG_BLOCK, &mask, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    s.sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (s.sigfd < 0) {
+        perror("ringmail send: signalfd");
+        goto out;
+    }
+    send_sig_arm(&s);
+    loop_timer_init(&s.status_timer, send_on_status, &s);
+    if (!s.o.json && isatty(STDERR_FILENO)) {
+        loop_timer_set(s.loop, &s.status_timer, 1000);
+    }
+    s.t0 = send_now();
+    send_feed(&s);
+    loop_run(s.loop);
+    if (isatty(STDERR_FILENO) && !s.o.json) {
+        fprintf(stderr, "\n");
+    }
+    send_report(&s, send_now() - s.t0);
+    size_t unsent = pool_pending(s.pool) + (s.nlines - s.next);
+    if (s.interrupted && unsent) {
+        fprintf(stderr, "ringmail send: interrupted: %zu recipient%s not final\n", unsent,
+                unsent == 1 ? "" : "s");
+        rc = 1;
+    } else {
+        rc = 0;
+    }
+out:
+    if (s.pool) {
+        pool_free(s.pool);
+    }
+    if (s.loop) {
+        loop_free(s.loop);
+    }
+    client_conn_thread_done();
+    if (s.sigfd >= 0) {
+        close(s.sigfd);
+    }
+    for (size_t i = 0; i < s.nlines; i++) {
+        free(s.lines[i]);
+    }
+    free(s.lines);
+    send_set_free(&s.suppressed);
+    if (s.records) {
+        fclose(s.records);
+    }
+    if (s.suppress_out) {
+        fclose(s.suppress_out);
+    }
+    return rc;
+}

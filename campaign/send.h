@@ -1,0 +1,12 @@
+/*
+ * send - `ringmail send`: deliver to a list of recipients through the pool
+ * (MX routing, per-ISP throttles, reply rules, retries, suppression list).
+ *
+ * Exports: send_main.
+ */
+#ifndef RINGMAIL_SEND_H
+#define RINGMAIL_SEND_H
+
+int send_main(int argc, char **argv);
+
+#endif

@@ -1,0 +1,133 @@
+/*
+ * deliver - the delivery pool: routing, per-destination queues, connection
+ * pools, per-(source address, ISP) throttles, reply rules and retries
+ *
+ * The owner submits messages (one recipient each); the pool finds the
+ * recipient domain's mail exchangers (DNS on the loop, a static route, or
+ * the relay smarthost), classifies the destination's ISP, queues the
+ * message on its destination and opens connections when the ISP's lane
+ * allows: fewer than max_connections open, a connection token, not paused
+ * by backoff or suspension. A connection takes messages from its
+ * destination while the lane's message bucket has tokens; without one it
+ * stays open and idle until the bucket refills. Every attempt's outcome
+ * goes back through on_result: temporary failures are scheduled again by
+ * the retry schedule (and expire at max_age), permanent ones are final.
+ *
+ * MX fallback: a connection that fails before any transaction (refused,
+ * timed out, 421 or 5xx greeting, TLS policy) marks its address down for
+ * 30 s and the next connection tries the next address in MX order; only
+ * when every address of the destination is down are the waiting messages
+ * deferred, one attempt each. Reply rules of the ISP (config) turn
+ * matching replies into backoff, suspension or a bounce.
+ *
+ * One pool per loop, single-threaded. Configuration reloads (pool_reload)
+ * apply to new connections and message tokens at once.
+ *
+ * Exports: pool_new, pool_free, pool_submit, pool_reload, pool_stop,
+ * pool_pending, pool_isp_stats, pool_metrics.
+ */
+#ifndef RINGMAIL_DELIVER_H
+#define RINGMAIL_DELIVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/buf.h"
+#include "engine/loop.h"
+#include "engine/smtp_client.h"
+#include "engine/tls.h"
+#include "pool/config.h"
+
+struct pool;
+struct pool_dest;
+
+struct pool_msg {
+    const char *rcpt;      /* owned by the submitter, like mail_from and data */
+    const char *mail_from; /* "" is the null sender */
+    const char *data;
+    size_t len;
+    unsigned attempts; /* attempts made so far (the pool counts) */
+    uint64_t first_ms; /* loop clock of the first attempt, 0 before */
+    void *user;
+    /* pool-private */
+    uint64_t due_ms;
+    struct pool_msg *next;
+    struct pool_dest *dest;
+};
+
+struct pool_attempt {
+    enum smtp_outcome outcome; /* ACCEPTED, DEFERRED, REJECTED or FAILED */
+    int final;                 /* no further attempt will be made */
+    int expired;               /* deferred past max_age */
+    const char *reason;        /* "accepted", "rcpt_rejected", "null_mx", "dns_tempfail" ... */
+    int code;                  /* the server's reply code, 0 when none */
+    const char *enhanced;
+    const char *text;
+    const char *isp;
+    const char *mx;             /* exchanger host name, "" before any connection */
+    const char *addr;           /* "ip:port" */
+    const char *source;         /* local address bound, "" when the kernel chose */
+    const struct tls_info *tls; /* NULL: no TLS on that connection (or no connection) */
+    unsigned attempt;           /* 1 for the first */
+    uint64_t retry_in_ms;       /* deferred, not final: when the next attempt is due */
+    int data_in_flight;         /* the body went out and no final reply came back */
+    const char *rule;           /* the reply rule that matched, or NULL */
+};
+
+/* After a final attempt the pool lets go of m: the submitter may free it. */
+typedef void (*pool_result_cb)(void *user, struct pool_msg *m, const struct pool_attempt *a);
+
+struct pool_options {
+    struct config *config; /* the pool takes ownership */
+    const char *resolver;  /* "ADDR:PORT", NULL: /etc/resolv.conf */
+    unsigned mx_port;      /* port of MX hosts (default 25) */
+    const char *relay;     /* "HOST:PORT": everything goes there; NULL: MX routing */
+    int relay_implicit_tls;
+    const char *auth_user; /* relay AUTH; NULL: none */
+    const char *auth_pass;
+    const char *ca_file; /* for tls = verify; NULL: the system bundle */
+    int tls_override;    /* 1: every destination uses tls below */
+    enum smtp_tls_policy tls;
+    const char *helo;
+    unsigned timeout_ms;        /* every protocol timeout; 0: defaults (30 s, DATA end 60 s) */
+    const char *const *sources; /* overrides config sources when nsources > 0 */
+    size_t nsources;
+    unsigned max_connections; /* across the pool; 0: 1000 */
+    pool_result_cb on_result;
+    void *user;
+};
+
+struct pool_isp_stats {
+    const char *name;
+    uint64_t attempts, accepted, deferred, rejected, failed;
+    uint64_t connections, tls_full, tls_resumed, tls_none, backoff_triggers;
+    unsigned open;     /* connections open now */
+    size_t queued;     /* messages waiting on this ISP's destinations */
+    double rate_limit; /* effective messages/s over all lanes, < 0 unlimited */
+    double backoff;    /* lowest backoff factor of its lanes (1 = none) */
+    int paused;        /* some lane is paused or suspended */
+};
+
+struct pool *pool_new(struct loop *loop, const struct pool_options *o, char *err, size_t errlen);
+/* Stop (if running) and free; the loop must have run until idle after pool_stop. */
+void pool_free(struct pool *p);
+/* Hand m to the pool; its outcome(s) come through on_result. */
+void pool_submit(struct pool *p, struct pool_msg *m);
+/* Swap in a new config (the pool owns it); the old one is freed. */
+void pool_reload(struct pool *p, struct config *c);
+/* No new transactions; connections finish what is in flight and QUIT;
+ * timers and DNS stop. Messages not yet final stay with the pool and are
+ * counted by pool_pending. */
+void pool_stop(struct pool *p);
+/* Messages submitted and not final. */
+size_t pool_pending(const struct pool *p);
+/* Messages waiting for a retry. */
+size_t pool_retry_depth(const struct pool *p);
+/* Per-ISP statistics into out (at most max); returns how many ISPs there are. */
+size_t pool_isp_stats(struct pool *p, struct pool_isp_stats *out, size_t max);
+/* Open connections across the pool. */
+unsigned pool_open_connections(const struct pool *p);
+/* Prometheus exposition of the per-ISP counters and gauges. */
+void pool_metrics(struct pool *p, buf_t *out);
+
+#endif
