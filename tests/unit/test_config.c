@@ -103,10 +103,32 @@ static void test_defaults_and_routes(void **state)
     config_free(c);
 }
 
+static void test_sources(void **state)
+{
+    (void)state;
+    char err[256];
+    struct config *c = load_text("[global]\nsource = 127.0.0.2\nsource = 127.0.0.3 3\n"
+                                 "source = ::1\n",
+                                 err, sizeof err);
+    assert_non_null(c);
+    assert_int_equal(c->nsources, 3);
+    assert_string_equal(c->sources[0].addr, "127.0.0.2");
+    assert_int_equal(c->sources[0].weight, 1);
+    assert_int_equal(c->sources[1].weight, 3);
+    assert_string_equal(c->sources[2].addr, "::1");
+    config_free(c);
+    assert_null(
+        load_text("[global]\nsource = 127.0.0.2\nsource = mail.example.com\n", err, sizeof err));
+    assert_non_null(strstr(err, ":3: source 'mail.example.com': not an IPv4 or IPv6 address"));
+    assert_null(load_text("[global]\nsource = 127.0.0.2 0\n", err, sizeof err));
+    assert_non_null(strstr(err, ":2: source"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_example_config_loads),
+        cmocka_unit_test(test_sources),
         cmocka_unit_test(test_errors_name_the_line),
         cmocka_unit_test(test_defaults_and_routes),
     };

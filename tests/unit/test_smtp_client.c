@@ -18,6 +18,7 @@ struct harness {
     struct smtp_rcpt rcpts[4][3];
     int nmsgs, taken, done;
     int failed;
+    int hold; /* next_message answers SMTP_MESSAGE_WAIT (rate limited) */
     enum smtp_outcome fail_outcome;
     char fail_reason[64];
     char sent[8192]; /* everything the client wrote, concatenated */
@@ -26,6 +27,9 @@ struct harness {
 static struct smtp_message *h_next(void *owner)
 {
     struct harness *h = owner;
+    if (h->hold) {
+        return SMTP_MESSAGE_WAIT;
+    }
     return h->taken < h->nmsgs ? &h->msgs[h->taken++] : NULL;
 }
 
@@ -431,6 +435,59 @@ static void test_greeting_554_rejects(void **state)
     smtp_client_free(h.c);
 }
 
+/* A rate-limited owner parks the session: no command, no timer, nothing
+ * charged; resume sends the message; a close while parked loses nothing. */
+static void test_idle_session_waits_for_resume(void **state)
+{
+    (void)state;
+    struct harness h;
+    h_init(&h, SMTP_TLS_NONE, NULL);
+    h_add(&h, "Subject: a\r\n\r\nbody\r\n", 1, one);
+    h_add(&h, "Subject: b\r\n\r\nbody\r\n", 1, one);
+    h.hold = 1;
+    h_plain_session(&h, "250-mx\r\n250 PIPELINING\r\n");
+    assert_string_equal(h_out(&h), "");
+    assert_int_equal(smtp_client_timeout_ms(h.c), 0);
+    assert_true(smtp_client_idle(h.c));
+    assert_int_equal(smtp_client_resume(h.c), SMTP_ACTION_WAIT); /* still held */
+    assert_string_equal(h_out(&h), "");
+    h.hold = 0;
+    assert_int_equal(smtp_client_resume(h.c), SMTP_ACTION_WAIT);
+    assert_false(smtp_client_idle(h.c));
+    assert_string_equal(h_out(&h),
+                        "MAIL FROM:<from@sender.test>\r\nRCPT TO:<a@x.test>\r\nDATA\r\n");
+    assert_true(smtp_client_timeout_ms(h.c) > 0);
+    h_in(&h, "250 ok\r\n250 ok\r\n354 go\r\n");
+    h_out(&h);
+    h.hold = 1;
+    assert_int_equal(h_in(&h, "250 queued\r\n"), SMTP_ACTION_WAIT);
+    assert_int_equal(h.done, 1);
+    assert_true(smtp_client_idle(h.c));
+    assert_string_equal(h_out(&h), ""); /* parked again: no RSET, no QUIT */
+    /* The server hangs up an idle session: nothing to settle, no session failure. */
+    smtp_client_closed(h.c, "closed by peer");
+    assert_int_equal(h.failed, 0);
+    assert_int_equal(h.done, 1);
+    assert_int_equal(h.rcpts[1][0].outcome, SMTP_OUTCOME_NONE);
+    smtp_client_free(h.c);
+}
+
+/* An idle session told there is nothing more says QUIT. */
+static void test_idle_session_quits_when_nothing_left(void **state)
+{
+    (void)state;
+    struct harness h;
+    h_init(&h, SMTP_TLS_NONE, NULL);
+    h.hold = 1;
+    h_plain_session(&h, "250 mx\r\n");
+    h.hold = 0;
+    assert_int_equal(smtp_client_resume(h.c), SMTP_ACTION_WAIT);
+    assert_string_equal(h_out(&h), "QUIT\r\n");
+    assert_int_equal(h_in(&h, "221 bye\r\n"), SMTP_ACTION_CLOSE);
+    assert_int_equal(h.failed, 0);
+    smtp_client_free(h.c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -451,6 +508,8 @@ int main(void)
         cmocka_unit_test(test_timeouts_name_the_phase),
         cmocka_unit_test(test_garbage_reply_is_protocol_error),
         cmocka_unit_test(test_greeting_554_rejects),
+        cmocka_unit_test(test_idle_session_waits_for_resume),
+        cmocka_unit_test(test_idle_session_quits_when_nothing_left),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
