@@ -81,6 +81,7 @@ struct pool_dest {
     size_t queued;
     unsigned nconns;
     int skip_starttls;       /* opportunistic: the handshake failed here once */
+    int proven;              /* a session got ready: more than one connection may open */
     const char *server_name; /* route/relay: SNI override (points into pool) */
     int is_relay;
     char fatal_reason[SMTP_REASON_MAX]; /* AUTH refused: fail every message */
@@ -685,9 +686,6 @@ static void pool_settle(struct pool *p, struct pool_msg *m, struct pool_conn *c,
     struct pool_dest *d = m->dest;
     struct pool_isp *isp = c ? c->lane->isp : d && d->isp ? d->isp : pool_isp_named(p, "default");
     m->attempts++;
-    if (!m->first_ms) {
-        m->first_ms = now ? now : 1;
-    }
     struct pool_attempt a = {
         .outcome = o,
         .reason = reason,
@@ -817,6 +815,10 @@ static struct smtp_message *pool_next_message(void *owner)
     struct pool_dest *d = c->dest;
     struct pool_lane *l = c->lane;
     uint64_t now = pool_now(p);
+    if (!d->proven) {
+        d->proven = 1; /* the first ready session: now the pool may open the rest */
+        pool_kick(p);
+    }
     if (p->stopped || !d->head || d->fatal_reason[0]) {
         return NULL;
     }
@@ -929,7 +931,9 @@ static void pool_session_failed(void *owner, enum smtp_outcome o, const char *re
         any_up |= d->targets[i].down_until <= now;
     }
     if (!any_up) {
-        /* Every exchanger failed: each waiting message takes one attempt. */
+        /* Every exchanger failed: each waiting message takes one attempt,
+         * and the next round starts again with a single connection. */
+        d->proven = 0;
         for (size_t i = 0; i < d->ntargets; i++) {
             d->targets[i].down_until = 0;
         }
@@ -1095,7 +1099,10 @@ static void pool_pump(struct loop_timer *t)
             continue;
         }
         /* Idle connections of this lane waiting for tokens count as capacity. */
-        while (d->queued > d->nconns && p->open < cap) {
+        /* Until one session to d got ready, one connection at a time: a
+         * wrong password or a dead exchanger costs one attempt, not one
+         * per waiting message. */
+        while (d->queued > d->nconns && p->open < cap && (d->proven || d->nconns == 0)) {
             long ti = pool_target_pick(d, now);
             if (ti < 0) {
                 break;
@@ -1144,6 +1151,9 @@ void pool_submit(struct pool *p, struct pool_msg *m)
 {
     m->next = NULL;
     m->dest = NULL;
+    if (!m->first_ms) {
+        m->first_ms = pool_now(p) ? pool_now(p) : 1; /* max_age counts from here */
+    }
     p->pending++;
     pool_route(p, m);
 }
@@ -1201,7 +1211,7 @@ struct pool *pool_new(struct loop *loop, const struct pool_options *o, char *err
     }
     pool_isps_sync(p);
     if (!o->relay) {
-        p->dns = dns_new(loop, o->resolver, 5000, err, errlen);
+        p->dns = dns_new(loop, o->resolver, 0, err, errlen); /* 2 s per try, 2 tries */
         if (!p->dns) {
             pool_free(p);
             return NULL;

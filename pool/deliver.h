@@ -47,7 +47,7 @@ struct pool_msg {
     const char *data;
     size_t len;
     unsigned attempts; /* attempts made so far (the pool counts) */
-    uint64_t first_ms; /* loop clock of the first attempt, 0 before */
+    uint64_t first_ms; /* loop clock at the first submission (max_age counts from it) */
     void *user;
     /* pool-private */
     uint64_t due_ms;
