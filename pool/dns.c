@@ -44,7 +44,21 @@ struct dns {
     struct dns_sock *socks;                      /* owned list */
     struct dns_cached *cache[DNS_CACHE_BUCKETS]; /* owned chains */
     uint64_t cache_hits, queries;
+    int depth; /* inside our callbacks: dns_free waits until the outermost returns */
+    int dying; /* dns_free was called during a callback */
 };
+
+static void dns_destroy(struct dns *d);
+
+/* Leave a callback section; destroy now if dns_free was called inside it. 1 if gone. */
+static int dns_leave(struct dns *d)
+{
+    if (--d->depth == 0 && d->dying) {
+        dns_destroy(d);
+        return 1;
+    }
+    return 0;
+}
 
 void dns_stats(const struct dns *d, uint64_t *queries, uint64_t *cache_hits)
 {
@@ -99,9 +113,13 @@ static void dns_on_poll(struct loop_op *op, int res, unsigned flags)
     }
     if (res > 0) {
         s->processing = 1;
+        d->depth++;
         ares_process_fd(d->channel, (res & (POLLIN | POLLERR | POLLHUP)) ? s->fd : ARES_SOCKET_BAD,
                         (res & POLLOUT) ? s->fd : ARES_SOCKET_BAD);
         s->processing = 0;
+        if (dns_leave(d)) {
+            return; /* s was not armed: dns_destroy freed it */
+        }
     }
     if (s->closed) {
         dns_sock_unlink_free(s);
@@ -160,7 +178,11 @@ static void dns_sock_state(void *data, ares_socket_t fd, int readable, int writa
 static void dns_on_timer(struct loop_timer *t)
 {
     struct dns *d = t->owner;
+    d->depth++;
     ares_process_fd(d->channel, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
+    if (dns_leave(d)) {
+        return;
+    }
     dns_schedule(d);
 }
 
@@ -206,6 +228,16 @@ void dns_free(struct dns *d)
     if (!d) {
         return;
     }
+    if (d->depth > 0) {
+        d->dying = 1; /* called from one of our callbacks: finish it first */
+        return;
+    }
+    dns_destroy(d);
+}
+
+static void dns_destroy(struct dns *d)
+{
+    d->depth++;               /* the destruction callbacks must not re-enter */
     ares_destroy(d->channel); /* runs pending callbacks with ARES_EDESTRUCTION */
     for (size_t b = 0; b < DNS_CACHE_BUCKETS; b++) {
         for (struct dns_cached *e = d->cache[b], *next; e; e = next) {
@@ -424,6 +456,15 @@ void dns_resolve_mx(struct dns *d, const char *domain, dns_mx_cb cb, void *user)
                                            : e->status == DNS_NXDOMAIN ? "NXDOMAIN: no such domain"
                                                                        : NULL};
         d->cache_hits++;
+        d->depth++;
+        cb(user, &r);
+        free(q);
+        dns_leave(d);
+        return;
+    }
+    if (d->dying) {
+        struct dns_mx_result r = {
+            .status = DNS_TEMPFAIL, .ascii_domain = q->ascii, .error = "resolver shutting down"};
         cb(user, &r);
         free(q);
         return;
@@ -432,7 +473,11 @@ void dns_resolve_mx(struct dns *d, const char *domain, dns_mx_cb cb, void *user)
     q->mx_cb = cb;
     q->user = user;
     d->queries++;
+    d->depth++;
     ares_query(d->channel, q->ascii, ns_c_in, ns_t_mx, dns_on_mx, q);
+    if (dns_leave(d)) {
+        return;
+    }
     dns_schedule(d);
 }
 
@@ -468,9 +513,19 @@ void dns_resolve_addr(struct dns *d, const char *host, dns_addr_cb cb, void *use
         cb(user, &r);
         return;
     }
+    if (d->dying) {
+        struct dns_addr_result r = {.status = DNS_TEMPFAIL, .error = "resolver shutting down"};
+        free(q);
+        cb(user, &r);
+        return;
+    }
     q->addr_cb = cb;
     q->user = user;
     struct ares_addrinfo_hints hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    d->depth++; /* c-ares may answer at once (numeric host, hosts file) */
     ares_getaddrinfo(d->channel, q->ascii, NULL, &hints, dns_on_addr, q);
+    if (dns_leave(d)) {
+        return;
+    }
     dns_schedule(d);
 }

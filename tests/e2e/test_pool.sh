@@ -1,0 +1,637 @@
+#!/usr/bin/env bash
+# ringmail send end to end (issue: per-ISP routing and throttling), all on
+# loopback: dnsmasq serves the MX records, one ringmail sink per "ISP" MX
+# (127.0.0.21/22/23 ... on one shared port, reached with --mx-port),
+# python3-aiosmtpd as an authenticated smarthost.
+#   1. per-ISP limits: connections, messages per connection, message rate,
+#      backoff on 421 4.7.28 (gmail) without slowing the others, exactly-once
+#      delivery through retries, permanent rejection -> suppression list
+#   2. DNS outcomes: MX fallback (refused / 421 greeting), null MX, NXDOMAIN,
+#      DNS SERVFAIL and timeout deferred (dns_*), then expired after max_age
+#   3. relay mode: STARTTLS and implicit TLS with AUTH, password from a file
+#      and from the environment, wrong password fails fast without a storm
+#   4. SIGHUP reload: new rate within a second, a broken file refused with its
+#      line number (old config stays); Prometheus /metrics during the run
+#   5. source addresses: --source, config sources with weights
+# Nothing leaves 127.0.0.0/8: dnsmasq has no upstream, every MX is 127.0.0.x.
+set -u
+. "$(dirname "$0")/lib.sh"
+e2e_setup
+e2e_require dnsmasq || { e2e_finish; exit 1; }
+
+T_START=$(date +%s%3N)
+now_ms() { date +%s%3N; }
+PC=$E2E_TMP/pc.py
+MX_PORT=$(free_port)   # every sink listens on 127.0.0.x:MX_PORT
+DNS_PORT=$(free_port)
+BH_PORT=$(free_port)   # UDP "DNS server" that never answers (slow.test)
+SF_PORT=$(free_port)   # UDP "DNS server" that answers SERVFAIL (servfail.test)
+SEND_TIMEOUT=60
+
+# ---------------------------------------------------------------- python helpers
+cat >"$PC" <<'PY'
+"""Checks for test_pool.sh: python3 pc.py COMMAND ARGS... (exit 0 = pass)."""
+import json, re, sys
+
+def rows(path):
+    out = []
+    for l in open(path, errors="replace"):
+        l = l.strip()
+        if l:
+            out.append(json.loads(l))
+    return out
+
+def addrs(path, pattern=None):
+    out = []
+    for l in open(path):
+        l = l.strip()
+        if not l or l.startswith("#"):
+            continue
+        if pattern is None or re.search(pattern, l):
+            out.append(l)
+    return out
+
+def stats(path):
+    return json.load(open(path))
+
+def once(stats_file, rcpt_file, pattern):
+    """Every address of rcpt_file matching pattern delivered exactly once, nothing else."""
+    d = stats(stats_file).get("deliveries", {})
+    want = addrs(rcpt_file, pattern)
+    bad = {w: d.get(w, 0) for w in want if d.get(w, 0) != 1}
+    extra = sorted(set(d) - set(want))
+    print("want %d, delivered %d distinct, %d not exactly once, %d unexpected"
+          % (len(want), len(d), len(bad), len(extra)))
+    print("not exactly once (first 10):", sorted(bad.items())[:10])
+    print("unexpected (first 10):", extra[:10])
+    assert want and not bad and not extra
+
+def _rate(stats_file):
+    """Accepted messages/s between the sink's first and last acceptance."""
+    s = stats(stats_file)
+    n, first, last = s.get("accepted_rcpts", 0), s.get("first_accept_ms", 0), s.get("last_accept_ms", 0)
+    print("accepted %s first_accept_ms %s last_accept_ms %s" % (n, first, last))
+    assert n > 10 and first > 0 and last > first, "not enough data"
+    r = (n - 1) * 1000.0 / (last - first)
+    print("measured %.1f/s over %d ms" % (r, last - first))
+    return r
+
+def rate_within(stats_file, limit, tol):
+    limit, tol = float(limit), float(tol)
+    r = _rate(stats_file)
+    assert abs(r - limit) <= tol * limit, "%.1f/s not within %.0f%% of %.0f/s" % (r, tol * 100, limit)
+
+def rate_max(stats_file, limit, tol):
+    limit, tol = float(limit), float(tol)
+    r = _rate(stats_file)
+    assert r <= limit * (1 + tol), "%.1f/s is faster than %.0f/s" % (r, limit)
+
+def window_rate(samples, t1, t2):
+    """Messages/s between the first sample at or after t1 and the last at or before t2."""
+    t1, t2 = int(t1), int(t2)
+    pts = [tuple(map(int, l.split())) for l in open(samples) if len(l.split()) == 2]
+    a = next((p for p in pts if p[0] >= t1), None)
+    b = next((p for p in reversed(pts) if p[0] <= t2), None)
+    if not a or not b or b[0] - a[0] < 300:
+        print(0)
+        return
+    print(int(round((b[1] - a[1]) * 1000.0 / (b[0] - a[0]))))
+
+def peers(stats_file, allowed, maxconc):
+    """peers = exactly the allowed IPs, each with peak_concurrent <= maxconc."""
+    p = stats(stats_file).get("peers", {})
+    print("peers:", json.dumps(p))
+    want = set(allowed.split(","))
+    assert set(p) == want, "peers %s, want %s" % (sorted(p), sorted(want))
+    for ip, v in p.items():
+        assert 1 <= v.get("peak_concurrent", 0) <= int(maxconc), (ip, v)
+        assert v.get("accepted", 0) > 0, (ip, v)
+
+def final(records, rcpt, expr):
+    """The last final record of rcpt satisfies expr (d = that record)."""
+    rs = [r for r in rows(records) if r.get("rcpt") == rcpt]
+    for r in rs:
+        print(json.dumps(r))
+    fin = [r for r in rs if r.get("final") is True]
+    assert len(fin) == 1, "%d final records" % len(fin)
+    assert eval(expr, {}, {"d": fin[0]}), expr
+
+def each(records, pattern, expr):
+    """Every record of a recipient matching pattern satisfies expr; there is one."""
+    rs = [r for r in rows(records) if re.search(pattern, r.get("rcpt", ""))]
+    bad = [r for r in rs if not eval(expr, {}, {"d": r})]
+    print("%d records, %d failing %s; first: %s" % (len(rs), len(bad), expr, bad[:3]))
+    assert rs and not bad
+
+def any_(records, pattern, expr):
+    rs = [r for r in rows(records) if re.search(pattern, r.get("rcpt", ""))]
+    for r in rs[:10]:
+        print(json.dumps(r))
+    assert any(eval(expr, {}, {"d": r}) for r in rs), expr
+
+def finals(records, rcpt_file, expr):
+    """Every recipient of rcpt_file has exactly one final record, and it satisfies expr."""
+    rs = rows(records)
+    want = addrs(rcpt_file)
+    fin = {}
+    for r in rs:
+        if r.get("final") is True:
+            fin.setdefault(r.get("rcpt"), []).append(r)
+    bad = [w for w in want if len(fin.get(w, [])) != 1 or not eval(expr, {}, {"d": fin[w][0]})]
+    print("%d recipients, %d bad: %s" % (len(want), len(bad), [(w, fin.get(w)) for w in bad[:3]]))
+    assert want and not bad
+
+def aio_rcpts(count_file, rcpt_file):
+    """aiosmtpd got every recipient exactly once, over TLS, authenticated as alice."""
+    msgs = rows(count_file)
+    got = [r for m in msgs for r in m["rcpts"]]
+    want = addrs(rcpt_file)
+    print("%d messages, %d rcpts; want %d" % (len(msgs), len(got), len(want)))
+    assert sorted(got) == sorted(want), sorted(set(got) ^ set(want))[:10]
+    bad = [m for m in msgs if not m["tls"] or m.get("auth_user") != "alice"]
+    assert not bad, bad[:2]
+
+def metric(path, name, isp):
+    """A sample line of metric name with label isp="isp"; prints its value."""
+    pat = re.compile(r'^%s\{[^}]*\bisp="%s"[^}]*\}\s+(\S+)' % (re.escape(name), re.escape(isp)))
+    vals = [m.group(1) for m in map(pat.match, open(path)) if m]
+    print(" ".join(vals))
+    assert vals, "no %s{isp=\"%s\"} sample" % (name, isp)
+
+if __name__ == "__main__":
+    cmd = sys.argv[1].rstrip("_")
+    globals()[cmd if cmd != "any" else "any_"](*sys.argv[2:])
+PY
+pc() { "$E2E_PY" "$PC" "$@"; }
+
+# ---------------------------------------------------------------- servers
+
+# Upstreams for dnsmasq: a UDP port that swallows queries (slow.test: the
+# lookups time out) and one that answers SERVFAIL at once (servfail.test).
+cat >"$E2E_TMP/upstream.py" <<'PY'
+import socket, sys
+mode, port = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", port))
+while True:
+    q, peer = s.recvfrom(4096)
+    if mode != "servfail" or len(q) < 12:
+        continue
+    i = 12
+    while i < len(q) and q[i]:
+        i += q[i] + 1
+    question = q[12:i + 5]
+    # id, QR + RD copied, RA + RCODE 2 (SERVFAIL), 1 question, no records
+    s.sendto(q[:2] + bytes([0x80 | (q[2] & 1), 0x82]) + b"\0\1\0\0\0\0\0\0" + question, peer)
+PY
+e2e_bg blackhole "$E2E_PY" "$E2E_TMP/upstream.py" blackhole "$BH_PORT"
+e2e_bg servfail "$E2E_PY" "$E2E_TMP/upstream.py" servfail "$SF_PORT"
+
+e2e_bg dnsmasq dnsmasq --keep-in-foreground --port="$DNS_PORT" --listen-address=127.0.0.1 \
+    --bind-interfaces --no-resolv --no-hosts --local=/test/ --local-ttl=300 --pid-file= \
+    --log-queries --log-facility="$E2E_TMP/queries.log" \
+    --host-record=localhost,127.0.0.1 \
+    --mx-host=gmail.test,mx.gmail.test,10 --host-record=mx.gmail.test,127.0.0.21 \
+    --mx-host=hosted.test,mx.gmail.test,10 \
+    --mx-host=outlook.test,mx.outlook.test,10 --host-record=mx.outlook.test,127.0.0.22 \
+    --mx-host=qq.test,mx.qq.test,10 --host-record=mx.qq.test,127.0.0.23 \
+    --mx-host=fallback.test,mx1.fallback.test,10 --mx-host=fallback.test,mx2.fallback.test,20 \
+    --host-record=mx1.fallback.test,127.0.0.31 --host-record=mx2.fallback.test,127.0.0.32 \
+    --mx-host=fallback421.test,mx1.fallback421.test,10 \
+    --mx-host=fallback421.test,mx2.fallback.test,20 \
+    --host-record=mx1.fallback421.test,127.0.0.33 \
+    --mx-host=nullmx.test,.,0 \
+    --server=/slow.test/127.0.0.1#"$BH_PORT" --server=/servfail.test/127.0.0.1#"$SF_PORT"
+DNSMASQ_PID=$E2E_BG_PID
+# dnsmasq binds UDP and TCP; wait for the TCP listener.
+check "dnsmasq serves the test zone" wait_port 127.0.0.1 "$DNS_PORT" 10 "$DNSMASQ_PID"
+RESOLVER=(--resolver "127.0.0.1:$DNS_PORT" --mx-port "$MX_PORT")
+
+declare -A SINK_PID=() SINK_STATS=()
+# start_sink NAME IP [sink options...]: plaintext sink on IP:MX_PORT, stats every 100 ms.
+start_sink() {
+    local name=$1 ip=$2
+    shift 2
+    SINK_STATS[$name]=$E2E_TMP/sink.$name.json
+    e2e_bg "sink.$name" "$RM" sink --listen "$ip:$MX_PORT" --threads 1 --hostname "$name.test" \
+        --stats "${SINK_STATS[$name]}" --stats-interval-ms 100 "$@"
+    SINK_PID[$name]=$E2E_BG_PID
+    wait_port "$ip" "$MX_PORT" 10 "$E2E_BG_PID" || cat "$E2E_TMP/sink.$name.log" >&2
+}
+# stop_sink NAME: SIGTERM (the sink writes its final stats), wait.
+stop_sink() { e2e_kill "${SINK_PID[$1]}"; }
+# sj NAME FIELD: a field of a sink's stats.
+sj() { jget "${SINK_STATS[$1]}" "$2"; }
+
+# send_run NAME ARGS...: ringmail send with --json and --records; sets RC and
+# ELAPSED_MS; output in $E2E_TMP/NAME.{json,err,records}.
+send_run() {
+    local name=$1 t0
+    shift
+    t0=$(now_ms)
+    timeout -k 5 "$SEND_TIMEOUT" "$RM" send --json --records "$E2E_TMP/$name.records" \
+        --from bounce@sender.test --helo sender.test "$@" \
+        >"$E2E_TMP/$name.json" 2>"$E2E_TMP/$name.err"
+    RC=$?
+    ELAPSED_MS=$(($(now_ms) - t0))
+    echo "# send $name: exit $RC after ${ELAPSED_MS} ms: $(head -c 2000 "$E2E_TMP/$name.json" | tr '\n' ' ')"
+    [ "$RC" -ne 0 ] && tail -n 5 "$E2E_TMP/$name.err" | sed 's/^/#   stderr: /'
+    return 0
+}
+# check_range NAME MIN MAX ACTUAL: integers, MIN <= ACTUAL <= MAX.
+check_range() {
+    if _e2e_int "$4" && [ "$4" -ge "$2" ] && [ "$4" -le "$3" ]; then
+        _e2e_ok "$1"
+    else
+        _e2e_not_ok "$1" "expected $2..$3, got '$4'"
+        return 1
+    fi
+}
+# recipients FILE LOCALPREFIX DOMAIN N: append N addresses.
+recipients() {
+    local i
+    for ((i = 1; i <= $4; i++)); do echo "$2$i@$3"; done >>"$1"
+}
+
+# ================================================================ 0. options
+check "send --help works" "$RM" send --help
+"$RM" send --recipients /dev/null --no-such-option >/dev/null 2>&1
+check_eq "bad option: exit 2" 2 "$?"
+printf '[global]\nretry = 1s\n[isp x]\nmsg_rate = fast\n' >"$E2E_TMP/bad-start.conf"
+"$RM" send --recipients /dev/null --config "$E2E_TMP/bad-start.conf" >/dev/null 2>"$E2E_TMP/bad-start.err"
+check_eq "bad config at start: exit 2" 2 "$?"
+check_grep "bad config at start: FILE:LINE in the message" 'bad-start\.conf:4' "$E2E_TMP/bad-start.err"
+
+# ================================================================ 1. per-ISP limits
+start_sink gmail 127.0.0.21 --defer-pct 3 --defer-reply "421 4.7.28 Our system has detected an unusual rate of unsolicited mail"
+start_sink outlook 127.0.0.22
+start_sink qq 127.0.0.23
+# The brief's gmail numbers (30% deferrals, 2 s pauses, recovery 0.1 per
+# minute) cannot finish 300 recipients within 30 s: each 421 would pause
+# gmail for 2 s after ~2 messages. 3% deferrals, a 300 ms pause and a fast
+# recovery still trigger backoff about ten times.
+cat >"$E2E_TMP/isp.conf" <<'CONF'
+# test_pool.sh scenario 1
+[global]
+retry = 1s, 1s, 2s
+max_age = 30s
+tls = none
+backoff_step = 0.5
+backoff_interval = 300ms
+
+[isp gmail]
+domains = gmail.test
+mx = *.gmail.test
+max_connections = 3
+max_msgs_per_conn = 10
+msg_rate = 100/s
+rule = 421 4.7.28 => backoff 0.5 300ms
+
+[isp microsoft]
+domains = outlook.test
+max_connections = 4
+msg_rate = 150/s
+
+[isp tencent]
+domains = qq.test
+max_connections = 2
+msg_rate = 100/s
+CONF
+R1=$E2E_TMP/isp.rcpts
+printf '# comment line, then a blank line\n\n' >"$R1"
+recipients "$R1" g gmail.test 300
+recipients "$R1" h hosted.test 5
+echo "# another comment" >>"$R1"
+recipients "$R1" o outlook.test 300
+recipients "$R1" q qq.test 300
+echo "permfail@qq.test" >>"$R1"
+echo >>"$R1"
+SUPP=$E2E_TMP/suppress.txt
+send_run isp --recipients "$R1" --config "$E2E_TMP/isp.conf" "${RESOLVER[@]}" --suppress "$SUPP"
+OUT=$E2E_TMP/isp.json
+REC=$E2E_TMP/isp.records
+sleep 0.4 # a few stats intervals
+check_eq "isp: exit 0, every recipient final" 0 "$RC"
+check_eq "isp: 906 recipients (blank and # lines skipped)" 906 "$(jget "$OUT" recipients)"
+check_eq "isp: 905 accepted" 905 "$(jget "$OUT" accepted)"
+check_eq "isp: 1 rejected" 1 "$(jget "$OUT" rejected)"
+check_range "gmail: sink peak_concurrent <= max_connections 3" 1 3 "$(sj gmail peak_concurrent)"
+check_range "microsoft: sink peak_concurrent <= max_connections 4" 1 4 "$(sj outlook peak_concurrent)"
+check_range "tencent: sink peak_concurrent <= max_connections 2" 1 2 "$(sj qq peak_concurrent)"
+check_range "gmail: at most max_msgs_per_conn 10 messages per session (and more than 1)" 2 10 \
+    "$(sj gmail max_msgs_per_session)"
+check_ge "gmail: the sink deferred some RCPTs with 421 4.7.28" 1 "$(sj gmail deferred_rcpts)"
+check_ge "gmail: backoff_triggers > 0 in the summary" 1 "$(jget "$OUT" isps.gmail.backoff_triggers)"
+check_ge "gmail: deferrals counted in the summary" 1 "$(jget "$OUT" isps.gmail.deferred)"
+check "microsoft: measured rate within 10% of msg_rate 150/s while gmail backs off" \
+    pc rate_within "${SINK_STATS[outlook]}" 150 0.10
+check "tencent: not faster than msg_rate 100/s" pc rate_max "${SINK_STATS[qq]}" 100 0.10
+check "gmail: every recipient (and MX-rollup hosted.test) accepted exactly once" \
+    pc once "${SINK_STATS[gmail]}" "$R1" '@(gmail|hosted)\.test$'
+check "microsoft: every recipient accepted exactly once" pc once "${SINK_STATS[outlook]}" "$R1" '@outlook\.test$'
+check "tencent: every other recipient accepted exactly once" pc once "${SINK_STATS[qq]}" "$R1" '^q[0-9]+@qq\.test$'
+check "MX rollup: hosted.test (MX mx.gmail.test) is ISP gmail" pc each "$REC" '@hosted\.test$' 'd.get("isp") == "gmail"'
+check "records: every recipient has one final record" pc finals "$REC" "$R1" 'd["outcome"] in ("accepted", "rejected")'
+check "records: a deferral of gmail carries 421 4.7.28" pc any "$REC" '@gmail\.test$' \
+    'd["outcome"] == "deferred" and d.get("code") == 421 and d.get("enhanced") == "4.7.28" and d.get("final") is False'
+check "permfail@qq.test: rejected 550 5.1.1, final" pc final "$REC" permfail@qq.test \
+    'd["outcome"] == "rejected" and d.get("code") == 550 and d.get("enhanced") == "5.1.1"'
+check_eq "tencent: the sink rejected one RCPT" 1 "$(sj qq rejected_rcpts)"
+check_grep "permfail@qq.test appended to the suppression file" 'permfail@qq\.test' "$SUPP"
+check_eq "only the permanent rejection is in the suppression file" 1 "$(grep -c '@' "$SUPP" 2>/dev/null)"
+
+# Second run with the same suppression file: permfail is not sent.
+R1B=$E2E_TMP/isp2.rcpts
+echo "permfail@qq.test" >"$R1B"
+recipients "$R1B" again qq.test 5
+send_run isp2 --recipients "$R1B" --config "$E2E_TMP/isp.conf" "${RESOLVER[@]}" --suppress "$SUPP"
+stop_sink qq
+check_eq "suppressed run: exit 0" 0 "$RC"
+check_eq "suppressed run: 1 suppressed" 1 "$(jget "$E2E_TMP/isp2.json" suppressed)"
+check_eq "suppressed run: the other 5 accepted" 5 "$(jget "$E2E_TMP/isp2.json" accepted)"
+check "suppressed run: permfail@qq.test recorded suppressed, final" \
+    pc final "$E2E_TMP/isp2.records" permfail@qq.test 'd["outcome"] == "suppressed"'
+check_eq "suppressed run: the sink never saw permfail@qq.test again (still 1 rejected RCPT)" 1 \
+    "$(sj qq rejected_rcpts)"
+check_eq "suppressed run: the sink did get the other 5" 305 "$(sj qq accepted_rcpts)"
+stop_sink gmail
+stop_sink outlook
+
+# ================================================================ 2. DNS outcomes
+start_sink mx2 127.0.0.32
+start_sink mx421 127.0.0.33 --fault greeting-421
+cat >"$E2E_TMP/dns.conf" <<'CONF'
+[global]
+retry = 1s
+max_age = 3s
+tls = none
+CONF
+R2=$E2E_TMP/dns.rcpts
+: >"$R2"
+recipients "$R2" f fallback.test 10
+recipients "$R2" g fallback421.test 5
+printf '%s\n' someone@nullmx.test someone@nosuch.test someone@slow.test someone@servfail.test >>"$R2"
+send_run dns --recipients "$R2" --config "$E2E_TMP/dns.conf" "${RESOLVER[@]}"
+REC=$E2E_TMP/dns.records
+OUT=$E2E_TMP/dns.json
+stop_sink mx2
+stop_sink mx421
+check_eq "dns: exit 0, every recipient final" 0 "$RC"
+check_eq "fallback: 15 accepted" 15 "$(jget "$OUT" accepted)"
+check "fallback: every recipient delivered once to mx2" pc once "${SINK_STATS[mx2]}" "$R2" '@fallback(421)?\.test$'
+check "fallback: accepted through mx2 (127.0.0.32) on the first attempt, no deferral charged" \
+    pc each "$REC" '@fallback(421)?\.test$' \
+    'd["outcome"] == "accepted" and d.get("attempt") == 1 and d.get("mx") == "mx2.fallback.test" and str(d.get("addr", "")).startswith("127.0.0.32")'
+check_ge "fallback: the 421-greeting MX was tried first" 1 "$(sj mx421 connections)"
+check "null MX: final, reason null_mx" pc final "$REC" someone@nullmx.test \
+    'd["reason"] == "null_mx" and d["outcome"] in ("rejected", "failed")'
+check "NXDOMAIN: final, reason nxdomain" pc final "$REC" someone@nosuch.test \
+    'd["reason"] == "nxdomain" and d["outcome"] in ("rejected", "failed")'
+check "SERVFAIL: deferred (not final) with a dns_ reason" pc any "$REC" '@servfail\.test$' \
+    'd["attempt"] == 1 and d["outcome"] == "deferred" and str(d.get("reason", "")).startswith("dns_") and d.get("final") is False'
+check "SERVFAIL: retried every second until max_age 3s, then final (expired)" \
+    pc final "$REC" someone@servfail.test 'd["outcome"] != "accepted" and 3 <= d["attempt"] <= 6'
+check "DNS timeout: a temporary failure (dns_ reason, not rejected), final after max_age" \
+    pc final "$REC" someone@slow.test \
+    'str(d.get("reason", "")).startswith("dns_") and d["outcome"] not in ("accepted", "rejected", "failed")'
+check_eq "DNS timeout and SERVFAIL: counted as expired" 2 "$(jget "$OUT" expired)"
+# One lookup times out after 15 s (c-ares: 5 s, then 10 s); by then the
+# recipient is older than max_age 3 s and must not get a second lookup.
+check_range "DNS timeout: expired once older than max_age, no second lookup (run < 20 s)" \
+    3000 20000 "$ELAPSED_MS"
+
+# ================================================================ 3. relay (aiosmtpd smarthost)
+AI1=$(free_port)
+AI1_COUNT=$E2E_TMP/ai587.jsonl
+AI1_LOG=$E2E_TMP/aiosmtpd.$AI1.log
+start_aiosmtpd "$AI1" "$CERTS/server.pem" "$CERTS/server.key" --auth alice:s3cret \
+    --count-file "$AI1_COUNT" --debug
+R3=$E2E_TMP/relay.rcpts
+: >"$R3"
+for d in gmail.test outlook.test qq.test nosuch.test example.test; do recipients "$R3" r "$d" 4; done
+PW=$E2E_TMP/relay.pw
+(umask 077 && echo s3cret >"$PW")
+send_run relay --recipients "$R3" "${RESOLVER[@]}" --relay "localhost:$AI1" --relay-user alice \
+    --relay-password-file "$PW" --tls verify --ca "$CERTS/ca.pem"
+check_eq "relay STARTTLS: exit 0" 0 "$RC"
+check_eq "relay STARTTLS: 20 accepted" 20 "$(jget "$E2E_TMP/relay.json" accepted)"
+check "relay STARTTLS: aiosmtpd got every recipient (any domain) once, TLS + AUTH" \
+    pc aio_rcpts "$AI1_COUNT" "$R3"
+check_no_grep "relay: the password never appears in stderr" 's3cret' "$E2E_TMP/relay.err"
+check_no_grep "relay: the password never appears in the records" 's3cret' "$E2E_TMP/relay.records"
+
+# Wrong password: every recipient fails at once with auth_failed, no storm.
+R3B=$E2E_TMP/relay-bad.rcpts
+: >"$R3B"
+recipients "$R3B" bad gmail.test 15
+recipients "$R3B" bad outlook.test 15
+(umask 077 && echo wrong >"$E2E_TMP/bad.pw")
+AUTH_BEFORE=$(grep -Eci ">> b'AUTH " "$AI1_LOG")
+COUNT_BEFORE=$(wc -l <"$AI1_COUNT")
+send_run relay-bad --recipients "$R3B" "${RESOLVER[@]}" --relay "localhost:$AI1" --relay-user alice \
+    --relay-password-file "$E2E_TMP/bad.pw" --tls required
+AUTH_TRIES=$(($(grep -Eci ">> b'AUTH " "$AI1_LOG") - AUTH_BEFORE))
+echo "# wrong password: $AUTH_TRIES AUTH commands seen by aiosmtpd"
+check_eq "wrong password: exit 0 (every recipient final)" 0 "$RC"
+check_eq "wrong password: 30 failed" 30 "$(jget "$E2E_TMP/relay-bad.json" failed)"
+check "wrong password: every recipient final with reason auth_failed" \
+    pc finals "$E2E_TMP/relay-bad.records" "$R3B" 'd["reason"] == "auth_failed"'
+check_le "wrong password: the run ends within 5 s" 5000 "$ELAPSED_MS"
+check_ge "wrong password: AUTH was tried" 1 "$AUTH_TRIES"
+check_le "wrong password: at most 5 AUTH attempts for 30 recipients (no retry storm)" 5 "$AUTH_TRIES"
+check_eq "wrong password: nothing delivered" "$COUNT_BEFORE" "$(wc -l <"$AI1_COUNT")"
+# The same with the relay's connections capped: the first failure ends the queue.
+printf '[global]\nretry = 1s\n[isp default]\nmax_connections = 2\n' >"$E2E_TMP/relay2.conf"
+AUTH_BEFORE=$(grep -Eci ">> b'AUTH " "$AI1_LOG")
+send_run relay-bad2 --recipients "$R3B" "${RESOLVER[@]}" --config "$E2E_TMP/relay2.conf" \
+    --relay "localhost:$AI1" --relay-user alice --relay-password-file "$E2E_TMP/bad.pw" --tls required
+AUTH_TRIES=$(($(grep -Eci ">> b'AUTH " "$AI1_LOG") - AUTH_BEFORE))
+echo "# wrong password, max_connections 2: $AUTH_TRIES AUTH commands seen by aiosmtpd"
+check_eq "wrong password, max_connections 2: 30 failed auth_failed" 30 \
+    "$(jcount "$E2E_TMP/relay-bad2.records" 'd.get("final") is True and d.get("reason") == "auth_failed"')"
+check_range "wrong password, max_connections 2: 1..4 AUTH attempts, no retries" 1 4 "$AUTH_TRIES"
+check_le "wrong password, max_connections 2: the run ends within 5 s" 5000 "$ELAPSED_MS"
+"$RM" send --recipients "$R3B" --relay "localhost:$AI1" --relay-user alice --relay-password s3cret \
+    >/dev/null 2>&1
+check_eq "no option takes the password on the command line (exit 2)" 2 "$?"
+stop_aiosmtpd "$AI1"
+
+# Implicit TLS (465), password from the environment.
+AI2=$(free_port)
+AI2_COUNT=$E2E_TMP/ai465.jsonl
+start_aiosmtpd "$AI2" "$CERTS/server.pem" "$CERTS/server.key" --implicit-tls --auth alice:s3cret \
+    --count-file "$AI2_COUNT"
+R3C=$E2E_TMP/relay465.rcpts
+: >"$R3C"
+recipients "$R3C" s gmail.test 5
+recipients "$R3C" s other.test 5
+RINGMAIL_RELAY_PASSWORD=s3cret send_run relay465 --recipients "$R3C" "${RESOLVER[@]}" \
+    --relay "localhost:$AI2" --relay-implicit-tls --relay-user alice --tls verify --ca "$CERTS/ca.pem"
+check_eq "relay implicit TLS, password from env: exit 0" 0 "$RC"
+check_eq "relay implicit TLS: 10 accepted" 10 "$(jget "$E2E_TMP/relay465.json" accepted)"
+check "relay implicit TLS: aiosmtpd got every recipient once, TLS + AUTH" pc aio_rcpts "$AI2_COUNT" "$R3C"
+stop_aiosmtpd "$AI2"
+
+# ================================================================ 4. SIGHUP reload + /metrics
+start_sink hup 127.0.0.41
+hup_conf() { # RATE [broken]
+    {
+        printf '[global]\ntls = none\nretry = 1s\nmax_age = 60s\n'
+        [ -n "${2:-}" ] && printf 'this line is not a setting\n' # line 5
+        printf '[isp hup]\ndomains = hup.test\nmax_connections = 4\nmsg_rate = %s\n' "$1"
+        printf '[route hup.test]\nserver = 127.0.0.41:%s\n' "$MX_PORT"
+    } >"$E2E_TMP/hup.conf.new" && mv "$E2E_TMP/hup.conf.new" "$E2E_TMP/hup.conf"
+}
+hup_conf 50/s
+R4=$E2E_TMP/hup.rcpts
+: >"$R4"
+recipients "$R4" h hup.test 800
+SAMPLES=$E2E_TMP/hup.samples
+e2e_bg sampler "$E2E_PY" -c '
+import json, sys, time
+stats, out = sys.argv[1], sys.argv[2]
+with open(out, "a") as f:
+    while True:
+        try:
+            n = json.load(open(stats)).get("accepted_rcpts", 0)
+            f.write("%d %d\n" % (int(time.time() * 1000), n)); f.flush()
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)' "${SINK_STATS[hup]}" "$SAMPLES"
+SAMPLER_PID=$E2E_BG_PID
+METRICS_PORT=$(free_port)
+scrape() { # OUTFILE
+    "$E2E_PY" -c '
+import sys, urllib.request
+body = urllib.request.urlopen("http://127.0.0.1:%s/metrics" % sys.argv[1], timeout=3).read()
+open(sys.argv[2], "wb").write(body)' "$METRICS_PORT" "$1"
+}
+t0=$(now_ms)
+# Not under timeout(1): it would catch our SIGHUP, pass it on and then
+# SIGKILL ringmail after its -k delay. A watchdog below bounds the wait.
+"$RM" send --json --records "$E2E_TMP/hup.records" \
+    --from bounce@sender.test --helo sender.test --recipients "$R4" --config "$E2E_TMP/hup.conf" \
+    "${RESOLVER[@]}" --metrics "127.0.0.1:$METRICS_PORT" \
+    >"$E2E_TMP/hup.json" 2>"$E2E_TMP/hup.err" &
+SEND_PID=$!
+e2e_cleanup "e2e_kill $SEND_PID"
+# Wait for the first delivery (the SIGHUP handler is surely installed by then).
+for ((i = 0; i < 100; i++)); do
+    [ "$(tail -n 1 "$SAMPLES" 2>/dev/null | cut -d' ' -f2)" -ge 1 ] 2>/dev/null && break
+    sleep 0.05
+done
+T1=$(now_ms)
+check "metrics: GET /metrics answers during the run" scrape "$E2E_TMP/metrics1.txt"
+for m in ringmail_messages_total ringmail_connections_open ringmail_rate_limit; do
+    check "metrics: $m with isp=\"hup\"" pc metric "$E2E_TMP/metrics1.txt" "$m" hup
+done
+# sleep_until EPOCH_MS
+sleep_until() {
+    local d=$(($1 - $(now_ms)))
+    [ "$d" -gt 0 ] && sleep "$((d / 1000)).$(printf '%03d' $((d % 1000)))"
+    return 0
+}
+sleep_until $((T1 + 1500))
+hup_conf 200/s broken
+kill -HUP "$SEND_PID"
+T_BAD1=$(now_ms)
+sleep_until $((T1 + 3000))
+hup_conf 200/s
+kill -HUP "$SEND_PID"
+T_GOOD=$(now_ms)
+sleep_until $((T_GOOD + 1000))
+scrape "$E2E_TMP/metrics2.txt" >/dev/null 2>&1
+hup_conf 10/s broken
+kill -HUP "$SEND_PID"
+T_BAD2=$(now_ms)
+for ((i = 0; i < SEND_TIMEOUT * 20; i++)); do
+    _pid_alive "$SEND_PID" || break
+    sleep 0.05
+done
+if _pid_alive "$SEND_PID"; then
+    echo "# send hup: still running after ${SEND_TIMEOUT}s, killed"
+    e2e_kill "$SEND_PID" 1
+    RC=124
+else
+    wait "$SEND_PID"
+    RC=$?
+fi
+echo "# send hup: exit $RC after $(($(now_ms) - t0)) ms: $(head -c 2000 "$E2E_TMP/hup.json" | tr '\n' ' ')"
+sleep 0.3
+e2e_kill "$SAMPLER_PID"
+stop_sink hup
+sed 's/^/#   stderr: /' "$E2E_TMP/hup.err" | head -n 10
+echo "# hup: bad1 at +$((T_BAD1 - T1)) ms, good at +$((T_GOOD - T1)) ms, bad2 at +$((T_BAD2 - T1)) ms"
+check_eq "hup: exit 0" 0 "$RC"
+RATE_BEFORE=$(pc window_rate "$SAMPLES" $((T1 + 700)) "$T_BAD1")
+RATE_REFUSED=$(pc window_rate "$SAMPLES" $((T_BAD1 + 300)) "$T_GOOD")
+RATE_AFTER=$(pc window_rate "$SAMPLES" $((T_GOOD + 700)) $((T_GOOD + 1700)))
+RATE_AFTER_BAD2=$(pc window_rate "$SAMPLES" $((T_BAD2 + 300)) $((T_BAD2 + 1300)))
+echo "# hup rates: before $RATE_BEFORE/s, after refused reload $RATE_REFUSED/s, after reload $RATE_AFTER/s, after 2nd refused $RATE_AFTER_BAD2/s"
+check_range "hup: 50/s in force at first (30..65/s)" 30 65 "$RATE_BEFORE"
+check_grep "hup: broken file refused with FILE:LINE" 'config reload refused: .*hup\.conf:5: ' "$E2E_TMP/hup.err"
+check_eq "hup: both broken reloads refused" 2 "$(grep -c 'config reload refused' "$E2E_TMP/hup.err")"
+check_range "hup: refused reload left the old 50/s in force (30..65/s)" 30 65 "$RATE_REFUSED"
+check_grep "hup: good file reloaded" 'config reloaded' "$E2E_TMP/hup.err"
+check_ge "hup: new rate 200/s applies within a second (>= 150/s)" 150 "$RATE_AFTER"
+check_ge "hup: refused reload keeps the reloaded 200/s (not 10/s, >= 150/s)" 150 "$RATE_AFTER_BAD2"
+check "hup: every recipient accepted exactly once" pc once "${SINK_STATS[hup]}" "$R4" 'hup\.test$'
+check_eq "hup: 800 accepted in the summary" 800 "$(jget "$E2E_TMP/hup.json" accepted)"
+mval() { pc metric "$1" "$2" "$3" 2>/dev/null | awk '{ printf "%g", $1 }'; }
+check_eq "metrics: ringmail_rate_limit{isp=\"hup\"} is 50 before the reload" 50 \
+    "$(mval "$E2E_TMP/metrics1.txt" ringmail_rate_limit hup)"
+check_eq "metrics: ringmail_rate_limit{isp=\"hup\"} is 200 after it" 200 \
+    "$(mval "$E2E_TMP/metrics2.txt" ringmail_rate_limit hup)"
+
+# ================================================================ 5. source addresses
+start_sink srcA 127.0.0.51
+start_sink srcB 127.0.0.52
+src_conf() { # FILE SINK_IP MAX_CONNECTIONS MAX_MSGS_PER_CONN
+    cat >"$1" <<CONF
+[global]
+tls = none
+retry = 1s
+source = 127.0.0.4
+source = 127.0.0.5 2
+
+[isp src]
+domains = src.test
+max_connections = $3
+max_msgs_per_conn = $4
+
+[route src.test]
+server = $2:$MX_PORT
+CONF
+}
+# A: config sources, weights 1 and 2; limits high enough that the weights,
+# not max_connections, decide which source opens a connection.
+src_conf "$E2E_TMP/srcA.conf" 127.0.0.51 100 1
+src_conf "$E2E_TMP/srcB.conf" 127.0.0.52 2 2
+R5=$E2E_TMP/src.rcpts
+: >"$R5"
+recipients "$R5" s src.test 120
+send_run srcA --recipients "$R5" --config "$E2E_TMP/srcA.conf" "${RESOLVER[@]}"
+RC_A=$RC
+send_run srcB --recipients "$R5" --config "$E2E_TMP/srcB.conf" "${RESOLVER[@]}" \
+    --source 127.0.0.2 --source 127.0.0.3
+stop_sink srcA
+stop_sink srcB
+check_eq "config sources: exit 0" 0 "$RC_A"
+check_eq "config sources: 120 accepted" 120 "$(jget "$E2E_TMP/srcA.json" accepted)"
+check "config sources: connections from exactly 127.0.0.4 and 127.0.0.5" pc peers "${SINK_STATS[srcA]}" 127.0.0.4,127.0.0.5 100
+check "config sources: the weight-2 source opened about twice the sessions" "$E2E_PY" -c '
+import json, sys; p = json.load(open(sys.argv[1]))["peers"]
+print(p); assert p["127.0.0.5"]["sessions"] >= 1.5 * p["127.0.0.4"]["sessions"]' "${SINK_STATS[srcA]}"
+check_eq "--source: exit 0" 0 "$RC"
+check_eq "--source: 120 accepted" 120 "$(jget "$E2E_TMP/srcB.json" accepted)"
+check "--source overrides config sources: peers exactly 127.0.0.2 and 127.0.0.3, each <= 2 concurrent" \
+    pc peers "${SINK_STATS[srcB]}" 127.0.0.2,127.0.0.3 2
+check_range "--source: at most 2 connections per source address in all (<= 4)" 1 4 "$(sj srcB peak_concurrent)"
+check "--source: records name the source address" pc each "$E2E_TMP/srcB.records" '@src\.test$' \
+    'd.get("source") in ("127.0.0.2", "127.0.0.3")'
+
+cat "$E2E_TMP"/*.err >"$E2E_TMP/all-send.stderr" 2>/dev/null
+check_no_grep "no sanitizer report from any ringmail send run" 'Sanitizer|runtime error:' \
+    "$E2E_TMP/all-send.stderr"
+echo "# runtime: $(($(now_ms) - T_START)) ms"
+e2e_finish
