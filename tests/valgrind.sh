@@ -23,6 +23,42 @@ tail -12 "$E2E_TMP/valgrind.log"
 check_eq "valgrind: blast exits 0 with no memcheck error" 0 "$rc"
 check "valgrind: no definite leak" grep -q "definitely lost: 0 bytes\|no leaks are possible" "$E2E_TMP/valgrind.log"
 check "valgrind: all 300 accepted" grep -q '"accepted":300' "$E2E_TMP/blast.json"
+
+# ringmail send: the pool's whole life under memcheck - routes, STARTTLS
+# with resumption, rate limits with idle sessions, deferrals and retries,
+# a dead exchanger, expiry, rejections, the suppression list, metrics.
+cat >"$E2E_TMP/vg.conf" <<CONF
+[global]
+retry = 200ms, 200ms
+max_age = 2s
+tls = required
+[isp vg]
+domains = vg.test
+max_connections = 3
+max_msgs_per_conn = 20
+msg_rate = 200/s
+rule = 451 4.7.1 => backoff 0.5 100ms
+[route vg.test]
+server = 127.0.0.1:$PORT
+[route dead.test]
+server = 127.0.0.1:1
+CONF
+{ for i in $(seq 1 120); do echo "user$i@vg.test"; done
+  echo tempfail@vg.test; echo permfail@vg.test; echo "not an address"; echo x@dead.test; } \
+    >"$E2E_TMP/vg.rcpts"
+MPORT=$(free_port)
+timeout 600 valgrind --error-exitcode=9 --leak-check=full --show-leak-kinds=definite,indirect \
+    --errors-for-leak-kinds=definite,indirect "$BUILD/ringmail" send \
+    --recipients "$E2E_TMP/vg.rcpts" --config "$E2E_TMP/vg.conf" --json \
+    --suppress "$E2E_TMP/vg.suppress" --records "$E2E_TMP/vg.records" \
+    --metrics 127.0.0.1:$MPORT >"$E2E_TMP/send.json" 2>"$E2E_TMP/valgrind-send.log"
+rc=$?
+tail -12 "$E2E_TMP/valgrind-send.log"
+check_eq "valgrind: send exits 0 with no memcheck error" 0 "$rc"
+check "valgrind: send has no definite leak" \
+    grep -q "definitely lost: 0 bytes\|no leaks are possible" "$E2E_TMP/valgrind-send.log"
+check "valgrind: send accepted 120, rejected 1, failed 1 (invalid), expired 2" \
+    grep -q '"accepted":120,"rejected":1,"failed":1,"expired":2' "$E2E_TMP/send.json"
 kill -TERM "$SINK"; wait "$SINK"
 e2e_finish
 echo "$E2E_PASS passed, $E2E_FAIL failed"
