@@ -15,15 +15,16 @@ PREFIX ?= /usr/local
 CC     ?= gcc
 WERROR ?= -Werror
 
-# libpq is not linked yet: it pulls in OpenSSL 3 (libssl.so.3) beside
-# BoringSSL, and both export SSL_*; the campaign issue must isolate it.
+# libpq pulls in OpenSSL 3 (libssl.so.3), which exports the same SSL_*
+# names as BoringSSL: campaign/pq.c loads it with dlmopen into a namespace
+# of its own. Only its headers are needed at build time.
 
 # BoringSSL from Debian's android-libboringssl-dev. Its headers must come
 # before /usr/include so <openssl/ssl.h> is never OpenSSL 3's.
 BSSL_INC := /usr/include/android
 BSSL_LIB := /usr/lib/x86_64-linux-gnu/android
 
-CPPFLAGS += -I$(BSSL_INC) -I. -D_GNU_SOURCE
+CPPFLAGS += -I$(BSSL_INC) -I. -I/usr/include/postgresql -D_GNU_SOURCE
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=gnu11 -Wall -Wextra $(WERROR) -MMD -MP
 LDLIBS   := -L$(BSSL_LIB) -Wl,-rpath,$(BSSL_LIB) -lssl -lcrypto -luring -lcares \
@@ -34,6 +35,9 @@ LDLIBS   := -L$(BSSL_LIB) -Wl,-rpath,$(BSSL_LIB) -lssl -lcrypto -luring -lcares 
 # replacement do not mix.
 JEMALLOC ?= 1
 ifeq ($(SAN),1)
+# ASan cannot follow a second libc namespace: link libpq directly (see campaign/pq.h).
+CPPFLAGS += -DRINGMAIL_PQ_DIRECT
+LDLIBS  += -lpq
 CFLAGS  += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS += -fsanitize=address,undefined
 JEMALLOC := 0

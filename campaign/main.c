@@ -12,6 +12,7 @@
 
 #include "bench/sink.h"
 #include "campaign/blast.h"
+#include "campaign/db.h"
 #include "campaign/resolve.h"
 #include "campaign/send.h"
 
@@ -22,6 +23,7 @@ static void main_usage(FILE *f)
                "commands:\n"
                "  send    deliver to a recipient list: MX routing, per-ISP throttles, retries\n"
                "          (ringmail send --help)\n"
+               "  db      create or upgrade the PostgreSQL schema (ringmail db migrate --db URL)\n"
                "  blast   deliver generated messages to one SMTP server (ringmail blast --help)\n"
                "  sink    run the io_uring TLS SMTP sink (ringmail sink --help)\n"
                "  resolve show MX order, addresses and ISP of domains (ringmail resolve --help)\n"
@@ -37,6 +39,9 @@ int main(int argc, char **argv)
     const char *cmd = argv[1];
     if (strcmp(cmd, "blast") == 0) {
         return blast_main(argc - 1, argv + 1);
+    }
+    if (strcmp(cmd, "db") == 0) {
+        return db_main(argc - 1, argv + 1);
     }
     if (strcmp(cmd, "send") == 0) {
         return send_main(argc - 1, argv + 1);

@@ -827,3 +827,41 @@ stop_scripted() {
 # ---------------------------------------------------------------- clients
 
 smtp_probe() { "$E2E_PY" "$E2E_DIR/smtp_probe.py" "$@"; }
+
+# ---- PostgreSQL ---------------------------------------------------------
+# start_postgres DIR: a throw-away cluster (initdb in DIR, trust auth, a
+# private port on 127.0.0.1 and a Unix socket in DIR). Sets PG_PORT, PG_DIR
+# and PG_URL (a libpq connection string over the socket). initdb refuses
+# root, so as root the cluster runs as the `postgres` user. Stops on exit.
+pg_bin() {
+    local d
+    for d in /usr/lib/postgresql/*/bin; do [ -x "$d/initdb" ] && { echo "$d"; return 0; }; done
+    return 1
+}
+_pg_as() {
+    if [ "$(id -u)" -eq 0 ]; then su postgres -s /bin/sh -c "$*"; else sh -c "$*"; fi
+}
+start_postgres() {
+    PG_DIR=$1
+    local bin
+    bin=$(pg_bin) || { echo "# postgresql server not installed" >&2; return 1; }
+    mkdir -p "$PG_DIR"
+    chmod 755 "$E2E_TMP" 2>/dev/null
+    [ "$(id -u)" -eq 0 ] && chown postgres "$PG_DIR"
+    PG_PORT=$(free_port)
+    _pg_as "'$bin/initdb' -D '$PG_DIR/data' -A trust -U postgres --no-sync -E UTF8" \
+        >"$PG_DIR/initdb.log" 2>&1 || { cat "$PG_DIR/initdb.log" >&2; return 1; }
+    _pg_as "'$bin/pg_ctl' -D '$PG_DIR/data' -w -t 30 -l '$PG_DIR/pg.log' \
+        -o \"-p $PG_PORT -k '$PG_DIR' -c listen_addresses=127.0.0.1 -c fsync=off \
+        -c synchronous_commit=off -c full_page_writes=off\" start" >/dev/null 2>&1 ||
+        { cat "$PG_DIR/pg.log" >&2; return 1; }
+    PG_URL="host=$PG_DIR port=$PG_PORT user=postgres dbname=postgres"
+    e2e_cleanup "stop_postgres '$PG_DIR'"
+}
+stop_postgres() {
+    local bin
+    bin=$(pg_bin) || return 0
+    _pg_as "'$bin/pg_ctl' -D '$1/data' -m immediate -w stop" >/dev/null 2>&1 || true
+}
+# psql_q SQL: one value (or rows, tab-separated) from the test cluster.
+psql_q() { psql "$PG_URL" -X -A -t -F $'\t' -v ON_ERROR_STOP=1 -c "$1"; }

@@ -1,0 +1,264 @@
+/*
+ * db - schema and migrations. See db.h.
+ *
+ * Diagnostics: every failure names the statement's purpose and carries
+ * PostgreSQL's own message; `ringmail db migrate` exits 1 on a database
+ * error, 2 on bad options.
+ */
+#include "campaign/db.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Append-only: a released version is never edited, only followed. */
+static const char *const db_migrations[] = {
+    /* 1: the campaign model */
+    "CREATE TABLE ringmail.campaign ("
+    "  id bigserial PRIMARY KEY,"
+    "  name text NOT NULL,"
+    "  mail_from text NOT NULL,"
+    "  subject text NOT NULL,"
+    "  text_body text,"
+    "  html_body text,"
+    "  list_unsubscribe text,"
+    "  feedback_id text,"
+    "  dkim_domain text,"
+    "  dkim_selector text,"
+    "  dkim_key text,"
+    "  status text NOT NULL DEFAULT 'ready' CHECK (status IN ('ready', 'running', 'done')),"
+    "  created_at timestamptz NOT NULL DEFAULT now());"
+    "CREATE TABLE ringmail.recipient ("
+    "  id bigserial PRIMARY KEY,"
+    "  campaign_id bigint NOT NULL REFERENCES ringmail.campaign(id) ON DELETE CASCADE,"
+    "  address text NOT NULL,"
+    "  vars jsonb NOT NULL DEFAULT '{}',"
+    "  state text NOT NULL DEFAULT 'queued' CHECK (state IN ('queued', 'claimed', 'sent',"
+    "    'deferred', 'bounced', 'failed', 'invalid', 'suppressed', 'ambiguous')),"
+    "  reason text,"
+    "  attempts int NOT NULL DEFAULT 0,"
+    "  first_attempt_at timestamptz,"
+    "  next_attempt_at timestamptz NOT NULL DEFAULT now(),"
+    "  lease_owner text,"
+    "  lease_expires_at timestamptz,"
+    "  updated_at timestamptz NOT NULL DEFAULT now(),"
+    "  UNIQUE (campaign_id, address));"
+    /* The loader's question: what is due in this campaign? */
+    "CREATE INDEX recipient_due ON ringmail.recipient (campaign_id, next_attempt_at)"
+    "  WHERE state IN ('queued', 'deferred');"
+    "CREATE INDEX recipient_leased ON ringmail.recipient (campaign_id, lease_expires_at)"
+    "  WHERE state = 'claimed';"
+    "CREATE TABLE ringmail.delivery ("
+    "  id bigserial PRIMARY KEY,"
+    "  campaign_id bigint NOT NULL,"
+    "  recipient_id bigint NOT NULL,"
+    "  attempt int NOT NULL,"
+    "  outcome text NOT NULL,"
+    "  final boolean NOT NULL,"
+    "  reason text,"
+    "  at timestamptz NOT NULL DEFAULT now(),"
+    "  connect_ms int,"
+    "  tls_ms int,"
+    "  transaction_ms int,"
+    "  isp text,"
+    "  mx text,"
+    "  peer text,"
+    "  source text,"
+    "  code int,"
+    "  enhanced text,"
+    "  reply text,"
+    "  tls_version text,"
+    "  tls_cipher text,"
+    "  tls_group text,"
+    "  tls_resumed boolean,"
+    "  tls_verify text,"
+    "  peer_subject text,"
+    "  peer_issuer text,"
+    "  peer_sha256 text,"
+    "  data_in_flight boolean NOT NULL DEFAULT false,"
+    "  node text);"
+    "CREATE INDEX delivery_campaign ON ringmail.delivery (campaign_id, recipient_id);"
+    "CREATE TABLE ringmail.suppression ("
+    "  address text PRIMARY KEY,"
+    "  reason text,"
+    "  campaign_id bigint,"
+    "  created_at timestamptz NOT NULL DEFAULT now());",
+};
+
+#define DB_NMIGRATIONS (int)(sizeof db_migrations / sizeof db_migrations[0])
+
+int db_schema_latest(void)
+{
+    return DB_NMIGRATIONS;
+}
+
+static void db_notice(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message; /* NOTICEs ("already exists, skipping") are not news */
+}
+
+PGconn *db_connect(const char *url, char *err, size_t errlen)
+{
+    if (pq_load(err, errlen) < 0) {
+        return NULL;
+    }
+    PGconn *c = pq.PQconnectdb(url);
+    if (!c || pq.PQstatus(c) != CONNECTION_OK) {
+        snprintf(err, errlen, "cannot connect to PostgreSQL: %s",
+                 c ? pq.PQerrorMessage(c) : "out of memory");
+        size_t n = strlen(err);
+        while (n > 0 && (err[n - 1] == '\n' || err[n - 1] == ' ')) {
+            err[--n] = '\0';
+        }
+        if (c) {
+            pq.PQfinish(c);
+        }
+        return NULL;
+    }
+    pq.PQsetNoticeProcessor(c, db_notice, NULL);
+    return c;
+}
+
+static void db_result_error(PGresult *r, PGconn *c, char *err, size_t errlen)
+{
+    const char *m = r ? pq.PQresultErrorMessage(r) : pq.PQerrorMessage(c);
+    snprintf(err, errlen, "%s", m && *m ? m : "unknown database error");
+    size_t n = strlen(err);
+    while (n > 0 && (err[n - 1] == '\n' || err[n - 1] == ' ')) {
+        err[--n] = '\0';
+    }
+}
+
+int db_exec(PGconn *c, const char *sql, char *err, size_t errlen)
+{
+    PGresult *r = pq.PQexec(c, sql);
+    ExecStatusType st = r ? pq.PQresultStatus(r) : PGRES_FATAL_ERROR;
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+        db_result_error(r, c, err, errlen);
+        pq.PQclear(r);
+        return -1;
+    }
+    pq.PQclear(r);
+    return 0;
+}
+
+int db_schema_version(PGconn *c)
+{
+    PGresult *r = pq.PQexec(c, "SELECT coalesce(max(version), 0) FROM ringmail.schema_migrations");
+    int v = -1;
+    if (r && pq.PQresultStatus(r) == PGRES_TUPLES_OK && pq.PQntuples(r) == 1) {
+        v = atoi(pq.PQgetvalue(r, 0, 0));
+    }
+    pq.PQclear(r);
+    return v;
+}
+
+int db_migrate(PGconn *c, int *applied, char *err, size_t errlen)
+{
+    char why[1024];
+    int n = 0;
+    if (applied) {
+        *applied = 0;
+    }
+    if (db_exec(c,
+                "CREATE SCHEMA IF NOT EXISTS ringmail;"
+                "CREATE TABLE IF NOT EXISTS ringmail.schema_migrations ("
+                "  version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
+                why, sizeof why) < 0) {
+        /* Two first migrations racing on CREATE SCHEMA: the loser retries once. */
+        if (db_exec(c,
+                    "CREATE SCHEMA IF NOT EXISTS ringmail;"
+                    "CREATE TABLE IF NOT EXISTS ringmail.schema_migrations ("
+                    "  version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
+                    why, sizeof why) < 0) {
+            snprintf(err, errlen, "creating schema ringmail: %s", why);
+            return -1;
+        }
+    }
+    for (int v = 1; v <= DB_NMIGRATIONS; v++) {
+        if (db_exec(c, "BEGIN; SELECT pg_advisory_xact_lock(7412, 1)", why, sizeof why) < 0) {
+            snprintf(err, errlen, "migration %d: %s", v, why);
+            return -1;
+        }
+        char q[128];
+        snprintf(q, sizeof q, "SELECT 1 FROM ringmail.schema_migrations WHERE version = %d", v);
+        PGresult *r = pq.PQexec(c, q);
+        int have = r && pq.PQresultStatus(r) == PGRES_TUPLES_OK && pq.PQntuples(r) == 1;
+        pq.PQclear(r);
+        if (have) {
+            db_exec(c, "COMMIT", why, sizeof why);
+            continue;
+        }
+        snprintf(q, sizeof q, "INSERT INTO ringmail.schema_migrations (version) VALUES (%d)", v);
+        if (db_exec(c, db_migrations[v - 1], why, sizeof why) < 0 ||
+            db_exec(c, q, why, sizeof why) < 0 || db_exec(c, "COMMIT", why, sizeof why) < 0) {
+            char ignore[64];
+            db_exec(c, "ROLLBACK", ignore, sizeof ignore);
+            snprintf(err, errlen, "migration %d: %s", v, why);
+            return -1;
+        }
+        n++;
+    }
+    if (applied) {
+        *applied = n;
+    }
+    return 0;
+}
+
+static void db_usage(FILE *f)
+{
+    fprintf(
+        f, "usage: ringmail db migrate --db URL\n"
+           "\n"
+           "  Create or upgrade the ringmail schema (idempotent). URL is a libpq\n"
+           "  connection string: postgresql://user@host:port/dbname or \"host=... dbname=...\".\n");
+}
+
+int db_main(int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "migrate") != 0) {
+        db_usage(argc >= 2 && strcmp(argv[1], "--help") == 0 ? stdout : stderr);
+        return argc >= 2 && strcmp(argv[1], "--help") == 0 ? 0 : 2;
+    }
+    static const struct option longopts[] = {
+        {"db", required_argument, 0, 'd'},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    const char *url = NULL;
+    int ch;
+    optind = 1;
+    while ((ch = getopt_long(argc - 1, argv + 1, "", longopts, NULL)) != -1) {
+        if (ch == 'd') {
+            url = optarg;
+        } else if (ch == 'h') {
+            db_usage(stdout);
+            return 0;
+        } else {
+            db_usage(stderr);
+            return 2;
+        }
+    }
+    if (!url) {
+        fprintf(stderr, "ringmail db migrate: --db URL is required\n");
+        return 2;
+    }
+    char err[1024];
+    PGconn *c = db_connect(url, err, sizeof err);
+    if (!c) {
+        fprintf(stderr, "ringmail db migrate: %s\n", err);
+        return 1;
+    }
+    int applied = 0;
+    int rc = db_migrate(c, &applied, err, sizeof err);
+    if (rc < 0) {
+        fprintf(stderr, "ringmail db migrate: %s\n", err);
+    } else {
+        printf("schema ringmail at version %d (%d migration%s applied)\n", db_schema_version(c),
+               applied, applied == 1 ? "" : "s");
+    }
+    pq.PQfinish(c);
+    return rc < 0 ? 1 : 0;
+}

@@ -1,0 +1,32 @@
+/*
+ * db - the campaign schema in PostgreSQL and `ringmail db migrate`
+ *
+ * Tables live in the schema `ringmail`: campaign, recipient, delivery,
+ * suppression, and schema_migrations (one row per applied version).
+ * Migrations are numbered SQL scripts applied in order, each in its own
+ * transaction under an advisory lock, so running migrate twice, or from
+ * two processes at once, applies each version exactly once.
+ *
+ * Exports: db_connect, db_exec, db_migrate, db_schema_version, db_main.
+ */
+#ifndef RINGMAIL_DB_H
+#define RINGMAIL_DB_H
+
+#include <stddef.h>
+
+#include "campaign/pq.h"
+
+/* Connect (loading libpq first); NULL with the reason in err. */
+PGconn *db_connect(const char *url, char *err, size_t errlen);
+/* Run sql (no result rows wanted); 0, or -1 with the server's message in err. */
+int db_exec(PGconn *c, const char *sql, char *err, size_t errlen);
+/* Apply every missing migration; *applied (may be NULL) counts them. */
+int db_migrate(PGconn *c, int *applied, char *err, size_t errlen);
+/* The highest applied version, 0 for none, -1 on error. */
+int db_schema_version(PGconn *c);
+/* The latest version this binary knows. */
+int db_schema_latest(void);
+/* `ringmail db migrate --db URL` */
+int db_main(int argc, char **argv);
+
+#endif
