@@ -634,6 +634,27 @@ check "--source: records name the source address" pc each "$E2E_TMP/srcB.records
     'd.get("source") in ("127.0.0.2", "127.0.0.3")'
 
 cat "$E2E_TMP"/*.err >"$E2E_TMP/all-send.stderr" 2>/dev/null
+# ================================================================ 6. terminal status + ISP table
+start_sink tty 127.0.0.61
+cat >"$E2E_TMP/tty.conf" <<CONF
+[global]
+tls = none
+[isp slow]
+domains = tty.test
+msg_rate = 60/s
+[route tty.test]
+server = 127.0.0.61:$MX_PORT
+CONF
+recipients "$E2E_TMP/tty.rcpts" t tty.test 150
+script -qec "$RM send --recipients $E2E_TMP/tty.rcpts --config $E2E_TMP/tty.conf" /dev/null \
+    >"$E2E_TMP/tty.out" 2>&1
+stop_sink tty
+check "terminal: a live status line (rate, outcomes, connections)" \
+    grep -Eq "msgs/s +accepted [0-9]+ +deferred 0 +rejected 0 +failed 0 +connections [0-9]+" \
+    "$E2E_TMP/tty.out"
+check "terminal: the exit table has the ISP with its limit and delivered rate" \
+    grep -Eq "^slow +150 +150 +0 +0 +0 +[0-9.]+ +60\.0 " "$E2E_TMP/tty.out"
+
 check_no_grep "no sanitizer report from any ringmail send run" 'Sanitizer|runtime error:' \
     "$E2E_TMP/all-send.stderr"
 echo "# runtime: $(($(now_ms) - T_START)) ms"
