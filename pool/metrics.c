@@ -301,6 +301,10 @@ static void metrics_client_respond(struct metrics_client *c)
     buf_reset(&m->body);
     buf_free(&c->in);
     c->state = METRICS_CLIENT_SENDING;
+    /* A slow render must not count as the client's idle time: restart the
+     * timeout from the clock now, not from the iteration's cached time. */
+    loop_clock_ms(m->loop);
+    loop_timer_set(m->loop, &c->timer, m->idle_timeout_ms);
     metrics_client_send(c);
 }
 
