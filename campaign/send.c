@@ -19,6 +19,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <jansson.h>
 #include <poll.h>
 #include <signal.h>
@@ -30,6 +31,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "campaign/loader.h"
+#include "campaign/render.h"
 #include "engine/buf.h"
 #include "engine/client_conn.h"
 #include "engine/loop.h"
@@ -53,6 +56,12 @@ struct send_options {
     const char *records_path;
     const char *suppress_path;
     const char *metrics_addr;
+    const char *db_url; /* campaign mode */
+    const char *node;
+    const char *journal;
+    long long campaign;
+    unsigned batch, lease_s;
+    int resend_ambiguous;
     const char *sources[SEND_MAX_SOURCES];
     size_t nsources;
     unsigned mx_port;
@@ -70,6 +79,7 @@ struct send_msg {
     struct pool_msg m;
     char *rcpt; /* owned */
     buf_t body; /* owned */
+    int64_t id; /* campaign mode: the recipient row */
 };
 
 struct send_set { /* suppression list: open addressing on lower-case addresses */
@@ -101,7 +111,16 @@ struct send {
     int interrupted, finishing;
     char auth_pass[512];
     double t0;
+    /* campaign mode */
+    struct loader *loader;
+    struct render_template *tpl;
+    struct render_scratch scratch;
+    struct loop_op loader_op;
+    int loader_armed;
+    char node_buf[128], journal_buf[512];
 };
+
+#define SEND_BACKLOG_MAX 50000 /* results waiting for PostgreSQL before feeding pauses */
 
 static double send_now(void)
 {
@@ -344,9 +363,15 @@ static void send_render(struct send *s, struct send_msg *m, unsigned long i)
 }
 
 static void send_maybe_finish(struct send *s);
+static void send_feed_db(struct send *s);
+static void send_stop(struct send *s);
 
 static void send_feed(struct send *s)
 {
+    if (s->loader) {
+        send_feed_db(s);
+        return;
+    }
     while (!s->interrupted && s->next < s->nlines && s->inflight < s->o.window) {
         size_t i = s->next++;
         char *rcpt = s->lines[i];
@@ -385,6 +410,9 @@ static void send_feed(struct send *s)
     send_maybe_finish(s);
 }
 
+static void send_result_db(struct send *s, struct send_msg *m, const struct pool_attempt *a,
+                           const char *outcome);
+
 static void send_on_result(void *user, struct pool_msg *pm, const struct pool_attempt *a)
 {
     struct send *s = user;
@@ -407,8 +435,14 @@ static void send_on_result(void *user, struct pool_msg *pm, const struct pool_at
         break;
     }
     send_record(s, m->rcpt, a, outcome);
-    if (!a->final) {
+    if (s->loader) {
+        send_result_db(s, m, a, outcome);
+    }
+    if (!a->released) {
         return;
+    }
+    if (!a->final) {
+        goto release; /* campaign mode: the deferral is stored with its next attempt time */
     }
     switch (a->outcome) {
     case SMTP_OUTCOME_ACCEPTED:
@@ -430,6 +464,7 @@ static void send_on_result(void *user, struct pool_msg *pm, const struct pool_at
         s->t.failed++;
         break;
     }
+release:
     s->inflight--;
     buf_free(&m->body);
     free(m->rcpt);
@@ -437,6 +472,200 @@ static void send_on_result(void *user, struct pool_msg *pm, const struct pool_at
     if (!s->finishing) {
         send_feed(s);
     }
+}
+
+/* ---- campaign mode: the loader feeds, results go back to PostgreSQL ---- */
+
+static void send_copy(char *dst, size_t cap, const char *src)
+{
+    snprintf(dst, cap, "%s", src ? src : "");
+}
+
+static void send_result_db(struct send *s, struct send_msg *m, const struct pool_attempt *a,
+                           const char *outcome)
+{
+    struct loader_result r;
+    memset(&r, 0, sizeof r);
+    r.recipient_id = m->id;
+    r.attempt = a->attempt;
+    send_copy(r.outcome, sizeof r.outcome, outcome);
+    r.final = a->final;
+    const char *state = "deferred";
+    switch (a->outcome) {
+    case SMTP_OUTCOME_ACCEPTED:
+        state = "sent";
+        break;
+    case SMTP_OUTCOME_REJECTED:
+        state = "bounced";
+        break;
+    case SMTP_OUTCOME_DEFERRED:
+        state = a->final ? "failed" : "deferred";
+        break;
+    default:
+        state = "failed";
+        break;
+    }
+    send_copy(r.state, sizeof r.state, state);
+    r.retry_in_s = a->final ? 0 : (double)a->retry_in_ms / 1000.0;
+    send_copy(r.reason, sizeof r.reason, a->reason);
+    r.code = a->code;
+    send_copy(r.enhanced, sizeof r.enhanced, a->enhanced);
+    send_copy(r.text, sizeof r.text, a->text);
+    send_copy(r.isp, sizeof r.isp, a->isp);
+    send_copy(r.mx, sizeof r.mx, a->mx);
+    send_copy(r.peer, sizeof r.peer, a->addr);
+    send_copy(r.source, sizeof r.source, a->source);
+    r.connect_ms = r.tls_ms = r.transaction_ms = -1;
+    if (a->tls) {
+        r.tls = 1;
+        send_copy(r.tls_version, sizeof r.tls_version, a->tls->version);
+        send_copy(r.tls_cipher, sizeof r.tls_cipher, a->tls->cipher);
+        send_copy(r.tls_group, sizeof r.tls_group, a->tls->group);
+        send_copy(r.tls_verify, sizeof r.tls_verify, a->tls->verify_text);
+        r.tls_resumed = a->tls->resumed;
+        send_copy(r.peer_subject, sizeof r.peer_subject, a->tls->subject);
+        send_copy(r.peer_issuer, sizeof r.peer_issuer, a->tls->issuer);
+        send_copy(r.peer_sha256, sizeof r.peer_sha256, a->tls->sha256);
+    }
+    r.data_in_flight = a->data_in_flight;
+    loader_result(s->loader, &r);
+}
+
+/* A recipient that cannot be sent at all: its one (final) record. */
+static void send_invalid_db(struct send *s, const struct loader_rcpt *x, const char *why)
+{
+    struct loader_result r;
+    memset(&r, 0, sizeof r);
+    r.recipient_id = x->id;
+    r.attempt = x->attempts + 1;
+    send_copy(r.outcome, sizeof r.outcome, "failed");
+    r.final = 1;
+    send_copy(r.state, sizeof r.state, "invalid");
+    send_copy(r.reason, sizeof r.reason, "invalid");
+    send_copy(r.text, sizeof r.text, why);
+    r.connect_ms = r.tls_ms = r.transaction_ms = -1;
+    loader_result(s->loader, &r);
+    s->t.invalid++;
+    s->t.failed++;
+}
+
+static void send_on_data(void *user, struct pool_msg *pm)
+{
+    struct send *s = user;
+    struct send_msg *m = pm->user;
+    if (s->loader) {
+        loader_journal_mark(s->loader, m->id);
+    }
+}
+
+static void send_feed_db(struct send *s)
+{
+    struct loader_rcpt batch[256];
+    uint64_t now = loop_now_ms(s->loop);
+    while (!s->interrupted && s->inflight < s->o.window &&
+           loader_backlog(s->loader) < SEND_BACKLOG_MAX) {
+        size_t room = s->o.window - s->inflight;
+        size_t n = loader_take(s->loader, batch, room < 256 ? room : 256);
+        if (n == 0) {
+            break;
+        }
+        for (size_t i = 0; i < n; i++) {
+            struct loader_rcpt *x = &batch[i];
+            s->t.recipients++;
+            char err[256];
+            const char *problem = send_address_problem(x->address);
+            json_t *vars = problem ? NULL : json_loads(x->vars, 0, NULL);
+            struct send_msg *m = NULL;
+            if (problem) {
+                snprintf(err, sizeof err, "%s", problem);
+            } else {
+                m = calloc(1, sizeof *m);
+                if (!m) {
+                    abort();
+                }
+                struct render_vars rv;
+                render_vars_json(&rv, vars);
+                if (render_message(s->tpl, x->address, vars ? &rv : NULL, &s->scratch, &m->body,
+                                   err, sizeof err) < 0) {
+                    buf_free(&m->body);
+                    free(m);
+                    m = NULL;
+                }
+            }
+            json_decref(vars);
+            if (!m) {
+                send_invalid_db(s, x, err);
+                free(x->address);
+                free(x->vars);
+                continue;
+            }
+            m->id = x->id;
+            m->rcpt = x->address;
+            free(x->vars);
+            m->m.rcpt = m->rcpt;
+            m->m.mail_from = s->o.from;
+            m->m.data = buf_data(&m->body);
+            m->m.len = buf_len(&m->body);
+            m->m.attempts = x->attempts;
+            uint64_t age = (uint64_t)(x->age_s * 1000.0);
+            m->m.first_ms = x->attempts && now > age ? now - age : 0;
+            m->m.user = m;
+            s->inflight++;
+            pool_submit(s->pool, &m->m);
+        }
+    }
+    loader_want(s->loader, s->inflight < s->o.window ? s->o.window - s->inflight : 0);
+    if (!s->finishing && s->inflight == 0 && loader_exhausted(s->loader)) {
+        send_stop(s);
+    }
+}
+
+static void send_loader_arm(struct send *s);
+
+static void send_on_loader(struct loop_op *op, int res, unsigned flags)
+{
+    (void)flags;
+    struct send *s = op->owner;
+    s->loader_armed = 0;
+    if (res < 0 || s->finishing) {
+        return;
+    }
+    send_feed(s);
+    if (!s->finishing) {
+        send_loader_arm(s);
+    }
+}
+
+static void send_loader_arm(struct send *s)
+{
+    s->loader_op.cb = send_on_loader;
+    s->loader_op.owner = s;
+    s->loader_armed = 1;
+    loop_poll_add(s->loop, &s->loader_op, loader_fd(s->loader), POLLIN);
+}
+
+/* Compile the campaign's templates (and its DKIM key). */
+static int send_campaign_setup(struct send *s, char *err, size_t errlen)
+{
+    const struct loader_campaign *c = loader_campaign(s->loader);
+    struct dkim_spec dk = {
+        .domain = c->dkim_domain,
+        .selector = c->dkim_selector,
+        .key_pem = c->dkim_key,
+    };
+    struct render_spec spec = {
+        .from_addr = c->mail_from,
+        .subject = c->subject,
+        .text = c->text_body,
+        .html = c->html_body,
+        .list_unsubscribe = c->list_unsubscribe,
+        .feedback_id = c->feedback_id,
+        .dkim = c->dkim_domain && c->dkim_selector && c->dkim_key ? &dk : NULL,
+    };
+    s->o.from = c->mail_from;
+    s->tpl = render_compile(&spec, err, errlen);
+    render_scratch_init(&s->scratch);
+    return s->tpl ? 0 : -1;
 }
 
 /* ---- signals, status, metrics ---- */
@@ -456,11 +685,17 @@ static void send_stop(struct send *s)
     if (s->sig_armed) {
         loop_cancel(s->loop, &s->sig_op);
     }
+    if (s->loader_armed) {
+        loop_cancel(s->loop, &s->loader_op);
+    }
     loop_stop_when_idle(s->loop);
 }
 
 static void send_maybe_finish(struct send *s)
 {
+    if (s->loader) {
+        return; /* send_feed_db decides: the loader knows what is left */
+    }
     if (!s->finishing && s->next >= s->nlines && pool_pending(s->pool) == 0) {
         send_stop(s);
     }
@@ -561,6 +796,14 @@ static void send_report(struct send *s, double wall)
                "%lu; %lu attempts, %lu deferrals\n",
                s->t.recipients, s->t.accepted, s->t.rejected, s->t.failed, s->t.expired,
                s->t.suppressed, s->t.attempts, s->t.deferrals);
+        if (s->loader) {
+            struct loader_stats ls;
+            loader_stats(s->loader, &ls);
+            printf("database: %llu claimed (deferrals are claimed again), %llu results written, "
+                   "%llu waiting, %llu errors\n",
+                   (unsigned long long)ls.claimed, (unsigned long long)ls.written,
+                   (unsigned long long)ls.backlog, (unsigned long long)ls.db_errors);
+        }
         printf("%-14s %9s %9s %9s %9s %7s %9s %9s %6s %8s %8s\n", "isp", "attempts", "accepted",
                "deferred", "rejected", "failed", "rate/s", "limit/s", "conns", "resumed%",
                "backoffs");
@@ -612,6 +855,21 @@ static void send_report(struct send *s, double wall)
         (json_int_t)(s->t.recipients - s->t.accepted - s->t.rejected - s->t.failed - s->t.expired -
                      s->t.suppressed + (s->nlines - s->next)),
         "isps", isps, "wall_s", wall, "cpu_s", cpu, "peak_rss_kb", (json_int_t)ru.ru_maxrss);
+    if (s->loader) {
+        /* Campaign mode: a deferral goes back to the database and is claimed
+         * again, so "recipients" counts claims; the database has the states. */
+        struct loader_stats ls;
+        loader_stats(s->loader, &ls);
+        json_object_del(j, "unsent");
+        json_object_set_new(j, "db",
+                            json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "claimed",
+                                      (json_int_t)ls.claimed, "written", (json_int_t)ls.written,
+                                      "backlog", (json_int_t)ls.backlog, "db_errors",
+                                      (json_int_t)ls.db_errors, "recovered_queued",
+                                      (json_int_t)ls.recovered_queued, "recovered_ambiguous",
+                                      (json_int_t)ls.recovered_ambiguous, "suppressed_at_claim",
+                                      (json_int_t)ls.suppressed));
+    }
     char *txt = json_dumps(j, JSON_COMPACT);
     printf("%s\n", txt);
     free(txt);
@@ -624,6 +882,7 @@ static void send_usage(FILE *f)
 {
     fprintf(f,
             "usage: ringmail send --recipients FILE [options]\n"
+            "       ringmail send --db URL --campaign ID [--node NAME] [options]\n"
             "\n"
             "  --recipients FILE      one address per line ('-' = stdin; '#' comments)\n"
             "  --config FILE          ISPs, limits, reply rules, routes, sources (SIGHUP reloads)\n"
@@ -645,7 +904,16 @@ static void send_usage(FILE *f)
             "  --records FILE         one JSON line per attempt (outcome, reply, MX, TLS)\n"
             "  --suppress FILE        skip the addresses in FILE; append permanent rejections\n"
             "  --metrics ADDR:PORT    Prometheus text endpoint (GET /metrics)\n"
-            "  --json                 one JSON summary on stdout instead of the table\n");
+            "  --json                 one JSON summary on stdout instead of the table\n"
+            "\n"
+            "campaign mode (recipients, templates and results in PostgreSQL):\n"
+            "  --db URL               libpq connection string\n"
+            "  --campaign ID          the campaign to run to its end (rerun: it resumes)\n"
+            "  --node NAME            this process's name for leases (default: host name)\n"
+            "  --journal FILE         crash journal (default ./ringmail-NODE.journal)\n"
+            "  --resend-ambiguous     queue again recipients whose DATA was in flight at a crash\n"
+            "  --batch N              recipients per claim (default 500)\n"
+            "  --lease SECONDS        claim lease (default 300)\n");
 }
 
 enum {
@@ -670,6 +938,13 @@ enum {
     SEND_OPT_SUPPRESS,
     SEND_OPT_METRICS,
     SEND_OPT_JSON,
+    SEND_OPT_DB,
+    SEND_OPT_CAMPAIGN,
+    SEND_OPT_NODE,
+    SEND_OPT_JOURNAL,
+    SEND_OPT_RESEND,
+    SEND_OPT_BATCH,
+    SEND_OPT_LEASE,
     SEND_OPT_HELP,
 };
 
@@ -711,6 +986,13 @@ static int send_parse(int argc, char **argv, struct send_options *o)
         {"suppress", required_argument, 0, SEND_OPT_SUPPRESS},
         {"metrics", required_argument, 0, SEND_OPT_METRICS},
         {"json", no_argument, 0, SEND_OPT_JSON},
+        {"db", required_argument, 0, SEND_OPT_DB},
+        {"campaign", required_argument, 0, SEND_OPT_CAMPAIGN},
+        {"node", required_argument, 0, SEND_OPT_NODE},
+        {"journal", required_argument, 0, SEND_OPT_JOURNAL},
+        {"resend-ambiguous", no_argument, 0, SEND_OPT_RESEND},
+        {"batch", required_argument, 0, SEND_OPT_BATCH},
+        {"lease", required_argument, 0, SEND_OPT_LEASE},
         {"help", no_argument, 0, SEND_OPT_HELP},
         {0, 0, 0, 0},
     };
@@ -792,6 +1074,35 @@ static int send_parse(int argc, char **argv, struct send_options *o)
         case SEND_OPT_METRICS:
             o->metrics_addr = optarg;
             break;
+        case SEND_OPT_DB:
+            o->db_url = optarg;
+            break;
+        case SEND_OPT_CAMPAIGN: {
+            char *end;
+            o->campaign = strtoll(optarg, &end, 10);
+            if (!*optarg || *end || o->campaign <= 0) {
+                fprintf(stderr, "ringmail send: bad value for --campaign: '%s'\n", optarg);
+                return -1;
+            }
+            break;
+        }
+        case SEND_OPT_NODE:
+            o->node = optarg;
+            break;
+        case SEND_OPT_JOURNAL:
+            o->journal = optarg;
+            break;
+        case SEND_OPT_RESEND:
+            o->resend_ambiguous = 1;
+            break;
+        case SEND_OPT_BATCH:
+            if (send_number("batch", optarg, 1, 100000, &o->batch) < 0)
+                return -1;
+            break;
+        case SEND_OPT_LEASE:
+            if (send_number("lease", optarg, 10, 86400, &o->lease_s) < 0)
+                return -1;
+            break;
         case SEND_OPT_JSON:
             o->json = 1;
             break;
@@ -807,8 +1118,17 @@ static int send_parse(int argc, char **argv, struct send_options *o)
         fprintf(stderr, "ringmail send: unexpected argument '%s'\n", argv[optind]);
         return -1;
     }
+    if (o->db_url || o->campaign) {
+        if (!o->db_url || !o->campaign || o->recipients) {
+            fprintf(stderr, "ringmail send: campaign mode wants --db URL and --campaign ID "
+                            "(and no --recipients)\n");
+            return -1;
+        }
+        return 0;
+    }
     if (!o->recipients) {
-        fprintf(stderr, "ringmail send: --recipients FILE is required\n");
+        fprintf(stderr,
+                "ringmail send: --recipients FILE (or --db URL --campaign ID) is required\n");
         send_usage(stderr);
         return -1;
     }
@@ -885,7 +1205,7 @@ static int send_setup(struct send *s, struct config **cfg_out)
             return -1;
         }
     }
-    if (send_read_lines(s->o.recipients, &s->lines, &s->nlines) < 0) {
+    if (s->o.recipients && send_read_lines(s->o.recipients, &s->lines, &s->nlines) < 0) {
         return -1;
     }
     if (s->o.suppress_path) {
@@ -963,6 +1283,50 @@ int send_main(int argc, char **argv)
         .on_result = send_on_result,
         .user = &s,
     };
+    if (s.o.db_url) {
+        if (!s.o.node) {
+            if (gethostname(s.node_buf, sizeof s.node_buf - 1) < 0 || !s.node_buf[0]) {
+                snprintf(s.node_buf, sizeof s.node_buf, "ringmail");
+            }
+            s.o.node = s.node_buf;
+        }
+        if (!s.o.journal) {
+            snprintf(s.journal_buf, sizeof s.journal_buf, "ringmail-%s.journal", s.o.node);
+            s.o.journal = s.journal_buf;
+        }
+        struct loader_options lo = {
+            .url = s.o.db_url,
+            .campaign = s.o.campaign,
+            .node = s.o.node,
+            .journal_path = s.o.journal,
+            .batch = s.o.batch,
+            .lease_s = s.o.lease_s,
+            .resend_ambiguous = s.o.resend_ambiguous,
+        };
+        s.loader = loader_start(&lo, err, sizeof err);
+        if (!s.loader) {
+            fprintf(stderr, "ringmail send: %s\n", err);
+            config_free(cfg);
+            goto out;
+        }
+        if (send_campaign_setup(&s, err, sizeof err) < 0) {
+            fprintf(stderr, "ringmail send: campaign %lld: %s\n", s.o.campaign, err);
+            config_free(cfg);
+            goto out;
+        }
+        struct loader_stats ls;
+        loader_stats(s.loader, &ls);
+        if (ls.recovered_queued || ls.recovered_ambiguous) {
+            fprintf(stderr,
+                    "ringmail send: recovered from an earlier stop of node %s: %llu queued again, "
+                    "%llu ambiguous (DATA was in flight%s)\n",
+                    s.o.node, (unsigned long long)ls.recovered_queued,
+                    (unsigned long long)ls.recovered_ambiguous,
+                    s.o.resend_ambiguous ? "; --resend-ambiguous queues them" : "");
+        }
+        po.external_retry = 1;
+        po.on_data = send_on_data;
+    }
     s.pool = pool_new(s.loop, &po, err, sizeof err);
     if (!s.pool) {
         fprintf(stderr, "ringmail send: %s\n", err);
@@ -993,6 +1357,9 @@ int send_main(int argc, char **argv)
         goto out;
     }
     send_sig_arm(&s);
+    if (s.loader) {
+        send_loader_arm(&s);
+    }
     loop_timer_init(&s.status_timer, send_on_status, &s);
     if (!s.o.json && isatty(STDERR_FILENO)) {
         loop_timer_set(s.loop, &s.status_timer, 1000);
@@ -1013,6 +1380,18 @@ int send_main(int argc, char **argv)
         rc = 0;
     }
 out:
+    if (s.loader) {
+        /* Every result to PostgreSQL (waiting up to a minute for it), then
+         * unsent claims go back to the queue. */
+        if (loader_stop(s.loader, 60000) < 0 && rc == 0) {
+            rc = 1;
+        }
+        s.loader = NULL;
+    }
+    if (s.tpl) {
+        render_free(s.tpl);
+        render_scratch_free(&s.scratch);
+    }
     if (s.pool) {
         pool_free(s.pool);
     }

@@ -619,6 +619,9 @@ static enum smtp_action smtp_ready(struct smtp_client *c)
 static void smtp_send_body(struct smtp_client *c)
 {
     if (c->rcpts_ok > 0) {
+        if (c->ops->data_starting) {
+            c->ops->data_starting(c->owner, c->msg);
+        }
         smtp_data_write(&c->out, c->msg->data, c->msg->len, &c->info);
         c->body_sent = 1;
     } else {

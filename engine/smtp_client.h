@@ -99,6 +99,9 @@ struct smtp_client_ops {
     void (*message_done)(void *owner, struct smtp_message *msg);
     void (*session_failed)(void *owner, enum smtp_outcome outcome, const char *reason,
                            const struct smtp_reply *reply, const char *text);
+    /* Optional: the body is about to be written (after 354). From here on
+     * the server may take the message even if no reply comes back. */
+    void (*data_starting)(void *owner, struct smtp_message *msg);
 };
 
 enum smtp_action {

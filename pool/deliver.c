@@ -742,9 +742,10 @@ static void pool_settle(struct pool *p, struct pool_msg *m, struct pool_conn *c,
         a.final = 1;
         break;
     }
-    if (a.final) {
+    if (a.final || (p->opt.external_retry && o == SMTP_OUTCOME_DEFERRED)) {
         p->pending--;
         m->dest = NULL;
+        a.released = 1;
         p->opt.on_result(p->opt.user, m, &a);
         return;
     }
@@ -946,10 +947,20 @@ static void pool_session_failed(void *owner, enum smtp_outcome o, const char *re
     }
 }
 
+static void pool_data_starting(void *owner, struct smtp_message *sm)
+{
+    struct pool_conn *c = owner;
+    (void)sm;
+    if (c->msg && c->pool->opt.on_data) {
+        c->pool->opt.on_data(c->pool->opt.user, c->msg);
+    }
+}
+
 static const struct smtp_client_ops pool_ops = {
     .next_message = pool_next_message,
     .message_done = pool_message_done,
     .session_failed = pool_session_failed,
+    .data_starting = pool_data_starting,
 };
 
 static void pool_conn_closed(void *owner, struct client_conn *conn)

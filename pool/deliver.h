@@ -59,6 +59,7 @@ struct pool_attempt {
     enum smtp_outcome outcome; /* ACCEPTED, DEFERRED, REJECTED or FAILED */
     int final;                 /* no further attempt will be made */
     int expired;               /* deferred past max_age */
+    int released;              /* the pool let go of m (final, or external_retry) */
     const char *reason;        /* "accepted", "rcpt_rejected", "null_mx", "dns_tempfail" ... */
     int code;                  /* the server's reply code, 0 when none */
     const char *enhanced;
@@ -74,7 +75,8 @@ struct pool_attempt {
     const char *rule;           /* the reply rule that matched, or NULL */
 };
 
-/* After a final attempt the pool lets go of m: the submitter may free it. */
+/* After a final attempt (or any attempt with external_retry) the pool lets
+ * go of m (a->released): the submitter may free or resubmit it. */
 typedef void (*pool_result_cb)(void *user, struct pool_msg *m, const struct pool_attempt *a);
 
 struct pool_options {
@@ -94,6 +96,11 @@ struct pool_options {
     size_t nsources;
     unsigned max_connections; /* across the pool; 0: 1000 */
     pool_result_cb on_result;
+    /* Optional: m's body is about to go out (the crash journal's moment). */
+    void (*on_data)(void *user, struct pool_msg *m);
+    /* 1: a deferral releases the message (retry_in_ms says when; the owner
+     * stores it and submits it again), instead of the pool's retry heap. */
+    int external_retry;
     void *user;
 };
 

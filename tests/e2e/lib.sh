@@ -864,4 +864,4 @@ stop_postgres() {
     _pg_as "'$bin/pg_ctl' -D '$1/data' -m immediate -w stop" >/dev/null 2>&1 || true
 }
 # psql_q SQL: one value (or rows, tab-separated) from the test cluster.
-psql_q() { psql "$PG_URL" -X -A -t -F $'\t' -v ON_ERROR_STOP=1 -c "$1"; }
+psql_q() { psql "$PG_URL" -X -q -A -t -F $'\t' -v ON_ERROR_STOP=1 -c "$1"; }

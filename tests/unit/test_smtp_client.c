@@ -50,7 +50,7 @@ static void h_failed(void *owner, enum smtp_outcome o, const char *reason,
     snprintf(h->fail_reason, sizeof h->fail_reason, "%s", reason);
 }
 
-static const struct smtp_client_ops h_ops = {h_next, h_done, h_failed};
+static const struct smtp_client_ops h_ops = {h_next, h_done, h_failed, NULL};
 
 static void h_init(struct harness *h, enum smtp_tls_policy p, const char *user)
 {

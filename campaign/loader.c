@@ -1,0 +1,868 @@
+/*
+ * loader - claims and results on a thread of their own. See loader.h.
+ *
+ * Locking: one mutex guards the queues and flags shared with the loop
+ * thread; the database thread never holds it across a query.
+ */
+#include "campaign/loader.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "campaign/db.h"
+#include "engine/buf.h"
+
+#define LOADER_FLUSH_MS 500     /* results are committed at least this often */
+#define LOADER_FLUSH_ROWS 5000  /* ... or when this many wait */
+#define LOADER_RETRY_DB_MS 1000 /* reconnect interval while PostgreSQL is away */
+
+struct loader {
+    struct loader_options o;
+    char *url, *node, *journal_path;
+    PGconn *c;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int efd;
+    int journal_fd;
+    /* shared, under mu */
+    struct loader_rcpt *ready;
+    size_t nready, ready_cap;
+    size_t want;
+    struct loader_result *res;
+    size_t nres, res_cap;
+    int stopping;
+    int exhausted;
+    struct loader_stats st;
+    /* database thread only */
+    uint64_t last_flush_ms, last_extend_ms, nothing_due_until_ms, flush_not_before_ms;
+    struct loader_campaign camp;
+};
+
+static uint64_t loader_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void loader_signal(struct loader *l)
+{
+    uint64_t one = 1;
+    ssize_t n = write(l->efd, &one, sizeof one);
+    (void)n;
+}
+
+static char *loader_strdup_or_null(PGresult *r, int row, int col)
+{
+    if (pq.PQgetisnull(r, row, col)) {
+        return NULL;
+    }
+    return strdup(pq.PQgetvalue(r, row, col));
+}
+
+/* ---- the connection ---- */
+
+static void loader_disconnect(struct loader *l)
+{
+    if (l->c) {
+        pq.PQfinish(l->c);
+        l->c = NULL;
+    }
+    pthread_mutex_lock(&l->mu);
+    l->st.db_up = 0;
+    pthread_mutex_unlock(&l->mu);
+}
+
+static int loader_connect(struct loader *l, char *err, size_t errlen)
+{
+    if (l->c && pq.PQstatus(l->c) == CONNECTION_OK) {
+        return 0;
+    }
+    loader_disconnect(l);
+    l->c = db_connect(l->url, err, errlen);
+    if (!l->c) {
+        return -1;
+    }
+    if (db_exec(l->c,
+                "CREATE TEMP TABLE IF NOT EXISTS loader_res (id bigint, state text, reason text,"
+                " attempts int, retry_s float8) ON COMMIT DELETE ROWS",
+                err, errlen) < 0) {
+        loader_disconnect(l);
+        return -1;
+    }
+    pthread_mutex_lock(&l->mu);
+    l->st.db_up = 1;
+    pthread_mutex_unlock(&l->mu);
+    return 0;
+}
+
+static PGresult *loader_query(struct loader *l, const char *sql, int n, const char *const *params,
+                              ExecStatusType want, char *err, size_t errlen)
+{
+    PGresult *r = pq.PQexecParams(l->c, sql, n, NULL, params, NULL, NULL, 0);
+    if (!r || pq.PQresultStatus(r) != want) {
+        snprintf(err, errlen, "%s", r ? pq.PQresultErrorMessage(r) : pq.PQerrorMessage(l->c));
+        size_t len = strlen(err);
+        while (len > 0 && (err[len - 1] == '\n' || err[len - 1] == ' ')) {
+            err[--len] = '\0';
+        }
+        pq.PQclear(r);
+        return NULL;
+    }
+    return r;
+}
+
+/* ---- start: campaign and recovery ---- */
+
+static int loader_load_campaign(struct loader *l, char *err, size_t errlen)
+{
+    char id[32];
+    snprintf(id, sizeof id, "%" PRId64, l->o.campaign);
+    const char *p[] = {id};
+    PGresult *r =
+        loader_query(l,
+                     "SELECT name, mail_from, subject, text_body, html_body,"
+                     " list_unsubscribe, feedback_id, dkim_domain, dkim_selector, dkim_key"
+                     " FROM ringmail.campaign WHERE id = $1",
+                     1, p, PGRES_TUPLES_OK, err, errlen);
+    if (!r) {
+        return -1;
+    }
+    if (pq.PQntuples(r) != 1) {
+        snprintf(err, errlen, "no campaign %s", id);
+        pq.PQclear(r);
+        return -1;
+    }
+    struct loader_campaign *c = &l->camp;
+    c->id = l->o.campaign;
+    c->name = loader_strdup_or_null(r, 0, 0);
+    c->mail_from = loader_strdup_or_null(r, 0, 1);
+    c->subject = loader_strdup_or_null(r, 0, 2);
+    c->text_body = loader_strdup_or_null(r, 0, 3);
+    c->html_body = loader_strdup_or_null(r, 0, 4);
+    c->list_unsubscribe = loader_strdup_or_null(r, 0, 5);
+    c->feedback_id = loader_strdup_or_null(r, 0, 6);
+    c->dkim_domain = loader_strdup_or_null(r, 0, 7);
+    c->dkim_selector = loader_strdup_or_null(r, 0, 8);
+    c->dkim_key = loader_strdup_or_null(r, 0, 9);
+    pq.PQclear(r);
+    return 0;
+}
+
+/* The ids this node marked "body going out" before it last stopped, as a
+ * PostgreSQL array literal. */
+static void loader_journal_ids(struct loader *l, buf_t *out)
+{
+    buf_append_str(out, "{");
+    FILE *f = fopen(l->journal_path, "r");
+    if (f) {
+        char line[64];
+        int first = 1;
+        while (fgets(line, sizeof line, f)) {
+            char *end;
+            long long id = strtoll(line, &end, 10);
+            if (end != line && (*end == '\n' || *end == '\0')) {
+                buf_appendf(out, "%s%lld", first ? "" : ",", id);
+                first = 0;
+            }
+        }
+        fclose(f);
+    }
+    buf_append_str(out, "}");
+    buf_append(out, "", 1); /* NUL: handed to libpq as a string */
+}
+
+static int loader_recover(struct loader *l, char *err, size_t errlen)
+{
+    buf_t ids;
+    buf_init(&ids);
+    loader_journal_ids(l, &ids);
+    char id[32];
+    snprintf(id, sizeof id, "%" PRId64, l->o.campaign);
+    const char *p[] = {id, l->node, buf_data(&ids), l->o.resend_ambiguous ? "t" : "f"};
+    PGresult *r = loader_query(
+        l,
+        "UPDATE ringmail.recipient SET"
+        " state = CASE WHEN id = ANY($3::bigint[]) AND NOT $4::boolean THEN 'ambiguous'"
+        "   ELSE 'queued' END,"
+        " reason = CASE WHEN id = ANY($3::bigint[]) AND NOT $4::boolean"
+        "   THEN 'DATA was in flight when node ' || $2 || ' stopped' ELSE reason END,"
+        " lease_owner = NULL, lease_expires_at = NULL, updated_at = now()"
+        " WHERE campaign_id = $1 AND state = 'claimed' AND lease_owner = $2 RETURNING state",
+        4, p, PGRES_TUPLES_OK, err, errlen);
+    buf_free(&ids);
+    if (!r) {
+        return -1;
+    }
+    for (int i = 0; i < pq.PQntuples(r); i++) {
+        if (strcmp(pq.PQgetvalue(r, i, 0), "ambiguous") == 0) {
+            l->st.recovered_ambiguous++;
+        } else {
+            l->st.recovered_queued++;
+        }
+    }
+    pq.PQclear(r);
+    if (l->o.resend_ambiguous) {
+        const char *p2[] = {id};
+        r = loader_query(l,
+                         "UPDATE ringmail.recipient SET state = 'queued', updated_at = now()"
+                         " WHERE campaign_id = $1 AND state = 'ambiguous'",
+                         1, p2, PGRES_COMMAND_OK, err, errlen);
+        if (!r) {
+            return -1;
+        }
+        pq.PQclear(r);
+    }
+    /* Everything the journal said is now in the database. */
+    if (ftruncate(l->journal_fd, 0) < 0) {
+        snprintf(err, errlen, "journal %s: %s", l->journal_path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- results ---- */
+
+/* COPY text format: backslash escapes; NULL is \N. */
+static void loader_copy_field(buf_t *b, const char *s, int last)
+{
+    if (!s) {
+        buf_append_str(b, "\\N");
+    } else {
+        for (; *s; s++) {
+            switch (*s) {
+            case '\\':
+                buf_append_str(b, "\\\\");
+                break;
+            case '\t':
+                buf_append_str(b, "\\t");
+                break;
+            case '\n':
+                buf_append_str(b, "\\n");
+                break;
+            case '\r':
+                buf_append_str(b, "\\r");
+                break;
+            default:
+                buf_append(b, s, 1);
+            }
+        }
+    }
+    buf_append(b, last ? "\n" : "\t", 1);
+}
+
+static void loader_copy_int(buf_t *b, long long v, int valid)
+{
+    if (valid) {
+        buf_appendf(b, "%lld\t", v);
+    } else {
+        buf_append_str(b, "\\N\t");
+    }
+}
+
+static int loader_copy(struct loader *l, const char *sql, buf_t *data, char *err, size_t errlen)
+{
+    PGresult *r = pq.PQexec(l->c, sql);
+    if (!r || pq.PQresultStatus(r) != PGRES_COPY_IN) {
+        snprintf(err, errlen, "%s", r ? pq.PQresultErrorMessage(r) : pq.PQerrorMessage(l->c));
+        pq.PQclear(r);
+        return -1;
+    }
+    pq.PQclear(r);
+    int ok = pq.PQputCopyData(l->c, buf_data(data), (int)buf_len(data)) == 1;
+    ok = pq.PQputCopyEnd(l->c, ok ? NULL : "send failed") == 1 && ok;
+    int failed = !ok;
+    while ((r = pq.PQgetResult(l->c)) != NULL) {
+        if (pq.PQresultStatus(r) != PGRES_COMMAND_OK) {
+            snprintf(err, errlen, "%s", pq.PQresultErrorMessage(r));
+            failed = 1;
+        }
+        pq.PQclear(r);
+    }
+    return failed ? -1 : 0;
+}
+
+/* Write results [0, n) in one transaction. 0, or -1 (nothing written). */
+static int loader_write(struct loader *l, const struct loader_result *res, size_t n, char *err,
+                        size_t errlen)
+{
+    buf_t d, u;
+    buf_init(&d);
+    buf_init(&u);
+    char camp[32];
+    snprintf(camp, sizeof camp, "%" PRId64, l->o.campaign);
+    for (size_t i = 0; i < n; i++) {
+        const struct loader_result *x = &res[i];
+        buf_appendf(&d, "%s\t%" PRId64 "\t%u\t", camp, x->recipient_id, x->attempt);
+        loader_copy_field(&d, x->outcome, 0);
+        loader_copy_field(&d, x->final ? "t" : "f", 0);
+        loader_copy_field(&d, x->reason, 0);
+        loader_copy_int(&d, x->connect_ms, x->connect_ms >= 0);
+        loader_copy_int(&d, x->tls_ms, x->tls_ms >= 0);
+        loader_copy_int(&d, x->transaction_ms, x->transaction_ms >= 0);
+        loader_copy_field(&d, x->isp[0] ? x->isp : NULL, 0);
+        loader_copy_field(&d, x->mx[0] ? x->mx : NULL, 0);
+        loader_copy_field(&d, x->peer[0] ? x->peer : NULL, 0);
+        loader_copy_field(&d, x->source[0] ? x->source : NULL, 0);
+        loader_copy_int(&d, x->code, x->code > 0);
+        loader_copy_field(&d, x->enhanced[0] ? x->enhanced : NULL, 0);
+        loader_copy_field(&d, x->text, 0);
+        loader_copy_field(&d, x->tls ? x->tls_version : NULL, 0);
+        loader_copy_field(&d, x->tls ? x->tls_cipher : NULL, 0);
+        loader_copy_field(&d, x->tls ? x->tls_group : NULL, 0);
+        loader_copy_field(&d, x->tls ? (x->tls_resumed ? "t" : "f") : NULL, 0);
+        loader_copy_field(&d, x->tls ? x->tls_verify : NULL, 0);
+        loader_copy_field(&d, x->tls ? x->peer_subject : NULL, 0);
+        loader_copy_field(&d, x->tls ? x->peer_issuer : NULL, 0);
+        loader_copy_field(&d, x->tls ? x->peer_sha256 : NULL, 0);
+        loader_copy_field(&d, x->data_in_flight ? "t" : "f", 0);
+        loader_copy_field(&d, l->node, 1);
+        buf_appendf(&u, "%" PRId64 "\t", x->recipient_id);
+        loader_copy_field(&u, x->state, 0);
+        loader_copy_field(&u, x->reason, 0);
+        buf_appendf(&u, "%u\t%.3f\n", x->attempt, x->retry_in_s);
+    }
+    int rc = -1;
+    char id[32];
+    snprintf(id, sizeof id, "%" PRId64, l->o.campaign);
+    const char *p[] = {l->node, id};
+    PGresult *r = NULL;
+    if (db_exec(l->c, "BEGIN", err, errlen) < 0 ||
+        loader_copy(l,
+                    "COPY ringmail.delivery (campaign_id, recipient_id, attempt, outcome, final,"
+                    " reason, connect_ms, tls_ms, transaction_ms, isp, mx, peer, source, code,"
+                    " enhanced, reply, tls_version, tls_cipher, tls_group, tls_resumed,"
+                    " tls_verify, peer_subject, peer_issuer, peer_sha256, data_in_flight, node)"
+                    " FROM STDIN",
+                    &d, err, errlen) < 0 ||
+        loader_copy(l, "COPY loader_res (id, state, reason, attempts, retry_s) FROM STDIN", &u, err,
+                    errlen) < 0) {
+        goto out;
+    }
+    r = loader_query(l,
+                     "UPDATE ringmail.recipient r SET state = x.state, reason = x.reason,"
+                     " attempts = greatest(r.attempts, x.attempts),"
+                     " first_attempt_at = coalesce(r.first_attempt_at, now()),"
+                     " next_attempt_at = now() + x.retry_s * interval '1 second',"
+                     " lease_owner = NULL, lease_expires_at = NULL, updated_at = now()"
+                     " FROM loader_res x WHERE r.id = x.id AND r.lease_owner = $1",
+                     1, p, PGRES_COMMAND_OK, err, errlen);
+    if (!r) {
+        goto out;
+    }
+    pq.PQclear(r);
+    r = loader_query(l,
+                     "INSERT INTO ringmail.suppression (address, reason, campaign_id)"
+                     " SELECT r.address, x.reason, $1::bigint FROM loader_res x"
+                     " JOIN ringmail.recipient r ON r.id = x.id WHERE x.state = 'bounced'"
+                     " ON CONFLICT (address) DO NOTHING",
+                     1, p + 1, PGRES_COMMAND_OK, err, errlen);
+    if (!r) {
+        goto out;
+    }
+    pq.PQclear(r);
+    if (db_exec(l->c, "COMMIT", err, errlen) == 0) {
+        rc = 0;
+    }
+out:
+    if (rc < 0 && l->c && pq.PQstatus(l->c) == CONNECTION_OK) {
+        char ignore[64];
+        db_exec(l->c, "ROLLBACK", ignore, sizeof ignore);
+    }
+    buf_free(&d);
+    buf_free(&u);
+    return rc;
+}
+
+/* Take the waiting results and commit them; on failure they go back. */
+static int loader_flush(struct loader *l, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&l->mu);
+    struct loader_result *batch = l->res;
+    size_t n = l->nres;
+    l->res = NULL;
+    l->nres = l->res_cap = 0;
+    pthread_mutex_unlock(&l->mu);
+    if (n == 0) {
+        free(batch);
+        return 0;
+    }
+    int rc = loader_write(l, batch, n, err, errlen);
+    pthread_mutex_lock(&l->mu);
+    if (rc == 0) {
+        l->st.written += n;
+        l->st.flushes++;
+        free(batch);
+    } else {
+        /* Put them back in front of anything that arrived meanwhile. */
+        size_t cap = n + l->nres;
+        struct loader_result *all = realloc(batch, cap * sizeof *all);
+        if (!all) {
+            abort();
+        }
+        memcpy(all + n, l->res, l->nres * sizeof *all);
+        free(l->res);
+        l->res = all;
+        l->nres = l->res_cap = cap;
+    }
+    pthread_mutex_unlock(&l->mu);
+    return rc;
+}
+
+/* ---- claims ---- */
+
+static int loader_claim(struct loader *l, size_t want, char *err, size_t errlen)
+{
+    char id[32], lim[32], lease[32];
+    snprintf(id, sizeof id, "%" PRId64, l->o.campaign);
+    snprintf(lim, sizeof lim, "%zu", want);
+    snprintf(lease, sizeof lease, "%u", l->o.lease_s);
+    const char *p[] = {id, lim, l->node, lease, l->o.resend_ambiguous ? "t" : "f"};
+    /* An expired lease of another node: that node's journal is not ours,
+     * so its recipient may have been sent: ambiguous, unless resending. */
+    PGresult *r = loader_query(
+        l,
+        "WITH c AS (SELECT id, state AS old_state, lease_owner AS old_owner,"
+        "  EXISTS (SELECT 1 FROM ringmail.suppression s WHERE s.address = q.address) AS suppressed"
+        "  FROM ringmail.recipient q WHERE campaign_id = $1 AND ("
+        "   (state IN ('queued', 'deferred') AND next_attempt_at <= now())"
+        "   OR (state = 'claimed' AND lease_expires_at < now()))"
+        "  LIMIT $2 FOR UPDATE SKIP LOCKED)"
+        " UPDATE ringmail.recipient r SET"
+        "  state = CASE WHEN c.old_state = 'claimed' AND NOT $5::boolean THEN 'ambiguous'"
+        "   WHEN c.suppressed THEN 'suppressed' ELSE 'claimed' END,"
+        "  reason = CASE WHEN c.old_state = 'claimed' AND NOT $5::boolean"
+        "   THEN 'lease of node ' || coalesce(c.old_owner, '?') || ' expired'"
+        "   WHEN c.suppressed THEN 'suppressed' ELSE r.reason END,"
+        "  lease_owner = CASE WHEN (c.old_state = 'claimed' AND NOT $5::boolean) OR c.suppressed"
+        "   THEN NULL ELSE $3 END,"
+        "  lease_expires_at = now() + ($4 || ' seconds')::interval, updated_at = now()"
+        " FROM c WHERE r.id = c.id"
+        " RETURNING r.id, r.address, r.vars::text, r.attempts,"
+        "  coalesce(extract(epoch FROM now() - r.first_attempt_at), 0), r.state",
+        5, p, PGRES_TUPLES_OK, err, errlen);
+    if (!r) {
+        return -1;
+    }
+    int n = pq.PQntuples(r);
+    size_t got = 0;
+    pthread_mutex_lock(&l->mu);
+    for (int i = 0; i < n; i++) {
+        const char *st = pq.PQgetvalue(r, i, 5);
+        if (strcmp(st, "claimed") != 0) {
+            if (strcmp(st, "ambiguous") == 0) {
+                l->st.recovered_ambiguous++;
+            } else {
+                l->st.suppressed++; /* joined the suppression list after the import */
+            }
+            continue;
+        }
+        if (l->nready == l->ready_cap) {
+            l->ready_cap = l->ready_cap ? l->ready_cap * 2 : 1024;
+            struct loader_rcpt *v = realloc(l->ready, l->ready_cap * sizeof *v);
+            if (!v) {
+                abort();
+            }
+            l->ready = v;
+        }
+        struct loader_rcpt *x = &l->ready[l->nready++];
+        x->id = strtoll(pq.PQgetvalue(r, i, 0), NULL, 10);
+        x->address = strdup(pq.PQgetvalue(r, i, 1));
+        x->vars = strdup(pq.PQgetvalue(r, i, 2));
+        x->attempts = (unsigned)atoi(pq.PQgetvalue(r, i, 3));
+        x->age_s = atof(pq.PQgetvalue(r, i, 4));
+        got++;
+    }
+    l->st.claimed += got;
+    l->want = l->want > got ? l->want - got : 0;
+    pthread_mutex_unlock(&l->mu);
+    pq.PQclear(r);
+    if (got) {
+        loader_signal(l);
+    }
+    return n;
+}
+
+/* Nothing was claimable: is the campaign finished, or when is the next due? */
+static int loader_check_done(struct loader *l, char *err, size_t errlen)
+{
+    char id[32];
+    snprintf(id, sizeof id, "%" PRId64, l->o.campaign);
+    const char *p[] = {id, l->node};
+    PGresult *r = loader_query(
+        l,
+        "SELECT count(*) FILTER (WHERE state IN ('queued', 'deferred')),"
+        " count(*) FILTER (WHERE state = 'claimed' AND lease_owner IS DISTINCT FROM $2),"
+        " count(*) FILTER (WHERE state = 'claimed' AND lease_owner = $2),"
+        " coalesce(extract(epoch FROM min(next_attempt_at) FILTER"
+        "   (WHERE state IN ('queued', 'deferred')) - now()), 0)"
+        " FROM ringmail.recipient WHERE campaign_id = $1",
+        2, p, PGRES_TUPLES_OK, err, errlen);
+    if (!r) {
+        return -1;
+    }
+    long long waiting = atoll(pq.PQgetvalue(r, 0, 0));
+    long long others = atoll(pq.PQgetvalue(r, 0, 1));
+    long long ours = atoll(pq.PQgetvalue(r, 0, 2));
+    double due_in = atof(pq.PQgetvalue(r, 0, 3));
+    pq.PQclear(r);
+    uint64_t now = loader_ms();
+    if (waiting == 0 && others == 0 && ours == 0) {
+        pthread_mutex_lock(&l->mu);
+        int changed = !l->exhausted;
+        l->exhausted = l->nres == 0 && l->nready == 0;
+        changed = changed && l->exhausted;
+        pthread_mutex_unlock(&l->mu);
+        if (changed) {
+            loader_signal(l);
+        }
+        l->nothing_due_until_ms = now + 200;
+    } else {
+        /* Deferred ones later, or another node's work in progress: look again. */
+        uint64_t wait = due_in > 0 ? (uint64_t)(due_in * 1000) : 200;
+        l->nothing_due_until_ms = now + (wait > 1000 ? 1000 : wait < 50 ? 50 : wait);
+    }
+    return 0;
+}
+
+static void loader_extend_leases(struct loader *l)
+{
+    char id[32], lease[32], err[256];
+    snprintf(id, sizeof id, "%" PRId64, l->o.campaign);
+    snprintf(lease, sizeof lease, "%u", l->o.lease_s);
+    const char *p[] = {id, l->node, lease};
+    PGresult *r = loader_query(l,
+                               "UPDATE ringmail.recipient SET lease_expires_at = now() +"
+                               " ($3 || ' seconds')::interval WHERE campaign_id = $1"
+                               " AND state = 'claimed' AND lease_owner = $2",
+                               3, p, PGRES_COMMAND_OK, err, sizeof err);
+    pq.PQclear(r);
+}
+
+/* ---- the thread ---- */
+
+static void *loader_run(void *arg)
+{
+    struct loader *l = arg;
+    char err[1024];
+    uint64_t next_connect = 0;
+    for (;;) {
+        pthread_mutex_lock(&l->mu);
+        int stopping = l->stopping;
+        size_t want = l->want, nres = l->nres;
+        pthread_mutex_unlock(&l->mu);
+        uint64_t now = loader_ms();
+        if (!l->c || pq.PQstatus(l->c) != CONNECTION_OK) {
+            if (now >= next_connect) {
+                if (loader_connect(l, err, sizeof err) < 0) {
+                    pthread_mutex_lock(&l->mu);
+                    l->st.db_errors++;
+                    pthread_mutex_unlock(&l->mu);
+                    fprintf(stderr, "ringmail: database: %s (retrying)\n", err);
+                    next_connect = now + LOADER_RETRY_DB_MS;
+                } else {
+                    pthread_mutex_lock(&l->mu);
+                    l->st.reconnects++;
+                    pthread_mutex_unlock(&l->mu);
+                    fprintf(stderr, "ringmail: database: connected again\n");
+                }
+            }
+        }
+        int up = l->c && pq.PQstatus(l->c) == CONNECTION_OK;
+        if (up && nres > 0 && now >= l->flush_not_before_ms &&
+            (stopping || nres >= LOADER_FLUSH_ROWS || now - l->last_flush_ms >= LOADER_FLUSH_MS)) {
+            if (loader_flush(l, err, sizeof err) < 0) {
+                fprintf(stderr, "ringmail: database: writing results: %s (kept, retrying)\n", err);
+                pthread_mutex_lock(&l->mu);
+                l->st.db_errors++;
+                pthread_mutex_unlock(&l->mu);
+                if (pq.PQstatus(l->c) != CONNECTION_OK) {
+                    loader_disconnect(l);
+                }
+                next_connect = now + LOADER_RETRY_DB_MS;
+                l->flush_not_before_ms = now + LOADER_RETRY_DB_MS; /* no hot retry loop */
+            } else {
+                l->last_flush_ms = now;
+                loader_signal(l); /* the loop may be waiting for the backlog to drain */
+            }
+        }
+        if (stopping) {
+            pthread_mutex_lock(&l->mu);
+            int done = l->nres == 0;
+            pthread_mutex_unlock(&l->mu);
+            if (done || !up) {
+                if (done || l->stopping > 1) {
+                    break; /* stopping > 1: gave up waiting for the database */
+                }
+            }
+        }
+        if (up && !stopping && want > 0 && now >= l->nothing_due_until_ms) {
+            int got = loader_claim(l, want < l->o.batch ? want : l->o.batch, err, sizeof err);
+            if (got < 0) {
+                fprintf(stderr, "ringmail: database: claiming: %s\n", err);
+                if (pq.PQstatus(l->c) != CONNECTION_OK) {
+                    loader_disconnect(l);
+                }
+            } else if (got == 0) {
+                if (loader_check_done(l, err, sizeof err) < 0 &&
+                    pq.PQstatus(l->c) != CONNECTION_OK) {
+                    loader_disconnect(l);
+                }
+            }
+            if (got > 0) {
+                continue;
+            }
+        }
+        if (up && now - l->last_extend_ms >= (uint64_t)l->o.lease_s * 1000 / 3) {
+            loader_extend_leases(l);
+            l->last_extend_ms = now;
+        }
+        pthread_mutex_lock(&l->mu);
+        if (!l->stopping && l->nres < LOADER_FLUSH_ROWS) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += 50 * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&l->cv, &l->mu, &ts);
+        }
+        pthread_mutex_unlock(&l->mu);
+    }
+    return NULL;
+}
+
+/* ---- the loop's side ---- */
+
+struct loader *loader_start(const struct loader_options *o, char *err, size_t errlen)
+{
+    struct loader *l = calloc(1, sizeof *l);
+    if (!l) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    l->o = *o;
+    l->url = strdup(o->url);
+    l->node = strdup(o->node);
+    l->journal_path = strdup(o->journal_path);
+    l->o.batch = o->batch ? o->batch : 500;
+    l->o.lease_s = o->lease_s ? o->lease_s : 300;
+    l->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    l->journal_fd = open(l->journal_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    pthread_mutex_init(&l->mu, NULL);
+    pthread_cond_init(&l->cv, NULL);
+    if (l->journal_fd < 0) {
+        snprintf(err, errlen, "journal %s: %s", l->journal_path, strerror(errno));
+        goto fail;
+    }
+    if (loader_connect(l, err, errlen) < 0 || loader_load_campaign(l, err, errlen) < 0 ||
+        loader_recover(l, err, errlen) < 0) {
+        goto fail;
+    }
+    l->last_extend_ms = loader_ms();
+    if (pthread_create(&l->thread, NULL, loader_run, l) != 0) {
+        snprintf(err, errlen, "cannot start the database thread");
+        goto fail;
+    }
+    return l;
+fail:
+    l->thread = 0;
+    loader_stop(l, 0);
+    return NULL;
+}
+
+static void loader_campaign_free(struct loader_campaign *c)
+{
+    free(c->name);
+    free(c->mail_from);
+    free(c->subject);
+    free(c->text_body);
+    free(c->html_body);
+    free(c->list_unsubscribe);
+    free(c->feedback_id);
+    free(c->dkim_domain);
+    free(c->dkim_selector);
+    free(c->dkim_key);
+}
+
+int loader_stop(struct loader *l, unsigned give_up_ms)
+{
+    if (!l) {
+        return 0;
+    }
+    int rc = 0;
+    if (l->thread) {
+        pthread_mutex_lock(&l->mu);
+        l->stopping = 1;
+        pthread_cond_signal(&l->cv);
+        pthread_mutex_unlock(&l->mu);
+        /* Wait for the results to be written; past give_up_ms, stop trying. */
+        uint64_t t0 = loader_ms();
+        for (;;) {
+            pthread_mutex_lock(&l->mu);
+            size_t left = l->nres;
+            if (left > 0 && give_up_ms && loader_ms() - t0 > give_up_ms) {
+                l->stopping = 2;
+            }
+            int gave_up = l->stopping > 1;
+            pthread_mutex_unlock(&l->mu);
+            if (left == 0 || gave_up) {
+                break;
+            }
+            struct timespec ts = {0, 20000000};
+            nanosleep(&ts, NULL);
+        }
+        pthread_mutex_lock(&l->mu);
+        l->stopping = l->stopping > 1 ? 2 : 1;
+        pthread_mutex_unlock(&l->mu);
+        pthread_join(l->thread, NULL);
+        if (l->nres > 0) {
+            fprintf(stderr,
+                    "ringmail: database: %zu results could not be written; their recipients "
+                    "stay claimed and are recovered at the next start\n",
+                    l->nres);
+            rc = -1;
+        }
+    }
+    /* What was claimed and never attempted goes back to the queue. */
+    if (l->c && pq.PQstatus(l->c) == CONNECTION_OK && l->nres == 0) {
+        char id[32], err[512];
+        snprintf(id, sizeof id, "%" PRId64, l->o.campaign);
+        const char *p[] = {id, l->node};
+        PGresult *r = loader_query(l,
+                                   "UPDATE ringmail.recipient SET state = 'queued',"
+                                   " lease_owner = NULL, lease_expires_at = NULL"
+                                   " WHERE campaign_id = $1 AND state = 'claimed'"
+                                   " AND lease_owner = $2",
+                                   2, p, PGRES_COMMAND_OK, err, sizeof err);
+        if (r) {
+            pq.PQclear(r);
+            if (l->journal_fd >= 0 && ftruncate(l->journal_fd, 0) < 0) {
+                rc = -1;
+            }
+        } else {
+            rc = -1;
+        }
+    }
+    loader_disconnect(l);
+    for (size_t i = 0; i < l->nready; i++) {
+        free(l->ready[i].address);
+        free(l->ready[i].vars);
+    }
+    free(l->ready);
+    free(l->res);
+    loader_campaign_free(&l->camp);
+    if (l->efd >= 0) {
+        close(l->efd);
+    }
+    if (l->journal_fd >= 0) {
+        close(l->journal_fd);
+    }
+    pthread_mutex_destroy(&l->mu);
+    pthread_cond_destroy(&l->cv);
+    free(l->url);
+    free(l->node);
+    free(l->journal_path);
+    free(l);
+    return rc;
+}
+
+int loader_fd(const struct loader *l)
+{
+    return l->efd;
+}
+
+size_t loader_take(struct loader *l, struct loader_rcpt *out, size_t max)
+{
+    pthread_mutex_lock(&l->mu);
+    size_t n = l->nready < max ? l->nready : max;
+    memcpy(out, l->ready, n * sizeof *out);
+    memmove(l->ready, l->ready + n, (l->nready - n) * sizeof *out);
+    l->nready -= n;
+    pthread_mutex_unlock(&l->mu);
+    uint64_t v;
+    ssize_t r = read(l->efd, &v, sizeof v); /* drain; more signals come with more rows */
+    (void)r;
+    return n;
+}
+
+void loader_want(struct loader *l, size_t n)
+{
+    pthread_mutex_lock(&l->mu);
+    if (n > l->want) {
+        l->want = n;
+        l->exhausted = 0;
+        pthread_cond_signal(&l->cv);
+    } else {
+        l->want = n;
+    }
+    pthread_mutex_unlock(&l->mu);
+}
+
+void loader_result(struct loader *l, const struct loader_result *r)
+{
+    pthread_mutex_lock(&l->mu);
+    if (l->nres == l->res_cap) {
+        l->res_cap = l->res_cap ? l->res_cap * 2 : 1024;
+        struct loader_result *v = realloc(l->res, l->res_cap * sizeof *v);
+        if (!v) {
+            abort();
+        }
+        l->res = v;
+    }
+    l->res[l->nres++] = *r;
+    l->exhausted = 0;
+    if (l->nres >= LOADER_FLUSH_ROWS) {
+        pthread_cond_signal(&l->cv);
+    }
+    pthread_mutex_unlock(&l->mu);
+}
+
+size_t loader_backlog(struct loader *l)
+{
+    pthread_mutex_lock(&l->mu);
+    size_t n = l->nres;
+    pthread_mutex_unlock(&l->mu);
+    return n;
+}
+
+int loader_exhausted(struct loader *l)
+{
+    pthread_mutex_lock(&l->mu);
+    int e = l->exhausted && l->nres == 0 && l->nready == 0;
+    pthread_mutex_unlock(&l->mu);
+    return e;
+}
+
+void loader_stats(struct loader *l, struct loader_stats *out)
+{
+    pthread_mutex_lock(&l->mu);
+    *out = l->st;
+    out->backlog = l->nres;
+    pthread_mutex_unlock(&l->mu);
+}
+
+const struct loader_campaign *loader_campaign(const struct loader *l)
+{
+    return &l->camp;
+}
+
+void loader_journal_mark(struct loader *l, int64_t id)
+{
+    char line[32];
+    int n = snprintf(line, sizeof line, "%" PRId64 "\n", id);
+    /* One write per message, straight to the kernel: a kill -9 loses nothing. */
+    if (write(l->journal_fd, line, (size_t)n) != n) {
+        fprintf(stderr, "ringmail: journal %s: %s\n", l->journal_path, strerror(errno));
+    }
+}

@@ -1,0 +1,117 @@
+/*
+ * loader - the campaign's database side: claims recipients, writes results
+ *
+ * One thread of its own owns the PostgreSQL connection, so the delivery
+ * loop never waits on the database; the two meet at bounded queues and an
+ * eventfd the loop polls on its ring.
+ *
+ * Claims: batches of due recipients (`queued`, or `deferred` whose
+ * next_attempt_at has come) move to `claimed` with a lease (owner = node
+ * name, expiry) in one statement using FOR UPDATE SKIP LOCKED, so several
+ * processes share a campaign without a coordinator. Leases are extended
+ * while the node holds them.
+ *
+ * Results: every attempt becomes a delivery row, and the recipient's state
+ * follows (sent, deferred with next_attempt_at, bounced, failed, invalid);
+ * bounces join the suppression list. Results are written with COPY in one
+ * transaction at least every second. If PostgreSQL goes away, results
+ * wait in memory (the loop stops feeding new work past a bound) and are
+ * written when it is back; nothing is dropped.
+ *
+ * Crashes: just before a message's body goes out, the loop appends its id
+ * to the node's journal file (journal_mark). At start, recipients this node
+ * still holds `claimed` are recovered: those in the journal become
+ * `ambiguous` (their DATA may have reached the server; `--resend-ambiguous`
+ * queues them instead), the rest go back to `queued`. Expired leases of
+ * other nodes are taken over as `ambiguous` when those nodes' journals are
+ * not ours to read, unless resend_ambiguous.
+ *
+ * Exports: loader_start, loader_stop, loader_fd, loader_take, loader_want,
+ * loader_result, loader_backlog, loader_exhausted, loader_stats, loader_campaign,
+ * loader_journal_mark.
+ */
+#ifndef RINGMAIL_LOADER_H
+#define RINGMAIL_LOADER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define LOADER_TEXT_MAX 512
+
+struct loader;
+
+struct loader_rcpt {
+    int64_t id;
+    char *address; /* owned by the receiver after loader_take (free) */
+    char *vars;    /* JSON object text, owned likewise */
+    unsigned attempts;
+    double age_s; /* since the first attempt, 0 before */
+};
+
+struct loader_result {
+    int64_t recipient_id;
+    unsigned attempt;
+    char outcome[16]; /* accepted, deferred, rejected, failed, expired */
+    int final;
+    char state[16]; /* the recipient's new state */
+    double retry_in_s;
+    char reason[48];
+    int code;
+    char enhanced[16];
+    char text[LOADER_TEXT_MAX];
+    char isp[64], mx[256], peer[64], source[64];
+    int connect_ms, tls_ms, transaction_ms; /* -1 unknown */
+    int tls;                                /* 0: no TLS facts */
+    char tls_version[16], tls_cipher[64], tls_group[32], tls_verify[96];
+    int tls_resumed;
+    char peer_subject[256], peer_issuer[256], peer_sha256[65];
+    int data_in_flight;
+};
+
+struct loader_campaign {
+    int64_t id;
+    char *name, *mail_from, *subject, *text_body, *html_body, *list_unsubscribe, *feedback_id;
+    char *dkim_domain, *dkim_selector, *dkim_key; /* NULL when unset */
+};
+
+struct loader_options {
+    const char *url;
+    int64_t campaign;
+    const char *node;
+    const char *journal_path;
+    unsigned batch;   /* rows per claim (default 500) */
+    unsigned lease_s; /* default 300 */
+    int resend_ambiguous;
+};
+
+struct loader_stats {
+    uint64_t claimed, written, flushes, db_errors, reconnects;
+    uint64_t recovered_queued, recovered_ambiguous;
+    uint64_t suppressed; /* found on the suppression list at claim time */
+    size_t backlog;
+    int db_up;
+};
+
+/* Connects, recovers this node's leases, loads the campaign. NULL + err. */
+struct loader *loader_start(const struct loader_options *o, char *err, size_t errlen);
+/* Flush every result (waiting for the database as long as it takes unless
+ * give_up_ms passes), release unsent claims back to `queued`, join, free. */
+int loader_stop(struct loader *l, unsigned give_up_ms);
+/* Readable (eventfd) when claimed recipients are ready or the state changed. */
+int loader_fd(const struct loader *l);
+/* Up to max claimed recipients, without blocking. */
+size_t loader_take(struct loader *l, struct loader_rcpt *out, size_t max);
+/* The loop can take this many more (the loader claims up to it). */
+void loader_want(struct loader *l, size_t n);
+/* Queue one attempt's result (copied). */
+void loader_result(struct loader *l, const struct loader_result *r);
+/* Results not yet committed. */
+size_t loader_backlog(struct loader *l);
+/* 1 when nothing is left to claim now or later and every result is written. */
+int loader_exhausted(struct loader *l);
+void loader_stats(struct loader *l, struct loader_stats *out);
+const struct loader_campaign *loader_campaign(const struct loader *l);
+/* The body of this recipient is about to be sent (crash journal). */
+void loader_journal_mark(struct loader *l, int64_t id);
+
+#endif

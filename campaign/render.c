@@ -1,0 +1,1065 @@
+/*
+ * render - one RFC 5322 message per recipient from a campaign's templates
+ *
+ * SYNOPSIS
+ *     #include "campaign/render.h"
+ *
+ *     t = render_compile(&spec, err, sizeof err);             once per campaign
+ *     render_scratch_init(&scratch);                         once per worker
+ *     render_vars_json(&vars, recipient_json);
+ *     if (render_message(t, rcpt, &vars, &scratch, &out, err, sizeof err) < 0)
+ *         mark the recipient invalid, reason err
+ *
+ * DESCRIPTION
+ *     Templates. Each template is copied and cut once into literal and
+ *     field segments ({{name}}, {{name|default}}); a field's name is made
+ *     NUL-terminated inside the copy, so a lookup needs no allocation.
+ *     Header templates (subject, display name, List-Unsubscribe) may not
+ *     contain a line break, so a CR or LF in a merged header can only have
+ *     come from a merge value: the recipient is refused with a reason,
+ *     nothing is written. Every merge value must be UTF-8 without NUL.
+ *
+ *     Headers. Text that is printable ASCII (no "=?", no word over 900
+ *     octets) is written as it is, folded at its own whitespace before
+ *     column 78; anything else becomes RFC 2047 "=?UTF-8?B?...?=" words of
+ *     whole characters, each at most 75 octets, sized to the room left on
+ *     the line, folded between words (a decoder drops that whitespace).
+ *     A display name that is ASCII but not a run of atoms is quoted.
+ *     Leading and trailing whitespace of a header value is dropped.
+ *
+ *     Bodies. A part's merged text gets CRLF line endings (CR, LF and CRLF
+ *     all count) and a final CRLF, and is scanned once: 7bit when it is
+ *     ASCII without control characters and no line exceeds 78 octets;
+ *     otherwise quoted-printable when at most one octet in six is 8-bit
+ *     (QP costs 3 octets for each, base64 4/3 for all, so this picks the
+ *     shorter), else base64 (Chinese text is all 8-bit: base64). QP lines
+ *     are at most 76 octets, whitespace at a line end is encoded.
+ *
+ *     multipart/alternative uses the fixed boundary "=_ringmail-alt":
+ *     quoted-printable and base64 never produce "=_", and a part that
+ *     would be 7bit but contains "=_" is sent as quoted-printable instead,
+ *     so the boundary cannot occur in any part.
+ *
+ *     Message-ID is "<20 hex digits from RAND_bytes.unix time@from domain>";
+ *     Date is RFC 5322 in UTC with English names (no locale).
+ *
+ * EXPORTS
+ *     render_compile, render_free, render_message, render_vars_json,
+ *     render_scratch_init, render_scratch_free.
+ *
+ * DIAGNOSTICS
+ *     render_compile: "subject: unterminated {{ at offset N", "text: bad
+ *     merge field name", "subject: a line break in a header template",
+ *     "from_addr: not a plain address", "extra header: ...",
+ *     "list_unsubscribe: must start with https:// or mailto:", DKIM key
+ *     errors. render_message: "Subject: merge field NAME contains CR or LF
+ *     (header injection refused)", "text: merge field NAME is not UTF-8
+ *     text", "recipient address: ...", "List-Unsubscribe: ...".
+ */
+#include "render.h"
+
+#include <openssl/base.h>
+#ifndef OPENSSL_IS_BORINGSSL
+#error "ringmail needs BoringSSL headers: put -I/usr/include/android before the system include path"
+#endif
+#include <openssl/base64.h>
+#include <openssl/rand.h>
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define RENDER_FOLD_AT 78
+#define RENDER_RAW_WORD_MAX 900 /* longer words go encoded, which can be split */
+#define RENDER_BOUNDARY "=_ringmail-alt"
+
+enum render_seg_kind { RENDER_LITERAL, RENDER_FIELD };
+
+struct render_seg {
+    enum render_seg_kind kind;
+    const char *text; /* the literal, or the field's default */
+    size_t len;
+    const char *name; /* field: NUL-terminated inside the template's copy */
+    int has_default;
+};
+
+struct render_tpl {
+    char *src;               /* owned copy of the template; segments point into it */
+    struct render_seg *segs; /* owned */
+    size_t n;
+};
+
+struct render_template {
+    buf_t from_line;   /* owned: "From: ...\r\n", folded */
+    char *from_domain; /* owned */
+    struct render_tpl to_name, subject, text, html, unsubscribe; /* src NULL when absent */
+    int one_click; /* List-Unsubscribe is https: add List-Unsubscribe-Post */
+    buf_t tail;    /* owned: Feedback-ID and the extra headers, CRLF each */
+    time_t fixed_date;
+    char *fixed_message_id;   /* owned, may be NULL */
+    struct dkim_signer *dkim; /* owned, may be NULL */
+};
+
+/* One render_message call. */
+struct render_call {
+    const struct render_template *t;
+    const char *rcpt;
+    const struct render_vars *vars;
+    struct render_scratch *s;
+    char *err;
+    size_t errlen;
+};
+
+enum render_ctx { RENDER_CTX_TEXT, RENDER_CTX_HTML, RENDER_CTX_HEADER };
+
+static int render_is_wsp(char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+static void render_truncate(buf_t *b, size_t len)
+{
+    if (buf_len(b) > len) {
+        b->len = b->off + len;
+    }
+}
+
+/* ---------------------------------------------------------------- text checks */
+
+/* Well-formed UTF-8 (no overlongs, surrogates or values past U+10FFFF) without NUL. */
+static int render_utf8_ok(const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s, *end = p + n;
+    while (p < end) {
+        unsigned c = *p;
+        if (c == 0) {
+            return 0;
+        }
+        if (c < 0x80) {
+            p++;
+            continue;
+        }
+        size_t k = c >= 0xF0 ? 3 : c >= 0xE0 ? 2 : c >= 0xC2 ? 1 : 0;
+        if (k == 0 || c > 0xF4 || (size_t)(end - p) <= k) {
+            return 0;
+        }
+        for (size_t i = 1; i <= k; i++) {
+            if ((p[i] & 0xC0) != 0x80) {
+                return 0;
+            }
+        }
+        if ((c == 0xE0 && p[1] < 0xA0) || (c == 0xED && p[1] >= 0xA0) ||
+            (c == 0xF0 && p[1] < 0x90) || (c == 0xF4 && p[1] >= 0x90)) {
+            return 0;
+        }
+        p += k + 1;
+    }
+    return 1;
+}
+
+static int render_has_line_break(const char *s, size_t n)
+{
+    return memchr(s, '\r', n) || memchr(s, '\n', n);
+}
+
+/* A plain address: local@domain, printable ASCII without the characters
+ * that would need quoting or could end the header's <...>. */
+static const char *render_address_problem(const char *a)
+{
+    size_t n = strlen(a);
+    if (n < 3 || n > 254) {
+        return "empty or longer than 254 octets";
+    }
+    const char *at = strrchr(a, '@');
+    if (!at || at == a || at[1] == '\0') {
+        return "not local@domain";
+    }
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)a[i];
+        if (c == '\r' || c == '\n') {
+            return "contains CR or LF (header injection refused)";
+        }
+        if (c >= 0x80) {
+            return "not ASCII (SMTPUTF8 is not supported; an IDN domain goes as its A-label)";
+        }
+        if (c <= ' ' || c == 0x7f || strchr("<>()[],;:\"\\", c)) {
+            return "contains a space, a control character or one of <>()[],;:\"\\";
+        }
+    }
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- templates */
+
+static int render_field_name_ok(const char *s, size_t n)
+{
+    if (n == 0 || n > 128) {
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-' || c == '.')) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static void render_trim(const char **p, size_t *n)
+{
+    while (*n > 0 && render_is_wsp(**p)) {
+        (*p)++;
+        (*n)--;
+    }
+    while (*n > 0 && render_is_wsp((*p)[*n - 1])) {
+        (*n)--;
+    }
+}
+
+/* One "{{...}}" at open (after "{{"), closing at close; a field segment. */
+static int render_tpl_field(struct render_tpl *t, char *open, char *close, const char *what,
+                            char *err, size_t errlen)
+{
+    const char *name = open;
+    size_t inner = (size_t)(close - open);
+    const char *bar = memchr(open, '|', inner);
+    size_t name_len = bar ? (size_t)(bar - open) : inner;
+    const char *dflt = bar ? bar + 1 : close;
+    size_t dflt_len = (size_t)(close - dflt);
+    render_trim(&name, &name_len);
+    render_trim(&dflt, &dflt_len);
+    if (!render_field_name_ok(name, name_len)) {
+        snprintf(err, errlen, "%s: bad merge field name at offset %zu (letters, digits, _ - .)",
+                 what, (size_t)(open - 2 - t->src));
+        return -1;
+    }
+    if (memchr(open, '{', inner)) {
+        snprintf(err, errlen, "%s: '{' inside the merge field at offset %zu", what,
+                 (size_t)(open - 2 - t->src));
+        return -1;
+    }
+    ((char *)name)[name_len] = '\0'; /* a space, '|' or '}': never literal text */
+    t->segs[t->n++] = (struct render_seg){RENDER_FIELD, dflt, dflt_len, name, bar != NULL};
+    return 0;
+}
+
+static int render_tpl_compile(struct render_tpl *t, const char *src, const char *what, int header,
+                              char *err, size_t errlen)
+{
+    size_t len = strlen(src), fields = 0;
+    if (!render_utf8_ok(src, len)) {
+        snprintf(err, errlen, "%s: template is not UTF-8 text", what);
+        return -1;
+    }
+    if (header && render_has_line_break(src, len)) {
+        snprintf(err, errlen, "%s: a line break in a header template", what);
+        return -1;
+    }
+    for (const char *p = src; (p = strstr(p, "{{")); p += 2) {
+        fields++;
+    }
+    t->src = strdup(src);
+    t->segs = calloc(2 * fields + 1, sizeof *t->segs);
+    if (!t->src || !t->segs) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    char *p = t->src;
+    for (;;) {
+        char *open = strstr(p, "{{");
+        char *lit_end = open ? open : p + strlen(p);
+        if (lit_end > p) {
+            t->segs[t->n++] =
+                (struct render_seg){RENDER_LITERAL, p, (size_t)(lit_end - p), NULL, 0};
+        }
+        if (!open) {
+            return 0;
+        }
+        char *close = strstr(open + 2, "}}");
+        if (!close) {
+            snprintf(err, errlen, "%s: unterminated {{ at offset %zu", what,
+                     (size_t)(open - t->src));
+            return -1;
+        }
+        if (render_tpl_field(t, open + 2, close, what, err, errlen) < 0) {
+            return -1;
+        }
+        p = close + 2;
+    }
+}
+
+static void render_tpl_free(struct render_tpl *t)
+{
+    free(t->src);
+    free(t->segs);
+}
+
+static void render_append_html(buf_t *dst, const char *p, size_t n)
+{
+    const char *end = p + n;
+    while (p < end) {
+        const char *run = p;
+        while (p < end && !strchr("&<>\"'", *p)) {
+            p++;
+        }
+        buf_append(dst, run, (size_t)(p - run));
+        if (p == end) {
+            break;
+        }
+        switch (*p++) {
+        case '&':
+            buf_append(dst, "&amp;", 5);
+            break;
+        case '<':
+            buf_append(dst, "&lt;", 4);
+            break;
+        case '>':
+            buf_append(dst, "&gt;", 4);
+            break;
+        case '"':
+            buf_append(dst, "&quot;", 6);
+            break;
+        default:
+            buf_append(dst, "&#39;", 5);
+            break;
+        }
+    }
+}
+
+/* The value of one field: the recipient's, else the default, else empty. */
+static int render_field_value(struct render_call *c, const struct render_seg *seg,
+                              enum render_ctx ctx, const char *what, const char **v, size_t *vn)
+{
+    buf_t *value = &c->s->value;
+    buf_reset(value);
+    int found = c->vars && c->vars->lookup(c->vars->ctx, seg->name, value);
+    if (!found) {
+        buf_reset(value);
+        if (strcmp(seg->name, "email") == 0) {
+            buf_append_str(value, c->rcpt);
+        }
+    }
+    *v = buf_data(value);
+    *vn = buf_len(value);
+    if (*vn == 0) {
+        *v = seg->text; /* the default, checked at compile time */
+        *vn = seg->has_default ? seg->len : 0;
+        return 0;
+    }
+    if (!render_utf8_ok(*v, *vn)) {
+        snprintf(c->err, c->errlen, "%s: merge field %s is not UTF-8 text (or has NUL)", what,
+                 seg->name);
+        return -1;
+    }
+    if (ctx == RENDER_CTX_HEADER && render_has_line_break(*v, *vn)) {
+        snprintf(c->err, c->errlen,
+                 "%s: merge field %s contains CR or LF (header injection refused)", what,
+                 seg->name);
+        return -1;
+    }
+    return 0;
+}
+
+static int render_expand(struct render_call *c, const struct render_tpl *t, enum render_ctx ctx,
+                         const char *what, buf_t *dst)
+{
+    for (size_t i = 0; i < t->n; i++) {
+        const struct render_seg *seg = &t->segs[i];
+        if (seg->kind == RENDER_LITERAL) {
+            buf_append(dst, seg->text, seg->len);
+            continue;
+        }
+        const char *v;
+        size_t vn;
+        if (render_field_value(c, seg, ctx, what, &v, &vn) < 0) {
+            return -1;
+        }
+        if (ctx == RENDER_CTX_HTML) {
+            render_append_html(dst, v, vn);
+        } else {
+            buf_append(dst, v, vn);
+        }
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- headers */
+
+/* A header field being written: tokens are placed on the line while they
+ * fit before column 78, else on a new line (each token starts with its
+ * whitespace, which becomes the folding whitespace). */
+struct render_hdr {
+    buf_t *out;
+    size_t col;
+    int has_token;
+};
+
+static void render_hdr_start(struct render_hdr *h, buf_t *out, const char *name)
+{
+    h->out = out;
+    buf_append_str(out, name);
+    buf_append(out, ":", 1);
+    h->col = strlen(name) + 1;
+    h->has_token = 0;
+}
+
+/* Make room for a token of n octets (starting with whitespace), folding first if needed. */
+static void render_hdr_room(struct render_hdr *h, size_t n)
+{
+    if (h->has_token && h->col + n > RENDER_FOLD_AT) {
+        buf_append(h->out, "\r\n", 2);
+        h->col = 0;
+    }
+    h->col += n;
+    h->has_token = 1;
+}
+
+static void render_hdr_put(struct render_hdr *h, const char *ws, size_t wn, const char *w, size_t n)
+{
+    render_hdr_room(h, wn + n);
+    buf_append(h->out, ws, wn);
+    buf_append(h->out, w, n);
+}
+
+static void render_hdr_end(struct render_hdr *h)
+{
+    buf_append(h->out, "\r\n", 2);
+}
+
+/* RFC 2047 B words of whole UTF-8 characters, sized to the line's room. */
+static void render_hdr_encoded(struct render_hdr *h, const char *p, size_t n)
+{
+    while (n > 0) {
+        size_t avail = h->col + 1 < RENDER_FOLD_AT ? RENDER_FOLD_AT - h->col - 1 : 0;
+        size_t max = avail > 12 ? (avail - 12) / 4 * 3 : 0; /* "=?UTF-8?B?" "?=" */
+        if (max > 45) {
+            max = 45; /* 60 base64 octets: a 72-octet word, under RFC 2047's 75 */
+        }
+        size_t take = n < max ? n : max;
+        while (take > 0 && take < n && ((unsigned char)p[take] & 0xC0) == 0x80) {
+            take--;
+        }
+        if (h->has_token && (take == 0 || (take < n && take < 12))) {
+            buf_append(h->out, "\r\n", 2); /* too little room left: a fresh line */
+            h->col = 0;
+            continue;
+        }
+        char word[80] = "=?UTF-8?B?";
+        size_t wn = 10 + EVP_EncodeBlock((uint8_t *)word + 10, (const uint8_t *)p, take);
+        memcpy(word + wn, "?=", 2);
+        render_hdr_put(h, " ", 1, word, wn + 2);
+        p += take;
+        n -= take;
+    }
+}
+
+/* Printable ASCII that no decoder could take for an encoded word, in
+ * words short enough to fold. */
+static int render_raw_ok(const char *p, size_t n)
+{
+    size_t word = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if ((c < 0x20 && c != '\t') || c >= 0x7f || (c == '=' && i + 1 < n && p[i + 1] == '?')) {
+            return 0;
+        }
+        word = render_is_wsp((char)c) ? 0 : word + 1;
+        if (word > RENDER_RAW_WORD_MAX) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Unstructured text (Subject): raw words folded at their whitespace, or encoded. */
+static void render_hdr_text(struct render_hdr *h, const char *p, size_t n)
+{
+    render_trim(&p, &n);
+    if (!render_raw_ok(p, n)) {
+        render_hdr_encoded(h, p, n);
+        return;
+    }
+    const char *end = p + n;
+    while (p < end) {
+        const char *ws = p;
+        while (p < end && render_is_wsp(*p)) {
+            p++;
+        }
+        const char *w = p;
+        while (p < end && !render_is_wsp(*p)) {
+            p++;
+        }
+        if (ws == w) {
+            render_hdr_put(h, " ", 1, w, (size_t)(p - w)); /* the first word */
+        } else {
+            render_hdr_put(h, ws, (size_t)(w - ws), w, (size_t)(p - w));
+        }
+    }
+}
+
+static int render_is_atext_phrase(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char c = p[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              render_is_wsp(c) || strchr("!#$%&'*+-/=?^_`{|}~", c))) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* [display name] <addr>, or a bare addr when there is no name. */
+static void render_hdr_mailbox(struct render_hdr *h, const char *name, size_t nn, const char *addr)
+{
+    size_t an = strlen(addr);
+    render_trim(&name, &nn);
+    if (nn == 0) {
+        render_hdr_put(h, " ", 1, addr, an);
+        return;
+    }
+    if (render_raw_ok(name, nn) && render_is_atext_phrase(name, nn)) {
+        render_hdr_text(h, name, nn);
+    } else if (render_raw_ok(name, nn) && nn <= RENDER_RAW_WORD_MAX) {
+        size_t quoted = 3 + nn; /* ' "' and '"' */
+        for (size_t i = 0; i < nn; i++) {
+            quoted += name[i] == '"' || name[i] == '\\';
+        }
+        render_hdr_room(h, quoted);
+        buf_append(h->out, " \"", 2);
+        for (size_t i = 0; i < nn; i++) {
+            if (name[i] == '"' || name[i] == '\\') {
+                buf_append(h->out, "\\", 1);
+            }
+            buf_append(h->out, name + i, 1);
+        }
+        buf_append(h->out, "\"", 1);
+    } else {
+        render_hdr_encoded(h, name, nn);
+    }
+    render_hdr_room(h, an + 3);
+    buf_append(h->out, " <", 2);
+    buf_append(h->out, addr, an);
+    buf_append(h->out, ">", 1);
+}
+
+static void render_date(buf_t *out, time_t t)
+{
+    static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+    static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                       "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    buf_appendf(out, "Date: %s, %02d %s %04d %02d:%02d:%02d +0000\r\n", days[tm.tm_wday % 7],
+                tm.tm_mday, months[tm.tm_mon % 12], tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
+                tm.tm_sec);
+}
+
+static void render_message_id(const struct render_template *t, buf_t *out, time_t now)
+{
+    if (t->fixed_message_id) {
+        buf_appendf(out, "Message-ID: %s\r\n", t->fixed_message_id);
+        return;
+    }
+    uint8_t r[10];
+    RAND_bytes(r, sizeof r);
+    char hex[2 * sizeof r + 1];
+    for (size_t i = 0; i < sizeof r; i++) {
+        hex[2 * i] = "0123456789abcdef"[r[i] >> 4];
+        hex[2 * i + 1] = "0123456789abcdef"[r[i] & 15];
+    }
+    hex[sizeof hex - 1] = '\0';
+    buf_appendf(out, "Message-ID: <%s.%lld@%s>\r\n", hex, (long long)now, t->from_domain);
+}
+
+/* ---------------------------------------------------------------- bodies */
+
+enum render_cte { RENDER_7BIT, RENDER_QP, RENDER_BASE64 };
+
+static const char *const render_cte_names[] = {"7bit", "quoted-printable", "base64"};
+
+struct render_body_info {
+    size_t high;      /* octets >= 0x80 */
+    size_t control;   /* control octets other than TAB (line ends excluded) */
+    size_t longest;   /* longest line, without CRLF */
+    int has_boundary; /* "=_" occurs */
+};
+
+/* Merged text to dst with CRLF line endings and a final CRLF, scanned on the way. */
+static void render_normalize(const char *p, size_t n, buf_t *dst, struct render_body_info *info)
+{
+    memset(info, 0, sizeof *info);
+    char *w = buf_reserve(dst, 2 * n + 2); /* every octet a line end, at worst */
+    size_t o = 0, line = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if (c == '\r' || c == '\n') {
+            if (c == '\r' && i + 1 < n && p[i + 1] == '\n') {
+                i++;
+            }
+            w[o++] = '\r';
+            w[o++] = '\n';
+            line = 0;
+            continue;
+        }
+        w[o++] = (char)c;
+        if (++line > info->longest) {
+            info->longest = line;
+        }
+        info->high += c >= 0x80;
+        info->control += (c < 0x20 && c != '\t') || c == 0x7f;
+        info->has_boundary |= c == '_' && i > 0 && p[i - 1] == '=';
+    }
+    if (o > 0 && w[o - 1] != '\n') {
+        w[o++] = '\r';
+        w[o++] = '\n';
+    }
+    buf_commit(dst, o);
+}
+
+static enum render_cte render_choose_cte(const struct render_body_info *info, size_t len,
+                                         int multipart)
+{
+    if (info->high == 0 && info->control == 0 && info->longest <= RENDER_FOLD_AT &&
+        !(multipart && info->has_boundary)) {
+        return RENDER_7BIT;
+    }
+    return info->high * 6 <= len ? RENDER_QP : RENDER_BASE64;
+}
+
+/* RFC 2045 6.7 over CRLF lines: encoded lines of at most 76 octets. */
+static void render_qp(buf_t *out, const char *p, size_t n)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    const char *end = p + n;
+    char line[80];
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *e = nl ? nl - 1 : end; /* normalized: CR before every LF */
+        size_t col = 0;
+        for (; p < e; p++) {
+            unsigned char c = (unsigned char)*p;
+            int last = p + 1 == e;
+            char enc[3];
+            size_t k = 1;
+            if ((c >= 33 && c <= 126 && c != '=') || (render_is_wsp((char)c) && !last)) {
+                enc[0] = (char)c;
+            } else {
+                enc[0] = '=';
+                enc[1] = hex[c >> 4];
+                enc[2] = hex[c & 15];
+                k = 3;
+            }
+            if (col + k > (last ? 76u : 75u)) {
+                line[col++] = '=';
+                buf_append(out, line, col);
+                buf_append(out, "\r\n", 2);
+                col = 0;
+            }
+            memcpy(line + col, enc, k);
+            col += k;
+        }
+        buf_append(out, line, col);
+        buf_append(out, "\r\n", 2);
+        p = nl ? nl + 1 : end;
+    }
+}
+
+static void render_base64(buf_t *out, const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i += 57) {
+        size_t take = n - i < 57 ? n - i : 57;
+        char *w = buf_reserve(out, 80);
+        size_t k = EVP_EncodeBlock((uint8_t *)w, (const uint8_t *)p + i, take);
+        w[k] = '\r';
+        w[k + 1] = '\n';
+        buf_commit(out, k + 2);
+    }
+}
+
+/* Content-Type and Content-Transfer-Encoding, the empty line, the encoded part. */
+static void render_write_part(buf_t *out, const char *type, const buf_t *part,
+                              const struct render_body_info *info, int multipart)
+{
+    enum render_cte cte = render_choose_cte(info, buf_len(part), multipart);
+    buf_appendf(out,
+                "Content-Type: text/%s; charset=utf-8\r\nContent-Transfer-Encoding: %s\r\n\r\n",
+                type, render_cte_names[cte]);
+    if (buf_len(part) == 0) {
+        buf_append(out, "\r\n", 2);
+    } else if (cte == RENDER_7BIT) {
+        buf_append(out, buf_data(part), buf_len(part));
+    } else if (cte == RENDER_QP) {
+        render_qp(out, buf_data(part), buf_len(part));
+    } else {
+        render_base64(out, buf_data(part), buf_len(part));
+    }
+}
+
+/* ---------------------------------------------------------------- compile */
+
+static const char *const render_own_headers[] = {"from",
+                                                 "to",
+                                                 "subject",
+                                                 "date",
+                                                 "message-id",
+                                                 "mime-version",
+                                                 "content-type",
+                                                 "content-transfer-encoding",
+                                                 "feedback-id",
+                                                 "list-unsubscribe",
+                                                 "list-unsubscribe-post",
+                                                 "dkim-signature",
+                                                 NULL};
+
+static int render_printable(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if ((c < 0x20 && c != '\t') || c >= 0x7f) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int render_extra_header(buf_t *tail, const char *h, char *err, size_t errlen)
+{
+    const char *colon = strchr(h, ':');
+    size_t len = strlen(h), name_len = colon ? (size_t)(colon - h) : 0;
+    if (!colon || name_len == 0 || len > 998 || !render_printable(h, len)) {
+        snprintf(err, errlen, "extra header: \"Name: value\", printable ASCII, at most 998 octets");
+        return -1;
+    }
+    for (size_t i = 0; i < name_len; i++) {
+        if (h[i] <= ' ') {
+            snprintf(err, errlen, "extra header: bad field name");
+            return -1;
+        }
+    }
+    for (size_t i = 0; render_own_headers[i]; i++) {
+        if (strlen(render_own_headers[i]) == name_len &&
+            strncasecmp(h, render_own_headers[i], name_len) == 0) {
+            snprintf(err, errlen, "extra header: %.*s is written by the renderer", (int)name_len,
+                     h);
+            return -1;
+        }
+    }
+    buf_append(tail, h, len);
+    buf_append(tail, "\r\n", 2);
+    return 0;
+}
+
+static int render_compile_headers(struct render_template *t, const struct render_spec *spec,
+                                  char *err, size_t errlen)
+{
+    const char *why = spec->from_addr ? render_address_problem(spec->from_addr) : "missing";
+    if (why) {
+        snprintf(err, errlen, "from_addr: %s", why);
+        return -1;
+    }
+    t->from_domain = strdup(strrchr(spec->from_addr, '@') + 1);
+    const char *name = spec->from_name ? spec->from_name : "";
+    if (!render_utf8_ok(name, strlen(name)) || render_has_line_break(name, strlen(name))) {
+        snprintf(err, errlen, "from_name: not one line of UTF-8 text");
+        return -1;
+    }
+    struct render_hdr h;
+    render_hdr_start(&h, &t->from_line, "From");
+    render_hdr_mailbox(&h, name, strlen(name), spec->from_addr);
+    render_hdr_end(&h);
+    if (spec->feedback_id) {
+        size_t n = strlen(spec->feedback_id);
+        if (n == 0 || n > RENDER_RAW_WORD_MAX || !render_printable(spec->feedback_id, n)) {
+            snprintf(err, errlen, "feedback_id: printable ASCII, at most 900 octets");
+            return -1;
+        }
+        buf_appendf(&t->tail, "Feedback-ID: %s\r\n", spec->feedback_id);
+    }
+    for (size_t i = 0; spec->extra_headers && spec->extra_headers[i]; i++) {
+        if (render_extra_header(&t->tail, spec->extra_headers[i], err, errlen) < 0) {
+            return -1;
+        }
+    }
+    if (spec->fixed_message_id) {
+        size_t n = strlen(spec->fixed_message_id);
+        if (n < 5 || n > RENDER_RAW_WORD_MAX || spec->fixed_message_id[0] != '<' ||
+            spec->fixed_message_id[n - 1] != '>' || !render_printable(spec->fixed_message_id, n)) {
+            snprintf(err, errlen, "fixed_message_id: \"<id@domain>\"");
+            return -1;
+        }
+        t->fixed_message_id = strdup(spec->fixed_message_id);
+    }
+    return 0;
+}
+
+static int render_compile_templates(struct render_template *t, const struct render_spec *spec,
+                                    char *err, size_t errlen)
+{
+    if (!spec->subject) {
+        snprintf(err, errlen, "subject: missing");
+        return -1;
+    }
+    if (!spec->text && !spec->html) {
+        snprintf(err, errlen, "text, html: a message needs one of them");
+        return -1;
+    }
+    if (render_tpl_compile(&t->subject, spec->subject, "subject", 1, err, errlen) < 0 ||
+        (spec->to_name &&
+         render_tpl_compile(&t->to_name, spec->to_name, "to_name", 1, err, errlen) < 0) ||
+        (spec->text && render_tpl_compile(&t->text, spec->text, "text", 0, err, errlen) < 0) ||
+        (spec->html && render_tpl_compile(&t->html, spec->html, "html", 0, err, errlen) < 0)) {
+        return -1;
+    }
+    if (spec->list_unsubscribe) {
+        const char *u = spec->list_unsubscribe;
+        t->one_click = strncasecmp(u, "https://", 8) == 0;
+        if (!t->one_click && strncasecmp(u, "mailto:", 7) != 0) {
+            snprintf(err, errlen, "list_unsubscribe: must start with https:// or mailto:");
+            return -1;
+        }
+        if (render_tpl_compile(&t->unsubscribe, u, "list_unsubscribe", 1, err, errlen) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+struct render_template *render_compile(const struct render_spec *spec, char *err, size_t errlen)
+{
+    struct render_template *t = calloc(1, sizeof *t);
+    if (!t) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    t->fixed_date = spec->fixed_date;
+    if (render_compile_headers(t, spec, err, errlen) < 0 ||
+        render_compile_templates(t, spec, err, errlen) < 0) {
+        render_free(t);
+        return NULL;
+    }
+    if (spec->dkim) {
+        char why[200];
+        t->dkim = dkim_signer_new(spec->dkim, why, sizeof why);
+        if (!t->dkim) {
+            snprintf(err, errlen, "dkim: %s", why);
+            render_free(t);
+            return NULL;
+        }
+    }
+    return t;
+}
+
+void render_free(struct render_template *t)
+{
+    if (!t) {
+        return;
+    }
+    buf_free(&t->from_line);
+    buf_free(&t->tail);
+    free(t->from_domain);
+    free(t->fixed_message_id);
+    render_tpl_free(&t->to_name);
+    render_tpl_free(&t->subject);
+    render_tpl_free(&t->text);
+    render_tpl_free(&t->html);
+    render_tpl_free(&t->unsubscribe);
+    dkim_signer_free(t->dkim);
+    free(t);
+}
+
+/* ---------------------------------------------------------------- per recipient */
+
+static int render_headers(struct render_call *c, buf_t *out, time_t now)
+{
+    const struct render_template *t = c->t;
+    buf_t *field = &c->s->field;
+    struct render_hdr h;
+    buf_append(out, buf_data(&t->from_line), buf_len(&t->from_line));
+
+    buf_reset(field);
+    if (t->to_name.src && render_expand(c, &t->to_name, RENDER_CTX_HEADER, "To", field) < 0) {
+        return -1;
+    }
+    render_hdr_start(&h, out, "To");
+    render_hdr_mailbox(&h, buf_data(field), buf_len(field), c->rcpt);
+    render_hdr_end(&h);
+
+    buf_reset(field);
+    if (render_expand(c, &t->subject, RENDER_CTX_HEADER, "Subject", field) < 0) {
+        return -1;
+    }
+    render_hdr_start(&h, out, "Subject");
+    render_hdr_text(&h, buf_data(field), buf_len(field));
+    render_hdr_end(&h);
+
+    render_date(out, now);
+    render_message_id(t, out, now);
+    buf_append_str(out, "MIME-Version: 1.0\r\n");
+    if (t->unsubscribe.src) {
+        buf_reset(field);
+        if (render_expand(c, &t->unsubscribe, RENDER_CTX_HEADER, "List-Unsubscribe", field) < 0) {
+            return -1;
+        }
+        const char *u = buf_data(field);
+        size_t un = buf_len(field);
+        for (size_t i = 0; i < un; i++) {
+            if ((unsigned char)u[i] <= ' ' || (unsigned char)u[i] >= 0x7f || strchr("<>\"", u[i])) {
+                snprintf(c->err, c->errlen,
+                         "List-Unsubscribe: the merged URL has a space, a "
+                         "control or non-ASCII octet, or one of <>\"");
+                return -1;
+            }
+        }
+        if (un > RENDER_RAW_WORD_MAX) {
+            snprintf(c->err, c->errlen, "List-Unsubscribe: the merged URL is over 900 octets");
+            return -1;
+        }
+        buf_appendf(out, "List-Unsubscribe: <%.*s>\r\n", (int)un, u);
+        if (t->one_click) {
+            buf_append_str(out, "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n");
+        }
+    }
+    buf_append(out, buf_data(&t->tail), buf_len(&t->tail));
+    return 0;
+}
+
+/* Merge and normalize one body part into part; info describes it. */
+static int render_body_part(struct render_call *c, const struct render_tpl *tpl,
+                            enum render_ctx ctx, const char *what, buf_t *part,
+                            struct render_body_info *info)
+{
+    buf_t *merged = &c->s->merged;
+    buf_reset(merged);
+    buf_reset(part);
+    if (render_expand(c, tpl, ctx, what, merged) < 0) {
+        return -1;
+    }
+    render_normalize(buf_data(merged), buf_len(merged), part, info);
+    return 0;
+}
+
+static int render_body(struct render_call *c, buf_t *out)
+{
+    const struct render_template *t = c->t;
+    struct render_scratch *s = c->s;
+    struct render_body_info text_info, html_info;
+    if ((t->text.src &&
+         render_body_part(c, &t->text, RENDER_CTX_TEXT, "text", &s->part[0], &text_info) < 0) ||
+        (t->html.src &&
+         render_body_part(c, &t->html, RENDER_CTX_HTML, "html", &s->part[1], &html_info) < 0)) {
+        return -1;
+    }
+    if (!t->html.src) {
+        render_write_part(out, "plain", &s->part[0], &text_info, 0);
+    } else if (!t->text.src) {
+        render_write_part(out, "html", &s->part[1], &html_info, 0);
+    } else {
+        buf_append_str(out, "Content-Type: multipart/alternative; boundary=\"" RENDER_BOUNDARY
+                            "\"\r\n\r\n--" RENDER_BOUNDARY "\r\n");
+        render_write_part(out, "plain", &s->part[0], &text_info, 1);
+        buf_append_str(out, "--" RENDER_BOUNDARY "\r\n");
+        render_write_part(out, "html", &s->part[1], &html_info, 1);
+        buf_append_str(out, "--" RENDER_BOUNDARY "--\r\n");
+    }
+    return 0;
+}
+
+static int render_run(struct render_call *c, buf_t *out)
+{
+    const struct render_template *t = c->t;
+    const char *why = c->rcpt ? render_address_problem(c->rcpt) : "missing";
+    if (why) {
+        snprintf(c->err, c->errlen, "recipient address: %s", why);
+        return -1;
+    }
+    time_t now = t->fixed_date ? t->fixed_date : time(NULL);
+    buf_t *dst = out;
+    if (t->dkim) {
+        dst = &c->s->message;
+        buf_reset(dst);
+    }
+    size_t start = buf_len(dst);
+    if (render_headers(c, dst, now) < 0 || render_body(c, dst) < 0) {
+        render_truncate(dst, start);
+        return -1;
+    }
+    if (t->dkim) {
+        if (dkim_sign(t->dkim, buf_data(dst), buf_len(dst), now, out, c->err, c->errlen) < 0) {
+            return -1;
+        }
+        buf_append(out, buf_data(dst), buf_len(dst));
+    }
+    return 0;
+}
+
+int render_message(const struct render_template *t, const char *rcpt,
+                   const struct render_vars *vars, struct render_scratch *scratch, buf_t *out,
+                   char *err, size_t errlen)
+{
+    struct render_scratch local;
+    if (!scratch) {
+        render_scratch_init(&local);
+    }
+    struct render_call c = {t, rcpt, vars, scratch ? scratch : &local, err, errlen};
+    int rc = render_run(&c, out);
+    if (!scratch) {
+        render_scratch_free(&local);
+    }
+    return rc;
+}
+
+/* ---------------------------------------------------------------- variables, scratch */
+
+static int render_json_lookup(void *ctx, const char *name, buf_t *value)
+{
+    const json_t *v = json_object_get(ctx, name);
+    switch (v ? json_typeof(v) : JSON_NULL) {
+    case JSON_STRING:
+        buf_append(value, json_string_value(v), json_string_length(v));
+        return 1;
+    case JSON_INTEGER:
+        buf_appendf(value, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+        return 1;
+    case JSON_REAL:
+        buf_appendf(value, "%.15g", json_real_value(v));
+        return 1;
+    case JSON_TRUE:
+        buf_append_str(value, "true");
+        return 1;
+    case JSON_FALSE:
+        buf_append_str(value, "false");
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+void render_vars_json(struct render_vars *vars, const json_t *object)
+{
+    vars->lookup = render_json_lookup;
+    vars->ctx = (void *)object;
+}
+
+void render_scratch_init(struct render_scratch *s)
+{
+    buf_init(&s->value);
+    buf_init(&s->field);
+    buf_init(&s->merged);
+    buf_init(&s->part[0]);
+    buf_init(&s->part[1]);
+    buf_init(&s->message);
+}
+
+void render_scratch_free(struct render_scratch *s)
+{
+    buf_free(&s->value);
+    buf_free(&s->field);
+    buf_free(&s->merged);
+    buf_free(&s->part[0]);
+    buf_free(&s->part[1]);
+    buf_free(&s->message);
+}

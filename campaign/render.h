@@ -1,0 +1,97 @@
+/*
+ * render - one RFC 5322 message per recipient from a campaign's templates
+ *
+ * A campaign's templates (subject, text, HTML, recipient display name,
+ * List-Unsubscribe URL) are compiled once into segments; per recipient,
+ * render_message merges the recipient's variables and writes the whole
+ * message (CRLF line endings, no line over 998 octets): From, To,
+ * Subject, Date, Message-ID, MIME-Version, List-Unsubscribe (+ One-Click
+ * Post), Feedback-ID, the campaign's extra headers, then a text/plain,
+ * text/html or multipart/alternative body in utf-8 with a transfer
+ * encoding chosen by content (7bit, quoted-printable, base64), and a
+ * DKIM-Signature in front when the campaign signs.
+ *
+ * Merge fields: {{name}} or {{name|default}} (spaces around either are
+ * ignored; names are letters, digits, '_', '-', '.'). The default is used
+ * when the variable is missing, null or empty; a field without a default
+ * is then empty. {{email}} is the recipient address unless the variables
+ * define it. Values are HTML-escaped in the HTML part (defaults too).
+ *
+ * Exports: render_compile, render_free, render_message, render_vars_json,
+ * render_scratch_init, render_scratch_free.
+ * Diagnostics: render_compile and render_message return a reason in err;
+ * a recipient whose message cannot be rendered (a merge value with CR or
+ * LF bound for a header, invalid UTF-8, a bad address) is the caller's to
+ * mark `invalid`.
+ */
+#ifndef RINGMAIL_RENDER_H
+#define RINGMAIL_RENDER_H
+
+#include <stddef.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "engine/buf.h"
+#include "campaign/dkim.h"
+
+/* Per campaign. Strings are copied by render_compile. */
+struct render_spec {
+    const char *from_addr; /* news@example.com (required, ASCII) */
+    const char *from_name; /* display name, UTF-8; NULL: none */
+    const char *to_name;   /* template of the recipient's display name; NULL: none */
+    const char *subject;   /* template (required) */
+    const char *text;      /* template of the text/plain part; NULL: none */
+    const char *html;      /* template of the text/html part; NULL: none (one is required) */
+    const char
+        *list_unsubscribe;   /* template: "https://..." (adds One-Click Post) or "mailto:..." */
+    const char *feedback_id; /* constant Feedback-ID value; NULL: none */
+    const char *const *extra_headers; /* NULL-terminated constant "Name: value" lines (ASCII) */
+    const struct dkim_spec *dkim;     /* sign with this key; NULL: unsigned */
+    /* Tests: a fixed clock (Date and DKIM t=) and a fixed Message-ID ("<...@...>"). */
+    time_t fixed_date;            /* 0: the clock */
+    const char *fixed_message_id; /* NULL: "<20 random hex.unix time@from domain>" */
+};
+
+struct render_template;
+
+/* Where merge variables come from. lookup appends the value of name to
+ * value and returns 1, or returns 0 when the recipient has no such variable. */
+struct render_vars {
+    int (*lookup)(void *ctx, const char *name, buf_t *value);
+    void *ctx;
+};
+
+/* Variables from a JSON object (the recipient's jsonb column): strings as
+ * they are, integers and reals in decimal, true/false; null, arrays and
+ * objects count as missing. The object is borrowed. */
+void render_vars_json(struct render_vars *vars, const json_t *object);
+
+/* Reusable working memory for render_message: one per worker thread. */
+struct render_scratch {
+    buf_t value;   /* one merge value */
+    buf_t field;   /* one merged header value */
+    buf_t merged;  /* one merged body part */
+    buf_t part[2]; /* text and HTML, line endings normalized */
+    buf_t message; /* the message before its signature */
+};
+
+void render_scratch_init(struct render_scratch *s);
+void render_scratch_free(struct render_scratch *s);
+
+/* NULL with a reason in err (a template syntax error, a bad address or
+ * header, an unreadable DKIM key). */
+struct render_template *render_compile(const struct render_spec *spec, char *err, size_t errlen);
+void render_free(struct render_template *t);
+
+/*
+ * Append the message for rcpt to out. vars may be NULL (no variables);
+ * scratch may be NULL (temporary memory, freed before returning). Returns
+ * 0, or -1 with a reason in err and out as it was. The template is only
+ * read: threads may share it, each with its own scratch.
+ */
+int render_message(const struct render_template *t, const char *rcpt,
+                   const struct render_vars *vars, struct render_scratch *scratch, buf_t *out,
+                   char *err, size_t errlen);
+
+#endif
