@@ -16,8 +16,8 @@ CC     ?= gcc
 WERROR ?= -Werror
 
 # libpq pulls in OpenSSL 3 (libssl.so.3), which exports the same SSL_*
-# names as BoringSSL: campaign/pq.c loads it with dlmopen into a namespace
-# of its own. Only its headers are needed at build time.
+# names as BoringSSL: it comes last in the link, and connections never use
+# libpq's TLS (see campaign/pq.h).
 
 # BoringSSL from Debian's android-libboringssl-dev. Its headers must come
 # before /usr/include so <openssl/ssl.h> is never OpenSSL 3's.
@@ -28,16 +28,13 @@ CPPFLAGS += -I$(BSSL_INC) -I. -I/usr/include/postgresql -D_GNU_SOURCE
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=gnu11 -Wall -Wextra $(WERROR) -MMD -MP
 LDLIBS   := -L$(BSSL_LIB) -Wl,-rpath,$(BSSL_LIB) -lssl -lcrypto -luring -lcares \
-            -lidn2 -ljansson -linih -lresolv -lm
+            -lidn2 -ljansson -linih -lresolv -lm -lpq
 
 # jemalloc is the process allocator. Sanitizer and valgrind builds use
 # their own allocator instead (JEMALLOC=0): jemalloc and valgrind's malloc
 # replacement do not mix.
 JEMALLOC ?= 1
 ifeq ($(SAN),1)
-# ASan cannot follow a second libc namespace: link libpq directly (see campaign/pq.h).
-CPPFLAGS += -DRINGMAIL_PQ_DIRECT
-LDLIBS  += -lpq
 CFLAGS  += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS += -fsanitize=address,undefined
 JEMALLOC := 0

@@ -104,7 +104,38 @@ PGconn *db_connect(const char *url, char *err, size_t errlen)
     if (pq_load(err, errlen) < 0) {
         return NULL;
     }
-    PGconn *c = pq.PQconnectdb(url);
+    /* libpq's TLS cannot run beside BoringSSL (pq.h): refuse a URL that
+     * requires it rather than silently connecting in the clear. */
+    char *perr = NULL;
+    PQconninfoOption *opts = pq.PQconninfoParse(url, &perr);
+    if (!opts) {
+        snprintf(err, errlen, "bad connection string: %s", perr ? perr : "out of memory");
+        if (perr) {
+            pq.PQfreemem(perr);
+        }
+        return NULL;
+    }
+    const char *bad = NULL;
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        if (o->val && strcmp(o->keyword, "sslmode") == 0 && strcmp(o->val, "disable") != 0 &&
+            strcmp(o->val, "allow") != 0 && strcmp(o->val, "prefer") != 0) {
+            bad = o->val;
+        }
+    }
+    if (bad) {
+        snprintf(err, errlen,
+                 "sslmode=%s: this build cannot use TLS to PostgreSQL (libpq's OpenSSL 3 and "
+                 "the engine's BoringSSL clash); connect over a Unix socket or localhost, or "
+                 "through a TLS tunnel (stunnel, an SSH forward)",
+                 bad);
+        pq.PQconninfoFree(opts);
+        return NULL;
+    }
+    pq.PQconninfoFree(opts);
+    /* dbname carries the whole URL (expand_dbname); later keywords win. */
+    const char *const keys[] = {"dbname", "sslmode", "gssencmode", NULL};
+    const char *const vals[] = {url, "disable", "disable", NULL};
+    PGconn *c = pq.PQconnectdbParams(keys, vals, 1);
     if (!c || pq.PQstatus(c) != CONNECTION_OK) {
         snprintf(err, errlen, "cannot connect to PostgreSQL: %s",
                  c ? pq.PQerrorMessage(c) : "out of memory");

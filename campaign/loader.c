@@ -158,65 +158,154 @@ static int loader_load_campaign(struct loader *l, char *err, size_t errlen)
     return 0;
 }
 
-/* The ids this node marked "body going out" before it last stopped, as a
- * PostgreSQL array literal. */
-static void loader_journal_ids(struct loader *l, buf_t *out)
+/* One recipient this node still holds `claimed` at start, and what its
+ * journal says about it. */
+struct loader_held {
+    int64_t id;
+    int data;                    /* "D": its body was going out */
+    int has_result;              /* "R": its outcome was known before the stop */
+    struct loader_result result; /* the last one */
+};
+
+static int loader_held_cmp(const void *a, const void *b)
 {
-    buf_append_str(out, "{");
-    FILE *f = fopen(l->journal_path, "r");
-    if (f) {
-        char line[64];
-        int first = 1;
-        while (fgets(line, sizeof line, f)) {
-            char *end;
-            long long id = strtoll(line, &end, 10);
-            if (end != line && (*end == '\n' || *end == '\0')) {
-                buf_appendf(out, "%s%lld", first ? "" : ",", id);
-                first = 0;
-            }
-        }
-        fclose(f);
-    }
-    buf_append_str(out, "}");
-    buf_append(out, "", 1); /* NUL: handed to libpq as a string */
+    int64_t x = ((const struct loader_held *)a)->id, y = ((const struct loader_held *)b)->id;
+    return x < y ? -1 : x > y;
 }
 
+/* Read the journal into the held set: "D id" and
+ * "R id attempt final retry_s code outcome state reason". */
+static void loader_journal_read(struct loader *l, struct loader_held *held, size_t n)
+{
+    FILE *f = fopen(l->journal_path, "r");
+    if (!f) {
+        return;
+    }
+    char line[256];
+    while (fgets(line, sizeof line, f)) {
+        struct loader_held key = {0};
+        long long id;
+        if (line[0] == 'D' && sscanf(line, "D %lld", &id) == 1) {
+            key.id = id;
+            struct loader_held *h = bsearch(&key, held, n, sizeof *held, loader_held_cmp);
+            if (h) {
+                h->data = 1;
+            }
+            continue;
+        }
+        struct loader_result r;
+        memset(&r, 0, sizeof r);
+        unsigned attempt;
+        int final, code;
+        double retry;
+        if (line[0] == 'R' && sscanf(line, "R %lld %u %d %lf %d %15s %15s %47s", &id, &attempt,
+                                     &final, &retry, &code, r.outcome, r.state, r.reason) == 8) {
+            key.id = id;
+            struct loader_held *h = bsearch(&key, held, n, sizeof *held, loader_held_cmp);
+            if (h) {
+                r.recipient_id = id;
+                r.attempt = attempt;
+                r.final = final;
+                r.retry_in_s = retry;
+                r.code = code;
+                r.connect_ms = r.tls_ms = r.transaction_ms = -1;
+                snprintf(r.text, sizeof r.text,
+                         "outcome recovered from the crash journal of node %s", l->node);
+                h->has_result = 1;
+                h->result = r;
+            }
+        }
+    }
+    fclose(f);
+}
+
+static int loader_write(struct loader *l, const struct loader_result *res, size_t n, char *err,
+                        size_t errlen);
+
+/*
+ * After a stop of this node (clean or kill -9): every recipient it still
+ * holds is settled from its journal. An outcome the journal has is written
+ * as it was; a body that was going out with no outcome is `ambiguous`
+ * (or queued again with --resend-ambiguous); anything else was never
+ * attempted and goes back to `queued`.
+ */
 static int loader_recover(struct loader *l, char *err, size_t errlen)
 {
-    buf_t ids;
-    buf_init(&ids);
-    loader_journal_ids(l, &ids);
     char id[32];
     snprintf(id, sizeof id, "%" PRId64, l->o.campaign);
-    const char *p[] = {id, l->node, buf_data(&ids), l->o.resend_ambiguous ? "t" : "f"};
-    PGresult *r = loader_query(
-        l,
-        "UPDATE ringmail.recipient SET"
-        " state = CASE WHEN id = ANY($3::bigint[]) AND NOT $4::boolean THEN 'ambiguous'"
-        "   ELSE 'queued' END,"
-        " reason = CASE WHEN id = ANY($3::bigint[]) AND NOT $4::boolean"
-        "   THEN 'DATA was in flight when node ' || $2 || ' stopped' ELSE reason END,"
-        " lease_owner = NULL, lease_expires_at = NULL, updated_at = now()"
-        " WHERE campaign_id = $1 AND state = 'claimed' AND lease_owner = $2 RETURNING state",
-        4, p, PGRES_TUPLES_OK, err, errlen);
-    buf_free(&ids);
+    const char *p[] = {id, l->node};
+    PGresult *r = loader_query(l,
+                               "SELECT id FROM ringmail.recipient WHERE campaign_id = $1"
+                               " AND state = 'claimed' AND lease_owner = $2 ORDER BY id",
+                               2, p, PGRES_TUPLES_OK, err, errlen);
     if (!r) {
         return -1;
     }
-    for (int i = 0; i < pq.PQntuples(r); i++) {
-        if (strcmp(pq.PQgetvalue(r, i, 0), "ambiguous") == 0) {
-            l->st.recovered_ambiguous++;
-        } else {
-            l->st.recovered_queued++;
-        }
+    size_t n = (size_t)pq.PQntuples(r);
+    struct loader_held *held = calloc(n ? n : 1, sizeof *held);
+    if (!held) {
+        abort();
+    }
+    for (size_t i = 0; i < n; i++) {
+        held[i].id = strtoll(pq.PQgetvalue(r, (int)i, 0), NULL, 10);
     }
     pq.PQclear(r);
+    loader_journal_read(l, held, n);
+    struct loader_result *known = calloc(n ? n : 1, sizeof *known);
+    buf_t amb;
+    buf_init(&amb);
+    buf_append_str(&amb, "{");
+    size_t nknown = 0, namb = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (held[i].has_result) {
+            known[nknown++] = held[i].result;
+        } else if (held[i].data) {
+            buf_appendf(&amb, "%s%lld", namb++ ? "," : "", (long long)held[i].id);
+        }
+    }
+    buf_append(&amb, "}", 2); /* with the NUL */
+    free(held);
+    int rc = 0;
+    if (nknown > 0 && loader_write(l, known, nknown, err, errlen) < 0) {
+        rc = -1;
+    }
+    free(known);
+    if (rc == 0) {
+        l->st.recovered_results += nknown;
+        const char *p2[] = {id, l->node, buf_data(&amb), l->o.resend_ambiguous ? "t" : "f"};
+        r = loader_query(
+            l,
+            "UPDATE ringmail.recipient SET"
+            " state = CASE WHEN id = ANY($3::bigint[]) AND NOT $4::boolean THEN 'ambiguous'"
+            "   ELSE 'queued' END,"
+            " reason = CASE WHEN id = ANY($3::bigint[]) AND NOT $4::boolean"
+            "   THEN 'DATA was in flight when node ' || $2 || ' stopped' ELSE reason END,"
+            " lease_owner = NULL, lease_expires_at = NULL, updated_at = now()"
+            " WHERE campaign_id = $1 AND state = 'claimed' AND lease_owner = $2 RETURNING state",
+            4, p2, PGRES_TUPLES_OK, err, errlen);
+        if (!r) {
+            rc = -1;
+        } else {
+            for (int i = 0; i < pq.PQntuples(r); i++) {
+                if (strcmp(pq.PQgetvalue(r, i, 0), "ambiguous") == 0) {
+                    l->st.recovered_ambiguous++;
+                } else {
+                    l->st.recovered_queued++;
+                }
+            }
+            pq.PQclear(r);
+        }
+    }
+    buf_free(&amb);
+    if (rc < 0) {
+        return -1;
+    }
     if (l->o.resend_ambiguous) {
-        const char *p2[] = {id};
+        const char *p3[] = {id};
         r = loader_query(l,
                          "UPDATE ringmail.recipient SET state = 'queued', updated_at = now()"
                          " WHERE campaign_id = $1 AND state = 'ambiguous'",
-                         1, p2, PGRES_COMMAND_OK, err, errlen);
+                         1, p3, PGRES_COMMAND_OK, err, errlen);
         if (!r) {
             return -1;
         }
@@ -409,7 +498,9 @@ static int loader_flush(struct loader *l, char *err, size_t errlen)
         if (!all) {
             abort();
         }
-        memcpy(all + n, l->res, l->nres * sizeof *all);
+        if (l->nres > 0) {
+            memcpy(all + n, l->res, l->nres * sizeof *all);
+        }
         free(l->res);
         l->res = all;
         l->nres = l->res_cap = cap;
@@ -644,6 +735,8 @@ static void *loader_run(void *arg)
 
 /* ---- the loop's side ---- */
 
+static void loader_journal_write(struct loader *l, const char *line, int n);
+
 struct loader *loader_start(const struct loader_options *o, char *err, size_t errlen)
 {
     struct loader *l = calloc(1, sizeof *l);
@@ -786,9 +879,11 @@ size_t loader_take(struct loader *l, struct loader_rcpt *out, size_t max)
 {
     pthread_mutex_lock(&l->mu);
     size_t n = l->nready < max ? l->nready : max;
-    memcpy(out, l->ready, n * sizeof *out);
-    memmove(l->ready, l->ready + n, (l->nready - n) * sizeof *out);
-    l->nready -= n;
+    if (n > 0) {
+        memcpy(out, l->ready, n * sizeof *out);
+        memmove(l->ready, l->ready + n, (l->nready - n) * sizeof *out);
+        l->nready -= n;
+    }
     pthread_mutex_unlock(&l->mu);
     uint64_t v;
     ssize_t r = read(l->efd, &v, sizeof v); /* drain; more signals come with more rows */
@@ -811,6 +906,11 @@ void loader_want(struct loader *l, size_t n)
 
 void loader_result(struct loader *l, const struct loader_result *r)
 {
+    char line[200];
+    int n = snprintf(line, sizeof line, "R %" PRId64 " %u %d %.3f %d %s %s %s\n", r->recipient_id,
+                     r->attempt, r->final, r->retry_in_s, r->code, r->outcome[0] ? r->outcome : "-",
+                     r->state[0] ? r->state : "-", r->reason[0] ? r->reason : "-");
+    loader_journal_write(l, line, n < (int)sizeof line ? n : (int)sizeof line - 1);
     pthread_mutex_lock(&l->mu);
     if (l->nres == l->res_cap) {
         l->res_cap = l->res_cap ? l->res_cap * 2 : 1024;
@@ -857,12 +957,17 @@ const struct loader_campaign *loader_campaign(const struct loader *l)
     return &l->camp;
 }
 
-void loader_journal_mark(struct loader *l, int64_t id)
+static void loader_journal_write(struct loader *l, const char *line, int n)
 {
-    char line[32];
-    int n = snprintf(line, sizeof line, "%" PRId64 "\n", id);
-    /* One write per message, straight to the kernel: a kill -9 loses nothing. */
+    /* One write per line, straight to the kernel: a kill -9 loses nothing. */
     if (write(l->journal_fd, line, (size_t)n) != n) {
         fprintf(stderr, "ringmail: journal %s: %s\n", l->journal_path, strerror(errno));
     }
+}
+
+void loader_journal_mark(struct loader *l, int64_t id)
+{
+    char line[40];
+    int n = snprintf(line, sizeof line, "D %" PRId64 "\n", id);
+    loader_journal_write(l, line, n);
 }

@@ -86,7 +86,7 @@ struct loader_options {
 
 struct loader_stats {
     uint64_t claimed, written, flushes, db_errors, reconnects;
-    uint64_t recovered_queued, recovered_ambiguous;
+    uint64_t recovered_queued, recovered_ambiguous, recovered_results;
     uint64_t suppressed; /* found on the suppression list at claim time */
     size_t backlog;
     int db_up;

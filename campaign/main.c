@@ -12,7 +12,10 @@
 
 #include "bench/sink.h"
 #include "campaign/blast.h"
+#include "campaign/campaign_cmd.h"
 #include "campaign/db.h"
+#include "campaign/import.h"
+#include "campaign/report.h"
 #include "campaign/resolve.h"
 #include "campaign/send.h"
 
@@ -24,6 +27,9 @@ static void main_usage(FILE *f)
                "  send    deliver to a recipient list: MX routing, per-ISP throttles, retries\n"
                "          (ringmail send --help)\n"
                "  db      create or upgrade the PostgreSQL schema (ringmail db migrate --db URL)\n"
+               "  campaign   create or list campaigns (ringmail campaign --help)\n"
+               "  recipients import a campaign's recipients (ringmail recipients --help)\n"
+               "  report  a campaign's outcomes, TLS and throughput (ringmail report --help)\n"
                "  blast   deliver generated messages to one SMTP server (ringmail blast --help)\n"
                "  sink    run the io_uring TLS SMTP sink (ringmail sink --help)\n"
                "  resolve show MX order, addresses and ISP of domains (ringmail resolve --help)\n"
@@ -42,6 +48,15 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "db") == 0) {
         return db_main(argc - 1, argv + 1);
+    }
+    if (strcmp(cmd, "campaign") == 0) {
+        return campaign_main(argc - 1, argv + 1);
+    }
+    if (strcmp(cmd, "recipients") == 0) {
+        return import_main(argc - 1, argv + 1);
+    }
+    if (strcmp(cmd, "report") == 0) {
+        return report_main(argc - 1, argv + 1);
     }
     if (strcmp(cmd, "send") == 0) {
         return send_main(argc - 1, argv + 1);

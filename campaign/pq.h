@@ -1,18 +1,21 @@
 /*
- * pq - libpq, kept away from BoringSSL
+ * pq - libpq beside BoringSSL
  *
- * Debian's libpq is linked against OpenSSL 3, and OpenSSL 3 and BoringSSL
- * export the same SSL_* and EVP_* names. Linked into one namespace, libpq's
- * TLS calls land in BoringSSL (measured: sslmode=require aborts with
- * "free(): invalid pointer"). So libpq is loaded with dlmopen(LM_ID_NEWLM)
- * into a link namespace of its own, with its own libssl.so.3, and called
- * through the table below; TLS and SCRAM to PostgreSQL then work (measured:
- * TLSv1.3 + scram-sha-256 beside BoringSSL in one process). Memory from
- * libpq is only ever freed by libpq (PQclear, PQfreemem).
- *
- * ASan cannot follow a second libc namespace (it crashes in libgssapi's
- * constructor), so sanitizer builds (RINGMAIL_PQ_DIRECT) link libpq
- * directly; tests then talk to their private PostgreSQL without TLS.
+ * Debian's libpq is built against OpenSSL 3, whose libssl/libcrypto export
+ * the same SSL_* and EVP_* names as BoringSSL. Measured on this machine:
+ *   - linked into one process, libpq's own TLS (sslmode=require or prefer
+ *     over TCP) crosses into BoringSSL and aborts ("free(): invalid
+ *     pointer"); without TLS it works, SCRAM authentication included, from
+ *     any thread;
+ *   - loaded with dlmopen(LM_ID_NEWLM) into a namespace of its own, TLS and
+ *     SCRAM work from the main thread, but PQconnectdb from a second thread
+ *     crashes inside libpq (the second libc does not know that thread), and
+ *     ASan cannot follow a second namespace at all.
+ * So libpq is linked directly and every connection is made with
+ * sslmode=disable and gssencmode=disable; a URL that asks for TLS is
+ * refused with an explanation (use a Unix socket, localhost, or a TLS
+ * tunnel such as stunnel or an SSH forward). Calls go through the table
+ * below so that another loading strategy stays a one-file change.
  *
  * Exports: pq (the function table), pq_load.
  */
@@ -24,6 +27,9 @@
 
 #define PQ_API(X)                                                                                  \
     X(PQconnectdb)                                                                                 \
+    X(PQconnectdbParams)                                                                           \
+    X(PQconninfoParse)                                                                             \
+    X(PQconninfoFree)                                                                              \
     X(PQstatus)                                                                                    \
     X(PQerrorMessage)                                                                              \
     X(PQfinish)                                                                                    \

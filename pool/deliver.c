@@ -31,6 +31,9 @@
 #define POOL_DOWN_MS 30000 /* an exchanger address that failed is skipped this long */
 #define POOL_MAX_SOURCES CONFIG_SOURCES_MAX
 #define POOL_DEST_BUCKETS 4096
+/* Connections to one destination when its ISP sets no max_connections
+ * (Postfix's default_destination_concurrency_limit). */
+#define POOL_DEST_CONNECTIONS 20
 
 struct pool_conn;
 
@@ -306,6 +309,10 @@ static struct pool_lane *pool_lane_pick(struct pool *p, struct pool_isp *isp, ui
         struct pool_lane *l = &isp->lanes[i < n ? i : 0];
         if (isp->max_connections && l->open >= isp->max_connections) {
             continue;
+        }
+        if (l->waiting) {
+            continue; /* its sessions already wait for message tokens: the rate limits, not
+                         the number of connections */
         }
         if (pool_lane_paused(l, now)) {
             uint64_t at = l->bo.paused_until;
@@ -1113,7 +1120,9 @@ static void pool_pump(struct loop_timer *t)
         /* Until one session to d got ready, one connection at a time: a
          * wrong password or a dead exchanger costs one attempt, not one
          * per waiting message. */
-        while (d->queued > d->nconns && p->open < cap && (d->proven || d->nconns == 0)) {
+        unsigned dcap = d->isp->max_connections ? UINT32_MAX : POOL_DEST_CONNECTIONS;
+        while (d->queued > d->nconns && p->open < cap && d->nconns < dcap &&
+               (d->proven || d->nconns == 0)) {
             long ti = pool_target_pick(d, now);
             if (ti < 0) {
                 break;

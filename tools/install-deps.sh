@@ -14,5 +14,5 @@ $SUDO apt-get install -y -q --no-install-recommends \
     liburing-dev libjemalloc-dev libpq-dev libc-ares-dev libidn2-dev \
     libjansson-dev libinih-dev libcmocka-dev \
     postfix python3 python3-aiosmtpd swaks libnet-ssleay-perl dnsmasq-base iproute2 procps \
-    postgresql postgresql-client python3-dkim \
+    postgresql postgresql-client python3-dkim python3-nacl \
     clang clang-format gnuplot-nox bc bsdutils valgrind

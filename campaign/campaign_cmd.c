@@ -1,0 +1,391 @@
+/*
+ * campaign_cmd - create and list campaigns. See campaign_cmd.h.
+ *
+ * A DKIM key is stored in the campaign row (the senders read it from
+ * there); it is never printed, not even in an error.
+ */
+#include "campaign/campaign_cmd.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "campaign/db.h"
+#include "campaign/import.h"
+#include "engine/buf.h"
+
+const char *const campaign_states[CAMPAIGN_NSTATES] = {
+    "queued", "claimed", "sent",       "deferred",  "bounced",
+    "failed", "invalid", "suppressed", "ambiguous",
+};
+
+#define CAMPAIGN_FILE_MAX (32 * 1024 * 1024)
+
+struct campaign_spec {
+    const char *url, *name, *from, *subject;
+    const char *text_path, *html_path, *list_unsubscribe, *feedback_id;
+    const char *dkim_domain, *dkim_selector, *dkim_key_path;
+};
+
+/* The whole file in out, NUL-terminated. PostgreSQL text cannot hold a NUL
+ * byte, so a file with one is refused here rather than cut short there. */
+static int campaign_read_file(const char *path, buf_t *out, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    size_t got;
+    do {
+        char *w = buf_reserve(out, 65536);
+        got = fread(w, 1, 65536, f);
+        buf_commit(out, got);
+    } while (got == 65536 && buf_len(out) <= CAMPAIGN_FILE_MAX);
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        snprintf(err, errlen, "%s: read error", path);
+        return -1;
+    }
+    if (buf_len(out) > CAMPAIGN_FILE_MAX) {
+        snprintf(err, errlen, "%s: larger than %d MiB", path, CAMPAIGN_FILE_MAX >> 20);
+        return -1;
+    }
+    if (memchr(buf_data(out), '\0', buf_len(out))) {
+        snprintf(err, errlen, "%s: contains a NUL byte (not a text file?)", path);
+        return -1;
+    }
+    buf_append(out, "", 1);
+    return 0;
+}
+
+/* buf_t does not keep a terminating NUL; libpq and printf need one. */
+static const char *campaign_cstr(buf_t *b)
+{
+    *buf_reserve(b, 1) = '\0';
+    return buf_data(b);
+}
+
+/* 1 when every byte of s is in [lo, hi]. */
+static int campaign_bytes_within(const char *s, unsigned char lo, unsigned char hi)
+{
+    for (; *s; s++) {
+        if ((unsigned char)*s < lo || (unsigned char)*s > hi) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* 1 when s is made of letters, digits and the characters of extra only. */
+static int campaign_name_chars(const char *s, const char *extra)
+{
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              strchr(extra, ch))) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* The checks that need no database; NULL, or what is wrong. */
+static const char *campaign_spec_problem(const struct campaign_spec *s)
+{
+    int dkim = !!s->dkim_domain + !!s->dkim_selector + !!s->dkim_key_path;
+    if (!s->url) {
+        return "--db URL is required";
+    }
+    if (!s->name || !*s->name) {
+        return "--name is required";
+    }
+    if (!s->from || !*s->from) {
+        return "--from ADDR is required";
+    }
+    if (!campaign_bytes_within(s->from, 0x21, 0x7e)) {
+        return "--from must be a bare ASCII address (an IDN domain as its A-label), "
+               "without a display name or spaces";
+    }
+    if (!s->subject || !*s->subject) {
+        return "--subject is required";
+    }
+    if (strpbrk(s->subject, "\r\n")) {
+        return "--subject must not contain a line break";
+    }
+    if (!s->text_path && !s->html_path) {
+        return "at least one of --text FILE and --html FILE is required";
+    }
+    if (s->list_unsubscribe && (strpbrk(s->list_unsubscribe, "\r\n") ||
+                                (strncasecmp(s->list_unsubscribe, "https://", 8) != 0 &&
+                                 strncasecmp(s->list_unsubscribe, "mailto:", 7) != 0))) {
+        return "--list-unsubscribe must be an https:// or mailto: URL template on one line";
+    }
+    if (s->feedback_id &&
+        (!*s->feedback_id || !campaign_bytes_within(s->feedback_id, 0x20, 0x7e))) {
+        return "--feedback-id must be printable ASCII";
+    }
+    if (dkim != 0 && dkim != 3) {
+        return "--dkim-domain, --dkim-selector and --dkim-key go together";
+    }
+    if (dkim && (!*s->dkim_domain || !campaign_name_chars(s->dkim_domain, "-."))) {
+        return "--dkim-domain must be a domain name (letters, digits, '-', '.'; an IDN as "
+               "its A-label)";
+    }
+    if (dkim && (!*s->dkim_selector || !campaign_name_chars(s->dkim_selector, "-._"))) {
+        return "--dkim-selector must be letters, digits, '-', '_' or '.'";
+    }
+    return NULL;
+}
+
+/* A PEM private key, by its armour; the signer parses it for real. */
+static int campaign_looks_like_pem_key(const char *pem)
+{
+    const char *begin = strstr(pem, "-----BEGIN ");
+    const char *end = begin ? strstr(begin, "-----END ") : NULL;
+    const char *label = begin ? strstr(begin, "PRIVATE KEY-----") : NULL;
+    return begin && end && label && label < end;
+}
+
+static void campaign_create_usage(FILE *f)
+{
+    fprintf(f,
+            "usage: ringmail campaign create --db URL --name NAME --from ADDR --subject TEMPLATE\n"
+            "           [--text FILE] [--html FILE] [--list-unsubscribe URL_TEMPLATE]\n"
+            "           [--feedback-id ID] [--dkim-domain D --dkim-selector S --dkim-key FILE]\n"
+            "\n"
+            "  At least one of --text and --html (template files, UTF-8). Prints the new\n"
+            "  campaign's id. Templates use {{name}} / {{name|default}} merge fields.\n"
+            "       ringmail campaign list --db URL\n");
+}
+
+static int campaign_create_parse(int argc, char **argv, struct campaign_spec *s)
+{
+    static const struct option longopts[] = {
+        {"db", required_argument, 0, 'd'},
+        {"name", required_argument, 0, 'n'},
+        {"from", required_argument, 0, 'f'},
+        {"subject", required_argument, 0, 's'},
+        {"text", required_argument, 0, 't'},
+        {"html", required_argument, 0, 'H'},
+        {"list-unsubscribe", required_argument, 0, 'u'},
+        {"feedback-id", required_argument, 0, 'i'},
+        {"dkim-domain", required_argument, 0, 'D'},
+        {"dkim-selector", required_argument, 0, 'S'},
+        {"dkim-key", required_argument, 0, 'k'},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    const char **dest[128] = {0};
+    dest['d'] = &s->url, dest['n'] = &s->name, dest['f'] = &s->from, dest['s'] = &s->subject;
+    dest['t'] = &s->text_path, dest['H'] = &s->html_path, dest['u'] = &s->list_unsubscribe;
+    dest['i'] = &s->feedback_id, dest['D'] = &s->dkim_domain, dest['S'] = &s->dkim_selector;
+    dest['k'] = &s->dkim_key_path;
+    int ch;
+    optind = 1;
+    while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        if (ch == 'h') {
+            campaign_create_usage(stdout);
+            return 0;
+        }
+        if (ch <= 0 || ch >= 128 || !dest[ch]) {
+            campaign_create_usage(stderr);
+            return 2;
+        }
+        *dest[ch] = optarg;
+    }
+    const char *problem = optind < argc ? "unexpected argument" : campaign_spec_problem(s);
+    if (problem) {
+        fprintf(stderr, "ringmail campaign create: %s\n", problem);
+        return 2;
+    }
+    return -1;
+}
+
+/* Bodies and key read from their files: [0] text, [1] html, [2] key. */
+static int campaign_read_files(const struct campaign_spec *s, buf_t files[3])
+{
+    const char *paths[3] = {s->text_path, s->html_path, s->dkim_key_path};
+    char err[512];
+    for (int i = 0; i < 3; i++) {
+        if (paths[i] && campaign_read_file(paths[i], &files[i], err, sizeof err) < 0) {
+            fprintf(stderr, "ringmail campaign create: %s\n", err);
+            return 2;
+        }
+    }
+    if (s->dkim_key_path && !campaign_looks_like_pem_key(buf_data(&files[2]))) {
+        fprintf(stderr, "ringmail campaign create: --dkim-key %s: not a PEM private key\n",
+                s->dkim_key_path);
+        return 2;
+    }
+    return 0;
+}
+
+static int campaign_insert(PGconn *c, const struct campaign_spec *s, buf_t files[3])
+{
+    const char *values[10] = {
+        s->name,
+        s->from,
+        s->subject,
+        s->text_path ? buf_data(&files[0]) : NULL,
+        s->html_path ? buf_data(&files[1]) : NULL,
+        s->list_unsubscribe,
+        s->feedback_id,
+        s->dkim_domain,
+        s->dkim_selector,
+        s->dkim_key_path ? buf_data(&files[2]) : NULL,
+    };
+    PGresult *r = pq.PQexecParams(
+        c,
+        "INSERT INTO ringmail.campaign (name, mail_from, subject, text_body, html_body,"
+        " list_unsubscribe, feedback_id, dkim_domain, dkim_selector, dkim_key)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+        10, NULL, values, NULL, NULL, 0);
+    if (!r || pq.PQresultStatus(r) != PGRES_TUPLES_OK || pq.PQntuples(r) != 1) {
+        const char *m = r ? pq.PQresultErrorMessage(r) : pq.PQerrorMessage(c);
+        fprintf(stderr, "ringmail campaign create: %.*s\n", (int)strcspn(m, "\n"), m);
+        pq.PQclear(r);
+        return 1;
+    }
+    printf("%s\n", pq.PQgetvalue(r, 0, 0));
+    pq.PQclear(r);
+    return 0;
+}
+
+static int campaign_create(int argc, char **argv)
+{
+    struct campaign_spec s = {0};
+    int rc = campaign_create_parse(argc, argv, &s);
+    if (rc >= 0) {
+        return rc;
+    }
+    buf_t files[3] = {BUF_INIT, BUF_INIT, BUF_INIT};
+    rc = campaign_read_files(&s, files);
+    char err[1024];
+    PGconn *c = NULL;
+    if (rc == 0 && !(c = db_connect(s.url, err, sizeof err))) {
+        fprintf(stderr, "ringmail campaign create: %s\n", err);
+        rc = 1;
+    }
+    if (rc == 0 && db_exec(c, "SET client_encoding = 'UTF8'", err, sizeof err) < 0) {
+        fprintf(stderr, "ringmail campaign create: %s\n", err);
+        rc = 1;
+    }
+    if (rc == 0) {
+        int bad = import_address_problem(c, s.from, err, sizeof err);
+        if (bad != 0) {
+            fprintf(stderr, "ringmail campaign create: %s%s\n", bad > 0 ? "--from: " : "", err);
+            rc = bad > 0 ? 2 : 1;
+        }
+    }
+    if (rc == 0) {
+        rc = campaign_insert(c, &s, files);
+    }
+    if (c) {
+        pq.PQfinish(c);
+    }
+    for (int i = 0; i < 3; i++) {
+        buf_free(&files[i]);
+    }
+    return rc;
+}
+
+/* ---- list ---- */
+
+static int campaign_list(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"db", required_argument, 0, 'd'},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    const char *url = NULL;
+    int ch;
+    optind = 1;
+    while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        if (ch == 'd') {
+            url = optarg;
+        } else {
+            campaign_create_usage(ch == 'h' ? stdout : stderr);
+            return ch == 'h' ? 0 : 2;
+        }
+    }
+    if (!url || optind < argc) {
+        fprintf(stderr, "ringmail campaign list: %s\n",
+                url ? "unexpected argument" : "--db URL is required");
+        return 2;
+    }
+    char err[1024];
+    PGconn *c = db_connect(url, err, sizeof err);
+    if (!c) {
+        fprintf(stderr, "ringmail campaign list: %s\n", err);
+        return 1;
+    }
+    buf_t sql = BUF_INIT;
+    buf_append_str(&sql, "SELECT c.id, c.status, count(r.id)");
+    for (int i = 0; i < CAMPAIGN_NSTATES; i++) {
+        buf_appendf(&sql, ", count(*) FILTER (WHERE r.state = '%s')", campaign_states[i]);
+    }
+    buf_append_str(&sql, ", c.name FROM ringmail.campaign AS c LEFT JOIN ringmail.recipient AS r"
+                         " ON r.campaign_id = c.id GROUP BY c.id ORDER BY c.id");
+    db_exec(c, "SET client_encoding = 'UTF8'", err, sizeof err);
+    PGresult *r = pq.PQexec(c, campaign_cstr(&sql));
+    buf_free(&sql);
+    int rc = 0;
+    if (!r || pq.PQresultStatus(r) != PGRES_TUPLES_OK) {
+        const char *m = r ? pq.PQresultErrorMessage(r) : pq.PQerrorMessage(c);
+        fprintf(stderr, "ringmail campaign list: %.*s\n", (int)strcspn(m, "\n"), m);
+        rc = 1;
+    } else {
+        /* Every column is sized to its widest value; the name goes last, so
+         * wide (CJK) characters in it cannot shift the others. */
+        int ncol = pq.PQnfields(r), width[16] = {0};
+        for (int j = 0; j < ncol && j < 16; j++) {
+            for (int i = 0; i < pq.PQntuples(r); i++) {
+                int w = pq.PQgetlength(r, i, j);
+                width[j] = w > width[j] ? w : width[j];
+            }
+        }
+        const char *title[16] = {"ID", "STATUS", "TOTAL"};
+        static const char *const upper[CAMPAIGN_NSTATES] = {
+            "QUEUED", "CLAIMED", "SENT",       "DEFERRED",  "BOUNCED",
+            "FAILED", "INVALID", "SUPPRESSED", "AMBIGUOUS",
+        };
+        for (int j = 0; j < CAMPAIGN_NSTATES; j++) {
+            title[3 + j] = upper[j];
+        }
+        title[ncol - 1] = "NAME";
+        for (int j = 0; j < ncol; j++) {
+            int w = (int)strlen(title[j]);
+            width[j] = j == ncol - 1 ? 0 : (w > width[j] ? w : width[j]);
+            printf(j == 1 || j == ncol - 1 ? "%-*s%s" : "%*s%s", width[j], title[j],
+                   j == ncol - 1 ? "\n" : "  ");
+        }
+        for (int i = 0; i < pq.PQntuples(r); i++) {
+            for (int j = 0; j < ncol; j++) {
+                printf(j == 1 || j == ncol - 1 ? "%-*s%s" : "%*s%s", width[j],
+                       pq.PQgetvalue(r, i, j), j == ncol - 1 ? "\n" : "  ");
+            }
+        }
+    }
+    pq.PQclear(r);
+    pq.PQfinish(c);
+    return rc;
+}
+
+int campaign_main(int argc, char **argv)
+{
+    if (argc >= 2 && strcmp(argv[1], "create") == 0) {
+        return campaign_create(argc - 1, argv + 1);
+    }
+    if (argc >= 2 && strcmp(argv[1], "list") == 0) {
+        return campaign_list(argc - 1, argv + 1);
+    }
+    int help = argc >= 2 && strcmp(argv[1], "--help") == 0;
+    campaign_create_usage(help ? stdout : stderr);
+    return help ? 0 : 2;
+}

@@ -1,0 +1,26 @@
+/*
+ * campaign_cmd - `ringmail campaign create` and `ringmail campaign list`
+ *
+ * create checks its options before anything is stored: the sender is an
+ * address by the same rules the import applies to recipients, header
+ * values hold no line breaks, at least one body template is given, DKIM
+ * options come all together with a PEM private key, and the template
+ * files are read whole into the campaign row. It prints the new id alone
+ * on stdout, for scripts. list shows every campaign with its recipients
+ * counted by state.
+ *
+ * Exports: campaign_main, campaign_states, CAMPAIGN_NSTATES.
+ * Diagnostics: one line on stderr; exit 2 for bad options or unreadable
+ * files, 1 for a database error.
+ */
+#ifndef RINGMAIL_CAMPAIGN_CMD_H
+#define RINGMAIL_CAMPAIGN_CMD_H
+
+/* The recipient states of the schema, in the order a campaign moves through them. */
+#define CAMPAIGN_NSTATES 9
+extern const char *const campaign_states[CAMPAIGN_NSTATES];
+
+/* `ringmail campaign create|list ...` */
+int campaign_main(int argc, char **argv);
+
+#endif
