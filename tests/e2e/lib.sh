@@ -330,7 +330,7 @@ keyUsage = critical,digitalSignature
 extendedKeyUsage = serverAuth
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
-subjectAltName = DNS:localhost,DNS:sink.test,DNS:mx.test,IP:127.0.0.1
+subjectAltName = DNS:localhost,DNS:sink.test,DNS:mx.test,IP:127.0.0.1,IP:127.0.0.81,IP:127.0.0.82,IP:127.0.0.83,IP:127.0.0.84,IP:127.0.0.85
 [wrong_ext]
 basicConstraints = critical,CA:FALSE
 keyUsage = critical,digitalSignature
@@ -343,7 +343,7 @@ subjectAltName = DNS:other.test
 basicConstraints = critical,CA:TRUE
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
-subjectAltName = DNS:localhost,DNS:sink.test,DNS:mx.test,IP:127.0.0.1
+subjectAltName = DNS:localhost,DNS:sink.test,DNS:mx.test,IP:127.0.0.1,IP:127.0.0.81,IP:127.0.0.82,IP:127.0.0.83,IP:127.0.0.84,IP:127.0.0.85
 CNF
     for k in ca server selfsigned expired wrongname; do
         openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out $k.key &&
