@@ -25,6 +25,7 @@ PORT=$(free_port)
 sink() { # IP NAME ARGS...
     local ip=$1 name=$2
     shift 2
+    [ -n "${DEMO_CLEAN:-}" ] && set -- # DEMO_CLEAN=1: every sink accepts everything (benchmarks)
     "$RM" sink --listen "$ip:$PORT" --tls-cert "$CERTS/server.pem" --tls-key "$CERTS/server.key" \
         --threads 1 --hostname "mx.$name.test" --stats "$E2E_TMP/$name.json" "$@" >/dev/null 2>&1 &
     e2e_cleanup "kill $!"

@@ -34,6 +34,10 @@
 /* Connections to one destination when its ISP sets no max_connections
  * (Postfix's default_destination_concurrency_limit). */
 #define POOL_DEST_CONNECTIONS 20
+/* An idle session waits this long for its destination's next message
+ * before it says QUIT: a queue that empties for a moment (messages still
+ * being claimed or rendered) does not cost a new connection and handshake. */
+#define POOL_LINGER_MS 2000
 
 struct pool_conn;
 
@@ -83,9 +87,10 @@ struct pool_dest {
     struct pool_msg *head, *tail;
     size_t queued;
     unsigned nconns;
-    int skip_starttls;       /* opportunistic: the handshake failed here once */
-    int proven;              /* a session got ready: more than one connection may open */
-    const char *server_name; /* route/relay: SNI override (points into pool) */
+    int skip_starttls;           /* opportunistic: the handshake failed here once */
+    struct pool_conn *lingering; /* idle sessions waiting for a message here */
+    int proven;                  /* a session got ready: more than one connection may open */
+    const char *server_name;     /* route/relay: SNI override (points into pool) */
     int is_relay;
     char fatal_reason[SMTP_REASON_MAX]; /* AUTH refused: fail every message */
     char fatal_text[SMTP_TEXT_MAX + 32];
@@ -112,6 +117,10 @@ struct pool_conn {
     int transacted; /* some message got a reply on this connection */
     int waiting;
     struct pool_conn *wnext;
+    int lingering;           /* idle, waiting for its destination's next message */
+    int linger_over;         /* lingered its time: the next empty queue means QUIT */
+    struct pool_conn *lnext; /* destination's lingering list */
+    struct loop_timer linger;
     struct pool_conn *next, *prev; /* all connections */
 };
 
@@ -148,6 +157,7 @@ struct pool {
 };
 
 static void pool_kick(struct pool *p);
+static void pool_wake_lingering(struct pool_dest *d);
 static void pool_settle(struct pool *p, struct pool_msg *m, struct pool_conn *c,
                         enum smtp_outcome o, const char *reason, int code, const char *enhanced,
                         const char *text, int data_in_flight);
@@ -406,6 +416,7 @@ static void pool_enqueue(struct pool *p, struct pool_dest *d, struct pool_msg *m
         d->isp->queued++;
     }
     pool_active_add(p, d);
+    pool_wake_lingering(d);
 }
 
 static struct pool_msg *pool_dequeue(struct pool *p, struct pool_dest *d)
@@ -816,6 +827,45 @@ static void pool_count_tls(struct pool_conn *c)
     }
 }
 
+static void pool_unlinger(struct pool_conn *c)
+{
+    if (!c->lingering) {
+        return;
+    }
+    struct pool_conn **pp = &c->dest->lingering;
+    while (*pp && *pp != c) {
+        pp = &(*pp)->lnext;
+    }
+    if (*pp) {
+        *pp = c->lnext;
+    }
+    c->lingering = 0;
+    c->lnext = NULL;
+    loop_timer_cancel(c->pool->loop, &c->linger);
+}
+
+static void pool_linger_over(struct loop_timer *t)
+{
+    struct pool_conn *c = t->owner;
+    pool_unlinger(c);
+    c->linger_over = 1;
+    if (c->conn) {
+        client_conn_resume(c->conn); /* nothing came: QUIT */
+    }
+}
+
+/* A message arrived for d: wake one lingering session. */
+static void pool_wake_lingering(struct pool_dest *d)
+{
+    struct pool_conn *c = d->lingering;
+    if (c) {
+        pool_unlinger(c);
+        if (c->conn) {
+            client_conn_resume(c->conn);
+        }
+    }
+}
+
 static struct smtp_message *pool_next_message(void *owner)
 {
     struct pool_conn *c = owner;
@@ -827,6 +877,14 @@ static struct smtp_message *pool_next_message(void *owner)
         d->proven = 1; /* the first ready session: now the pool may open the rest */
         pool_kick(p);
     }
+    if (!p->stopped && !d->head && !d->fatal_reason[0] && !c->linger_over) {
+        c->lingering = 1;
+        c->lnext = d->lingering;
+        d->lingering = c;
+        loop_timer_set(p->loop, &c->linger, POOL_LINGER_MS);
+        return SMTP_MESSAGE_WAIT;
+    }
+    c->linger_over = 0;
     if (p->stopped || !d->head || d->fatal_reason[0]) {
         return NULL;
     }
@@ -976,6 +1034,7 @@ static void pool_conn_closed(void *owner, struct client_conn *conn)
     struct pool *p = c->pool;
     (void)conn;
     pool_conn_unwait(c);
+    pool_unlinger(c);
     if (c->msg) {
         /* Cannot happen: the machine settles every message before on_closed. */
         pool_enqueue(p, c->dest, c->msg, 1);
@@ -1074,6 +1133,7 @@ static void pool_conn_open(struct pool *p, struct pool_dest *d, struct pool_lane
     cfg->smtp.timeout_data_done_ms = tmo ? (unsigned)tmo : 60000;
     cfg->timeout_connect_ms = tmo ? (unsigned)tmo : 10000;
     cfg->timeout_tls_ms = tmo ? (unsigned)tmo : 30000;
+    loop_timer_init(&c->linger, pool_linger_over, c);
     c->conn = client_conn_new(p->loop, cfg, &pool_ops, pool_conn_closed, c);
     if (!c->conn) {
         fprintf(stderr, "ringmail: out of memory opening a connection\n");
@@ -1300,7 +1360,10 @@ void pool_stop(struct pool *p)
             pool_lane_wake(&l->timer);
         }
     }
-    for (struct pool_conn *c = p->conns; c; c = c->next) {
+    struct pool_conn *next;
+    for (struct pool_conn *c = p->conns; c; c = next) {
+        next = c->next; /* resuming may close c */
+        pool_unlinger(c);
         if (c->conn && client_conn_idle(c->conn)) {
             client_conn_resume(c->conn);
         }
