@@ -129,6 +129,34 @@ check_grep "one: merge fields rendered (sink kept no body; the subject is checke
 stop_sink a
 stop_sink b
 
+# ============================================================ 1b. injection, ambiguous resend
+start_sink a 127.0.0.71
+start_sink b 127.0.0.72
+C5=$(psql_q "INSERT INTO ringmail.campaign (name, mail_from, subject, text_body)
+    VALUES ('inj', 'news@sender.test', 'Hi {{first_name}}', 'Body') RETURNING id")
+psql_q "INSERT INTO ringmail.recipient (campaign_id, address, vars, state, reason) VALUES
+    ($C5, 'evil@a.test', jsonb_build_object('first_name', E'Eve\r\nBcc: all@b.test'), 'queued', NULL),
+    ($C5, 'fine@a.test', '{\"first_name\": \"Fay\"}', 'queued', NULL),
+    ($C5, 'again@b.test', '{}', 'ambiguous', 'DATA was in flight when node x stopped')" >/dev/null
+"$RM" send --db "$PG_URL" --campaign "$C5" --config "$E2E_TMP/c.conf" --node n5 \
+    --journal "$E2E_TMP/n5.journal" --json >"$E2E_TMP/inj.json" 2>"$E2E_TMP/inj.err"
+check_eq "injection: exit 0" 0 "$?"
+check_eq "injection: CR/LF bound for a header makes the recipient invalid" "invalid" \
+    "$(psql_q "SELECT state FROM ringmail.recipient WHERE campaign_id = $C5 AND address = 'evil@a.test'")"
+check_grep "injection: the reason names the header injection" 'CR or LF' \
+    <(psql_q "SELECT text FROM (SELECT reply AS text FROM ringmail.delivery d JOIN ringmail.recipient r ON r.id = d.recipient_id WHERE r.address = 'evil@a.test' AND d.campaign_id = $C5) x")
+check_eq "injection: nothing was sent for it" 0 "$(grep -c 'evil@a.test\|all@b.test' "${SINK_STATS[a]}")"
+check_eq "injection: the other recipient was sent" "sent" \
+    "$(psql_q "SELECT state FROM ringmail.recipient WHERE campaign_id = $C5 AND address = 'fine@a.test'")"
+check_eq "ambiguous: left alone without --resend-ambiguous" "ambiguous" \
+    "$(psql_q "SELECT state FROM ringmail.recipient WHERE campaign_id = $C5 AND address = 'again@b.test'")"
+"$RM" send --db "$PG_URL" --campaign "$C5" --config "$E2E_TMP/c.conf" --node n5 \
+    --journal "$E2E_TMP/n5.journal" --resend-ambiguous --json >/dev/null 2>"$E2E_TMP/inj2.err"
+check_eq "ambiguous: --resend-ambiguous sends it" "sent" \
+    "$(psql_q "SELECT state FROM ringmail.recipient WHERE campaign_id = $C5 AND address = 'again@b.test'")"
+stop_sink a
+stop_sink b
+
 # Scenarios 2-4 run at a bounded rate so that there is time to interfere.
 sed -e 's/^max_connections = 4$/max_connections = 4\nmsg_rate = 700\/s/' "$E2E_TMP/c.conf" >"$E2E_TMP/slow.conf"
 
