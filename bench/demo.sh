@@ -109,8 +109,14 @@ awk -v n="$COUNT" 'BEGIN {
 "$RM" recipients import --db "$PG_URL" --campaign "$CID" --csv "$E2E_TMP/recipients.csv"
 
 echo "== sending (STARTTLS, certificates verified against the test CA)"
-"$RM" send --db "$PG_URL" --campaign "$CID" --config "$E2E_TMP/ringmail.conf" \
-    --ca "$CERTS/ca.pem" --node demo --journal "$E2E_TMP/demo.journal" ${SEND_ARGS:-}
+if [ -n "${DEMO_JSON:-}" ]; then # benchmarks: the send summary as JSON in that file
+    "$RM" send --db "$PG_URL" --campaign "$CID" --config "$E2E_TMP/ringmail.conf" \
+        --ca "$CERTS/ca.pem" --node demo --journal "$E2E_TMP/demo.journal" --json \
+        ${SEND_ARGS:-} >"$DEMO_JSON"
+else
+    "$RM" send --db "$PG_URL" --campaign "$CID" --config "$E2E_TMP/ringmail.conf" \
+        --ca "$CERTS/ca.pem" --node demo --journal "$E2E_TMP/demo.journal" ${SEND_ARGS:-}
+fi
 
 echo "== report"
 "$RM" report --db "$PG_URL" --campaign "$CID"

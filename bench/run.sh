@@ -70,3 +70,18 @@ rss=$(field "$OUT/sessions.1.json" peak_rss_kb)
 printf '%-34s peak rss %s KB = %.1f KB/session (accepted %s, sink peak concurrent %s)\n' \
     "3. 10,000 TLS sessions" "$rss" "$(echo "$rss / 10000" | bc -l)" \
     "$(field "$OUT/sessions.1.json" accepted)" "$(field "$OUT/sessions.sink.json" peak_concurrent)"
+
+# 4. a campaign from PostgreSQL (make demo's setup, every sink accepting):
+# end-to-end messages/s beside blast's, and peak RSS at two sizes (memory
+# must not grow with the campaign). CAMPAIGN_SIZES="100000 1000000" by default.
+for n in ${CAMPAIGN_SIZES:-100000 1000000}; do
+    DEMO_CLEAN=1 COUNT=$n DEMO_JSON="$OUT/campaign-$n.json" bench/demo.sh "$BUILD" >"$OUT/campaign-$n.log" 2>&1
+    /usr/bin/python3 - "$OUT/campaign-$n.json" "$n" "$(med throughput msgs_per_s)" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1])); n = int(sys.argv[2]); blast = float(sys.argv[3])
+rate = d["accepted"] / d["wall_s"]
+print("%-34s %8.0f msgs/s (%.0f%% of blast)  %5.1f us cpu/msg  claims %.0f/s  results %.0f/s  peak rss %d KB"
+      % ("4. campaign %d from PostgreSQL" % n, rate, 100 * rate / blast, d["cpu_s"] * 1e6 / max(1, d["accepted"]),
+         d["db"]["claimed"] / d["wall_s"], d["db"]["written"] / d["wall_s"], d["peak_rss_kb"]))
+PY
+done
