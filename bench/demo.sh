@@ -28,7 +28,7 @@ sink() { # IP NAME ARGS...
     [ -n "${DEMO_CLEAN:-}" ] && set -- # DEMO_CLEAN=1: every sink accepts everything (benchmarks)
     "$RM" sink --listen "$ip:$PORT" --tls-cert "$CERTS/server.pem" --tls-key "$CERTS/server.key" \
         --threads 1 --hostname "mx.$name.test" --stats "$E2E_TMP/$name.json" "$@" >/dev/null 2>&1 &
-    e2e_cleanup "kill $!"
+    e2e_cleanup "kill $!; wait $! 2>/dev/null"
     wait_port "$ip" "$PORT" 10
 }
 sink 127.0.0.81 gmail --defer-pct 2 --reject-pct 1 \
