@@ -91,16 +91,24 @@ print(len(bad))
 PY
 }
 
-# ============================================================ 1. one process
+# ============================================================ 1. one process, MX from dnsmasq
+DNS_PORT=$(free_port)
+e2e_bg dnsmasq dnsmasq --keep-in-foreground --port="$DNS_PORT" --listen-address=127.0.0.1 \
+    --bind-interfaces --no-resolv --no-hosts --local=/test/ --local-ttl=300 --pid-file= \
+    --mx-host=a.test,mx.a.test,10 --host-record=mx.a.test,127.0.0.71 \
+    --mx-host=b.test,mx.b.test,10 --host-record=mx.b.test,127.0.0.72
+check "dnsmasq serves a.test and b.test" wait_port 127.0.0.1 "$DNS_PORT" 10 "$E2E_BG_PID"
+grep -v '^\[route\|^server' "$E2E_TMP/c.conf" >"$E2E_TMP/mx.conf"
 start_sink a 127.0.0.71 --defer-pct 10 --reject-pct 3 --seed 7
 start_sink b 127.0.0.72
-C1=$(new_campaign one 2000)
+C1=$(new_campaign one 20000)
 psql_q "INSERT INTO ringmail.suppression (address, reason) VALUES ('one3@b.test', 'test')" >/dev/null
 t0=$(now_ms)
-timeout 120 "$RM" send --db "$PG_URL" --campaign "$C1" --config "$E2E_TMP/c.conf" --node n1 \
+timeout 120 "$RM" send --db "$PG_URL" --campaign "$C1" --config "$E2E_TMP/mx.conf" --node n1 \
+    --resolver "127.0.0.1:$DNS_PORT" --mx-port "$SINK_PORT" \
     --journal "$E2E_TMP/n1.journal" --json >"$E2E_TMP/one.json" 2>"$E2E_TMP/one.err"
 rc=$?
-echo "# campaign of 2002 recipients: $(($(now_ms) - t0)) ms"
+echo "# campaign of 20002 recipients through dnsmasq MX: $(($(now_ms) - t0)) ms"
 sleep 0.3
 check_eq "one: exit 0" 0 "$rc"
 check_eq "one: every recipient final" 0 "$(nonfinal "$C1")"
@@ -122,6 +130,8 @@ check_eq "one: one delivery row per attempt" \
 check_eq "one: accepted delivery rows = sink's accepted RCPTs" \
     "$(($(jget "${SINK_STATS[a]}" accepted_rcpts) + $(jget "${SINK_STATS[b]}" accepted_rcpts)))" \
     "$(psql_q "SELECT count(*) FROM ringmail.delivery WHERE campaign_id = $C1 AND outcome = 'accepted'")"
+check_eq "one: routed by MX: accepted rows name mx.a.test / mx.b.test" 0 \
+    "$(psql_q "SELECT count(*) FROM ringmail.delivery WHERE campaign_id = $C1 AND outcome = 'accepted' AND mx NOT IN ('mx.a.test', 'mx.b.test')")"
 check_eq "one: the reply is recorded (250 2.0.0 on accepted rows)" 0 \
     "$(psql_q "SELECT count(*) FROM ringmail.delivery WHERE campaign_id = $C1 AND outcome = 'accepted' AND (code <> 250 OR reply IS NULL OR isp IS NULL OR peer IS NULL)")"
 check_grep "one: merge fields rendered (sink kept no body; the subject is checked by the render tests)" \
