@@ -1254,6 +1254,15 @@ int send_main(int argc, char **argv)
     struct config *cfg = NULL;
     int rc = 2;
     char err[512];
+    /* Before any thread starts (the loader's inherits the mask): the
+     * signals arrive only through the signalfd on the loop. */
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGHUP);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGTERM);
+    sigprocmask(SIG_BLOCK, &mask, NULL);
+    signal(SIGPIPE, SIG_IGN);
     if (send_setup(&s, &cfg) < 0) {
         config_free(cfg);
         goto out;
@@ -1344,13 +1353,6 @@ int send_main(int argc, char **argv)
         fprintf(stderr, "ringmail: WARNING: TLS policy 'opportunistic': mail goes IN PLAINTEXT "
                         "to servers without STARTTLS\n");
     }
-    sigset_t mask;
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGHUP);
-    sigaddset(&mask, SIGINT);
-    sigaddset(&mask, SIGTERM);
-    sigprocmask(SIG_BLOCK, &mask, NULL);
-    signal(SIGPIPE, SIG_IGN);
     s.sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
     if (s.sigfd < 0) {
         perror("ringmail send: signalfd");
@@ -1372,7 +1374,15 @@ int send_main(int argc, char **argv)
     }
     send_report(&s, send_now() - s.t0);
     size_t unsent = pool_pending(s.pool) + (s.nlines - s.next);
-    if (s.interrupted && unsent) {
+    if (s.interrupted && s.loader) {
+        /* Everything in flight finished and is recorded; what was claimed
+         * and not attempted goes back to the queue: a clean stop. */
+        fprintf(stderr,
+                "ringmail send: stopped; %zu claimed recipient%s go back to the queue; run again "
+                "to resume\n",
+                unsent, unsent == 1 ? "" : "s");
+        rc = 0;
+    } else if (s.interrupted && unsent) {
         fprintf(stderr, "ringmail send: interrupted: %zu recipient%s not final\n", unsent,
                 unsent == 1 ? "" : "s");
         rc = 1;

@@ -246,6 +246,33 @@ check_eq "crash: none lost (sent + ambiguous = all 6001)" 6001 \
 stop_sink a
 stop_sink b
 
+# ============================================================ 3b. SIGTERM: a clean stop, then resume
+start_sink a 127.0.0.71
+start_sink b 127.0.0.72
+C6=$(new_campaign term 4000)
+"$RM" send --db "$PG_URL" --campaign "$C6" --config "$E2E_TMP/slow.conf" --node n6 \
+    --journal "$E2E_TMP/n6.journal" --json >"$E2E_TMP/term.json" 2>"$E2E_TMP/term.err" &
+pid=$!
+sleep 1
+kill -TERM "$pid"
+wait "$pid"
+check_eq "sigterm: exit 0" 0 "$?"
+check_grep "sigterm: says it stopped and how to resume" 'stopped; .* run again to resume' "$E2E_TMP/term.err"
+check_eq "sigterm: nothing left claimed" 0 \
+    "$(psql_q "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $C6 AND state = 'claimed'")"
+check_ge "sigterm: part of the campaign is still queued" 1 \
+    "$(psql_q "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $C6 AND state = 'queued'")"
+check_eq "sigterm: nothing ambiguous after a clean stop" 0 \
+    "$(psql_q "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $C6 AND state = 'ambiguous'")"
+"$RM" send --db "$PG_URL" --campaign "$C6" --config "$E2E_TMP/slow.conf" --node n6 \
+    --journal "$E2E_TMP/n6.journal" --json >/dev/null 2>"$E2E_TMP/term2.err"
+sleep 0.3
+check_eq "sigterm: the rerun finishes the campaign" 0 "$(nonfinal "$C6")"
+check_eq "sigterm: sinks saw each recipient exactly once across both runs" 0 \
+    "$(sink_once "$C6" "${SINK_STATS[a]}" "${SINK_STATS[b]}")"
+stop_sink a
+stop_sink b
+
 # ============================================================ 4. PostgreSQL restarted mid-campaign
 start_sink a 127.0.0.71
 start_sink b 127.0.0.72
