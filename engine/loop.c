@@ -25,6 +25,7 @@
 #include <valgrind/memcheck.h>
 #else
 #define VALGRIND_MAKE_MEM_DEFINED(p, n) ((void)(p), (void)(n))
+#define RUNNING_ON_VALGRIND 0
 #endif
 
 struct loop {
@@ -376,4 +377,9 @@ int loop_run(struct loop *loop)
     /* Hand any submissions made during the last dispatch to the kernel. */
     io_uring_submit(&loop->ring);
     return 0;
+}
+
+int loop_under_valgrind(void)
+{
+    return RUNNING_ON_VALGRIND ? 1 : 0;
 }

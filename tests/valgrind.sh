@@ -59,6 +59,37 @@ check "valgrind: send has no definite leak" \
     grep -q "definitely lost: 0 bytes\|no leaks are possible" "$E2E_TMP/valgrind-send.log"
 check "valgrind: send accepted 120, rejected 1, failed 1 (invalid), expired 2" \
     grep -q '"accepted":120,"rejected":1,"failed":1,"expired":2' "$E2E_TMP/send.json"
+
+# A campaign from PostgreSQL under memcheck: the loader thread, rendering,
+# DKIM, results, retries and the suppression list.
+if start_postgres "$E2E_TMP/pg"; then
+    "$BUILD/ringmail" db migrate --db "$PG_URL" >/dev/null
+    openssl genpkey -algorithm ed25519 -out "$E2E_TMP/dkim.pem" 2>/dev/null
+    KEY=$(cat "$E2E_TMP/dkim.pem")
+    CID=$(psql_q "INSERT INTO ringmail.campaign (name, mail_from, subject, text_body, html_body,
+        dkim_domain, dkim_selector, dkim_key) VALUES ('vg', 'news@sender.test',
+        'Hi {{first_name|there}}', 'Text {{first_name}}', '<p>HTML {{first_name}}</p>',
+        'sender.test', 'vg', '$KEY') RETURNING id")
+    psql_q "INSERT INTO ringmail.recipient (campaign_id, address, vars)
+        SELECT $CID, 'user' || g || '@vg.test', jsonb_build_object('first_name', 'Ann ' || g)
+        FROM generate_series(1, 150) g" >/dev/null
+    psql_q "INSERT INTO ringmail.recipient (campaign_id, address) VALUES
+        ($CID, 'tempfail@vg.test'), ($CID, 'permfail@vg.test')" >/dev/null
+    timeout 600 valgrind --error-exitcode=9 --leak-check=full \
+        --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect \
+        "$BUILD/ringmail" send --db "$PG_URL" --campaign "$CID" --config "$E2E_TMP/vg.conf" \
+        --node vg --journal "$E2E_TMP/vg.journal" --json \
+        >"$E2E_TMP/campaign.json" 2>"$E2E_TMP/valgrind-campaign.log"
+    rc=$?
+    tail -12 "$E2E_TMP/valgrind-campaign.log"
+    check_eq "valgrind: campaign send exits 0 with no memcheck error" 0 "$rc"
+    check "valgrind: campaign send has no definite leak" \
+        grep -q "definitely lost: 0 bytes\|no leaks are possible" "$E2E_TMP/valgrind-campaign.log"
+    check_eq "valgrind: campaign: 150 sent, 1 bounced, 1 failed (tempfail expired)" "150 1 1" \
+        "$(psql_q "SELECT count(*) FILTER (WHERE state = 'sent') || ' ' || count(*) FILTER (WHERE state = 'bounced') || ' ' || count(*) FILTER (WHERE state = 'failed') FROM ringmail.recipient WHERE campaign_id = $CID")"
+else
+    check "valgrind: a private PostgreSQL starts" false
+fi
 kill -TERM "$SINK"; wait "$SINK"
 e2e_finish
 echo "$E2E_PASS passed, $E2E_FAIL failed"
