@@ -323,6 +323,15 @@ static void send_record(struct send *s, const char *rcpt, const struct pool_atte
     if (a->rule) {
         json_object_set_new(j, "rule", json_string(a->rule));
     }
+    if (a->connect_ms >= 0) {
+        json_object_set_new(j, "connect_ms", json_integer(a->connect_ms));
+    }
+    if (a->tls_ms >= 0) {
+        json_object_set_new(j, "tls_ms", json_integer(a->tls_ms));
+    }
+    if (a->transaction_ms >= 0) {
+        json_object_set_new(j, "transaction_ms", json_integer(a->transaction_ms));
+    }
     json_object_set_new(j, "data_in_flight", json_boolean(a->data_in_flight));
     char *line = json_dumps(j, JSON_COMPACT | JSON_ENSURE_ASCII);
     fprintf(s->records, "%s\n", line);
@@ -337,6 +346,9 @@ static void send_record_local(struct send *s, const char *rcpt, const char *outc
     struct pool_attempt a = {
         .outcome = SMTP_OUTCOME_FAILED,
         .final = 1,
+        .connect_ms = -1,
+        .tls_ms = -1,
+        .transaction_ms = -1,
         .reason = reason,
         .enhanced = "",
         .text = text,
@@ -516,7 +528,9 @@ static void send_result_db(struct send *s, struct send_msg *m, const struct pool
     send_copy(r.mx, sizeof r.mx, a->mx);
     send_copy(r.peer, sizeof r.peer, a->addr);
     send_copy(r.source, sizeof r.source, a->source);
-    r.connect_ms = r.tls_ms = r.transaction_ms = -1;
+    r.connect_ms = a->connect_ms;
+    r.tls_ms = a->tls_ms;
+    r.transaction_ms = a->transaction_ms;
     if (a->tls) {
         r.tls = 1;
         send_copy(r.tls_version, sizeof r.tls_version, a->tls->version);

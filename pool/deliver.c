@@ -111,6 +111,7 @@ struct pool_conn {
     char session_key[400];
     size_t target;
     struct pool_msg *msg; /* in flight */
+    uint64_t txn_started_ms;
     struct smtp_message sm;
     struct smtp_rcpt rcpt;
     int tls_counted;
@@ -718,6 +719,15 @@ static void pool_settle(struct pool *p, struct pool_msg *m, struct pool_conn *c,
         .attempt = m->attempts,
         .data_in_flight = data_in_flight,
     };
+    a.connect_ms = a.tls_ms = a.transaction_ms = -1;
+    if (c && c->conn) {
+        const struct client_conn_times *tm = client_conn_times(c->conn);
+        a.connect_ms = (int)tm->connect_ms;
+        a.tls_ms = a.tls ? (int)tm->tls_ms : -1;
+        if (c->txn_started_ms) {
+            a.transaction_ms = (int)(loop_clock_ms(p->loop) - c->txn_started_ms);
+        }
+    }
     isp->st.attempts++;
     const struct config_rule *rule = NULL;
     if (code > 0 && (o == SMTP_OUTCOME_DEFERRED || o == SMTP_OUTCOME_REJECTED) && isp->cfg) {
@@ -907,6 +917,7 @@ static struct smtp_message *pool_next_message(void *owner)
     }
     struct pool_msg *m = pool_dequeue(p, d);
     c->msg = m;
+    c->txn_started_ms = loop_clock_ms(p->loop);
     memset(&c->rcpt, 0, sizeof c->rcpt);
     c->rcpt.address = m->rcpt;
     c->sm.mail_from = m->mail_from;

@@ -73,6 +73,8 @@ struct pool_attempt {
     uint64_t retry_in_ms;       /* deferred, not final: when the next attempt is due */
     int data_in_flight;         /* the body went out and no final reply came back */
     const char *rule;           /* the reply rule that matched, or NULL */
+    int connect_ms, tls_ms;     /* of the connection that carried it; -1 without one */
+    int transaction_ms;         /* MAIL to the final reply; -1 when none started */
 };
 
 /* After a final attempt (or any attempt with external_retry) the pool lets

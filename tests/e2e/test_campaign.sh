@@ -132,6 +132,8 @@ check_eq "one: accepted delivery rows = sink's accepted RCPTs" \
     "$(psql_q "SELECT count(*) FROM ringmail.delivery WHERE campaign_id = $C1 AND outcome = 'accepted'")"
 check_eq "one: routed by MX: accepted rows name mx.a.test / mx.b.test" 0 \
     "$(psql_q "SELECT count(*) FROM ringmail.delivery WHERE campaign_id = $C1 AND outcome = 'accepted' AND mx NOT IN ('mx.a.test', 'mx.b.test')")"
+check_eq "one: accepted rows carry connect and transaction times" 0 \
+    "$(psql_q "SELECT count(*) FROM ringmail.delivery WHERE campaign_id = $C1 AND outcome = 'accepted' AND (connect_ms IS NULL OR transaction_ms IS NULL OR transaction_ms < 0)")"
 check_eq "one: the reply is recorded (250 2.0.0 on accepted rows)" 0 \
     "$(psql_q "SELECT count(*) FROM ringmail.delivery WHERE campaign_id = $C1 AND outcome = 'accepted' AND (code <> 250 OR reply IS NULL OR isp IS NULL OR peer IS NULL)")"
 check_grep "one: merge fields rendered (sink kept no body; the subject is checked by the render tests)" \
