@@ -907,6 +907,17 @@ static void send_report(struct send *s, double wall)
     json_decref(j);
 }
 
+/* A message the pool still held when the run stopped: never attempted
+ * (its claim goes back to the queue) or waiting for a retry. */
+static void send_release(void *user, struct pool_msg *pm)
+{
+    (void)user;
+    struct send_msg *m = pm->user;
+    buf_free(&m->body);
+    free(m->rcpt);
+    free(m);
+}
+
 /* ---- options ---- */
 
 static void send_usage(FILE *f)
@@ -1425,6 +1436,9 @@ int send_main(int argc, char **argv)
         rc = 0;
     }
 out:
+    if (s.pool) {
+        pool_release_all(s.pool, send_release);
+    }
     if (s.loader) {
         /* Every result to PostgreSQL (waiting up to a minute for it), then
          * unsent claims go back to the queue. */

@@ -1385,6 +1385,30 @@ void pool_stop(struct pool *p)
     }
 }
 
+void pool_release_all(struct pool *p, void (*release)(void *user, struct pool_msg *m))
+{
+    for (size_t b = 0; b < POOL_DEST_BUCKETS; b++) {
+        for (struct pool_dest *d = p->buckets[b]; d; d = d->hnext) {
+            struct pool_msg *m;
+            while ((m = pool_dequeue(p, d)) != NULL) {
+                p->pending--;
+                release(p->opt.user, m);
+            }
+        }
+    }
+    if (p->relay) {
+        struct pool_msg *m;
+        while ((m = pool_dequeue(p, p->relay)) != NULL) {
+            p->pending--;
+            release(p->opt.user, m);
+        }
+    }
+    while (p->nheap > 0) {
+        p->pending--;
+        release(p->opt.user, pool_heap_pop(p));
+    }
+}
+
 size_t pool_pending(const struct pool *p)
 {
     return p->pending;

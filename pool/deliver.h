@@ -128,6 +128,10 @@ void pool_reload(struct pool *p, struct config *c);
  * timers and DNS stop. Messages not yet final stay with the pool and are
  * counted by pool_pending. */
 void pool_stop(struct pool *p);
+/* After pool_stop and the loop ran idle: hand every message the pool still
+ * holds (queued, or waiting for a retry) back to release, which owns it
+ * from then on. */
+void pool_release_all(struct pool *p, void (*release)(void *user, struct pool_msg *m));
 /* Messages submitted and not final. */
 size_t pool_pending(const struct pool *p);
 /* Messages waiting for a retry. */
