@@ -79,6 +79,52 @@ static const char sink_reply_busy[] = "421 4.7.0 Too many connections";
 static const char sink_reply_unavailable[] = "421 4.3.2 Service not available (sink)";
 static const char sink_reply_timeout[] = "421 4.4.2 Error: timeout exceeded";
 static const char sink_reply_garbage[] = "HTTP/1.1 400 Bad Request\r\n";
+static const char sink_reply_tls_required[] = "530 5.7.0 Must issue a STARTTLS command first";
+
+/* In a profile's replies "{ip}" stands for the client's address. */
+#define SINK_REPLY_IP "{ip}"
+#define SINK_PROFILE_NAME_MAX 64
+#define SINK_PROFILE_FILE_MAX 65536
+
+/* What a provider does, as its sender guidelines document it: the
+ * defaults a --profile or --profile-file sets before the other options. */
+struct sink_profile {
+    char name[SINK_PROFILE_NAME_MAX];
+    int tls_required;                    /* MAIL before STARTTLS gets 530 5.7.0 */
+    int starttls;                        /* STARTTLS offered (with a certificate) */
+    char temp_reply[SINK_REPLY_MAX + 1]; /* tempfail@ and the --defer-pct share */
+    char perm_reply[SINK_REPLY_MAX + 1]; /* permfail@ and the --reject-pct share */
+    unsigned defer_pct, reject_pct, latency_ms, max_conns;
+};
+
+struct sink_profile_builtin {
+    const char *name, *summary;
+    int tls_required, starttls;
+    const char *temp_reply, *perm_reply;
+};
+
+static const struct sink_profile_builtin sink_profiles[] = {
+    {"gmail", "STARTTLS required (530 5.7.0 before it); 421 4.7.28 rate limit; 550 5.1.1", 1, 1,
+     "421 4.7.28 [{ip}] Our system has detected an unusual rate of unsolicited mail originating "
+     "from your IP address. To protect our users from spam, mail sent from your IP address has "
+     "been temporarily rate limited.",
+     "550 5.1.1 The email account that you tried to reach does not exist."},
+    {"outlook", "451 4.7.500 server busy; 550 5.7.1 block list (S3150)", 0, 1,
+     "451 4.7.500 Server busy. Please try again later.",
+     "550 5.7.1 Unfortunately, messages from [{ip}] weren't sent. Please contact your Internet "
+     "service provider since part of their network is on our block list (S3150)."},
+    {"yahoo", "421 4.7.0 [TSS04] deferred; 554 5.7.9 policy", 0, 1,
+     "421 4.7.0 [TSS04] Messages from {ip} temporarily deferred due to unexpected volume or "
+     "user complaints - 4.16.55.1; see https://postmaster.yahooinc.com/error-codes",
+     "554 5.7.9 Message not accepted for policy reasons. See "
+     "https://postmaster.yahooinc.com/error-codes"},
+    {"qq", "451 4.3.0 temporarily rejected; 550 mailbox not found", 0, 1,
+     "451 4.3.0 Mail server temporarily rejected message.",
+     "550 Mailbox not found or access denied"},
+    {"163", "451 4.7.1 RP:TRC try again later; 550 user not found", 0, 1,
+     "451 4.7.1 RP:TRC Try again later", "550 User not found or mailbox unavailable"},
+    {"legacy", "no STARTTLS offered, accepts everything else", 0, 0, NULL, NULL},
+};
 
 enum sink_fault {
     SINK_FAULT_NONE = 0,
@@ -114,6 +160,11 @@ struct sink_config {
     char defer_reply[SINK_REPLY_MAX + 1];  /* --defer-pct share; 4xx */
     char reject_reply[SINK_REPLY_MAX + 1]; /* --reject-pct share; 5xx */
     int defer_closes;                      /* defer_reply is a 421: close after it */
+    char profile[SINK_PROFILE_NAME_MAX];   /* "" without --profile/--profile-file */
+    int tls_required;                      /* MAIL outside TLS gets 530 5.7.0 */
+    char temp_reply[SINK_REPLY_MAX + 1];   /* tempfail@; 4xx */
+    char perm_reply[SINK_REPLY_MAX + 1];   /* permfail@; 5xx */
+    int temp_closes;                       /* temp_reply is a 421: close after it */
 };
 
 enum sink_counter {
@@ -232,8 +283,9 @@ struct sink_worker {
     struct loop_timer snapshot_timer;
     uint64_t rng;
     uint64_t next_conn_id;
-    uint64_t queued; /* queue ids in final replies */
-    char reply[96];  /* the final reply being formatted */
+    uint64_t queued;                     /* queue ids in final replies */
+    char reply[96];                      /* the final reply being formatted */
+    char rcpt_reply[SINK_REPLY_MAX + 1]; /* a RCPT reply with the client address in it */
 };
 
 struct sink {
@@ -451,7 +503,8 @@ static void sink_stats_add(struct sink_stats *into, const struct sink_stats *fro
 }
 
 /* Write atomically (temporary file, then rename), so a reader never sees half. */
-static int sink_stats_write(const char *path, const struct sink_stats *st, long peak, json_t *peers)
+static int sink_stats_write(const char *path, const struct sink_stats *st, long peak, json_t *peers,
+                            const char *profile)
 {
     json_t *root = json_object();
     for (int i = 0; i < SINK_COUNTERS; i++) {
@@ -463,6 +516,9 @@ static int sink_stats_write(const char *path, const struct sink_stats *st, long 
     json_object_set_new(root, "first_accept_ms", json_integer((json_int_t)st->first_accept_ms));
     json_object_set_new(root, "last_accept_ms", json_integer((json_int_t)st->last_accept_ms));
     json_object_set_new(root, "peers", peers);
+    if (profile[0]) {
+        json_object_set_new(root, "profile", json_string(profile));
+    }
     json_object_set(root, "deliveries", st->deliveries);
     char tmp[PATH_MAX];
     int rc = -1;
@@ -509,7 +565,7 @@ static int sink_write_stats(struct sink *sk, int final)
         pthread_mutex_unlock(&w->snapshot_lock);
     }
     int rc = sink_stats_write(sk->cfg.stats_file, &total, atomic_load(&sk->peak),
-                              sink_peers_json(&sk->peers));
+                              sink_peers_json(&sk->peers), sk->cfg.profile);
     json_decref(total.deliveries);
     return rc;
 }
@@ -973,8 +1029,11 @@ static void sink_on_mail(void *user, const char *from, struct smtp_server_decisi
 {
     struct sink_conn *c = user;
     (void)from;
+    const struct sink_config *cfg = &c->w->sink->cfg;
     c->dropping = 0;
-    if (c->w->sink->cfg.fault == SINK_FAULT_STALL) {
+    if (cfg->tls_required && !smtp_server_tls_active(c->smtp)) {
+        d->reply = sink_reply_tls_required;
+    } else if (cfg->fault == SINK_FAULT_STALL) {
         d->verdict = SMTP_SERVER_STALL;
     }
 }
@@ -991,25 +1050,46 @@ static void sink_conn_close_after_reply(struct sink_conn *c, const char *reply)
     sink_conn_session_end(c);
 }
 
+/* A profile's reply names the client as the provider's does: "{ip}"
+ * becomes its address, in the worker's buffer (valid until the hook's
+ * caller returns). A reply that would outgrow an SMTP line stays as it is. */
+static const char *sink_conn_reply(struct sink_conn *c, const char *reply)
+{
+    const char *at = strstr(reply, SINK_REPLY_IP);
+    if (!at) {
+        return reply;
+    }
+    const char *ip = c->peer_stats ? c->peer_stats->address : "unknown";
+    int n = snprintf(c->w->rcpt_reply, sizeof c->w->rcpt_reply, "%.*s%s%s", (int)(at - reply),
+                     reply, ip, at + strlen(SINK_REPLY_IP));
+    return n > 0 && (size_t)n < sizeof c->w->rcpt_reply ? c->w->rcpt_reply : reply;
+}
+
 static void sink_on_rcpt(void *user, const char *rcpt, struct smtp_server_decision *d)
 {
     struct sink_conn *c = user;
     struct sink_worker *w = c->w;
     const struct sink_config *cfg = &w->sink->cfg;
+    int closes = 0;
     if (sink_local_part_is(rcpt, "tempfail")) {
-        d->reply = sink_reply_tempfail;
+        d->reply = cfg->temp_reply;
+        closes = cfg->temp_closes;
     } else if (sink_local_part_is(rcpt, "permfail")) {
-        d->reply = sink_reply_reject;
+        d->reply = cfg->perm_reply;
     } else if (cfg->defer_pct || cfg->reject_pct) {
         unsigned r = sink_percent(w);
         if (r < cfg->defer_pct) {
             d->reply = cfg->defer_reply;
-            if (cfg->defer_closes) {
-                sink_conn_close_after_reply(c, d->reply);
-            }
+            closes = cfg->defer_closes;
         } else if (r < cfg->defer_pct + cfg->reject_pct) {
             d->reply = cfg->reject_reply;
         }
+    }
+    if (d->reply) {
+        d->reply = sink_conn_reply(c, d->reply);
+    }
+    if (closes) {
+        sink_conn_close_after_reply(c, d->reply);
     }
     if (!d->reply) {
         w->stats.n[SINK_ACCEPTED_RCPTS]++;
@@ -1375,6 +1455,8 @@ enum sink_option {
     SINK_OPT_VERBOSE,
     SINK_OPT_DEFER_REPLY,
     SINK_OPT_REJECT_REPLY,
+    SINK_OPT_PROFILE,
+    SINK_OPT_PROFILE_FILE,
     SINK_OPT_HELP,
 };
 
@@ -1404,6 +1486,8 @@ static const struct option sink_options[] = {
     {"verbose", no_argument, NULL, SINK_OPT_VERBOSE},
     {"defer-reply", required_argument, NULL, SINK_OPT_DEFER_REPLY},
     {"reject-reply", required_argument, NULL, SINK_OPT_REJECT_REPLY},
+    {"profile", required_argument, NULL, SINK_OPT_PROFILE},
+    {"profile-file", required_argument, NULL, SINK_OPT_PROFILE_FILE},
     {"help", no_argument, NULL, SINK_OPT_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -1437,8 +1521,17 @@ static void sink_usage(FILE *f)
           "  --seed N                PRNG seed for the percentages (default 1)\n"
           "  --idle-timeout-ms N     close idle connections (default 60000)\n"
           "  --verbose               one line per connection error on stderr\n"
-          "Local parts tempfail@ always get 451 4.7.1, permfail@ always 550 5.1.1.\n",
+          "  --profile NAME          behave like a provider (below); options given override\n"
+          "  --profile-file F        a profile from a JSON file, keys: name,\n"
+          "                          tls_required, starttls (true/false), temp_reply,\n"
+          "                          perm_reply, defer_pct, reject_pct, latency_ms, max_conns\n"
+          "                          (in a reply, {ip} is the client's address)\n"
+          "Local parts tempfail@ always get 451 4.7.1, permfail@ always 550 5.1.1;\n"
+          "with a profile, its temporary and permanent replies. Profiles:\n",
           f);
+    for (size_t i = 0; i < sizeof sink_profiles / sizeof sink_profiles[0]; i++) {
+        fprintf(f, "  %-8s %s\n", sink_profiles[i].name, sink_profiles[i].summary);
+    }
 }
 
 static int sink_parse_uint(const char *text, unsigned long max, unsigned long *out)
@@ -1676,6 +1769,227 @@ static const char *sink_option_hint(int opt)
     }
 }
 
+/* ---- profiles ---- */
+
+static void sink_profile_defaults(struct sink_profile *p, const char *name)
+{
+    memset(p, 0, sizeof *p);
+    snprintf(p->name, sizeof p->name, "%s", name);
+    p->starttls = 1;
+    snprintf(p->temp_reply, sizeof p->temp_reply, "%s", sink_reply_tempfail);
+    snprintf(p->perm_reply, sizeof p->perm_reply, "%s", sink_reply_reject);
+}
+
+static int sink_profile_builtin(const char *name, struct sink_profile *p)
+{
+    for (size_t i = 0; i < sizeof sink_profiles / sizeof sink_profiles[0]; i++) {
+        const struct sink_profile_builtin *b = &sink_profiles[i];
+        if (strcmp(name, b->name) == 0) {
+            sink_profile_defaults(p, b->name);
+            p->tls_required = b->tls_required;
+            p->starttls = b->starttls;
+            if (b->temp_reply) {
+                snprintf(p->temp_reply, sizeof p->temp_reply, "%s", b->temp_reply);
+            }
+            if (b->perm_reply) {
+                snprintf(p->perm_reply, sizeof p->perm_reply, "%s", b->perm_reply);
+            }
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static int sink_parse_bool(const char *text, int *out)
+{
+    static const char *const words[] = {"false", "true", "no", "yes", "off", "on", "0", "1"};
+    for (size_t i = 0; i < sizeof words / sizeof words[0]; i++) {
+        if (strcasecmp(text, words[i]) == 0) {
+            *out = (int)(i % 2);
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* One key of a profile file. NULL when it is set, else what was wrong. */
+static const char *sink_profile_set(struct sink_profile *p, const char *key, const char *value)
+{
+    const struct {
+        const char *key;
+        unsigned long max;
+        unsigned *field;
+    } numbers[] = {{"defer_pct", 100, &p->defer_pct},
+                   {"reject_pct", 100, &p->reject_pct},
+                   {"latency_ms", UINT_MAX, &p->latency_ms},
+                   {"max_conns", UINT_MAX, &p->max_conns}};
+    unsigned long v;
+    for (size_t i = 0; i < sizeof numbers / sizeof numbers[0]; i++) {
+        if (strcmp(key, numbers[i].key) == 0) {
+            if (sink_parse_uint(value, numbers[i].max, &v) < 0) {
+                return numbers[i].max == 100 ? "want a whole number 0..100"
+                                             : "want a non-negative whole number";
+            }
+            *numbers[i].field = (unsigned)v;
+            return NULL;
+        }
+    }
+    if (strcmp(key, "name") == 0) {
+        size_t n = strlen(value);
+        for (size_t i = 0; i < n; i++) {
+            if ((unsigned char)value[i] <= 0x20 || value[i] == 0x7f) {
+                return "want a name without spaces or control characters";
+            }
+        }
+        if (n == 0 || n >= sizeof p->name) {
+            return "want a name of 1 to 63 characters";
+        }
+        memcpy(p->name, value, n + 1);
+        return NULL;
+    }
+    if (strcmp(key, "tls_required") == 0 || strcmp(key, "starttls") == 0) {
+        int *field = key[0] == 't' ? &p->tls_required : &p->starttls;
+        return sink_parse_bool(value, field) < 0 ? "want true or false" : NULL;
+    }
+    if (strcmp(key, "temp_reply") == 0) {
+        return sink_parse_reply(value, '4', p->temp_reply, sizeof p->temp_reply) < 0
+                   ? "want \"4xx TEXT\", one line of at most 510 characters"
+                   : NULL;
+    }
+    if (strcmp(key, "perm_reply") == 0) {
+        return sink_parse_reply(value, '5', p->perm_reply, sizeof p->perm_reply) < 0
+                   ? "want \"5xx TEXT\", one line of at most 510 characters"
+                   : NULL;
+    }
+    return "unknown key (name, tls_required, starttls, temp_reply, perm_reply, defer_pct, "
+           "reject_pct, latency_ms, max_conns)";
+}
+
+/* JSON: one object of strings, booleans and integers. */
+static int sink_profile_json(struct sink_profile *p, const char *text, size_t len, char *err,
+                             size_t errlen)
+{
+    json_error_t jerr;
+    json_t *root = json_loadb(text, len, 0, &jerr);
+    if (!root || !json_is_object(root)) {
+        if (root) {
+            snprintf(err, errlen, "want a JSON object");
+        } else {
+            snprintf(err, errlen, "line %d: %s", jerr.line, jerr.text);
+        }
+        json_decref(root);
+        return -1;
+    }
+    const char *key;
+    json_t *value;
+    const char *why = NULL;
+    json_object_foreach(root, key, value)
+    {
+        char number[32];
+        const char *text_value = number;
+        if (json_is_string(value)) {
+            text_value = json_string_value(value);
+        } else if (json_is_boolean(value)) {
+            text_value = json_is_true(value) ? "true" : "false";
+        } else if (json_is_integer(value)) {
+            snprintf(number, sizeof number, "%" JSON_INTEGER_FORMAT, json_integer_value(value));
+        } else {
+            why = "want a string, a boolean or an integer";
+        }
+        if (why || (why = sink_profile_set(p, key, text_value)) != NULL) {
+            snprintf(err, errlen, "key \"%s\": %s", key, why);
+            break;
+        }
+    }
+    json_decref(root);
+    return why ? -1 : 0;
+}
+
+/* A JSON object (read with jansson) over p's defaults. */
+static int sink_profile_load(struct sink_profile *p, const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, errlen, "%s", strerror(errno));
+        return -1;
+    }
+    char *text = malloc(SINK_PROFILE_FILE_MAX + 1);
+    size_t len = text ? fread(text, 1, SINK_PROFILE_FILE_MAX + 1, f) : 0;
+    int failed = ferror(f);
+    fclose(f);
+    int rc = -1;
+    if (!text || failed) {
+        snprintf(err, errlen, "cannot read it");
+    } else if (len > SINK_PROFILE_FILE_MAX) {
+        snprintf(err, errlen, "larger than %d bytes", SINK_PROFILE_FILE_MAX);
+    } else if (memchr(text, '\0', len)) {
+        snprintf(err, errlen, "not a text file");
+    } else {
+        text[len] = '\0';
+        const char *first = text + strspn(text, " \t\r\n");
+        if (*first == '{') {
+            rc = sink_profile_json(p, text, len, err, errlen);
+        } else {
+            snprintf(err, errlen, "not a JSON object (a profile file is JSON: {\"name\": ...})");
+        }
+    }
+    free(text);
+    return rc;
+}
+
+static void sink_profile_apply(struct sink_config *cfg, const struct sink_profile *p)
+{
+    snprintf(cfg->profile, sizeof cfg->profile, "%s", p->name);
+    cfg->tls_required = p->tls_required;
+    cfg->no_starttls = !p->starttls;
+    memcpy(cfg->temp_reply, p->temp_reply, sizeof cfg->temp_reply);
+    memcpy(cfg->perm_reply, p->perm_reply, sizeof cfg->perm_reply);
+    memcpy(cfg->defer_reply, p->temp_reply, sizeof cfg->defer_reply);
+    memcpy(cfg->reject_reply, p->perm_reply, sizeof cfg->reject_reply);
+    cfg->defer_pct = p->defer_pct;
+    cfg->reject_pct = p->reject_pct;
+    cfg->latency_ms = p->latency_ms;
+    cfg->max_conns = p->max_conns;
+}
+
+/* The first pass over the options: --profile, then --profile-file over it,
+ * become the defaults the other options override. Returns 0, or 2. */
+static int sink_parse_profile(struct sink_config *cfg, int argc, char **argv)
+{
+    const char *name = NULL, *file = NULL;
+    int opt;
+    opterr = 0; /* the second pass reports bad options */
+    optind = 0;
+    while ((opt = getopt_long(argc, argv, "", sink_options, NULL)) != -1) {
+        if (opt == SINK_OPT_PROFILE) {
+            name = optarg;
+        } else if (opt == SINK_OPT_PROFILE_FILE) {
+            file = optarg;
+        }
+    }
+    opterr = 1;
+    if (!name && !file) {
+        return 0;
+    }
+    struct sink_profile p;
+    sink_profile_defaults(&p, "file");
+    if (name && sink_profile_builtin(name, &p) < 0) {
+        fprintf(stderr, "sink: unknown --profile %s (want", name);
+        for (size_t i = 0; i < sizeof sink_profiles / sizeof sink_profiles[0]; i++) {
+            fprintf(stderr, " %s", sink_profiles[i].name);
+        }
+        fputs(")\n", stderr);
+        return 2;
+    }
+    char err[256];
+    if (file && sink_profile_load(&p, file, err, sizeof err) < 0) {
+        fprintf(stderr, "sink: bad --profile-file %s: %s\n", file, err);
+        return 2;
+    }
+    sink_profile_apply(cfg, &p);
+    return 0;
+}
+
 /* Returns 0 to run, -1 after --help, 2 on a usage error. */
 static int sink_parse_args(struct sink_config *cfg, int argc, char **argv)
 {
@@ -1683,12 +1997,21 @@ static int sink_parse_args(struct sink_config *cfg, int argc, char **argv)
     cfg->idle_timeout_ms = 60000;
     snprintf(cfg->defer_reply, sizeof cfg->defer_reply, "%s", sink_reply_defer);
     snprintf(cfg->reject_reply, sizeof cfg->reject_reply, "%s", sink_reply_reject);
+    snprintf(cfg->temp_reply, sizeof cfg->temp_reply, "%s", sink_reply_tempfail);
+    snprintf(cfg->perm_reply, sizeof cfg->perm_reply, "%s", sink_reply_reject);
+    int rc = sink_parse_profile(cfg, argc, argv);
+    if (rc != 0) {
+        return rc;
+    }
     optind = 0; /* campaign/main may have run getopt already */
     int opt;
     while ((opt = getopt_long(argc, argv, "", sink_options, NULL)) != -1) {
         if (opt == SINK_OPT_HELP) {
             sink_usage(stdout);
             return -1;
+        }
+        if (opt == SINK_OPT_PROFILE || opt == SINK_OPT_PROFILE_FILE) {
+            continue; /* the first pass took them */
         }
         if (opt == '?' || sink_parse_option(cfg, opt, optarg) < 0) {
             if (opt != '?') {
@@ -1735,6 +2058,14 @@ static int sink_check_config(struct sink_config *cfg)
         cfg->idle_timeout_ms = 60000;
     }
     cfg->defer_closes = strncmp(cfg->defer_reply, "421", 3) == 0;
+    cfg->temp_closes = strncmp(cfg->temp_reply, "421", 3) == 0;
+    if (cfg->tls_required && (!cfg->cert_file || (cfg->no_starttls && !cfg->implicit_tls))) {
+        fprintf(stderr,
+                "sink: profile %s requires TLS: it needs --tls-cert and --tls-key, and "
+                "STARTTLS offered or --implicit-tls\n",
+                cfg->profile);
+        return -1;
+    }
     if (!cfg->hostname[0] && gethostname(cfg->hostname, sizeof cfg->hostname - 1) != 0) {
         snprintf(cfg->hostname, sizeof cfg->hostname, "ringmail-sink");
     }

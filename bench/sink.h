@@ -13,13 +13,19 @@
  * --stats-interval-ms, with the most messages on one session, the wall
  * clock of the first and last accepted message (a delivered rate), and per
  * client address its sessions, their peak at once and its messages.
+ * --profile NAME (gmail, outlook, yahoo, qq, 163, legacy) or --profile-file
+ * (INI or JSON) behave like a provider: STARTTLS required or not offered,
+ * its temporary and permanent replies for tempfail@/permfail@ and the
+ * --defer-pct/--reject-pct shares ("{ip}" in a reply is the client's
+ * address), and defaults for the percentages, latency and connection limit
+ * that the options given still override.
  * `ringmail sink --help` lists the options.
  *
  * Exports: sink_main.
- * Diagnostics: setup errors (bad option, certificate, bind) on stderr with
- * exit status 2 (usage) or 1; one line per connection error on stderr
- * with --verbose; "sink: listening on ADDR:PORT" on stdout once every
- * worker accepts.
+ * Diagnostics: setup errors (bad option, unknown profile, bad profile
+ * file, certificate, bind) on stderr with exit status 2 (usage) or 1; one
+ * line per connection error on stderr with --verbose; "sink: listening on
+ * ADDR:PORT" on stdout once every worker accepts.
  */
 #ifndef RINGMAIL_SINK_H
 #define RINGMAIL_SINK_H
