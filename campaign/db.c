@@ -93,6 +93,14 @@ int db_schema_latest(void)
     return DB_NMIGRATIONS;
 }
 
+void db_trim(char *msg)
+{
+    size_t n = strlen(msg);
+    while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == ' ')) {
+        msg[--n] = '\0';
+    }
+}
+
 static void db_notice(void *arg, const char *message)
 {
     (void)arg;
@@ -139,10 +147,7 @@ PGconn *db_connect(const char *url, char *err, size_t errlen)
     if (!c || pq.PQstatus(c) != CONNECTION_OK) {
         snprintf(err, errlen, "cannot connect to PostgreSQL: %s",
                  c ? pq.PQerrorMessage(c) : "out of memory");
-        size_t n = strlen(err);
-        while (n > 0 && (err[n - 1] == '\n' || err[n - 1] == ' ')) {
-            err[--n] = '\0';
-        }
+        db_trim(err);
         if (c) {
             pq.PQfinish(c);
         }
@@ -156,10 +161,7 @@ static void db_result_error(PGresult *r, PGconn *c, char *err, size_t errlen)
 {
     const char *m = r ? pq.PQresultErrorMessage(r) : pq.PQerrorMessage(c);
     snprintf(err, errlen, "%s", m && *m ? m : "unknown database error");
-    size_t n = strlen(err);
-    while (n > 0 && (err[n - 1] == '\n' || err[n - 1] == ' ')) {
-        err[--n] = '\0';
-    }
+    db_trim(err);
 }
 
 int db_exec(PGconn *c, const char *sql, char *err, size_t errlen)

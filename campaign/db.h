@@ -7,7 +7,7 @@
  * transaction under an advisory lock, so running migrate twice, or from
  * two processes at once, applies each version exactly once.
  *
- * Exports: db_connect, db_exec, db_migrate, db_schema_version, db_main.
+ * Exports: db_connect, db_trim, db_exec, db_migrate, db_schema_version, db_main.
  */
 #ifndef RINGMAIL_DB_H
 #define RINGMAIL_DB_H
@@ -18,6 +18,8 @@
 
 /* Connect (loading libpq first); NULL with the reason in err. */
 PGconn *db_connect(const char *url, char *err, size_t errlen);
+/* Strip the newline and spaces libpq leaves at the end of its messages. */
+void db_trim(char *msg);
 /* Run sql (no result rows wanted); 0, or -1 with the server's message in err. */
 int db_exec(PGconn *c, const char *sql, char *err, size_t errlen);
 /* Apply every missing migration; *applied (may be NULL) counts them. */

@@ -67,10 +67,8 @@ static void import_pg_error(PGresult *r, PGconn *c, char *err, size_t errlen)
     }
     snprintf(err, errlen, "%s%s%s%s", m && *m ? m : "unknown database error", detail ? " (" : "",
              detail ? detail : "", detail ? ")" : "");
+    db_trim(err);
     size_t n = strlen(err);
-    while (n > 0 && (err[n - 1] == '\n' || err[n - 1] == ' ')) {
-        err[--n] = '\0';
-    }
     /* COPY names the line: "COPY ringmail_import, line 7, column c2: ..." */
     if (where && strncmp(where, "COPY ", 5) == 0) {
         const char *line = strstr(where, "line ");

@@ -111,10 +111,7 @@ static PGresult *loader_query(struct loader *l, const char *sql, int n, const ch
     PGresult *r = pq.PQexecParams(l->c, sql, n, NULL, params, NULL, NULL, 0);
     if (!r || pq.PQresultStatus(r) != want) {
         snprintf(err, errlen, "%s", r ? pq.PQresultErrorMessage(r) : pq.PQerrorMessage(l->c));
-        size_t len = strlen(err);
-        while (len > 0 && (err[len - 1] == '\n' || err[len - 1] == ' ')) {
-            err[--len] = '\0';
-        }
+        db_trim(err);
         pq.PQclear(r);
         return NULL;
     }
