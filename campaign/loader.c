@@ -882,10 +882,14 @@ size_t loader_take(struct loader *l, struct loader_rcpt *out, size_t max)
         l->nready -= n;
     }
     pthread_mutex_unlock(&l->mu);
-    uint64_t v;
-    ssize_t r = read(l->efd, &v, sizeof v); /* drain; more signals come with more rows */
-    (void)r;
     return n;
+}
+
+void loader_clear_signal(struct loader *l)
+{
+    uint64_t v;
+    ssize_t r = read(l->efd, &v, sizeof v); /* more signals come with more rows */
+    (void)r;
 }
 
 void loader_want(struct loader *l, size_t n)

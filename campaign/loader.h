@@ -26,7 +26,7 @@
  * other nodes are taken over as `ambiguous` when those nodes' journals are
  * not ours to read, unless resend_ambiguous.
  *
- * Exports: loader_start, loader_stop, loader_fd, loader_take, loader_want,
+ * Exports: loader_start, loader_stop, loader_fd, loader_clear_signal, loader_take, loader_want,
  * loader_result, loader_backlog, loader_exhausted, loader_stats, loader_campaign,
  * loader_journal_mark.
  */
@@ -99,6 +99,8 @@ struct loader *loader_start(const struct loader_options *o, char *err, size_t er
 int loader_stop(struct loader *l, unsigned give_up_ms);
 /* Readable (eventfd) when claimed recipients are ready or the state changed. */
 int loader_fd(const struct loader *l);
+/* The eventfd became readable: reset it before looking at the queues. */
+void loader_clear_signal(struct loader *l);
 /* Up to max claimed recipients, without blocking. */
 size_t loader_take(struct loader *l, struct loader_rcpt *out, size_t max);
 /* The loop can take this many more (the loader claims up to it). */

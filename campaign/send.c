@@ -645,6 +645,7 @@ static void send_on_loader(struct loop_op *op, int res, unsigned flags)
     if (res < 0 || s->finishing) {
         return;
     }
+    loader_clear_signal(s->loader);
     send_feed(s);
     if (!s->finishing) {
         send_loader_arm(s);
