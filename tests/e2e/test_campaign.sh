@@ -121,6 +121,8 @@ check_eq "one: an address suppressed after the import is not sent" "suppressed" 
 check_eq "one: ... and no sink saw it" 0 "$(grep -c '"one3@b.test"' "${SINK_STATS[b]}")"
 check_eq "one: permfail@a.test bounced 550" "bounced" \
     "$(psql_q "SELECT state FROM ringmail.recipient WHERE campaign_id = $C1 AND address = 'permfail@a.test'")"
+check_ge "one: the sink's 3% rejections bounced" 100 \
+    "$(psql_q "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $C1 AND state = 'bounced'")"
 check_eq "one: bounces joined the suppression list" \
     "$(psql_q "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $C1 AND state = 'bounced'")" \
     "$(psql_q "SELECT count(*) FROM ringmail.suppression WHERE campaign_id = $C1")"
@@ -136,8 +138,8 @@ check_eq "one: accepted rows carry connect and transaction times" 0 \
     "$(psql_q "SELECT count(*) FROM ringmail.delivery WHERE campaign_id = $C1 AND outcome = 'accepted' AND (connect_ms IS NULL OR transaction_ms IS NULL OR transaction_ms < 0)")"
 check_eq "one: the reply is recorded (250 2.0.0 on accepted rows)" 0 \
     "$(psql_q "SELECT count(*) FROM ringmail.delivery WHERE campaign_id = $C1 AND outcome = 'accepted' AND (code <> 250 OR reply IS NULL OR isp IS NULL OR peer IS NULL)")"
-check_grep "one: merge fields rendered (sink kept no body; the subject is checked by the render tests)" \
-    '"accepted"' "$E2E_TMP/one.json"
+check_eq "one: every message rendered (no recipient invalid)" "0 0" \
+    "$(jget "$E2E_TMP/one.json" invalid) $(psql_q "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $C1 AND state = 'invalid'")"
 stop_sink a
 stop_sink b
 

@@ -148,13 +148,13 @@ assert len(rs)==6 and all(r["code"]==550 and r["enhanced"]=="5.7.1" for r in rs)
 assert all("from [127.0.0.1] weren" in r["text"] and "(S3150)" in r["text"] for r in rs), rs[:1]' "$E2E_TMP/outlook-override.records"
 
 # 5. --profile-file (JSON): every key; its reject_pct rejects, its replies are used.
-cat >"$E2E_TMP/custom.ini" <<'EOF'
+cat >"$E2E_TMP/custom.json" <<'EOF'
 {"name": "custom", "tls_required": true, "starttls": true,
  "temp_reply": "452 4.2.2 Custom mailbox busy",
  "perm_reply": "550 5.7.26 Custom policy; unauthenticated mail is rejected",
  "defer_pct": 0, "reject_pct": 100, "latency_ms": 5, "max_conns": 50}
 EOF
-start_sink custom-ini "${TLS[@]}" --profile-file "$E2E_TMP/custom.ini"
+start_sink custom-ini "${TLS[@]}" --profile-file "$E2E_TMP/custom.json"
 blast custom-ini --count 6 --concurrency 2
 probe_reply custom-ini-temp tempfail@custom.example 452 "452 4.2.2 Custom mailbox busy"
 check "custom profile file: tls_required refuses MAIL before STARTTLS" smtp_probe "$PORT" '<220' \
@@ -191,18 +191,18 @@ bad_profile() {
     check_eq "$name: refused with exit status 2" 2 "$?"
     check_grep "$name: says why" "$pattern" "$E2E_TMP/$name.err"
 }
-printf '{"name": "x", "colour": "blue"}\n' >"$E2E_TMP/bad-key.ini"
-printf '{"temp_reply": "250 all fine"}\n' >"$E2E_TMP/bad-reply.ini"
-printf '{"reject_pct": 101}\n' >"$E2E_TMP/bad-pct.ini"
+printf '{"name": "x", "colour": "blue"}\n' >"$E2E_TMP/bad-key.json"
+printf '{"temp_reply": "250 all fine"}\n' >"$E2E_TMP/bad-reply.json"
+printf '{"reject_pct": 101}\n' >"$E2E_TMP/bad-pct.json"
 printf 'name = x\n' >"$E2E_TMP/bad-line.ini"
 printf '{"name": "x", "defer_pct": 5,\n' >"$E2E_TMP/bad-syntax.json"
 printf '{"tls_required": [true]}\n' >"$E2E_TMP/bad-type.json"
 bad_profile bad-key 'bad --profile-file .*key "colour": unknown key' \
-    --profile-file "$E2E_TMP/bad-key.ini"
+    --profile-file "$E2E_TMP/bad-key.json"
 bad_profile bad-reply 'key "temp_reply": want "4xx TEXT"' \
-    --profile-file "$E2E_TMP/bad-reply.ini"
+    --profile-file "$E2E_TMP/bad-reply.json"
 bad_profile bad-pct 'key "reject_pct": want a whole number 0..100' \
-    --profile-file "$E2E_TMP/bad-pct.ini"
+    --profile-file "$E2E_TMP/bad-pct.json"
 bad_profile bad-line 'not a JSON object' --profile-file "$E2E_TMP/bad-line.ini"
 bad_profile bad-syntax 'bad --profile-file .*bad-syntax.json: line [0-9]+' \
     --profile-file "$E2E_TMP/bad-syntax.json"
