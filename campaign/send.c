@@ -117,7 +117,6 @@ struct send {
     struct render_scratch scratch;
     struct loop_op loader_op;
     int loader_armed;
-    struct loop_timer tick;
     char node_buf[128], journal_buf[512];
 };
 
@@ -652,19 +651,6 @@ static void send_on_loader(struct loop_op *op, int res, unsigned flags)
     }
 }
 
-/* Under valgrind only: wake the loop every 20 ms so the database thread
- * gets to run (see loop_under_valgrind). */
-static void send_on_tick(struct loop_timer *t)
-{
-    struct send *s = t->owner;
-    if (!s->finishing) {
-        send_feed(s); /* and look at the queue: the eventfd poll may be starved too */
-    }
-    if (!s->finishing) {
-        loop_timer_set(s->loop, t, 20);
-    }
-}
-
 static void send_loader_arm(struct send *s)
 {
     s->loader_op.cb = send_on_loader;
@@ -716,9 +702,6 @@ static void send_stop(struct send *s)
     }
     if (s->loader_armed) {
         loop_cancel(s->loop, &s->loader_op);
-    }
-    if (s->loader) {
-        loop_timer_cancel(s->loop, &s->tick);
     }
     loop_stop_when_idle(s->loop);
 }
@@ -1404,10 +1387,6 @@ int send_main(int argc, char **argv)
     send_sig_arm(&s);
     if (s.loader) {
         send_loader_arm(&s);
-        loop_timer_init(&s.tick, send_on_tick, &s);
-        if (loop_under_valgrind()) {
-            loop_timer_set(s.loop, &s.tick, 20);
-        }
     }
     loop_timer_init(&s.status_timer, send_on_status, &s);
     if (!s.o.json && isatty(STDERR_FILENO)) {

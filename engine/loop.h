@@ -95,11 +95,6 @@ static inline int loop_timer_active(const struct loop_timer *t)
  * outside valgrind. */
 void loop_mark_received(const void *buf, size_t n);
 
-/* 1 under valgrind. Valgrind runs one thread at a time and does not let
- * go of its lock while a thread waits in io_uring_enter, so a process
- * with other threads must wake its loop now and then to let them run. */
-int loop_under_valgrind(void);
-
 /* Number of submitted operations whose completion has not run yet. */
 uint64_t loop_pending(const struct loop *loop);
 
