@@ -1,8 +1,13 @@
 /*
- * loader - claims and results on a thread of their own. See loader.h.
+ * loader - claims and results on threads of their own. See loader.h.
+ *
+ * Two database threads, each with its own connection, so claiming the
+ * next batch never waits for a results commit and PostgreSQL works on
+ * both at once: the claimer (claims, "is the campaign done?") and the
+ * writer (results, lease extension).
  *
  * Locking: one mutex guards the queues and flags shared with the loop
- * thread; the database thread never holds it across a query.
+ * thread; no database thread holds it across a query.
  */
 #include "campaign/loader.h"
 
@@ -10,6 +15,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,17 +26,21 @@
 #include "campaign/db.h"
 #include "engine/buf.h"
 
-#define LOADER_FLUSH_MS 500     /* results are committed at least this often */
-#define LOADER_FLUSH_ROWS 5000  /* ... or when this many wait */
-#define LOADER_RETRY_DB_MS 1000 /* reconnect interval while PostgreSQL is away */
+#define LOADER_FLUSH_MS 500       /* results are committed at least this often */
+#define LOADER_FLUSH_ROWS 5000    /* ... or when this many wait */
+#define LOADER_RETRY_DB_MS 1000   /* reconnect interval while PostgreSQL is away */
+#define LOADER_SMALL_CLAIM_MS 100 /* a want under half a batch waits this long */
 
 struct loader {
     struct loader_options o;
     char *url, *node, *journal_path;
-    PGconn *c;
-    pthread_t thread;
+    PGconn *c;  /* the claimer's connection (and the start's) */
+    PGconn *wc; /* the writer's */
+    pthread_t thread, wthread;
+    int threads; /* started */
     pthread_mutex_t mu;
-    pthread_cond_t cv;
+    pthread_cond_t cv;  /* claimer: more wanted, stopping */
+    pthread_cond_t wcv; /* writer: a full batch of results, stopping */
     int efd;
     int journal_fd;
     /* shared, under mu */
@@ -39,13 +49,24 @@ struct loader {
     size_t want;
     struct loader_result *res;
     size_t nres, res_cap;
+    size_t writing; /* results taken by the writer, not yet committed */
     int stopping;
     int exhausted;
+    int db_up[2]; /* claimer's and writer's connections */
     struct loader_stats st;
-    /* database thread only */
-    uint64_t last_flush_ms, last_extend_ms, nothing_due_until_ms, flush_not_before_ms;
+    /* claimer thread only */
+    uint64_t nothing_due_until_ms, next_reclaim_ms, last_claim_ms;
+    /* writer thread only */
+    uint64_t last_flush_ms, last_extend_ms, flush_not_before_ms;
     struct loader_campaign camp;
 };
+
+static uint64_t loader_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
 
 static uint64_t loader_ms(void)
 {
@@ -69,48 +90,153 @@ static char *loader_strdup_or_null(PGresult *r, int row, int col)
     return strdup(pq.PQgetvalue(r, row, col));
 }
 
+/* ---- the statements, prepared on every connection ---- */
+
+/* The claim: up to $2 rows matching the WHERE part go to `claimed` under a
+ * lease. An expired lease of another node: that node's journal is not
+ * ours, so its recipient may have been sent: ambiguous, unless resending
+ * ($5). */
+#define LOADER_CLAIM_SQL(where)                                                                    \
+    "WITH c AS (SELECT id, state AS old_state, lease_owner AS old_owner,"                          \
+    "  EXISTS (SELECT 1 FROM ringmail.suppression s WHERE s.address = q.address) AS suppressed"    \
+    "  FROM ringmail.recipient q WHERE campaign_id = $1 AND " where                                \
+    "  LIMIT $2 FOR UPDATE SKIP LOCKED)"                                                           \
+    " UPDATE ringmail.recipient r SET"                                                             \
+    "  state = CASE WHEN c.old_state = 'claimed' AND NOT $5::boolean THEN 'ambiguous'"             \
+    "   WHEN c.suppressed THEN 'suppressed' ELSE 'claimed' END,"                                   \
+    "  reason = CASE WHEN c.old_state = 'claimed' AND NOT $5::boolean"                             \
+    "   THEN 'lease of node ' || coalesce(c.old_owner, '?') || ' expired'"                         \
+    "   WHEN c.suppressed THEN 'suppressed' ELSE r.reason END,"                                    \
+    "  lease_owner = CASE WHEN (c.old_state = 'claimed' AND NOT $5::boolean) OR c.suppressed"      \
+    "   THEN NULL ELSE $3 END,"                                                                    \
+    "  lease_expires_at = now() + ($4 || ' seconds')::interval, updated_at = now()"                \
+    " FROM c WHERE r.id = c.id"                                                                    \
+    " RETURNING r.id, r.address, r.vars::text, r.attempts,"                                        \
+    "  coalesce(extract(epoch FROM now() - r.first_attempt_at), 0), r.state"
+
+enum {
+    LOADER_SQL_CLAIM_DUE,
+    LOADER_SQL_CLAIM_EXPIRED,
+    LOADER_SQL_RESULTS,
+    LOADER_SQL_SUPPRESS,
+    LOADER_NSQL
+};
+
+static const struct {
+    const char *name, *sql;
+    int nparams;
+} loader_sql[LOADER_NSQL] = {
+    /* Due ones by an index scan in next_attempt_at order (not a bitmap
+     * scan: the index entries of rows already claimed are marked dead as
+     * the scan passes, so claiming stays cheap however far the campaign
+     * has gone). */
+    [LOADER_SQL_CLAIM_DUE] = {"ringmail_claim_due",
+                              LOADER_CLAIM_SQL(
+                                  "state IN ('queued', 'deferred') AND"
+                                  " next_attempt_at <= now() ORDER BY next_attempt_at"),
+                              5},
+    [LOADER_SQL_CLAIM_EXPIRED] = {"ringmail_claim_expired",
+                                  LOADER_CLAIM_SQL(
+                                      "state = 'claimed' AND lease_expires_at < now()"),
+                                  5},
+    /* $1 node, then arrays: ids, states, reasons, attempts, retry seconds. */
+    [LOADER_SQL_RESULTS] = {"ringmail_results",
+                            "UPDATE ringmail.recipient r SET state = x.state, reason = x.reason,"
+                            " attempts = greatest(r.attempts, x.attempts),"
+                            " first_attempt_at = coalesce(r.first_attempt_at, now()),"
+                            " next_attempt_at = now() + x.retry_s * interval '1 second',"
+                            " lease_owner = NULL, lease_expires_at = NULL, updated_at = now()"
+                            " FROM unnest($2::bigint[], $3::text[], $4::text[], $5::int[],"
+                            "   $6::float8[]) AS x(id, state, reason, attempts, retry_s)"
+                            " WHERE r.id = x.id AND r.lease_owner = $1",
+                            6},
+    /* $1 campaign, $2 ids, $3 reasons of the bounced ones. */
+    [LOADER_SQL_SUPPRESS] = {"ringmail_suppress",
+                             "INSERT INTO ringmail.suppression (address, reason, campaign_id)"
+                             " SELECT r.address, x.reason, $1::bigint"
+                             " FROM unnest($2::bigint[], $3::text[]) AS x(id, reason)"
+                             " JOIN ringmail.recipient r ON r.id = x.id"
+                             " ON CONFLICT (address) DO NOTHING",
+                             3},
+};
+
+static PGresult *loader_prepared(PGconn *c, int which, const char *const *params,
+                                 ExecStatusType want, char *err, size_t errlen)
+{
+    PGresult *r = pq.PQexecPrepared(c, loader_sql[which].name, loader_sql[which].nparams, params,
+                                    NULL, NULL, 0);
+    if (!r || pq.PQresultStatus(r) != want) {
+        snprintf(err, errlen, "%s", r ? pq.PQresultErrorMessage(r) : pq.PQerrorMessage(c));
+        db_trim(err);
+        pq.PQclear(r);
+        return NULL;
+    }
+    return r;
+}
+
 /* ---- the connection ---- */
 
-static void loader_disconnect(struct loader *l)
+static int loader_up(PGconn *c)
 {
-    if (l->c) {
-        pq.PQfinish(l->c);
-        l->c = NULL;
+    return c && pq.PQstatus(c) == CONNECTION_OK;
+}
+
+/* which: 0 the claimer's connection, 1 the writer's. */
+static PGconn **loader_conn(struct loader *l, int which)
+{
+    return which ? &l->wc : &l->c;
+}
+
+static void loader_disconnect(struct loader *l, int which)
+{
+    PGconn **pc = loader_conn(l, which);
+    if (*pc) {
+        pq.PQfinish(*pc);
+        *pc = NULL;
     }
     pthread_mutex_lock(&l->mu);
-    l->st.db_up = 0;
+    l->db_up[which] = 0;
     pthread_mutex_unlock(&l->mu);
 }
 
-static int loader_connect(struct loader *l, char *err, size_t errlen)
+static int loader_connect(struct loader *l, int which, char *err, size_t errlen)
 {
-    if (l->c && pq.PQstatus(l->c) == CONNECTION_OK) {
+    PGconn **pc = loader_conn(l, which);
+    if (loader_up(*pc)) {
         return 0;
     }
-    loader_disconnect(l);
-    l->c = db_connect(l->url, err, errlen);
-    if (!l->c) {
+    loader_disconnect(l, which);
+    *pc = db_connect(l->url, err, errlen);
+    if (!*pc) {
         return -1;
     }
-    if (db_exec(l->c,
-                "CREATE TEMP TABLE IF NOT EXISTS loader_res (id bigint, state text, reason text,"
-                " attempts int, retry_s float8) ON COMMIT DELETE ROWS",
-                err, errlen) < 0) {
-        loader_disconnect(l);
-        return -1;
+    for (int k = 0; k < LOADER_NSQL; k++) {
+        PGresult *r =
+            pq.PQprepare(*pc, loader_sql[k].name, loader_sql[k].sql, loader_sql[k].nparams, NULL);
+        int ok = r && pq.PQresultStatus(r) == PGRES_COMMAND_OK;
+        if (!ok) {
+            snprintf(err, errlen, "preparing %s: %s", loader_sql[k].name,
+                     r ? pq.PQresultErrorMessage(r) : pq.PQerrorMessage(*pc));
+            db_trim(err);
+        }
+        pq.PQclear(r);
+        if (!ok) {
+            loader_disconnect(l, which);
+            return -1;
+        }
     }
     pthread_mutex_lock(&l->mu);
-    l->st.db_up = 1;
+    l->db_up[which] = 1;
     pthread_mutex_unlock(&l->mu);
     return 0;
 }
 
-static PGresult *loader_query(struct loader *l, const char *sql, int n, const char *const *params,
+static PGresult *loader_query(PGconn *c, const char *sql, int n, const char *const *params,
                               ExecStatusType want, char *err, size_t errlen)
 {
-    PGresult *r = pq.PQexecParams(l->c, sql, n, NULL, params, NULL, NULL, 0);
+    PGresult *r = pq.PQexecParams(c, sql, n, NULL, params, NULL, NULL, 0);
     if (!r || pq.PQresultStatus(r) != want) {
-        snprintf(err, errlen, "%s", r ? pq.PQresultErrorMessage(r) : pq.PQerrorMessage(l->c));
+        snprintf(err, errlen, "%s", r ? pq.PQresultErrorMessage(r) : pq.PQerrorMessage(c));
         db_trim(err);
         pq.PQclear(r);
         return NULL;
@@ -126,7 +252,7 @@ static int loader_load_campaign(struct loader *l, char *err, size_t errlen)
     snprintf(id, sizeof id, "%" PRId64, l->o.campaign);
     const char *p[] = {id};
     PGresult *r =
-        loader_query(l,
+        loader_query(l->c,
                      "SELECT name, mail_from, subject, text_body, html_body,"
                      " list_unsubscribe, feedback_id, dkim_domain, dkim_selector, dkim_key"
                      " FROM ringmail.campaign WHERE id = $1",
@@ -216,8 +342,8 @@ static void loader_journal_read(struct loader *l, struct loader_held *held, size
     fclose(f);
 }
 
-static int loader_write(struct loader *l, const struct loader_result *res, size_t n, char *err,
-                        size_t errlen);
+static int loader_write(struct loader *l, PGconn *c, const struct loader_result *res, size_t n,
+                        char *err, size_t errlen);
 
 /*
  * After a stop of this node (clean or kill -9): every recipient it still
@@ -231,7 +357,7 @@ static int loader_recover(struct loader *l, char *err, size_t errlen)
     char id[32];
     snprintf(id, sizeof id, "%" PRId64, l->o.campaign);
     const char *p[] = {id, l->node};
-    PGresult *r = loader_query(l,
+    PGresult *r = loader_query(l->c,
                                "SELECT id FROM ringmail.recipient WHERE campaign_id = $1"
                                " AND state = 'claimed' AND lease_owner = $2 ORDER BY id",
                                2, p, PGRES_TUPLES_OK, err, errlen);
@@ -263,7 +389,7 @@ static int loader_recover(struct loader *l, char *err, size_t errlen)
     buf_append(&amb, "}", 2); /* with the NUL */
     free(held);
     int rc = 0;
-    if (nknown > 0 && loader_write(l, known, nknown, err, errlen) < 0) {
+    if (nknown > 0 && loader_write(l, l->c, known, nknown, err, errlen) < 0) {
         rc = -1;
     }
     free(known);
@@ -271,7 +397,7 @@ static int loader_recover(struct loader *l, char *err, size_t errlen)
         l->st.recovered_results += nknown;
         const char *p2[] = {id, l->node, buf_data(&amb), l->o.resend_ambiguous ? "t" : "f"};
         r = loader_query(
-            l,
+            l->c,
             "UPDATE ringmail.recipient SET"
             " state = CASE WHEN id = ANY($3::bigint[]) AND NOT $4::boolean THEN 'ambiguous'"
             "   ELSE 'queued' END,"
@@ -299,7 +425,7 @@ static int loader_recover(struct loader *l, char *err, size_t errlen)
     }
     if (l->o.resend_ambiguous) {
         const char *p3[] = {id};
-        r = loader_query(l,
+        r = loader_query(l->c,
                          "UPDATE ringmail.recipient SET state = 'queued', updated_at = now()"
                          " WHERE campaign_id = $1 AND state = 'ambiguous'",
                          1, p3, PGRES_COMMAND_OK, err, errlen);
@@ -355,19 +481,66 @@ static void loader_copy_int(buf_t *b, long long v, int valid)
     }
 }
 
-static int loader_copy(struct loader *l, const char *sql, buf_t *data, char *err, size_t errlen)
+/* PostgreSQL array literals, element by element: raw (numbers and plain
+ * words) or quoted text ("..." with \ and " escaped; NULL for none). */
+static void loader_array_next(buf_t *b)
 {
-    PGresult *r = pq.PQexec(l->c, sql);
+    buf_append(b, buf_len(b) ? "," : "{", 1);
+}
+
+static void loader_array_raw(buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void loader_array_raw(buf_t *b, const char *fmt, ...)
+{
+    loader_array_next(b);
+    char tmp[64];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    buf_append_str(b, tmp);
+}
+
+static void loader_array_text(buf_t *b, const char *s)
+{
+    loader_array_next(b);
+    if (!s) {
+        buf_append_str(b, "NULL");
+        return;
+    }
+    buf_append(b, "\"", 1);
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\') {
+            buf_append(b, "\\", 1);
+        }
+        buf_append(b, s, 1);
+    }
+    buf_append(b, "\"", 1);
+}
+
+static const char *loader_array_end(buf_t *b)
+{
+    if (buf_len(b)) {
+        buf_append(b, "}", 2); /* with the NUL */
+    } else {
+        buf_append(b, "{}", 3);
+    }
+    return buf_data(b);
+}
+
+static int loader_copy(PGconn *c, const char *sql, buf_t *data, char *err, size_t errlen)
+{
+    PGresult *r = pq.PQexec(c, sql);
     if (!r || pq.PQresultStatus(r) != PGRES_COPY_IN) {
-        snprintf(err, errlen, "%s", r ? pq.PQresultErrorMessage(r) : pq.PQerrorMessage(l->c));
+        snprintf(err, errlen, "%s", r ? pq.PQresultErrorMessage(r) : pq.PQerrorMessage(c));
         pq.PQclear(r);
         return -1;
     }
     pq.PQclear(r);
-    int ok = pq.PQputCopyData(l->c, buf_data(data), (int)buf_len(data)) == 1;
-    ok = pq.PQputCopyEnd(l->c, ok ? NULL : "send failed") == 1 && ok;
+    int ok = pq.PQputCopyData(c, buf_data(data), (int)buf_len(data)) == 1;
+    ok = pq.PQputCopyEnd(c, ok ? NULL : "send failed") == 1 && ok;
     int failed = !ok;
-    while ((r = pq.PQgetResult(l->c)) != NULL) {
+    while ((r = pq.PQgetResult(c)) != NULL) {
         if (pq.PQresultStatus(r) != PGRES_COMMAND_OK) {
             snprintf(err, errlen, "%s", pq.PQresultErrorMessage(r));
             failed = 1;
@@ -377,15 +550,22 @@ static int loader_copy(struct loader *l, const char *sql, buf_t *data, char *err
     return failed ? -1 : 0;
 }
 
-/* Write results [0, n) in one transaction. 0, or -1 (nothing written). */
-static int loader_write(struct loader *l, const struct loader_result *res, size_t n, char *err,
-                        size_t errlen)
+/* Write results [0, n) in one transaction on c. 0, or -1 (nothing written).
+ * The delivery rows go in with COPY; the recipients' new states with one
+ * prepared UPDATE over arrays (an index nested loop on the primary key
+ * whatever the statistics say). */
+static int loader_write(struct loader *l, PGconn *c, const struct loader_result *res, size_t n,
+                        char *err, size_t errlen)
 {
-    buf_t d, u;
+    buf_t d, ids, states, reasons, attempts, retry, bids, breasons;
+    buf_t *arrays[] = {&ids, &states, &reasons, &attempts, &retry, &bids, &breasons};
     buf_init(&d);
-    buf_init(&u);
+    for (size_t k = 0; k < sizeof arrays / sizeof arrays[0]; k++) {
+        buf_init(arrays[k]);
+    }
     char camp[32];
     snprintf(camp, sizeof camp, "%" PRId64, l->o.campaign);
+    size_t bounced = 0;
     for (size_t i = 0; i < n; i++) {
         const struct loader_result *x = &res[i];
         buf_appendf(&d, "%s\t%" PRId64 "\t%u\t", camp, x->recipient_id, x->attempt);
@@ -412,60 +592,60 @@ static int loader_write(struct loader *l, const struct loader_result *res, size_
         loader_copy_field(&d, x->tls ? x->peer_sha256 : NULL, 0);
         loader_copy_field(&d, x->data_in_flight ? "t" : "f", 0);
         loader_copy_field(&d, l->node, 1);
-        buf_appendf(&u, "%" PRId64 "\t", x->recipient_id);
-        loader_copy_field(&u, x->state, 0);
-        loader_copy_field(&u, x->reason, 0);
-        buf_appendf(&u, "%u\t%.3f\n", x->attempt, x->retry_in_s);
+        loader_array_raw(&ids, "%" PRId64, x->recipient_id);
+        loader_array_text(&states, x->state);
+        loader_array_text(&reasons, x->reason[0] ? x->reason : NULL);
+        loader_array_raw(&attempts, "%u", x->attempt);
+        loader_array_raw(&retry, "%.3f", x->retry_in_s);
+        if (strcmp(x->state, "bounced") == 0) {
+            loader_array_raw(&bids, "%" PRId64, x->recipient_id);
+            loader_array_text(&breasons, x->reason[0] ? x->reason : NULL);
+            bounced++;
+        }
     }
     int rc = -1;
-    char id[32];
-    snprintf(id, sizeof id, "%" PRId64, l->o.campaign);
-    const char *p[] = {l->node, id};
     PGresult *r = NULL;
-    if (db_exec(l->c, "BEGIN", err, errlen) < 0 ||
-        loader_copy(l,
+    const char *up[] = {l->node,
+                        loader_array_end(&ids),
+                        loader_array_end(&states),
+                        loader_array_end(&reasons),
+                        loader_array_end(&attempts),
+                        loader_array_end(&retry)};
+    const char *sp[] = {camp, loader_array_end(&bids), loader_array_end(&breasons)};
+    if (db_exec(c, "BEGIN", err, errlen) < 0 ||
+        loader_copy(c,
                     "COPY ringmail.delivery (campaign_id, recipient_id, attempt, outcome, final,"
                     " reason, connect_ms, tls_ms, transaction_ms, isp, mx, peer, source, code,"
                     " enhanced, reply, tls_version, tls_cipher, tls_group, tls_resumed,"
                     " tls_verify, peer_subject, peer_issuer, peer_sha256, data_in_flight, node)"
                     " FROM STDIN",
-                    &d, err, errlen) < 0 ||
-        loader_copy(l, "COPY loader_res (id, state, reason, attempts, retry_s) FROM STDIN", &u, err,
-                    errlen) < 0) {
+                    &d, err, errlen) < 0) {
         goto out;
     }
-    r = loader_query(l,
-                     "UPDATE ringmail.recipient r SET state = x.state, reason = x.reason,"
-                     " attempts = greatest(r.attempts, x.attempts),"
-                     " first_attempt_at = coalesce(r.first_attempt_at, now()),"
-                     " next_attempt_at = now() + x.retry_s * interval '1 second',"
-                     " lease_owner = NULL, lease_expires_at = NULL, updated_at = now()"
-                     " FROM loader_res x WHERE r.id = x.id AND r.lease_owner = $1",
-                     1, p, PGRES_COMMAND_OK, err, errlen);
+    r = loader_prepared(c, LOADER_SQL_RESULTS, up, PGRES_COMMAND_OK, err, errlen);
     if (!r) {
         goto out;
     }
     pq.PQclear(r);
-    r = loader_query(l,
-                     "INSERT INTO ringmail.suppression (address, reason, campaign_id)"
-                     " SELECT r.address, x.reason, $1::bigint FROM loader_res x"
-                     " JOIN ringmail.recipient r ON r.id = x.id WHERE x.state = 'bounced'"
-                     " ON CONFLICT (address) DO NOTHING",
-                     1, p + 1, PGRES_COMMAND_OK, err, errlen);
-    if (!r) {
-        goto out;
+    if (bounced > 0) {
+        r = loader_prepared(c, LOADER_SQL_SUPPRESS, sp, PGRES_COMMAND_OK, err, errlen);
+        if (!r) {
+            goto out;
+        }
+        pq.PQclear(r);
     }
-    pq.PQclear(r);
-    if (db_exec(l->c, "COMMIT", err, errlen) == 0) {
+    if (db_exec(c, "COMMIT", err, errlen) == 0) {
         rc = 0;
     }
 out:
-    if (rc < 0 && l->c && pq.PQstatus(l->c) == CONNECTION_OK) {
+    if (rc < 0 && loader_up(c)) {
         char ignore[64];
-        db_exec(l->c, "ROLLBACK", ignore, sizeof ignore);
+        db_exec(c, "ROLLBACK", ignore, sizeof ignore);
     }
     buf_free(&d);
-    buf_free(&u);
+    for (size_t k = 0; k < sizeof arrays / sizeof arrays[0]; k++) {
+        buf_free(arrays[k]);
+    }
     return rc;
 }
 
@@ -477,13 +657,17 @@ static int loader_flush(struct loader *l, char *err, size_t errlen)
     size_t n = l->nres;
     l->res = NULL;
     l->nres = l->res_cap = 0;
+    l->writing = n;
     pthread_mutex_unlock(&l->mu);
     if (n == 0) {
         free(batch);
         return 0;
     }
-    int rc = loader_write(l, batch, n, err, errlen);
+    uint64_t t0 = loader_us();
+    int rc = loader_write(l, l->wc, batch, n, err, errlen);
     pthread_mutex_lock(&l->mu);
+    l->writing = 0;
+    l->st.write_us += loader_us() - t0;
     if (rc == 0) {
         l->st.written += n;
         l->st.flushes++;
@@ -508,42 +692,25 @@ static int loader_flush(struct loader *l, char *err, size_t errlen)
 
 /* ---- claims ---- */
 
-static int loader_claim(struct loader *l, size_t want, char *err, size_t errlen)
+/* Claim up to want recipients with one of the claim statements. */
+static int loader_claim_with(struct loader *l, int which, size_t want, char *err, size_t errlen)
 {
     char id[32], lim[32], lease[32];
     snprintf(id, sizeof id, "%" PRId64, l->o.campaign);
     snprintf(lim, sizeof lim, "%zu", want);
     snprintf(lease, sizeof lease, "%u", l->o.lease_s);
     const char *p[] = {id, lim, l->node, lease, l->o.resend_ambiguous ? "t" : "f"};
-    /* An expired lease of another node: that node's journal is not ours,
-     * so its recipient may have been sent: ambiguous, unless resending. */
-    PGresult *r = loader_query(
-        l,
-        "WITH c AS (SELECT id, state AS old_state, lease_owner AS old_owner,"
-        "  EXISTS (SELECT 1 FROM ringmail.suppression s WHERE s.address = q.address) AS suppressed"
-        "  FROM ringmail.recipient q WHERE campaign_id = $1 AND ("
-        "   (state IN ('queued', 'deferred') AND next_attempt_at <= now())"
-        "   OR (state = 'claimed' AND lease_expires_at < now()))"
-        "  LIMIT $2 FOR UPDATE SKIP LOCKED)"
-        " UPDATE ringmail.recipient r SET"
-        "  state = CASE WHEN c.old_state = 'claimed' AND NOT $5::boolean THEN 'ambiguous'"
-        "   WHEN c.suppressed THEN 'suppressed' ELSE 'claimed' END,"
-        "  reason = CASE WHEN c.old_state = 'claimed' AND NOT $5::boolean"
-        "   THEN 'lease of node ' || coalesce(c.old_owner, '?') || ' expired'"
-        "   WHEN c.suppressed THEN 'suppressed' ELSE r.reason END,"
-        "  lease_owner = CASE WHEN (c.old_state = 'claimed' AND NOT $5::boolean) OR c.suppressed"
-        "   THEN NULL ELSE $3 END,"
-        "  lease_expires_at = now() + ($4 || ' seconds')::interval, updated_at = now()"
-        " FROM c WHERE r.id = c.id"
-        " RETURNING r.id, r.address, r.vars::text, r.attempts,"
-        "  coalesce(extract(epoch FROM now() - r.first_attempt_at), 0), r.state",
-        5, p, PGRES_TUPLES_OK, err, errlen);
+    uint64_t t0 = loader_us();
+    PGresult *r = loader_prepared(l->c, which, p, PGRES_TUPLES_OK, err, errlen);
+    uint64_t took = loader_us() - t0;
     if (!r) {
         return -1;
     }
     int n = pq.PQntuples(r);
     size_t got = 0;
     pthread_mutex_lock(&l->mu);
+    l->st.claim_us += took;
+    l->st.claims++;
     for (int i = 0; i < n; i++) {
         const char *st = pq.PQgetvalue(r, i, 5);
         if (strcmp(st, "claimed") != 0) {
@@ -580,6 +747,23 @@ static int loader_claim(struct loader *l, size_t want, char *err, size_t errlen)
     return n;
 }
 
+#define LOADER_RECLAIM_MS 1000 /* how often expired leases are looked for */
+
+static int loader_claim(struct loader *l, size_t want, char *err, size_t errlen)
+{
+    int n = loader_claim_with(l, LOADER_SQL_CLAIM_DUE, want, err, errlen);
+    if (n < 0 || (size_t)n >= want) {
+        return n;
+    }
+    uint64_t now = loader_ms();
+    if (now < l->next_reclaim_ms) {
+        return n;
+    }
+    l->next_reclaim_ms = now + LOADER_RECLAIM_MS;
+    int m = loader_claim_with(l, LOADER_SQL_CLAIM_EXPIRED, want - (size_t)n, err, errlen);
+    return m < 0 ? m : n + m;
+}
+
 /* Nothing was claimable: is the campaign finished, or when is the next due? */
 static int loader_check_done(struct loader *l, char *err, size_t errlen)
 {
@@ -587,7 +771,7 @@ static int loader_check_done(struct loader *l, char *err, size_t errlen)
     snprintf(id, sizeof id, "%" PRId64, l->o.campaign);
     const char *p[] = {id, l->node};
     PGresult *r = loader_query(
-        l,
+        l->c,
         "SELECT count(*) FILTER (WHERE state IN ('queued', 'deferred')),"
         " count(*) FILTER (WHERE state = 'claimed' AND lease_owner IS DISTINCT FROM $2),"
         " count(*) FILTER (WHERE state = 'claimed' AND lease_owner = $2),"
@@ -607,7 +791,7 @@ static int loader_check_done(struct loader *l, char *err, size_t errlen)
     if (waiting == 0 && others == 0 && ours == 0) {
         pthread_mutex_lock(&l->mu);
         int changed = !l->exhausted;
-        l->exhausted = l->nres == 0 && l->nready == 0;
+        l->exhausted = l->nres == 0 && l->writing == 0 && l->nready == 0;
         changed = changed && l->exhausted;
         pthread_mutex_unlock(&l->mu);
         if (changed) {
@@ -628,7 +812,7 @@ static void loader_extend_leases(struct loader *l)
     snprintf(id, sizeof id, "%" PRId64, l->o.campaign);
     snprintf(lease, sizeof lease, "%u", l->o.lease_s);
     const char *p[] = {id, l->node, lease};
-    PGresult *r = loader_query(l,
+    PGresult *r = loader_query(l->wc,
                                "UPDATE ringmail.recipient SET lease_expires_at = now() +"
                                " ($3 || ' seconds')::interval WHERE campaign_id = $1"
                                " AND state = 'claimed' AND lease_owner = $2",
@@ -636,9 +820,50 @@ static void loader_extend_leases(struct loader *l)
     pq.PQclear(r);
 }
 
-/* ---- the thread ---- */
+/* ---- the threads ---- */
 
-static void *loader_run(void *arg)
+static void loader_count_db_error(struct loader *l)
+{
+    pthread_mutex_lock(&l->mu);
+    l->st.db_errors++;
+    pthread_mutex_unlock(&l->mu);
+}
+
+/* Connect again if the connection is gone, at most once per retry interval. */
+static int loader_keep_up(struct loader *l, int which, uint64_t *next_connect)
+{
+    PGconn **pc = loader_conn(l, which);
+    uint64_t now = loader_ms();
+    if (!loader_up(*pc) && now >= *next_connect) {
+        char err[1024];
+        if (loader_connect(l, which, err, sizeof err) < 0) {
+            loader_count_db_error(l);
+            fprintf(stderr, "ringmail: database: %s (retrying)\n", err);
+            *next_connect = now + LOADER_RETRY_DB_MS;
+        } else {
+            pthread_mutex_lock(&l->mu);
+            l->st.reconnects++;
+            pthread_mutex_unlock(&l->mu);
+            fprintf(stderr, "ringmail: database: connected again\n");
+        }
+    }
+    return loader_up(*pc);
+}
+
+static void loader_wait(struct loader *l, pthread_cond_t *cv, unsigned ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += (long)ms * 1000000L;
+    while (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(cv, &l->mu, &ts);
+}
+
+/* The claimer: keeps the ready queue filled up to what the loop wants. */
+static void *loader_claimer(void *arg)
 {
     struct loader *l = arg;
     char err[1024];
@@ -646,35 +871,64 @@ static void *loader_run(void *arg)
     for (;;) {
         pthread_mutex_lock(&l->mu);
         int stopping = l->stopping;
-        size_t want = l->want, nres = l->nres;
+        size_t want = l->want;
         pthread_mutex_unlock(&l->mu);
+        if (stopping) {
+            break;
+        }
+        int up = loader_keep_up(l, 0, &next_connect);
+        /* Whole batches while the loop has work in hand (a statement costs
+         * about as much for 50 rows as for 500); a smaller want waits a
+         * little, then is claimed anyway. */
         uint64_t now = loader_ms();
-        if (!l->c || pq.PQstatus(l->c) != CONNECTION_OK) {
-            if (now >= next_connect) {
-                if (loader_connect(l, err, sizeof err) < 0) {
-                    pthread_mutex_lock(&l->mu);
-                    l->st.db_errors++;
-                    pthread_mutex_unlock(&l->mu);
-                    fprintf(stderr, "ringmail: database: %s (retrying)\n", err);
-                    next_connect = now + LOADER_RETRY_DB_MS;
-                } else {
-                    pthread_mutex_lock(&l->mu);
-                    l->st.reconnects++;
-                    pthread_mutex_unlock(&l->mu);
-                    fprintf(stderr, "ringmail: database: connected again\n");
+        int worth =
+            want >= l->o.batch / 2 || (want > 0 && now - l->last_claim_ms >= LOADER_SMALL_CLAIM_MS);
+        if (up && worth && now >= l->nothing_due_until_ms) {
+            l->last_claim_ms = now;
+            int got = loader_claim(l, want < l->o.batch ? want : l->o.batch, err, sizeof err);
+            if (got < 0) {
+                loader_count_db_error(l);
+                fprintf(stderr, "ringmail: database: claiming: %s\n", err);
+                if (!loader_up(l->c)) {
+                    loader_disconnect(l, 0);
                 }
+            } else if (got == 0) {
+                if (loader_check_done(l, err, sizeof err) < 0 && !loader_up(l->c)) {
+                    loader_disconnect(l, 0);
+                }
+            } else {
+                continue;
             }
         }
-        int up = l->c && pq.PQstatus(l->c) == CONNECTION_OK;
+        pthread_mutex_lock(&l->mu);
+        if (!l->stopping && l->want <= want) {
+            loader_wait(l, &l->cv, 50);
+        }
+        pthread_mutex_unlock(&l->mu);
+    }
+    return NULL;
+}
+
+/* The writer: commits results at least every LOADER_FLUSH_MS, extends leases. */
+static void *loader_writer(void *arg)
+{
+    struct loader *l = arg;
+    char err[1024];
+    uint64_t next_connect = 0;
+    for (;;) {
+        pthread_mutex_lock(&l->mu);
+        int stopping = l->stopping;
+        size_t nres = l->nres;
+        pthread_mutex_unlock(&l->mu);
+        int up = loader_keep_up(l, 1, &next_connect);
+        uint64_t now = loader_ms();
         if (up && nres > 0 && now >= l->flush_not_before_ms &&
             (stopping || nres >= LOADER_FLUSH_ROWS || now - l->last_flush_ms >= LOADER_FLUSH_MS)) {
             if (loader_flush(l, err, sizeof err) < 0) {
                 fprintf(stderr, "ringmail: database: writing results: %s (kept, retrying)\n", err);
-                pthread_mutex_lock(&l->mu);
-                l->st.db_errors++;
-                pthread_mutex_unlock(&l->mu);
-                if (pq.PQstatus(l->c) != CONNECTION_OK) {
-                    loader_disconnect(l);
+                loader_count_db_error(l);
+                if (!loader_up(l->wc)) {
+                    loader_disconnect(l, 1);
                 }
                 next_connect = now + LOADER_RETRY_DB_MS;
                 l->flush_not_before_ms = now + LOADER_RETRY_DB_MS; /* no hot retry loop */
@@ -686,28 +940,10 @@ static void *loader_run(void *arg)
         if (stopping) {
             pthread_mutex_lock(&l->mu);
             int done = l->nres == 0;
+            int gave_up = l->stopping > 1; /* gave up waiting for the database */
             pthread_mutex_unlock(&l->mu);
-            if (done || !up) {
-                if (done || l->stopping > 1) {
-                    break; /* stopping > 1: gave up waiting for the database */
-                }
-            }
-        }
-        if (up && !stopping && want > 0 && now >= l->nothing_due_until_ms) {
-            int got = loader_claim(l, want < l->o.batch ? want : l->o.batch, err, sizeof err);
-            if (got < 0) {
-                fprintf(stderr, "ringmail: database: claiming: %s\n", err);
-                if (pq.PQstatus(l->c) != CONNECTION_OK) {
-                    loader_disconnect(l);
-                }
-            } else if (got == 0) {
-                if (loader_check_done(l, err, sizeof err) < 0 &&
-                    pq.PQstatus(l->c) != CONNECTION_OK) {
-                    loader_disconnect(l);
-                }
-            }
-            if (got > 0) {
-                continue;
+            if (done || (gave_up && !loader_up(l->wc))) {
+                break;
             }
         }
         if (up && now - l->last_extend_ms >= (uint64_t)l->o.lease_s * 1000 / 3) {
@@ -716,14 +952,7 @@ static void *loader_run(void *arg)
         }
         pthread_mutex_lock(&l->mu);
         if (!l->stopping && l->nres < LOADER_FLUSH_ROWS) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += 50 * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
-            pthread_cond_timedwait(&l->cv, &l->mu, &ts);
+            loader_wait(l, &l->wcv, 50);
         }
         pthread_mutex_unlock(&l->mu);
     }
@@ -745,28 +974,39 @@ struct loader *loader_start(const struct loader_options *o, char *err, size_t er
     l->url = strdup(o->url);
     l->node = strdup(o->node);
     l->journal_path = strdup(o->journal_path);
-    l->o.batch = o->batch ? o->batch : 500;
+    l->o.batch = o->batch ? o->batch : 1000;
     l->o.lease_s = o->lease_s ? o->lease_s : 300;
     l->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     l->journal_fd = open(l->journal_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
     pthread_mutex_init(&l->mu, NULL);
     pthread_cond_init(&l->cv, NULL);
+    pthread_cond_init(&l->wcv, NULL);
     if (l->journal_fd < 0) {
         snprintf(err, errlen, "journal %s: %s", l->journal_path, strerror(errno));
         goto fail;
     }
-    if (loader_connect(l, err, errlen) < 0 || loader_load_campaign(l, err, errlen) < 0 ||
-        loader_recover(l, err, errlen) < 0) {
+    if (loader_connect(l, 0, err, errlen) < 0 || loader_connect(l, 1, err, errlen) < 0 ||
+        loader_load_campaign(l, err, errlen) < 0 || loader_recover(l, err, errlen) < 0) {
         goto fail;
     }
     l->last_extend_ms = loader_ms();
-    if (pthread_create(&l->thread, NULL, loader_run, l) != 0) {
-        snprintf(err, errlen, "cannot start the database thread");
+    if (pthread_create(&l->wthread, NULL, loader_writer, l) != 0) {
+        snprintf(err, errlen, "cannot start the database threads");
         goto fail;
     }
+    if (pthread_create(&l->thread, NULL, loader_claimer, l) != 0) {
+        snprintf(err, errlen, "cannot start the database threads");
+        pthread_mutex_lock(&l->mu);
+        l->stopping = 2;
+        pthread_cond_signal(&l->wcv);
+        pthread_mutex_unlock(&l->mu);
+        pthread_join(l->wthread, NULL);
+        goto fail;
+    }
+    l->threads = 1;
     return l;
 fail:
-    l->thread = 0;
+    l->threads = 0;
     loader_stop(l, 0);
     return NULL;
 }
@@ -791,10 +1031,11 @@ int loader_stop(struct loader *l, unsigned give_up_ms)
         return 0;
     }
     int rc = 0;
-    if (l->thread) {
+    if (l->threads) {
         pthread_mutex_lock(&l->mu);
         l->stopping = 1;
         pthread_cond_signal(&l->cv);
+        pthread_cond_signal(&l->wcv);
         pthread_mutex_unlock(&l->mu);
         /* Wait for the results to be written; past give_up_ms, stop trying. */
         uint64_t t0 = loader_ms();
@@ -816,6 +1057,7 @@ int loader_stop(struct loader *l, unsigned give_up_ms)
         l->stopping = l->stopping > 1 ? 2 : 1;
         pthread_mutex_unlock(&l->mu);
         pthread_join(l->thread, NULL);
+        pthread_join(l->wthread, NULL);
         if (l->nres > 0) {
             fprintf(stderr,
                     "ringmail: database: %zu results could not be written; their recipients "
@@ -825,11 +1067,11 @@ int loader_stop(struct loader *l, unsigned give_up_ms)
         }
     }
     /* What was claimed and never attempted goes back to the queue. */
-    if (l->c && pq.PQstatus(l->c) == CONNECTION_OK && l->nres == 0) {
+    if (loader_up(l->c) && l->nres == 0) {
         char id[32], err[512];
         snprintf(id, sizeof id, "%" PRId64, l->o.campaign);
         const char *p[] = {id, l->node};
-        PGresult *r = loader_query(l,
+        PGresult *r = loader_query(l->c,
                                    "UPDATE ringmail.recipient SET state = 'queued',"
                                    " lease_owner = NULL, lease_expires_at = NULL"
                                    " WHERE campaign_id = $1 AND state = 'claimed'"
@@ -844,7 +1086,8 @@ int loader_stop(struct loader *l, unsigned give_up_ms)
             rc = -1;
         }
     }
-    loader_disconnect(l);
+    loader_disconnect(l, 0);
+    loader_disconnect(l, 1);
     for (size_t i = 0; i < l->nready; i++) {
         free(l->ready[i].address);
         free(l->ready[i].vars);
@@ -860,6 +1103,7 @@ int loader_stop(struct loader *l, unsigned give_up_ms)
     }
     pthread_mutex_destroy(&l->mu);
     pthread_cond_destroy(&l->cv);
+    pthread_cond_destroy(&l->wcv);
     free(l->url);
     free(l->node);
     free(l->journal_path);
@@ -924,7 +1168,7 @@ void loader_result(struct loader *l, const struct loader_result *r)
     l->res[l->nres++] = *r;
     l->exhausted = 0;
     if (l->nres >= LOADER_FLUSH_ROWS) {
-        pthread_cond_signal(&l->cv);
+        pthread_cond_signal(&l->wcv);
     }
     pthread_mutex_unlock(&l->mu);
 }
@@ -940,7 +1184,7 @@ size_t loader_backlog(struct loader *l)
 int loader_exhausted(struct loader *l)
 {
     pthread_mutex_lock(&l->mu);
-    int e = l->exhausted && l->nres == 0 && l->nready == 0;
+    int e = l->exhausted && l->nres == 0 && l->writing == 0 && l->nready == 0;
     pthread_mutex_unlock(&l->mu);
     return e;
 }
@@ -949,7 +1193,8 @@ void loader_stats(struct loader *l, struct loader_stats *out)
 {
     pthread_mutex_lock(&l->mu);
     *out = l->st;
-    out->backlog = l->nres;
+    out->backlog = l->nres + l->writing;
+    out->db_up = l->db_up[0] && l->db_up[1];
     pthread_mutex_unlock(&l->mu);
 }
 

@@ -1,9 +1,10 @@
 /*
  * loader - the campaign's database side: claims recipients, writes results
  *
- * One thread of its own owns the PostgreSQL connection, so the delivery
- * loop never waits on the database; the two meet at bounded queues and an
- * eventfd the loop polls on its ring.
+ * Two threads of its own, each with its own PostgreSQL connection (the
+ * claimer and the results writer), so the delivery loop never waits on
+ * the database and claims never wait for result commits; they meet the
+ * loop at bounded queues and an eventfd the loop polls on its ring.
  *
  * Claims: batches of due recipients (`queued`, or `deferred` whose
  * next_attempt_at has come) move to `claimed` with a lease (owner = node
@@ -88,6 +89,9 @@ struct loader_stats {
     uint64_t claimed, written, flushes, db_errors, reconnects;
     uint64_t recovered_queued, recovered_ambiguous, recovered_results;
     uint64_t suppressed; /* found on the suppression list at claim time */
+    uint64_t claims;     /* claim statements */
+    uint64_t claim_us;   /* time in them, round trip included */
+    uint64_t write_us;   /* time in result commits, round trip included */
     size_t backlog;
     int db_up;
 };

@@ -35,6 +35,8 @@
     X(PQfinish)                                                                                    \
     X(PQexec)                                                                                      \
     X(PQexecParams)                                                                                \
+    X(PQprepare)                                                                                   \
+    X(PQexecPrepared)                                                                              \
     X(PQresultStatus)                                                                              \
     X(PQresultErrorMessage)                                                                        \
     X(PQresultErrorField)                                                                          \

@@ -876,14 +876,16 @@ static void send_report(struct send *s, double wall)
         struct loader_stats ls;
         loader_stats(s->loader, &ls);
         json_object_del(j, "unsent");
-        json_object_set_new(j, "db",
-                            json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "claimed",
-                                      (json_int_t)ls.claimed, "written", (json_int_t)ls.written,
-                                      "backlog", (json_int_t)ls.backlog, "db_errors",
-                                      (json_int_t)ls.db_errors, "recovered_queued",
-                                      (json_int_t)ls.recovered_queued, "recovered_ambiguous",
-                                      (json_int_t)ls.recovered_ambiguous, "suppressed_at_claim",
-                                      (json_int_t)ls.suppressed));
+        json_object_set_new(
+            j, "db",
+            json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f}", "claimed",
+                      (json_int_t)ls.claimed, "written", (json_int_t)ls.written, "backlog",
+                      (json_int_t)ls.backlog, "db_errors", (json_int_t)ls.db_errors,
+                      "recovered_queued", (json_int_t)ls.recovered_queued, "recovered_ambiguous",
+                      (json_int_t)ls.recovered_ambiguous, "suppressed_at_claim",
+                      (json_int_t)ls.suppressed, "claims", (json_int_t)ls.claims, "flushes",
+                      (json_int_t)ls.flushes, "claim_s", (double)ls.claim_us / 1e6, "write_s",
+                      (double)ls.write_us / 1e6));
     }
     char *txt = json_dumps(j, JSON_COMPACT);
     printf("%s\n", txt);
@@ -938,7 +940,7 @@ static void send_usage(FILE *f)
             "  --node NAME            this process's name for leases (default: host name)\n"
             "  --journal FILE         crash journal (default ./ringmail-NODE.journal)\n"
             "  --resend-ambiguous     queue again recipients whose DATA was in flight at a crash\n"
-            "  --batch N              recipients per claim (default 500)\n"
+            "  --batch N              recipients per claim (default 1000)\n"
             "  --lease SECONDS        claim lease (default 300)\n");
 }
 
