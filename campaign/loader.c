@@ -52,7 +52,9 @@ struct loader {
     size_t writing; /* results taken by the writer, not yet committed */
     int stopping;
     int exhausted;
-    int db_up[2]; /* claimer's and writer's connections */
+    int db_up[2];           /* claimer's and writer's connections */
+    void (*notify)(void *); /* also told when rows are ready (loader_set_notify) */
+    void *notify_arg;
     struct loader_stats st;
     /* claimer thread only */
     uint64_t nothing_due_until_ms, next_reclaim_ms, last_claim_ms;
@@ -80,6 +82,13 @@ static void loader_signal(struct loader *l)
     uint64_t one = 1;
     ssize_t n = write(l->efd, &one, sizeof one);
     (void)n;
+    pthread_mutex_lock(&l->mu);
+    void (*fn)(void *) = l->notify;
+    void *arg = l->notify_arg;
+    pthread_mutex_unlock(&l->mu);
+    if (fn) {
+        fn(arg);
+    }
 }
 
 static char *loader_strdup_or_null(PGresult *r, int row, int col)
@@ -1109,6 +1118,14 @@ int loader_stop(struct loader *l, unsigned give_up_ms)
     free(l->journal_path);
     free(l);
     return rc;
+}
+
+void loader_set_notify(struct loader *l, void (*fn)(void *), void *arg)
+{
+    pthread_mutex_lock(&l->mu);
+    l->notify = fn;
+    l->notify_arg = arg;
+    pthread_mutex_unlock(&l->mu);
 }
 
 int loader_fd(const struct loader *l)

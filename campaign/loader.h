@@ -27,9 +27,9 @@
  * other nodes are taken over as `ambiguous` when those nodes' journals are
  * not ours to read, unless resend_ambiguous.
  *
- * Exports: loader_start, loader_stop, loader_fd, loader_clear_signal, loader_take, loader_want,
- * loader_result, loader_backlog, loader_exhausted, loader_stats, loader_campaign,
- * loader_journal_mark.
+ * Exports: loader_start, loader_stop, loader_fd, loader_set_notify, loader_clear_signal,
+ * loader_take, loader_want, loader_result, loader_backlog, loader_exhausted, loader_stats,
+ * loader_campaign, loader_journal_mark.
  */
 #ifndef RINGMAIL_LOADER_H
 #define RINGMAIL_LOADER_H
@@ -103,6 +103,9 @@ struct loader *loader_start(const struct loader_options *o, char *err, size_t er
 int loader_stop(struct loader *l, unsigned give_up_ms);
 /* Readable (eventfd) when claimed recipients are ready or the state changed. */
 int loader_fd(const struct loader *l);
+/* Also call fn(arg) (on a database thread, holding no loader lock) when
+ * claimed recipients are ready or the state changed; fn NULL: stop. */
+void loader_set_notify(struct loader *l, void (*fn)(void *), void *arg);
 /* The eventfd became readable: reset it before looking at the queues. */
 void loader_clear_signal(struct loader *l);
 /* Up to max claimed recipients, without blocking. */

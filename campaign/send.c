@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "campaign/loader.h"
+#include "campaign/prepare.h"
 #include "campaign/render.h"
 #include "engine/buf.h"
 #include "engine/client_conn.h"
@@ -67,6 +68,7 @@ struct send_options {
     unsigned mx_port;
     unsigned size;
     unsigned window;
+    int render_threads; /* campaign mode; -1: one per core */
     unsigned timeout_ms;
     unsigned max_connections;
     int relay_implicit_tls;
@@ -117,6 +119,9 @@ struct send {
     struct render_scratch scratch;
     struct loop_op loader_op;
     int loader_armed;
+    struct prepare *prep; /* render workers (NULL: render on the loop thread) */
+    struct loop_op prep_op;
+    int prep_armed;
     char node_buf[128], journal_buf[512];
 };
 
@@ -572,64 +577,96 @@ static void send_on_data(void *user, struct pool_msg *pm)
     }
 }
 
+/* One claimed recipient, rendered into body, or not (err): into the pool,
+ * or recorded `invalid`. Takes x's strings and the body. */
+static void send_submit_db(struct send *s, struct loader_rcpt *x, buf_t *body, const char *err,
+                           uint64_t now)
+{
+    s->t.recipients++;
+    free(x->vars);
+    x->vars = NULL;
+    if (err) {
+        send_invalid_db(s, x, err);
+        free(x->address);
+        buf_free(body);
+        return;
+    }
+    struct send_msg *m = calloc(1, sizeof *m);
+    if (!m) {
+        abort();
+    }
+    m->body = *body;
+    m->id = x->id;
+    m->rcpt = x->address;
+    m->m.rcpt = m->rcpt;
+    m->m.mail_from = s->o.from;
+    m->m.data = buf_data(&m->body);
+    m->m.len = buf_len(&m->body);
+    m->m.attempts = x->attempts;
+    uint64_t age = (uint64_t)(x->age_s * 1000.0);
+    m->m.first_ms = x->attempts && now > age ? now - age : 0;
+    m->m.user = m;
+    s->inflight++;
+    pool_submit(s->pool, &m->m);
+}
+
+/* --render-threads 0: render on the loop thread. */
+static void send_render_inline(struct send *s, struct loader_rcpt *x, uint64_t now)
+{
+    char err[256];
+    buf_t body;
+    buf_init(&body);
+    const char *problem = send_address_problem(x->address);
+    int bad = problem != NULL;
+    if (problem) {
+        snprintf(err, sizeof err, "%s", problem);
+    } else {
+        json_t *vars = json_loads(x->vars, 0, NULL);
+        struct render_vars rv;
+        render_vars_json(&rv, vars);
+        bad = render_message(s->tpl, x->address, vars ? &rv : NULL, &s->scratch, &body, err,
+                             sizeof err) < 0;
+        json_decref(vars);
+    }
+    send_submit_db(s, x, &body, bad ? err : NULL, now);
+}
+
 static void send_feed_db(struct send *s)
 {
-    struct loader_rcpt batch[256];
     uint64_t now = loop_now_ms(s->loop);
-    while (!s->interrupted && s->inflight < s->o.window &&
-           loader_backlog(s->loader) < SEND_BACKLOG_MAX) {
-        size_t room = s->o.window - s->inflight;
-        size_t n = loader_take(s->loader, batch, room < 256 ? room : 256);
-        if (n == 0) {
-            break;
+    size_t held = 0;
+    if (s->prep) {
+        struct prepare_item items[256];
+        while (!s->interrupted && s->inflight < s->o.window &&
+               loader_backlog(s->loader) < SEND_BACKLOG_MAX) {
+            size_t room = s->o.window - s->inflight;
+            size_t n = prepare_take(s->prep, items, room < 256 ? room : 256);
+            if (n == 0) {
+                break;
+            }
+            for (size_t i = 0; i < n; i++) {
+                send_submit_db(s, &items[i].r, &items[i].body,
+                               items[i].err[0] ? items[i].err : NULL, now);
+            }
         }
-        for (size_t i = 0; i < n; i++) {
-            struct loader_rcpt *x = &batch[i];
-            s->t.recipients++;
-            char err[256];
-            const char *problem = send_address_problem(x->address);
-            json_t *vars = problem ? NULL : json_loads(x->vars, 0, NULL);
-            struct send_msg *m = NULL;
-            if (problem) {
-                snprintf(err, sizeof err, "%s", problem);
-            } else {
-                m = calloc(1, sizeof *m);
-                if (!m) {
-                    abort();
-                }
-                struct render_vars rv;
-                render_vars_json(&rv, vars);
-                if (render_message(s->tpl, x->address, vars ? &rv : NULL, &s->scratch, &m->body,
-                                   err, sizeof err) < 0) {
-                    buf_free(&m->body);
-                    free(m);
-                    m = NULL;
-                }
+        held = prepare_held(s->prep);
+    } else {
+        struct loader_rcpt batch[256];
+        while (!s->interrupted && s->inflight < s->o.window &&
+               loader_backlog(s->loader) < SEND_BACKLOG_MAX) {
+            size_t room = s->o.window - s->inflight;
+            size_t n = loader_take(s->loader, batch, room < 256 ? room : 256);
+            if (n == 0) {
+                break;
             }
-            json_decref(vars);
-            if (!m) {
-                send_invalid_db(s, x, err);
-                free(x->address);
-                free(x->vars);
-                continue;
+            for (size_t i = 0; i < n; i++) {
+                send_render_inline(s, &batch[i], now);
             }
-            m->id = x->id;
-            m->rcpt = x->address;
-            free(x->vars);
-            m->m.rcpt = m->rcpt;
-            m->m.mail_from = s->o.from;
-            m->m.data = buf_data(&m->body);
-            m->m.len = buf_len(&m->body);
-            m->m.attempts = x->attempts;
-            uint64_t age = (uint64_t)(x->age_s * 1000.0);
-            m->m.first_ms = x->attempts && now > age ? now - age : 0;
-            m->m.user = m;
-            s->inflight++;
-            pool_submit(s->pool, &m->m);
         }
     }
-    loader_want(s->loader, s->inflight < s->o.window ? s->o.window - s->inflight : 0);
-    if (!s->finishing && s->inflight == 0 && loader_exhausted(s->loader)) {
+    size_t busy = s->inflight + held;
+    loader_want(s->loader, busy < s->o.window ? s->o.window - busy : 0);
+    if (!s->finishing && busy == 0 && loader_exhausted(s->loader)) {
         send_stop(s);
     }
 }
@@ -651,12 +688,64 @@ static void send_on_loader(struct loop_op *op, int res, unsigned flags)
     }
 }
 
+static void send_prep_arm(struct send *s);
+
+static void send_on_prep(struct loop_op *op, int res, unsigned flags)
+{
+    (void)flags;
+    struct send *s = op->owner;
+    s->prep_armed = 0;
+    if (res < 0 || s->finishing) {
+        return;
+    }
+    prepare_clear_signal(s->prep);
+    send_feed(s);
+    if (!s->finishing) {
+        send_prep_arm(s);
+    }
+}
+
+static void send_prep_arm(struct send *s)
+{
+    s->prep_op.cb = send_on_prep;
+    s->prep_op.owner = s;
+    s->prep_armed = 1;
+    loop_poll_add(s->loop, &s->prep_op, prepare_fd(s->prep), POLLIN);
+}
+
 static void send_loader_arm(struct send *s)
 {
     s->loader_op.cb = send_on_loader;
     s->loader_op.owner = s;
     s->loader_armed = 1;
     loop_poll_add(s->loop, &s->loader_op, loader_fd(s->loader), POLLIN);
+}
+
+/* Render workers: --render-threads, by default one per core (0: render
+ * on the loop thread). */
+static int send_prepare_start(struct send *s, char *err, size_t errlen)
+{
+    int n = s->o.render_threads;
+    if (n < 0) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        n = cpus < 1 ? 1 : cpus > 8 ? 8 : (int)cpus;
+    }
+    if (n == 0) {
+        return 0;
+    }
+    struct prepare_options po = {
+        .loader = s->loader,
+        .tpl = s->tpl,
+        .threads = (unsigned)n,
+        .ahead = s->o.window < 4096 ? s->o.window : 4096,
+        .address_problem = send_address_problem,
+    };
+    s->prep = prepare_start(&po, err, errlen);
+    if (!s->prep) {
+        return -1;
+    }
+    loader_set_notify(s->loader, prepare_notify, s->prep);
+    return 0;
 }
 
 /* Compile the campaign's templates (and its DKIM key). */
@@ -702,6 +791,9 @@ static void send_stop(struct send *s)
     }
     if (s->loader_armed) {
         loop_cancel(s->loop, &s->loader_op);
+    }
+    if (s->prep_armed) {
+        loop_cancel(s->loop, &s->prep_op);
     }
     loop_stop_when_idle(s->loop);
 }
@@ -941,6 +1033,8 @@ static void send_usage(FILE *f)
             "  --journal FILE         crash journal (default ./ringmail-NODE.journal)\n"
             "  --resend-ambiguous     queue again recipients whose DATA was in flight at a crash\n"
             "  --batch N              recipients per claim (default 1000)\n"
+            "  --render-threads N     threads rendering and DKIM-signing (default one per core;\n"
+            "                         0: on the delivery thread)\n"
             "  --lease SECONDS        claim lease (default 300)\n");
 }
 
@@ -960,6 +1054,7 @@ enum {
     SEND_OPT_HELO,
     SEND_OPT_SIZE,
     SEND_OPT_WINDOW,
+    SEND_OPT_RENDER_THREADS,
     SEND_OPT_MAXCONN,
     SEND_OPT_TIMEOUT,
     SEND_OPT_RECORDS,
@@ -1008,6 +1103,7 @@ static int send_parse(int argc, char **argv, struct send_options *o)
         {"helo", required_argument, 0, SEND_OPT_HELO},
         {"size", required_argument, 0, SEND_OPT_SIZE},
         {"window", required_argument, 0, SEND_OPT_WINDOW},
+        {"render-threads", required_argument, 0, SEND_OPT_RENDER_THREADS},
         {"max-connections", required_argument, 0, SEND_OPT_MAXCONN},
         {"timeout-ms", required_argument, 0, SEND_OPT_TIMEOUT},
         {"records", required_argument, 0, SEND_OPT_RECORDS},
@@ -1085,6 +1181,13 @@ static int send_parse(int argc, char **argv, struct send_options *o)
             if (send_number("window", optarg, 1, 10000000, &o->window) < 0)
                 return -1;
             break;
+        case SEND_OPT_RENDER_THREADS: {
+            unsigned n;
+            if (send_number("render-threads", optarg, 0, 64, &n) < 0)
+                return -1;
+            o->render_threads = (int)n;
+            break;
+        }
         case SEND_OPT_MAXCONN:
             if (send_number("max-connections", optarg, 1, 1000000, &o->max_connections) < 0)
                 return -1;
@@ -1276,6 +1379,7 @@ int send_main(int argc, char **argv)
     s.o.helo = "ringmail.test";
     s.o.size = 2048;
     s.o.window = 10000;
+    s.o.render_threads = -1;
     if (send_parse(argc, argv, &s.o) < 0) {
         return 2;
     }
@@ -1361,6 +1465,11 @@ int send_main(int argc, char **argv)
                     (unsigned long long)ls.recovered_ambiguous,
                     s.o.resend_ambiguous ? "; --resend-ambiguous queues them" : "");
         }
+        if (send_prepare_start(&s, err, sizeof err) < 0) {
+            fprintf(stderr, "ringmail send: %s\n", err);
+            config_free(cfg);
+            goto out;
+        }
         po.external_retry = 1;
         po.on_data = send_on_data;
     }
@@ -1389,6 +1498,9 @@ int send_main(int argc, char **argv)
     send_sig_arm(&s);
     if (s.loader) {
         send_loader_arm(&s);
+        if (s.prep) {
+            send_prep_arm(&s);
+        }
     }
     loop_timer_init(&s.status_timer, send_on_status, &s);
     if (!s.o.json && isatty(STDERR_FILENO)) {
@@ -1420,6 +1532,11 @@ int send_main(int argc, char **argv)
 out:
     if (s.pool) {
         pool_release_all(s.pool, send_release);
+    }
+    if (s.prep) {
+        loader_set_notify(s.loader, NULL, NULL);
+        prepare_stop(s.prep); /* what it still holds stays claimed: released below */
+        s.prep = NULL;
     }
     if (s.loader) {
         /* Every result to PostgreSQL (waiting up to a minute for it), then

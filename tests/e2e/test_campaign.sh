@@ -168,8 +168,31 @@ check_eq "ambiguous: left alone without --resend-ambiguous" "ambiguous" \
     --journal "$E2E_TMP/n5.journal" --resend-ambiguous --json >/dev/null 2>"$E2E_TMP/inj2.err"
 check_eq "ambiguous: --resend-ambiguous sends it" "sent" \
     "$(psql_q "SELECT state FROM ringmail.recipient WHERE campaign_id = $C5 AND address = 'again@b.test'")"
+
 stop_sink a
 stop_sink b
+
+# ============================================================ 1c. where rendering runs
+# The same campaign rendered on the delivery thread (--render-threads 0)
+# and on three render workers: every recipient sent exactly once, the
+# header injection refused either way.
+for rt in 0 3; do
+    start_sink a 127.0.0.71
+    start_sink b 127.0.0.72
+    CR=$(new_campaign "rt$rt" 3000)
+    psql_q "INSERT INTO ringmail.recipient (campaign_id, address, vars) VALUES
+        ($CR, 'evil$rt@a.test', jsonb_build_object('first_name', E'Eve\nBcc: x@b.test'))" >/dev/null
+    timeout 120 "$RM" send --db "$PG_URL" --campaign "$CR" --config "$E2E_TMP/c.conf" --node "rt$rt" \
+        --journal "$E2E_TMP/rt$rt.journal" --render-threads $rt --json >"$E2E_TMP/rt$rt.json" \
+        2>"$E2E_TMP/rt$rt.err"
+    check_eq "render threads $rt: exit 0" 0 "$?"
+    stop_sink a
+    stop_sink b
+    check_eq "render threads $rt: 3001 sent, 1 invalid, nothing left" "3001 1 0" \
+        "$(psql_q "SELECT count(*) FILTER (WHERE state = 'sent') || ' ' || count(*) FILTER (WHERE state = 'invalid') || ' ' || count(*) FILTER (WHERE state IN ('queued', 'claimed', 'deferred')) FROM ringmail.recipient WHERE campaign_id = $CR")"
+    check_eq "render threads $rt: the sinks saw each sent recipient once, nothing else" 0 \
+        "$(sink_once "$CR" "${SINK_STATS[a]}" "${SINK_STATS[b]}" | tail -1)"
+done
 
 # Scenarios 2-4 run at a bounded rate so that there is time to interfere.
 sed -e 's/^max_connections = 4$/max_connections = 4\nmsg_rate = 700\/s/' "$E2E_TMP/c.conf" >"$E2E_TMP/slow.conf"

@@ -1,0 +1,229 @@
+/*
+ * prepare - render and sign campaign messages on worker threads. See
+ * prepare.h.
+ *
+ * Locking: one mutex guards the finished queue and the counters; a worker
+ * renders with it released. Lock order: prepare, then loader (a worker
+ * calls loader_take holding the prepare mutex; the loader calls
+ * prepare_notify holding none of its own).
+ */
+#include "campaign/prepare.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PREPARE_BATCH 64 /* recipients a worker takes at once */
+#define PREPARE_IDLE_MS 100
+
+struct prepare {
+    struct prepare_options o;
+    pthread_t *threads;
+    unsigned nthreads;
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* room, new claims, stopping */
+    int efd;
+    /* under mu */
+    struct prepare_item *done; /* ring of finished items */
+    size_t done_cap, done_head, done_n;
+    size_t held; /* taken from the loader, not yet taken by the loop */
+    int stopping;
+};
+
+static void prepare_signal(struct prepare *p)
+{
+    uint64_t one = 1;
+    ssize_t n = write(p->efd, &one, sizeof one);
+    (void)n;
+}
+
+static void prepare_one(struct prepare *p, struct render_scratch *scratch, struct prepare_item *it)
+{
+    buf_init(&it->body);
+    it->err[0] = '\0';
+    const char *problem = p->o.address_problem ? p->o.address_problem(it->r.address) : NULL;
+    if (problem) {
+        snprintf(it->err, sizeof it->err, "%s", problem);
+    } else {
+        json_t *vars = json_loads(it->r.vars, 0, NULL);
+        struct render_vars rv;
+        render_vars_json(&rv, vars);
+        if (render_message(p->o.tpl, it->r.address, vars ? &rv : NULL, scratch, &it->body, it->err,
+                           sizeof it->err) < 0) {
+            buf_free(&it->body);
+            if (!it->err[0]) {
+                snprintf(it->err, sizeof it->err, "cannot render the message");
+            }
+        }
+        json_decref(vars);
+    }
+    free(it->r.vars);
+    it->r.vars = NULL;
+}
+
+static void prepare_wait_ms(struct prepare *p, unsigned ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += (long)ms * 1000000L;
+    while (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&p->cv, &p->mu, &ts);
+}
+
+static void *prepare_run(void *arg)
+{
+    struct prepare *p = arg;
+    struct render_scratch scratch;
+    render_scratch_init(&scratch);
+    struct loader_rcpt batch[PREPARE_BATCH];
+    struct prepare_item items[PREPARE_BATCH];
+    pthread_mutex_lock(&p->mu);
+    while (!p->stopping) {
+        size_t room = p->o.ahead > p->held ? p->o.ahead - p->held : 0;
+        if (room == 0) {
+            pthread_cond_wait(&p->cv, &p->mu);
+            continue;
+        }
+        size_t max = room < PREPARE_BATCH ? room : PREPARE_BATCH;
+        size_t n = loader_take(p->o.loader, batch, max);
+        if (n == 0) {
+            prepare_wait_ms(p, PREPARE_IDLE_MS); /* prepare_notify wakes it sooner */
+            continue;
+        }
+        p->held += n;
+        pthread_mutex_unlock(&p->mu);
+        for (size_t i = 0; i < n; i++) {
+            items[i].r = batch[i];
+            prepare_one(p, &scratch, &items[i]);
+        }
+        pthread_mutex_lock(&p->mu);
+        for (size_t i = 0; i < n; i++) {
+            p->done[(p->done_head + p->done_n) % p->done_cap] = items[i];
+            p->done_n++;
+        }
+        prepare_signal(p);
+    }
+    pthread_mutex_unlock(&p->mu);
+    render_scratch_free(&scratch);
+    return NULL;
+}
+
+struct prepare *prepare_start(const struct prepare_options *o, char *err, size_t errlen)
+{
+    struct prepare *p = calloc(1, sizeof *p);
+    if (!p) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    p->o = *o;
+    if (!p->o.ahead) {
+        p->o.ahead = 4096;
+    }
+    if (p->o.threads < 1) {
+        p->o.threads = 1;
+    }
+    /* Every held item fits: a worker adds at most what it took. */
+    p->done_cap = p->o.ahead;
+    p->done = calloc(p->done_cap, sizeof *p->done);
+    p->threads = calloc(p->o.threads, sizeof *p->threads);
+    p->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    if (!p->done || !p->threads || p->efd < 0) {
+        snprintf(err, errlen, "cannot set up the render workers: %s", strerror(errno));
+        prepare_stop(p);
+        return NULL;
+    }
+    for (unsigned i = 0; i < p->o.threads; i++) {
+        if (pthread_create(&p->threads[i], NULL, prepare_run, p) != 0) {
+            snprintf(err, errlen, "cannot start the render workers");
+            prepare_stop(p);
+            return NULL;
+        }
+        p->nthreads++;
+    }
+    return p;
+}
+
+void prepare_stop(struct prepare *p)
+{
+    if (!p) {
+        return;
+    }
+    pthread_mutex_lock(&p->mu);
+    p->stopping = 1;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    for (unsigned i = 0; i < p->nthreads; i++) {
+        pthread_join(p->threads[i], NULL);
+    }
+    /* What was never sent stays claimed: the loader releases it. */
+    for (size_t k = 0; k < p->done_n; k++) {
+        struct prepare_item *it = &p->done[(p->done_head + k) % p->done_cap];
+        free(it->r.address);
+        buf_free(&it->body);
+    }
+    free(p->done);
+    free(p->threads);
+    if (p->efd >= 0) {
+        close(p->efd);
+    }
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->cv);
+    free(p);
+}
+
+int prepare_fd(const struct prepare *p)
+{
+    return p->efd;
+}
+
+void prepare_clear_signal(struct prepare *p)
+{
+    uint64_t v;
+    ssize_t n = read(p->efd, &v, sizeof v);
+    (void)n;
+}
+
+size_t prepare_take(struct prepare *p, struct prepare_item *out, size_t max)
+{
+    pthread_mutex_lock(&p->mu);
+    size_t n = p->done_n < max ? p->done_n : max;
+    for (size_t k = 0; k < n; k++) {
+        out[k] = p->done[p->done_head];
+        p->done_head = (p->done_head + 1) % p->done_cap;
+    }
+    p->done_n -= n;
+    p->held -= n;
+    if (n > 0) {
+        pthread_cond_broadcast(&p->cv); /* room for the workers */
+    }
+    pthread_mutex_unlock(&p->mu);
+    return n;
+}
+
+size_t prepare_held(struct prepare *p)
+{
+    pthread_mutex_lock(&p->mu);
+    size_t n = p->held;
+    pthread_mutex_unlock(&p->mu);
+    return n;
+}
+
+void prepare_notify(void *arg)
+{
+    struct prepare *p = arg;
+    pthread_mutex_lock(&p->mu);
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+}

@@ -1,0 +1,61 @@
+/*
+ * prepare - render and sign campaign messages on worker threads
+ *
+ * Between the loader (claimed recipients) and the delivery loop: worker
+ * threads take claimed recipients from the loader, check the address,
+ * merge the variables, render the MIME message and sign it with DKIM,
+ * and hand finished messages to the loop through a queue and an eventfd
+ * the loop polls on its ring. The loop thread keeps only the network
+ * work (SMTP, TLS), so rendering and the DKIM signature, the costliest
+ * steps of a campaign message, run beside it on the other cores.
+ *
+ * At most `ahead` recipients are held here at once (being rendered or
+ * waiting for the loop); their rows stay `claimed` under this node's
+ * lease until the loop has sent them, so a stop releases them with the
+ * loader's other unsent claims.
+ *
+ * Exports: prepare_start, prepare_stop, prepare_fd, prepare_clear_signal, prepare_take,
+ * prepare_held, prepare_notify.
+ */
+#ifndef RINGMAIL_PREPARE_H
+#define RINGMAIL_PREPARE_H
+
+#include <stddef.h>
+
+#include "campaign/loader.h"
+#include "campaign/render.h"
+#include "engine/buf.h"
+
+struct prepare;
+
+struct prepare_item {
+    struct loader_rcpt r; /* r.address owned; r.vars freed (NULL) */
+    buf_t body;           /* the signed message, when err is empty (owned) */
+    char err[256];        /* why this recipient cannot be sent: `invalid` */
+};
+
+struct prepare_options {
+    struct loader *loader;
+    const struct render_template *tpl;
+    unsigned threads; /* workers, at least 1 */
+    size_t ahead;     /* recipients held at most (default 4096) */
+    /* NULL or why an address cannot be sent (called on a worker thread). */
+    const char *(*address_problem)(const char *address);
+};
+
+/* Starts the workers. NULL + err. */
+struct prepare *prepare_start(const struct prepare_options *o, char *err, size_t errlen);
+/* Stops and joins the workers; frees what is still held. */
+void prepare_stop(struct prepare *p);
+/* Readable (eventfd) when finished messages wait. */
+int prepare_fd(const struct prepare *p);
+/* The eventfd became readable: reset it before taking. */
+void prepare_clear_signal(struct prepare *p);
+/* Up to max finished items, without blocking; the caller owns them. */
+size_t prepare_take(struct prepare *p, struct prepare_item *out, size_t max);
+/* Recipients taken from the loader and not yet handed to the loop. */
+size_t prepare_held(struct prepare *p);
+/* The loader has new claimed recipients (a loader_options.notify). */
+void prepare_notify(void *p);
+
+#endif
