@@ -84,6 +84,20 @@ static const char *const db_migrations[] = {
     "  reason text,"
     "  campaign_id bigint,"
     "  created_at timestamptz NOT NULL DEFAULT now());",
+    /* 2: results rewrite the row in place (HOT). No index depends on a
+     * recipient's state or lease any more: a row is due while it has a
+     * next_attempt_at (queued or deferred; NULL once claimed or final), so
+     * a final result changes no indexed column and PostgreSQL updates it
+     * without touching an index. Expired leases are found by a scan, once
+     * the due rows run out. */
+    "ALTER TABLE ringmail.recipient ALTER COLUMN next_attempt_at DROP NOT NULL;"
+    "UPDATE ringmail.recipient SET next_attempt_at = NULL"
+    "  WHERE state NOT IN ('queued', 'deferred');"
+    "DROP INDEX ringmail.recipient_due;"
+    "DROP INDEX ringmail.recipient_leased;"
+    "CREATE INDEX recipient_due ON ringmail.recipient (campaign_id, next_attempt_at)"
+    "  WHERE next_attempt_at IS NOT NULL;"
+    "ALTER TABLE ringmail.recipient SET (fillfactor = 85);",
 };
 
 #define DB_NMIGRATIONS (int)(sizeof db_migrations / sizeof db_migrations[0])
@@ -188,7 +202,7 @@ int db_schema_version(PGconn *c)
     return v;
 }
 
-int db_migrate(PGconn *c, int *applied, char *err, size_t errlen)
+int db_migrate(PGconn *c, int to, int *applied, char *err, size_t errlen)
 {
     char why[1024];
     int n = 0;
@@ -210,7 +224,8 @@ int db_migrate(PGconn *c, int *applied, char *err, size_t errlen)
             return -1;
         }
     }
-    for (int v = 1; v <= DB_NMIGRATIONS; v++) {
+    int last = to > 0 && to < DB_NMIGRATIONS ? to : DB_NMIGRATIONS;
+    for (int v = 1; v <= last; v++) {
         if (db_exec(c, "BEGIN; SELECT pg_advisory_xact_lock(7412, 1)", why, sizeof why) < 0) {
             snprintf(err, errlen, "migration %d: %s", v, why);
             return -1;
@@ -242,11 +257,13 @@ int db_migrate(PGconn *c, int *applied, char *err, size_t errlen)
 
 static void db_usage(FILE *f)
 {
-    fprintf(
-        f, "usage: ringmail db migrate --db URL\n"
-           "\n"
-           "  Create or upgrade the ringmail schema (idempotent). URL is a libpq\n"
-           "  connection string: postgresql://user@host:port/dbname or \"host=... dbname=...\".\n");
+    fprintf(f,
+            "usage: ringmail db migrate --db URL [--to VERSION]\n"
+            "\n"
+            "  Create or upgrade the ringmail schema (idempotent). URL is a libpq\n"
+            "  connection string: postgresql://user@host:port/dbname or \"host=... dbname=...\".\n"
+            "  --to VERSION stops at that version (default: the latest, %d).\n",
+            DB_NMIGRATIONS);
 }
 
 int db_main(int argc, char **argv)
@@ -257,15 +274,25 @@ int db_main(int argc, char **argv)
     }
     static const struct option longopts[] = {
         {"db", required_argument, 0, 'd'},
+        {"to", required_argument, 0, 't'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
     const char *url = NULL;
-    int ch;
+    int to = 0, ch;
     optind = 1;
     while ((ch = getopt_long(argc - 1, argv + 1, "", longopts, NULL)) != -1) {
         if (ch == 'd') {
             url = optarg;
+        } else if (ch == 't') {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            if (*end || v < 1 || v > DB_NMIGRATIONS) {
+                fprintf(stderr, "ringmail db migrate: --to: a version from 1 to %d\n",
+                        DB_NMIGRATIONS);
+                return 2;
+            }
+            to = (int)v;
         } else if (ch == 'h') {
             db_usage(stdout);
             return 0;
@@ -285,7 +312,7 @@ int db_main(int argc, char **argv)
         return 1;
     }
     int applied = 0;
-    int rc = db_migrate(c, &applied, err, sizeof err);
+    int rc = db_migrate(c, to, &applied, err, sizeof err);
     if (rc < 0) {
         fprintf(stderr, "ringmail db migrate: %s\n", err);
     } else {

@@ -22,8 +22,9 @@ PGconn *db_connect(const char *url, char *err, size_t errlen);
 void db_trim(char *msg);
 /* Run sql (no result rows wanted); 0, or -1 with the server's message in err. */
 int db_exec(PGconn *c, const char *sql, char *err, size_t errlen);
-/* Apply every missing migration; *applied (may be NULL) counts them. */
-int db_migrate(PGconn *c, int *applied, char *err, size_t errlen);
+/* Apply every missing migration up to version to (0: the latest); *applied
+ * (may be NULL) counts them. */
+int db_migrate(PGconn *c, int to, int *applied, char *err, size_t errlen);
 /* The highest applied version, 0 for none, -1 on error. */
 int db_schema_version(PGconn *c);
 /* The latest version this binary knows. */

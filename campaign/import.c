@@ -154,12 +154,14 @@ static void import_sql_insert(buf_t *b, const char *src, const char *rows)
     buf_append_str(b, "WITH ringmail_src AS (");
     buf_append_str(b, src);
     buf_append_str(b, "), ringmail_ins AS ("
-                      "INSERT INTO ringmail.recipient (campaign_id, address, vars, state, reason)"
+                      "INSERT INTO ringmail.recipient (campaign_id, address, vars, state, reason,"
+                      " next_attempt_at)"
                       " SELECT $1::bigint, d.address, d.vars,"
                       " CASE WHEN d.problem IS NOT NULL THEN 'invalid'"
                       " WHEN sup.address IS NOT NULL THEN 'suppressed' ELSE 'queued' END,"
                       " CASE WHEN d.problem IS NOT NULL THEN d.problem"
-                      " WHEN sup.address IS NOT NULL THEN 'suppressed' END"
+                      " WHEN sup.address IS NOT NULL THEN 'suppressed' END,"
+                      " CASE WHEN d.problem IS NULL AND sup.address IS NULL THEN now() END"
                       " FROM (SELECT DISTINCT ON (k.address COLLATE \"C\") k.* FROM (");
     import_sql_checked(b, "ringmail_src");
     buf_append_str(b, ") AS k ORDER BY k.address COLLATE \"C\", k.ord) AS d"

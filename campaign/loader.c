@@ -118,7 +118,8 @@ static char *loader_strdup_or_null(PGresult *r, int row, int col)
     "   WHEN c.suppressed THEN 'suppressed' ELSE r.reason END,"                                    \
     "  lease_owner = CASE WHEN (c.old_state = 'claimed' AND NOT $5::boolean) OR c.suppressed"      \
     "   THEN NULL ELSE $3 END,"                                                                    \
-    "  lease_expires_at = now() + ($4 || ' seconds')::interval, updated_at = now()"                \
+    "  lease_expires_at = now() + ($4 || ' seconds')::interval, next_attempt_at = NULL,"           \
+    "  updated_at = now()"                                                                         \
     " FROM c WHERE r.id = c.id"                                                                    \
     " RETURNING r.id, r.address, r.vars::text, r.attempts,"                                        \
     "  coalesce(extract(epoch FROM now() - r.first_attempt_at), 0), r.state"
@@ -153,7 +154,8 @@ static const struct {
                             "UPDATE ringmail.recipient r SET state = x.state, reason = x.reason,"
                             " attempts = greatest(r.attempts, x.attempts),"
                             " first_attempt_at = coalesce(r.first_attempt_at, now()),"
-                            " next_attempt_at = now() + x.retry_s * interval '1 second',"
+                            " next_attempt_at = CASE WHEN x.state = 'deferred'"
+                            "   THEN now() + x.retry_s * interval '1 second' END,"
                             " lease_owner = NULL, lease_expires_at = NULL, updated_at = now()"
                             " FROM unnest($2::bigint[], $3::text[], $4::text[], $5::int[],"
                             "   $6::float8[]) AS x(id, state, reason, attempts, retry_s)"
@@ -412,6 +414,8 @@ static int loader_recover(struct loader *l, char *err, size_t errlen)
             "   ELSE 'queued' END,"
             " reason = CASE WHEN id = ANY($3::bigint[]) AND NOT $4::boolean"
             "   THEN 'DATA was in flight when node ' || $2 || ' stopped' ELSE reason END,"
+            " next_attempt_at = CASE WHEN id = ANY($3::bigint[]) AND NOT $4::boolean"
+            "   THEN NULL ELSE now() END,"
             " lease_owner = NULL, lease_expires_at = NULL, updated_at = now()"
             " WHERE campaign_id = $1 AND state = 'claimed' AND lease_owner = $2 RETURNING state",
             4, p2, PGRES_TUPLES_OK, err, errlen);
@@ -435,8 +439,8 @@ static int loader_recover(struct loader *l, char *err, size_t errlen)
     if (l->o.resend_ambiguous) {
         const char *p3[] = {id};
         r = loader_query(l->c,
-                         "UPDATE ringmail.recipient SET state = 'queued', updated_at = now()"
-                         " WHERE campaign_id = $1 AND state = 'ambiguous'",
+                         "UPDATE ringmail.recipient SET state = 'queued', next_attempt_at = now(),"
+                         " updated_at = now() WHERE campaign_id = $1 AND state = 'ambiguous'",
                          1, p3, PGRES_COMMAND_OK, err, errlen);
         if (!r) {
             return -1;
@@ -756,7 +760,10 @@ static int loader_claim_with(struct loader *l, int which, size_t want, char *err
     return n;
 }
 
-#define LOADER_RECLAIM_MS 1000 /* how often expired leases are looked for */
+/* Expired leases are looked for (a scan of the campaign's rows: no index
+ * on leases, see migration 2) once the due rows run out, at most this
+ * often, or a tenth of the lease when that is longer. */
+#define LOADER_RECLAIM_MS 1000
 
 static int loader_claim(struct loader *l, size_t want, char *err, size_t errlen)
 {
@@ -768,7 +775,8 @@ static int loader_claim(struct loader *l, size_t want, char *err, size_t errlen)
     if (now < l->next_reclaim_ms) {
         return n;
     }
-    l->next_reclaim_ms = now + LOADER_RECLAIM_MS;
+    uint64_t every = (uint64_t)l->o.lease_s * 100;
+    l->next_reclaim_ms = now + (every > LOADER_RECLAIM_MS ? every : LOADER_RECLAIM_MS);
     int m = loader_claim_with(l, LOADER_SQL_CLAIM_EXPIRED, want - (size_t)n, err, errlen);
     return m < 0 ? m : n + m;
 }
@@ -1082,7 +1090,8 @@ int loader_stop(struct loader *l, unsigned give_up_ms)
         const char *p[] = {id, l->node};
         PGresult *r = loader_query(l->c,
                                    "UPDATE ringmail.recipient SET state = 'queued',"
-                                   " lease_owner = NULL, lease_expires_at = NULL"
+                                   " next_attempt_at = now(), lease_owner = NULL,"
+                                   " lease_expires_at = NULL"
                                    " WHERE campaign_id = $1 AND state = 'claimed'"
                                    " AND lease_owner = $2",
                                    2, p, PGRES_COMMAND_OK, err, sizeof err);
