@@ -45,7 +45,7 @@ struct loader {
     int journal_fd;
     /* shared, under mu */
     struct loader_rcpt *ready;
-    size_t nready, ready_cap;
+    size_t ready_head, nready, ready_cap; /* ready[ready_head .. +nready) */
     size_t want;
     struct loader_result *res;
     size_t nres, res_cap;
@@ -734,7 +734,11 @@ static int loader_claim_with(struct loader *l, int which, size_t want, char *err
             }
             continue;
         }
-        if (l->nready == l->ready_cap) {
+        if (l->ready_head + l->nready == l->ready_cap && l->ready_head >= l->ready_cap / 2) {
+            memmove(l->ready, l->ready + l->ready_head, l->nready * sizeof *l->ready);
+            l->ready_head = 0;
+        }
+        if (l->ready_head + l->nready == l->ready_cap) {
             l->ready_cap = l->ready_cap ? l->ready_cap * 2 : 1024;
             struct loader_rcpt *v = realloc(l->ready, l->ready_cap * sizeof *v);
             if (!v) {
@@ -742,7 +746,7 @@ static int loader_claim_with(struct loader *l, int which, size_t want, char *err
             }
             l->ready = v;
         }
-        struct loader_rcpt *x = &l->ready[l->nready++];
+        struct loader_rcpt *x = &l->ready[l->ready_head + l->nready++];
         x->id = strtoll(pq.PQgetvalue(r, i, 0), NULL, 10);
         x->address = strdup(pq.PQgetvalue(r, i, 1));
         x->vars = strdup(pq.PQgetvalue(r, i, 2));
@@ -1106,7 +1110,7 @@ int loader_stop(struct loader *l, unsigned give_up_ms)
     }
     loader_disconnect(l, 0);
     loader_disconnect(l, 1);
-    for (size_t i = 0; i < l->nready; i++) {
+    for (size_t i = l->ready_head; i < l->ready_head + l->nready; i++) {
         free(l->ready[i].address);
         free(l->ready[i].vars);
     }
@@ -1147,9 +1151,12 @@ size_t loader_take(struct loader *l, struct loader_rcpt *out, size_t max)
     pthread_mutex_lock(&l->mu);
     size_t n = l->nready < max ? l->nready : max;
     if (n > 0) {
-        memcpy(out, l->ready, n * sizeof *out);
-        memmove(l->ready, l->ready + n, (l->nready - n) * sizeof *out);
+        memcpy(out, l->ready + l->ready_head, n * sizeof *out);
+        l->ready_head += n;
         l->nready -= n;
+        if (l->nready == 0) {
+            l->ready_head = 0;
+        }
     }
     pthread_mutex_unlock(&l->mu);
     return n;
