@@ -3,7 +3,8 @@
  *
  * Keyed by a destination string the caller builds from MX host name, port
  * and TLS policy (never the IP: one name, many addresses, one session).
- * Each key keeps up to TLS_SESSION_CACHE_PER_KEY sessions, newest first,
+ * Each key keeps up to TLS_SESSION_CACHE_PER_KEY sessions, newest first
+ * (enough for the connections one destination has open at once),
  * because TLS 1.3 tickets are single use and a server sends several per
  * handshake. One cache per worker thread: no locks.
  *
@@ -15,7 +16,7 @@
 
 #include <stddef.h>
 
-#define TLS_SESSION_CACHE_PER_KEY 8
+#define TLS_SESSION_CACHE_PER_KEY 32
 
 struct ssl_session_st;
 struct tls_session_cache;
