@@ -97,7 +97,13 @@ for s in $SENDERS; do
     postfix-default | postfix-tuned)
         command -v postfix >/dev/null 2>&1 || die "postfix is not installed (sh tools/install-deps.sh)" ;;
     nodemailer)
-        command -v node >/dev/null 2>&1 || die "node is not installed"
+        if ! command -v node >/dev/null 2>&1; then
+            # Only the benchmark needs Node.js: installed here, on demand,
+            # not by tools/install-deps.sh (CI never runs it).
+            echo "# installing nodejs and npm (Debian)" >&2
+            apt-get install -y -q --no-install-recommends nodejs npm >&2 ||
+                die "node is not installed and apt-get install nodejs npm failed"
+        fi
         if [ ! -d "$NM_DIR/node_modules/nodemailer" ]; then
             echo "# installing nodemailer into $NM_DIR/node_modules" >&2
             (cd "$NM_DIR" && npm install --no-audit --no-fund >&2) || die "npm install failed"
