@@ -16,6 +16,7 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,8 +48,8 @@ struct loader {
     struct loader_rcpt *ready;
     size_t ready_head, nready, ready_cap; /* ready[ready_head .. +nready) */
     size_t want;
-    struct loader_result *res;
-    size_t nres, res_cap;
+    buf_t res;      /* results waiting, packed (loader_pack) */
+    size_t nres;    /* how many */
     size_t writing; /* results taken by the writer, not yet committed */
     int stopping;
     int exhausted;
@@ -255,6 +256,89 @@ static PGresult *loader_query(PGconn *c, const char *sql, int n, const char *con
     return r;
 }
 
+/* ---- results, packed ----
+ *
+ * A struct loader_result is about 2 KB of fixed-size fields, mostly
+ * empty; waiting results are kept packed instead (a fixed header, then
+ * the strings with their NULs), a few hundred bytes each, so the backlog
+ * costs memory by what it holds. */
+
+struct loader_rec {
+    int64_t id;
+    double retry_in_s;
+    uint32_t len; /* the whole record */
+    uint32_t attempt;
+    int32_t final, code, connect_ms, tls_ms, transaction_ms, tls, tls_resumed, data_in_flight;
+};
+
+#define LOADER_FIELD(f)                                                                            \
+    {                                                                                              \
+        offsetof(struct loader_result, f), sizeof(((struct loader_result *)0)->f)                  \
+    }
+static const struct {
+    size_t off, size;
+} loader_strs[] = {
+    LOADER_FIELD(outcome),     LOADER_FIELD(state),        LOADER_FIELD(reason),
+    LOADER_FIELD(enhanced),    LOADER_FIELD(text),         LOADER_FIELD(isp),
+    LOADER_FIELD(mx),          LOADER_FIELD(peer),         LOADER_FIELD(source),
+    LOADER_FIELD(tls_version), LOADER_FIELD(tls_cipher),   LOADER_FIELD(tls_group),
+    LOADER_FIELD(tls_verify),  LOADER_FIELD(peer_subject), LOADER_FIELD(peer_issuer),
+    LOADER_FIELD(peer_sha256),
+};
+#define LOADER_NSTRS (sizeof loader_strs / sizeof loader_strs[0])
+
+static void loader_pack(buf_t *b, const struct loader_result *r)
+{
+    struct loader_rec h = {
+        .id = r->recipient_id,
+        .retry_in_s = r->retry_in_s,
+        .attempt = r->attempt,
+        .final = r->final,
+        .code = r->code,
+        .connect_ms = r->connect_ms,
+        .tls_ms = r->tls_ms,
+        .transaction_ms = r->transaction_ms,
+        .tls = r->tls,
+        .tls_resumed = r->tls_resumed,
+        .data_in_flight = r->data_in_flight,
+    };
+    size_t start = buf_len(b);
+    buf_append(b, &h, sizeof h);
+    for (size_t k = 0; k < LOADER_NSTRS; k++) {
+        const char *f = (const char *)r + loader_strs[k].off;
+        buf_append(b, f, strnlen(f, loader_strs[k].size - 1));
+        buf_append(b, "", 1);
+    }
+    h.len = (uint32_t)(buf_len(b) - start);
+    memcpy((char *)buf_data(b) + start + offsetof(struct loader_rec, len), &h.len, sizeof h.len);
+}
+
+/* The record at p into r; returns its length. */
+static size_t loader_unpack(const char *p, struct loader_result *r)
+{
+    struct loader_rec h;
+    memcpy(&h, p, sizeof h);
+    memset(r, 0, sizeof *r);
+    r->recipient_id = h.id;
+    r->retry_in_s = h.retry_in_s;
+    r->attempt = h.attempt;
+    r->final = h.final;
+    r->code = h.code;
+    r->connect_ms = h.connect_ms;
+    r->tls_ms = h.tls_ms;
+    r->transaction_ms = h.transaction_ms;
+    r->tls = h.tls;
+    r->tls_resumed = h.tls_resumed;
+    r->data_in_flight = h.data_in_flight;
+    const char *q = p + sizeof h;
+    for (size_t k = 0; k < LOADER_NSTRS; k++) {
+        size_t n = strlen(q);
+        memcpy((char *)r + loader_strs[k].off, q, n); /* packed from a field of that size */
+        q += n + 1;
+    }
+    return h.len;
+}
+
 /* ---- start: campaign and recovery ---- */
 
 static int loader_load_campaign(struct loader *l, char *err, size_t errlen)
@@ -353,8 +437,7 @@ static void loader_journal_read(struct loader *l, struct loader_held *held, size
     fclose(f);
 }
 
-static int loader_write(struct loader *l, PGconn *c, const struct loader_result *res, size_t n,
-                        char *err, size_t errlen);
+static int loader_write(struct loader *l, PGconn *c, const buf_t *packed, char *err, size_t errlen);
 
 /*
  * After a stop of this node (clean or kill -9): every recipient it still
@@ -385,14 +468,16 @@ static int loader_recover(struct loader *l, char *err, size_t errlen)
     }
     pq.PQclear(r);
     loader_journal_read(l, held, n);
-    struct loader_result *known = calloc(n ? n : 1, sizeof *known);
+    buf_t known;
+    buf_init(&known);
     buf_t amb;
     buf_init(&amb);
     buf_append_str(&amb, "{");
     size_t nknown = 0, namb = 0;
     for (size_t i = 0; i < n; i++) {
         if (held[i].has_result) {
-            known[nknown++] = held[i].result;
+            loader_pack(&known, &held[i].result);
+            nknown++;
         } else if (held[i].data) {
             buf_appendf(&amb, "%s%lld", namb++ ? "," : "", (long long)held[i].id);
         }
@@ -400,10 +485,10 @@ static int loader_recover(struct loader *l, char *err, size_t errlen)
     buf_append(&amb, "}", 2); /* with the NUL */
     free(held);
     int rc = 0;
-    if (nknown > 0 && loader_write(l, l->c, known, nknown, err, errlen) < 0) {
+    if (nknown > 0 && loader_write(l, l->c, &known, err, errlen) < 0) {
         rc = -1;
     }
-    free(known);
+    buf_free(&known);
     if (rc == 0) {
         l->st.recovered_results += nknown;
         const char *p2[] = {id, l->node, buf_data(&amb), l->o.resend_ambiguous ? "t" : "f"};
@@ -563,12 +648,11 @@ static int loader_copy(PGconn *c, const char *sql, buf_t *data, char *err, size_
     return failed ? -1 : 0;
 }
 
-/* Write results [0, n) in one transaction on c. 0, or -1 (nothing written).
+/* Write the packed results in one transaction on c. 0, or -1 (nothing written).
  * The delivery rows go in with COPY; the recipients' new states with one
  * prepared UPDATE over arrays (an index nested loop on the primary key
  * whatever the statistics say). */
-static int loader_write(struct loader *l, PGconn *c, const struct loader_result *res, size_t n,
-                        char *err, size_t errlen)
+static int loader_write(struct loader *l, PGconn *c, const buf_t *packed, char *err, size_t errlen)
 {
     buf_t d, ids, states, reasons, attempts, retry, bids, breasons;
     buf_t *arrays[] = {&ids, &states, &reasons, &attempts, &retry, &bids, &breasons};
@@ -579,8 +663,10 @@ static int loader_write(struct loader *l, PGconn *c, const struct loader_result 
     char camp[32];
     snprintf(camp, sizeof camp, "%" PRId64, l->o.campaign);
     size_t bounced = 0;
-    for (size_t i = 0; i < n; i++) {
-        const struct loader_result *x = &res[i];
+    struct loader_result one;
+    const struct loader_result *x = &one;
+    for (size_t at = 0; at < buf_len(packed);) {
+        at += loader_unpack(buf_data(packed) + at, &one);
         buf_appendf(&d, "%s\t%" PRId64 "\t%u\t", camp, x->recipient_id, x->attempt);
         loader_copy_field(&d, x->outcome, 0);
         loader_copy_field(&d, x->final ? "t" : "f", 0);
@@ -666,38 +752,31 @@ out:
 static int loader_flush(struct loader *l, char *err, size_t errlen)
 {
     pthread_mutex_lock(&l->mu);
-    struct loader_result *batch = l->res;
+    buf_t batch = l->res;
     size_t n = l->nres;
-    l->res = NULL;
-    l->nres = l->res_cap = 0;
+    buf_init(&l->res);
+    l->nres = 0;
     l->writing = n;
     pthread_mutex_unlock(&l->mu);
     if (n == 0) {
-        free(batch);
+        buf_free(&batch);
         return 0;
     }
     uint64_t t0 = loader_us();
-    int rc = loader_write(l, l->wc, batch, n, err, errlen);
+    int rc = loader_write(l, l->wc, &batch, err, errlen);
     pthread_mutex_lock(&l->mu);
     l->writing = 0;
     l->st.write_us += loader_us() - t0;
     if (rc == 0) {
         l->st.written += n;
         l->st.flushes++;
-        free(batch);
+        buf_free(&batch);
     } else {
         /* Put them back in front of anything that arrived meanwhile. */
-        size_t cap = n + l->nres;
-        struct loader_result *all = realloc(batch, cap * sizeof *all);
-        if (!all) {
-            abort();
-        }
-        if (l->nres > 0) {
-            memcpy(all + n, l->res, l->nres * sizeof *all);
-        }
-        free(l->res);
-        l->res = all;
-        l->nres = l->res_cap = cap;
+        buf_append(&batch, buf_data(&l->res), buf_len(&l->res));
+        buf_free(&l->res);
+        l->res = batch;
+        l->nres += n;
     }
     pthread_mutex_unlock(&l->mu);
     return rc;
@@ -755,7 +834,6 @@ static int loader_claim_with(struct loader *l, int which, size_t want, char *err
         got++;
     }
     l->st.claimed += got;
-    l->want = l->want > got ? l->want - got : 0;
     pthread_mutex_unlock(&l->mu);
     pq.PQclear(r);
     if (got) {
@@ -892,7 +970,8 @@ static void *loader_claimer(void *arg)
     for (;;) {
         pthread_mutex_lock(&l->mu);
         int stopping = l->stopping;
-        size_t want = l->want;
+        /* What the loop can take beyond what is claimed and waiting. */
+        size_t want = l->want > l->nready ? l->want - l->nready : 0;
         pthread_mutex_unlock(&l->mu);
         if (stopping) {
             break;
@@ -922,7 +1001,7 @@ static void *loader_claimer(void *arg)
             }
         }
         pthread_mutex_lock(&l->mu);
-        if (!l->stopping && l->want <= want) {
+        if (!l->stopping && (l->want > l->nready ? l->want - l->nready : 0) <= want) {
             loader_wait(l, &l->cv, 50);
         }
         pthread_mutex_unlock(&l->mu);
@@ -1115,7 +1194,7 @@ int loader_stop(struct loader *l, unsigned give_up_ms)
         free(l->ready[i].vars);
     }
     free(l->ready);
-    free(l->res);
+    buf_free(&l->res);
     loader_campaign_free(&l->camp);
     if (l->efd >= 0) {
         close(l->efd);
@@ -1190,15 +1269,8 @@ void loader_result(struct loader *l, const struct loader_result *r)
                      r->state[0] ? r->state : "-", r->reason[0] ? r->reason : "-");
     loader_journal_write(l, line, n < (int)sizeof line ? n : (int)sizeof line - 1);
     pthread_mutex_lock(&l->mu);
-    if (l->nres == l->res_cap) {
-        l->res_cap = l->res_cap ? l->res_cap * 2 : 1024;
-        struct loader_result *v = realloc(l->res, l->res_cap * sizeof *v);
-        if (!v) {
-            abort();
-        }
-        l->res = v;
-    }
-    l->res[l->nres++] = *r;
+    loader_pack(&l->res, r);
+    l->nres++;
     l->exhausted = 0;
     if (l->nres >= LOADER_FLUSH_ROWS) {
         pthread_cond_signal(&l->wcv);
@@ -1209,7 +1281,7 @@ void loader_result(struct loader *l, const struct loader_result *r)
 size_t loader_backlog(struct loader *l)
 {
     pthread_mutex_lock(&l->mu);
-    size_t n = l->nres;
+    size_t n = l->nres + l->writing;
     pthread_mutex_unlock(&l->mu);
     return n;
 }

@@ -110,7 +110,8 @@ void loader_set_notify(struct loader *l, void (*fn)(void *), void *arg);
 void loader_clear_signal(struct loader *l);
 /* Up to max claimed recipients, without blocking. */
 size_t loader_take(struct loader *l, struct loader_rcpt *out, size_t max);
-/* The loop can take this many more (the loader claims up to it). */
+/* The loop can take this many more, counting the claimed recipients not
+ * yet taken (the loader claims up to it). */
 void loader_want(struct loader *l, size_t n);
 /* Queue one attempt's result (copied). */
 void loader_result(struct loader *l, const struct loader_result *r);

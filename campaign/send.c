@@ -125,7 +125,9 @@ struct send {
     char node_buf[128], journal_buf[512];
 };
 
-#define SEND_BACKLOG_MAX 50000 /* results waiting for PostgreSQL before feeding pauses */
+/* Results not yet committed (about 2 KB each) before feeding pauses: a
+ * bound on memory while PostgreSQL is slow or away. Two writer batches. */
+#define SEND_BACKLOG_MAX 10000
 
 static double send_now(void)
 {
