@@ -95,35 +95,43 @@ struct sink_profile {
     char temp_reply[SINK_REPLY_MAX + 1]; /* tempfail@ and the --defer-pct share */
     char perm_reply[SINK_REPLY_MAX + 1]; /* permfail@ and the --reject-pct share */
     unsigned defer_pct, reject_pct, latency_ms, max_conns;
+    unsigned latency_jitter_ms; /* each reply waits latency_ms + uniform [0, this] */
+    unsigned source_rate;       /* messages per second per client address; over it: temp_reply */
 };
 
 struct sink_profile_builtin {
     const char *name, *summary;
     int tls_required, starttls;
     const char *temp_reply, *perm_reply;
+    unsigned source_rate;
 };
 
 static const struct sink_profile_builtin sink_profiles[] = {
-    {"gmail", "STARTTLS required (530 5.7.0 before it); 421 4.7.28 rate limit; 550 5.1.1", 1, 1,
+    {"gmail",
+     "STARTTLS required (530 5.7.0 before it); 421 4.7.28 over 500 msgs/s per source; 550 5.1.1", 1,
+     1,
      "421 4.7.28 [{ip}] Our system has detected an unusual rate of unsolicited mail originating "
      "from your IP address. To protect our users from spam, mail sent from your IP address has "
      "been temporarily rate limited.",
-     "550 5.1.1 The email account that you tried to reach does not exist."},
-    {"outlook", "451 4.7.500 server busy; 550 5.7.1 block list (S3150)", 0, 1,
-     "451 4.7.500 Server busy. Please try again later.",
+     "550 5.1.1 The email account that you tried to reach does not exist.", 500},
+    {"outlook", "451 4.7.500 server busy (also over 500 msgs/s per source); 550 5.7.1 (S3150)", 0,
+     1, "451 4.7.500 Server busy. Please try again later.",
      "550 5.7.1 Unfortunately, messages from [{ip}] weren't sent. Please contact your Internet "
-     "service provider since part of their network is on our block list (S3150)."},
-    {"yahoo", "421 4.7.0 [TSS04] deferred; 554 5.7.9 policy", 0, 1,
+     "service provider since part of their network is on our block list (S3150).",
+     500},
+    {"yahoo", "421 4.7.0 [TSS04] deferred (also over 500 msgs/s per source); 554 5.7.9 policy", 0,
+     1,
      "421 4.7.0 [TSS04] Messages from {ip} temporarily deferred due to unexpected volume or "
      "user complaints - 4.16.55.1; see https://postmaster.yahooinc.com/error-codes",
      "554 5.7.9 Message not accepted for policy reasons. See "
-     "https://postmaster.yahooinc.com/error-codes"},
+     "https://postmaster.yahooinc.com/error-codes",
+     500},
     {"qq", "451 4.3.0 temporarily rejected; 550 mailbox not found", 0, 1,
      "451 4.3.0 Mail server temporarily rejected message.",
-     "550 Mailbox not found or access denied"},
+     "550 Mailbox not found or access denied", 0},
     {"163", "451 4.7.1 RP:TRC try again later; 550 user not found", 0, 1,
-     "451 4.7.1 RP:TRC Try again later", "550 User not found or mailbox unavailable"},
-    {"legacy", "no STARTTLS offered, accepts everything else", 0, 0, NULL, NULL},
+     "451 4.7.1 RP:TRC Try again later", "550 User not found or mailbox unavailable", 0},
+    {"legacy", "no STARTTLS offered, accepts everything else", 0, 0, NULL, NULL, 0},
 };
 
 enum sink_fault {
@@ -150,6 +158,7 @@ struct sink_config {
     int implicit_tls, no_starttls, no_tickets;
     uint16_t tls_min, tls_max;
     unsigned latency_ms, defer_pct, reject_pct, drop_pct;
+    unsigned latency_jitter_ms, source_rate;
     unsigned max_conns, threads, stats_interval_ms, idle_timeout_ms;
     const char *stats_file;
     char auth_user[256], auth_pass[256];
@@ -207,6 +216,9 @@ struct sink_peer {
     char address[INET6_ADDRSTRLEN];
     uint64_t sessions, refused, open, peak;
     atomic_uint_least64_t accepted;
+    double tokens;         /* --source-rate bucket (under the table's lock) */
+    uint64_t tokens_ms;    /* when it was last filled */
+    uint64_t rate_limited; /* RCPTs refused for the rate */
 };
 
 struct sink_peers {
@@ -420,6 +432,30 @@ static struct sink_peer *sink_peers_open(struct sink_peers *t, const char *addre
     return p;
 }
 
+/* One message from p against --source-rate: 1 if within the rate. The
+ * bucket holds one second's worth. */
+static int sink_peers_take(struct sink_peers *t, struct sink_peer *p, unsigned rate, uint64_t now)
+{
+    pthread_mutex_lock(&t->lock);
+    if (p->tokens_ms == 0) {
+        p->tokens = rate;
+    } else if (now > p->tokens_ms) {
+        p->tokens += (double)(now - p->tokens_ms) * rate / 1000.0;
+        if (p->tokens > rate) {
+            p->tokens = rate;
+        }
+    }
+    p->tokens_ms = now;
+    int ok = p->tokens >= 1.0;
+    if (ok) {
+        p->tokens -= 1.0;
+    } else {
+        p->rate_limited++;
+    }
+    pthread_mutex_unlock(&t->lock);
+    return ok;
+}
+
 static void sink_peers_close(struct sink_peers *t, struct sink_peer *p)
 {
     pthread_mutex_lock(&t->lock);
@@ -435,10 +471,11 @@ static json_t *sink_peers_json(struct sink_peers *t)
         for (const struct sink_peer *p = t->buckets[i]; p; p = p->next) {
             json_object_set_new(
                 all, p->address,
-                json_pack("{s:I, s:I, s:I, s:I}", "sessions", (json_int_t)p->sessions,
+                json_pack("{s:I, s:I, s:I, s:I, s:I}", "sessions", (json_int_t)p->sessions,
                           "peak_concurrent", (json_int_t)p->peak, "refused", (json_int_t)p->refused,
                           "accepted",
-                          (json_int_t)atomic_load_explicit(&p->accepted, memory_order_relaxed)));
+                          (json_int_t)atomic_load_explicit(&p->accepted, memory_order_relaxed),
+                          "rate_limited", (json_int_t)p->rate_limited));
         }
     }
     pthread_mutex_unlock(&t->lock);
@@ -668,7 +705,12 @@ static void sink_conn_close(struct sink_conn *c, int notify)
 static void sink_conn_hold(struct sink_conn *c, uint64_t upto)
 {
     struct loop *loop = c->w->loop;
-    uint64_t deadline = loop_now_ms(loop) + c->w->sink->cfg.latency_ms;
+    const struct sink_config *cfg = &c->w->sink->cfg;
+    uint64_t delay = cfg->latency_ms;
+    if (cfg->latency_jitter_ms) {
+        delay += sink_random(c->w) % ((uint64_t)cfg->latency_jitter_ms + 1);
+    }
+    uint64_t deadline = loop_now_ms(loop) + delay;
     if (c->held_count == SINK_HELD_MAX) {
         /* Full: the newest entry absorbs this batch and its later deadline. */
         struct sink_held *last = &c->held[(c->held_first + c->held_count - 1) % SINK_HELD_MAX];
@@ -681,7 +723,7 @@ static void sink_conn_hold(struct sink_conn *c, uint64_t upto)
         c->held_count++;
     }
     if (!loop_timer_active(&c->held_timer)) {
-        loop_timer_set(loop, &c->held_timer, c->w->sink->cfg.latency_ms);
+        loop_timer_set(loop, &c->held_timer, delay);
     }
 }
 
@@ -1076,6 +1118,11 @@ static void sink_on_rcpt(void *user, const char *rcpt, struct smtp_server_decisi
         closes = cfg->temp_closes;
     } else if (sink_local_part_is(rcpt, "permfail")) {
         d->reply = cfg->perm_reply;
+    } else if (cfg->source_rate && c->peer_stats &&
+               !sink_peers_take(&w->sink->peers, c->peer_stats, cfg->source_rate,
+                                loop_now_ms(w->loop))) {
+        d->reply = cfg->temp_reply; /* the provider's answer to a sender over its rate */
+        closes = cfg->temp_closes;
     } else if (cfg->defer_pct || cfg->reject_pct) {
         unsigned r = sink_percent(w);
         if (r < cfg->defer_pct) {
@@ -1439,6 +1486,8 @@ enum sink_option {
     SINK_OPT_TLS_MAX,
     SINK_OPT_NO_TICKETS,
     SINK_OPT_LATENCY,
+    SINK_OPT_LATENCY_JITTER,
+    SINK_OPT_SOURCE_RATE,
     SINK_OPT_DEFER,
     SINK_OPT_REJECT,
     SINK_OPT_DROP,
@@ -1470,6 +1519,8 @@ static const struct option sink_options[] = {
     {"tls-max", required_argument, NULL, SINK_OPT_TLS_MAX},
     {"no-tickets", no_argument, NULL, SINK_OPT_NO_TICKETS},
     {"latency-ms", required_argument, NULL, SINK_OPT_LATENCY},
+    {"latency-jitter-ms", required_argument, NULL, SINK_OPT_LATENCY_JITTER},
+    {"source-rate", required_argument, NULL, SINK_OPT_SOURCE_RATE},
     {"defer-pct", required_argument, NULL, SINK_OPT_DEFER},
     {"reject-pct", required_argument, NULL, SINK_OPT_REJECT},
     {"drop-pct", required_argument, NULL, SINK_OPT_DROP},
@@ -1504,6 +1555,9 @@ static void sink_usage(FILE *f)
           "  --tls-min V, --tls-max V  1.0, 1.1, 1.2 or 1.3\n"
           "  --no-tickets            issue no session tickets\n"
           "  --latency-ms N          delay every reply by N ms\n"
+          "  --latency-jitter-ms N   ... plus a uniform random 0..N ms (a spread of round trips)\n"
+          "  --source-rate N         at most N messages/s per client address; over it RCPT\n"
+          "                          gets the profile's temporary reply (gmail: 421 4.7.28)\n"
           "  --defer-pct N           N% of RCPTs get the --defer-reply\n"
           "  --defer-reply \"CODE TEXT\"  4xx, default \"451 4.3.0 Temporary failure (sink)\";\n"
           "                          a 421 also closes the connection\n"
@@ -1524,7 +1578,8 @@ static void sink_usage(FILE *f)
           "  --profile NAME          behave like a provider (below); options given override\n"
           "  --profile-file F        a profile from a JSON file, keys: name,\n"
           "                          tls_required, starttls (true/false), temp_reply,\n"
-          "                          perm_reply, defer_pct, reject_pct, latency_ms, max_conns\n"
+          "                          perm_reply, defer_pct, reject_pct, latency_ms,\n"
+          "                          latency_jitter_ms, source_rate, max_conns\n"
           "                          (in a reply, {ip} is the client's address)\n"
           "Local parts tempfail@ always get 451 4.7.1, permfail@ always 550 5.1.1;\n"
           "with a profile, its temporary and permanent replies. Profiles:\n",
@@ -1670,6 +1725,12 @@ static int sink_parse_number(struct sink_config *cfg, int opt, const char *arg)
     case SINK_OPT_LATENCY:
         cfg->latency_ms = (unsigned)v;
         break;
+    case SINK_OPT_LATENCY_JITTER:
+        cfg->latency_jitter_ms = (unsigned)v;
+        break;
+    case SINK_OPT_SOURCE_RATE:
+        cfg->source_rate = (unsigned)v;
+        break;
     case SINK_OPT_DEFER:
         cfg->defer_pct = (unsigned)v;
         break;
@@ -1794,6 +1855,7 @@ static int sink_profile_builtin(const char *name, struct sink_profile *p)
             if (b->perm_reply) {
                 snprintf(p->perm_reply, sizeof p->perm_reply, "%s", b->perm_reply);
             }
+            p->source_rate = b->source_rate;
             return 0;
         }
     }
@@ -1822,6 +1884,8 @@ static const char *sink_profile_set(struct sink_profile *p, const char *key, con
     } numbers[] = {{"defer_pct", 100, &p->defer_pct},
                    {"reject_pct", 100, &p->reject_pct},
                    {"latency_ms", UINT_MAX, &p->latency_ms},
+                   {"latency_jitter_ms", UINT_MAX, &p->latency_jitter_ms},
+                   {"source_rate", UINT_MAX, &p->source_rate},
                    {"max_conns", UINT_MAX, &p->max_conns}};
     unsigned long v;
     for (size_t i = 0; i < sizeof numbers / sizeof numbers[0]; i++) {
@@ -1862,7 +1926,7 @@ static const char *sink_profile_set(struct sink_profile *p, const char *key, con
                    : NULL;
     }
     return "unknown key (name, tls_required, starttls, temp_reply, perm_reply, defer_pct, "
-           "reject_pct, latency_ms, max_conns)";
+           "reject_pct, latency_ms, latency_jitter_ms, source_rate, max_conns)";
 }
 
 /* JSON: one object of strings, booleans and integers. */
@@ -1949,6 +2013,8 @@ static void sink_profile_apply(struct sink_config *cfg, const struct sink_profil
     cfg->defer_pct = p->defer_pct;
     cfg->reject_pct = p->reject_pct;
     cfg->latency_ms = p->latency_ms;
+    cfg->latency_jitter_ms = p->latency_jitter_ms;
+    cfg->source_rate = p->source_rate;
     cfg->max_conns = p->max_conns;
 }
 

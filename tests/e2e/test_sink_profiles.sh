@@ -183,7 +183,49 @@ probe_reply custom-json-perm permfail@y.example 554 "$YAHOO_PERM"
 stop_sink
 check_eq "custom JSON + --defer-pct 0: the option wins, all accepted" 8 "$(jget "$OUT" accepted)"
 
-# 7. Bad profiles: exit status 2 and a message that names the problem.
+# 7. A per-source rate (gmail: 421 4.7.28 over it, naming the sender's
+# address): a sender far over the rate is deferred, the sink counts it per
+# source, and once the second has passed the same sender is accepted again.
+start_sink gmail-rate "${TLS[@]}" --profile gmail --source-rate 100
+blast gmail-rate --count 1000 --concurrency 10
+check "source rate: some accepted, most deferred" "$E2E_PY" -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert 50 <= d["accepted"] <= 400 and d["deferred"] >= 600, d' "$OUT"
+check "source rate: the deferrals carry 421 4.7.28 [127.0.0.1] ... rate limited" "$E2E_PY" -c '
+import json, sys
+rs = [json.loads(l) for l in open(sys.argv[1])]
+t = [r for r in rs if r.get("code") == 421]
+assert t and all(r["text"].startswith("4.7.28 [127.0.0.1] Our system has detected") or
+                 "4.7.28 [127.0.0.1]" in r["text"] for r in t), t[:1]' "$E2E_TMP/gmail-rate.records"
+sleep 1.2
+blast gmail-rate-later --count 50 --concurrency 2
+check_eq "source rate: a second later the sender is accepted again" 50 "$(jget "$OUT" accepted)"
+stop_sink
+check "source rate: the sink counts the limited RCPTs of 127.0.0.1" "$E2E_PY" -c '
+import json, sys
+p = json.load(open(sys.argv[1]))["peers"]["127.0.0.1"]
+assert p["rate_limited"] >= 600, p' "$STATS"
+
+# 8. A latency distribution: --latency-ms 20 --latency-jitter-ms 80 spreads
+# the transaction times between 20 ms and a few hundred, not one value.
+start_sink jitter "${TLS[@]}" --latency-ms 20 --latency-jitter-ms 80 --seed 7
+blast jitter --count 40 --concurrency 1
+check_eq "jitter: all accepted" 40 "$(jget "$OUT" accepted)"
+check "jitter: transaction times spread out, none under the base latency" "$E2E_PY" -c '
+import json, sys
+t = sorted(json.loads(l)["transaction_ms"] for l in open(sys.argv[1]))
+assert t[0] >= 20 and t[-1] - t[0] >= 40, t' "$E2E_TMP/jitter.records"
+stop_sink
+printf '{"name": "slow-isp", "latency_ms": 5, "latency_jitter_ms": 10, "source_rate": 1000}\n' \
+    >"$E2E_TMP/slow-isp.json"
+start_sink slow-isp "${TLS[@]}" --profile-file "$E2E_TMP/slow-isp.json"
+blast slow-isp --count 20 --concurrency 2
+check_eq "profile file with latency_jitter_ms and source_rate: all accepted" 20 \
+    "$(jget "$OUT" accepted)"
+stop_sink
+
+# 9. Bad profiles: exit status 2 and a message that names the problem.
 bad_profile() {
     local name=$1 pattern=$2
     shift 2
