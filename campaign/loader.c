@@ -813,7 +813,8 @@ static int loader_claim_with(struct loader *l, int which, size_t want, char *err
             }
             continue;
         }
-        if (l->ready_head + l->nready == l->ready_cap && l->ready_head >= l->ready_cap / 2) {
+        if (l->ready_head > 0 && l->ready_head + l->nready == l->ready_cap &&
+            l->ready_head >= l->ready_cap / 2) {
             memmove(l->ready, l->ready + l->ready_head, l->nready * sizeof *l->ready);
             l->ready_head = 0;
         }

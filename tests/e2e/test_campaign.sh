@@ -250,7 +250,14 @@ for k in 1 2 3; do
     "$RM" send --db "$PG_URL" --campaign "$C3" --config "$E2E_TMP/slow.conf" --node n3 \
         --journal "$E2E_TMP/n3.journal" --json >"$E2E_TMP/crash$k.json" 2>"$E2E_TMP/crash$k.err" &
     pid=$!
-    sleep "0.$((RANDOM % 9 + 3))"
+    # A random moment once it is sending (a slow sanitizer build can take
+    # longer than the moment to start): its claims are held when it dies.
+    for _ in $(seq 1 100); do
+        [ "$(psql_q "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $C3
+            AND state = 'claimed' AND lease_owner = 'n3'")" -gt 0 ] && break
+        sleep 0.1
+    done
+    sleep "0.$((RANDOM % 9 + 1))"
     kill -9 "$pid"
     wait "$pid" 2>/dev/null
     echo "# kill -9 number $k after a random moment; sent so far: $(psql_q "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $C3 AND state = 'sent'")"
