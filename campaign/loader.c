@@ -1242,13 +1242,6 @@ size_t loader_take(struct loader *l, struct loader_rcpt *out, size_t max)
     return n;
 }
 
-void loader_clear_signal(struct loader *l)
-{
-    uint64_t v;
-    ssize_t r = read(l->efd, &v, sizeof v); /* more signals come with more rows */
-    (void)r;
-}
-
 void loader_want(struct loader *l, size_t n)
 {
     pthread_mutex_lock(&l->mu);

@@ -27,7 +27,7 @@
  * other nodes are taken over as `ambiguous` when those nodes' journals are
  * not ours to read, unless resend_ambiguous.
  *
- * Exports: loader_start, loader_stop, loader_fd, loader_set_notify, loader_clear_signal,
+ * Exports: loader_start, loader_stop, loader_fd, loader_set_notify,
  * loader_take, loader_want, loader_result, loader_backlog, loader_exhausted, loader_stats,
  * loader_campaign, loader_journal_mark.
  */
@@ -101,13 +101,12 @@ struct loader *loader_start(const struct loader_options *o, char *err, size_t er
 /* Flush every result (waiting for the database as long as it takes unless
  * give_up_ms passes), release unsent claims back to `queued`, join, free. */
 int loader_stop(struct loader *l, unsigned give_up_ms);
-/* Readable (eventfd) when claimed recipients are ready or the state changed. */
+/* An eventfd, readable when claimed recipients are ready or the state
+ * changed (read it to reset it before looking at the queues). */
 int loader_fd(const struct loader *l);
 /* Also call fn(arg) (on a database thread, holding no loader lock) when
  * claimed recipients are ready or the state changed; fn NULL: stop. */
 void loader_set_notify(struct loader *l, void (*fn)(void *), void *arg);
-/* The eventfd became readable: reset it before looking at the queues. */
-void loader_clear_signal(struct loader *l);
 /* Up to max claimed recipients, without blocking. */
 size_t loader_take(struct loader *l, struct loader_rcpt *out, size_t max);
 /* The loop can take this many more, counting the claimed recipients not

@@ -17,11 +17,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <time.h>
 #include <unistd.h>
 
 #define PREPARE_BATCH 64 /* recipients a worker takes at once */
-#define PREPARE_IDLE_MS 100
 
 struct prepare {
     struct prepare_options o;
@@ -44,18 +42,19 @@ static void prepare_signal(struct prepare *p)
     (void)n;
 }
 
-static void prepare_one(struct prepare *p, struct render_scratch *scratch, struct prepare_item *it)
+void prepare_render(const struct render_template *tpl, struct render_scratch *scratch,
+                    const char *(*address_problem)(const char *), struct prepare_item *it)
 {
     buf_init(&it->body);
     it->err[0] = '\0';
-    const char *problem = p->o.address_problem ? p->o.address_problem(it->r.address) : NULL;
+    const char *problem = address_problem ? address_problem(it->r.address) : NULL;
     if (problem) {
         snprintf(it->err, sizeof it->err, "%s", problem);
     } else {
         json_t *vars = json_loads(it->r.vars, 0, NULL);
         struct render_vars rv;
         render_vars_json(&rv, vars);
-        if (render_message(p->o.tpl, it->r.address, vars ? &rv : NULL, scratch, &it->body, it->err,
+        if (render_message(tpl, it->r.address, vars ? &rv : NULL, scratch, &it->body, it->err,
                            sizeof it->err) < 0) {
             buf_free(&it->body);
             if (!it->err[0]) {
@@ -66,18 +65,6 @@ static void prepare_one(struct prepare *p, struct render_scratch *scratch, struc
     }
     free(it->r.vars);
     it->r.vars = NULL;
-}
-
-static void prepare_wait_ms(struct prepare *p, unsigned ms)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_nsec += (long)ms * 1000000L;
-    while (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    pthread_cond_timedwait(&p->cv, &p->mu, &ts);
 }
 
 static void *prepare_run(void *arg)
@@ -97,14 +84,16 @@ static void *prepare_run(void *arg)
         size_t max = room < PREPARE_BATCH ? room : PREPARE_BATCH;
         size_t n = loader_take(p->o.loader, batch, max);
         if (n == 0) {
-            prepare_wait_ms(p, PREPARE_IDLE_MS); /* prepare_notify wakes it sooner */
+            /* prepare_notify wakes it: the loader adds rows, then notifies,
+             * and this thread holds mu from loader_take to the wait. */
+            pthread_cond_wait(&p->cv, &p->mu);
             continue;
         }
         p->held += n;
         pthread_mutex_unlock(&p->mu);
         for (size_t i = 0; i < n; i++) {
             items[i].r = batch[i];
-            prepare_one(p, &scratch, &items[i]);
+            prepare_render(p->o.tpl, &scratch, p->o.address_problem, &items[i]);
         }
         pthread_mutex_lock(&p->mu);
         for (size_t i = 0; i < n; i++) {
@@ -117,6 +106,8 @@ static void *prepare_run(void *arg)
     render_scratch_free(&scratch);
     return NULL;
 }
+
+static void prepare_notify(void *arg);
 
 struct prepare *prepare_start(const struct prepare_options *o, char *err, size_t errlen)
 {
@@ -144,6 +135,9 @@ struct prepare *prepare_start(const struct prepare_options *o, char *err, size_t
         prepare_stop(p);
         return NULL;
     }
+    /* Told of every claim from now on; a worker looks at the queue before
+     * it first waits, so rows claimed before this are seen too. */
+    loader_set_notify(p->o.loader, prepare_notify, p);
     for (unsigned i = 0; i < p->o.threads; i++) {
         if (pthread_create(&p->threads[i], NULL, prepare_run, p) != 0) {
             snprintf(err, errlen, "cannot start the render workers");
@@ -160,6 +154,7 @@ void prepare_stop(struct prepare *p)
     if (!p) {
         return;
     }
+    loader_set_notify(p->o.loader, NULL, NULL);
     pthread_mutex_lock(&p->mu);
     p->stopping = 1;
     pthread_cond_broadcast(&p->cv);
@@ -188,13 +183,6 @@ int prepare_fd(const struct prepare *p)
     return p->efd;
 }
 
-void prepare_clear_signal(struct prepare *p)
-{
-    uint64_t v;
-    ssize_t n = read(p->efd, &v, sizeof v);
-    (void)n;
-}
-
 size_t prepare_take(struct prepare *p, struct prepare_item *out, size_t max)
 {
     pthread_mutex_lock(&p->mu);
@@ -220,7 +208,8 @@ size_t prepare_held(struct prepare *p)
     return n;
 }
 
-void prepare_notify(void *arg)
+/* The loader has new claimed recipients (its notify callback). */
+static void prepare_notify(void *arg)
 {
     struct prepare *p = arg;
     pthread_mutex_lock(&p->mu);

@@ -14,8 +14,8 @@
  * lease until the loop has sent them, so a stop releases them with the
  * loader's other unsent claims.
  *
- * Exports: prepare_start, prepare_stop, prepare_fd, prepare_clear_signal, prepare_take,
- * prepare_held, prepare_notify.
+ * Exports: prepare_start, prepare_stop, prepare_fd, prepare_take, prepare_held,
+ * prepare_render.
  */
 #ifndef RINGMAIL_PREPARE_H
 #define RINGMAIL_PREPARE_H
@@ -43,19 +43,21 @@ struct prepare_options {
     const char *(*address_problem)(const char *address);
 };
 
-/* Starts the workers. NULL + err. */
+/* Starts the workers; the loader tells them of new claims (loader_set_notify)
+ * until prepare_stop. NULL + err. */
 struct prepare *prepare_start(const struct prepare_options *o, char *err, size_t errlen);
 /* Stops and joins the workers; frees what is still held. */
 void prepare_stop(struct prepare *p);
-/* Readable (eventfd) when finished messages wait. */
+/* An eventfd, readable when finished messages wait (read it to reset it). */
 int prepare_fd(const struct prepare *p);
-/* The eventfd became readable: reset it before taking. */
-void prepare_clear_signal(struct prepare *p);
 /* Up to max finished items, without blocking; the caller owns them. */
 size_t prepare_take(struct prepare *p, struct prepare_item *out, size_t max);
 /* Recipients taken from the loader and not yet handed to the loop. */
 size_t prepare_held(struct prepare *p);
-/* The loader has new claimed recipients (a loader_options.notify). */
-void prepare_notify(void *p);
+/* Render and sign it->r into it->body, or say in it->err why it cannot be
+ * sent; frees it->r.vars. What a worker does, for the delivery thread too
+ * when there are no workers. */
+void prepare_render(const struct render_template *tpl, struct render_scratch *scratch,
+                    const char *(*address_problem)(const char *), struct prepare_item *it);
 
 #endif

@@ -94,6 +94,15 @@ struct send_totals {
     unsigned long attempts, deferrals;
 };
 
+struct send;
+
+struct send_watch {
+    struct loop_op op;
+    struct send *s;
+    int fd;
+    int armed;
+};
+
 struct send {
     struct send_options o;
     struct loop *loop;
@@ -117,17 +126,15 @@ struct send {
     struct loader *loader;
     struct render_template *tpl;
     struct render_scratch scratch;
-    struct loop_op loader_op;
-    int loader_armed;
     struct prepare *prep; /* render workers (NULL: render on the loop thread) */
-    struct loop_op prep_op;
-    int prep_armed;
+    struct send_watch loader_watch, prep_watch;
     char node_buf[128], journal_buf[512];
 };
 
 /* Results not yet committed (about 2 KB each) before feeding pauses: a
  * bound on memory while PostgreSQL is slow or away. Two writer batches. */
 #define SEND_BACKLOG_MAX 10000
+#define SEND_TAKE_MAX 256 /* recipients taken into the pool at once */
 
 static double send_now(void)
 {
@@ -579,25 +586,23 @@ static void send_on_data(void *user, struct pool_msg *pm)
     }
 }
 
-/* One claimed recipient, rendered into body, or not (err): into the pool,
- * or recorded `invalid`. Takes x's strings and the body. */
-static void send_submit_db(struct send *s, struct loader_rcpt *x, buf_t *body, const char *err,
-                           uint64_t now)
+/* One claimed recipient, rendered (it->body) or not (it->err): into the
+ * pool, or recorded `invalid`. Takes its address and body. */
+static void send_submit_db(struct send *s, struct prepare_item *it, uint64_t now)
 {
+    struct loader_rcpt *x = &it->r;
     s->t.recipients++;
-    free(x->vars);
-    x->vars = NULL;
-    if (err) {
-        send_invalid_db(s, x, err);
+    if (it->err[0]) {
+        send_invalid_db(s, x, it->err);
         free(x->address);
-        buf_free(body);
+        buf_free(&it->body);
         return;
     }
     struct send_msg *m = calloc(1, sizeof *m);
     if (!m) {
         abort();
     }
-    m->body = *body;
+    m->body = it->body;
     m->id = x->id;
     m->rcpt = x->address;
     m->m.rcpt = m->rcpt;
@@ -612,115 +617,74 @@ static void send_submit_db(struct send *s, struct loader_rcpt *x, buf_t *body, c
     pool_submit(s->pool, &m->m);
 }
 
-/* --render-threads 0: render on the loop thread. */
-static void send_render_inline(struct send *s, struct loader_rcpt *x, uint64_t now)
+/* Up to max rendered recipients: from the render workers, or (--render-
+ * threads 0) claimed ones rendered here on the delivery thread. */
+static size_t send_take_rendered(struct send *s, struct prepare_item *items, size_t max)
 {
-    char err[256];
-    buf_t body;
-    buf_init(&body);
-    const char *problem = send_address_problem(x->address);
-    int bad = problem != NULL;
-    if (problem) {
-        snprintf(err, sizeof err, "%s", problem);
-    } else {
-        json_t *vars = json_loads(x->vars, 0, NULL);
-        struct render_vars rv;
-        render_vars_json(&rv, vars);
-        bad = render_message(s->tpl, x->address, vars ? &rv : NULL, &s->scratch, &body, err,
-                             sizeof err) < 0;
-        json_decref(vars);
+    if (s->prep) {
+        return prepare_take(s->prep, items, max);
     }
-    send_submit_db(s, x, &body, bad ? err : NULL, now);
+    struct loader_rcpt batch[SEND_TAKE_MAX];
+    size_t n = loader_take(s->loader, batch, max);
+    for (size_t i = 0; i < n; i++) {
+        items[i].r = batch[i];
+        prepare_render(s->tpl, &s->scratch, send_address_problem, &items[i]);
+    }
+    return n;
 }
 
 static void send_feed_db(struct send *s)
 {
     uint64_t now = loop_now_ms(s->loop);
-    size_t held = 0;
-    if (s->prep) {
-        struct prepare_item items[256];
-        while (!s->interrupted && s->inflight < s->o.window &&
-               loader_backlog(s->loader) < SEND_BACKLOG_MAX) {
-            size_t room = s->o.window - s->inflight;
-            size_t n = prepare_take(s->prep, items, room < 256 ? room : 256);
-            if (n == 0) {
-                break;
-            }
-            for (size_t i = 0; i < n; i++) {
-                send_submit_db(s, &items[i].r, &items[i].body,
-                               items[i].err[0] ? items[i].err : NULL, now);
-            }
+    struct prepare_item items[SEND_TAKE_MAX];
+    while (!s->interrupted && s->inflight < s->o.window &&
+           loader_backlog(s->loader) < SEND_BACKLOG_MAX) {
+        size_t room = s->o.window - s->inflight;
+        size_t n = send_take_rendered(s, items, room < SEND_TAKE_MAX ? room : SEND_TAKE_MAX);
+        if (n == 0) {
+            break;
         }
-        held = prepare_held(s->prep);
-    } else {
-        struct loader_rcpt batch[256];
-        while (!s->interrupted && s->inflight < s->o.window &&
-               loader_backlog(s->loader) < SEND_BACKLOG_MAX) {
-            size_t room = s->o.window - s->inflight;
-            size_t n = loader_take(s->loader, batch, room < 256 ? room : 256);
-            if (n == 0) {
-                break;
-            }
-            for (size_t i = 0; i < n; i++) {
-                send_render_inline(s, &batch[i], now);
-            }
+        for (size_t i = 0; i < n; i++) {
+            send_submit_db(s, &items[i], now);
         }
     }
-    size_t busy = s->inflight + held;
+    size_t busy = s->inflight + (s->prep ? prepare_held(s->prep) : 0);
     loader_want(s->loader, busy < s->o.window ? s->o.window - busy : 0);
     if (!s->finishing && busy == 0 && loader_exhausted(s->loader)) {
         send_stop(s);
     }
 }
 
-static void send_loader_arm(struct send *s);
+/* An eventfd the loader or the render workers signal: reset it, feed the
+ * pool, watch again. */
+static void send_watch_arm(struct send *s, struct send_watch *w, int fd);
 
-static void send_on_loader(struct loop_op *op, int res, unsigned flags)
+static void send_on_watch(struct loop_op *op, int res, unsigned flags)
 {
     (void)flags;
-    struct send *s = op->owner;
-    s->loader_armed = 0;
+    struct send_watch *w = op->owner;
+    struct send *s = w->s;
+    w->armed = 0;
     if (res < 0 || s->finishing) {
         return;
     }
-    loader_clear_signal(s->loader);
+    uint64_t v;
+    ssize_t n = read(w->fd, &v, sizeof v);
+    (void)n;
     send_feed(s);
     if (!s->finishing) {
-        send_loader_arm(s);
+        send_watch_arm(s, w, w->fd);
     }
 }
 
-static void send_prep_arm(struct send *s);
-
-static void send_on_prep(struct loop_op *op, int res, unsigned flags)
+static void send_watch_arm(struct send *s, struct send_watch *w, int fd)
 {
-    (void)flags;
-    struct send *s = op->owner;
-    s->prep_armed = 0;
-    if (res < 0 || s->finishing) {
-        return;
-    }
-    prepare_clear_signal(s->prep);
-    send_feed(s);
-    if (!s->finishing) {
-        send_prep_arm(s);
-    }
-}
-
-static void send_prep_arm(struct send *s)
-{
-    s->prep_op.cb = send_on_prep;
-    s->prep_op.owner = s;
-    s->prep_armed = 1;
-    loop_poll_add(s->loop, &s->prep_op, prepare_fd(s->prep), POLLIN);
-}
-
-static void send_loader_arm(struct send *s)
-{
-    s->loader_op.cb = send_on_loader;
-    s->loader_op.owner = s;
-    s->loader_armed = 1;
-    loop_poll_add(s->loop, &s->loader_op, loader_fd(s->loader), POLLIN);
+    w->op.cb = send_on_watch;
+    w->op.owner = w;
+    w->s = s;
+    w->fd = fd;
+    w->armed = 1;
+    loop_poll_add(s->loop, &w->op, fd, POLLIN);
 }
 
 /* Render workers: --render-threads, by default one per core (0: render
@@ -743,11 +707,7 @@ static int send_prepare_start(struct send *s, char *err, size_t errlen)
         .address_problem = send_address_problem,
     };
     s->prep = prepare_start(&po, err, errlen);
-    if (!s->prep) {
-        return -1;
-    }
-    loader_set_notify(s->loader, prepare_notify, s->prep);
-    return 0;
+    return s->prep ? 0 : -1;
 }
 
 /* Compile the campaign's templates (and its DKIM key). */
@@ -791,11 +751,11 @@ static void send_stop(struct send *s)
     if (s->sig_armed) {
         loop_cancel(s->loop, &s->sig_op);
     }
-    if (s->loader_armed) {
-        loop_cancel(s->loop, &s->loader_op);
-    }
-    if (s->prep_armed) {
-        loop_cancel(s->loop, &s->prep_op);
+    struct send_watch *watches[] = {&s->loader_watch, &s->prep_watch};
+    for (size_t i = 0; i < 2; i++) {
+        if (watches[i]->armed) {
+            loop_cancel(s->loop, &watches[i]->op);
+        }
     }
     loop_stop_when_idle(s->loop);
 }
@@ -1499,9 +1459,9 @@ int send_main(int argc, char **argv)
     }
     send_sig_arm(&s);
     if (s.loader) {
-        send_loader_arm(&s);
+        send_watch_arm(&s, &s.loader_watch, loader_fd(s.loader));
         if (s.prep) {
-            send_prep_arm(&s);
+            send_watch_arm(&s, &s.prep_watch, prepare_fd(s.prep));
         }
     }
     loop_timer_init(&s.status_timer, send_on_status, &s);
@@ -1536,7 +1496,6 @@ out:
         pool_release_all(s.pool, send_release);
     }
     if (s.prep) {
-        loader_set_notify(s.loader, NULL, NULL);
         prepare_stop(s.prep); /* what it still holds stays claimed: released below */
         s.prep = NULL;
     }
