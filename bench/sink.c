@@ -203,6 +203,7 @@ static const char *const sink_counter_names[SINK_COUNTERS] = {
 struct sink_stats {
     uint64_t n[SINK_COUNTERS];
     uint64_t max_msgs_per_session; /* max */
+    uint64_t max_rcpts_per_msg;    /* max: accepted recipients of one message */
     uint64_t first_accept_ms;      /* CLOCK_REALTIME; earliest non-zero */
     uint64_t last_accept_ms;       /* latest */
     json_t *deliveries;            /* owned: recipient address -> accepted messages */
@@ -521,6 +522,9 @@ static void sink_stats_add(struct sink_stats *into, const struct sink_stats *fro
     for (int i = 0; i < SINK_COUNTERS; i++) {
         into->n[i] += from->n[i];
     }
+    if (from->max_rcpts_per_msg > into->max_rcpts_per_msg) {
+        into->max_rcpts_per_msg = from->max_rcpts_per_msg;
+    }
     if (from->max_msgs_per_session > into->max_msgs_per_session) {
         into->max_msgs_per_session = from->max_msgs_per_session;
     }
@@ -548,6 +552,7 @@ static int sink_stats_write(const char *path, const struct sink_stats *st, long 
         json_object_set_new(root, sink_counter_names[i], json_integer((json_int_t)st->n[i]));
     }
     json_object_set_new(root, "peak_concurrent", json_integer(peak));
+    json_object_set_new(root, "max_rcpts_per_msg", json_integer((json_int_t)st->max_rcpts_per_msg));
     json_object_set_new(root, "max_msgs_per_session",
                         json_integer((json_int_t)st->max_msgs_per_session));
     json_object_set_new(root, "first_accept_ms", json_integer((json_int_t)st->first_accept_ms));
@@ -1180,6 +1185,9 @@ static void sink_on_message(void *user, const struct smtp_server_message *m,
     }
     for (size_t i = 0; i < m->nrcpts; i++) {
         sink_stats_count(w->stats.deliveries, m->rcpts[i], 1);
+    }
+    if (m->nrcpts > w->stats.max_rcpts_per_msg) {
+        w->stats.max_rcpts_per_msg = m->nrcpts;
     }
     snprintf(w->reply, sizeof w->reply, "250 2.0.0 Ok: queued as %02X%014" PRIX64, w->index,
              ++w->queued);

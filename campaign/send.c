@@ -37,6 +37,7 @@
 #include "engine/buf.h"
 #include "engine/client_conn.h"
 #include "engine/loop.h"
+#include "engine/smtp_data.h"
 #include "pool/config.h"
 #include "pool/deliver.h"
 #include "pool/metrics.h"
@@ -46,6 +47,7 @@
 
 struct send_options {
     const char *recipients;
+    const char *message_path; /* one body for every recipient (RCPT batching) */
     const char *config_path;
     const char *resolver;
     const char *relay;
@@ -67,6 +69,7 @@ struct send_options {
     size_t nsources;
     unsigned mx_port;
     unsigned size;
+    int size_set;
     unsigned window;
     int render_threads; /* campaign mode; -1: one per core */
     unsigned timeout_ms;
@@ -108,7 +111,8 @@ struct send {
     struct loop *loop;
     struct pool *pool;
     struct metrics *metrics;
-    char **lines; /* owned: the recipient list */
+    char **lines;  /* owned: the recipient list */
+    buf_t message; /* --message: the body every recipient shares (owned) */
     size_t nlines, next;
     size_t inflight; /* in the pool */
     struct send_set suppressed;
@@ -424,11 +428,17 @@ static void send_feed(struct send *s)
             abort();
         }
         m->rcpt = rcpt;
-        send_render(s, m, i);
         m->m.rcpt = m->rcpt;
         m->m.mail_from = s->o.from;
-        m->m.data = buf_data(&m->body);
-        m->m.len = buf_len(&m->body);
+        if (s->o.message_path) {
+            /* One body for all: the pool may give a transaction several RCPTs. */
+            m->m.data = buf_data(&s->message);
+            m->m.len = buf_len(&s->message);
+        } else {
+            send_render(s, m, i);
+            m->m.data = buf_data(&m->body);
+            m->m.len = buf_len(&m->body);
+        }
         m->m.user = m;
         s->inflight++;
         pool_submit(s->pool, &m->m);
@@ -980,6 +990,9 @@ static void send_usage(FILE *f)
             "  --from ADDR            envelope sender (default send@ringmail.test)\n"
             "  --helo NAME            EHLO name (default ringmail.test)\n"
             "  --size BYTES           generated message size (default 2048)\n"
+            "  --message FILE         send this RFC 5322 message (headers, blank line, body)\n"
+            "                         to every recipient instead of a generated one; recipients\n"
+            "                         of one destination share transactions (max_rcpts_per_msg)\n"
             "  --window N             messages in the pool at once (default 10000)\n"
             "  --max-connections N    connections across all ISPs (default 1000)\n"
             "  --timeout-ms MS        every protocol timeout (default 30000, DATA end 60000)\n"
@@ -1015,6 +1028,7 @@ enum {
     SEND_OPT_FROM,
     SEND_OPT_HELO,
     SEND_OPT_SIZE,
+    SEND_OPT_MESSAGE,
     SEND_OPT_WINDOW,
     SEND_OPT_RENDER_THREADS,
     SEND_OPT_MAXCONN,
@@ -1064,6 +1078,7 @@ static int send_parse(int argc, char **argv, struct send_options *o)
         {"from", required_argument, 0, SEND_OPT_FROM},
         {"helo", required_argument, 0, SEND_OPT_HELO},
         {"size", required_argument, 0, SEND_OPT_SIZE},
+        {"message", required_argument, 0, SEND_OPT_MESSAGE},
         {"window", required_argument, 0, SEND_OPT_WINDOW},
         {"render-threads", required_argument, 0, SEND_OPT_RENDER_THREADS},
         {"max-connections", required_argument, 0, SEND_OPT_MAXCONN},
@@ -1136,8 +1151,12 @@ static int send_parse(int argc, char **argv, struct send_options *o)
             o->helo = optarg;
             break;
         case SEND_OPT_SIZE:
+            o->size_set = 1;
             if (send_number("size", optarg, 0, 64u << 20, &o->size) < 0)
                 return -1;
+            break;
+        case SEND_OPT_MESSAGE:
+            o->message_path = optarg;
             break;
         case SEND_OPT_WINDOW:
             if (send_number("window", optarg, 1, 10000000, &o->window) < 0)
@@ -1212,9 +1231,9 @@ static int send_parse(int argc, char **argv, struct send_options *o)
         return -1;
     }
     if (o->db_url || o->campaign) {
-        if (!o->db_url || !o->campaign || o->recipients) {
+        if (!o->db_url || !o->campaign || o->recipients || o->message_path) {
             fprintf(stderr, "ringmail send: campaign mode wants --db URL and --campaign ID "
-                            "(and no --recipients)\n");
+                            "(and no --recipients or --message: the campaign renders them)\n");
             return -1;
         }
         return 0;
@@ -1223,6 +1242,10 @@ static int send_parse(int argc, char **argv, struct send_options *o)
         fprintf(stderr,
                 "ringmail send: --recipients FILE (or --db URL --campaign ID) is required\n");
         send_usage(stderr);
+        return -1;
+    }
+    if (o->message_path && o->size_set) {
+        fprintf(stderr, "ringmail send: --size is for the generated message, not --message\n");
         return -1;
     }
     if ((o->relay_user || o->relay_password_file || o->relay_implicit_tls) && !o->relay) {
@@ -1265,6 +1288,56 @@ static int send_read_password(struct send *s)
     return 0;
 }
 
+/* --message FILE: a whole message, its lines ended with CRLF (bare LF
+ * accepted). Refused when it is empty, has no header, or no blank line
+ * between header and body: a file of that kind is not a message. */
+static int send_read_message(const char *path, buf_t *out)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "ringmail send: --message %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    int in_header = 1, header_lines = 0, nul = 0;
+    size_t longest = 0;
+    while ((n = getline(&line, &cap, f)) > 0) {
+        size_t len = (size_t)n;
+        if (memchr(line, '\0', len)) {
+            nul = 1;
+        }
+        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) {
+            len--;
+        }
+        longest = len > longest ? len : longest;
+        if (in_header) {
+            if (len == 0) {
+                in_header = 0;
+            } else {
+                header_lines++;
+            }
+        }
+        buf_append(out, line, len);
+        buf_append(out, "\r\n", 2);
+    }
+    int bad = ferror(f);
+    free(line);
+    fclose(f);
+    const char *why = bad                       ? strerror(errno)
+                      : nul                     ? "it contains a NUL byte"
+                      : longest > SMTP_LINE_MAX ? "a line is longer than 998 octets (RFC 5322)"
+                      : !header_lines           ? "it has no header lines"
+                      : in_header               ? "no blank line ends the header"
+                                                : NULL;
+    if (why) {
+        fprintf(stderr, "ringmail send: --message %s: not a message: %s\n", path, why);
+        return -1;
+    }
+    return 0;
+}
+
 static int send_setup(struct send *s, struct config **cfg_out)
 {
     char err[512];
@@ -1299,6 +1372,9 @@ static int send_setup(struct send *s, struct config **cfg_out)
         }
     }
     if (s->o.recipients && send_read_lines(s->o.recipients, &s->lines, &s->nlines) < 0) {
+        return -1;
+    }
+    if (s->o.message_path && send_read_message(s->o.message_path, &s->message) < 0) {
         return -1;
     }
     if (s->o.suppress_path) {
@@ -1525,6 +1601,7 @@ out:
         free(s.lines[i]);
     }
     free(s.lines);
+    buf_free(&s.message);
     send_set_free(&s.suppressed);
     if (s.records) {
         fclose(s.records);

@@ -114,9 +114,13 @@ static int config_isp_entry(struct config_parse *p, struct config_isp *isp, size
     const char *count_names[] = {"max_connections", "max_msgs_per_conn", "max_rcpts_per_msg"};
     for (size_t i = 0; i < 3; i++) {
         if (strcmp(name, count_names[i]) == 0) {
-            return config_unsigned(v, counts[i]) == 0
-                       ? 1
-                       : config_fail(p, "%s: not a number: '%s'", name, v);
+            if (config_unsigned(v, counts[i]) != 0) {
+                return config_fail(p, "%s: not a number: '%s'", name, v);
+            }
+            if (counts[i] == &isp->max_rcpts_per_msg && (*counts[i] < 1 || *counts[i] > 1000)) {
+                return config_fail(p, "%s: '%s' is not 1..1000", name, v);
+            }
+            return 1;
         }
     }
     if (strcmp(name, "msg_rate") == 0 || strcmp(name, "conn_rate") == 0) {

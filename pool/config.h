@@ -47,8 +47,8 @@ struct config_isp {
     size_t nmx;
     unsigned max_connections;   /* 0 = unlimited */
     unsigned max_msgs_per_conn; /* 0 = unlimited */
-    unsigned max_rcpts_per_msg;
-    double msg_rate; /* per second, < 0 unlimited */
+    unsigned max_rcpts_per_msg; /* RCPTs per transaction for messages that share a body; 0: 50 */
+    double msg_rate;            /* per second, < 0 unlimited */
     double conn_rate;
     enum smtp_tls_policy tls;
     uint64_t timeout_ms;

@@ -38,6 +38,10 @@
  * before it says QUIT: a queue that empties for a moment (messages still
  * being claimed or rendered) does not cost a new connection and handshake. */
 #define POOL_LINGER_MS 2000
+/* Recipients per transaction when the ISP sets no max_rcpts_per_msg
+ * (Postfix's default_destination_recipient_limit). Only messages that share
+ * one body (the same data, length and sender) travel together. */
+#define POOL_RCPTS_DEFAULT 50
 
 struct pool_conn;
 
@@ -54,7 +58,7 @@ struct pool_lane {
 struct pool_isp {
     char name[CONFIG_NAME_MAX];
     const struct config_isp *cfg; /* NULL for the built-in default or a removed ISP */
-    unsigned max_connections, max_msgs_per_conn;
+    unsigned max_connections, max_msgs_per_conn, max_rcpts_per_msg;
     double msg_rate, conn_rate;
     enum smtp_tls_policy tls;
     uint64_t timeout_ms;
@@ -110,10 +114,17 @@ struct pool_conn {
     char addr[64];
     char session_key[400];
     size_t target;
-    struct pool_msg *msg; /* in flight */
+    /* In flight: one transaction of nbatch messages that share a body, one
+     * RCPT each (a single message uses the inline one, rcpt1 and sent1). */
+    struct pool_msg **batch;
+    struct smtp_rcpt *rcpts;
+    unsigned char *sent; /* the body went to that recipient (its RCPT was not refused) */
+    size_t nbatch;
+    struct pool_msg *one;
+    struct smtp_rcpt rcpt1;
+    unsigned char sent1;
     uint64_t txn_started_ms;
     struct smtp_message sm;
-    struct smtp_rcpt rcpt;
     int tls_counted;
     int transacted; /* some message got a reply on this connection */
     int waiting;
@@ -211,6 +222,7 @@ static void pool_isp_apply(struct pool *p, struct pool_isp *isp, const struct co
     if (cfg) {
         isp->max_connections = cfg->max_connections;
         isp->max_msgs_per_conn = cfg->max_msgs_per_conn;
+        isp->max_rcpts_per_msg = cfg->max_rcpts_per_msg;
         isp->msg_rate = cfg->msg_rate;
         isp->conn_rate = cfg->conn_rate;
         isp->tls = cfg->tls;
@@ -218,6 +230,7 @@ static void pool_isp_apply(struct pool *p, struct pool_isp *isp, const struct co
     } else {
         isp->max_connections = 0;
         isp->max_msgs_per_conn = 0;
+        isp->max_rcpts_per_msg = 0;
         isp->msg_rate = isp->conn_rate = -1;
         isp->tls = p->config->tls;
         isp->timeout_ms = 0;
@@ -876,6 +889,51 @@ static void pool_wake_lingering(struct pool_dest *d)
     }
 }
 
+static int pool_same_body(const struct pool_msg *a, const struct pool_msg *b)
+{
+    return a->data == b->data && a->len == b->len &&
+           (a->mail_from == b->mail_from || strcmp(a->mail_from, b->mail_from) == 0);
+}
+
+/* The transaction for c: m (its message token taken) and the messages right
+ * behind it on the queue that share its body, up to the ISP's
+ * max_rcpts_per_msg, each taking a message token of the lane if one is there
+ * (msg_rate counts recipients: each is a message in a mailbox). */
+static void pool_batch_take(struct pool_conn *c, struct pool_msg *m, uint64_t now)
+{
+    struct pool *p = c->pool;
+    struct pool_dest *d = c->dest;
+    struct pool_isp *isp = c->lane->isp;
+    size_t cap = isp->max_rcpts_per_msg ? isp->max_rcpts_per_msg : POOL_RCPTS_DEFAULT;
+    size_t n = 1;
+    for (struct pool_msg *x = d->head; x && n < cap && pool_same_body(m, x); x = x->next) {
+        if (!token_bucket_take(&c->lane->msgs, 1, now)) {
+            break;
+        }
+        n++;
+    }
+    if (n == 1) {
+        c->batch = &c->one;
+        c->rcpts = &c->rcpt1;
+        c->sent = &c->sent1;
+    } else {
+        char *block = pool_xcalloc(1, n * (sizeof *c->rcpts + sizeof *c->batch + 1));
+        c->rcpts = (struct smtp_rcpt *)(void *)block;
+        c->batch = (struct pool_msg **)(void *)(block + n * sizeof *c->rcpts);
+        c->sent = (unsigned char *)(block + n * (sizeof *c->rcpts + sizeof *c->batch));
+    }
+    c->nbatch = n;
+    c->batch[0] = m;
+    for (size_t i = 1; i < n; i++) {
+        c->batch[i] = pool_dequeue(p, d);
+    }
+    for (size_t i = 0; i < n; i++) {
+        memset(&c->rcpts[i], 0, sizeof c->rcpts[i]);
+        c->rcpts[i].address = c->batch[i]->rcpt;
+        c->sent[i] = 0;
+    }
+}
+
 static struct smtp_message *pool_next_message(void *owner)
 {
     struct pool_conn *c = owner;
@@ -916,13 +974,11 @@ static struct smtp_message *pool_next_message(void *owner)
         return SMTP_MESSAGE_WAIT;
     }
     struct pool_msg *m = pool_dequeue(p, d);
-    c->msg = m;
+    pool_batch_take(c, m, now);
     c->txn_started_ms = loop_clock_ms(p->loop);
-    memset(&c->rcpt, 0, sizeof c->rcpt);
-    c->rcpt.address = m->rcpt;
     c->sm.mail_from = m->mail_from;
-    c->sm.rcpts = &c->rcpt;
-    c->sm.nrcpts = 1;
+    c->sm.rcpts = c->rcpts;
+    c->sm.nrcpts = c->nbatch;
     c->sm.data = m->data;
     c->sm.len = m->len;
     c->sm.data_in_flight = 0;
@@ -930,29 +986,54 @@ static struct smtp_message *pool_next_message(void *owner)
     return &c->sm;
 }
 
+static void pool_batch_release(struct pool_conn *c)
+{
+    if (c->batch != &c->one) {
+        free(c->rcpts); /* one block: rcpts, then batch, then sent */
+    }
+    c->batch = NULL;
+    c->rcpts = NULL;
+    c->sent = NULL;
+    c->nbatch = 0;
+}
+
 static void pool_message_done(void *owner, struct smtp_message *sm)
 {
     struct pool_conn *c = owner;
     struct pool *p = c->pool;
-    struct pool_msg *m = c->msg;
-    const struct smtp_rcpt *r = &sm->rcpts[0];
-    c->msg = NULL;
-    if (!m) {
+    struct pool_dest *d = c->dest;
+    size_t n = c->nbatch;
+    if (n == 0) {
         return;
     }
-    if (r->outcome == SMTP_OUTCOME_RETRY) {
-        pool_enqueue(p, c->dest, m, 1);
-        pool_kick(p);
-        return;
-    }
-    if (r->code > 0) {
-        c->transacted = 1;
-        c->dest->targets && c->target < c->dest->ntargets
-            ? (void)(c->dest->targets[c->target].down_until = 0)
-            : (void)0;
+    int requeued = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (sm->rcpts[i].code > 0) {
+            c->transacted = 1;
+            if (d->targets && c->target < d->ntargets) {
+                d->targets[c->target].down_until = 0;
+            }
+        }
     }
     pool_count_tls(c);
-    pool_settle(p, m, c, r->outcome, r->reason, r->code, r->enhanced, r->text, sm->data_in_flight);
+    /* Back to the front in reverse, so the queue keeps its order. */
+    for (size_t i = n; i-- > 0;) {
+        if (sm->rcpts[i].outcome == SMTP_OUTCOME_RETRY) {
+            pool_enqueue(p, d, c->batch[i], 1);
+            requeued = 1;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        const struct smtp_rcpt *r = &sm->rcpts[i];
+        if (r->outcome != SMTP_OUTCOME_RETRY) {
+            pool_settle(p, c->batch[i], c, r->outcome, r->reason, r->code, r->enhanced, r->text,
+                        sm->data_in_flight && c->sent[i]);
+        }
+    }
+    pool_batch_release(c);
+    if (requeued) {
+        pool_kick(p);
+    }
 }
 
 static int pool_reason_is_auth(const char *reason)
@@ -1026,9 +1107,12 @@ static void pool_session_failed(void *owner, enum smtp_outcome o, const char *re
 static void pool_data_starting(void *owner, struct smtp_message *sm)
 {
     struct pool_conn *c = owner;
-    (void)sm;
-    if (c->msg && c->pool->opt.on_data) {
-        c->pool->opt.on_data(c->pool->opt.user, c->msg);
+    for (size_t i = 0; i < c->nbatch; i++) {
+        /* A recipient still open at DATA is one the body goes to. */
+        c->sent[i] = sm->rcpts[i].outcome == SMTP_OUTCOME_NONE;
+        if (c->sent[i] && c->pool->opt.on_data) {
+            c->pool->opt.on_data(c->pool->opt.user, c->batch[i]);
+        }
     }
 }
 
@@ -1046,11 +1130,11 @@ static void pool_conn_closed(void *owner, struct client_conn *conn)
     (void)conn;
     pool_conn_unwait(c);
     pool_unlinger(c);
-    if (c->msg) {
-        /* Cannot happen: the machine settles every message before on_closed. */
-        pool_enqueue(p, c->dest, c->msg, 1);
-        c->msg = NULL;
+    /* Cannot happen: the machine settles every message before on_closed. */
+    for (size_t i = c->nbatch; i-- > 0;) {
+        pool_enqueue(p, c->dest, c->batch[i], 1);
     }
+    pool_batch_release(c);
     c->lane->open--;
     c->lane->isp->st.open--;
     c->dest->nconns--;

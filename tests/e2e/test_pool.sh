@@ -12,7 +12,8 @@
 #      and from the environment, wrong password fails fast without a storm
 #   4. SIGHUP reload: new rate within a second, a broken file refused with its
 #      line number (old config stays); Prometheus /metrics during the run
-#   5. source addresses: --source, config sources with weights
+#   5. source addresses: --source, config sources with weights;
+#      RCPT batching (--message, max_rcpts_per_msg)
 # Nothing leaves 127.0.0.0/8: dnsmasq has no upstream, every MX is 127.0.0.x.
 set -u
 . "$(dirname "$0")/lib.sh"
@@ -632,6 +633,83 @@ check "--source overrides config sources: peers exactly 127.0.0.2 and 127.0.0.3,
 check_range "--source: at most 2 connections per source address in all (<= 4)" 1 4 "$(sj srcB peak_concurrent)"
 check "--source: records name the source address" pc each "$E2E_TMP/srcB.records" '@src\.test$' \
     'd.get("source") in ("127.0.0.2", "127.0.0.3")'
+
+# ================================================================ 5b. RCPT batching
+# --message: one body for every recipient, so the recipients of one
+# destination share transactions, at most max_rcpts_per_msg RCPTs each; every
+# recipient still gets its own outcome (permfail@ refused, tempfail@ retried
+# alone) and nobody gets the body twice.
+start_sink batch 127.0.0.53
+start_sink batch1 127.0.0.54
+batch_conf() { # FILE MAX_RCPTS_PER_MSG SINK_IP
+    cat >"$1" <<CONF
+[global]
+tls = none
+retry = 300ms
+max_age = 1s
+
+[isp batch]
+domains = batch.test, batch2.test
+max_connections = 2
+max_rcpts_per_msg = $2
+
+[route batch.test]
+server = $3:$MX_PORT
+[route batch2.test]
+server = $3:$MX_PORT
+CONF
+}
+batch_conf "$E2E_TMP/batch7.conf" 7 127.0.0.53
+batch_conf "$E2E_TMP/batch1.conf" 1 127.0.0.54
+printf 'From: News <news@sender.test>\nTo: undisclosed-recipients:;\nSubject: one body for all\n\nHello.\n.a line that starts with a dot\n' \
+    >"$E2E_TMP/batch.eml"
+R6=$E2E_TMP/batch.rcpts
+: >"$R6"
+recipients "$R6" b batch.test 60
+printf '%s\n' permfail@batch.test tempfail@batch.test >>"$R6"
+recipients "$R6" c batch2.test 10
+send_run batch --recipients "$R6" --message "$E2E_TMP/batch.eml" --config "$E2E_TMP/batch7.conf"
+check_eq "batching: exit 0" 0 "$RC"
+check_eq "batching: 70 accepted" 70 "$(jget "$E2E_TMP/batch.json" accepted)"
+check_eq "batching: permfail@ rejected" 1 "$(jget "$E2E_TMP/batch.json" rejected)"
+check_eq "batching: tempfail@ expired after its retries" 1 "$(jget "$E2E_TMP/batch.json" expired)"
+sleep 0.3
+check_eq "batching: the sink saw at most max_rcpts_per_msg 7 RCPTs in a message (and 7)" 7 \
+    "$(sj batch max_rcpts_per_msg)"
+# 60 + permfail + tempfail on batch.test (62, so 9 transactions), 10 on
+# batch2.test (2): permfail's and tempfail's messages still carry others.
+check_range "batching: 70 recipients in 11..13 accepted messages" 11 13 "$(sj batch messages)"
+check "batching: every accepted recipient got the body exactly once" \
+    pc once "${SINK_STATS[batch]}" "$R6" '^[bc][0-9]+@'
+check "batching: permfail@ rejected 550 5.1.1 on its own, final" \
+    pc final "$E2E_TMP/batch.records" permfail@batch.test \
+    'd["outcome"] == "rejected" and d.get("code") == 550 and d.get("data_in_flight") is False'
+check "batching: tempfail@ retried alone (attempt >= 2), the others accepted at attempt 1" "$E2E_PY" -c '
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+t = [r for r in rows if r["rcpt"] == "tempfail@batch.test"]
+others = [r for r in rows if r["rcpt"][0] in "bc" and r["outcome"] == "accepted"]
+print(len(t), "tempfail attempts;", len(others), "accepted")
+assert len(t) >= 2 and all(r["outcome"] == "deferred" for r in t[:-1])
+assert t[-1]["outcome"] == "expired" and t[-1]["final"] is True
+assert len(others) == 70 and all(r["attempt"] == 1 for r in others)' "$E2E_TMP/batch.records"
+send_run batch1 --recipients "$R6" --message "$E2E_TMP/batch.eml" --config "$E2E_TMP/batch1.conf"
+stop_sink batch
+stop_sink batch1
+check_eq "max_rcpts_per_msg 1: 70 accepted" 70 "$(jget "$E2E_TMP/batch1.json" accepted)"
+check_eq "max_rcpts_per_msg 1: one RCPT per message" 1 "$(sj batch1 max_rcpts_per_msg)"
+check_eq "max_rcpts_per_msg 1: 70 accepted messages" 70 "$(sj batch1 messages)"
+printf '[global]\ntls = none\n[isp x]\nmax_rcpts_per_msg = 0\n' >"$E2E_TMP/batch0.conf"
+"$RM" send --recipients "$R6" --message "$E2E_TMP/batch.eml" --config "$E2E_TMP/batch0.conf" \
+    >/dev/null 2>"$E2E_TMP/batch0.out"
+check_eq "max_rcpts_per_msg 0: config refused, exit 2" 2 "$?"
+check_grep "max_rcpts_per_msg 0: FILE:LINE and the range" 'batch0\.conf:4: max_rcpts_per_msg.*1\.\.1000' \
+    "$E2E_TMP/batch0.out"
+printf 'Subject: no blank line, no body\n' >"$E2E_TMP/nobody.eml"
+"$RM" send --recipients "$R6" --message "$E2E_TMP/nobody.eml" >/dev/null 2>"$E2E_TMP/nobody.out"
+check_eq "--message without a header/body separator: exit 2" 2 "$?"
+check_grep "--message without a separator: says why" 'not a message: no blank line ends the header' \
+    "$E2E_TMP/nobody.out"
 
 cat "$E2E_TMP"/*.err >"$E2E_TMP/all-send.stderr" 2>/dev/null
 # ================================================================ 6. terminal status + ISP table
