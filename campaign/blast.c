@@ -704,6 +704,14 @@ static void blast_report(const struct blast_options *o, const struct blast_count
     if (!o->json) {
         printf("sent %lu: accepted %lu, deferred %lu, rejected %lu, failed %lu\n", t->sent,
                t->accepted, t->deferred, t->rejected, t->failed);
+        /* The same table as ringmail send's per-ISP one, with the one server as its row. */
+        unsigned long handshakes = t->tls_full + t->tls_resumed;
+        printf("%-22s %9s %9s %9s %9s %7s %9s %6s %8s\n", "server", "attempts", "accepted",
+               "deferred", "rejected", "failed", "rate/s", "conns", "resumed%");
+        printf("%-22s %9lu %9lu %9lu %9lu %7lu %9.1f %6lu %7.1f%%\n", o->server, t->sent,
+               t->accepted, t->deferred, t->rejected, t->failed,
+               wall > 0 ? (double)t->accepted / wall : 0.0, t->connections,
+               handshakes ? 100.0 * (double)t->tls_resumed / (double)handshakes : 0.0);
         printf("connections %lu: tls full %lu, resumed %lu, none %lu\n", t->connections,
                t->tls_full, t->tls_resumed, t->tls_none);
         printf("wall %.3f s, cpu %.3f s, %.0f msgs/s, %.1f us cpu/msg, peak rss %ld KB\n", wall,

@@ -780,6 +780,45 @@ static void send_maybe_finish(struct send *s)
     }
 }
 
+/* Loudly, at start and after a reload: which ISPs may get mail in plaintext. */
+static void send_warn_opportunistic(const struct send *s, const struct config *cfg)
+{
+    if (s->o.tls_override) {
+        if (s->o.tls == SMTP_TLS_OPPORTUNISTIC) {
+            fprintf(stderr, "ringmail: WARNING: TLS policy 'opportunistic' (--tls): mail goes IN "
+                            "PLAINTEXT to servers without STARTTLS\n");
+        }
+        return;
+    }
+    char names[512] = "";
+    size_t len = 0;
+    int n = 0;
+    for (size_t i = 0; i <= cfg->nisps; i++) {
+        const char *name = i < cfg->nisps ? cfg->isps[i].name : "default";
+        enum smtp_tls_policy t = i < cfg->nisps ? cfg->isps[i].tls : cfg->tls;
+        if (i == cfg->nisps) {
+            int has_default = 0; /* the config's own [isp default] was listed above */
+            for (size_t k = 0; k < cfg->nisps; k++) {
+                has_default |= strcmp(cfg->isps[k].name, "default") == 0;
+            }
+            if (has_default) {
+                break;
+            }
+        }
+        if (t == SMTP_TLS_OPPORTUNISTIC && len < sizeof names) {
+            int w = snprintf(names + len, sizeof names - len, "%s%s", n ? ", " : "", name);
+            len += w > 0 ? (size_t)w : 0;
+            n++;
+        }
+    }
+    if (n) {
+        fprintf(stderr,
+                "ringmail: WARNING: TLS policy 'opportunistic' for ISP%s %s: mail goes IN "
+                "PLAINTEXT to their servers without STARTTLS\n",
+                n == 1 ? "" : "s", names);
+    }
+}
+
 static void send_reload(struct send *s)
 {
     if (!s->o.config_path) {
@@ -794,6 +833,7 @@ static void send_reload(struct send *s)
         return;
     }
     pool_reload(s->pool, c);
+    send_warn_opportunistic(s, c);
     fprintf(stderr, "ringmail send: config reloaded from %s\n", s->o.config_path);
 }
 
@@ -1523,11 +1563,7 @@ int send_main(int argc, char **argv)
             goto out;
         }
     }
-    if ((s.o.tls_override && s.o.tls == SMTP_TLS_OPPORTUNISTIC) ||
-        (!s.o.tls_override && cfg->tls == SMTP_TLS_OPPORTUNISTIC)) {
-        fprintf(stderr, "ringmail: WARNING: TLS policy 'opportunistic': mail goes IN PLAINTEXT "
-                        "to servers without STARTTLS\n");
-    }
+    send_warn_opportunistic(&s, cfg);
     s.sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
     if (s.sigfd < 0) {
         perror("ringmail send: signalfd");

@@ -92,6 +92,7 @@ struct pool_dest {
     size_t queued;
     unsigned nconns;
     int skip_starttls;           /* opportunistic: the handshake failed here once */
+    int warned_plaintext;        /* opportunistic: the plaintext WARNING was printed */
     struct pool_conn *lingering; /* idle sessions waiting for a message here */
     int proven;                  /* a session got ready: more than one connection may open */
     const char *server_name;     /* route/relay: SNI override (points into pool) */
@@ -126,6 +127,7 @@ struct pool_conn {
     uint64_t txn_started_ms;
     struct smtp_message sm;
     int tls_counted;
+    int ready;      /* the SMTP session got ready (EHLO, and STARTTLS when it was done) */
     int transacted; /* some message got a reply on this connection */
     int waiting;
     struct pool_conn *wnext;
@@ -833,21 +835,26 @@ static void pool_lane_wake(struct loop_timer *t)
     }
 }
 
+/* Once per connection, as soon as it is known: a handshake (full or
+ * resumed), or a session that got ready without TLS. A connection that
+ * failed before either counts in none of them. */
 static void pool_count_tls(struct pool_conn *c)
 {
     if (c->tls_counted || !c->conn) {
         return;
     }
-    c->tls_counted = 1;
     const struct tls_info *t = client_conn_tls(c->conn);
     struct pool_isp_stats *st = &c->lane->isp->st;
-    if (!t) {
-        st->tls_none++;
-    } else if (t->resumed) {
+    if (t && t->resumed) {
         st->tls_resumed++;
-    } else {
+    } else if (t) {
         st->tls_full++;
+    } else if (c->ready) {
+        st->tls_none++;
+    } else {
+        return;
     }
+    c->tls_counted = 1;
 }
 
 static void pool_unlinger(struct pool_conn *c)
@@ -941,6 +948,18 @@ static struct smtp_message *pool_next_message(void *owner)
     struct pool_dest *d = c->dest;
     struct pool_lane *l = c->lane;
     uint64_t now = pool_now(p);
+    if (!c->ready) {
+        c->ready = 1;
+        pool_count_tls(c);
+        if (c->cfg.smtp.tls_policy == SMTP_TLS_OPPORTUNISTIC && !client_conn_tls(c->conn) &&
+            !d->warned_plaintext) {
+            d->warned_plaintext = 1; /* the opportunistic row of the TLS table: say so */
+            fprintf(stderr,
+                    "ringmail: WARNING: %s: %s (%s) has no working STARTTLS; mail for it goes IN "
+                    "PLAINTEXT (policy opportunistic)\n",
+                    d->is_relay ? "relay" : d->domain, c->host, c->addr);
+        }
+    }
     if (!d->proven) {
         d->proven = 1; /* the first ready session: now the pool may open the rest */
         pool_kick(p);
@@ -1128,6 +1147,7 @@ static void pool_conn_closed(void *owner, struct client_conn *conn)
     struct pool_conn *c = owner;
     struct pool *p = c->pool;
     (void)conn;
+    pool_count_tls(c);
     pool_conn_unwait(c);
     pool_unlinger(c);
     /* Cannot happen: the machine settles every message before on_closed. */

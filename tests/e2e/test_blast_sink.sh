@@ -162,6 +162,8 @@ check "status line on a terminal: rate, outcomes, open connections" \
     grep -Eq "msgs/s +sent [0-9]+ +accepted [0-9]+ +deferred 0 +rejected 0 +failed 0 +connections [0-9]+" \
     "$E2E_TMP/status.tty"
 check "status line then the summary: all 40 accepted" grep -q "sent 40: accepted 40" "$E2E_TMP/status.tty"
+check "exit table: the server's row with attempts, accepted, deferred, rejected, failed, rate, connections, resumed %" \
+    grep -Eq "^localhost:$PORT +40 +40 +0 +0 +0 +[0-9]+\.[0-9] +[1-9][0-9]* +[0-9]+\.[0-9]%" "$E2E_TMP/status.tty"
 
 # 11. Rejections and deferrals by percentage; 421 beyond max connections.
 start_sink reject "${TLS[@]}" --reject-pct 100
