@@ -832,6 +832,13 @@ static void send_reload(struct send *s)
                 err);
         return;
     }
+    if (pool_check_config(s->pool, c, err, sizeof err) < 0) {
+        fprintf(stderr,
+                "ringmail send: config reload refused: %s: %s (keeping the previous config)\n",
+                s->o.config_path, err);
+        config_free(c);
+        return;
+    }
     pool_reload(s->pool, c);
     send_warn_opportunistic(s, c);
     fprintf(stderr, "ringmail send: config reloaded from %s\n", s->o.config_path);

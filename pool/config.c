@@ -260,11 +260,100 @@ static int config_route_entry(struct config_parse *p, const char *domain, const 
     return 1;
 }
 
+static int config_address_parse(const char *s, unsigned char out[16], int *family)
+{
+    struct in_addr a4;
+    if (inet_pton(AF_INET, s, &a4) == 1) {
+        memset(out, 0, 16);
+        memcpy(out, &a4, sizeof a4);
+        *family = AF_INET;
+        return 0;
+    }
+    *family = AF_INET6;
+    return inet_pton(AF_INET6, s, out) == 1 ? 0 : -1;
+}
+
+int config_address_equal(const char *a, const char *b)
+{
+    unsigned char x[16], y[16];
+    int fx, fy;
+    return config_address_parse(a, x, &fx) == 0 && config_address_parse(b, y, &fy) == 0 &&
+           fx == fy && memcmp(x, y, 16) == 0;
+}
+
+const struct config_lane *config_lane_for(const struct config_isp *isp, const char *addr)
+{
+    for (size_t i = 0; addr && i < isp->nlanes; i++) {
+        if (config_address_equal(isp->lanes[i].source, addr)) {
+            return &isp->lanes[i];
+        }
+    }
+    return NULL;
+}
+
+/* "[isp NAME source ADDR]": the lane's own limits. */
+static int config_lane_entry(struct config_parse *p, const char *isp_name, const char *addr,
+                             const char *name, const char *v)
+{
+    size_t index;
+    struct config_isp *isp = config_isp_get(p, isp_name, &index);
+    if (!isp) {
+        return config_fail(p, "bad ISP name '%s'%s", isp_name, "");
+    }
+    unsigned char bin[16];
+    int family;
+    if (config_address_parse(addr, bin, &family) < 0 || strlen(addr) >= CONFIG_NAME_MAX) {
+        return config_fail(p, "[isp %s source %s]: not an IPv4 or IPv6 address", isp_name, addr);
+    }
+    struct config_lane *l = (struct config_lane *)config_lane_for(isp, addr);
+    if (!l) {
+        if (isp->nlanes == CONFIG_SOURCES_MAX) {
+            return config_fail(p, "too many [isp %s source ...] sections (the limit is 64)%s",
+                               isp_name, "");
+        }
+        l = &isp->lanes[isp->nlanes++];
+        memset(l, 0, sizeof *l);
+        snprintf(l->source, sizeof l->source, "%s", addr);
+    }
+    char err[200];
+    if (strcmp(name, "max_connections") == 0 || strcmp(name, "max_msgs_per_conn") == 0) {
+        int conns = name[4] == 'c';
+        if (config_unsigned(v, conns ? &l->max_connections : &l->max_msgs_per_conn) != 0) {
+            return config_fail(p, "%s: not a number: '%s'", name, v);
+        }
+        l->set |= conns ? CONFIG_LANE_MAX_CONNECTIONS : CONFIG_LANE_MAX_MSGS_PER_CONN;
+        return 1;
+    }
+    if (strcmp(name, "msg_rate") == 0 || strcmp(name, "conn_rate") == 0) {
+        int msgs = name[0] == 'm';
+        if (throttle_rate_parse(v, msgs ? &l->msg_rate : &l->conn_rate, err, sizeof err) != 0) {
+            return config_fail(p, "%s%s", err, "");
+        }
+        l->set |= msgs ? CONFIG_LANE_MSG_RATE : CONFIG_LANE_CONN_RATE;
+        return 1;
+    }
+    return config_fail(p,
+                       "'%s' cannot be set per source; [isp NAME source ADDR] takes "
+                       "max_connections, max_msgs_per_conn, msg_rate and conn_rate%s",
+                       name, "");
+}
+
 static int config_on_entry(void *user, const char *section, const char *name, const char *value)
 {
     struct config_parse *p = user;
     if (strcmp(section, "global") == 0) {
         return config_global_entry(p, name, value);
+    }
+    const char *src = strncmp(section, "isp ", 4) == 0 ? strstr(section + 4, " source ") : NULL;
+    if (src && src > section + 4 && src[8]) {
+        char isp_name[CONFIG_NAME_MAX];
+        size_t n = (size_t)(src - (section + 4));
+        if (n >= sizeof isp_name) {
+            return config_fail(p, "bad ISP name in [%s]%s", section, "");
+        }
+        memcpy(isp_name, section + 4, n);
+        isp_name[n] = '\0';
+        return config_lane_entry(p, isp_name, src + 8, name, value);
     }
     if (strncmp(section, "isp ", 4) == 0 && section[4]) {
         size_t index;
@@ -275,7 +364,9 @@ static int config_on_entry(void *user, const char *section, const char *name, co
     if (strncmp(section, "route ", 6) == 0 && section[6]) {
         return config_route_entry(p, section + 6, name, value);
     }
-    return config_fail(p, "unknown section [%s]; want [global], [isp NAME] or [route DOMAIN]%s",
+    return config_fail(p,
+                       "unknown section [%s]; want [global], [isp NAME], [isp NAME source ADDR] "
+                       "or [route DOMAIN]%s",
                        section, "");
 }
 

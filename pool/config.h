@@ -7,6 +7,8 @@
  *   [isp NAME]        domains, mx (MX host patterns: MX rollup), max_connections,
  *                     max_msgs_per_conn, max_rcpts_per_msg, msg_rate, conn_rate,
  *                     tls, timeout, rule (repeatable)
+ *   [isp NAME source ADDR]  max_connections, max_msgs_per_conn, msg_rate,
+ *                     conn_rate for that source address only (a warming IP)
  *   [route DOMAIN]    server = HOST:PORT (overrides DNS for that domain)
  * A rule is "PATTERN => ACTION": PATTERN is matched, case-insensitively, as
  * a substring of "CODE ENHANCED TEXT" of a reply ("421 4.7.28", "TSS04");
@@ -15,7 +17,7 @@
  * Errors carry the file's line number; a config with an error is refused
  * whole (on reload, the old one stays).
  *
- * Exports: config_load, config_free, config_isp_for.
+ * Exports: config_load, config_free, config_isp_for, config_lane_for, config_rule_match.
  */
 #ifndef RINGMAIL_CONFIG_H
 #define RINGMAIL_CONFIG_H
@@ -39,6 +41,24 @@ struct config_rule {
     uint64_t pause_ms; /* backoff and suspend */
 };
 
+#define CONFIG_SOURCES_MAX 64
+
+/* [isp NAME source ADDR]: that source address's own limits with the ISP
+ * (a warming IP); what it does not set comes from [isp NAME]. */
+enum {
+    CONFIG_LANE_MAX_CONNECTIONS = 1,
+    CONFIG_LANE_MAX_MSGS_PER_CONN = 2,
+    CONFIG_LANE_MSG_RATE = 4,
+    CONFIG_LANE_CONN_RATE = 8,
+};
+
+struct config_lane {
+    char source[CONFIG_NAME_MAX]; /* numeric IPv4 or IPv6, as written */
+    unsigned set;                 /* CONFIG_LANE_* bits */
+    unsigned max_connections, max_msgs_per_conn;
+    double msg_rate, conn_rate;
+};
+
 struct config_isp {
     char name[CONFIG_NAME_MAX];
     char domains[CONFIG_LIST_MAX][CONFIG_NAME_MAX]; /* exact, or "*.example.com" */
@@ -54,14 +74,14 @@ struct config_isp {
     uint64_t timeout_ms;
     struct config_rule rules[CONFIG_RULES_MAX];
     size_t nrules;
+    struct config_lane lanes[CONFIG_SOURCES_MAX];
+    size_t nlanes;
 };
 
 struct config_route {
     char domain[CONFIG_NAME_MAX];
     char server[CONFIG_NAME_MAX];
 };
-
-#define CONFIG_SOURCES_MAX 64
 
 struct config_source {
     char addr[CONFIG_NAME_MAX]; /* numeric IPv4 or IPv6 */
@@ -88,6 +108,10 @@ void config_free(struct config *c);
  * pattern, else "default" (NULL if the file has none). mx may be NULL. */
 const struct config_isp *config_isp_for(const struct config *c, const char *domain,
                                         const char *const *mx, size_t nmx);
+/* Two numeric addresses are the same (as binary: "::1" is "0::1"). */
+int config_address_equal(const char *a, const char *b);
+/* isp's own limits for source address addr ([isp NAME source ADDR]), or NULL. */
+const struct config_lane *config_lane_for(const struct config_isp *isp, const char *addr);
 /* The first rule of isp whose pattern matches the reply, or NULL. */
 const struct config_rule *config_rule_match(const struct config_isp *isp, int code,
                                             const char *enhanced, const char *text);

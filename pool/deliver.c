@@ -49,6 +49,9 @@ struct pool_lane {
     struct pool_isp *isp;
     size_t source; /* index into pool->sources, or 0 when there are none */
     unsigned open; /* connections open (connecting included) */
+    /* The ISP's limits, or the source's own ([isp NAME source ADDR]). */
+    unsigned max_connections, max_msgs_per_conn;
+    double msg_rate, conn_rate;
     struct token_bucket msgs, conns;
     struct backoff bo;
     struct pool_conn *waiting; /* idle connections waiting for a message token */
@@ -206,7 +209,7 @@ static unsigned pool_hash(const char *s)
 
 static double pool_lane_rate(struct pool_lane *l, uint64_t now)
 {
-    double base = l->isp->msg_rate;
+    double base = l->msg_rate;
     return base < 0 ? -1 : base * backoff_factor(&l->bo, now);
 }
 
@@ -239,10 +242,19 @@ static void pool_isp_apply(struct pool *p, struct pool_isp *isp, const struct co
     }
     for (size_t i = 0; i < isp->nlanes; i++) {
         struct pool_lane *l = &isp->lanes[i];
+        const struct config_lane *own =
+            cfg && p->nsources ? config_lane_for(cfg, p->sources[l->source].addr) : NULL;
+        unsigned set = own ? own->set : 0;
+        l->max_connections =
+            set & CONFIG_LANE_MAX_CONNECTIONS ? own->max_connections : isp->max_connections;
+        l->max_msgs_per_conn =
+            set & CONFIG_LANE_MAX_MSGS_PER_CONN ? own->max_msgs_per_conn : isp->max_msgs_per_conn;
+        l->msg_rate = set & CONFIG_LANE_MSG_RATE ? own->msg_rate : isp->msg_rate;
+        l->conn_rate = set & CONFIG_LANE_CONN_RATE ? own->conn_rate : isp->conn_rate;
         l->bo.step = p->config->backoff_step;
         l->bo.interval_ms = p->config->backoff_interval_ms;
         token_bucket_set_rate(&l->msgs, pool_lane_rate(l, now), now);
-        token_bucket_set_rate(&l->conns, isp->conn_rate, now);
+        token_bucket_set_rate(&l->conns, l->conn_rate, now);
     }
 }
 
@@ -333,7 +345,7 @@ static struct pool_lane *pool_lane_pick(struct pool *p, struct pool_isp *isp, ui
             }
         }
         struct pool_lane *l = &isp->lanes[i < n ? i : 0];
-        if (isp->max_connections && l->open >= isp->max_connections) {
+        if (l->max_connections && l->open >= l->max_connections) {
             continue;
         }
         if (l->waiting) {
@@ -1241,7 +1253,7 @@ static void pool_conn_open(struct pool *p, struct pool_dest *d, struct pool_lane
         cfg->smtp.auth_user = p->opt.auth_user;
         cfg->smtp.auth_pass = p->opt.auth_pass;
     }
-    cfg->smtp.max_msgs = isp->max_msgs_per_conn;
+    cfg->smtp.max_msgs = l->max_msgs_per_conn;
     cfg->smtp.timeout_greeting_ms = tmo ? (unsigned)tmo : 30000;
     cfg->smtp.timeout_command_ms = tmo ? (unsigned)tmo : 30000;
     cfg->smtp.timeout_data_ms = tmo ? (unsigned)tmo : 30000;
@@ -1386,6 +1398,30 @@ static int pool_sources_init(struct pool *p, char *err, size_t errlen)
     return 0;
 }
 
+int pool_check_config(const struct pool *p, const struct config *c, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < c->nisps; i++) {
+        const struct config_isp *isp = &c->isps[i];
+        for (size_t k = 0; k < isp->nlanes; k++) {
+            const char *a = isp->lanes[k].source;
+            int found = 0;
+            for (size_t j = 0; j < p->nsources && !found; j++) {
+                found = config_address_equal(a, p->sources[j].addr);
+            }
+            if (!found) {
+                /* Its limits would never apply: a typo must not leave a warming IP
+                 * at the ISP's full rate. */
+                snprintf(err, errlen,
+                         "[isp %s source %s]: %s is not one of the source addresses in use (%s)",
+                         isp->name, a, a,
+                         p->nsources ? "the config's source lines or --source" : "there are none");
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
 struct pool *pool_new(struct loop *loop, const struct pool_options *o, char *err, size_t errlen)
 {
     struct pool *p = pool_xcalloc(1, sizeof *p);
@@ -1400,8 +1436,8 @@ struct pool *pool_new(struct loop *loop, const struct pool_options *o, char *err
     }
     loop_timer_init(&p->pump_timer, pool_pump, p);
     loop_timer_init(&p->retry_timer, pool_retry_due, p);
-    if (pool_sources_init(p, err, errlen) < 0) {
-        free(p);
+    if (pool_sources_init(p, err, errlen) < 0 || pool_check_config(p, p->config, err, errlen) < 0) {
+        pool_free(p);
         return NULL;
     }
     pool_isps_sync(p);
@@ -1536,14 +1572,16 @@ size_t pool_isp_stats(struct pool *p, struct pool_isp_stats *out, size_t max)
         struct pool_isp_stats *s = &out[i];
         *s = isp->st;
         s->queued = isp->queued;
-        s->rate_limit = isp->msg_rate < 0 ? -1 : 0;
+        s->rate_limit = 0;
         s->backoff = 1.0;
         s->paused = 0;
         for (size_t k = 0; k < isp->nlanes; k++) {
             struct pool_lane *l = &isp->lanes[k];
             double f = backoff_factor(&l->bo, now);
-            if (isp->msg_rate >= 0) {
-                s->rate_limit += isp->msg_rate * f;
+            if (l->msg_rate < 0 || s->rate_limit < 0) {
+                s->rate_limit = -1; /* one unlimited lane: the ISP is unlimited */
+            } else {
+                s->rate_limit += l->msg_rate * f;
             }
             if (f < s->backoff) {
                 s->backoff = f;

@@ -122,6 +122,9 @@ struct pool *pool_new(struct loop *loop, const struct pool_options *o, char *err
 void pool_free(struct pool *p);
 /* Hand m to the pool; its outcome(s) come through on_result. */
 void pool_submit(struct pool *p, struct pool_msg *m);
+/* 0 if c fits this pool: every [isp NAME source ADDR] names a source address
+ * in use (sources are fixed for the pool's life); else -1 and why in err. */
+int pool_check_config(const struct pool *p, const struct config *c, char *err, size_t errlen);
 /* Swap in a new config (the pool owns it); the old one is freed. */
 void pool_reload(struct pool *p, struct config *c);
 /* No new transactions; connections finish what is in flight and QUIT;

@@ -201,6 +201,8 @@ e2e_bg dnsmasq dnsmasq --keep-in-foreground --port="$DNS_PORT" --listen-address=
     --mx-host=fallback421.test,mx1.fallback421.test,10 \
     --mx-host=fallback421.test,mx2.fallback.test,20 \
     --host-record=mx1.fallback421.test,127.0.0.33 \
+    --mx-host=multiaddr.test,mx.multiaddr.test,10 \
+    --host-record=mx.multiaddr.test,127.0.0.32 --host-record=mx.multiaddr.test,127.0.0.31 \
     --mx-host=nullmx.test,.,0 \
     --server=/slow.test/127.0.0.1#"$BH_PORT" --server=/servfail.test/127.0.0.1#"$SF_PORT"
 DNSMASQ_PID=$E2E_BG_PID
@@ -374,6 +376,7 @@ R2=$E2E_TMP/dns.rcpts
 : >"$R2"
 recipients "$R2" f fallback.test 10
 recipients "$R2" g fallback421.test 5
+recipients "$R2" m multiaddr.test 5
 printf '%s\n' someone@nullmx.test someone@nosuch.test someone@slow.test someone@servfail.test >>"$R2"
 send_run dns --recipients "$R2" --config "$E2E_TMP/dns.conf" "${RESOLVER[@]}"
 REC=$E2E_TMP/dns.records
@@ -381,12 +384,20 @@ OUT=$E2E_TMP/dns.json
 stop_sink mx2
 stop_sink mx421
 check_eq "dns: exit 0, every recipient final" 0 "$RC"
-check_eq "fallback: 15 accepted" 15 "$(jget "$OUT" accepted)"
-check "fallback: every recipient delivered once to mx2" pc once "${SINK_STATS[mx2]}" "$R2" '@fallback(421)?\.test$'
+check_eq "fallback: 20 accepted" 20 "$(jget "$OUT" accepted)"
+check "fallback: every recipient delivered once to mx2" pc once "${SINK_STATS[mx2]}" "$R2" '@(fallback(421)?|multiaddr)\.test$'
 check "fallback: accepted through mx2 (127.0.0.32) on the first attempt, no deferral charged" \
     pc each "$REC" '@fallback(421)?\.test$' \
     'd["outcome"] == "accepted" and d.get("attempt") == 1 and d.get("mx") == "mx2.fallback.test" and str(d.get("addr", "")).startswith("127.0.0.32")'
 check_ge "fallback: the 421-greeting MX was tried first" 1 "$(sj mx421 connections)"
+# One MX host with two addresses, the first refusing connections.
+"$RM" resolve --resolver "127.0.0.1:$DNS_PORT" multiaddr.test >"$E2E_TMP/multiaddr.json" 2>/dev/null
+check "next address: the MX's first address is the refusing 127.0.0.31 (the test's premise)" \
+    "$E2E_PY" -c 'import json, sys; a = json.load(open(sys.argv[1]))["mx"][0]["addrs"]; print(a); assert a == ["127.0.0.31", "127.0.0.32"]' \
+    "$E2E_TMP/multiaddr.json"
+check "next address: accepted through the second address 127.0.0.32 on the first attempt" \
+    pc each "$REC" '@multiaddr\.test$' \
+    'd["outcome"] == "accepted" and d.get("attempt") == 1 and d.get("mx") == "mx.multiaddr.test" and str(d.get("addr", "")).startswith("127.0.0.32")'
 check "null MX: final, reason null_mx" pc final "$REC" someone@nullmx.test \
     'd["reason"] == "null_mx" and d["outcome"] in ("rejected", "failed")'
 check "NXDOMAIN: final, reason nxdomain" pc final "$REC" someone@nosuch.test \
@@ -633,6 +644,58 @@ check "--source overrides config sources: peers exactly 127.0.0.2 and 127.0.0.3,
 check_range "--source: at most 2 connections per source address in all (<= 4)" 1 4 "$(sj srcB peak_concurrent)"
 check "--source: records name the source address" pc each "$E2E_TMP/srcB.records" '@src\.test$' \
     'd.get("source") in ("127.0.0.2", "127.0.0.3")'
+
+# A warming IP: [isp NAME source ADDR] gives one source its own limits with
+# the ISP; the other source keeps the ISP's. 127.0.0.5 may have 1 connection
+# and 20 msgs/s, 127.0.0.4 the ISP's 4 and 100/s: of 240 recipients the
+# warming IP carries about a sixth (without its limits: about half).
+start_sink srcW 127.0.0.55
+cat >"$E2E_TMP/srcW.conf" <<CONF
+[global]
+tls = none
+retry = 1s
+source = 127.0.0.4
+source = 127.0.0.5
+
+[isp warm]
+domains = warm.test
+max_connections = 4
+msg_rate = 100/s
+
+[isp warm source 127.0.0.5]
+max_connections = 1
+msg_rate = 20/s
+
+[route warm.test]
+server = 127.0.0.55:$MX_PORT
+CONF
+R5W=$E2E_TMP/warm.rcpts
+: >"$R5W"
+recipients "$R5W" w warm.test 240
+send_run srcW --recipients "$R5W" --config "$E2E_TMP/srcW.conf"
+sleep 0.3
+stop_sink srcW
+check_eq "warming IP: exit 0, 240 accepted" "0 240" "$RC $(jget "$E2E_TMP/srcW.json" accepted)"
+check_eq "warming IP: the ISP's limit is the sum of its lanes (100 + 20/s)" 120 \
+    "$(jget "$E2E_TMP/srcW.json" isps.warm.msg_rate_limit | cut -d. -f1)"
+check "warming IP: 127.0.0.5 never had more than its 1 connection, 127.0.0.4 up to 4" "$E2E_PY" -c '
+import json, sys; p = json.load(open(sys.argv[1]))["peers"]; print(p)
+assert p["127.0.0.5"]["peak_concurrent"] == 1 and 1 <= p["127.0.0.4"]["peak_concurrent"] <= 4' \
+    "${SINK_STATS[srcW]}"
+check "warming IP: 127.0.0.5 carried its share at 20/s of 120/s (10..25%, not half)" "$E2E_PY" -c '
+import json, sys; p = json.load(open(sys.argv[1]))["peers"]
+a, b = p["127.0.0.4"]["accepted"], p["127.0.0.5"]["accepted"]
+print("127.0.0.4: %d, 127.0.0.5: %d (%.0f%%)" % (a, b, 100.0 * b / (a + b)))
+assert a + b == 240 and 0.10 <= b / 240.0 <= 0.25' "${SINK_STATS[srcW]}"
+sed 's/source = 127.0.0.5$/source = 127.0.0.6/' "$E2E_TMP/srcW.conf" >"$E2E_TMP/srcW-typo.conf"
+"$RM" send --recipients "$R5W" --config "$E2E_TMP/srcW-typo.conf" >/dev/null 2>"$E2E_TMP/srcW-typo.err"
+check_eq "warming IP: limits for an address that is not a source: refused at start, exit 2" 2 "$?"
+check_grep "warming IP: ... and says which section and why" \
+    'isp warm source 127\.0\.0\.5\]: 127\.0\.0\.5 is not one of the source addresses' "$E2E_TMP/srcW-typo.err"
+printf '[isp warm source 127.0.0.5]\nrule = 421 => bounce\n' >"$E2E_TMP/srcW-bad.conf"
+"$RM" send --recipients "$R5W" --config "$E2E_TMP/srcW-bad.conf" >/dev/null 2>"$E2E_TMP/srcW-bad.err"
+check_grep "warming IP: a setting that is per ISP only is refused with FILE:LINE" \
+    "srcW-bad\.conf:2: 'rule' cannot be set per source" "$E2E_TMP/srcW-bad.err"
 
 # ================================================================ 5b. RCPT batching
 # --message: one body for every recipient, so the recipients of one

@@ -124,12 +124,51 @@ static void test_sources(void **state)
     assert_non_null(strstr(err, ":2: source"));
 }
 
+/* [isp NAME source ADDR]: a source's own limits; the rest from the ISP. */
+static void test_source_lanes(void **state)
+{
+    (void)state;
+    char err[256];
+    struct config *c = load_text("[isp gmail]\nmsg_rate = 300/s\nmax_connections = 20\n"
+                                 "[isp gmail source 0:0::1]\nmsg_rate = 20/h\n"
+                                 "max_connections = 2\n"
+                                 "[isp gmail source 192.0.2.11]\nmax_msgs_per_conn = 5\n"
+                                 "conn_rate = 1/s\nmax_rcpts_per_msg = 9\n",
+                                 err, sizeof err);
+    assert_null(c); /* max_rcpts_per_msg is per ISP, not per source */
+    assert_non_null(strstr(err, ":10: 'max_rcpts_per_msg' cannot be set per source"));
+    c = load_text("[isp gmail]\nmsg_rate = 300/s\nmax_connections = 20\n"
+                  "[isp gmail source 0:0::1]\nmsg_rate = 20/h\nmax_connections = 2\n"
+                  "[isp gmail source 192.0.2.11]\nmax_msgs_per_conn = 5\nconn_rate = 1/s\n",
+                  err, sizeof err);
+    assert_non_null(c);
+    assert_int_equal(c->nisps, 1);
+    const struct config_isp *g = &c->isps[0];
+    assert_int_equal(g->nlanes, 2);
+    const struct config_lane *l = config_lane_for(g, "::1"); /* the same address, written apart */
+    assert_non_null(l);
+    assert_int_equal(l->set, CONFIG_LANE_MSG_RATE | CONFIG_LANE_MAX_CONNECTIONS);
+    assert_true(l->msg_rate > 20.0 / 3600 - 1e-9 && l->msg_rate < 20.0 / 3600 + 1e-9);
+    assert_int_equal(l->max_connections, 2);
+    l = config_lane_for(g, "192.0.2.11");
+    assert_non_null(l);
+    assert_int_equal(l->set, CONFIG_LANE_MAX_MSGS_PER_CONN | CONFIG_LANE_CONN_RATE);
+    assert_int_equal(l->max_msgs_per_conn, 5);
+    assert_null(config_lane_for(g, "192.0.2.12"));
+    assert_int_equal(g->max_connections, 20); /* the ISP's own stay */
+    config_free(c);
+    assert_null(
+        load_text("[isp gmail source mail.example.com]\nmsg_rate = 1/s\n", err, sizeof err));
+    assert_non_null(strstr(err, ":2: [isp gmail source mail.example.com]: not an IPv4 or IPv6"));
+    assert_null(load_text("[isp gmail]\nmax_rcpts_per_msg = 1001\n", err, sizeof err));
+    assert_non_null(strstr(err, ":2: max_rcpts_per_msg: '1001' is not 1..1000"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_example_config_loads),
-        cmocka_unit_test(test_sources),
-        cmocka_unit_test(test_errors_name_the_line),
+        cmocka_unit_test(test_example_config_loads), cmocka_unit_test(test_sources),
+        cmocka_unit_test(test_source_lanes),         cmocka_unit_test(test_errors_name_the_line),
         cmocka_unit_test(test_defaults_and_routes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
