@@ -1660,6 +1660,30 @@ void pool_metrics(struct pool *p, buf_t *out)
             }
         }
     }
+    if (p->nsources) {
+        /* Per lane: what a warming IP's operator watches. */
+        uint64_t now = pool_now(p);
+        buf_appendf(out, "# HELP ringmail_source_rate_limit Effective message rate limit of one "
+                         "source address with the ISP (msgs/s, backoff applied; -1 unlimited).\n"
+                         "# TYPE ringmail_source_rate_limit gauge\n");
+        for (size_t i = 0; i < n; i++) {
+            for (size_t k = 0; k < p->isps[i]->nlanes; k++) {
+                struct pool_lane *l = &p->isps[i]->lanes[k];
+                buf_appendf(out, "ringmail_source_rate_limit{isp=\"%s\",source=\"%s\"} %g\n",
+                            p->isps[i]->name, p->sources[l->source].addr, pool_lane_rate(l, now));
+            }
+        }
+        buf_appendf(out, "# HELP ringmail_source_connections_open SMTP connections open now from "
+                         "one source address to the ISP.\n"
+                         "# TYPE ringmail_source_connections_open gauge\n");
+        for (size_t i = 0; i < n; i++) {
+            for (size_t k = 0; k < p->isps[i]->nlanes; k++) {
+                struct pool_lane *l = &p->isps[i]->lanes[k];
+                buf_appendf(out, "ringmail_source_connections_open{isp=\"%s\",source=\"%s\"} %u\n",
+                            p->isps[i]->name, p->sources[l->source].addr, l->open);
+            }
+        }
+    }
     buf_appendf(out,
                 "# HELP ringmail_retry_queue_depth Messages waiting for their next attempt.\n"
                 "# TYPE ringmail_retry_queue_depth gauge\nringmail_retry_queue_depth %zu\n"

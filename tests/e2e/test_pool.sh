@@ -672,7 +672,19 @@ CONF
 R5W=$E2E_TMP/warm.rcpts
 : >"$R5W"
 recipients "$R5W" w warm.test 240
-send_run srcW --recipients "$R5W" --config "$E2E_TMP/srcW.conf"
+METRICS_W=$(free_port)
+"$RM" send --json --records "$E2E_TMP/srcW.records" --from bounce@sender.test --helo sender.test \
+    --recipients "$R5W" --config "$E2E_TMP/srcW.conf" --metrics "127.0.0.1:$METRICS_W" \
+    >"$E2E_TMP/srcW.json" 2>"$E2E_TMP/srcW.err" &
+WPID=$!
+e2e_cleanup "e2e_kill $WPID"
+wait_port 127.0.0.1 "$METRICS_W" 10 "$WPID"
+"$E2E_PY" -c '
+import sys, urllib.request
+body = urllib.request.urlopen("http://127.0.0.1:%s/metrics" % sys.argv[1], timeout=3).read()
+open(sys.argv[2], "wb").write(body)' "$METRICS_W" "$E2E_TMP/srcW.metrics" 2>/dev/null
+wait "$WPID"
+RC=$?
 sleep 0.3
 stop_sink srcW
 check_eq "warming IP: exit 0, 240 accepted" "0 240" "$RC $(jget "$E2E_TMP/srcW.json" accepted)"
@@ -687,6 +699,12 @@ import json, sys; p = json.load(open(sys.argv[1]))["peers"]
 a, b = p["127.0.0.4"]["accepted"], p["127.0.0.5"]["accepted"]
 print("127.0.0.4: %d, 127.0.0.5: %d (%.0f%%)" % (a, b, 100.0 * b / (a + b)))
 assert a + b == 240 and 0.10 <= b / 240.0 <= 0.25' "${SINK_STATS[srcW]}"
+check "warming IP: /metrics shows each source's own rate with the ISP (100 and 20/s)" \
+    grep -q 'ringmail_source_rate_limit{isp="warm",source="127.0.0.5"} 20$' "$E2E_TMP/srcW.metrics"
+check "warming IP: ... and the other source at the ISP's 100/s" \
+    grep -q 'ringmail_source_rate_limit{isp="warm",source="127.0.0.4"} 100$' "$E2E_TMP/srcW.metrics"
+check "warming IP: /metrics has open connections per source" \
+    grep -Eq 'ringmail_source_connections_open\{isp="warm",source="127.0.0.5"\} [01]$' "$E2E_TMP/srcW.metrics"
 sed 's/source = 127.0.0.5$/source = 127.0.0.6/' "$E2E_TMP/srcW.conf" >"$E2E_TMP/srcW-typo.conf"
 "$RM" send --recipients "$R5W" --config "$E2E_TMP/srcW-typo.conf" >/dev/null 2>"$E2E_TMP/srcW-typo.err"
 check_eq "warming IP: limits for an address that is not a source: refused at start, exit 2" 2 "$?"
