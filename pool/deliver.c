@@ -724,6 +724,13 @@ static void pool_retry_due(struct loop_timer *t)
 
 /* ---- outcomes ---- */
 
+/* What the pool allocated for m, freed as m leaves it. */
+static void pool_msg_private_free(struct pool_msg *m)
+{
+    free(m->rcpt_ascii);
+    m->rcpt_ascii = NULL;
+}
+
 static void pool_settle(struct pool *p, struct pool_msg *m, struct pool_conn *c,
                         enum smtp_outcome o, const char *reason, int code, const char *enhanced,
                         const char *text, int data_in_flight)
@@ -800,6 +807,7 @@ static void pool_settle(struct pool *p, struct pool_msg *m, struct pool_conn *c,
     if (a.final || (p->opt.external_retry && o == SMTP_OUTCOME_DEFERRED)) {
         p->pending--;
         m->dest = NULL;
+        pool_msg_private_free(m);
         a.released = 1;
         p->opt.on_result(p->opt.user, m, &a);
         return;
@@ -810,6 +818,7 @@ static void pool_settle(struct pool *p, struct pool_msg *m, struct pool_conn *c,
         pool_heap_push(p, m);
     } else {
         m->dest = NULL; /* stays pending: the owner sees pool_pending() > 0 */
+        pool_msg_private_free(m);
     }
 }
 
@@ -948,7 +957,7 @@ static void pool_batch_take(struct pool_conn *c, struct pool_msg *m, uint64_t no
     }
     for (size_t i = 0; i < n; i++) {
         memset(&c->rcpts[i], 0, sizeof c->rcpts[i]);
-        c->rcpts[i].address = c->batch[i]->rcpt;
+        c->rcpts[i].address = c->batch[i]->rcpt_ascii ? c->batch[i]->rcpt_ascii : c->batch[i]->rcpt;
         c->sent[i] = 0;
     }
 }
@@ -1333,6 +1342,16 @@ static void pool_kick(struct pool *p)
     }
 }
 
+static int pool_is_ascii(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if ((unsigned char)s[i] >= 0x80) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 static void pool_route(struct pool *p, struct pool_msg *m)
 {
     const char *at = strrchr(m->rcpt, '@');
@@ -1342,7 +1361,30 @@ static void pool_route(struct pool *p, struct pool_msg *m)
                     "the address has no local part or no domain", 0);
         return;
     }
-    struct pool_dest *d = p->relay ? p->relay : pool_dest_get(p, at + 1);
+    const char *domain = at + 1;
+    char ascii[256];
+    if (!pool_is_ascii(domain, strlen(domain))) {
+        /* An IDN domain: one destination per A-label form (however it was
+         * written), and with an ASCII local part the RCPT names the A-label
+         * too, so no SMTPUTF8 is needed (RFC 6531 3.2 asks it only for a
+         * non-ASCII local part). */
+        const char *why = "";
+        if (dns_domain_ascii(domain, ascii, sizeof ascii, &why) < 0) {
+            char text[300];
+            snprintf(text, sizeof text, "the domain is not a valid (IDN) domain name: %s", why);
+            m->dest = NULL;
+            pool_settle(p, m, NULL, SMTP_OUTCOME_REJECTED, "bad_domain", 0, "", text, 0);
+            return;
+        }
+        domain = ascii;
+        size_t local = (size_t)(at - m->rcpt);
+        if (!m->rcpt_ascii && pool_is_ascii(m->rcpt, local)) {
+            size_t n = local + 1 + strlen(ascii) + 1;
+            m->rcpt_ascii = pool_xcalloc(1, n);
+            snprintf(m->rcpt_ascii, n, "%.*s@%s", (int)local, m->rcpt, ascii);
+        }
+    }
+    struct pool_dest *d = p->relay ? p->relay : pool_dest_get(p, domain);
     if (d->fatal_reason[0]) {
         m->dest = d;
         pool_settle(p, m, NULL, SMTP_OUTCOME_FAILED, d->fatal_reason, 0, "", d->fatal_text, 0);
@@ -1532,6 +1574,7 @@ void pool_release_all(struct pool *p, void (*release)(void *user, struct pool_ms
             struct pool_msg *m;
             while ((m = pool_dequeue(p, d)) != NULL) {
                 p->pending--;
+                pool_msg_private_free(m);
                 release(p->opt.user, m);
             }
         }
@@ -1540,12 +1583,15 @@ void pool_release_all(struct pool *p, void (*release)(void *user, struct pool_ms
         struct pool_msg *m;
         while ((m = pool_dequeue(p, p->relay)) != NULL) {
             p->pending--;
+            pool_msg_private_free(m);
             release(p->opt.user, m);
         }
     }
     while (p->nheap > 0) {
         p->pending--;
-        release(p->opt.user, pool_heap_pop(p));
+        struct pool_msg *m = pool_heap_pop(p);
+        pool_msg_private_free(m);
+        release(p->opt.user, m);
     }
 }
 

@@ -50,6 +50,7 @@ struct pool_msg {
     uint64_t first_ms; /* loop clock at the first submission (max_age counts from it) */
     void *user;
     /* pool-private */
+    char *rcpt_ascii; /* owned: rcpt with its IDN domain as A-labels (ASCII local part) */
     uint64_t due_ms;
     struct pool_msg *next;
     struct pool_dest *dest;

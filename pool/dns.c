@@ -5,6 +5,7 @@
 
 #include <ares.h>
 #include <arpa/nameser.h>
+#include <ctype.h>
 #include <idn2.h>
 #include <netdb.h>
 #include <poll.h>
@@ -270,23 +271,36 @@ struct dns_query {
     char ascii[256];
 };
 
-static struct dns_query *dns_query_new(const char *name, char **why)
+int dns_domain_ascii(const char *name, char *out, size_t outlen, const char **why)
 {
     char *ascii = NULL;
     int rc = idn2_to_ascii_8z(name, &ascii, IDN2_NONTRANSITIONAL);
-    struct dns_query *q = calloc(1, sizeof *q);
-    if (rc != IDN2_OK || !q || strlen(ascii) >= sizeof q->ascii || !*ascii) {
-        *why = rc != IDN2_OK ? (char *)idn2_strerror(rc) : (char *)"bad domain name";
+    if (rc != IDN2_OK || !ascii || !*ascii || strlen(ascii) >= outlen) {
+        *why = rc != IDN2_OK ? idn2_strerror(rc) : "bad domain name";
         idn2_free(ascii);
+        return -1;
+    }
+    snprintf(out, outlen, "%s", ascii);
+    idn2_free(ascii);
+    size_t n = strlen(out);
+    if (n > 1 && out[n - 1] == '.') {
+        out[n - 1] = '\0';
+    }
+    for (char *c = out; *c; c++) {
+        *c = (char)tolower((unsigned char)*c);
+    }
+    return 0;
+}
+
+static struct dns_query *dns_query_new(const char *name, char **why)
+{
+    struct dns_query *q = calloc(1, sizeof *q);
+    const char *w = "out of memory";
+    if (!q || dns_domain_ascii(name, q->ascii, sizeof q->ascii, &w) < 0) {
+        *why = (char *)w;
         free(q);
         return NULL;
     }
-    snprintf(q->ascii, sizeof q->ascii, "%s", ascii);
-    size_t n = strlen(q->ascii);
-    if (n > 1 && q->ascii[n - 1] == '.') {
-        q->ascii[n - 1] = '\0';
-    }
-    idn2_free(ascii);
     return q;
 }
 

@@ -14,7 +14,8 @@
  * cached until their TTL expires (NXDOMAIN for 5 minutes; temporary
  * failures never), so a campaign asks once per domain, not per recipient.
  *
- * Exports: dns_new, dns_free, dns_resolve_mx, dns_resolve_addr, dns_status_name, dns_stats.
+ * Exports: dns_new, dns_free, dns_resolve_mx, dns_resolve_addr, dns_status_name, dns_stats,
+ * dns_domain_ascii.
  */
 #ifndef RINGMAIL_DNS_H
 #define RINGMAIL_DNS_H
@@ -71,5 +72,10 @@ void dns_resolve_addr(struct dns *d, const char *host, dns_addr_cb cb, void *use
 const char *dns_status_name(enum dns_status s);
 /* MX queries sent and MX lookups answered from the TTL cache. */
 void dns_stats(const struct dns *d, uint64_t *queries, uint64_t *cache_hits);
+
+/* name as a lower-case A-label domain (IDN via libidn2, UTS #46
+ * non-transitional; a trailing dot dropped) into out; -1 and why when it is
+ * not a valid domain name. */
+int dns_domain_ascii(const char *name, char *out, size_t outlen, const char **why);
 
 #endif

@@ -202,6 +202,7 @@ e2e_bg dnsmasq dnsmasq --keep-in-foreground --port="$DNS_PORT" --listen-address=
     --mx-host=fallback421.test,mx2.fallback.test,20 \
     --host-record=mx1.fallback421.test,127.0.0.33 \
     --mx-host=multiaddr.test,mx.multiaddr.test,10 \
+    --mx-host=xn--bcher-kva.test,mx.idn.test,10 --host-record=mx.idn.test,127.0.0.36 \
     --host-record=mx.multiaddr.test,127.0.0.32 --host-record=mx.multiaddr.test,127.0.0.31 \
     --mx-host=nullmx.test,.,0 \
     --server=/slow.test/127.0.0.1#"$BH_PORT" --server=/servfail.test/127.0.0.1#"$SF_PORT"
@@ -366,6 +367,7 @@ stop_sink outlook
 # ================================================================ 2. DNS outcomes
 start_sink mx2 127.0.0.32
 start_sink mx421 127.0.0.33 --fault greeting-421
+start_sink idn 127.0.0.36
 cat >"$E2E_TMP/dns.conf" <<'CONF'
 [global]
 retry = 1s
@@ -377,6 +379,7 @@ R2=$E2E_TMP/dns.rcpts
 recipients "$R2" f fallback.test 10
 recipients "$R2" g fallback421.test 5
 recipients "$R2" m multiaddr.test 5
+printf '%s\n' anna@bücher.test bob@BÜCHER.test jörg@bücher.test >>"$R2"
 printf '%s\n' someone@nullmx.test someone@nosuch.test someone@slow.test someone@servfail.test >>"$R2"
 send_run dns --recipients "$R2" --config "$E2E_TMP/dns.conf" "${RESOLVER[@]}"
 REC=$E2E_TMP/dns.records
@@ -384,7 +387,8 @@ OUT=$E2E_TMP/dns.json
 stop_sink mx2
 stop_sink mx421
 check_eq "dns: exit 0, every recipient final" 0 "$RC"
-check_eq "fallback: 20 accepted" 20 "$(jget "$OUT" accepted)"
+stop_sink idn
+check_eq "fallback: 20 accepted (and 3 IDN)" 23 "$(jget "$OUT" accepted)"
 check "fallback: every recipient delivered once to mx2" pc once "${SINK_STATS[mx2]}" "$R2" '@(fallback(421)?|multiaddr)\.test$'
 check "fallback: accepted through mx2 (127.0.0.32) on the first attempt, no deferral charged" \
     pc each "$REC" '@fallback(421)?\.test$' \
@@ -398,6 +402,15 @@ check "next address: the MX's first address is the refusing 127.0.0.31 (the test
 check "next address: accepted through the second address 127.0.0.32 on the first attempt" \
     pc each "$REC" '@multiaddr\.test$' \
     'd["outcome"] == "accepted" and d.get("attempt") == 1 and d.get("mx") == "mx.multiaddr.test" and str(d.get("addr", "")).startswith("127.0.0.32")'
+check "IDN: the RCPT names the A-label domain when the local part is ASCII (no SMTPUTF8 needed)" \
+    "$E2E_PY" -c 'import json, sys; d = json.load(open(sys.argv[1]))["deliveries"]; print(d)
+assert d.get("anna@xn--bcher-kva.test") == 1 and d.get("bob@xn--bcher-kva.test") == 1' "${SINK_STATS[idn]}"
+check "IDN: a UTF-8 local part keeps the address as written (SMTPUTF8)" "$E2E_PY" -c '
+import json, sys; d = json.load(open(sys.argv[1]))["deliveries"]; assert d.get("jörg@bücher.test") == 1, d' \
+    "${SINK_STATS[idn]}"
+check "IDN: bücher.test and BÜCHER.test cost one MX query (A-label, lower case)" "$E2E_PY" -c '
+import sys; n = sum(1 for l in open(sys.argv[1]) if "query[MX] xn--bcher-kva.test" in l); print(n); assert n == 1' \
+    "$E2E_TMP/queries.log"
 check "null MX: final, reason null_mx" pc final "$REC" someone@nullmx.test \
     'd["reason"] == "null_mx" and d["outcome"] in ("rejected", "failed")'
 check "NXDOMAIN: final, reason nxdomain" pc final "$REC" someone@nosuch.test \
