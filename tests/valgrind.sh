@@ -60,6 +60,38 @@ check "valgrind: send has no definite leak" \
 check "valgrind: send accepted 120, rejected 1, failed 1 (invalid), expired 2" \
     grep -q '"accepted":120,"rejected":1,"failed":1,"expired":2' "$E2E_TMP/send.json"
 
+# Shared-body transactions (several RCPTs, each its own outcome and retry)
+# and IDN recipients (A-label RCPTs the pool allocates) under memcheck.
+cat >"$E2E_TMP/vgb.conf" <<CONF
+[global]
+retry = 200ms
+max_age = 1s
+tls = required
+[isp vg]
+domains = vg.test, xn--bcher-kva.test
+max_connections = 2
+max_rcpts_per_msg = 10
+[route vg.test]
+server = 127.0.0.1:$PORT
+[route xn--bcher-kva.test]
+server = 127.0.0.1:$PORT
+CONF
+{ for i in $(seq 1 40); do echo "user$i@vg.test"; done
+  echo tempfail@vg.test; echo permfail@vg.test; echo anna@bücher.test; echo jörg@BÜCHER.test; } \
+    >"$E2E_TMP/vgb.rcpts"
+printf 'From: <news@sender.test>\nTo: undisclosed-recipients:;\nSubject: vg\n\nbody\n' >"$E2E_TMP/vgb.eml"
+timeout 600 valgrind --error-exitcode=9 --leak-check=full --show-leak-kinds=definite,indirect \
+    --errors-for-leak-kinds=definite,indirect "$BUILD/ringmail" send \
+    --recipients "$E2E_TMP/vgb.rcpts" --message "$E2E_TMP/vgb.eml" --config "$E2E_TMP/vgb.conf" \
+    --json >"$E2E_TMP/sendb.json" 2>"$E2E_TMP/valgrind-sendb.log"
+rc=$?
+tail -12 "$E2E_TMP/valgrind-sendb.log"
+check_eq "valgrind: send --message (batched RCPTs, IDN) exits 0 with no memcheck error" 0 "$rc"
+check "valgrind: send --message has no definite leak" \
+    grep -q "definitely lost: 0 bytes\|no leaks are possible" "$E2E_TMP/valgrind-sendb.log"
+check "valgrind: send --message accepted 42, rejected 1, expired 1" \
+    grep -q '"accepted":42,"rejected":1,"failed":0,"expired":1' "$E2E_TMP/sendb.json"
+
 # A campaign from PostgreSQL under memcheck: the loader thread, rendering,
 # DKIM, results, retries and the suppression list.
 if start_postgres "$E2E_TMP/pg"; then
