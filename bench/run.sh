@@ -22,9 +22,12 @@
 #   4. cost growth: client CPU per message for 10k, 100k and 1M messages
 #   5. message size: 2 KB, 20 KB and 100 KB, msgs/s and MB/s
 #   6. a campaign from PostgreSQL (bench/demo.sh), last
+#   7. RCPT batching (runs before 6): ringmail send --message, one body for
+#      BATCH_COUNT recipients of one domain, 20 connections, verified
+#      STARTTLS, max_rcpts_per_msg 1 against 50, side by side (A B A B)
 #
 # Environment (defaults in brackets):
-#   STEPS ["1 2 3 4 5 6"]  which steps to run, e.g. STEPS="3 5"
+#   STEPS ["1 2 3 4 5 6 7"]  which steps to run, e.g. STEPS="3 5"
 #   RUNS [3]               runs per point (medians)
 #   COUNT [100000]         messages per ringmail-alone run in step 1
 #   COMPARE [run]          "skip": step 1 reuses bench/results/compare.json
@@ -37,6 +40,7 @@
 #   COST_COUNTS ["10000 100000 1000000"]: counts above 100,000 run once
 #   SIZES ["2048 20480 102400"], SIZE_COUNT [20000]
 #   CAMPAIGN_SIZES ["100000 1000000"]  step 6
+#   BATCH_COUNT [100000]   step 7
 set -u
 BUILD=${1:-build}
 cd "$(dirname "$0")/.." || exit 1
@@ -44,7 +48,7 @@ case "$BUILD" in /*) ;; *) BUILD=$PWD/$BUILD ;; esac
 RM=$BUILD/ringmail
 RUNS=${RUNS:-3}
 COUNT=${COUNT:-100000}
-STEPS=${STEPS:-1 2 3 4 5 6}
+STEPS=${STEPS:-1 2 3 4 5 6 7}
 COMPARE=${COMPARE:-run}
 COMPARE_COUNT=${COMPARE_COUNT:-10000}
 THROUGHPUT_CONCS=${THROUGHPUT_CONCS:-20 50 100}
@@ -528,6 +532,60 @@ if want 5; then
     # shellcheck disable=SC2086 # word splitting intended
     helper size "$SIZE_COUNT" $SIZES || STATUS=1
     plot size
+fi
+
+# ---------------------------------------------------------------- 7. RCPT batching
+
+if want 7; then
+    BATCH_COUNT=${BATCH_COUNT:-100000}
+    echo
+    echo "7. RCPT batching: send --message, $BATCH_COUNT recipients of one domain, 20 conns, verified STARTTLS; 1 vs 50 RCPTs per transaction, A B A B"
+    seq 1 "$BATCH_COUNT" | sed 's/^/u/; s/$/@batch.test/' >"$E2E_TMP/batch.rcpts"
+    { printf 'From: <news@sender.test>\nTo: undisclosed-recipients:;\nSubject: one body for all\n\n'
+      head -c 1900 /dev/zero | tr '\0' x | fold -w 76; echo; } >"$E2E_TMP/batch.eml"
+    rm -f "$RAW"/batch-*.json
+    for i in $(seq 1 "$RUNS"); do
+        for n in 1 50; do
+            if sink_start; then
+                printf '[global]\ntls = verify\n[isp batch]\ndomains = batch.test\nmax_connections = 20\nmax_rcpts_per_msg = %s\n[route batch.test]\nserver = 127.0.0.1:%s\n' \
+                    "$n" "$PORT" >"$E2E_TMP/batch-$n.conf"
+                "$RM" send --json --recipients "$E2E_TMP/batch.rcpts" --message "$E2E_TMP/batch.eml" \
+                    --config "$E2E_TMP/batch-$n.conf" --ca "$C/ca.pem" \
+                    >"$RAW/batch-$n.$i.json" 2>"$E2E_TMP/batch.err" || echo "  batch $n run $i: exit $?"
+            fi
+            sink_stop
+        done
+    done
+    "$PY" - "$BATCH_COUNT" "$RUNS" <<'PY' || STATUS=1
+import json, statistics, sys
+count, runs = int(sys.argv[1]), int(sys.argv[2])
+res, bad = {"count": count, "runs": {}, "medians": {}}, 0
+for n in (1, 50):
+    rows = []
+    for i in range(1, runs + 1):
+        try:
+            d = json.load(open("bench/results/runs/batch-%d.%d.json" % (n, i)))
+        except Exception:
+            d = {}
+        if d.get("accepted") != count:
+            print("  %d RCPTs/transaction, run %d: FAILED (accepted %s of %d)" % (n, i, d.get("accepted"), count))
+            bad = 1
+            continue
+        rows.append({"rcpts_per_s": count / d["wall_s"], "cpu_us_per_rcpt": d["cpu_s"] * 1e6 / count,
+                     "wall_s": d["wall_s"], "cpu_s": d["cpu_s"], "peak_rss_kb": d["peak_rss_kb"]})
+    res["runs"][n] = rows
+    if rows:
+        m = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+        res["medians"][n] = m
+        print("  max_rcpts_per_msg %2d: %9.0f recipients/s  %5.1f us CPU per recipient  (%d runs)"
+              % (n, m["rcpts_per_s"], m["cpu_us_per_rcpt"], len(rows)))
+if 1 in res["medians"] and 50 in res["medians"]:
+    a, b = res["medians"][1], res["medians"][50]
+    print("  batching: %.1fx the recipients/s, %.1fx less CPU per recipient"
+          % (b["rcpts_per_s"] / a["rcpts_per_s"], a["cpu_us_per_rcpt"] / b["cpu_us_per_rcpt"]))
+json.dump(res, open("bench/results/batch.json", "w"), indent=1)
+sys.exit(bad)
+PY
 fi
 
 # ---------------------------------------------------------------- targets
