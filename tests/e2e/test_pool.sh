@@ -21,149 +21,11 @@ e2e_setup
 e2e_require dnsmasq || { e2e_finish; exit 1; }
 
 T_START=$(date +%s%3N)
-now_ms() { date +%s%3N; }
-PC=$E2E_TMP/pc.py
 MX_PORT=$(free_port)   # every sink listens on 127.0.0.x:MX_PORT
 DNS_PORT=$(free_port)
 BH_PORT=$(free_port)   # UDP "DNS server" that never answers (slow.test)
 SF_PORT=$(free_port)   # UDP "DNS server" that answers SERVFAIL (servfail.test)
 SEND_TIMEOUT=60
-
-# ---------------------------------------------------------------- python helpers
-cat >"$PC" <<'PY'
-"""Checks for test_pool.sh: python3 pc.py COMMAND ARGS... (exit 0 = pass)."""
-import json, re, sys
-
-def rows(path):
-    out = []
-    for l in open(path, errors="replace"):
-        l = l.strip()
-        if l:
-            out.append(json.loads(l))
-    return out
-
-def addrs(path, pattern=None):
-    out = []
-    for l in open(path):
-        l = l.strip()
-        if not l or l.startswith("#"):
-            continue
-        if pattern is None or re.search(pattern, l):
-            out.append(l)
-    return out
-
-def stats(path):
-    return json.load(open(path))
-
-def once(stats_file, rcpt_file, pattern):
-    """Every address of rcpt_file matching pattern delivered exactly once, nothing else."""
-    d = stats(stats_file).get("deliveries", {})
-    want = addrs(rcpt_file, pattern)
-    bad = {w: d.get(w, 0) for w in want if d.get(w, 0) != 1}
-    extra = sorted(set(d) - set(want))
-    print("want %d, delivered %d distinct, %d not exactly once, %d unexpected"
-          % (len(want), len(d), len(bad), len(extra)))
-    print("not exactly once (first 10):", sorted(bad.items())[:10])
-    print("unexpected (first 10):", extra[:10])
-    assert want and not bad and not extra
-
-def _rate(stats_file):
-    """Accepted messages/s between the sink's first and last acceptance."""
-    s = stats(stats_file)
-    n, first, last = s.get("accepted_rcpts", 0), s.get("first_accept_ms", 0), s.get("last_accept_ms", 0)
-    print("accepted %s first_accept_ms %s last_accept_ms %s" % (n, first, last))
-    assert n > 10 and first > 0 and last > first, "not enough data"
-    r = (n - 1) * 1000.0 / (last - first)
-    print("measured %.1f/s over %d ms" % (r, last - first))
-    return r
-
-def rate_within(stats_file, limit, tol):
-    limit, tol = float(limit), float(tol)
-    r = _rate(stats_file)
-    assert abs(r - limit) <= tol * limit, "%.1f/s not within %.0f%% of %.0f/s" % (r, tol * 100, limit)
-
-def rate_max(stats_file, limit, tol):
-    limit, tol = float(limit), float(tol)
-    r = _rate(stats_file)
-    assert r <= limit * (1 + tol), "%.1f/s is faster than %.0f/s" % (r, limit)
-
-def window_rate(samples, t1, t2):
-    """Messages/s between the first sample at or after t1 and the last at or before t2."""
-    t1, t2 = int(t1), int(t2)
-    pts = [tuple(map(int, l.split())) for l in open(samples) if len(l.split()) == 2]
-    a = next((p for p in pts if p[0] >= t1), None)
-    b = next((p for p in reversed(pts) if p[0] <= t2), None)
-    if not a or not b or b[0] - a[0] < 300:
-        print(0)
-        return
-    print(int(round((b[1] - a[1]) * 1000.0 / (b[0] - a[0]))))
-
-def peers(stats_file, allowed, maxconc):
-    """peers = exactly the allowed IPs, each with peak_concurrent <= maxconc."""
-    p = stats(stats_file).get("peers", {})
-    print("peers:", json.dumps(p))
-    want = set(allowed.split(","))
-    assert set(p) == want, "peers %s, want %s" % (sorted(p), sorted(want))
-    for ip, v in p.items():
-        assert 1 <= v.get("peak_concurrent", 0) <= int(maxconc), (ip, v)
-        assert v.get("accepted", 0) > 0, (ip, v)
-
-def final(records, rcpt, expr):
-    """The last final record of rcpt satisfies expr (d = that record)."""
-    rs = [r for r in rows(records) if r.get("rcpt") == rcpt]
-    for r in rs:
-        print(json.dumps(r))
-    fin = [r for r in rs if r.get("final") is True]
-    assert len(fin) == 1, "%d final records" % len(fin)
-    assert eval(expr, {}, {"d": fin[0]}), expr
-
-def each(records, pattern, expr):
-    """Every record of a recipient matching pattern satisfies expr; there is one."""
-    rs = [r for r in rows(records) if re.search(pattern, r.get("rcpt", ""))]
-    bad = [r for r in rs if not eval(expr, {}, {"d": r})]
-    print("%d records, %d failing %s; first: %s" % (len(rs), len(bad), expr, bad[:3]))
-    assert rs and not bad
-
-def any_(records, pattern, expr):
-    rs = [r for r in rows(records) if re.search(pattern, r.get("rcpt", ""))]
-    for r in rs[:10]:
-        print(json.dumps(r))
-    assert any(eval(expr, {}, {"d": r}) for r in rs), expr
-
-def finals(records, rcpt_file, expr):
-    """Every recipient of rcpt_file has exactly one final record, and it satisfies expr."""
-    rs = rows(records)
-    want = addrs(rcpt_file)
-    fin = {}
-    for r in rs:
-        if r.get("final") is True:
-            fin.setdefault(r.get("rcpt"), []).append(r)
-    bad = [w for w in want if len(fin.get(w, [])) != 1 or not eval(expr, {}, {"d": fin[w][0]})]
-    print("%d recipients, %d bad: %s" % (len(want), len(bad), [(w, fin.get(w)) for w in bad[:3]]))
-    assert want and not bad
-
-def aio_rcpts(count_file, rcpt_file):
-    """aiosmtpd got every recipient exactly once, over TLS, authenticated as alice."""
-    msgs = rows(count_file)
-    got = [r for m in msgs for r in m["rcpts"]]
-    want = addrs(rcpt_file)
-    print("%d messages, %d rcpts; want %d" % (len(msgs), len(got), len(want)))
-    assert sorted(got) == sorted(want), sorted(set(got) ^ set(want))[:10]
-    bad = [m for m in msgs if not m["tls"] or m.get("auth_user") != "alice"]
-    assert not bad, bad[:2]
-
-def metric(path, name, isp):
-    """A sample line of metric name with label isp="isp"; prints its value."""
-    pat = re.compile(r'^%s\{[^}]*\bisp="%s"[^}]*\}\s+(\S+)' % (re.escape(name), re.escape(isp)))
-    vals = [m.group(1) for m in map(pat.match, open(path)) if m]
-    print(" ".join(vals))
-    assert vals, "no %s{isp=\"%s\"} sample" % (name, isp)
-
-if __name__ == "__main__":
-    cmd = sys.argv[1].rstrip("_")
-    globals()[cmd if cmd != "any" else "any_"](*sys.argv[2:])
-PY
-pc() { "$E2E_PY" "$PC" "$@"; }
 
 # ---------------------------------------------------------------- servers
 
@@ -211,51 +73,9 @@ DNSMASQ_PID=$E2E_BG_PID
 check "dnsmasq serves the test zone" wait_port 127.0.0.1 "$DNS_PORT" 10 "$DNSMASQ_PID"
 RESOLVER=(--resolver "127.0.0.1:$DNS_PORT" --mx-port "$MX_PORT")
 
-declare -A SINK_PID=() SINK_STATS=()
-# start_sink NAME IP [sink options...]: plaintext sink on IP:MX_PORT, stats every 100 ms.
-start_sink() {
-    local name=$1 ip=$2
-    shift 2
-    SINK_STATS[$name]=$E2E_TMP/sink.$name.json
-    e2e_bg "sink.$name" "$RM" sink --listen "$ip:$MX_PORT" --threads 1 --hostname "$name.test" \
-        --stats "${SINK_STATS[$name]}" --stats-interval-ms 100 "$@"
-    SINK_PID[$name]=$E2E_BG_PID
-    wait_port "$ip" "$MX_PORT" 10 "$E2E_BG_PID" || cat "$E2E_TMP/sink.$name.log" >&2
-}
-# stop_sink NAME: SIGTERM (the sink writes its final stats), wait.
-stop_sink() { e2e_kill "${SINK_PID[$1]}"; }
-# sj NAME FIELD: a field of a sink's stats.
-sj() { jget "${SINK_STATS[$1]}" "$2"; }
-
-# send_run NAME ARGS...: ringmail send with --json and --records; sets RC and
-# ELAPSED_MS; output in $E2E_TMP/NAME.{json,err,records}.
-send_run() {
-    local name=$1 t0
-    shift
-    t0=$(now_ms)
-    timeout -k 5 "$SEND_TIMEOUT" "$RM" send --json --records "$E2E_TMP/$name.records" \
-        --from bounce@sender.test --helo sender.test "$@" \
-        >"$E2E_TMP/$name.json" 2>"$E2E_TMP/$name.err"
-    RC=$?
-    ELAPSED_MS=$(($(now_ms) - t0))
-    echo "# send $name: exit $RC after ${ELAPSED_MS} ms: $(head -c 2000 "$E2E_TMP/$name.json" | tr '\n' ' ')"
-    [ "$RC" -ne 0 ] && tail -n 5 "$E2E_TMP/$name.err" | sed 's/^/#   stderr: /'
-    return 0
-}
-# check_range NAME MIN MAX ACTUAL: integers, MIN <= ACTUAL <= MAX.
-check_range() {
-    if _e2e_int "$4" && [ "$4" -ge "$2" ] && [ "$4" -le "$3" ]; then
-        _e2e_ok "$1"
-    else
-        _e2e_not_ok "$1" "expected $2..$3, got '$4'"
-        return 1
-    fi
-}
-# recipients FILE LOCALPREFIX DOMAIN N: append N addresses.
-recipients() {
-    local i
-    for ((i = 1; i <= $4; i++)); do echo "$2$i@$3"; done >>"$1"
-}
+SINK_PORT=$MX_PORT
+# shellcheck source=tests/e2e/pool_lib.sh
+. "$(dirname "$0")/pool_lib.sh"
 
 # ================================================================ 0. options
 check "send --help works" "$RM" send --help

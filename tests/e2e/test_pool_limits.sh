@@ -19,120 +19,11 @@ set -u
 e2e_setup
 
 T_START=$(date +%s%3N)
-now_ms() { date +%s%3N; }
 PORT=$(free_port) # every sink listens on 127.0.0.x:PORT
-PL=$E2E_TMP/pl.py
 
-# ---------------------------------------------------------------- python helpers
-cat >"$PL" <<'PY'
-"""Checks for test_pool_limits.sh: python3 pl.py COMMAND ARGS... (exit 0 = pass)."""
-import json, re, sys
-
-def rows(path):
-    return [json.loads(l) for l in open(path, errors="replace") if l.strip()]
-
-def addrs(path):
-    return [l.strip() for l in open(path) if l.strip() and not l.startswith("#")]
-
-def once(stats_file, rcpt_file):
-    """Every address of rcpt_file delivered exactly once, nothing else."""
-    d = json.load(open(stats_file)).get("deliveries", {})
-    want = addrs(rcpt_file)
-    bad = {w: d.get(w, 0) for w in want if d.get(w, 0) != 1}
-    extra = sorted(set(d) - set(want))
-    print("want %d, delivered %d distinct, %d not exactly once, %d unexpected"
-          % (len(want), len(d), len(bad), len(extra)))
-    print("not exactly once (first 10):", sorted(bad.items())[:10])
-    print("unexpected (first 10):", extra[:10])
-    assert want and not bad and not extra
-
-def rate(stats_file):
-    """Prints the sink's delivered rate, (n-1)*1000/(last-first), as an integer (0: no data)."""
-    s = json.load(open(stats_file))
-    n, first, last = s.get("accepted_rcpts", 0), s.get("first_accept_ms", 0), s.get("last_accept_ms", 0)
-    if n < 10 or first <= 0 or last <= first:
-        print(0)
-        return
-    print(int(round((n - 1) * 1000.0 / (last - first))))
-
-def rate_within(stats_file, limit, tol):
-    """Delivered rate within tol (a fraction) of limit, above and below."""
-    s = json.load(open(stats_file))
-    n, first, last = s.get("accepted_rcpts", 0), s.get("first_accept_ms", 0), s.get("last_accept_ms", 0)
-    print("accepted %s first_accept_ms %s last_accept_ms %s" % (n, first, last))
-    assert n > 10 and first > 0 and last > first, "not enough data"
-    r = (n - 1) * 1000.0 / (last - first)
-    limit, tol = float(limit), float(tol)
-    print("measured %.2f/s over %d ms; want %.1f..%.1f/s" % (r, last - first, limit * (1 - tol), limit * (1 + tol)))
-    assert limit * (1 - tol) <= r <= limit * (1 + tol)
-
-def each(records, pattern, expr):
-    """Every record of a recipient matching pattern satisfies expr; there is one."""
-    rs = [r for r in rows(records) if re.search(pattern, r.get("rcpt", ""))]
-    bad = [r for r in rs if not eval(expr, {}, {"d": r})]
-    print("%d records, %d failing %s; first: %s" % (len(rs), len(bad), expr, bad[:3]))
-    assert rs and not bad
-
-def finals(records, rcpt_file, expr):
-    """Every recipient of rcpt_file has exactly one final record, and it satisfies expr."""
-    want = addrs(rcpt_file)
-    fin = {}
-    for r in rows(records):
-        if r.get("final") is True:
-            fin.setdefault(r.get("rcpt"), []).append(r)
-    bad = [w for w in want if len(fin.get(w, [])) != 1 or not eval(expr, {}, {"d": fin[w][0]})]
-    print("%d recipients, %d bad: %s" % (len(want), len(bad), [(w, fin.get(w)) for w in bad[:3]]))
-    assert want and not bad
-
-if __name__ == "__main__":
-    globals()[sys.argv[1]](*sys.argv[2:])
-PY
-pl() { "$E2E_PY" "$PL" "$@"; }
-
-declare -A SINK_PID=() SINK_STATS=()
-# start_sink NAME IP [sink options...]: a sink on IP:PORT, stats every 100 ms.
-start_sink() {
-    local name=$1 ip=$2
-    shift 2
-    SINK_STATS[$name]=$E2E_TMP/sink.$name.json
-    e2e_bg "sink.$name" "$RM" sink --listen "$ip:$PORT" --threads 1 --hostname "$name.test" \
-        --stats "${SINK_STATS[$name]}" --stats-interval-ms 100 "$@"
-    SINK_PID[$name]=$E2E_BG_PID
-    wait_port "$ip" "$PORT" 10 "$E2E_BG_PID" || cat "$E2E_TMP/sink.$name.log" >&2
-}
-# stop_sink NAME: SIGTERM (the sink writes its final stats), wait.
-stop_sink() { e2e_kill "${SINK_PID[$1]}"; }
-# sj NAME FIELD: a field of a sink's stats.
-sj() { jget "${SINK_STATS[$1]}" "$2"; }
-
-# send_run NAME LIMIT_S ARGS...: ringmail send with --json and --records under
-# timeout LIMIT_S; sets RC and ELAPSED_MS; output in $E2E_TMP/NAME.{json,err,records}.
-send_run() {
-    local name=$1 limit=$2 t0
-    shift 2
-    t0=$(now_ms)
-    timeout -k 2 "$limit" "$RM" send --json --records "$E2E_TMP/$name.records" \
-        --from bounce@sender.test --helo sender.test "$@" \
-        >"$E2E_TMP/$name.json" 2>"$E2E_TMP/$name.err"
-    RC=$?
-    ELAPSED_MS=$(($(now_ms) - t0))
-    echo "# send $name: exit $RC after ${ELAPSED_MS} ms: $(head -c 2000 "$E2E_TMP/$name.json" | tr '\n' ' ')"
-    [ "$RC" -ne 0 ] && tail -n 5 "$E2E_TMP/$name.err" | sed 's/^/#   stderr: /'
-    return 0
-}
-check_range() {
-    if _e2e_int "$4" && [ "$4" -ge "$2" ] && [ "$4" -le "$3" ]; then
-        _e2e_ok "$1"
-    else
-        _e2e_not_ok "$1" "expected $2..$3, got '$4'"
-        return 1
-    fi
-}
-# recipients FILE LOCALPREFIX DOMAIN N: append N addresses.
-recipients() {
-    local i
-    for ((i = 1; i <= $4; i++)); do echo "$2$i@$3"; done >>"$1"
-}
+SINK_PORT=$PORT
+# shellcheck source=tests/e2e/pool_lib.sh
+. "$(dirname "$0")/pool_lib.sh"
 
 # ================================================================ 1. conn_rate
 # One message per connection, so conn_rate alone sets the delivered rate.
@@ -170,10 +61,10 @@ R1=$E2E_TMP/crate.rcpts
 recipients "$R1" c crate.test 60
 R1F=$E2E_TMP/cfree.rcpts
 recipients "$R1F" c cfree.test 60
-send_run crate 15 --recipients "$R1" --config "$E2E_TMP/crate.conf"
+SEND_TIMEOUT=15 send_run crate --recipients "$R1" --config "$E2E_TMP/crate.conf"
 RC_CRATE=$RC
 ELAPSED_CRATE=$ELAPSED_MS
-send_run cfree 10 --recipients "$R1F" --config "$E2E_TMP/cfree.conf"
+SEND_TIMEOUT=10 send_run cfree --recipients "$R1F" --config "$E2E_TMP/cfree.conf"
 RC_CFREE=$RC
 sleep 0.3 # a few stats intervals
 stop_sink crate
@@ -181,14 +72,14 @@ stop_sink cfree
 check_eq "conn_rate: exit 0, every recipient final" 0 "$RC_CRATE"
 check_eq "conn_rate: 60 accepted in the summary" 60 "$(jget "$E2E_TMP/crate.json" accepted)"
 check "conn_rate: every recipient accepted exactly once by the sink" \
-    pl once "${SINK_STATS[crate]}" "$R1"
+    pc once "${SINK_STATS[crate]}" "$R1"
 check_eq "conn_rate: the sink counted 60 connections (max_msgs_per_conn 1)" 60 "$(sj crate connections)"
 check_eq "conn_rate: at most 1 message per session" 1 "$(sj crate max_msgs_per_session)"
 check "conn_rate: delivered rate within 10% of conn_rate 20/s (18..22/s)" \
-    pl rate_within "${SINK_STATS[crate]}" 20 0.10
+    pc rate_within "${SINK_STATS[crate]}" 20 0.10
 # 59 intervals at 20/s: about 2.95 s; an ignored conn_rate takes a fraction of that.
 check_range "conn_rate: the run took about 60/20 s (2.5..8 s)" 2500 8000 "$ELAPSED_CRATE"
-CFREE_RATE=$(pl rate "${SINK_STATS[cfree]}")
+CFREE_RATE=$(pc rate "${SINK_STATS[cfree]}")
 echo "# without conn_rate: $CFREE_RATE/s delivered"
 check_eq "control without conn_rate: exit 0" 0 "$RC_CFREE"
 check_eq "control without conn_rate: 60 connections" 60 "$(sj cfree connections)"
@@ -216,7 +107,7 @@ R2=$E2E_TMP/stall.rcpts
 recipients "$R2" s stall.test 3
 # Bounded at 25 s: were the ISP's timeout ignored, the first attempt alone
 # would wait 30 s (and this run would end 124).
-send_run stall 25 --recipients "$R2" --config "$E2E_TMP/stall.conf"
+SEND_TIMEOUT=25 send_run stall --recipients "$R2" --config "$E2E_TMP/stall.conf"
 sleep 0.2
 stop_sink stall
 REC=$E2E_TMP/stall.records
@@ -227,12 +118,12 @@ check_ge "timeout: the stalled sink saw connections" 1 "$(sj stall connections)"
 # A temporary failure is recorded deferred, or expired on the attempt that
 # passes max_age (the final one).
 check "timeout: every attempt's record has a timeout_ reason, deferred (expired when final)" \
-    pl each "$REC" '@stall\.test$' \
+    pc each "$REC" '@stall\.test$' \
     'str(d.get("reason", "")).startswith("timeout_") and d.get("outcome") == ("expired" if d.get("final") else "deferred")'
 check "timeout: each attempt gave up after about the ISP's 1 s (transaction_ms 900..5000)" \
-    pl each "$REC" '@stall\.test$' '900 <= d.get("transaction_ms", -1) <= 5000'
+    pc each "$REC" '@stall\.test$' '900 <= d.get("transaction_ms", -1) <= 5000'
 check "timeout: every recipient has one final record, expired with a timeout_ reason" \
-    pl finals "$REC" "$R2" 'd.get("outcome") == "expired" and str(d.get("reason", "")).startswith("timeout_")'
+    pc finals "$REC" "$R2" 'd.get("outcome") == "expired" and str(d.get("reason", "")).startswith("timeout_")'
 check_ge "timeout: at least one attempt per recipient" 3 "$(jcount "$REC")"
 check_le "timeout: the run ends well before the 30 s default (< 15 s)" 15000 "$ELAPSED_MS"
 
@@ -278,7 +169,7 @@ recipients "$R3V" v verify.test 20
 recipients "$R3R" r required.test 5
 recipients "$R3O" o opportunistic.test 5
 cat "$R3V" "$R3R" "$R3O" >"$R3"
-send_run tls 20 --recipients "$R3" --config "$E2E_TMP/tls.conf" --ca "$CERTS/ca.pem"
+SEND_TIMEOUT=20 send_run tls --recipients "$R3" --config "$E2E_TMP/tls.conf" --ca "$CERTS/ca.pem"
 sleep 0.2
 stop_sink tlsv
 stop_sink tlsreq
@@ -290,8 +181,8 @@ check_eq "tls: exit 0, every recipient final" 0 "$RC"
 # A: verify
 check_eq "verify: 20 accepted (ISP summary)" 20 "$(jget "$OUT" isps.verified.accepted)"
 check "verify: every recipient accepted exactly once by the STARTTLS sink" \
-    pl once "${SINK_STATS[tlsv]}" "$R3V"
-check "verify: records show TLS 1.2 or 1.3 and verify ok" pl each "$REC" '@verify\.test$' \
+    pc once "${SINK_STATS[tlsv]}" "$R3V"
+check "verify: records show TLS 1.2 or 1.3 and verify ok" pc each "$REC" '@verify\.test$' \
     'd.get("outcome") == "accepted" and d.get("tls") in ("TLSv1.2", "TLSv1.3") and d.get("verify") == "ok"'
 check_ge "verify: several connections (max_msgs_per_conn 2)" 5 "$(jget "$OUT" isps.verified.connections)"
 check_ge "verify: resumed handshakes > 0 in the ISP's TLS counts" 1 "$(jget "$OUT" isps.verified.tls_resumed)"
@@ -301,9 +192,9 @@ check_ge "verify: some records say resumed" 1 \
 check_eq "verify: no plaintext connection" 0 "$(jget "$OUT" isps.verified.tls_none)"
 # B: required, no STARTTLS offered
 check "required: every recipient final, not accepted, reason tls_not_offered" \
-    pl finals "$REC" "$R3R" 'd.get("outcome") != "accepted" and d.get("reason") == "tls_not_offered"'
+    pc finals "$REC" "$R3R" 'd.get("outcome") != "accepted" and d.get("reason") == "tls_not_offered"'
 check "required: every attempt tls_not_offered, deferred (expired when final)" \
-    pl each "$REC" '@required\.test$' \
+    pc each "$REC" '@required\.test$' \
     'd.get("reason") == "tls_not_offered" and d.get("outcome") == ("expired" if d.get("final") else "deferred")'
 check_eq "required: 0 accepted (ISP summary)" 0 "$(jget "$OUT" isps.strict.accepted)"
 check_ge "required: the sink without STARTTLS was connected to" 1 "$(sj tlsreq connections)"
@@ -312,8 +203,8 @@ check_eq "required: the sink accepted 0 recipients" 0 "$(sj tlsreq accepted_rcpt
 # C: opportunistic, no STARTTLS offered
 check_eq "opportunistic: 5 accepted (ISP summary)" 5 "$(jget "$OUT" isps.lax.accepted)"
 check "opportunistic: every recipient accepted exactly once by the sink" \
-    pl once "${SINK_STATS[tlsopp]}" "$R3O"
-check "opportunistic: records say no TLS" pl each "$REC" '@opportunistic\.test$' \
+    pc once "${SINK_STATS[tlsopp]}" "$R3O"
+check "opportunistic: records say no TLS" pc each "$REC" '@opportunistic\.test$' \
     'd.get("outcome") == "accepted" and d.get("tls") == "none"'
 check_eq "opportunistic: the sink made no TLS handshake" 0 "$(sj tlsopp tls_handshakes)"
 # README, TLS policy: opportunistic sends in plaintext "with a WARNING on stderr".
