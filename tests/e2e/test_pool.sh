@@ -6,7 +6,8 @@
 #   1. per-ISP limits: connections, messages per connection, message rate,
 #      backoff on 421 4.7.28 (gmail) without slowing the others, exactly-once
 #      delivery through retries, permanent rejection -> suppression list
-#   2. DNS outcomes: MX fallback (refused / 421 greeting), null MX, NXDOMAIN,
+#   2. DNS outcomes: MX fallback (refused / 421 greeting, next address), no MX
+#      (implicit MX), IDN domains, null MX, NXDOMAIN,
 #      DNS SERVFAIL and timeout deferred (dns_*), then expired after max_age
 #   3. relay mode: STARTTLS and implicit TLS with AUTH, password from a file
 #      and from the environment, wrong password fails fast without a storm
@@ -65,6 +66,7 @@ e2e_bg dnsmasq dnsmasq --keep-in-foreground --port="$DNS_PORT" --listen-address=
     --host-record=mx1.fallback421.test,127.0.0.33 \
     --mx-host=multiaddr.test,mx.multiaddr.test,10 \
     --mx-host=xn--bcher-kva.test,mx.idn.test,10 --host-record=mx.idn.test,127.0.0.36 \
+    --host-record=nomx.test,127.0.0.37 \
     --host-record=mx.multiaddr.test,127.0.0.32 --host-record=mx.multiaddr.test,127.0.0.31 \
     --mx-host=nullmx.test,.,0 \
     --server=/slow.test/127.0.0.1#"$BH_PORT" --server=/servfail.test/127.0.0.1#"$SF_PORT"
@@ -188,6 +190,7 @@ stop_sink outlook
 start_sink mx2 127.0.0.32
 start_sink mx421 127.0.0.33 --fault greeting-421
 start_sink idn 127.0.0.36
+start_sink nomx 127.0.0.37
 cat >"$E2E_TMP/dns.conf" <<'CONF'
 [global]
 retry = 1s
@@ -200,6 +203,7 @@ recipients "$R2" f fallback.test 10
 recipients "$R2" g fallback421.test 5
 recipients "$R2" m multiaddr.test 5
 printf '%s\n' anna@bücher.test bob@BÜCHER.test jörg@bücher.test >>"$R2"
+recipients "$R2" a nomx.test 3
 printf '%s\n' someone@nullmx.test someone@nosuch.test someone@slow.test someone@servfail.test >>"$R2"
 send_run dns --recipients "$R2" --config "$E2E_TMP/dns.conf" "${RESOLVER[@]}"
 REC=$E2E_TMP/dns.records
@@ -208,7 +212,8 @@ stop_sink mx2
 stop_sink mx421
 check_eq "dns: exit 0, every recipient final" 0 "$RC"
 stop_sink idn
-check_eq "fallback: 20 accepted (and 3 IDN)" 23 "$(jget "$OUT" accepted)"
+stop_sink nomx
+check_eq "fallback: 20 accepted (and 3 IDN, 3 without MX)" 26 "$(jget "$OUT" accepted)"
 check "fallback: every recipient delivered once to mx2" pc once "${SINK_STATS[mx2]}" "$R2" '@(fallback(421)?|multiaddr)\.test$'
 check "fallback: accepted through mx2 (127.0.0.32) on the first attempt, no deferral charged" \
     pc each "$REC" '@fallback(421)?\.test$' \
@@ -231,6 +236,10 @@ import json, sys; d = json.load(open(sys.argv[1]))["deliveries"]; assert d.get("
 check "IDN: bücher.test and BÜCHER.test cost one MX query (A-label, lower case)" "$E2E_PY" -c '
 import sys; n = sum(1 for l in open(sys.argv[1]) if "query[MX] xn--bcher-kva.test" in l); print(n); assert n == 1' \
     "$E2E_TMP/queries.log"
+check "no MX: delivered to the domain's own address (implicit MX, RFC 5321 5.1)" \
+    pc each "$REC" '@nomx\.test$' \
+    'd["outcome"] == "accepted" and d.get("mx") == "nomx.test" and str(d.get("addr", "")).startswith("127.0.0.37")'
+check "no MX: the sink at the A record got all 3" pc once "${SINK_STATS[nomx]}" "$R2" '@nomx\.test$'
 check "null MX: final, reason null_mx" pc final "$REC" someone@nullmx.test \
     'd["reason"] == "null_mx" and d["outcome"] in ("rejected", "failed")'
 check "NXDOMAIN: final, reason nxdomain" pc final "$REC" someone@nosuch.test \
