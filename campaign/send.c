@@ -791,24 +791,16 @@ static void send_warn_opportunistic(const struct send *s, const struct config *c
         return;
     }
     char names[512] = "";
-    size_t len = 0;
-    int n = 0;
+    int n = 0, has_default = 0;
     for (size_t i = 0; i <= cfg->nisps; i++) {
-        const char *name = i < cfg->nisps ? cfg->isps[i].name : "default";
-        enum smtp_tls_policy t = i < cfg->nisps ? cfg->isps[i].tls : cfg->tls;
-        if (i == cfg->nisps) {
-            int has_default = 0; /* the config's own [isp default] was listed above */
-            for (size_t k = 0; k < cfg->nisps; k++) {
-                has_default |= strcmp(cfg->isps[k].name, "default") == 0;
-            }
-            if (has_default) {
-                break;
-            }
-        }
-        if (t == SMTP_TLS_OPPORTUNISTIC && len < sizeof names) {
-            int w = snprintf(names + len, sizeof names - len, "%s%s", n ? ", " : "", name);
-            len += w > 0 ? (size_t)w : 0;
-            n++;
+        /* The ISPs of the file, then the built-in default unless the file has its own. */
+        int builtin = i == cfg->nisps;
+        const char *name = builtin ? "default" : cfg->isps[i].name;
+        has_default |= !builtin && strcmp(name, "default") == 0;
+        enum smtp_tls_policy t = builtin ? cfg->tls : cfg->isps[i].tls;
+        if (t == SMTP_TLS_OPPORTUNISTIC && !(builtin && has_default)) {
+            size_t len = strlen(names);
+            snprintf(names + len, sizeof names - len, "%s%s", n++ ? ", " : "", name);
         }
     }
     if (n) {
