@@ -98,6 +98,32 @@ static const char *const db_migrations[] = {
     "CREATE INDEX recipient_due ON ringmail.recipient (campaign_id, next_attempt_at)"
     "  WHERE next_attempt_at IS NOT NULL;"
     "ALTER TABLE ringmail.recipient SET (fillfactor = 85);",
+    /* 3: nodes and what they armed. A node is alive while its heartbeat
+     * keeps expires_at ahead of now(); a dead node's claims are taken over
+     * by any live node. Before a body goes out, its recipient id is
+     * committed in `armed` (checked against the node's incarnation), so a
+     * takeover knows which claims may have reached a server (`ambiguous`)
+     * and queues the rest again. */
+    "CREATE SEQUENCE ringmail.node_incarnation;"
+    "CREATE TABLE ringmail.node ("
+    "  name text PRIMARY KEY,"
+    "  incarnation bigint," /* NULL: stopped, or taken over */
+    "  campaign_id bigint,"
+    "  host text,"
+    "  pid int,"
+    "  lease_s int NOT NULL,"
+    "  started_at timestamptz NOT NULL DEFAULT now(),"
+    "  heartbeat_at timestamptz NOT NULL DEFAULT now(),"
+    "  expires_at timestamptz NOT NULL,"
+    "  stopped_at timestamptz,"
+    "  taken_over_by text,"
+    "  taken_over_at timestamptz);"
+    "CREATE TABLE ringmail.armed ("
+    "  node text NOT NULL,"
+    "  seq bigint NOT NULL,"
+    "  ids bigint[] NOT NULL,"
+    "  at timestamptz NOT NULL DEFAULT now(),"
+    "  PRIMARY KEY (node, seq));",
 };
 
 #define DB_NMIGRATIONS (int)(sizeof db_migrations / sizeof db_migrations[0])

@@ -20,7 +20,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/file.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -31,19 +33,32 @@
 #define LOADER_FLUSH_ROWS 5000    /* ... or when this many wait */
 #define LOADER_RETRY_DB_MS 1000   /* reconnect interval while PostgreSQL is away */
 #define LOADER_SMALL_CLAIM_MS 100 /* a want under half a batch waits this long */
+#define LOADER_DEAD_CHECK_MS 500  /* how often the heartbeat thread looks for dead nodes */
+#define LOADER_LEASE_S 10 /* a node's lease: renewed every half, taken over when it runs out */
+
+/* One arm statement's ids and how many of them still wait for a committed
+ * result; its row is deleted when none does. */
+struct loader_arm_seq {
+    uint64_t seq;
+    size_t left;
+};
 
 struct loader {
     struct loader_options o;
     char *url, *node, *journal_path;
     PGconn *c;  /* the claimer's connection (and the start's) */
     PGconn *wc; /* the writer's */
-    pthread_t thread, wthread;
+    PGconn *hc; /* the heartbeat's: node liveness, arms, takeovers */
+    pthread_t thread, wthread, hthread;
     int threads; /* started */
     pthread_mutex_t mu;
     pthread_cond_t cv;  /* claimer: more wanted, stopping */
     pthread_cond_t wcv; /* writer: a full batch of results, stopping */
+    pthread_cond_t hcv; /* heartbeat: ids to arm, stopping */
     int efd;
     int journal_fd;
+    char host[256];
+    char incarnation[32]; /* this process's, from ringmail.node_incarnation */
     /* shared, under mu */
     struct loader_rcpt *ready;
     size_t ready_head, nready, ready_cap; /* ready[ready_head .. +nready) */
@@ -53,16 +68,32 @@ struct loader {
     size_t writing; /* results taken by the writer, not yet committed */
     int stopping;
     int exhausted;
-    int db_up[2];           /* claimer's and writer's connections */
+    int db_up[3]; /* claimer's, writer's and heartbeat's connections */
+    /* arms: ids whose bodies may go out once committed (loader_arm) */
+    int64_t *arm_ids; /* waiting for the next arm statement */
+    size_t narm_ids, arm_ids_cap;
+    uint64_t arm_next_seq;   /* the seq the waiting ids will be committed under */
+    uint64_t armed_upto;     /* every seq up to this one is committed */
+    uint64_t alive_until_ms; /* bodies may start until then (the node's lease, less a margin) */
+    struct loader_arm_seq *arm_open; /* seqs with results not yet committed */
+    size_t narm_open, arm_open_cap;
+    int64_t *arm_done; /* seqs whose rows can go */
+    size_t narm_done, arm_done_cap;
+    int registered; /* this process became the node's incarnation */
+    int fenced;     /* another node took this one over: stop */
+    char fenced_why[512];
     void (*notify)(void *); /* also told when rows are ready (loader_set_notify) */
     void *notify_arg;
     struct loader_stats st;
     /* claimer thread only */
     uint64_t nothing_due_until_ms, next_reclaim_ms, last_claim_ms;
     /* writer thread only */
-    uint64_t last_flush_ms, last_extend_ms, flush_not_before_ms;
+    uint64_t last_flush_ms, flush_not_before_ms;
     struct loader_campaign camp;
 };
+
+static struct loader_arm_seq *loader_arm_find(struct loader *l, uint64_t seq);
+static void loader_arm_collect(struct loader *l);
 
 static uint64_t loader_us(void)
 {
@@ -103,13 +134,17 @@ static char *loader_strdup_or_null(PGresult *r, int row, int col)
 /* ---- the statements, prepared on every connection ---- */
 
 /* The claim: up to $2 rows matching the WHERE part go to `claimed` under a
- * lease. An expired lease of another node: that node's journal is not
- * ours, so its recipient may have been sent: ambiguous, unless resending
- * ($5). */
+ * lease, while this process is the node's incarnation ($6: a node taken
+ * over claims nothing). An expired lease of a node that has no row in
+ * ringmail.node (written by a ringmail before schema 3): that node's
+ * journal is not ours and nothing says what it armed, so its recipient may
+ * have been sent: ambiguous, unless resending ($5). The claims of nodes
+ * with a row are taken over by loader_take_over instead. */
 #define LOADER_CLAIM_SQL(where)                                                                    \
     "WITH c AS (SELECT id, state AS old_state, lease_owner AS old_owner,"                          \
     "  EXISTS (SELECT 1 FROM ringmail.suppression s WHERE s.address = q.address) AS suppressed"    \
-    "  FROM ringmail.recipient q WHERE campaign_id = $1 AND " where                                \
+    "  FROM ringmail.recipient q WHERE campaign_id = $1 AND EXISTS (SELECT 1 FROM ringmail.node n" \
+    "   WHERE n.name = $3 AND n.incarnation = $6::bigint) AND " where                              \
     "  LIMIT $2 FOR UPDATE SKIP LOCKED)"                                                           \
     " UPDATE ringmail.recipient r SET"                                                             \
     "  state = CASE WHEN c.old_state = 'claimed' AND NOT $5::boolean THEN 'ambiguous'"             \
@@ -145,11 +180,13 @@ static const struct {
                               LOADER_CLAIM_SQL(
                                   "state IN ('queued', 'deferred') AND"
                                   " next_attempt_at <= now() ORDER BY next_attempt_at"),
-                              5},
-    [LOADER_SQL_CLAIM_EXPIRED] = {"ringmail_claim_expired",
-                                  LOADER_CLAIM_SQL(
-                                      "state = 'claimed' AND lease_expires_at < now()"),
-                                  5},
+                              6},
+    [LOADER_SQL_CLAIM_EXPIRED] =
+        {"ringmail_claim_expired",
+         LOADER_CLAIM_SQL("state = 'claimed' AND lease_expires_at < now()"
+                          " AND lease_owner IS DISTINCT FROM $3 AND NOT EXISTS"
+                          " (SELECT 1 FROM ringmail.node o WHERE o.name = q.lease_owner)"),
+         6},
     /* $1 node, then arrays: ids, states, reasons, attempts, retry seconds. */
     [LOADER_SQL_RESULTS] = {"ringmail_results",
                             "UPDATE ringmail.recipient r SET state = x.state, reason = x.reason,"
@@ -160,7 +197,8 @@ static const struct {
                             " lease_owner = NULL, lease_expires_at = NULL, updated_at = now()"
                             " FROM unnest($2::bigint[], $3::text[], $4::text[], $5::int[],"
                             "   $6::float8[]) AS x(id, state, reason, attempts, retry_s)"
-                            " WHERE r.id = x.id AND r.lease_owner = $1",
+                            " WHERE r.id = x.id AND r.lease_owner = $1"
+                            "  AND r.state IN ('claimed', 'ambiguous')",
                             6},
     /* $1 campaign, $2 ids, $3 reasons of the bounced ones. */
     [LOADER_SQL_SUPPRESS] = {"ringmail_suppress",
@@ -193,10 +231,10 @@ static int loader_up(PGconn *c)
     return c && pq.PQstatus(c) == CONNECTION_OK;
 }
 
-/* which: 0 the claimer's connection, 1 the writer's. */
+/* which: 0 the claimer's connection, 1 the writer's, 2 the heartbeat's. */
 static PGconn **loader_conn(struct loader *l, int which)
 {
-    return which ? &l->wc : &l->c;
+    return which == 2 ? &l->hc : which ? &l->wc : &l->c;
 }
 
 static void loader_disconnect(struct loader *l, int which)
@@ -265,6 +303,7 @@ static PGresult *loader_query(PGconn *c, const char *sql, int n, const char *con
 
 struct loader_rec {
     int64_t id;
+    uint64_t arm_seq;
     double retry_in_s;
     uint32_t len; /* the whole record */
     uint32_t attempt;
@@ -291,6 +330,7 @@ static void loader_pack(buf_t *b, const struct loader_result *r)
 {
     struct loader_rec h = {
         .id = r->recipient_id,
+        .arm_seq = r->arm_seq,
         .retry_in_s = r->retry_in_s,
         .attempt = r->attempt,
         .final = r->final,
@@ -320,6 +360,7 @@ static size_t loader_unpack(const char *p, struct loader_result *r)
     memcpy(&h, p, sizeof h);
     memset(r, 0, sizeof *r);
     r->recipient_id = h.id;
+    r->arm_seq = h.arm_seq;
     r->retry_in_s = h.retry_in_s;
     r->attempt = h.attempt;
     r->final = h.final;
@@ -376,13 +417,121 @@ static int loader_load_campaign(struct loader *l, char *err, size_t errlen)
     return 0;
 }
 
-/* One recipient this node still holds `claimed` at start, and what its
- * journal says about it. */
+/* ---- the node: one live process per name ---- */
+
+/* The journal is this host's record of the node: one process at a time
+ * (flock, released by the kernel when the process dies, kill -9 too). */
+static int loader_lock_journal(struct loader *l, char *err, size_t errlen)
+{
+    if (flock(l->journal_fd, LOCK_EX | LOCK_NB) == 0) {
+        return 0;
+    }
+    if (errno == EWOULDBLOCK) {
+        snprintf(err, errlen,
+                 "node %s is already running on this host: another ringmail process holds its "
+                 "journal %s; give this process another --node, or stop that one first",
+                 l->node, l->journal_path);
+    } else {
+        snprintf(err, errlen, "journal %s: %s", l->journal_path, strerror(errno));
+    }
+    return -1;
+}
+
+/* What the previous incarnation of this node left: its host (is our
+ * journal its journal?) and campaign (its claims there are ours to settle). */
+struct loader_prev {
+    int exists;
+    char host[256];
+    int64_t campaign;
+};
+
+/* Become the node's live incarnation: ringmail.node gets a fresh
+ * incarnation number for this name, unless another process holds it (its
+ * heartbeat not expired): then refused, saying who. A holder on this host
+ * whose pid is gone (killed a moment ago, lease not yet run out) is
+ * replaced at once: we hold the journal lock, so it is not running. */
+static int loader_register(struct loader *l, struct loader_prev *prev, char *err, size_t errlen)
+{
+    char camp[32], pid[16], lease[16];
+    snprintf(camp, sizeof camp, "%" PRId64, l->o.campaign);
+    snprintf(pid, sizeof pid, "%d", (int)getpid());
+    snprintf(lease, sizeof lease, "%u", l->o.lease_s);
+    const char *pp[] = {l->node};
+    PGresult *r = loader_query(l->c,
+                               "SELECT host, pid, campaign_id, incarnation IS NOT NULL AND"
+                               " expires_at > now(),"
+                               " round(extract(epoch FROM now() - heartbeat_at)::numeric, 1)"
+                               " FROM ringmail.node WHERE name = $1",
+                               1, pp, PGRES_TUPLES_OK, err, errlen);
+    if (!r) {
+        return -1;
+    }
+    memset(prev, 0, sizeof *prev);
+    char dead_pid[16] = "-1";
+    if (pq.PQntuples(r) == 1) {
+        prev->exists = 1;
+        snprintf(prev->host, sizeof prev->host, "%s", pq.PQgetvalue(r, 0, 0));
+        prev->campaign = strtoll(pq.PQgetvalue(r, 0, 2), NULL, 10);
+        int live = pq.PQgetvalue(r, 0, 3)[0] == 't';
+        int other_pid = atoi(pq.PQgetvalue(r, 0, 1));
+        if (live) {
+            int here = strcmp(prev->host, l->host) == 0;
+            if (here && other_pid > 0 && kill(other_pid, 0) < 0 && errno == ESRCH) {
+                snprintf(dead_pid, sizeof dead_pid, "%d", other_pid);
+            } else {
+                snprintf(err, errlen,
+                         "node %s is already running (pid %d on host %s, last heartbeat %s s "
+                         "ago); give this process another --node, or stop that one first",
+                         l->node, other_pid, prev->host, pq.PQgetvalue(r, 0, 4));
+                pq.PQclear(r);
+                return -1;
+            }
+        }
+    }
+    pq.PQclear(r);
+    const char *p[] = {l->node, camp, l->host, pid, lease, dead_pid};
+    r = loader_query(
+        l->c,
+        "INSERT INTO ringmail.node AS n (name, incarnation, campaign_id, host, pid, lease_s,"
+        "  started_at, heartbeat_at, expires_at)"
+        " VALUES ($1, nextval('ringmail.node_incarnation'), $2::bigint, $3, $4::int, $5::int,"
+        "  now(), now(), now() + $5::int * interval '1 second')"
+        " ON CONFLICT (name) DO UPDATE SET incarnation = excluded.incarnation,"
+        "  campaign_id = excluded.campaign_id, host = excluded.host, pid = excluded.pid,"
+        "  lease_s = excluded.lease_s, started_at = now(), heartbeat_at = now(),"
+        "  expires_at = excluded.expires_at, stopped_at = NULL, taken_over_by = NULL,"
+        "  taken_over_at = NULL"
+        " WHERE n.incarnation IS NULL OR n.expires_at <= now()"
+        "  OR (n.host = $3 AND n.pid = $6::int)"
+        " RETURNING incarnation",
+        6, p, PGRES_TUPLES_OK, err, errlen);
+    if (!r) {
+        return -1;
+    }
+    if (pq.PQntuples(r) != 1) {
+        pq.PQclear(r);
+        snprintf(err, errlen,
+                 "node %s is already running (another process became it just now); give this "
+                 "process another --node, or stop that one first",
+                 l->node);
+        return -1;
+    }
+    snprintf(l->incarnation, sizeof l->incarnation, "%s", pq.PQgetvalue(r, 0, 0));
+    pq.PQclear(r);
+    return 0;
+}
+
+/* ---- start: recovery ---- */
+
+/* One recipient this node still holds at start (`claimed`, or `ambiguous`
+ * after another node took it over), and the last thing its journal says. */
 struct loader_held {
     int64_t id;
-    int data;                    /* "D": its body was going out */
-    int has_result;              /* "R": its outcome was known before the stop */
-    struct loader_result result; /* the last one */
+    unsigned attempts;           /* as the database has them */
+    int ambiguous;               /* state ambiguous (a takeover), not claimed */
+    int armed;                   /* in one of this node's ringmail.armed rows */
+    char last;                   /* 'D' body going out, 'R' outcome known, 0 nothing */
+    struct loader_result result; /* the last 'R' */
 };
 
 static int loader_held_cmp(const void *a, const void *b)
@@ -391,8 +540,10 @@ static int loader_held_cmp(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* Read the journal into the held set: "D id" and
- * "R id attempt final retry_s code outcome state reason". */
+/* Read the journal into the held set, in order: "D id" (a body about to go
+ * out) and "R id attempt final retry_s code outcome state reason" (an
+ * outcome). The last line of a recipient wins: a deferral, a retry in the
+ * same process and a kill during the retry's DATA end in "D". */
 static void loader_journal_read(struct loader *l, struct loader_held *held, size_t n)
 {
     FILE *f = fopen(l->journal_path, "r");
@@ -407,7 +558,7 @@ static void loader_journal_read(struct loader *l, struct loader_held *held, size
             key.id = id;
             struct loader_held *h = bsearch(&key, held, n, sizeof *held, loader_held_cmp);
             if (h) {
-                h->data = 1;
+                h->last = 'D';
             }
             continue;
         }
@@ -429,7 +580,7 @@ static void loader_journal_read(struct loader *l, struct loader_held *held, size
                 r.connect_ms = r.tls_ms = r.transaction_ms = -1;
                 snprintf(r.text, sizeof r.text,
                          "outcome recovered from the crash journal of node %s", l->node);
-                h->has_result = 1;
+                h->last = 'R';
                 h->result = r;
             }
         }
@@ -439,22 +590,44 @@ static void loader_journal_read(struct loader *l, struct loader_held *held, size
 
 static int loader_write(struct loader *l, PGconn *c, const buf_t *packed, char *err, size_t errlen);
 
+static void loader_ids_add(buf_t *b, size_t *n, int64_t id)
+{
+    buf_appendf(b, "%s%" PRId64, (*n)++ ? "," : "{", id);
+}
+
+static const char *loader_ids_end(buf_t *b, size_t n)
+{
+    buf_append(b, n ? "}" : "{}", n ? 2 : 3); /* with the NUL */
+    return buf_data(b);
+}
+
 /*
  * After a stop of this node (clean or kill -9): every recipient it still
- * holds is settled from its journal. An outcome the journal has is written
- * as it was; a body that was going out with no outcome is `ambiguous`
- * (or queued again with --resend-ambiguous); anything else was never
- * attempted and goes back to `queued`.
+ * holds is settled from its journal, read in order. The last line decides:
+ * an outcome newer than the database's (more attempts) is written as it
+ * was; a body going out with no outcome after it is `ambiguous` (or
+ * queued again with --resend-ambiguous); anything else never had a body go
+ * out since its claim and goes back to `queued`. Recipients another node
+ * took over as `ambiguous` while this one was dead are settled the same
+ * way. The journal is trusted only if it was written on this host (the
+ * previous incarnation's); otherwise what the node armed counts as sent.
  */
-static int loader_recover(struct loader *l, char *err, size_t errlen)
+static int loader_recover(struct loader *l, const struct loader_prev *prev, char *err,
+                          size_t errlen)
 {
-    char id[32];
+    char id[32], old[32];
     snprintf(id, sizeof id, "%" PRId64, l->o.campaign);
-    const char *p[] = {id, l->node};
-    PGresult *r = loader_query(l->c,
-                               "SELECT id FROM ringmail.recipient WHERE campaign_id = $1"
-                               " AND state = 'claimed' AND lease_owner = $2 ORDER BY id",
-                               2, p, PGRES_TUPLES_OK, err, errlen);
+    snprintf(old, sizeof old, "%" PRId64, prev->exists ? prev->campaign : l->o.campaign);
+    int trusted = !prev->exists || strcmp(prev->host, l->host) == 0;
+    const char *p[] = {id, l->node, old};
+    PGresult *r = loader_query(
+        l->c,
+        "WITH a AS (SELECT DISTINCT unnest(ids) AS id FROM ringmail.armed WHERE node = $2)"
+        " SELECT q.id, q.attempts, q.state = 'ambiguous', a.id IS NOT NULL"
+        " FROM ringmail.recipient q LEFT JOIN a ON a.id = q.id"
+        " WHERE q.campaign_id IN ($1, $3) AND q.lease_owner = $2"
+        " AND q.state IN ('claimed', 'ambiguous') ORDER BY q.id",
+        3, p, PGRES_TUPLES_OK, err, errlen);
     if (!r) {
         return -1;
     }
@@ -465,24 +638,32 @@ static int loader_recover(struct loader *l, char *err, size_t errlen)
     }
     for (size_t i = 0; i < n; i++) {
         held[i].id = strtoll(pq.PQgetvalue(r, (int)i, 0), NULL, 10);
+        held[i].attempts = (unsigned)atoi(pq.PQgetvalue(r, (int)i, 1));
+        held[i].ambiguous = pq.PQgetvalue(r, (int)i, 2)[0] == 't';
+        held[i].armed = pq.PQgetvalue(r, (int)i, 3)[0] == 't';
     }
     pq.PQclear(r);
-    loader_journal_read(l, held, n);
-    buf_t known;
+    if (trusted) {
+        loader_journal_read(l, held, n);
+    }
+    buf_t known, amb, requeue;
     buf_init(&known);
-    buf_t amb;
     buf_init(&amb);
-    buf_append_str(&amb, "{");
-    size_t nknown = 0, namb = 0;
+    buf_init(&requeue);
+    size_t nknown = 0, namb = 0, nreq = 0;
     for (size_t i = 0; i < n; i++) {
-        if (held[i].has_result) {
-            loader_pack(&known, &held[i].result);
+        struct loader_held *h = &held[i];
+        if (h->last == 'R' && h->result.attempt > h->attempts) {
+            loader_pack(&known, &h->result);
             nknown++;
-        } else if (held[i].data) {
-            buf_appendf(&amb, "%s%lld", namb++ ? "," : "", (long long)held[i].id);
+        } else if (h->last == 'D' || (!trusted && h->armed)) {
+            if (!h->ambiguous) {
+                loader_ids_add(&amb, &namb, h->id);
+            }
+        } else {
+            loader_ids_add(&requeue, &nreq, h->id);
         }
     }
-    buf_append(&amb, "}", 2); /* with the NUL */
     free(held);
     int rc = 0;
     if (nknown > 0 && loader_write(l, l->c, &known, err, errlen) < 0) {
@@ -491,18 +672,20 @@ static int loader_recover(struct loader *l, char *err, size_t errlen)
     buf_free(&known);
     if (rc == 0) {
         l->st.recovered_results += nknown;
-        const char *p2[] = {id, l->node, buf_data(&amb), l->o.resend_ambiguous ? "t" : "f"};
+        const char *p2[] = {l->node, loader_ids_end(&amb, namb), loader_ids_end(&requeue, nreq),
+                            l->o.resend_ambiguous ? "t" : "f"};
         r = loader_query(
             l->c,
             "UPDATE ringmail.recipient SET"
-            " state = CASE WHEN id = ANY($3::bigint[]) AND NOT $4::boolean THEN 'ambiguous'"
+            " state = CASE WHEN id = ANY($2::bigint[]) AND NOT $4::boolean THEN 'ambiguous'"
             "   ELSE 'queued' END,"
-            " reason = CASE WHEN id = ANY($3::bigint[]) AND NOT $4::boolean"
-            "   THEN 'DATA was in flight when node ' || $2 || ' stopped' ELSE reason END,"
-            " next_attempt_at = CASE WHEN id = ANY($3::bigint[]) AND NOT $4::boolean"
+            " reason = CASE WHEN id = ANY($2::bigint[]) AND NOT $4::boolean"
+            "   THEN 'DATA was in flight when node ' || $1 || ' stopped' ELSE reason END,"
+            " next_attempt_at = CASE WHEN id = ANY($2::bigint[]) AND NOT $4::boolean"
             "   THEN NULL ELSE now() END,"
             " lease_owner = NULL, lease_expires_at = NULL, updated_at = now()"
-            " WHERE campaign_id = $1 AND state = 'claimed' AND lease_owner = $2 RETURNING state",
+            " WHERE (id = ANY($2::bigint[]) OR id = ANY($3::bigint[])) AND lease_owner = $1"
+            " AND state IN ('claimed', 'ambiguous') RETURNING state",
             4, p2, PGRES_TUPLES_OK, err, errlen);
         if (!r) {
             rc = -1;
@@ -518,14 +701,33 @@ static int loader_recover(struct loader *l, char *err, size_t errlen)
         }
     }
     buf_free(&amb);
+    buf_free(&requeue);
     if (rc < 0) {
         return -1;
     }
+    /* Ambiguous ones the journal did not settle stay ambiguous, no longer
+     * anybody's: nothing will write a result for them. */
+    const char *p4[] = {l->node};
+    r = loader_query(l->c,
+                     "UPDATE ringmail.recipient SET lease_owner = NULL WHERE"
+                     " lease_owner = $1 AND state = 'ambiguous'",
+                     1, p4, PGRES_COMMAND_OK, err, errlen);
+    if (!r) {
+        return -1;
+    }
+    pq.PQclear(r);
+    r = loader_query(l->c, "DELETE FROM ringmail.armed WHERE node = $1", 1, p4, PGRES_COMMAND_OK,
+                     err, errlen);
+    if (!r) {
+        return -1;
+    }
+    pq.PQclear(r);
     if (l->o.resend_ambiguous) {
         const char *p3[] = {id};
         r = loader_query(l->c,
                          "UPDATE ringmail.recipient SET state = 'queued', next_attempt_at = now(),"
-                         " updated_at = now() WHERE campaign_id = $1 AND state = 'ambiguous'",
+                         " lease_owner = NULL, updated_at = now()"
+                         " WHERE campaign_id = $1 AND state = 'ambiguous'",
                          1, p3, PGRES_COMMAND_OK, err, errlen);
         if (!r) {
             return -1;
@@ -770,6 +972,17 @@ static int loader_flush(struct loader *l, char *err, size_t errlen)
     if (rc == 0) {
         l->st.written += n;
         l->st.flushes++;
+        /* Their arms wait for one result fewer. */
+        for (size_t at = 0; at < buf_len(&batch);) {
+            struct loader_rec h;
+            memcpy(&h, buf_data(&batch) + at, sizeof h);
+            at += h.len;
+            struct loader_arm_seq *a = h.arm_seq ? loader_arm_find(l, h.arm_seq) : NULL;
+            if (a && a->left > 0) {
+                a->left--;
+            }
+        }
+        loader_arm_collect(l);
         buf_free(&batch);
     } else {
         /* Put them back in front of anything that arrived meanwhile. */
@@ -778,7 +991,34 @@ static int loader_flush(struct loader *l, char *err, size_t errlen)
         l->res = batch;
         l->nres += n;
     }
+    int64_t *done = NULL;
+    size_t ndone = 0;
+    if (rc == 0 && l->narm_done) {
+        done = l->arm_done;
+        ndone = l->narm_done;
+        l->arm_done = NULL;
+        l->narm_done = l->arm_done_cap = 0;
+    }
     pthread_mutex_unlock(&l->mu);
+    if (ndone) {
+        /* Arms whose every recipient has its result committed: nothing a
+         * takeover needs. A failure leaves rows that match no claim. */
+        buf_t a;
+        buf_init(&a);
+        size_t k = 0;
+        for (size_t i = 0; i < ndone; i++) {
+            loader_ids_add(&a, &k, done[i]);
+        }
+        const char *p[] = {l->node, loader_ids_end(&a, k)};
+        char ignore[256];
+        PGresult *r = loader_query(l->wc,
+                                   "DELETE FROM ringmail.armed WHERE node = $1"
+                                   " AND seq = ANY($2::bigint[])",
+                                   2, p, PGRES_COMMAND_OK, ignore, sizeof ignore);
+        pq.PQclear(r);
+        buf_free(&a);
+        free(done);
+    }
     return rc;
 }
 
@@ -791,7 +1031,7 @@ static int loader_claim_with(struct loader *l, int which, size_t want, char *err
     snprintf(id, sizeof id, "%" PRId64, l->o.campaign);
     snprintf(lim, sizeof lim, "%zu", want);
     snprintf(lease, sizeof lease, "%u", l->o.lease_s);
-    const char *p[] = {id, lim, l->node, lease, l->o.resend_ambiguous ? "t" : "f"};
+    const char *p[] = {id, lim, l->node, lease, l->o.resend_ambiguous ? "t" : "f", l->incarnation};
     uint64_t t0 = loader_us();
     PGresult *r = loader_prepared(l->c, which, p, PGRES_TUPLES_OK, err, errlen);
     uint64_t took = loader_us() - t0;
@@ -906,20 +1146,6 @@ static int loader_check_done(struct loader *l, char *err, size_t errlen)
     return 0;
 }
 
-static void loader_extend_leases(struct loader *l)
-{
-    char id[32], lease[32], err[256];
-    snprintf(id, sizeof id, "%" PRId64, l->o.campaign);
-    snprintf(lease, sizeof lease, "%u", l->o.lease_s);
-    const char *p[] = {id, l->node, lease};
-    PGresult *r = loader_query(l->wc,
-                               "UPDATE ringmail.recipient SET lease_expires_at = now() +"
-                               " ($3 || ' seconds')::interval WHERE campaign_id = $1"
-                               " AND state = 'claimed' AND lease_owner = $2",
-                               3, p, PGRES_COMMAND_OK, err, sizeof err);
-    pq.PQclear(r);
-}
-
 /* ---- the threads ---- */
 
 static void loader_count_db_error(struct loader *l)
@@ -960,6 +1186,302 @@ static void loader_wait(struct loader *l, pthread_cond_t *cv, unsigned ms)
         ts.tv_nsec -= 1000000000L;
     }
     pthread_cond_timedwait(cv, &l->mu, &ts);
+}
+
+/* ---- the heartbeat thread: liveness, arms, takeovers ----
+ *
+ * Its own connection and table, so neither a results commit nor a lock on
+ * ringmail.recipient (a long query, a VACUUM FULL) can keep the node from
+ * proving it is alive. */
+
+/* Renew the node's lease. 0 rows: another node took this one over while
+ * its heartbeat was not getting through; it must stop (fenced). */
+static void loader_beat(struct loader *l)
+{
+    char lease[16], err[512];
+    snprintf(lease, sizeof lease, "%u", l->o.lease_s);
+    const char *p[] = {l->node, l->incarnation, lease};
+    uint64_t sent = loader_ms();
+    PGresult *r = loader_query(l->hc,
+                               "UPDATE ringmail.node SET heartbeat_at = now(),"
+                               " expires_at = now() + $3::int * interval '1 second'"
+                               " WHERE name = $1 AND incarnation = $2::bigint"
+                               " RETURNING taken_over_by",
+                               3, p, PGRES_TUPLES_OK, err, sizeof err);
+    if (!r) {
+        return; /* the connection is checked again on the next turn */
+    }
+    int alive = pq.PQntuples(r) == 1;
+    pq.PQclear(r);
+    if (alive) {
+        /* The database set expires_at = now() + lease at some moment after
+         * `sent`: stop starting bodies a quarter of the lease before. */
+        pthread_mutex_lock(&l->mu);
+        l->alive_until_ms = sent + (uint64_t)l->o.lease_s * 750;
+        pthread_mutex_unlock(&l->mu);
+        return;
+    }
+    r = loader_query(l->hc,
+                     "SELECT coalesce(taken_over_by, '?'),"
+                     " coalesce(to_char(taken_over_at, 'HH24:MI:SS'), '?')"
+                     " FROM ringmail.node WHERE name = $1",
+                     1, p, PGRES_TUPLES_OK, err, sizeof err);
+    pthread_mutex_lock(&l->mu);
+    l->fenced = 1;
+    l->alive_until_ms = 0;
+    snprintf(l->fenced_why, sizeof l->fenced_why,
+             "node %s was taken over by node %s at %s: its heartbeat did not reach the "
+             "database for more than its lease (%u s); it stops, and what it held was settled "
+             "by that node",
+             l->node, r && pq.PQntuples(r) == 1 ? pq.PQgetvalue(r, 0, 0) : "?",
+             r && pq.PQntuples(r) == 1 ? pq.PQgetvalue(r, 0, 1) : "?", l->o.lease_s);
+    pthread_mutex_unlock(&l->mu);
+    pq.PQclear(r);
+    loader_signal(l);
+}
+
+/* Open seqs are appended in order: find one by binary search. */
+static struct loader_arm_seq *loader_arm_find(struct loader *l, uint64_t seq)
+{
+    size_t lo = 0, hi = l->narm_open;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (l->arm_open[mid].seq < seq) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    return lo < l->narm_open && l->arm_open[lo].seq == seq ? &l->arm_open[lo] : NULL;
+}
+
+/* Under mu: seqs that are committed and have no result left to wait for
+ * move to arm_done (their rows are deleted by the writer). */
+static void loader_arm_collect(struct loader *l)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < l->narm_open; i++) {
+        struct loader_arm_seq *a = &l->arm_open[i];
+        if (a->left == 0 && a->seq <= l->armed_upto) {
+            if (l->narm_done == l->arm_done_cap) {
+                l->arm_done_cap = l->arm_done_cap ? l->arm_done_cap * 2 : 64;
+                l->arm_done = realloc(l->arm_done, l->arm_done_cap * sizeof *l->arm_done);
+                if (!l->arm_done) {
+                    abort();
+                }
+            }
+            l->arm_done[l->narm_done++] = (int64_t)a->seq;
+        } else {
+            l->arm_open[k++] = *a;
+        }
+    }
+    l->narm_open = k;
+}
+
+/* Commit one arm statement: the ids, under seq, while this process is the
+ * node's incarnation (FOR KEY SHARE: a takeover's FOR UPDATE waits for it,
+ * or it waits for the takeover and then finds the incarnation gone).
+ * 0 done, -1 failed (retry), 1 fenced. */
+static int loader_arm_commit(struct loader *l, const int64_t *ids, size_t n, uint64_t seq)
+{
+    buf_t a;
+    buf_init(&a);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        loader_ids_add(&a, &k, ids[i]);
+    }
+    char sq[32], err[512];
+    snprintf(sq, sizeof sq, "%" PRIu64, seq);
+    const char *p[] = {l->node, l->incarnation, sq, loader_ids_end(&a, k)};
+    PGresult *r = loader_query(l->hc,
+                               "WITH n AS (SELECT 1 FROM ringmail.node WHERE name = $1"
+                               "  AND incarnation = $2::bigint FOR KEY SHARE)"
+                               " INSERT INTO ringmail.armed (node, seq, ids)"
+                               " SELECT $1, $3, $4::bigint[] FROM n",
+                               4, p, PGRES_COMMAND_OK, err, sizeof err);
+    buf_free(&a);
+    if (!r) {
+        fprintf(stderr, "ringmail: database: arming: %s (retrying)\n", err);
+        loader_count_db_error(l);
+        return -1;
+    }
+    int inserted = atoi(pq.PQcmdTuples(r));
+    pq.PQclear(r);
+    if (inserted != 1) {
+        loader_beat(l); /* says who took the node over, and fences */
+        return 1;
+    }
+    pthread_mutex_lock(&l->mu);
+    l->armed_upto = seq;
+    loader_arm_collect(l);
+    pthread_mutex_unlock(&l->mu);
+    loader_signal(l);
+    return 0;
+}
+
+/* Take over one dead node (its lease ran out): under a lock on its row,
+ * its claims that it armed become `ambiguous` (their bodies may have gone
+ * out; the owner stays, so a late result of that node still lands) and the
+ * rest go back to `queued`. */
+static void loader_take_over_one(struct loader *l, const char *dead)
+{
+    char err[512];
+    PGconn *c = l->hc;
+    if (db_exec(c, "BEGIN", err, sizeof err) < 0) {
+        return;
+    }
+    const char *p[] = {dead};
+    PGresult *r = loader_query(c,
+                               "SELECT coalesce(campaign_id, 0),"
+                               " round(extract(epoch FROM now() - heartbeat_at)::numeric, 1)"
+                               " FROM ringmail.node WHERE name = $1 AND incarnation IS NOT NULL"
+                               " AND expires_at < now() FOR UPDATE",
+                               1, p, PGRES_TUPLES_OK, err, sizeof err);
+    if (!r || pq.PQntuples(r) != 1) {
+        pq.PQclear(r);
+        db_exec(c, "ROLLBACK", err, sizeof err);
+        return;
+    }
+    char camp[32], ago[32];
+    snprintf(camp, sizeof camp, "%s", pq.PQgetvalue(r, 0, 0));
+    snprintf(ago, sizeof ago, "%s", pq.PQgetvalue(r, 0, 1));
+    pq.PQclear(r);
+    const char *p2[] = {dead, camp};
+    r = loader_query(
+        c,
+        "WITH a AS (SELECT DISTINCT unnest(ids) AS id FROM ringmail.armed WHERE node = $1),"
+        " t AS (SELECT q.id, a.id IS NOT NULL AS armed FROM ringmail.recipient q"
+        "  LEFT JOIN a ON a.id = q.id"
+        "  WHERE q.campaign_id = $2::bigint AND q.state = 'claimed' AND q.lease_owner = $1)"
+        " UPDATE ringmail.recipient r SET"
+        "  state = CASE WHEN t.armed THEN 'ambiguous' ELSE 'queued' END,"
+        "  reason = CASE WHEN t.armed THEN 'node ' || $1 || ' stopped heartbeating while its"
+        " DATA may have been in flight' ELSE r.reason END,"
+        "  next_attempt_at = CASE WHEN t.armed THEN NULL ELSE now() END,"
+        "  lease_owner = CASE WHEN t.armed THEN $1 END,"
+        "  lease_expires_at = NULL, updated_at = now()"
+        " FROM t WHERE r.id = t.id AND r.state = 'claimed' AND r.lease_owner = $1"
+        " RETURNING r.state",
+        2, p2, PGRES_TUPLES_OK, err, sizeof err);
+    if (!r) {
+        fprintf(stderr, "ringmail: database: taking over node %s: %s\n", dead, err);
+        db_exec(c, "ROLLBACK", err, sizeof err);
+        return;
+    }
+    size_t amb = 0, queued = 0;
+    for (int i = 0; i < pq.PQntuples(r); i++) {
+        if (strcmp(pq.PQgetvalue(r, i, 0), "ambiguous") == 0) {
+            amb++;
+        } else {
+            queued++;
+        }
+    }
+    pq.PQclear(r);
+    const char *p3[] = {dead, l->node};
+    r = loader_query(c,
+                     "UPDATE ringmail.node SET incarnation = NULL, taken_over_by = $2,"
+                     " taken_over_at = now() WHERE name = $1",
+                     2, p3, PGRES_COMMAND_OK, err, sizeof err);
+    pq.PQclear(r);
+    PGresult *r2 = r ? loader_query(c, "DELETE FROM ringmail.armed WHERE node = $1", 1, p,
+                                    PGRES_COMMAND_OK, err, sizeof err)
+                     : NULL;
+    pq.PQclear(r2);
+    if (!r || !r2 || db_exec(c, "COMMIT", err, sizeof err) < 0) {
+        fprintf(stderr, "ringmail: database: taking over node %s: %s\n", dead, err);
+        db_exec(c, "ROLLBACK", err, sizeof err);
+        return;
+    }
+    pthread_mutex_lock(&l->mu);
+    l->st.taken_over_nodes++;
+    l->st.taken_over_queued += queued;
+    l->st.taken_over_ambiguous += amb;
+    pthread_mutex_unlock(&l->mu);
+    fprintf(stderr,
+            "ringmail: node %s stopped heartbeating (last %s s ago): node %s took over its %zu "
+            "claims: %zu queued again, %zu ambiguous (armed: their DATA may have gone out)\n",
+            dead, ago, l->node, queued + amb, queued, amb);
+    loader_signal(l);
+}
+
+/* Nodes whose lease ran out, other than this one. */
+static void loader_take_over(struct loader *l)
+{
+    char err[512];
+    const char *p[] = {l->node};
+    PGresult *r = loader_query(l->hc,
+                               "SELECT name FROM ringmail.node WHERE incarnation IS NOT NULL"
+                               " AND expires_at < now() AND name <> $1 ORDER BY name LIMIT 16",
+                               1, p, PGRES_TUPLES_OK, err, sizeof err);
+    if (!r) {
+        return;
+    }
+    int n = pq.PQntuples(r);
+    char names[16][128];
+    for (int i = 0; i < n; i++) {
+        snprintf(names[i], sizeof names[i], "%s", pq.PQgetvalue(r, i, 0));
+    }
+    pq.PQclear(r);
+    for (int i = 0; i < n; i++) {
+        loader_take_over_one(l, names[i]);
+    }
+}
+
+/* The heartbeat thread: renews the node's lease every half lease, commits
+ * arms as soon as they are asked for, and takes over dead nodes. */
+static void *loader_heart(void *arg)
+{
+    struct loader *l = arg;
+    uint64_t next_connect = 0, next_beat = 0, next_dead = 0;
+    int64_t *cur = NULL; /* the arm being committed (kept until it is) */
+    size_t ncur = 0;
+    uint64_t cur_seq = 0;
+    for (;;) {
+        pthread_mutex_lock(&l->mu);
+        int stop = l->stopping > 2, fenced = l->fenced;
+        if (!ncur && l->narm_ids && !fenced) {
+            cur = l->arm_ids;
+            ncur = l->narm_ids;
+            cur_seq = l->arm_next_seq++;
+            l->arm_ids = NULL;
+            l->narm_ids = l->arm_ids_cap = 0;
+        }
+        pthread_mutex_unlock(&l->mu);
+        if (stop) {
+            break;
+        }
+        int up = !fenced && loader_keep_up(l, 2, &next_connect);
+        uint64_t now = loader_ms();
+        if (up && now >= next_beat) {
+            loader_beat(l);
+            next_beat = now + (uint64_t)l->o.lease_s * 500;
+        }
+        int failed = 0;
+        if (up && ncur) {
+            if (loader_arm_commit(l, cur, ncur, cur_seq) >= 0) {
+                free(cur);
+                cur = NULL;
+                ncur = 0;
+            } else {
+                failed = 1;
+            }
+        }
+        if (up && now >= next_dead) {
+            loader_take_over(l);
+            next_dead = now + LOADER_DEAD_CHECK_MS;
+        }
+        if (!loader_up(l->hc)) {
+            loader_disconnect(l, 2);
+        }
+        pthread_mutex_lock(&l->mu);
+        int more = !l->fenced && (ncur ? up && !failed : l->narm_ids > 0);
+        if (l->stopping <= 2 && !more) {
+            loader_wait(l, &l->hcv, ncur ? 20 : 50);
+        }
+        pthread_mutex_unlock(&l->mu);
+    }
+    free(cur);
+    return NULL;
 }
 
 /* The claimer: keeps the ready queue filled up to what the loop wants. */
@@ -1047,10 +1569,6 @@ static void *loader_writer(void *arg)
                 break;
             }
         }
-        if (up && now - l->last_extend_ms >= (uint64_t)l->o.lease_s * 1000 / 3) {
-            loader_extend_leases(l);
-            l->last_extend_ms = now;
-        }
         pthread_mutex_lock(&l->mu);
         if (!l->stopping && l->nres < LOADER_FLUSH_ROWS) {
             loader_wait(l, &l->wcv, 50);
@@ -1064,6 +1582,36 @@ static void *loader_writer(void *arg)
 
 static void loader_journal_write(struct loader *l, const char *line, int n);
 
+/* The schema this ringmail writes: an older one is migrated first. */
+static int loader_check_schema(struct loader *l, char *err, size_t errlen)
+{
+    int v = db_schema_version(l->c);
+    if (v < db_schema_latest()) {
+        snprintf(err, errlen,
+                 "the database schema is at version %d and this ringmail needs version %d: run "
+                 "`ringmail db migrate --db URL` first",
+                 v < 0 ? 0 : v, db_schema_latest());
+        return -1;
+    }
+    return 0;
+}
+
+/* Ask the threads to stop and join those started (n of them: writer,
+ * heartbeat, claimer). */
+static void loader_join(struct loader *l, int n)
+{
+    pthread_mutex_lock(&l->mu);
+    l->stopping = 3;
+    pthread_cond_broadcast(&l->cv);
+    pthread_cond_broadcast(&l->wcv);
+    pthread_cond_broadcast(&l->hcv);
+    pthread_mutex_unlock(&l->mu);
+    pthread_t *t[] = {&l->wthread, &l->hthread, &l->thread};
+    for (int i = 0; i < n; i++) {
+        pthread_join(*t[i], NULL);
+    }
+}
+
 struct loader *loader_start(const struct loader_options *o, char *err, size_t errlen)
 {
     struct loader *l = calloc(1, sizeof *l);
@@ -1076,33 +1624,41 @@ struct loader *loader_start(const struct loader_options *o, char *err, size_t er
     l->node = strdup(o->node);
     l->journal_path = strdup(o->journal_path);
     l->o.batch = o->batch ? o->batch : 1000;
-    l->o.lease_s = o->lease_s ? o->lease_s : 300;
+    l->o.lease_s = o->lease_s ? o->lease_s : LOADER_LEASE_S;
+    l->arm_next_seq = 1;
+    if (gethostname(l->host, sizeof l->host - 1) < 0 || !l->host[0]) {
+        snprintf(l->host, sizeof l->host, "localhost");
+    }
     l->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     l->journal_fd = open(l->journal_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
     pthread_mutex_init(&l->mu, NULL);
     pthread_cond_init(&l->cv, NULL);
     pthread_cond_init(&l->wcv, NULL);
+    pthread_cond_init(&l->hcv, NULL);
     if (l->journal_fd < 0) {
         snprintf(err, errlen, "journal %s: %s", l->journal_path, strerror(errno));
         goto fail;
     }
-    if (loader_connect(l, 0, err, errlen) < 0 || loader_connect(l, 1, err, errlen) < 0 ||
-        loader_load_campaign(l, err, errlen) < 0 || loader_recover(l, err, errlen) < 0) {
+    struct loader_prev prev;
+    if (loader_lock_journal(l, err, errlen) < 0 || loader_connect(l, 0, err, errlen) < 0 ||
+        loader_check_schema(l, err, errlen) < 0 || loader_connect(l, 1, err, errlen) < 0 ||
+        loader_connect(l, 2, err, errlen) < 0 || loader_load_campaign(l, err, errlen) < 0 ||
+        loader_register(l, &prev, err, errlen) < 0) {
         goto fail;
     }
-    l->last_extend_ms = loader_ms();
-    if (pthread_create(&l->wthread, NULL, loader_writer, l) != 0) {
-        snprintf(err, errlen, "cannot start the database threads");
+    l->registered = 1;
+    l->alive_until_ms = loader_ms() + (uint64_t)l->o.lease_s * 750;
+    if (loader_recover(l, &prev, err, errlen) < 0) {
         goto fail;
     }
-    if (pthread_create(&l->thread, NULL, loader_claimer, l) != 0) {
-        snprintf(err, errlen, "cannot start the database threads");
-        pthread_mutex_lock(&l->mu);
-        l->stopping = 2;
-        pthread_cond_signal(&l->wcv);
-        pthread_mutex_unlock(&l->mu);
-        pthread_join(l->wthread, NULL);
-        goto fail;
+    void *(*fn[])(void *) = {loader_writer, loader_heart, loader_claimer};
+    pthread_t *t[] = {&l->wthread, &l->hthread, &l->thread};
+    for (int i = 0; i < 3; i++) {
+        if (pthread_create(t[i], NULL, fn[i], l) != 0) {
+            snprintf(err, errlen, "cannot start the database threads");
+            loader_join(l, i);
+            goto fail;
+        }
     }
     l->threads = 1;
     return l;
@@ -1159,6 +1715,12 @@ int loader_stop(struct loader *l, unsigned give_up_ms)
         pthread_mutex_unlock(&l->mu);
         pthread_join(l->thread, NULL);
         pthread_join(l->wthread, NULL);
+        /* The heartbeat last: the node stays alive until its results are in. */
+        pthread_mutex_lock(&l->mu);
+        l->stopping = 3;
+        pthread_cond_signal(&l->hcv);
+        pthread_mutex_unlock(&l->mu);
+        pthread_join(l->hthread, NULL);
         if (l->nres > 0) {
             fprintf(stderr,
                     "ringmail: database: %zu results could not be written; their recipients "
@@ -1167,11 +1729,14 @@ int loader_stop(struct loader *l, unsigned give_up_ms)
             rc = -1;
         }
     }
-    /* What was claimed and never attempted goes back to the queue. */
-    if (loader_up(l->c) && l->nres == 0) {
+    /* What was claimed and never attempted goes back to the queue (this
+     * process knows: nothing of it went out), the node's arms go, and the
+     * node is stopped. Only by the node's incarnation: a process refused at
+     * start, or one taken over, leaves everything to the live one. */
+    if (l->registered && !l->fenced && loader_up(l->c) && l->nres == 0) {
         char id[32], err[512];
         snprintf(id, sizeof id, "%" PRId64, l->o.campaign);
-        const char *p[] = {id, l->node};
+        const char *p[] = {id, l->node, l->incarnation};
         PGresult *r = loader_query(l->c,
                                    "UPDATE ringmail.recipient SET state = 'queued',"
                                    " next_attempt_at = now(), lease_owner = NULL,"
@@ -1179,17 +1744,32 @@ int loader_stop(struct loader *l, unsigned give_up_ms)
                                    " WHERE campaign_id = $1 AND state = 'claimed'"
                                    " AND lease_owner = $2",
                                    2, p, PGRES_COMMAND_OK, err, sizeof err);
-        if (r) {
-            pq.PQclear(r);
+        PGresult *r2 = r ? loader_query(l->c, "DELETE FROM ringmail.armed WHERE node = $1", 1,
+                                        p + 1, PGRES_COMMAND_OK, err, sizeof err)
+                         : NULL;
+        PGresult *r3 = r2 ? loader_query(l->c,
+                                         "UPDATE ringmail.node SET incarnation = NULL,"
+                                         " stopped_at = now()"
+                                         " WHERE name = $1 AND incarnation = $2::bigint",
+                                         2, p + 1, PGRES_COMMAND_OK, err, sizeof err)
+                          : NULL;
+        if (r3) {
             if (l->journal_fd >= 0 && ftruncate(l->journal_fd, 0) < 0) {
                 rc = -1;
             }
         } else {
             rc = -1;
         }
+        pq.PQclear(r);
+        pq.PQclear(r2);
+        pq.PQclear(r3);
     }
     loader_disconnect(l, 0);
     loader_disconnect(l, 1);
+    loader_disconnect(l, 2);
+    free(l->arm_ids);
+    free(l->arm_open);
+    free(l->arm_done);
     for (size_t i = l->ready_head; i < l->ready_head + l->nready; i++) {
         free(l->ready[i].address);
         free(l->ready[i].vars);
@@ -1206,6 +1786,7 @@ int loader_stop(struct loader *l, unsigned give_up_ms)
     pthread_mutex_destroy(&l->mu);
     pthread_cond_destroy(&l->cv);
     pthread_cond_destroy(&l->wcv);
+    pthread_cond_destroy(&l->hcv);
     free(l->url);
     free(l->node);
     free(l->journal_path);
@@ -1293,7 +1874,7 @@ void loader_stats(struct loader *l, struct loader_stats *out)
     pthread_mutex_lock(&l->mu);
     *out = l->st;
     out->backlog = l->nres + l->writing;
-    out->db_up = l->db_up[0] && l->db_up[1];
+    out->db_up = l->db_up[0] && l->db_up[1] && l->db_up[2];
     pthread_mutex_unlock(&l->mu);
 }
 
@@ -1315,4 +1896,55 @@ void loader_journal_mark(struct loader *l, int64_t id)
     char line[40];
     int n = snprintf(line, sizeof line, "D %" PRId64 "\n", id);
     loader_journal_write(l, line, n);
+}
+
+uint64_t loader_arm(struct loader *l, int64_t id)
+{
+    pthread_mutex_lock(&l->mu);
+    if (l->narm_ids == l->arm_ids_cap) {
+        l->arm_ids_cap = l->arm_ids_cap ? l->arm_ids_cap * 2 : 256;
+        l->arm_ids = realloc(l->arm_ids, l->arm_ids_cap * sizeof *l->arm_ids);
+        if (!l->arm_ids) {
+            abort();
+        }
+    }
+    l->arm_ids[l->narm_ids++] = id;
+    uint64_t seq = l->arm_next_seq;
+    struct loader_arm_seq *last = l->narm_open ? &l->arm_open[l->narm_open - 1] : NULL;
+    if (last && last->seq == seq) {
+        last->left++;
+    } else {
+        if (l->narm_open == l->arm_open_cap) {
+            l->arm_open_cap = l->arm_open_cap ? l->arm_open_cap * 2 : 64;
+            l->arm_open = realloc(l->arm_open, l->arm_open_cap * sizeof *l->arm_open);
+            if (!l->arm_open) {
+                abort();
+            }
+        }
+        l->arm_open[l->narm_open++] = (struct loader_arm_seq){seq, 1};
+    }
+    if (l->narm_ids == 1) {
+        pthread_cond_signal(&l->hcv);
+    }
+    pthread_mutex_unlock(&l->mu);
+    return seq;
+}
+
+int loader_armed(struct loader *l, uint64_t seq)
+{
+    pthread_mutex_lock(&l->mu);
+    int ok = seq && seq <= l->armed_upto && !l->fenced && loader_ms() < l->alive_until_ms;
+    pthread_mutex_unlock(&l->mu);
+    return ok;
+}
+
+int loader_fenced(struct loader *l, char *why, size_t n)
+{
+    pthread_mutex_lock(&l->mu);
+    int f = l->fenced;
+    if (f && why) {
+        snprintf(why, n, "%s", l->fenced_why);
+    }
+    pthread_mutex_unlock(&l->mu);
+    return f;
 }

@@ -7,29 +7,44 @@
  * loop at bounded queues and an eventfd the loop polls on its ring.
  *
  * Claims: batches of due recipients (`queued`, or `deferred` whose
- * next_attempt_at has come) move to `claimed` with a lease (owner = node
- * name, expiry) in one statement using FOR UPDATE SKIP LOCKED, so several
- * processes share a campaign without a coordinator. Leases are extended
- * while the node holds them.
+ * next_attempt_at has come) move to `claimed` with the node as lease owner
+ * in one statement using FOR UPDATE SKIP LOCKED, so several processes share
+ * a campaign with no coordinator but PostgreSQL.
+ *
+ * Nodes: one process per node name. At start the journal is locked
+ * (flock) and the process becomes the node's incarnation in ringmail.node,
+ * refused while another live process is that node. A third thread with a
+ * connection of its own renews the node's lease every half lease (default
+ * 10 s), so a blocked results writer or a locked recipient table cannot
+ * make a live node look dead; it also takes over nodes whose lease ran out
+ * (within LOADER_DEAD_CHECK_MS of that), never its own node.
+ *
+ * Arms: before a recipient's body may go out, its id is committed to
+ * ringmail.armed (loader_arm, then loader_armed says yes), checked against
+ * the node's incarnation. A takeover makes the dead node's armed claims
+ * `ambiguous` (their bodies may have reached a server) and queues the rest
+ * again; an arm of a node that was taken over fails, so it sends nothing.
  *
  * Results: every attempt becomes a delivery row, and the recipient's state
  * follows (sent, deferred with next_attempt_at, bounced, failed, invalid);
  * bounces join the suppression list. Results are written with COPY in one
  * transaction at least every second. If PostgreSQL goes away, results
  * wait in memory (the loop stops feeding new work past a bound) and are
- * written when it is back; nothing is dropped.
+ * written when it is back; nothing is dropped. A result lands while the
+ * recipient is still this node's (`claimed`, or `ambiguous` after a
+ * takeover: the late result settles it).
  *
  * Crashes: just before a message's body goes out, the loop appends its id
- * to the node's journal file (journal_mark). At start, recipients this node
- * still holds `claimed` are recovered: those in the journal become
- * `ambiguous` (their DATA may have reached the server; `--resend-ambiguous`
- * queues them instead), the rest go back to `queued`. Expired leases of
- * other nodes are taken over as `ambiguous` when those nodes' journals are
- * not ours to read, unless resend_ambiguous.
+ * to the node's journal file (journal_mark), and each outcome follows it.
+ * At start, recipients this node still holds are recovered from the
+ * journal read in order, the last line of each deciding: an outcome not
+ * yet in the database is written; a body going out with no outcome after
+ * it is `ambiguous` (`--resend-ambiguous` queues it instead); the rest go
+ * back to `queued`.
  *
  * Exports: loader_start, loader_stop, loader_fd, loader_set_notify,
  * loader_take, loader_want, loader_result, loader_backlog, loader_exhausted, loader_stats,
- * loader_campaign, loader_journal_mark.
+ * loader_campaign, loader_journal_mark, loader_arm, loader_armed, loader_fenced.
  */
 #ifndef RINGMAIL_LOADER_H
 #define RINGMAIL_LOADER_H
@@ -51,6 +66,7 @@ struct loader_rcpt {
 
 struct loader_result {
     int64_t recipient_id;
+    uint64_t arm_seq; /* loader_arm's answer for it, 0 if never armed */
     unsigned attempt;
     char outcome[16]; /* accepted, deferred, rejected, failed, expired */
     int final;
@@ -81,7 +97,7 @@ struct loader_options {
     const char *node;
     const char *journal_path;
     unsigned batch;   /* rows per claim (default 500) */
-    unsigned lease_s; /* default 300 */
+    unsigned lease_s; /* the node's lease (default 10): renewed every half */
     int resend_ambiguous;
 };
 
@@ -89,9 +105,10 @@ struct loader_stats {
     uint64_t claimed, written, flushes, db_errors, reconnects;
     uint64_t recovered_queued, recovered_ambiguous, recovered_results;
     uint64_t suppressed; /* found on the suppression list at claim time */
-    uint64_t claims;     /* claim statements */
-    uint64_t claim_us;   /* time in them, round trip included */
-    uint64_t write_us;   /* time in result commits, round trip included */
+    uint64_t taken_over_nodes, taken_over_queued, taken_over_ambiguous;
+    uint64_t claims;   /* claim statements */
+    uint64_t claim_us; /* time in them, round trip included */
+    uint64_t write_us; /* time in result commits, round trip included */
     size_t backlog;
     int db_up;
 };
@@ -122,5 +139,15 @@ void loader_stats(struct loader *l, struct loader_stats *out);
 const struct loader_campaign *loader_campaign(const struct loader *l);
 /* The body of this recipient is about to be sent (crash journal). */
 void loader_journal_mark(struct loader *l, int64_t id);
+/* Ask for recipient id to be armed (committed as possibly sent before its
+ * body goes out); returns the arm's sequence number. The loader's eventfd
+ * is signalled when an arm commits. */
+uint64_t loader_arm(struct loader *l, int64_t id);
+/* 1 when arm seq is committed and the node's lease is good: the body may
+ * go out now. */
+int loader_armed(struct loader *l, uint64_t seq);
+/* 1 once another node took this one over (why: the message): send nothing
+ * more and stop. */
+int loader_fenced(struct loader *l, char *why, size_t n);
 
 #endif

@@ -82,9 +82,10 @@ struct send_options {
 
 struct send_msg {
     struct pool_msg m;
-    char *rcpt; /* owned */
-    buf_t body; /* owned */
-    int64_t id; /* campaign mode: the recipient row */
+    char *rcpt;       /* owned */
+    buf_t body;       /* owned */
+    int64_t id;       /* campaign mode: the recipient row */
+    uint64_t arm_seq; /* campaign mode: its arm (loader_arm), 0 before one was asked for */
 };
 
 struct send_set { /* suppression list: open addressing on lower-case addresses */
@@ -124,6 +125,7 @@ struct send {
     struct loop_timer status_timer;
     unsigned long status_last;
     int interrupted, finishing;
+    int fenced; /* campaign mode: another node took this one over */
     char auth_pass[512];
     double t0;
     /* campaign mode */
@@ -523,6 +525,7 @@ static void send_result_db(struct send *s, struct send_msg *m, const struct pool
     struct loader_result r;
     memset(&r, 0, sizeof r);
     r.recipient_id = m->id;
+    r.arm_seq = m->arm_seq;
     r.attempt = a->attempt;
     send_copy(r.outcome, sizeof r.outcome, outcome);
     r.final = a->final;
@@ -585,6 +588,19 @@ static void send_invalid_db(struct send *s, const struct loader_rcpt *x, const c
     loader_result(s->loader, &r);
     s->t.invalid++;
     s->t.failed++;
+}
+
+/* Campaign mode: a transaction starts only once its recipient is armed
+ * (committed as possibly sent, checked against the node's incarnation),
+ * so a node that takes this one over knows what may have gone out. */
+static int send_may_send(void *user, struct pool_msg *pm)
+{
+    struct send *s = user;
+    struct send_msg *m = pm->user;
+    if (!m->arm_seq) {
+        m->arm_seq = loader_arm(s->loader, m->id);
+    }
+    return loader_armed(s->loader, m->arm_seq);
 }
 
 static void send_on_data(void *user, struct pool_msg *pm)
@@ -681,6 +697,17 @@ static void send_on_watch(struct loop_op *op, int res, unsigned flags)
     uint64_t v;
     ssize_t n = read(w->fd, &v, sizeof v);
     (void)n;
+    if (w == &s->loader_watch) {
+        char why[600];
+        if (loader_fenced(s->loader, why, sizeof why)) {
+            fprintf(stderr, "ringmail send: %s\n", why);
+            s->fenced = 1;
+            s->interrupted = 1;
+            send_stop(s);
+            return;
+        }
+        pool_gate_open(s->pool); /* arms committed: waiting transactions may start */
+    }
     send_feed(s);
     if (!s->finishing) {
         send_watch_arm(s, w, w->fd);
@@ -981,14 +1008,16 @@ static void send_report(struct send *s, double wall)
         json_object_del(j, "unsent");
         json_object_set_new(
             j, "db",
-            json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f}", "claimed",
-                      (json_int_t)ls.claimed, "written", (json_int_t)ls.written, "backlog",
-                      (json_int_t)ls.backlog, "db_errors", (json_int_t)ls.db_errors,
+            json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f}",
+                      "claimed", (json_int_t)ls.claimed, "written", (json_int_t)ls.written,
+                      "backlog", (json_int_t)ls.backlog, "db_errors", (json_int_t)ls.db_errors,
                       "recovered_queued", (json_int_t)ls.recovered_queued, "recovered_ambiguous",
                       (json_int_t)ls.recovered_ambiguous, "suppressed_at_claim",
                       (json_int_t)ls.suppressed, "claims", (json_int_t)ls.claims, "flushes",
-                      (json_int_t)ls.flushes, "claim_s", (double)ls.claim_us / 1e6, "write_s",
-                      (double)ls.write_us / 1e6));
+                      (json_int_t)ls.flushes, "taken_over_nodes", (json_int_t)ls.taken_over_nodes,
+                      "taken_over_queued", (json_int_t)ls.taken_over_queued, "taken_over_ambiguous",
+                      (json_int_t)ls.taken_over_ambiguous, "claim_s", (double)ls.claim_us / 1e6,
+                      "write_s", (double)ls.write_us / 1e6));
     }
     char *txt = json_dumps(j, JSON_COMPACT);
     printf("%s\n", txt);
@@ -1049,7 +1078,8 @@ static void send_usage(FILE *f)
             "  --batch N              recipients per claim (default 1000)\n"
             "  --render-threads N     threads rendering and DKIM-signing (default one per core;\n"
             "                         0: on the delivery thread)\n"
-            "  --lease SECONDS        claim lease (default 300)\n");
+            "  --lease SECONDS        the node's lease: renewed every half, taken over by\n"
+            "                         another node when it runs out (default 10)\n");
 }
 
 enum {
@@ -1251,7 +1281,7 @@ static int send_parse(int argc, char **argv, struct send_options *o)
                 return -1;
             break;
         case SEND_OPT_LEASE:
-            if (send_number("lease", optarg, 10, 86400, &o->lease_s) < 0)
+            if (send_number("lease", optarg, 2, 86400, &o->lease_s) < 0)
                 return -1;
             break;
         case SEND_OPT_JSON:
@@ -1549,6 +1579,7 @@ int send_main(int argc, char **argv)
         }
         po.external_retry = 1;
         po.on_data = send_on_data;
+        po.may_send = send_may_send;
     }
     s.pool = pool_new(s.loop, &po, err, sizeof err);
     if (!s.pool) {
@@ -1587,7 +1618,9 @@ int send_main(int argc, char **argv)
     }
     send_report(&s, send_now() - s.t0);
     size_t unsent = pool_pending(s.pool) + (s.nlines - s.next);
-    if (s.interrupted && s.loader) {
+    if (s.fenced) {
+        rc = 1; /* the message above said why */
+    } else if (s.interrupted && s.loader) {
         /* Everything in flight finished and is recorded; what was claimed
          * and not attempted goes back to the queue: a clean stop. */
         fprintf(stderr,

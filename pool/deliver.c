@@ -134,6 +134,8 @@ struct pool_conn {
     int transacted; /* some message got a reply on this connection */
     int waiting;
     struct pool_conn *wnext;
+    int gated;               /* waiting for may_send to allow the queue's head */
+    struct pool_conn *gnext; /* the pool's gated list */
     int lingering;           /* idle, waiting for its destination's next message */
     int linger_over;         /* lingered its time: the next empty queue means QUIT */
     struct pool_conn *lnext; /* destination's lingering list */
@@ -164,6 +166,7 @@ struct pool {
     struct pool_dest *active;
     struct pool_dest *relay;
     struct pool_conn *conns;
+    struct pool_conn *gated; /* idle until pool_gate_open */
     unsigned open;
     struct pool_msg **heap; /* retry heap by due_ms */
     size_t nheap, heap_cap;
@@ -840,6 +843,37 @@ static void pool_conn_unwait(struct pool_conn *c)
     c->wnext = NULL;
 }
 
+static void pool_conn_ungate(struct pool_conn *c)
+{
+    if (!c->gated) {
+        return;
+    }
+    struct pool_conn **pp = &c->pool->gated;
+    while (*pp && *pp != c) {
+        pp = &(*pp)->gnext;
+    }
+    if (*pp) {
+        *pp = c->gnext;
+    }
+    c->gated = 0;
+    c->gnext = NULL;
+}
+
+void pool_gate_open(struct pool *p)
+{
+    struct pool_conn *list = p->gated;
+    p->gated = NULL;
+    while (list) {
+        struct pool_conn *c = list;
+        list = c->gnext;
+        c->gated = 0;
+        c->gnext = NULL;
+        if (c->conn) {
+            client_conn_resume(c->conn);
+        }
+    }
+}
+
 static void pool_lane_wake(struct loop_timer *t)
 {
     struct pool_lane *l = t->owner;
@@ -935,6 +969,9 @@ static void pool_batch_take(struct pool_conn *c, struct pool_msg *m, uint64_t no
     size_t cap = isp->max_rcpts_per_msg ? isp->max_rcpts_per_msg : POOL_RCPTS_DEFAULT;
     size_t n = 1;
     for (struct pool_msg *x = d->head; x && n < cap && pool_same_body(m, x); x = x->next) {
+        if (p->opt.may_send && !p->opt.may_send(p->opt.user, x)) {
+            break;
+        }
         if (!token_bucket_take(&c->lane->msgs, 1, now)) {
             break;
         }
@@ -998,6 +1035,14 @@ static struct smtp_message *pool_next_message(void *owner)
     }
     if (pool_lane_paused(l, now)) {
         return NULL; /* backoff or suspension: close, reopen when the pause ends */
+    }
+    if (p->opt.may_send && !p->opt.may_send(p->opt.user, d->head)) {
+        /* The owner must allow the body first (a campaign arms it in the
+         * database): idle, no timer, until pool_gate_open. */
+        c->gated = 1;
+        c->gnext = p->gated;
+        p->gated = c;
+        return SMTP_MESSAGE_WAIT;
     }
     double rate = pool_lane_rate(l, now);
     if (rate != l->msgs.rate) {
@@ -1170,6 +1215,7 @@ static void pool_conn_closed(void *owner, struct client_conn *conn)
     (void)conn;
     pool_count_tls(c);
     pool_conn_unwait(c);
+    pool_conn_ungate(c);
     pool_unlinger(c);
     /* Cannot happen: the machine settles every message before on_closed. */
     for (size_t i = c->nbatch; i-- > 0;) {
@@ -1557,6 +1603,7 @@ void pool_stop(struct pool *p)
     for (struct pool_conn *c = p->conns; c; c = next) {
         next = c->next; /* resuming may close c */
         pool_unlinger(c);
+        pool_conn_ungate(c);
         if (c->conn && client_conn_idle(c->conn)) {
             client_conn_resume(c->conn);
         }

@@ -23,8 +23,9 @@
  * One pool per loop, single-threaded. Configuration reloads (pool_reload)
  * apply to new connections and message tokens at once.
  *
- * Exports: pool_new, pool_free, pool_submit, pool_reload, pool_stop,
- * pool_pending, pool_isp_stats, pool_metrics.
+ * Exports: pool_new, pool_free, pool_submit, pool_check_config, pool_reload,
+ * pool_stop, pool_release_all, pool_gate_open, pool_pending, pool_retry_depth,
+ * pool_isp_stats, pool_open_connections, pool_metrics.
  */
 #ifndef RINGMAIL_DELIVER_H
 #define RINGMAIL_DELIVER_H
@@ -101,6 +102,9 @@ struct pool_options {
     pool_result_cb on_result;
     /* Optional: m's body is about to go out (the crash journal's moment). */
     void (*on_data)(void *user, struct pool_msg *m);
+    /* Optional: may a transaction start for m, the head of its queue? 0:
+     * not yet; the connection stays idle until pool_gate_open. */
+    int (*may_send)(void *user, struct pool_msg *m);
     /* 1: a deferral releases the message (retry_in_ms says when; the owner
      * stores it and submits it again), instead of the pool's retry heap. */
     int external_retry;
@@ -136,6 +140,8 @@ void pool_stop(struct pool *p);
  * holds (queued, or waiting for a retry) back to release, which owns it
  * from then on. */
 void pool_release_all(struct pool *p, void (*release)(void *user, struct pool_msg *m));
+/* What may_send refused may be allowed now: the idle connections ask again. */
+void pool_gate_open(struct pool *p);
 /* Messages submitted and not final. */
 size_t pool_pending(const struct pool *p);
 /* Messages waiting for a retry. */
