@@ -260,6 +260,15 @@ static int loader_connect(struct loader *l, int which, char *err, size_t errlen)
     if (!*pc) {
         return -1;
     }
+    int v = db_schema_version(*pc);
+    if (v < db_schema_latest()) {
+        snprintf(err, errlen,
+                 "the database schema is at version %d and this ringmail needs version %d: run "
+                 "`ringmail db migrate --db URL` first",
+                 v < 0 ? 0 : v, db_schema_latest());
+        loader_disconnect(l, which);
+        return -1;
+    }
     for (int k = 0; k < LOADER_NSQL; k++) {
         PGresult *r =
             pq.PQprepare(*pc, loader_sql[k].name, loader_sql[k].sql, loader_sql[k].nparams, NULL);
@@ -1582,20 +1591,6 @@ static void *loader_writer(void *arg)
 
 static void loader_journal_write(struct loader *l, const char *line, int n);
 
-/* The schema this ringmail writes: an older one is migrated first. */
-static int loader_check_schema(struct loader *l, char *err, size_t errlen)
-{
-    int v = db_schema_version(l->c);
-    if (v < db_schema_latest()) {
-        snprintf(err, errlen,
-                 "the database schema is at version %d and this ringmail needs version %d: run "
-                 "`ringmail db migrate --db URL` first",
-                 v < 0 ? 0 : v, db_schema_latest());
-        return -1;
-    }
-    return 0;
-}
-
 /* Ask the threads to stop and join those started (n of them: writer,
  * heartbeat, claimer). */
 static void loader_join(struct loader *l, int n)
@@ -1640,8 +1635,9 @@ struct loader *loader_start(const struct loader_options *o, char *err, size_t er
         goto fail;
     }
     struct loader_prev prev;
+    /* Each connection checks the schema version before preparing. */
     if (loader_lock_journal(l, err, errlen) < 0 || loader_connect(l, 0, err, errlen) < 0 ||
-        loader_check_schema(l, err, errlen) < 0 || loader_connect(l, 1, err, errlen) < 0 ||
+        loader_connect(l, 1, err, errlen) < 0 ||
         loader_connect(l, 2, err, errlen) < 0 || loader_load_campaign(l, err, errlen) < 0 ||
         loader_register(l, &prev, err, errlen) < 0) {
         goto fail;
