@@ -1637,9 +1637,8 @@ struct loader *loader_start(const struct loader_options *o, char *err, size_t er
     struct loader_prev prev;
     /* Each connection checks the schema version before preparing. */
     if (loader_lock_journal(l, err, errlen) < 0 || loader_connect(l, 0, err, errlen) < 0 ||
-        loader_connect(l, 1, err, errlen) < 0 ||
-        loader_connect(l, 2, err, errlen) < 0 || loader_load_campaign(l, err, errlen) < 0 ||
-        loader_register(l, &prev, err, errlen) < 0) {
+        loader_connect(l, 1, err, errlen) < 0 || loader_connect(l, 2, err, errlen) < 0 ||
+        loader_load_campaign(l, err, errlen) < 0 || loader_register(l, &prev, err, errlen) < 0) {
         goto fail;
     }
     l->registered = 1;
