@@ -172,6 +172,7 @@ check_eq "isolation: the outlook sink saw only permfail (nothing sent while susp
 check_eq "isolation: one RCPT rejected by the outlook sink" 1 "$(sj outlook rejected_rcpts)"
 check_eq "isolation: stopped with recipients not final: exit 1" 1 "$RC"
 check_le "isolation: SIGTERM stops the run within 5 s" 5000 "$STOP_MS"
+check_no_grep "isolation: no sanitizer report from send" Sanitizer "$E2E_TMP/isolation.err"
 check_eq "isolation: microsoft's $OUTLOOK_N waiting recipients reported unsent (not lost)" \
     "$OUTLOOK_N" "$(jget "$OUT" unsent)"
 check_grep "isolation: send says $OUTLOOK_N recipients are not final" \
