@@ -189,6 +189,21 @@ static uint64_t pool_now(struct pool *p)
     return loop_now_ms(p->loop);
 }
 
+/* Make t fire at `at` (loop clock) at the latest. One timer serves several
+ * deadlines (the pump: every lane's pause end and connection token; a lane:
+ * each waiting session's token; the retry heap: every retry), so a need
+ * earlier than the armed deadline moves it forward and a later one never
+ * pushes it back: keeping the later one stalled every ISP behind one
+ * suspended for an hour (issue 10). */
+static void pool_timer_at(struct pool *p, struct loop_timer *t, uint64_t at)
+{
+    if (p->stopped || (loop_timer_active(t) && t->deadline_ms <= at)) {
+        return;
+    }
+    uint64_t now = pool_now(p);
+    loop_timer_set(p->loop, t, at > now ? at - now : 0);
+}
+
 static void *pool_xcalloc(size_t n, size_t size)
 {
     void *v = calloc(n, size);
@@ -682,11 +697,7 @@ static void pool_heap_push(struct pool *p, struct pool_msg *m)
         pool_heap_swap(p, i, (i - 1) / 2);
         i = (i - 1) / 2;
     }
-    uint64_t now = pool_now(p);
-    uint64_t top = p->heap[0]->due_ms;
-    if (!p->stopped && (!loop_timer_active(&p->retry_timer) || p->retry_timer.deadline_ms > top)) {
-        loop_timer_set(p->loop, &p->retry_timer, top > now ? top - now : 0);
-    }
+    pool_timer_at(p, &p->retry_timer, p->heap[0]->due_ms);
 }
 
 static struct pool_msg *pool_heap_pop(struct pool *p)
@@ -721,7 +732,7 @@ static void pool_retry_due(struct loop_timer *t)
         pool_route(p, pool_heap_pop(p));
     }
     if (p->nheap > 0) {
-        loop_timer_set(p->loop, &p->retry_timer, p->heap[0]->due_ms - now);
+        pool_timer_at(p, &p->retry_timer, p->heap[0]->due_ms);
     }
 }
 
@@ -1053,9 +1064,7 @@ static struct smtp_message *pool_next_message(void *owner)
         c->wnext = l->waiting;
         l->waiting = c;
         uint64_t wait = token_bucket_wait_ms(&l->msgs, 1, now);
-        if (!loop_timer_active(&l->timer)) {
-            loop_timer_set(p->loop, &l->timer, wait ? wait : 1);
-        }
+        pool_timer_at(p, &l->timer, now + (wait ? wait : 1));
         return SMTP_MESSAGE_WAIT;
     }
     struct pool_msg *m = pool_dequeue(p, d);
@@ -1367,6 +1376,10 @@ static void pool_pump(struct loop_timer *t)
                (d->proven || d->nconns == 0)) {
             long ti = pool_target_pick(d, now);
             if (ti < 0) {
+                /* Every address is resting: pump again when the first is back. */
+                for (size_t i = 0; i < d->ntargets; i++) {
+                    wake = d->targets[i].down_until < wake ? d->targets[i].down_until : wake;
+                }
                 break;
             }
             struct pool_lane *l = pool_lane_pick(p, d->isp, now, &wake);
@@ -1377,15 +1390,17 @@ static void pool_pump(struct loop_timer *t)
         }
     }
     if (wake != UINT64_MAX) {
-        loop_timer_set(p->loop, &p->pump_timer, wake > now ? wake - now : 1);
+        /* Not a plain set: a kick during this pass (a connection that
+         * closed at once, a message settled) asked for an earlier run. */
+        pool_timer_at(p, &p->pump_timer, wake > now ? wake : now + 1);
     }
 }
 
+/* Something changed (a message queued, a connection closed, a reload):
+ * pump now, even when the pump is armed for a later deadline. */
 static void pool_kick(struct pool *p)
 {
-    if (!p->stopped && !loop_timer_active(&p->pump_timer)) {
-        loop_timer_set(p->loop, &p->pump_timer, 0);
-    }
+    pool_timer_at(p, &p->pump_timer, pool_now(p));
 }
 
 static int pool_is_ascii(const char *s, size_t n)
