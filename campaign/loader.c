@@ -859,10 +859,33 @@ static int loader_copy(PGconn *c, const char *sql, buf_t *data, char *err, size_
     return failed ? -1 : 0;
 }
 
+/* The write transaction's start. The UPDATE (and the suppression INSERT)
+ * must stay an index nested loop: unnest() outside, one primary-key probe
+ * per result inside. Left to the statistics, a batch after an outage
+ * (thousands of results, a planner shown few rows with our lease owner)
+ * flipped to a scan of ringmail.recipient joined against a re-scanned
+ * unnest(): (claimed rows) x (batch) comparisons, seconds per flush.
+ * - force_generic_plan: a custom plan sees the array's true length and
+ *   weighs it against the statistics; a generic one assumes ten elements
+ *   whatever the batch, so the batch size cannot change the plan (and the
+ *   five custom plans after every reconnect are gone).
+ * - seqscan, bitmapscan, hashjoin and mergejoin off: what is left is a
+ *   nested loop; with ten assumed outer rows, ten probes of the primary
+ *   key cost far less than a whole scan of the table in key order (the
+ *   other order), sized by the table's pages on disk, which stale
+ *   statistics do not change. Memoize: the ids are distinct, a cache of
+ *   probes only costs.
+ * SET LOCAL ends with the transaction; the claims keep the defaults. */
+#define LOADER_WRITE_BEGIN                                                                         \
+    "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan;"                                       \
+    " SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off;"                          \
+    " SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off;"                          \
+    " SET LOCAL enable_memoize = off"
+
 /* Write the packed results in one transaction on c. 0, or -1 (nothing written).
  * The delivery rows go in with COPY; the recipients' new states with one
  * prepared UPDATE over arrays (an index nested loop on the primary key
- * whatever the statistics say). */
+ * whatever the statistics say: LOADER_WRITE_BEGIN). */
 static int loader_write(struct loader *l, PGconn *c, const buf_t *packed, char *err, size_t errlen)
 {
     buf_t d, ids, states, reasons, attempts, retry, bids, breasons;
@@ -922,7 +945,7 @@ static int loader_write(struct loader *l, PGconn *c, const buf_t *packed, char *
                         loader_array_end(&attempts),
                         loader_array_end(&retry)};
     const char *sp[] = {camp, loader_array_end(&bids), loader_array_end(&breasons)};
-    if (db_exec(c, "BEGIN", err, errlen) < 0 ||
+    if (db_exec(c, LOADER_WRITE_BEGIN, err, errlen) < 0 ||
         loader_copy(c,
                     "COPY ringmail.delivery (campaign_id, recipient_id, attempt, outcome, final,"
                     " reason, connect_ms, tls_ms, transaction_ms, isp, mx, peer, source, code,"
