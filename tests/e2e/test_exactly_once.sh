@@ -56,6 +56,10 @@ new_campaign() { # NAME N
         SELECT $id, '$1' || g || '@x.test' FROM generate_series(1, $2) g" >/dev/null
     echo "$id"
 }
+delivered() { # ADDRESS: how many times the sink x accepted it
+    "$E2E_PY" -c 'import json, sys; print(json.load(open(sys.argv[1])).get("deliveries", {}).get(sys.argv[2], 0))' \
+        "${SINK_STATS[x]}" "$1"
+}
 count_state() { # ID STATE
     psql_q "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $1 AND state = '$2'"
 }
@@ -98,7 +102,7 @@ kill_loop() {
                 AND state = 'claimed' AND lease_owner = '$name'")" -gt 0 ] && break
             sleep 0.1
         done
-        sleep "$((RANDOM % 2 + 1)).$((RANDOM % 10))"
+        sleep "$((RANDOM % 3 + 3)).$((RANDOM % 10))" # 3-6 s: retries come back in-process
         kill -9 "$pid"
         wait "$pid" 2>/dev/null
         echo "# $name: kill -9 number $k; sent so far $(count_state "$id" sent)," \
@@ -111,6 +115,43 @@ kill_loop() {
     sleep 0.3 # the sink's stats file, every 100 ms
     check_eq "$name: the run after $KILLS kills finishes (exit 0)" 0 "$rc"
 }
+
+# ============================================================ 1a. the journal, read in order
+# Four recipients node jn held when it died, and its journal: j1 deferred
+# once, then retried, killed during the retry's DATA (ambiguous, never
+# sent again); j2 accepted before the kill (its outcome is written, not
+# sent again); j3's deferral is already in the database (the line is
+# stale: j3 is queued and sent once, with no recovered row); j4 nothing.
+start_sink x 127.0.0.74
+CJ=$(new_campaign j 4)
+psql_q "UPDATE ringmail.recipient SET state = 'claimed', lease_owner = 'jn',
+    attempts = CASE WHEN address = 'j3@x.test' THEN 1 ELSE 0 END
+    WHERE campaign_id = $CJ" >/dev/null
+id_of() { psql_q "SELECT id FROM ringmail.recipient WHERE campaign_id = $CJ AND address = '$1@x.test'"; }
+J1=$(id_of j1) J2=$(id_of j2) J3=$(id_of j3)
+cat >"$E2E_TMP/jn.journal" <<JOURNAL
+D $J1
+R $J1 1 0 0.300 451 deferred deferred rcpt_deferred
+R $J3 1 0 0.300 451 deferred deferred rcpt_deferred
+D $J2
+D $J1
+R $J2 1 1 0.000 250 accepted sent accepted
+JOURNAL
+timeout 60 "$RM" send --db "$PG_URL" --campaign "$CJ" --config "$E2E_TMP/c.conf" --node jn \
+    --journal "$E2E_TMP/jn.journal" --json >"$E2E_TMP/jn.json" 2>"$E2E_TMP/jn.err"
+check_eq "journal: the restart runs (exit 0)" 0 "$?"
+sleep 0.3
+check_eq "journal: a retry killed during its DATA is ambiguous, not sent again" \
+    "ambiguous 0" "$(psql_q "SELECT state FROM ringmail.recipient WHERE id = $J1") $(delivered j1@x.test)"
+check_eq "journal: an outcome the journal knows is written, not sent again" "sent 0" \
+    "$(psql_q "SELECT state FROM ringmail.recipient WHERE id = $J2") $(delivered j2@x.test)"
+check_eq "journal: the recovered outcome says where it came from" 1 \
+    "$(psql_q "SELECT count(*) FROM ringmail.delivery WHERE recipient_id = $J2 AND reply LIKE 'outcome recovered from the crash journal of node jn'")"
+check_eq "journal: a stale line is not written again; that recipient is sent once" "sent 1 0" \
+    "$(psql_q "SELECT state FROM ringmail.recipient WHERE id = $J3") $(delivered j3@x.test) $(psql_q "SELECT count(*) FROM ringmail.delivery WHERE recipient_id = $J3 AND reply LIKE 'outcome recovered%'")"
+check_eq "journal: a recipient with no line is queued again and sent once" 1 \
+    "$(delivered j4@x.test)"
+stop_sink x
 
 # ============================================================ 1. kill -9 loops
 start_sink x 127.0.0.74 --defer-pct 50 --latency-ms "$LAT" --seed 11
