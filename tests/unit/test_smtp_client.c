@@ -585,6 +585,7 @@ static void test_extra_reply_before_first_message_defers(void **state)
     assert_int_equal(h_in(&h, "250-mx\r\n250 PIPELINING\r\n250 stray\r\n"), SMTP_ACTION_CLOSE);
     assert_int_equal(h.rcpts[0][0].outcome, SMTP_OUTCOME_DEFERRED);
     assert_string_equal(h.rcpts[0][0].reason, "protocol_error");
+    assert_string_equal(h.rcpts[0][0].text, "reply nobody waits for: \"250 stray\"");
     smtp_client_free(h.c);
 }
 
