@@ -71,6 +71,8 @@ struct blast_counts {
     unsigned long verify_ok, verify_failed, fallback_plaintext;
     struct blast_reason reasons[BLAST_REASONS_MAX];
     size_t nreasons;
+    struct blast_reason session_ends[BLAST_REASONS_MAX]; /* why each connection ended */
+    size_t nsession_ends;
 };
 
 struct blast_shared {
@@ -89,7 +91,6 @@ struct blast_slot {
     struct blast_worker *w;
     struct client_conn *conn;      /* the slot's connection, NULL between connections */
     int skip_starttls;             /* opportunistic retry after a failed handshake */
-    int conn_counted;              /* TLS facts of this connection already counted */
     struct client_conn_config cfg; /* per-connection copy (skip_starttls differs) */
     struct smtp_message msg;       /* the message in flight, storage reused */
     struct smtp_rcpt rcpt;
@@ -173,18 +174,24 @@ static void blast_render(struct blast_slot *s, unsigned long i)
 
 /* ---- accounting ---- */
 
-static void blast_count_reason(struct blast_counts *c, const char *reason)
+static void blast_reason_add(struct blast_reason *tab, size_t *n, const char *reason,
+                             unsigned long count)
 {
-    for (size_t i = 0; i < c->nreasons; i++) {
-        if (strcmp(c->reasons[i].name, reason) == 0) {
-            c->reasons[i].count++;
+    for (size_t i = 0; i < *n; i++) {
+        if (strcmp(tab[i].name, reason) == 0) {
+            tab[i].count += count;
             return;
         }
     }
-    if (c->nreasons < BLAST_REASONS_MAX) {
-        snprintf(c->reasons[c->nreasons].name, sizeof c->reasons[0].name, "%s", reason);
-        c->reasons[c->nreasons++].count = 1;
+    if (*n < BLAST_REASONS_MAX) {
+        snprintf(tab[*n].name, sizeof tab[0].name, "%s", reason);
+        tab[(*n)++].count = count;
     }
+}
+
+static void blast_count_reason(struct blast_counts *c, const char *reason)
+{
+    blast_reason_add(c->reasons, &c->nreasons, reason, 1);
 }
 
 static void blast_count(struct blast_counts *c, enum smtp_outcome o, const char *reason)
@@ -242,19 +249,20 @@ static void blast_record(struct blast_slot *s, const struct smtp_rcpt *r)
     json_decref(j);
 }
 
-/* Count a connection's TLS facts once, when it first carries an outcome. */
-static void blast_count_conn(struct blast_slot *s)
+/* Count a connection once, as it closes: every connection opened is in
+ * exactly one of tls_full, tls_resumed and tls_none (none: plaintext, or it
+ * failed before its handshake finished, connect failures included), and in
+ * session_ends under the reason it ended. */
+static void blast_count_conn(struct blast_slot *s, struct client_conn *conn)
 {
-    if (s->conn_counted || !s->conn) {
-        return;
-    }
-    s->conn_counted = 1;
     struct blast_counts *c = &s->w->counts;
-    const struct tls_info *t = client_conn_tls(s->conn);
+    const char *end = smtp_client_end_reason(client_conn_smtp(conn));
+    blast_reason_add(c->session_ends, &c->nsession_ends, end ? end : "unknown", 1);
+    const struct tls_info *t = client_conn_tls(conn);
     if (!t) {
         c->tls_none++;
         const char *why = NULL;
-        if (smtp_client_tls_fallback(client_conn_smtp(s->conn), &why)) {
+        if (smtp_client_tls_fallback(client_conn_smtp(conn), &why)) {
             c->fallback_plaintext++;
             if (!s->w->warned_plaintext) {
                 s->w->warned_plaintext = 1;
@@ -305,7 +313,6 @@ static void blast_message_done(void *owner, struct smtp_message *m)
         blast_requeue(s->w, s->index);
         return;
     }
-    blast_count_conn(s);
     blast_count(&s->w->counts, r->outcome, r->reason);
     if (s->w->shared->records) {
         blast_record(s, r);
@@ -358,7 +365,6 @@ static void blast_slot_open(struct blast_slot *s)
     s->cfg = w->shared->conn_cfg;
     s->cfg.smtp.skip_starttls = s->skip_starttls;
     s->cfg.session_cache = w->cache;
-    s->conn_counted = 0;
     s->conn = client_conn_new(w->loop, &s->cfg, &blast_ops, blast_slot_closed, s);
     if (!s->conn) {
         fprintf(stderr, "ringmail: out of memory opening a connection\n");
@@ -373,7 +379,7 @@ static void blast_slot_closed(void *owner, struct client_conn *conn)
 {
     struct blast_slot *s = owner;
     struct blast_worker *w = s->w;
-    (void)conn;
+    blast_count_conn(s, conn);
     s->conn = NULL;
     __atomic_fetch_sub(&w->open_slots, 1, __ATOMIC_RELAXED);
     if (blast_has_work(w)) {
@@ -684,9 +690,11 @@ static void blast_sum(struct blast_counts *t, const struct blast_counts *c)
     t->verify_failed += c->verify_failed;
     t->fallback_plaintext += c->fallback_plaintext;
     for (size_t i = 0; i < c->nreasons; i++) {
-        for (unsigned long k = 0; k < c->reasons[i].count; k++) {
-            blast_count_reason(t, c->reasons[i].name);
-        }
+        blast_reason_add(t->reasons, &t->nreasons, c->reasons[i].name, c->reasons[i].count);
+    }
+    for (size_t i = 0; i < c->nsession_ends; i++) {
+        blast_reason_add(t->session_ends, &t->nsession_ends, c->session_ends[i].name,
+                         c->session_ends[i].count);
     }
 }
 
@@ -719,6 +727,11 @@ static void blast_report(const struct blast_options *o, const struct blast_count
         for (size_t i = 0; i < t->nreasons; i++) {
             printf("  %-32s %lu\n", t->reasons[i].name, t->reasons[i].count);
         }
+        printf("sessions ended:");
+        for (size_t i = 0; i < t->nsession_ends; i++) {
+            printf("%s %s %lu", i ? "," : "", t->session_ends[i].name, t->session_ends[i].count);
+        }
+        printf("\n");
         return;
     }
     json_t *reasons = json_object();
@@ -726,9 +739,14 @@ static void blast_report(const struct blast_options *o, const struct blast_count
         json_object_set_new(reasons, t->reasons[i].name,
                             json_integer((json_int_t)t->reasons[i].count));
     }
+    json_t *ends = json_object();
+    for (size_t i = 0; i < t->nsession_ends; i++) {
+        json_object_set_new(ends, t->session_ends[i].name,
+                            json_integer((json_int_t)t->session_ends[i].count));
+    }
     json_t *j = json_pack(
         "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:f, "
-        "s:f, s:I, s:o}",
+        "s:f, s:I, s:o, s:o}",
         "sent", (json_int_t)t->sent, "accepted", (json_int_t)t->accepted, "deferred",
         (json_int_t)t->deferred, "rejected", (json_int_t)t->rejected, "failed",
         (json_int_t)t->failed, "tls_full", (json_int_t)t->tls_full, "tls_resumed",
@@ -738,7 +756,7 @@ static void blast_report(const struct blast_options *o, const struct blast_count
         (json_int_t)t->fallback_plaintext, "connections", (json_int_t)t->connections, "wall_s",
         wall, "cpu_s", cpu, "msgs_per_s", rate, "cpu_us_per_msg",
         t->sent ? cpu * 1e6 / (double)t->sent : 0.0, "peak_rss_kb", (json_int_t)ru.ru_maxrss,
-        "reasons", reasons);
+        "reasons", reasons, "session_ends", ends);
     char *s = json_dumps(j, JSON_COMPACT);
     printf("%s\n", s);
     free(s);

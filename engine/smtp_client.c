@@ -78,6 +78,8 @@ struct smtp_client {
     int need_rset;        /* last transaction aborted: RSET before the next */
     int body_sent;
     unsigned messages;
+    unsigned txns; /* transactions a server reply ended: the session has proven itself */
+    char end_reason[SMTP_REASON_MAX]; /* why the session ended; "" while it runs */
     enum smtp_auth_step auth_step;
 };
 
@@ -150,6 +152,21 @@ const struct smtp_caps *smtp_client_caps(const struct smtp_client *c)
 unsigned smtp_client_messages(const struct smtp_client *c)
 {
     return c->messages;
+}
+
+const char *smtp_client_end_reason(const struct smtp_client *c)
+{
+    return c->end_reason[0] ? c->end_reason : NULL;
+}
+
+/* smtp_end - the session is over; the first reason given is the one kept
+ * (a QUIT after a refused greeting still ends as greeting_refused). */
+static void smtp_end(struct smtp_client *c, const char *reason)
+{
+    c->state = SMTP_STATE_DONE;
+    if (!c->end_reason[0]) {
+        snprintf(c->end_reason, sizeof c->end_reason, "%s", reason);
+    }
 }
 
 int smtp_client_tls_fallback(const struct smtp_client *c, const char **why)
@@ -246,14 +263,22 @@ static enum smtp_action smtp_session_fail(struct smtp_client *c, enum smtp_outco
                                           const char *reason, const struct smtp_reply *reply,
                                           const char *text)
 {
+    if (reply && reply->code == 421) {
+        /* RFC 5321 3.8: the server is closing, whatever the command was. */
+        reason = "server_closing";
+        o = SMTP_OUTCOME_DEFERRED;
+    }
     c->ops->session_failed(c->owner, o, reason, reply, text);
+    if (!c->end_reason[0]) {
+        snprintf(c->end_reason, sizeof c->end_reason, "%s", reason);
+    }
     /* Be polite unless the server already said goodbye (421). */
     if (!reply || reply->code != 421) {
         buf_append_str(&c->out, "QUIT\r\n");
         c->state = SMTP_STATE_QUIT;
         return SMTP_ACTION_WAIT;
     }
-    c->state = SMTP_STATE_DONE;
+    smtp_end(c, reason);
     return SMTP_ACTION_CLOSE;
 }
 
@@ -373,7 +398,7 @@ static enum smtp_action smtp_on_starttls(struct smtp_client *c, const struct smt
         if (unread > 0 || smtp_reply_parser_pending(&c->parser)) {
             /* Bytes before the handshake would be read as if they came
              * through TLS: the STARTTLS command-injection attack. */
-            c->state = SMTP_STATE_DONE;
+            smtp_end(c, "starttls_injection");
             c->ops->session_failed(c->owner, SMTP_OUTCOME_DEFERRED, "starttls_injection", r,
                                    "server sent data after its STARTTLS reply, before TLS");
             return SMTP_ACTION_CLOSE;
@@ -381,7 +406,7 @@ static enum smtp_action smtp_on_starttls(struct smtp_client *c, const struct smt
         c->state = SMTP_STATE_TLS_HANDSHAKE;
         return SMTP_ACTION_STARTTLS;
     }
-    if (c->cfg.tls_policy == SMTP_TLS_OPPORTUNISTIC) {
+    if (c->cfg.tls_policy == SMTP_TLS_OPPORTUNISTIC && r->code != 421) {
         c->tls_fallback = 1;
         c->fallback_reason = "starttls_refused";
         if (c->cfg.auth_user) {
@@ -395,10 +420,10 @@ static enum smtp_action smtp_on_starttls(struct smtp_client *c, const struct smt
 enum smtp_action smtp_client_tls_done(struct smtp_client *c, int ok, const char *error)
 {
     if (!ok) {
-        c->state = SMTP_STATE_DONE;
         const char *reason = error && strstr(error, "certificate verify failed")
                                  ? "tls_verify_failed"
                                  : "tls_handshake_failed";
+        smtp_end(c, reason);
         c->ops->session_failed(c->owner, SMTP_OUTCOME_DEFERRED, reason, NULL, error);
         return SMTP_ACTION_CLOSE;
     }
@@ -653,42 +678,145 @@ static void smtp_lockstep_next(struct smtp_client *c, enum smtp_expect_kind done
 static enum smtp_action smtp_transaction_done(struct smtp_client *c, enum smtp_outcome o,
                                               const char *reason, const struct smtp_reply *r)
 {
+    c->txns++;
     smtp_message_finish(c, o, reason, r, NULL);
-    if (r && r->code == 421) {
-        c->state = SMTP_STATE_DONE;
-        return SMTP_ACTION_CLOSE;
-    }
     return smtp_ready(c);
+}
+
+/* smtp_txn_abandon - settle the transaction in hand by the crash rules when
+ * the session ends under it. A body that went out with no trustworthy reply
+ * may have been taken (data_in_flight). A message whose body never went out
+ * was not delivered: back to the owner's queue, no attempt spent
+ * (SMTP_OUTCOME_RETRY) - except on a session that has not finished a
+ * transaction yet, which is charged with it as any session that fails before
+ * its first message is, so a server that does this every time cannot make a
+ * message go round for ever. Unless trusted, outcomes already recorded from
+ * this transaction's replies are dropped: they may answer other commands. */
+static void smtp_txn_abandon(struct smtp_client *c, const char *reason, const struct smtp_reply *r,
+                             const char *text, int trusted)
+{
+    struct smtp_message *m = c->msg;
+    if (!m) {
+        return;
+    }
+    if (c->body_sent) {
+        m->data_in_flight = 1;
+        smtp_message_finish(c, SMTP_OUTCOME_DEFERRED, reason, r, text);
+        return;
+    }
+    for (size_t i = 0; i < m->nrcpts && !trusted; i++) {
+        m->rcpts[i].outcome = SMTP_OUTCOME_NONE;
+    }
+    smtp_message_finish(c, c->txns > 0 ? SMTP_OUTCOME_RETRY : SMTP_OUTCOME_DEFERRED, reason, r,
+                        text);
+}
+
+/* smtp_protocol_fault - a reply nobody waits for, or one that cannot answer
+ * the command it would be matched to: the two ends no longer agree on which
+ * reply answers what, so nothing more is said on this session. Commands
+ * queued behind the fault never go out. An unsolicited 421 is the server
+ * closing (RFC 5321 3.8), not a fault, and is named so. */
+static enum smtp_action smtp_protocol_fault(struct smtp_client *c, const struct smtp_reply *r,
+                                            const char *text)
+{
+    int closing = r && r->code == 421;
+    const char *reason = closing ? "server_closing" : "protocol_error";
+    buf_reset(&c->out);
+    switch (c->state) {
+    case SMTP_STATE_TRANSACTION:
+        smtp_txn_abandon(c, reason, closing ? r : NULL, text, closing);
+        break;
+    case SMTP_STATE_IDLE:
+    case SMTP_STATE_QUIT:
+    case SMTP_STATE_DONE:
+        break; /* nothing in flight */
+    default:
+        return smtp_client_abort(c, reason, text);
+    }
+    smtp_end(c, reason);
+    return SMTP_ACTION_CLOSE;
+}
+
+static enum smtp_action smtp_unsolicited(struct smtp_client *c, const struct smtp_reply *r)
+{
+    char text[SMTP_TEXT_MAX];
+    snprintf(text, sizeof text, "reply nobody waits for: \"%d %.*s\"", r->code,
+             (int)(buf_len(&r->text) < 200 ? buf_len(&r->text) : 200), buf_data(&r->text));
+    return smtp_protocol_fault(c, r, text);
+}
+
+/* RFC 5321 4.3.2: DATA's only positive reply is 354, every other command's
+ * is 2xx. A 250 to DATA is what a reply shifted by one looks like. */
+static int smtp_reply_fits(enum smtp_expect_kind k, int code)
+{
+    if (code >= 400 && code < 600) {
+        return 1;
+    }
+    return k == SMTP_EXPECT_DATA ? code == 354 : code >= 200 && code < 300;
+}
+
+/* A 421 to a command of the transaction: the server is closing. The
+ * recipient or message it answered is deferred; what it did not answer was
+ * not attempted and goes back without an attempt (see smtp_txn_abandon). */
+static enum smtp_action smtp_txn_closing(struct smtp_client *c, struct smtp_expect e,
+                                         const struct smtp_reply *r)
+{
+    struct smtp_message *m = c->msg;
+    if (e.kind == SMTP_EXPECT_RCPT && c->mail_ok) {
+        /* One recipient is charged, so the rest can go back untried. */
+        smtp_rcpt_set(&m->rcpts[e.rcpt], SMTP_OUTCOME_DEFERRED, "server_closing", r, NULL);
+        smtp_message_finish(c, SMTP_OUTCOME_RETRY, "server_closing", r, NULL);
+    } else if (e.kind == SMTP_EXPECT_DATA || e.kind == SMTP_EXPECT_DOT) {
+        smtp_message_finish(c, SMTP_OUTCOME_DEFERRED, "server_closing", r, NULL);
+    } else {
+        smtp_txn_abandon(c, "server_closing", r, NULL, 1);
+    }
+    smtp_end(c, "server_closing");
+    return SMTP_ACTION_CLOSE;
+}
+
+/* A 503 (bad sequence of commands) is the server's protocol fault, not a
+ * verdict on the recipient: temporary, and never a reason to suppress. */
+static enum smtp_outcome smtp_txn_outcome(int code)
+{
+    return code == 503 ? SMTP_OUTCOME_DEFERRED : smtp_outcome_of(code);
 }
 
 static enum smtp_action smtp_on_transaction(struct smtp_client *c, const struct smtp_reply *r)
 {
-    if (c->expect_len == 0) {
-        c->state = SMTP_STATE_DONE;
-        smtp_message_finish(c, SMTP_OUTCOME_DEFERRED, "protocol_error", r, NULL);
-        return SMTP_ACTION_CLOSE;
+    if (c->expect_len == 0 || !c->msg) {
+        return smtp_unsolicited(c, r);
     }
-    struct smtp_expect e = c->expect[c->expect_head++];
+    struct smtp_expect e = c->expect[c->expect_head];
+    if (!smtp_reply_fits(e.kind, r->code)) {
+        static const char *const cmd[] = {"RSET", "MAIL", "RCPT", "DATA", "the final dot"};
+        char text[SMTP_TEXT_MAX];
+        snprintf(text, sizeof text, "reply out of step: \"%d %.*s\" cannot answer %s", r->code,
+                 (int)(buf_len(&r->text) < 200 ? buf_len(&r->text) : 200), buf_data(&r->text),
+                 cmd[e.kind]);
+        return smtp_protocol_fault(c, NULL, text);
+    }
+    c->expect_head++;
     c->expect_len--;
     c->got_reply_in_txn = 1;
+    if (r->code == 421) {
+        return smtp_txn_closing(c, e, r);
+    }
     struct smtp_message *m = c->msg;
-    enum smtp_outcome o = smtp_outcome_of(r->code);
-    int closing = r->code == 421;
+    enum smtp_outcome o = smtp_txn_outcome(r->code);
+    const char *why = r->code == 503 ? "bad_sequence" : smtp_reason(e.kind, o);
     switch (e.kind) {
     case SMTP_EXPECT_RSET:
-        if (closing) {
-            return smtp_transaction_done(c, SMTP_OUTCOME_DEFERRED, "server_closing", r);
-        }
         break;
     case SMTP_EXPECT_MAIL:
         c->mail_ok = o == SMTP_OUTCOME_ACCEPTED;
         if (!c->mail_ok) {
             for (size_t i = 0; i < m->nrcpts; i++) {
-                smtp_rcpt_set(&m->rcpts[i], o, smtp_reason(e.kind, o), r, NULL);
+                smtp_rcpt_set(&m->rcpts[i], o, why, r, NULL);
             }
             c->need_rset = 1;
-            if (closing || !smtp_pipelining(c)) {
-                return smtp_transaction_done(c, o, smtp_reason(e.kind, o), r);
+            if (!smtp_pipelining(c)) {
+                return smtp_transaction_done(c, o, why, r);
             }
         }
         break;
@@ -697,15 +825,12 @@ static enum smtp_action smtp_on_transaction(struct smtp_client *c, const struct 
             if (o == SMTP_OUTCOME_ACCEPTED) {
                 c->rcpts_ok++;
             } else {
-                smtp_rcpt_set(&m->rcpts[e.rcpt], o, smtp_reason(e.kind, o), r, NULL);
+                smtp_rcpt_set(&m->rcpts[e.rcpt], o, why, r, NULL);
             }
-        }
-        if (closing) {
-            return smtp_transaction_done(c, SMTP_OUTCOME_DEFERRED, "server_closing", r);
         }
         if (!smtp_pipelining(c) && c->next_rcpt == m->nrcpts && c->rcpts_ok == 0) {
             c->need_rset = 1;
-            return smtp_transaction_done(c, o, smtp_reason(e.kind, o), r);
+            return smtp_transaction_done(c, o, why, r);
         }
         break;
     case SMTP_EXPECT_DATA:
@@ -714,15 +839,14 @@ static enum smtp_action smtp_on_transaction(struct smtp_client *c, const struct 
             return SMTP_ACTION_WAIT;
         }
         c->need_rset = 1;
-        return smtp_transaction_done(c, o == SMTP_OUTCOME_ACCEPTED ? SMTP_OUTCOME_DEFERRED : o,
-                                     smtp_reason(e.kind, o), r);
+        return smtp_transaction_done(c, o, why, r);
     case SMTP_EXPECT_DOT:
         if (c->rcpts_ok > 0) {
             c->messages++;
         }
         /* A failed transaction may leave the server's envelope behind. */
         c->need_rset = c->rcpts_ok == 0 || o != SMTP_OUTCOME_ACCEPTED;
-        return smtp_transaction_done(c, o, smtp_reason(e.kind, o), r);
+        return smtp_transaction_done(c, o, why, r);
     }
     smtp_lockstep_next(c, e.kind);
     return SMTP_ACTION_WAIT;
@@ -746,22 +870,37 @@ static enum smtp_action smtp_on_reply(struct smtp_client *c, const struct smtp_r
     case SMTP_STATE_TRANSACTION:
         return smtp_on_transaction(c, r);
     case SMTP_STATE_QUIT:
-        c->state = SMTP_STATE_DONE;
-        return SMTP_ACTION_CLOSE;
-    case SMTP_STATE_IDLE:
-        /* Unsolicited: an idle server saying 421 goodbye, or garbage. Nothing is lost. */
-        c->state = SMTP_STATE_DONE;
+        smtp_end(c, "quit");
         return SMTP_ACTION_CLOSE;
     default:
-        c->state = SMTP_STATE_DONE;
-        return SMTP_ACTION_CLOSE;
+        return smtp_unsolicited(c, r);
+    }
+}
+
+/* Replies the server owes for commands that went out before the bytes now
+ * being read: in a transaction one per queued command, in the set-up states
+ * one, idle none. */
+static size_t smtp_replies_owed(const struct smtp_client *c)
+{
+    switch (c->state) {
+    case SMTP_STATE_TRANSACTION:
+        return c->expect_len;
+    case SMTP_STATE_GREETING:
+    case SMTP_STATE_EHLO:
+    case SMTP_STATE_HELO:
+    case SMTP_STATE_STARTTLS:
+    case SMTP_STATE_AUTH:
+    case SMTP_STATE_QUIT:
+        return 1;
+    default:
+        return 0;
     }
 }
 
 enum smtp_action smtp_client_abort(struct smtp_client *c, const char *reason, const char *text)
 {
     enum smtp_state was = c->state;
-    c->state = SMTP_STATE_DONE;
+    smtp_end(c, reason);
     if (c->msg) {
         if (c->body_sent) {
             c->msg->data_in_flight = 1;
@@ -775,6 +914,13 @@ enum smtp_action smtp_client_abort(struct smtp_client *c, const char *reason, co
 
 enum smtp_action smtp_client_input(struct smtp_client *c, const char *data, size_t len)
 {
+    /* Only commands written before these bytes arrived can be answered by
+     * them: whatever the machine writes while handling this input has not
+     * even left yet. A reply beyond what is owed answers nothing (a second
+     * 250 to the final dot read together with the first): it must not be
+     * taken as the reply to the next MAIL, which is how a session slips
+     * out of step. */
+    size_t owed = smtp_replies_owed(c);
     size_t off = 0;
     while (off < len) {
         size_t used = 0;
@@ -785,13 +931,19 @@ enum smtp_action smtp_client_input(struct smtp_client *c, const char *data, size
             char text[SMTP_TEXT_MAX];
             size_t show = len - off < 200 ? len - off : 200;
             snprintf(text, sizeof text, "%s: \"%.*s\"", err, (int)show, data + off);
-            return smtp_client_abort(c, "protocol_error", text);
+            return smtp_protocol_fault(c, NULL, text);
         }
         if (st == SMTP_REPLY_MORE) {
             break;
         }
         off += used;
-        enum smtp_action a = smtp_on_reply(c, &c->reply, len - off);
+        enum smtp_action a;
+        if (owed == 0) {
+            a = smtp_unsolicited(c, &c->reply);
+        } else {
+            owed--;
+            a = smtp_on_reply(c, &c->reply, len - off);
+        }
         if (a != SMTP_ACTION_WAIT || c->state == SMTP_STATE_DONE) {
             return a == SMTP_ACTION_WAIT ? SMTP_ACTION_CLOSE : a;
         }
@@ -828,7 +980,7 @@ static const char *smtp_timeout_reason(const struct smtp_client *c)
 enum smtp_action smtp_client_timeout(struct smtp_client *c)
 {
     if (c->state == SMTP_STATE_QUIT || c->state == SMTP_STATE_DONE || c->state == SMTP_STATE_IDLE) {
-        c->state = SMTP_STATE_DONE;
+        smtp_end(c, "quit");
         return SMTP_ACTION_CLOSE;
     }
     const char *reason = smtp_timeout_reason(c);
@@ -854,7 +1006,8 @@ int smtp_client_idle(const struct smtp_client *c)
 void smtp_client_closed(struct smtp_client *c, const char *why)
 {
     if (c->state == SMTP_STATE_DONE || c->state == SMTP_STATE_QUIT || c->state == SMTP_STATE_IDLE) {
-        c->state = SMTP_STATE_DONE;
+        /* After our QUIT a close is the goodbye; while idle the server hung up. */
+        smtp_end(c, c->state == SMTP_STATE_QUIT ? "quit" : "connection_lost");
         return;
     }
     char text[SMTP_TEXT_MAX];
@@ -862,7 +1015,7 @@ void smtp_client_closed(struct smtp_client *c, const char *why)
     if (c->msg && c->messages > 0 && !c->got_reply_in_txn) {
         /* A reused session that died before answering anything of this
          * transaction: the message was never attempted. */
-        c->state = SMTP_STATE_DONE;
+        smtp_end(c, "connection_lost");
         smtp_message_finish(c, SMTP_OUTCOME_RETRY, "connection_lost_before_reply", NULL, text);
         return;
     }

@@ -22,7 +22,7 @@
  * Exports: smtp_client_new, smtp_client_free, smtp_client_start,
  * smtp_client_input, smtp_client_tls_done, smtp_client_timeout,
  * smtp_client_closed, smtp_client_output, smtp_client_timeout_ms,
- * smtp_client_caps, smtp_tls_policy_parse, smtp_tls_policy_name,
+ * smtp_client_caps, smtp_client_end_reason, smtp_tls_policy_parse, smtp_tls_policy_name,
  * smtp_outcome_name.
  */
 #ifndef RINGMAIL_SMTP_CLIENT_H
@@ -47,8 +47,10 @@ enum smtp_outcome {
     SMTP_OUTCOME_DEFERRED, /* 4xx, timeout, connection loss, TLS policy: retry later */
     SMTP_OUTCOME_REJECTED, /* 5xx from the server: final */
     SMTP_OUTCOME_FAILED, /* refused locally (line too long, 8-bit without 8BITMIME, AUTH config) */
-    SMTP_OUTCOME_RETRY,  /* never attempted (a reused connection died before any reply):
-                            send again on a fresh connection, not a failure */
+    SMTP_OUTCOME_RETRY,  /* never attempted: a reused connection died, or the server said
+                            421 or fell out of step, before the message's body went out and
+                            before any reply decided it; send again on a fresh connection,
+                            not a failure, no attempt spent */
 };
 
 #define SMTP_REASON_MAX 48
@@ -140,6 +142,10 @@ unsigned smtp_client_timeout_ms(const struct smtp_client *c);
 const struct smtp_caps *smtp_client_caps(const struct smtp_client *c);
 /* Messages completed on this session. */
 unsigned smtp_client_messages(const struct smtp_client *c);
+/* Why the session ended: "quit" after our QUIT, else the reason that ended
+ * it (protocol_error, server_closing, connection_lost, tls_not_offered, ...);
+ * NULL while it runs. Every ended session has one. */
+const char *smtp_client_end_reason(const struct smtp_client *c);
 /* 1 when the session went on in plaintext under `opportunistic` (reason in *why). */
 int smtp_client_tls_fallback(const struct smtp_client *c, const char **why);
 

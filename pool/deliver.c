@@ -901,10 +901,11 @@ static void pool_lane_wake(struct loop_timer *t)
     }
 }
 
-/* Once per connection, as soon as it is known: a handshake (full or
- * resumed), or a session that got ready without TLS. A connection that
- * failed before either counts in none of them. */
-static void pool_count_tls(struct pool_conn *c)
+/* Once per connection: as soon as it is known (a handshake, full or
+ * resumed, or a session that got ready without TLS), else as it closes, in
+ * none. So every connection opened, one that failed to connect, to finish
+ * its handshake or its EHLO included, is in exactly one of the three. */
+static void pool_count_tls(struct pool_conn *c, int closing)
 {
     if (c->tls_counted || !c->conn) {
         return;
@@ -915,7 +916,7 @@ static void pool_count_tls(struct pool_conn *c)
         st->tls_resumed++;
     } else if (t) {
         st->tls_full++;
-    } else if (c->ready) {
+    } else if (c->ready || closing) {
         st->tls_none++;
     } else {
         return;
@@ -1019,7 +1020,7 @@ static struct smtp_message *pool_next_message(void *owner)
     uint64_t now = pool_now(p);
     if (!c->ready) {
         c->ready = 1;
-        pool_count_tls(c);
+        pool_count_tls(c, 0);
         if (c->cfg.smtp.tls_policy == SMTP_TLS_OPPORTUNISTIC && !client_conn_tls(c->conn) &&
             !d->warned_plaintext) {
             d->warned_plaintext = 1; /* the opportunistic row of the TLS table: say so */
@@ -1109,12 +1110,26 @@ static void pool_message_done(void *owner, struct smtp_message *sm)
             }
         }
     }
-    pool_count_tls(c);
-    /* Back to the front in reverse, so the queue keeps its order. */
+    pool_count_tls(c, 0);
+    /* Back to the front in reverse, so the queue keeps its order. No
+     * attempt is spent: the server closed (421) or fell out of step before
+     * the message was tried. */
+    const struct smtp_rcpt *why = NULL;
     for (size_t i = n; i-- > 0;) {
         if (sm->rcpts[i].outcome == SMTP_OUTCOME_RETRY) {
             pool_enqueue(p, d, c->batch[i], 1);
             requeued = 1;
+            why = &sm->rcpts[i];
+        }
+    }
+    if (why && why->code > 0 && c->lane->isp->cfg) {
+        /* A 421 that sends messages back still slows the lane if a reply
+         * rule says so (421 4.7.28 => backoff ...), or they would come
+         * straight back to a server that asked us to go away. */
+        const struct config_rule *rule =
+            config_rule_match(c->lane->isp->cfg, why->code, why->enhanced, why->text);
+        if (rule && rule->action != CONFIG_ACTION_BOUNCE) {
+            pool_backoff(p, c->lane, rule);
         }
     }
     for (size_t i = 0; i < n; i++) {
@@ -1145,7 +1160,7 @@ static void pool_session_failed(void *owner, enum smtp_outcome o, const char *re
     struct smtp_rcpt why; /* the failure in the form every outcome has */
     memset(&why, 0, sizeof why);
     smtp_rcpt_set(&why, o, reason, reply, text);
-    pool_count_tls(c);
+    pool_count_tls(c, 0);
     if (why.code > 0 && c->lane->isp->cfg) {
         const struct config_rule *rule =
             config_rule_match(c->lane->isp->cfg, why.code, why.enhanced, why.text);
@@ -1222,7 +1237,7 @@ static void pool_conn_closed(void *owner, struct client_conn *conn)
     struct pool_conn *c = owner;
     struct pool *p = c->pool;
     (void)conn;
-    pool_count_tls(c);
+    pool_count_tls(c, 1);
     pool_conn_unwait(c);
     pool_conn_ungate(c);
     pool_unlinger(c);

@@ -62,6 +62,13 @@ Modes (MODE_ARG in brackets)
   split-replies          every reply one byte per write (TCP_NODELAY, 2 ms apart)
   bare-code              replies "250\\r\\n", "354\\r\\n", "221\\r\\n" with no text
   multiline-everywhere   every reply multiline, including 354 and after the dot
+  dot-extra-250 [MS]     answers the final dot twice, "250 ok one" and "250 ok two":
+                         in one write, or the second MS milliseconds later (a
+                         reply nobody waits for; a correct client closes and
+                         sends nothing more on that session)
+  mail-421 [N]           accepts N (2) messages per connection, then answers the
+                         next MAIL "421 4.7.0" and closes
+  rcpt-503               every RCPT answered "503 5.5.1 bad sequence of commands"
 
 In every mode: a command sent before the previous reply where RFC 2920 does
 not allow it (after EHLO/HELO, DATA, STARTTLS, QUIT, NOOP, or anything when
@@ -83,7 +90,8 @@ MODES = """ok greeting-421 greeting-554 close-after-greeting slow-greeting
 multiline-greeting ehlo-502 ehlo-odd no-pipelining garbage stall-after-mail
 drop-mid-data starttls-inject starttls-454 no-starttls rcpt-mixed
 all-rcpt-fail-data-ok rcpt-452 421-mid-pipeline data-451 data-554
-close-after-first split-replies bare-code multiline-everywhere""".split()
+close-after-first split-replies bare-code multiline-everywhere dot-extra-250
+mail-421 rcpt-503""".split()
 
 # Commands after which RFC 2920 (and 3207) forbids sending more before the reply.
 GROUP_END = {"EHLO", "HELO", "DATA", "STARTTLS", "QUIT", "NOOP", "VRFY", "EXPN", "TURN", "AUTH"}
@@ -336,6 +344,9 @@ class Session:
             m = re.match(r"(?i)FROM:\s*<([^>]*)>", arg)
             if not m:
                 return self.reply(501, "5.5.4 syntax: MAIL FROM:<address>")
+            if MODE == "mail-421" and self.done >= int(ARGS.mode_arg or 2):
+                self.reply(421, "4.7.0 %s too many messages in this session, closing" % HOST)
+                self.close()
             self.mail_from = m.group(1)
             if MODE == "stall-after-mail":
                 log("conn %d: stalling after MAIL" % self.n)
@@ -405,6 +416,8 @@ class Session:
             return 550
         if MODE == "rcpt-452":
             return 250 if self.rcpt_n <= int(ARGS.mode_arg or 0) else 452
+        if MODE == "rcpt-503":
+            return 503
         if MODE != "rcpt-mixed":
             return 250
         m = re.match(r"(\d{3})(\D|$)", local)
@@ -429,7 +442,8 @@ class Session:
         text = {250: "2.1.5 recipient ok", 251: "2.1.5 user not local; will forward",
                 252: "2.1.5 cannot verify, will attempt delivery",
                 450: "4.2.1 mailbox temporarily unavailable", 451: "4.3.0 local error",
-                452: "4.5.3 too many recipients", 550: "5.1.1 no such user",
+                452: "4.5.3 too many recipients", 503: "5.5.1 bad sequence of commands",
+                550: "5.1.1 no such user",
                 551: "5.1.6 user not local", 552: "5.2.2 mailbox full",
                 553: "5.1.3 mailbox name not allowed", 554: "5.7.1 recipient rejected"}
         if code < 300:
@@ -475,9 +489,22 @@ class Session:
         size = len(content.replace(b"\r\n..", b"\r\n.")) - (1 if content.startswith(b"..") else 0)
         self.event("message", **{"from": self.mail_from}, rcpts=self.rcpts, size=size, tls=self.tls)
         self.reset()
+        if MODE == "dot-extra-250":
+            return self.extra_250()
         self.reply(250, "2.0.0 queued", "as X%d" % self.done)
         if MODE == "close-after-first":
             self.close()
+
+    def extra_250(self):
+        """Two replies to one dot: in one write (the client reads them
+        together), or the second after a pause, when the client may have
+        pipelined its next MAIL/RCPT/DATA already."""
+        delay = int(ARGS.mode_arg or 0)
+        if not delay:
+            return self.raw(b"250 ok one\r\n250 ok two\r\n")
+        self.raw(b"250 ok one\r\n")
+        time.sleep(delay / 1000.0)
+        self.raw(b"250 ok two\r\n")
 
     def analyse(self, content):
         bare_lf = re.search(rb"(?<!\r)\n", content) is not None

@@ -294,6 +294,7 @@ static void test_421_mid_pipeline_defers_and_closes(void **state)
     assert_int_equal(h_in(&h, "250 ok\r\n421 4.7.0 closing\r\n"), SMTP_ACTION_CLOSE);
     assert_int_equal(h.rcpts[0][0].outcome, SMTP_OUTCOME_DEFERRED);
     assert_int_equal(h.rcpts[0][0].code, 421);
+    assert_string_equal(h.rcpts[0][0].reason, "server_closing");
     smtp_client_free(h.c);
 }
 
@@ -364,7 +365,11 @@ static void test_reused_connection_loss_is_retry(void **state)
     h_add(&h, "x\n", 1, one);
     h_add(&h, "y\n", 1, one);
     h_plain_session(&h, "250-mx\r\n250 PIPELINING\r\n");
-    h_in(&h, "250 ok\r\n250 ok\r\n354 go\r\n250 ok\r\n");
+    h_in(&h, "250 ok\r\n250 ok\r\n354 go\r\n");
+    h_out(&h);
+    /* The dot's reply comes in a read of its own: it cannot arrive with
+     * the 354, before the body went out. */
+    h_in(&h, "250 ok\r\n");
     assert_int_equal(h.done, 1);
     smtp_client_closed(h.c, "closed by server");
     assert_int_equal(h.rcpts[1][0].outcome, SMTP_OUTCOME_RETRY);
@@ -488,6 +493,197 @@ static void test_idle_session_quits_when_nothing_left(void **state)
     smtp_client_free(h.c);
 }
 
+/* One message delivered on a pipelining session; the second is next. */
+static void h_first_delivered(struct harness *h)
+{
+    h_plain_session(h, "250-mx\r\n250 PIPELINING\r\n");
+    h_out(h);
+    h_in(h, "250 2.1.0 ok\r\n250 2.1.5 ok\r\n354 go\r\n");
+    h_out(h);
+}
+
+/* Issue 10 (5): a second 250 to the final dot, read together with the
+ * first, answers nothing. It must not become the reply to the next MAIL:
+ * the session ends protocol_error, the first message stays accepted and the
+ * second, whose commands never left, goes back without an attempt. */
+static void test_extra_reply_after_dot_same_read(void **state)
+{
+    (void)state;
+    struct harness h;
+    h_init(&h, SMTP_TLS_NONE, NULL);
+    h_add(&h, "one\n", 1, one);
+    h_add(&h, "two\n", 1, one);
+    h_first_delivered(&h);
+    assert_int_equal(h_in(&h, "250 ok one\r\n250 ok two\r\n"), SMTP_ACTION_CLOSE);
+    assert_int_equal(h.done, 2);
+    assert_int_equal(h.rcpts[0][0].outcome, SMTP_OUTCOME_ACCEPTED);
+    assert_int_equal(h.rcpts[1][0].outcome, SMTP_OUTCOME_RETRY);
+    assert_string_equal(h.rcpts[1][0].reason, "protocol_error");
+    assert_int_equal(h.msgs[1].data_in_flight, 0);
+    assert_string_equal(h_out(&h), ""); /* the second MAIL never goes out */
+    assert_string_equal(smtp_client_end_reason(h.c), "protocol_error");
+    assert_int_equal(h.failed, 0);
+    smtp_client_free(h.c);
+}
+
+/* The same extra 250 in a later read, once the next MAIL/RCPT/DATA went
+ * out: it is taken for the MAIL's reply, which shifts the RCPT's 250 onto
+ * DATA. A 250 cannot answer DATA: protocol_error, and the body of the
+ * second message is never sent. */
+static void test_extra_reply_after_dot_later_read(void **state)
+{
+    (void)state;
+    struct harness h;
+    h_init(&h, SMTP_TLS_NONE, NULL);
+    h_add(&h, "one\n", 1, one);
+    h_add(&h, "second body\n", 1, one);
+    h_first_delivered(&h);
+    assert_int_equal(h_in(&h, "250 ok one\r\n"), SMTP_ACTION_WAIT);
+    assert_non_null(strstr(h_out(&h), "MAIL FROM"));
+    assert_int_equal(h_in(&h, "250 ok two\r\n"), SMTP_ACTION_WAIT);
+    assert_int_equal(h_in(&h, "250 2.1.0 ok\r\n250 2.1.5 ok\r\n354 go\r\n"), SMTP_ACTION_CLOSE);
+    assert_int_equal(h.done, 2);
+    assert_int_equal(h.rcpts[0][0].outcome, SMTP_OUTCOME_ACCEPTED);
+    assert_int_equal(h.rcpts[1][0].outcome, SMTP_OUTCOME_RETRY);
+    assert_string_equal(h.rcpts[1][0].reason, "protocol_error");
+    assert_non_null(strstr(h.rcpts[1][0].text, "cannot answer DATA"));
+    h_out(&h);
+    assert_null(strstr(h.sent, "second body"));
+    assert_string_equal(smtp_client_end_reason(h.c), "protocol_error");
+    smtp_client_free(h.c);
+}
+
+/* An unsolicited reply to an idle (lingering) session ends it; nothing is
+ * in flight, nothing is charged. */
+static void test_extra_reply_while_idle(void **state)
+{
+    (void)state;
+    struct harness h;
+    h_init(&h, SMTP_TLS_NONE, NULL);
+    h_add(&h, "one\n", 1, one);
+    h_first_delivered(&h);
+    h.hold = 1;
+    assert_int_equal(h_in(&h, "250 ok one\r\n"), SMTP_ACTION_WAIT);
+    assert_true(smtp_client_idle(h.c));
+    assert_int_equal(h_in(&h, "250 ok two\r\n"), SMTP_ACTION_CLOSE);
+    assert_int_equal(h.done, 1);
+    assert_int_equal(h.failed, 0);
+    assert_string_equal(smtp_client_end_reason(h.c), "protocol_error");
+    smtp_client_free(h.c);
+}
+
+/* On a session that finished no transaction yet, the message in hand is
+ * charged (deferred): a server that always does this cannot loop it. */
+static void test_extra_reply_before_first_message_defers(void **state)
+{
+    (void)state;
+    struct harness h;
+    h_init(&h, SMTP_TLS_NONE, NULL);
+    h_add(&h, "one\n", 1, one);
+    smtp_client_start(h.c, 0);
+    h_in(&h, "220 mx\r\n");
+    assert_int_equal(h_in(&h, "250-mx\r\n250 PIPELINING\r\n250 stray\r\n"), SMTP_ACTION_CLOSE);
+    assert_int_equal(h.rcpts[0][0].outcome, SMTP_OUTCOME_DEFERRED);
+    assert_string_equal(h.rcpts[0][0].reason, "protocol_error");
+    assert_string_equal(h.rcpts[0][0].text, "reply nobody waits for: \"250 stray\"");
+    smtp_client_free(h.c);
+}
+
+/* Issue 10 (7): 421 to MAIL after a delivered message: server_closing, the
+ * session ends, the message was not attempted (RETRY, no attempt), and no
+ * further message is taken. */
+static void test_421_to_mail_retries_unattempted(void **state)
+{
+    (void)state;
+    struct harness h;
+    h_init(&h, SMTP_TLS_NONE, NULL);
+    h_add(&h, "one\n", 1, one);
+    h_add(&h, "two\n", 1, one);
+    h_add(&h, "three\n", 1, one);
+    h_first_delivered(&h);
+    h_in(&h, "250 ok\r\n");
+    h_out(&h);
+    assert_int_equal(h_in(&h, "421 4.7.0 too many messages, closing\r\n"), SMTP_ACTION_CLOSE);
+    assert_int_equal(h.taken, 2);
+    assert_int_equal(h.rcpts[1][0].outcome, SMTP_OUTCOME_RETRY);
+    assert_string_equal(h.rcpts[1][0].reason, "server_closing");
+    assert_int_equal(h.rcpts[1][0].code, 421);
+    assert_string_equal(smtp_client_end_reason(h.c), "server_closing");
+    assert_null(strstr(h_out(&h), "QUIT")); /* the server already said goodbye */
+    smtp_client_free(h.c);
+
+    /* The first transaction of a session: charged, as a failed session is. */
+    h_init(&h, SMTP_TLS_NONE, NULL);
+    h_add(&h, "one\n", 1, one);
+    h_plain_session(&h, "250-mx\r\n250 PIPELINING\r\n");
+    h_out(&h);
+    assert_int_equal(h_in(&h, "421 4.7.0 closing\r\n"), SMTP_ACTION_CLOSE);
+    assert_int_equal(h.rcpts[0][0].outcome, SMTP_OUTCOME_DEFERRED);
+    assert_string_equal(h.rcpts[0][0].reason, "server_closing");
+    smtp_client_free(h.c);
+}
+
+/* 421 to one RCPT of several: that recipient is deferred, the others (the
+ * one already accepted at RCPT too: no body went out) go back untried. */
+static void test_421_to_rcpt_defers_only_the_answered(void **state)
+{
+    (void)state;
+    struct harness h;
+    const char *three[] = {"a@x.test", "b@x.test", "c@x.test"};
+    h_init(&h, SMTP_TLS_NONE, NULL);
+    h_add(&h, "x\n", 3, three);
+    h_plain_session(&h, "250-mx\r\n250 PIPELINING\r\n");
+    h_out(&h);
+    assert_int_equal(h_in(&h, "250 ok\r\n250 ok\r\n421 4.7.0 closing\r\n"), SMTP_ACTION_CLOSE);
+    assert_int_equal(h.rcpts[0][0].outcome, SMTP_OUTCOME_RETRY);
+    assert_int_equal(h.rcpts[0][1].outcome, SMTP_OUTCOME_DEFERRED);
+    assert_string_equal(h.rcpts[0][1].reason, "server_closing");
+    assert_int_equal(h.rcpts[0][2].outcome, SMTP_OUTCOME_RETRY);
+    smtp_client_free(h.c);
+}
+
+/* 421 after the final dot: a definite answer, deferred, not in flight. */
+static void test_421_after_dot_defers(void **state)
+{
+    (void)state;
+    struct harness h;
+    h_init(&h, SMTP_TLS_NONE, NULL);
+    h_add(&h, "one\n", 1, one);
+    h_first_delivered(&h);
+    assert_int_equal(h_in(&h, "421 4.3.2 shutting down\r\n"), SMTP_ACTION_CLOSE);
+    assert_int_equal(h.rcpts[0][0].outcome, SMTP_OUTCOME_DEFERRED);
+    assert_string_equal(h.rcpts[0][0].reason, "server_closing");
+    assert_int_equal(h.msgs[0].data_in_flight, 0);
+    smtp_client_free(h.c);
+}
+
+/* Issue 10 (8): 503 (bad sequence of commands) is the server's protocol
+ * fault: temporary, reason bad_sequence, never a permanent rejection. */
+static void test_503_is_deferred_bad_sequence(void **state)
+{
+    (void)state;
+    struct harness h;
+    const char *two[] = {"a@x.test", "b@x.test"};
+    h_init(&h, SMTP_TLS_NONE, NULL);
+    h_add(&h, "x\n", 2, two);
+    h_add(&h, "y\n", 1, one);
+    h_plain_session(&h, "250-mx\r\n250 PIPELINING\r\n");
+    h_out(&h);
+    h_in(&h, "250 ok\r\n503 5.5.1 bad sequence of commands\r\n250 ok\r\n354 go\r\n");
+    h_out(&h);
+    h_in(&h, "250 queued\r\n");
+    assert_int_equal(h.rcpts[0][0].outcome, SMTP_OUTCOME_DEFERRED);
+    assert_string_equal(h.rcpts[0][0].reason, "bad_sequence");
+    assert_int_equal(h.rcpts[0][0].code, 503);
+    assert_int_equal(h.rcpts[0][1].outcome, SMTP_OUTCOME_ACCEPTED);
+    /* 503 to MAIL: every recipient deferred, RSET before the next. */
+    h_out(&h);
+    h_in(&h, "503 5.5.1 nested MAIL command\r\n503 5.5.1 need MAIL\r\n503 5.5.1 need RCPT\r\n");
+    assert_int_equal(h.rcpts[1][0].outcome, SMTP_OUTCOME_DEFERRED);
+    assert_string_equal(h.rcpts[1][0].reason, "bad_sequence");
+    smtp_client_free(h.c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -510,6 +706,14 @@ int main(void)
         cmocka_unit_test(test_greeting_554_rejects),
         cmocka_unit_test(test_idle_session_waits_for_resume),
         cmocka_unit_test(test_idle_session_quits_when_nothing_left),
+        cmocka_unit_test(test_extra_reply_after_dot_same_read),
+        cmocka_unit_test(test_extra_reply_after_dot_later_read),
+        cmocka_unit_test(test_extra_reply_while_idle),
+        cmocka_unit_test(test_extra_reply_before_first_message_defers),
+        cmocka_unit_test(test_421_to_mail_retries_unattempted),
+        cmocka_unit_test(test_421_to_rcpt_defers_only_the_answered),
+        cmocka_unit_test(test_421_after_dot_defers),
+        cmocka_unit_test(test_503_is_deferred_bad_sequence),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
