@@ -42,6 +42,8 @@
  * (Postfix's default_destination_recipient_limit). Only messages that share
  * one body (the same data, length and sender) travel together. */
 #define POOL_RCPTS_DEFAULT 50
+/* How far behind the head pool_may_send asks ahead (one per connection). */
+#define POOL_GATE_AHEAD 64
 
 struct pool_conn;
 
@@ -1011,6 +1013,22 @@ static void pool_batch_take(struct pool_conn *c, struct pool_msg *m, uint64_t no
     }
 }
 
+/* May d's head start a transaction? The owner is also asked about the
+ * messages right behind it, one per connection of d (at most
+ * POOL_GATE_AHEAD): what it needs before saying yes (a campaign's arm
+ * commit) is then asked for them together, and the next connections find
+ * theirs ready instead of waiting one commit each. */
+static int pool_may_send(struct pool *p, struct pool_dest *d)
+{
+    int ok = p->opt.may_send(p->opt.user, d->head);
+    unsigned ahead = d->nconns < POOL_GATE_AHEAD ? d->nconns : POOL_GATE_AHEAD;
+    struct pool_msg *m = d->head->next;
+    for (unsigned i = 1; m && i < ahead; i++, m = m->next) {
+        p->opt.may_send(p->opt.user, m);
+    }
+    return ok;
+}
+
 static struct smtp_message *pool_next_message(void *owner)
 {
     struct pool_conn *c = owner;
@@ -1048,7 +1066,7 @@ static struct smtp_message *pool_next_message(void *owner)
     if (pool_lane_paused(l, now)) {
         return NULL; /* backoff or suspension: close, reopen when the pause ends */
     }
-    if (p->opt.may_send && !p->opt.may_send(p->opt.user, d->head)) {
+    if (p->opt.may_send && !pool_may_send(p, d)) {
         /* The owner must allow the body first (a campaign arms it in the
          * database): idle, no timer, until pool_gate_open. */
         c->gated = 1;
