@@ -52,9 +52,10 @@ struct loader {
     pthread_t thread, wthread, hthread;
     int threads; /* started */
     pthread_mutex_t mu;
-    pthread_cond_t cv;  /* claimer: more wanted, stopping */
-    pthread_cond_t wcv; /* writer: a full batch of results, stopping */
-    pthread_cond_t hcv; /* heartbeat: ids to arm, stopping */
+    pthread_mutex_t amu; /* the arms' state (arm_*, armed_upto): taken per transaction */
+    pthread_cond_t cv;   /* claimer: more wanted, stopping */
+    pthread_cond_t wcv;  /* writer: a full batch of results, stopping */
+    pthread_cond_t hcv;  /* heartbeat: ids to arm (with amu), stopping */
     int efd;
     int journal_fd;
     char host[256];
@@ -69,11 +70,12 @@ struct loader {
     int stopping;
     int exhausted;
     int db_up[3]; /* claimer's, writer's and heartbeat's connections */
-    /* arms: ids whose bodies may go out once committed (loader_arm) */
+    /* arms, under amu: ids whose bodies may go out once committed (loader_arm) */
     int64_t *arm_ids; /* waiting for the next arm statement */
     size_t narm_ids, arm_ids_cap;
     uint64_t arm_next_seq;   /* the seq the waiting ids will be committed under */
     uint64_t armed_upto;     /* every seq up to this one is committed */
+    int arm_waiting;         /* the loop waits for an arm: signal it at the next commit */
     uint64_t alive_until_ms; /* bodies may start until then (the node's lease, less a margin) */
     struct loader_arm_seq *arm_open; /* seqs with results not yet committed */
     size_t narm_open, arm_open_cap;
@@ -1004,7 +1006,19 @@ static int loader_flush(struct loader *l, char *err, size_t errlen)
     if (rc == 0) {
         l->st.written += n;
         l->st.flushes++;
+    } else {
+        /* Put them back in front of anything that arrived meanwhile. */
+        buf_append(&batch, buf_data(&l->res), buf_len(&l->res));
+        buf_free(&l->res);
+        l->res = batch;
+        l->nres += n;
+    }
+    pthread_mutex_unlock(&l->mu);
+    int64_t *done = NULL;
+    size_t ndone = 0;
+    if (rc == 0) {
         /* Their arms wait for one result fewer. */
+        pthread_mutex_lock(&l->amu);
         for (size_t at = 0; at < buf_len(&batch);) {
             struct loader_rec h;
             memcpy(&h, buf_data(&batch) + at, sizeof h);
@@ -1015,23 +1029,13 @@ static int loader_flush(struct loader *l, char *err, size_t errlen)
             }
         }
         loader_arm_collect(l);
-        buf_free(&batch);
-    } else {
-        /* Put them back in front of anything that arrived meanwhile. */
-        buf_append(&batch, buf_data(&l->res), buf_len(&l->res));
-        buf_free(&l->res);
-        l->res = batch;
-        l->nres += n;
-    }
-    int64_t *done = NULL;
-    size_t ndone = 0;
-    if (rc == 0 && l->narm_done) {
         done = l->arm_done;
         ndone = l->narm_done;
         l->arm_done = NULL;
         l->narm_done = l->arm_done_cap = 0;
+        pthread_mutex_unlock(&l->amu);
+        buf_free(&batch);
     }
-    pthread_mutex_unlock(&l->mu);
     if (ndone) {
         /* Arms whose every recipient has its result committed: nothing a
          * takeover needs. A failure leaves rows that match no claim. */
@@ -1208,6 +1212,18 @@ static int loader_keep_up(struct loader *l, int which, uint64_t *next_connect)
     return loader_up(*pc);
 }
 
+static void loader_wait_on(pthread_mutex_t *mu, pthread_cond_t *cv, unsigned ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += (long)ms * 1000000L;
+    while (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(cv, mu, &ts);
+}
+
 static void loader_wait(struct loader *l, pthread_cond_t *cv, unsigned ms)
 {
     struct timespec ts;
@@ -1248,9 +1264,7 @@ static void loader_beat(struct loader *l)
     if (alive) {
         /* The database set expires_at = now() + lease at some moment after
          * `sent`: stop starting bodies a quarter of the lease before. */
-        pthread_mutex_lock(&l->mu);
-        l->alive_until_ms = sent + (uint64_t)l->o.lease_s * 750;
-        pthread_mutex_unlock(&l->mu);
+        __atomic_store_n(&l->alive_until_ms, sent + (uint64_t)l->o.lease_s * 750, __ATOMIC_RELEASE);
         return;
     }
     r = loader_query(l->hc,
@@ -1259,8 +1273,8 @@ static void loader_beat(struct loader *l)
                      " FROM ringmail.node WHERE name = $1",
                      1, p, PGRES_TUPLES_OK, err, sizeof err);
     pthread_mutex_lock(&l->mu);
-    l->fenced = 1;
-    l->alive_until_ms = 0;
+    __atomic_store_n(&l->fenced, 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&l->alive_until_ms, 0, __ATOMIC_RELEASE);
     snprintf(l->fenced_why, sizeof l->fenced_why,
              "node %s was taken over by node %s at %s: its heartbeat did not reach the "
              "database for more than its lease (%u s); it stops, and what it held was settled "
@@ -1343,11 +1357,17 @@ static int loader_arm_commit(struct loader *l, const int64_t *ids, size_t n, uin
         loader_beat(l); /* says who took the node over, and fences */
         return 1;
     }
-    pthread_mutex_lock(&l->mu);
-    l->armed_upto = seq;
+    pthread_mutex_lock(&l->amu);
+    __atomic_store_n(&l->armed_upto, seq, __ATOMIC_SEQ_CST);
     loader_arm_collect(l);
+    pthread_mutex_unlock(&l->amu);
+    pthread_mutex_lock(&l->mu);
+    l->st.arms++;
+    l->st.armed += n;
     pthread_mutex_unlock(&l->mu);
-    loader_signal(l);
+    if (__atomic_exchange_n(&l->arm_waiting, 0, __ATOMIC_SEQ_CST)) {
+        loader_signal(l); /* a transaction waits for this commit */
+    }
     return 0;
 }
 
@@ -1471,6 +1491,8 @@ static void *loader_heart(void *arg)
     for (;;) {
         pthread_mutex_lock(&l->mu);
         int stop = l->stopping > 2, fenced = l->fenced;
+        pthread_mutex_unlock(&l->mu);
+        pthread_mutex_lock(&l->amu);
         if (!ncur && l->narm_ids && !fenced) {
             cur = l->arm_ids;
             ncur = l->narm_ids;
@@ -1478,7 +1500,7 @@ static void *loader_heart(void *arg)
             l->arm_ids = NULL;
             l->narm_ids = l->arm_ids_cap = 0;
         }
-        pthread_mutex_unlock(&l->mu);
+        pthread_mutex_unlock(&l->amu);
         if (stop) {
             break;
         }
@@ -1506,11 +1528,16 @@ static void *loader_heart(void *arg)
             loader_disconnect(l, 2);
         }
         pthread_mutex_lock(&l->mu);
-        int more = !l->fenced && (ncur ? up && !failed : l->narm_ids > 0);
-        if (l->stopping <= 2 && !more) {
-            loader_wait(l, &l->hcv, ncur ? 20 : 50);
-        }
+        int go_on = l->stopping <= 2 && !l->fenced;
         pthread_mutex_unlock(&l->mu);
+        pthread_mutex_lock(&l->amu);
+        int more = go_on && (ncur ? up && !failed : l->narm_ids > 0);
+        if (go_on && !more) {
+            /* Woken by loader_arm (under amu: no lost wake-up) or in time
+             * for the next heartbeat; a stop waits this long at most. */
+            loader_wait_on(&l->amu, &l->hcv, ncur ? 20 : 50);
+        }
+        pthread_mutex_unlock(&l->amu);
     }
     free(cur);
     return NULL;
@@ -1650,6 +1677,7 @@ struct loader *loader_start(const struct loader_options *o, char *err, size_t er
     l->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     l->journal_fd = open(l->journal_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
     pthread_mutex_init(&l->mu, NULL);
+    pthread_mutex_init(&l->amu, NULL);
     pthread_cond_init(&l->cv, NULL);
     pthread_cond_init(&l->wcv, NULL);
     pthread_cond_init(&l->hcv, NULL);
@@ -1665,7 +1693,8 @@ struct loader *loader_start(const struct loader_options *o, char *err, size_t er
         goto fail;
     }
     l->registered = 1;
-    l->alive_until_ms = loader_ms() + (uint64_t)l->o.lease_s * 750;
+    __atomic_store_n(&l->alive_until_ms, loader_ms() + (uint64_t)l->o.lease_s * 750,
+                     __ATOMIC_RELEASE);
     if (loader_recover(l, &prev, err, errlen) < 0) {
         goto fail;
     }
@@ -1802,6 +1831,7 @@ int loader_stop(struct loader *l, unsigned give_up_ms)
         close(l->journal_fd);
     }
     pthread_mutex_destroy(&l->mu);
+    pthread_mutex_destroy(&l->amu);
     pthread_cond_destroy(&l->cv);
     pthread_cond_destroy(&l->wcv);
     pthread_cond_destroy(&l->hcv);
@@ -1918,7 +1948,7 @@ void loader_journal_mark(struct loader *l, int64_t id)
 
 uint64_t loader_arm(struct loader *l, int64_t id)
 {
-    pthread_mutex_lock(&l->mu);
+    pthread_mutex_lock(&l->amu);
     if (l->narm_ids == l->arm_ids_cap) {
         l->arm_ids_cap = l->arm_ids_cap ? l->arm_ids_cap * 2 : 256;
         l->arm_ids = realloc(l->arm_ids, l->arm_ids_cap * sizeof *l->arm_ids);
@@ -1944,16 +1974,26 @@ uint64_t loader_arm(struct loader *l, int64_t id)
     if (l->narm_ids == 1) {
         pthread_cond_signal(&l->hcv);
     }
-    pthread_mutex_unlock(&l->mu);
+    pthread_mutex_unlock(&l->amu);
     return seq;
+}
+
+static int loader_armed_now(struct loader *l, uint64_t seq)
+{
+    return seq && seq <= __atomic_load_n(&l->armed_upto, __ATOMIC_SEQ_CST) &&
+           !__atomic_load_n(&l->fenced, __ATOMIC_ACQUIRE) &&
+           loader_ms() < __atomic_load_n(&l->alive_until_ms, __ATOMIC_ACQUIRE);
 }
 
 int loader_armed(struct loader *l, uint64_t seq)
 {
-    pthread_mutex_lock(&l->mu);
-    int ok = seq && seq <= l->armed_upto && !l->fenced && loader_ms() < l->alive_until_ms;
-    pthread_mutex_unlock(&l->mu);
-    return ok;
+    if (loader_armed_now(l, seq)) {
+        return 1;
+    }
+    /* Ask to be told at the next commit, then look again: a commit that
+     * came in between is either seen here or sees the flag. */
+    __atomic_store_n(&l->arm_waiting, 1, __ATOMIC_SEQ_CST);
+    return loader_armed_now(l, seq);
 }
 
 int loader_fenced(struct loader *l, char *why, size_t n)

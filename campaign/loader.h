@@ -106,9 +106,10 @@ struct loader_stats {
     uint64_t recovered_queued, recovered_ambiguous, recovered_results;
     uint64_t suppressed; /* found on the suppression list at claim time */
     uint64_t taken_over_nodes, taken_over_queued, taken_over_ambiguous;
-    uint64_t claims;   /* claim statements */
-    uint64_t claim_us; /* time in them, round trip included */
-    uint64_t write_us; /* time in result commits, round trip included */
+    uint64_t arms, armed; /* arm statements, recipient ids armed */
+    uint64_t claims;      /* claim statements */
+    uint64_t claim_us;    /* time in them, round trip included */
+    uint64_t write_us;    /* time in result commits, round trip included */
     size_t backlog;
     int db_up;
 };
@@ -140,11 +141,11 @@ const struct loader_campaign *loader_campaign(const struct loader *l);
 /* The body of this recipient is about to be sent (crash journal). */
 void loader_journal_mark(struct loader *l, int64_t id);
 /* Ask for recipient id to be armed (committed as possibly sent before its
- * body goes out); returns the arm's sequence number. The loader's eventfd
- * is signalled when an arm commits. */
+ * body goes out); returns the arm's sequence number. */
 uint64_t loader_arm(struct loader *l, int64_t id);
 /* 1 when arm seq is committed and the node's lease is good: the body may
- * go out now. */
+ * go out now. 0: the loader's eventfd is signalled at the next arm commit.
+ * Lock-free (called for every transaction). */
 int loader_armed(struct loader *l, uint64_t seq);
 /* 1 once another node took this one over (why: the message): send nothing
  * more and stop. */

@@ -593,14 +593,14 @@ static void send_invalid_db(struct send *s, const struct loader_rcpt *x, const c
 /* Campaign mode: a transaction starts only once its recipient is armed
  * (committed as possibly sent, checked against the node's incarnation),
  * so a node that takes this one over knows what may have gone out. */
-static int send_may_send(void *user, struct pool_msg *pm)
+static int send_may_send(void *user, struct pool_msg *pm, int ask_only)
 {
     struct send *s = user;
     struct send_msg *m = pm->user;
     if (!m->arm_seq) {
         m->arm_seq = loader_arm(s->loader, m->id);
     }
-    return loader_armed(s->loader, m->arm_seq);
+    return !ask_only && loader_armed(s->loader, m->arm_seq);
 }
 
 static void send_on_data(void *user, struct pool_msg *pm)
@@ -1008,7 +1008,8 @@ static void send_report(struct send *s, double wall)
         json_object_del(j, "unsent");
         json_object_set_new(
             j, "db",
-            json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f}",
+            json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, "
+                      "s:f}",
                       "claimed", (json_int_t)ls.claimed, "written", (json_int_t)ls.written,
                       "backlog", (json_int_t)ls.backlog, "db_errors", (json_int_t)ls.db_errors,
                       "recovered_queued", (json_int_t)ls.recovered_queued, "recovered_ambiguous",
@@ -1016,8 +1017,9 @@ static void send_report(struct send *s, double wall)
                       (json_int_t)ls.suppressed, "claims", (json_int_t)ls.claims, "flushes",
                       (json_int_t)ls.flushes, "taken_over_nodes", (json_int_t)ls.taken_over_nodes,
                       "taken_over_queued", (json_int_t)ls.taken_over_queued, "taken_over_ambiguous",
-                      (json_int_t)ls.taken_over_ambiguous, "claim_s", (double)ls.claim_us / 1e6,
-                      "write_s", (double)ls.write_us / 1e6));
+                      (json_int_t)ls.taken_over_ambiguous, "arms", (json_int_t)ls.arms, "armed",
+                      (json_int_t)ls.armed, "claim_s", (double)ls.claim_us / 1e6, "write_s",
+                      (double)ls.write_us / 1e6));
     }
     char *txt = json_dumps(j, JSON_COMPACT);
     printf("%s\n", txt);

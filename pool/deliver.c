@@ -42,7 +42,7 @@
  * (Postfix's default_destination_recipient_limit). Only messages that share
  * one body (the same data, length and sender) travel together. */
 #define POOL_RCPTS_DEFAULT 50
-/* How far behind the head pool_may_send asks ahead (one per connection). */
+/* How far behind the head pool_may_send asks ahead (two per connection). */
 #define POOL_GATE_AHEAD 64
 
 struct pool_conn;
@@ -983,7 +983,7 @@ static void pool_batch_take(struct pool_conn *c, struct pool_msg *m, uint64_t no
     size_t cap = isp->max_rcpts_per_msg ? isp->max_rcpts_per_msg : POOL_RCPTS_DEFAULT;
     size_t n = 1;
     for (struct pool_msg *x = d->head; x && n < cap && pool_same_body(m, x); x = x->next) {
-        if (p->opt.may_send && !p->opt.may_send(p->opt.user, x)) {
+        if (p->opt.may_send && !p->opt.may_send(p->opt.user, x, 0)) {
             break;
         }
         if (!token_bucket_take(&c->lane->msgs, 1, now)) {
@@ -1013,18 +1013,18 @@ static void pool_batch_take(struct pool_conn *c, struct pool_msg *m, uint64_t no
     }
 }
 
-/* May d's head start a transaction? The owner is also asked about the
- * messages right behind it, one per connection of d (at most
- * POOL_GATE_AHEAD): what it needs before saying yes (a campaign's arm
- * commit) is then asked for them together, and the next connections find
- * theirs ready instead of waiting one commit each. */
+/* May d's head start a transaction? The owner is also told of the messages
+ * right behind it, two per connection of d (at most POOL_GATE_AHEAD): what
+ * it needs before saying yes (a campaign's arm commit) is then asked for
+ * them together, and the next connections find theirs ready instead of
+ * waiting one commit each. */
 static int pool_may_send(struct pool *p, struct pool_dest *d)
 {
-    int ok = p->opt.may_send(p->opt.user, d->head);
-    unsigned ahead = d->nconns < POOL_GATE_AHEAD ? d->nconns : POOL_GATE_AHEAD;
+    int ok = p->opt.may_send(p->opt.user, d->head, 0);
+    unsigned ahead = 2 * d->nconns < POOL_GATE_AHEAD ? 2 * d->nconns : POOL_GATE_AHEAD;
     struct pool_msg *m = d->head->next;
     for (unsigned i = 1; m && i < ahead; i++, m = m->next) {
-        p->opt.may_send(p->opt.user, m);
+        p->opt.may_send(p->opt.user, m, 1);
     }
     return ok;
 }

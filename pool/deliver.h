@@ -103,8 +103,9 @@ struct pool_options {
     /* Optional: m's body is about to go out (the crash journal's moment). */
     void (*on_data)(void *user, struct pool_msg *m);
     /* Optional: may a transaction start for m, the head of its queue? 0:
-     * not yet; the connection stays idle until pool_gate_open. */
-    int (*may_send)(void *user, struct pool_msg *m);
+     * not yet; the connection stays idle until pool_gate_open. With ask_only
+     * the pool only announces that m comes soon (the answer is ignored). */
+    int (*may_send)(void *user, struct pool_msg *m, int ask_only);
     /* 1: a deferral releases the message (retry_in_ms says when; the owner
      * stores it and submits it again), instead of the pool's retry heap. */
     int external_retry;
