@@ -94,7 +94,7 @@ struct send_set { /* suppression list: open addressing on lower-case addresses *
 };
 
 struct send_totals {
-    unsigned long recipients, accepted, rejected, failed, expired, suppressed, invalid;
+    unsigned long recipients, accepted, rejected, failed, expired, suppressed, invalid, ambiguous;
     unsigned long attempts, deferrals;
 };
 
@@ -465,7 +465,7 @@ static void send_on_result(void *user, struct pool_msg *pm, const struct pool_at
         outcome = "rejected";
         break;
     case SMTP_OUTCOME_DEFERRED:
-        outcome = a->expired ? "expired" : "deferred";
+        outcome = a->ambiguous ? "ambiguous" : a->expired ? "expired" : "deferred";
         s->t.deferrals++;
         break;
     default:
@@ -496,7 +496,11 @@ static void send_on_result(void *user, struct pool_msg *pm, const struct pool_at
         }
         break;
     case SMTP_OUTCOME_DEFERRED:
-        s->t.expired++;
+        if (a->ambiguous) {
+            s->t.ambiguous++;
+        } else {
+            s->t.expired++;
+        }
         break;
     default:
         s->t.failed++;
@@ -538,7 +542,7 @@ static void send_result_db(struct send *s, struct send_msg *m, const struct pool
         state = "bounced";
         break;
     case SMTP_OUTCOME_DEFERRED:
-        state = a->final ? "failed" : "deferred";
+        state = a->ambiguous ? "ambiguous" : a->final ? "failed" : "deferred";
         break;
     default:
         state = "failed";
@@ -916,6 +920,7 @@ static void send_metrics_render(void *user, buf_t *out)
     metrics_line(out, "ringmail_recipients_total", "state=\"rejected\"", (double)s->t.rejected);
     metrics_line(out, "ringmail_recipients_total", "state=\"failed\"", (double)s->t.failed);
     metrics_line(out, "ringmail_recipients_total", "state=\"expired\"", (double)s->t.expired);
+    metrics_line(out, "ringmail_recipients_total", "state=\"ambiguous\"", (double)s->t.ambiguous);
     metrics_line(out, "ringmail_recipients_total", "state=\"suppressed\"", (double)s->t.suppressed);
 }
 
@@ -937,10 +942,10 @@ static void send_report(struct send *s, double wall)
     getrusage(RUSAGE_SELF, &ru);
     double cpu = send_tv(&ru.ru_utime) + send_tv(&ru.ru_stime);
     if (!s->o.json) {
-        printf("recipients %lu: accepted %lu, rejected %lu, failed %lu, expired %lu, suppressed "
-               "%lu; %lu attempts, %lu deferrals\n",
+        printf("recipients %lu: accepted %lu, rejected %lu, failed %lu, expired %lu, ambiguous "
+               "%lu, suppressed %lu; %lu attempts, %lu deferrals\n",
                s->t.recipients, s->t.accepted, s->t.rejected, s->t.failed, s->t.expired,
-               s->t.suppressed, s->t.attempts, s->t.deferrals);
+               s->t.ambiguous, s->t.suppressed, s->t.attempts, s->t.deferrals);
         if (s->loader) {
             struct loader_stats ls;
             loader_stats(s->loader, &ls);
@@ -991,14 +996,14 @@ static void send_report(struct send *s, double wall)
                       wall > 0 ? (double)x->accepted / wall : 0.0));
     }
     json_t *j = json_pack(
-        "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:f, s:f, s:I}", "recipients",
+        "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:f, s:f, s:I}", "recipients",
         (json_int_t)s->t.recipients, "accepted", (json_int_t)s->t.accepted, "rejected",
         (json_int_t)s->t.rejected, "failed", (json_int_t)s->t.failed, "expired",
-        (json_int_t)s->t.expired, "suppressed", (json_int_t)s->t.suppressed, "invalid",
-        (json_int_t)s->t.invalid, "attempts", (json_int_t)s->t.attempts, "deferrals",
-        (json_int_t)s->t.deferrals, "unsent",
+        (json_int_t)s->t.expired, "ambiguous", (json_int_t)s->t.ambiguous, "suppressed",
+        (json_int_t)s->t.suppressed, "invalid", (json_int_t)s->t.invalid, "attempts",
+        (json_int_t)s->t.attempts, "deferrals", (json_int_t)s->t.deferrals, "unsent",
         (json_int_t)(s->t.recipients - s->t.accepted - s->t.rejected - s->t.failed - s->t.expired -
-                     s->t.suppressed + (s->nlines - s->next)),
+                     s->t.ambiguous - s->t.suppressed + (s->nlines - s->next)),
         "isps", isps, "wall_s", wall, "cpu_s", cpu, "peak_rss_kb", (json_int_t)ru.ru_maxrss);
     if (s->loader) {
         /* Campaign mode: a deferral goes back to the database and is claimed

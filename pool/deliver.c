@@ -803,7 +803,13 @@ static void pool_settle(struct pool *p, struct pool_msg *m, struct pool_conn *c,
     case SMTP_OUTCOME_DEFERRED: {
         isp->st.deferred++;
         uint64_t delay = retry_next_delay_ms(&p->config->retry, m->attempts, m->first_ms, now);
-        if (delay == UINT64_MAX || p->stopped) {
+        if (data_in_flight) {
+            /* The crash rule on a live connection: the body went out and
+             * the reply was lost (connection gone, timeout, a reply out of
+             * step); the server may have it, so it is not sent again. */
+            a.final = 1;
+            a.ambiguous = 1;
+        } else if (delay == UINT64_MAX || p->stopped) {
             a.final = !p->stopped;
             a.expired = !p->stopped;
         } else {

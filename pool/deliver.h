@@ -61,6 +61,8 @@ struct pool_attempt {
     enum smtp_outcome outcome; /* ACCEPTED, DEFERRED, REJECTED or FAILED */
     int final;                 /* no further attempt will be made */
     int expired;               /* deferred past max_age */
+    int ambiguous;             /* the body went out and no trustworthy reply came: final (the
+                                * server may have it; never sent again on its own) */
     int released;              /* the pool let go of m (final, or external_retry) */
     const char *reason;        /* "accepted", "rcpt_rejected", "null_mx", "dns_tempfail" ... */
     int code;                  /* the server's reply code, 0 when none */
