@@ -10,6 +10,8 @@
 #   4. two nodes, one killed: the survivor takes it over within two
 #      heartbeats and only armed claims (DATA possibly in flight) are
 #      ambiguous; the killed node's restart settles those its journal knows
+#   5. a body whose reply never comes on a live connection is ambiguous at
+#      once, never retried on its own; --resend-ambiguous sends it
 # EXO_COUNT (recipients per kill loop, default 3000), EXO_KILLS (default 5)
 # and EXO_LATENCY (ms, default 50) make it the issue's 50,000-recipient probe.
 set -u
@@ -108,7 +110,7 @@ kill_loop() {
         echo "# $name: kill -9 number $k; sent so far $(count_state "$id" sent)," \
             "ambiguous $(count_state "$id" ambiguous)"
     done
-    timeout 240 "$RM" send --db "$PG_URL" --campaign "$id" --config "$E2E_TMP/c.conf" \
+    timeout $((120 + COUNT / 20)) "$RM" send --db "$PG_URL" --campaign "$id" --config "$E2E_TMP/c.conf" \
         --node "$name" --journal "$E2E_TMP/$name.journal" --window 40 --json \
         >"$E2E_TMP/$name.final.json" 2>"$E2E_TMP/$name.final.err"
     rc=$?
@@ -301,5 +303,45 @@ read -r twice silent lost <<<"$(audit "$C4")"
 check_eq "takeover: no silent duplicate, nothing lost" "0 0" "$silent $lost"
 check_eq "takeover: sent + ambiguous = all" 4000 \
     "$(psql_q "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $C4 AND state IN ('sent', 'ambiguous')")"
+stop_sink x
+
+# ============================================================ 5. a body with no reply, on a live connection
+# The sink cuts 20% of transactions during DATA: the body went out and no
+# reply came, so the server may have it. Such a recipient is ambiguous at
+# once (never retried on its own), in a campaign and in list mode.
+start_sink x 127.0.0.74 --drop-pct 20 --seed 5
+C5=$(new_campaign drop 500)
+timeout 60 "$RM" send --db "$PG_URL" --campaign "$C5" --config "$E2E_TMP/c.conf" --node dr \
+    --journal "$E2E_TMP/dr.journal" --json >"$E2E_TMP/dr.json" 2>"$E2E_TMP/dr.err"
+check_eq "lost reply: the campaign finishes (exit 0)" 0 "$?"
+sleep 0.3
+AMB=$(count_state "$C5" ambiguous)
+echo "# lost reply: $(count_state "$C5" sent) sent, $AMB ambiguous of 500"
+check_ge "lost reply: bodies whose reply was cut are ambiguous" 20 "$AMB"
+check_eq "lost reply: sent + ambiguous = all, nothing left" "500 0" \
+    "$(psql_q "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $C5 AND state IN ('sent', 'ambiguous')") $(nonfinal "$C5")"
+check_eq "lost reply: an ambiguous recipient had one attempt, DATA in flight, connection_lost_after_data" 0 \
+    "$(psql_q "SELECT count(*) FROM ringmail.recipient r WHERE campaign_id = $C5 AND state = 'ambiguous' AND (attempts <> 1 OR NOT EXISTS (SELECT 1 FROM ringmail.delivery d WHERE d.recipient_id = r.id AND d.data_in_flight AND d.reason = 'connection_lost_after_data'))")"
+read -r twice silent lost <<<"$(audit "$C5")"
+check_eq "lost reply: none accepted twice, none lost" "0 0" "$twice $lost"
+psql_q "SELECT address FROM ringmail.recipient WHERE campaign_id = $C5 LIMIT 200" >"$E2E_TMP/drop.list"
+timeout 60 "$RM" send --recipients "$E2E_TMP/drop.list" --config "$E2E_TMP/c.conf" --json \
+    >"$E2E_TMP/drop-list.json" 2>"$E2E_TMP/drop-list.err"
+check_eq "lost reply, list mode: exit 0" 0 "$?"
+check_ge "lost reply, list mode: --json counts ambiguous" 5 "$(jget "$E2E_TMP/drop-list.json" ambiguous)"
+check_eq "lost reply, list mode: one attempt per recipient (nothing retried)" 200 \
+    "$(jget "$E2E_TMP/drop-list.json" attempts)"
+timeout 60 "$RM" send --recipients "$E2E_TMP/drop.list" --config "$E2E_TMP/c.conf" \
+    >"$E2E_TMP/drop-list.out" 2>&1
+check_grep "lost reply, list mode: the summary line counts them" \
+    'recipients 200: accepted [0-9]+, rejected 0, failed 0, expired 0, ambiguous [1-9][0-9]*,' \
+    "$E2E_TMP/drop-list.out"
+stop_sink x
+# The operator's word: --resend-ambiguous sends them again.
+start_sink x 127.0.0.74
+timeout 60 "$RM" send --db "$PG_URL" --campaign "$C5" --config "$E2E_TMP/c.conf" --node dr \
+    --journal "$E2E_TMP/dr.journal" --resend-ambiguous --json >/dev/null 2>"$E2E_TMP/dr2.err"
+check_eq "lost reply: --resend-ambiguous sends them; all 500 sent" "0 500" \
+    "$? $(count_state "$C5" sent)"
 stop_sink x
 e2e_finish
