@@ -1264,7 +1264,10 @@ static void loader_beat(struct loader *l)
     if (alive) {
         /* The database set expires_at = now() + lease at some moment after
          * `sent`: stop starting bodies a quarter of the lease before. */
-        __atomic_store_n(&l->alive_until_ms, sent + (uint64_t)l->o.lease_s * 750, __ATOMIC_RELEASE);
+        __atomic_store_n(&l->alive_until_ms, sent + (uint64_t)l->o.lease_s * 750, __ATOMIC_SEQ_CST);
+        if (__atomic_exchange_n(&l->arm_waiting, 0, __ATOMIC_SEQ_CST)) {
+            loader_signal(l); /* transactions held back by a lapsed lease may go */
+        }
         return;
     }
     r = loader_query(l->hc,
@@ -1994,6 +1997,12 @@ int loader_armed(struct loader *l, uint64_t seq)
      * came in between is either seen here or sees the flag. */
     __atomic_store_n(&l->arm_waiting, 1, __ATOMIC_SEQ_CST);
     return loader_armed_now(l, seq);
+}
+
+int loader_lease_ok(struct loader *l)
+{
+    return !__atomic_load_n(&l->fenced, __ATOMIC_ACQUIRE) &&
+           loader_ms() < __atomic_load_n(&l->alive_until_ms, __ATOMIC_ACQUIRE);
 }
 
 int loader_fenced(struct loader *l, char *why, size_t n)

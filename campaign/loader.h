@@ -44,7 +44,8 @@
  *
  * Exports: loader_start, loader_stop, loader_fd, loader_set_notify,
  * loader_take, loader_want, loader_result, loader_backlog, loader_exhausted, loader_stats,
- * loader_campaign, loader_journal_mark, loader_arm, loader_armed, loader_fenced.
+ * loader_campaign, loader_journal_mark, loader_arm, loader_armed, loader_lease_ok,
+ * loader_fenced.
  */
 #ifndef RINGMAIL_LOADER_H
 #define RINGMAIL_LOADER_H
@@ -147,6 +148,9 @@ uint64_t loader_arm(struct loader *l, int64_t id);
  * go out now. 0: the loader's eventfd is signalled at the next arm commit.
  * Lock-free (called for every transaction). */
 int loader_armed(struct loader *l, uint64_t seq);
+/* 1 while the node's lease is good (its heartbeat gets through) and no
+ * other node took it over. */
+int loader_lease_ok(struct loader *l);
 /* 1 once another node took this one over (why: the message): send nothing
  * more and stop. */
 int loader_fenced(struct loader *l, char *why, size_t n);

@@ -904,9 +904,21 @@ static void send_on_status(struct loop_timer *t)
     unsigned long done = s->t.attempts;
     fprintf(stderr,
             "\r%6lu msgs/s  accepted %lu  deferred %lu  rejected %lu  failed %lu  connections %u"
-            "  retry queue %zu   ",
+            "  retry queue %zu",
             done - s->status_last, s->t.accepted, s->t.deferrals, s->t.rejected, s->t.failed,
             pool_open_connections(s->pool), pool_retry_depth(s->pool));
+    if (s->loader) {
+        /* Why sending may pause: arms wait for PostgreSQL, or the node's
+         * lease is not being renewed. */
+        unsigned gated = pool_gated_connections(s->pool);
+        if (gated) {
+            fprintf(stderr, "  %u waiting for the database (arm)", gated);
+        }
+        if (!loader_lease_ok(s->loader)) {
+            fprintf(stderr, "  NODE LEASE NOT RENEWED: nothing new starts");
+        }
+    }
+    fprintf(stderr, "   ");
     s->status_last = done;
     loop_timer_set(s->loop, &s->status_timer, 1000);
 }
@@ -922,6 +934,23 @@ static void send_metrics_render(void *user, buf_t *out)
     metrics_line(out, "ringmail_recipients_total", "state=\"expired\"", (double)s->t.expired);
     metrics_line(out, "ringmail_recipients_total", "state=\"ambiguous\"", (double)s->t.ambiguous);
     metrics_line(out, "ringmail_recipients_total", "state=\"suppressed\"", (double)s->t.suppressed);
+    if (s->loader) {
+        struct loader_stats ls;
+        loader_stats(s->loader, &ls);
+        metrics_help(out, "ringmail_connections_waiting_arm", "gauge",
+                     "Connections whose next transaction waits for its arm commit.");
+        metrics_line(out, "ringmail_connections_waiting_arm", NULL,
+                     (double)pool_gated_connections(s->pool));
+        metrics_help(out, "ringmail_node_lease_ok", "gauge",
+                     "1 while the node's heartbeat renews its lease (0: nothing new starts).");
+        metrics_line(out, "ringmail_node_lease_ok", NULL, loader_lease_ok(s->loader) ? 1.0 : 0.0);
+        metrics_help(out, "ringmail_arms_total", "counter", "Arm statements committed.");
+        metrics_line(out, "ringmail_arms_total", NULL, (double)ls.arms);
+        metrics_help(out, "ringmail_armed_total", "counter", "Recipients armed.");
+        metrics_line(out, "ringmail_armed_total", NULL, (double)ls.armed);
+        metrics_help(out, "ringmail_takeovers_total", "counter", "Dead nodes taken over.");
+        metrics_line(out, "ringmail_takeovers_total", NULL, (double)ls.taken_over_nodes);
+    }
 }
 
 /* ---- report ---- */

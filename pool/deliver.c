@@ -169,6 +169,7 @@ struct pool {
     struct pool_dest *relay;
     struct pool_conn *conns;
     struct pool_conn *gated; /* idle until pool_gate_open */
+    unsigned ngated;
     unsigned open;
     struct pool_msg **heap; /* retry heap by due_ms */
     size_t nheap, heap_cap;
@@ -873,6 +874,7 @@ static void pool_conn_ungate(struct pool_conn *c)
     }
     if (*pp) {
         *pp = c->gnext;
+        c->pool->ngated--;
     }
     c->gated = 0;
     c->gnext = NULL;
@@ -882,6 +884,7 @@ void pool_gate_open(struct pool *p)
 {
     struct pool_conn *list = p->gated;
     p->gated = NULL;
+    p->ngated = 0;
     while (list) {
         struct pool_conn *c = list;
         list = c->gnext;
@@ -1078,6 +1081,7 @@ static struct smtp_message *pool_next_message(void *owner)
         c->gated = 1;
         c->gnext = p->gated;
         p->gated = c;
+        p->ngated++;
         return SMTP_MESSAGE_WAIT;
     }
     double rate = pool_lane_rate(l, now);
@@ -1704,6 +1708,11 @@ size_t pool_pending(const struct pool *p)
 size_t pool_retry_depth(const struct pool *p)
 {
     return p->nheap;
+}
+
+unsigned pool_gated_connections(const struct pool *p)
+{
+    return p->ngated;
 }
 
 unsigned pool_open_connections(const struct pool *p)

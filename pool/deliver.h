@@ -25,7 +25,7 @@
  *
  * Exports: pool_new, pool_free, pool_submit, pool_check_config, pool_reload,
  * pool_stop, pool_release_all, pool_gate_open, pool_pending, pool_retry_depth,
- * pool_isp_stats, pool_open_connections, pool_metrics.
+ * pool_isp_stats, pool_gated_connections, pool_open_connections, pool_metrics.
  */
 #ifndef RINGMAIL_DELIVER_H
 #define RINGMAIL_DELIVER_H
@@ -151,6 +151,8 @@ size_t pool_pending(const struct pool *p);
 size_t pool_retry_depth(const struct pool *p);
 /* Per-ISP statistics into out (at most max); returns how many ISPs there are. */
 size_t pool_isp_stats(struct pool *p, struct pool_isp_stats *out, size_t max);
+/* Connections idle until may_send allows their next message. */
+unsigned pool_gated_connections(const struct pool *p);
 /* Open connections across the pool. */
 unsigned pool_open_connections(const struct pool *p);
 /* Prometheus exposition of the per-ISP counters and gauges. */
