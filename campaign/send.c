@@ -1054,6 +1054,8 @@ static void send_report(struct send *s, double wall)
                       (json_int_t)ls.taken_over_ambiguous, "arms", (json_int_t)ls.arms, "armed",
                       (json_int_t)ls.armed, "claim_s", (double)ls.claim_us / 1e6, "write_s",
                       (double)ls.write_us / 1e6));
+        json_object_set_new(json_object_get(j, "db"), "recovered_results",
+                            json_integer((json_int_t)ls.recovered_results));
     }
     char *txt = json_dumps(j, JSON_COMPACT);
     printf("%s\n", txt);
