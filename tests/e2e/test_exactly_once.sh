@@ -14,6 +14,8 @@
 #      once, never retried on its own; --resend-ambiguous sends it
 #   6. PostgreSQL away: nothing new starts once the node's lease lapses, the
 #      status line and /metrics say so, and the campaign finishes after
+#   7. one ISP suspended (S3150 => suspend 1h) while another sends: the other
+#      finishes, the suspended one's recipients wait, nothing lost or doubled
 # EXO_COUNT (recipients per kill loop, default 3000), EXO_KILLS (default 5)
 # and EXO_LATENCY (ms, default 50) make it the issue's 50,000-recipient probe.
 set -u
@@ -401,5 +403,60 @@ sleep 0.3
 read -r twice silent lost <<<"$(audit "$C6")"
 check_eq "database away: all 3000 sent, none twice, none lost, none ambiguous" "3000 0 0 0" \
     "$(count_state "$C6" sent) $twice $lost $(count_state "$C6" ambiguous)"
+stop_sink x
+
+# ============================================================ 7. one ISP suspended while another sends (campaign)
+# permfail@b.test gets Microsoft's S3150 and suspends ISP b for an hour;
+# ISP a sends all of its recipients meanwhile, each once. b's recipients
+# wait (never armed while suspended) and a stop puts them back, not lost.
+SB_PORT=$(free_port)
+e2e_bg sink.b "$RM" sink --listen "127.0.0.75:$SB_PORT" --threads 1 --profile outlook \
+    --stats "$E2E_TMP/sink.b.json" --stats-interval-ms 100
+check "suspend: outlook-profile sink up" wait_port 127.0.0.75 "$SB_PORT" 10 "$E2E_BG_PID"
+start_sink x 127.0.0.74 --latency-ms "$LAT"
+cat >"$E2E_TMP/s.conf" <<CONF
+[global]
+tls = none
+retry = 300ms
+max_age = 1h
+[isp a]
+domains = x.test
+max_connections = 20
+[isp b]
+domains = b.test
+max_connections = 1
+rule = S3150 => suspend 1h
+[route x.test]
+server = 127.0.0.74:$SINK_PORT
+[route b.test]
+server = 127.0.0.75:$SB_PORT
+CONF
+C7=$(psql_q "INSERT INTO ringmail.campaign (name, mail_from, subject, text_body)
+    VALUES ('suspend', 'news@sender.test', 'Hello', 'Campaign suspend.') RETURNING id")
+psql_q "INSERT INTO ringmail.recipient (campaign_id, address, next_attempt_at)
+    VALUES ($C7, 'permfail@b.test', now() - interval '1 minute')" >/dev/null
+psql_q "INSERT INTO ringmail.recipient (campaign_id, address)
+    SELECT $C7, 'm' || g || '@' || CASE WHEN g % 20 = 0 THEN 'b.test' ELSE 'x.test' END
+    FROM generate_series(1, 2000) g" >/dev/null
+"$RM" send --db "$PG_URL" --campaign "$C7" --config "$E2E_TMP/s.conf" --node su \
+    --journal "$E2E_TMP/su.journal" --json >"$E2E_TMP/su.json" 2>"$E2E_TMP/su.err" &
+pid=$!
+for _ in $(seq 1 300); do
+    [ "$(psql_q "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $C7 AND state = 'sent' AND address LIKE '%@x.test'")" -ge 1900 ] && break
+    sleep 0.1
+done
+kill -TERM "$pid"
+wait "$pid"
+sleep 0.3
+check_eq "suspend: ISP a sent all 1900 while b was suspended" 1900 \
+    "$(psql_q "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $C7 AND state = 'sent' AND address LIKE '%@x.test'")"
+check_eq "suspend: permfail@b.test bounced (S3150)" bounced \
+    "$(psql_q "SELECT state FROM ringmail.recipient WHERE campaign_id = $C7 AND address = 'permfail@b.test'")"
+check_eq "suspend: b's 100 recipients wait, not lost, not sent, not ambiguous" "100 0" \
+    "$(psql_q "SELECT count(*) FILTER (WHERE state IN ('queued', 'deferred')) || ' ' || count(*) FILTER (WHERE state IN ('sent', 'ambiguous', 'claimed')) FROM ringmail.recipient WHERE campaign_id = $C7 AND address LIKE 'm%@b.test'")"
+check_eq "suspend: the outlook sink saw nothing but permfail" 0 \
+    "$(jget "$E2E_TMP/sink.b.json" accepted_rcpts)"
+read -r twice silent lost <<<"$(audit "$C7")"
+check_eq "suspend: nothing accepted twice, nothing lost on ISP a" "0 0" "$twice $lost"
 stop_sink x
 e2e_finish
