@@ -229,8 +229,23 @@ static char *send_trim(char *s)
     return s;
 }
 
-/* Read FILE (or stdin for "-"): one entry per line, '#' comments and blank lines skipped. */
-static int send_read_lines(const char *path, char ***out, size_t *nout)
+/* NULL when the entry read as line can be taken as written, else why not.
+ * A NUL would cut the address short (a@b.test<NUL>x went to a@b.test);
+ * bytes that are not UTF-8 would go out in RCPT TO as they are. */
+static const char *send_line_problem(const char *line, size_t len)
+{
+    if (memchr(line, '\0', len)) {
+        return "a NUL byte in the line";
+    }
+    return render_utf8_ok(line, len) ? NULL : "the address is not valid UTF-8";
+}
+
+/* Read FILE (or stdin for "-"): one entry per line, '#' comments and blank
+ * lines skipped. With once (the recipients): a line with a NUL or not
+ * UTF-8 refuses the file with its number, and an address already read
+ * (case-insensitively, as the suppression list compares) is skipped, so
+ * each is sent once per run. */
+static int send_read_lines(const char *path, char ***out, size_t *nout, struct send_set *once)
 {
     FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
     if (!f) {
@@ -238,12 +253,34 @@ static int send_read_lines(const char *path, char ***out, size_t *nout)
         return -1;
     }
     char *line = NULL;
-    size_t cap = 0, n = 0, lcap = 0;
+    size_t cap = 0, n = 0, lcap = 0, lineno = 0, dups = 0;
     char **lines = NULL;
-    while (getline(&line, &cap, f) >= 0) {
+    ssize_t len;
+    while ((len = getline(&line, &cap, f)) >= 0) {
+        lineno++;
+        const char *why = once ? send_line_problem(line, (size_t)len) : NULL;
+        if (why) {
+            fprintf(stderr, "ringmail send: %s:%zu: %s\n", path, lineno, why);
+            for (size_t i = 0; i < n; i++) {
+                free(lines[i]);
+            }
+            free(lines);
+            free(line);
+            if (f != stdin) {
+                fclose(f);
+            }
+            return -1;
+        }
         char *s = send_trim(line);
         if (!*s || *s == '#') {
             continue;
+        }
+        if (once && send_set_has(once, s)) {
+            dups++;
+            continue;
+        }
+        if (once) {
+            send_set_add(once, s);
         }
         if (n == lcap) {
             lcap = lcap ? lcap * 2 : 1024;
@@ -258,6 +295,11 @@ static int send_read_lines(const char *path, char ***out, size_t *nout)
     free(line);
     if (f != stdin) {
         fclose(f);
+    }
+    if (dups) {
+        fprintf(stderr,
+                "ringmail send: %s: %zu duplicate line%s skipped (each address is sent once)\n",
+                path, dups, dups == 1 ? "" : "s");
     }
     *out = lines;
     *nout = n;
@@ -1478,8 +1520,13 @@ static int send_setup(struct send *s, struct config **cfg_out)
             return -1;
         }
     }
-    if (s->o.recipients && send_read_lines(s->o.recipients, &s->lines, &s->nlines) < 0) {
-        return -1;
+    if (s->o.recipients) {
+        struct send_set once = {0};
+        int rc = send_read_lines(s->o.recipients, &s->lines, &s->nlines, &once);
+        send_set_free(&once);
+        if (rc < 0) {
+            return -1;
+        }
     }
     if (s->o.message_path && send_read_message(s->o.message_path, &s->message) < 0) {
         return -1;
@@ -1494,7 +1541,7 @@ static int send_setup(struct send *s, struct config **cfg_out)
             return -1;
         }
         fclose(probe);
-        if (send_read_lines(s->o.suppress_path, &sup, &nsup) < 0) {
+        if (send_read_lines(s->o.suppress_path, &sup, &nsup, NULL) < 0) {
             return -1;
         }
         for (size_t i = 0; i < nsup; i++) {
