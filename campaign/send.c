@@ -229,22 +229,20 @@ static char *send_trim(char *s)
     return s;
 }
 
-/* NULL when the entry read as line can be taken as written, else why not.
- * A NUL would cut the address short (a@b.test<NUL>x went to a@b.test);
- * bytes that are not UTF-8 would go out in RCPT TO as they are. */
-static const char *send_line_problem(const char *line, size_t len)
+static void send_lines_free(char **lines, size_t n)
 {
-    if (memchr(line, '\0', len)) {
-        return "a NUL byte in the line";
+    for (size_t i = 0; i < n; i++) {
+        free(lines[i]);
     }
-    return render_utf8_ok(line, len) ? NULL : "the address is not valid UTF-8";
+    free(lines);
 }
 
 /* Read FILE (or stdin for "-"): one entry per line, '#' comments and blank
- * lines skipped. With once (the recipients): a line with a NUL or not
- * UTF-8 refuses the file with its number, and an address already read
- * (case-insensitively, as the suppression list compares) is skipped, so
- * each is sent once per run. */
+ * lines skipped. With once (the recipients), the file is refused with the
+ * line's number for a NUL (it would cut the address short: a@b.test<NUL>x
+ * went to a@b.test) or an entry that is not UTF-8 (it would go out in RCPT
+ * TO as it is); and an address already read (case-insensitively, as the
+ * suppression list compares) is skipped, so each is sent once per run. */
 static int send_read_lines(const char *path, char ***out, size_t *nout, struct send_set *once)
 {
     FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
@@ -255,46 +253,45 @@ static int send_read_lines(const char *path, char ***out, size_t *nout, struct s
     char *line = NULL;
     size_t cap = 0, n = 0, lcap = 0, lineno = 0, dups = 0;
     char **lines = NULL;
+    const char *why = NULL;
     ssize_t len;
-    while ((len = getline(&line, &cap, f)) >= 0) {
+    while (!why && (len = getline(&line, &cap, f)) >= 0) {
         lineno++;
-        const char *why = once ? send_line_problem(line, (size_t)len) : NULL;
-        if (why) {
-            fprintf(stderr, "ringmail send: %s:%zu: %s\n", path, lineno, why);
-            for (size_t i = 0; i < n; i++) {
-                free(lines[i]);
-            }
-            free(lines);
-            free(line);
-            if (f != stdin) {
-                fclose(f);
-            }
-            return -1;
+        if (once && memchr(line, '\0', (size_t)len)) {
+            why = "a NUL byte in the line";
+            continue;
         }
         char *s = send_trim(line);
         if (!*s || *s == '#') {
             continue;
         }
-        if (once && send_set_has(once, s)) {
+        if (once && !render_utf8_ok(s, strlen(s))) {
+            why = "the address is not valid UTF-8";
+        } else if (once && send_set_has(once, s)) {
             dups++;
-            continue;
-        }
-        if (once) {
-            send_set_add(once, s);
-        }
-        if (n == lcap) {
-            lcap = lcap ? lcap * 2 : 1024;
-            char **v = realloc(lines, lcap * sizeof *v);
-            if (!v) {
-                abort();
+        } else {
+            if (once) {
+                send_set_add(once, s);
             }
-            lines = v;
+            if (n == lcap) {
+                lcap = lcap ? lcap * 2 : 1024;
+                char **v = realloc(lines, lcap * sizeof *v);
+                if (!v) {
+                    abort();
+                }
+                lines = v;
+            }
+            lines[n++] = strdup(s);
         }
-        lines[n++] = strdup(s);
     }
     free(line);
     if (f != stdin) {
         fclose(f);
+    }
+    if (why) {
+        fprintf(stderr, "ringmail send: %s:%zu: %s\n", path, lineno, why);
+        send_lines_free(lines, n);
+        return -1;
     }
     if (dups) {
         fprintf(stderr,
