@@ -303,9 +303,6 @@ static int campaign_create(int argc, char **argv)
     }
     buf_t files[3] = {BUF_INIT, BUF_INIT, BUF_INIT};
     rc = campaign_read_files(&s, files);
-    if (rc == 0) {
-        rc = campaign_check(&s, files);
-    }
     char err[1024];
     PGconn *c = NULL;
     if (rc == 0 && !(c = db_connect(s.url, err, sizeof err))) {
@@ -322,6 +319,9 @@ static int campaign_create(int argc, char **argv)
             fprintf(stderr, "ringmail campaign create: %s%s\n", bad > 0 ? "--from: " : "", err);
             rc = bad > 0 ? 2 : 1;
         }
+    }
+    if (rc == 0) {
+        rc = campaign_check(&s, files); /* after --from: the database's reason is the better one */
     }
     if (rc == 0) {
         rc = campaign_insert(c, &s, files);
