@@ -15,6 +15,7 @@
 
 #include "campaign/db.h"
 #include "campaign/import.h"
+#include "campaign/render.h"
 #include "engine/buf.h"
 
 const char *const campaign_states[CAMPAIGN_NSTATES] = {
@@ -225,6 +226,43 @@ static int campaign_read_files(const struct campaign_spec *s, buf_t files[3])
     return 0;
 }
 
+/* What send would refuse, refused now: the templates compile as send
+ * compiles them, and the DKIM key loads (PEM armour with garbage inside
+ * passes campaign_looks_like_pem_key, not the signer). */
+static int campaign_check(const struct campaign_spec *s, buf_t files[3])
+{
+    struct render_spec spec = {
+        .from_addr = s->from,
+        .subject = s->subject,
+        .text = s->text_path ? buf_data(&files[0]) : NULL,
+        .html = s->html_path ? buf_data(&files[1]) : NULL,
+        .list_unsubscribe = s->list_unsubscribe,
+        .feedback_id = s->feedback_id,
+    };
+    char err[512];
+    struct render_template *t = render_compile(&spec, err, sizeof err);
+    if (!t) {
+        fprintf(stderr, "ringmail campaign create: template %s\n", err);
+        return 2;
+    }
+    render_free(t);
+    if (!s->dkim_key_path) {
+        return 0;
+    }
+    struct dkim_spec dk = {
+        .domain = s->dkim_domain,
+        .selector = s->dkim_selector,
+        .key_pem = buf_data(&files[2]),
+    };
+    struct dkim_signer *signer = dkim_signer_new(&dk, err, sizeof err);
+    if (!signer) {
+        fprintf(stderr, "ringmail campaign create: --dkim-key %s: %s\n", s->dkim_key_path, err);
+        return 2;
+    }
+    dkim_signer_free(signer);
+    return 0;
+}
+
 static int campaign_insert(PGconn *c, const struct campaign_spec *s, buf_t files[3])
 {
     const char *values[10] = {
@@ -281,6 +319,9 @@ static int campaign_create(int argc, char **argv)
             fprintf(stderr, "ringmail campaign create: %s%s\n", bad > 0 ? "--from: " : "", err);
             rc = bad > 0 ? 2 : 1;
         }
+    }
+    if (rc == 0) {
+        rc = campaign_check(&s, files); /* after --from: the database's reason is the better one */
     }
     if (rc == 0) {
         rc = campaign_insert(c, &s, files);

@@ -128,8 +128,7 @@ static void render_truncate(buf_t *b, size_t len)
 
 /* ---------------------------------------------------------------- text checks */
 
-/* Well-formed UTF-8 (no overlongs, surrogates or values past U+10FFFF) without NUL. */
-static int render_utf8_ok(const char *s, size_t n)
+int render_utf8_ok(const char *s, size_t n)
 {
     const unsigned char *p = (const unsigned char *)s, *end = p + n;
     while (p < end) {

@@ -18,7 +18,7 @@
  * define it. Values are HTML-escaped in the HTML part (defaults too).
  *
  * Exports: render_compile, render_free, render_message, render_vars_json,
- * render_scratch_init, render_scratch_free.
+ * render_scratch_init, render_scratch_free, render_utf8_ok.
  * Diagnostics: render_compile and render_message return a reason in err;
  * a recipient whose message cannot be rendered (a merge value with CR or
  * LF bound for a header, invalid UTF-8, a bad address) is the caller's to
@@ -81,6 +81,8 @@ void render_scratch_free(struct render_scratch *s);
 
 /* NULL with a reason in err (a template syntax error, a bad address or
  * header, an unreadable DKIM key). */
+/* Well-formed UTF-8 (no overlongs, surrogates or values past U+10FFFF) without NUL. */
+int render_utf8_ok(const char *s, size_t n);
 struct render_template *render_compile(const struct render_spec *spec, char *err, size_t errlen);
 void render_free(struct render_template *t);
 

@@ -229,8 +229,21 @@ static char *send_trim(char *s)
     return s;
 }
 
-/* Read FILE (or stdin for "-"): one entry per line, '#' comments and blank lines skipped. */
-static int send_read_lines(const char *path, char ***out, size_t *nout)
+static void send_lines_free(char **lines, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(lines[i]);
+    }
+    free(lines);
+}
+
+/* Read FILE (or stdin for "-"): one entry per line, '#' comments and blank
+ * lines skipped. With once (the recipients), the file is refused with the
+ * line's number for a NUL (it would cut the address short: a@b.test<NUL>x
+ * went to a@b.test) or an entry that is not UTF-8 (it would go out in RCPT
+ * TO as it is); and an address already read (case-insensitively, as the
+ * suppression list compares) is skipped, so each is sent once per run. */
+static int send_read_lines(const char *path, char ***out, size_t *nout, struct send_set *once)
 {
     FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
     if (!f) {
@@ -238,26 +251,52 @@ static int send_read_lines(const char *path, char ***out, size_t *nout)
         return -1;
     }
     char *line = NULL;
-    size_t cap = 0, n = 0, lcap = 0;
+    size_t cap = 0, n = 0, lcap = 0, lineno = 0, dups = 0;
     char **lines = NULL;
-    while (getline(&line, &cap, f) >= 0) {
+    const char *why = NULL;
+    ssize_t len;
+    while (!why && (len = getline(&line, &cap, f)) >= 0) {
+        lineno++;
+        if (once && memchr(line, '\0', (size_t)len)) {
+            why = "a NUL byte in the line";
+            continue;
+        }
         char *s = send_trim(line);
         if (!*s || *s == '#') {
             continue;
         }
-        if (n == lcap) {
-            lcap = lcap ? lcap * 2 : 1024;
-            char **v = realloc(lines, lcap * sizeof *v);
-            if (!v) {
-                abort();
+        if (once && !render_utf8_ok(s, strlen(s))) {
+            why = "the address is not valid UTF-8";
+        } else if (once && send_set_has(once, s)) {
+            dups++;
+        } else {
+            if (once) {
+                send_set_add(once, s);
             }
-            lines = v;
+            if (n == lcap) {
+                lcap = lcap ? lcap * 2 : 1024;
+                char **v = realloc(lines, lcap * sizeof *v);
+                if (!v) {
+                    abort();
+                }
+                lines = v;
+            }
+            lines[n++] = strdup(s);
         }
-        lines[n++] = strdup(s);
     }
     free(line);
     if (f != stdin) {
         fclose(f);
+    }
+    if (why) {
+        fprintf(stderr, "ringmail send: %s:%zu: %s\n", path, lineno, why);
+        send_lines_free(lines, n);
+        return -1;
+    }
+    if (dups) {
+        fprintf(stderr,
+                "ringmail send: %s: %zu duplicate line%s skipped (each address is sent once)\n",
+                path, dups, dups == 1 ? "" : "s");
     }
     *out = lines;
     *nout = n;
@@ -1478,8 +1517,13 @@ static int send_setup(struct send *s, struct config **cfg_out)
             return -1;
         }
     }
-    if (s->o.recipients && send_read_lines(s->o.recipients, &s->lines, &s->nlines) < 0) {
-        return -1;
+    if (s->o.recipients) {
+        struct send_set once = {0};
+        int rc = send_read_lines(s->o.recipients, &s->lines, &s->nlines, &once);
+        send_set_free(&once);
+        if (rc < 0) {
+            return -1;
+        }
     }
     if (s->o.message_path && send_read_message(s->o.message_path, &s->message) < 0) {
         return -1;
@@ -1494,7 +1538,7 @@ static int send_setup(struct send *s, struct config **cfg_out)
             return -1;
         }
         fclose(probe);
-        if (send_read_lines(s->o.suppress_path, &sup, &nsup) < 0) {
+        if (send_read_lines(s->o.suppress_path, &sup, &nsup, NULL) < 0) {
             return -1;
         }
         for (size_t i = 0; i < nsup; i++) {

@@ -1,8 +1,13 @@
 /*
  * config - the operator's file. See config.h.
  *
- * inih calls config_on_entry once per "name = value" line; the handler
- * records the first error and stops, and inih returns that line's number.
+ * inih calls config_on_entry once per "name = value" line, reading lines
+ * through config_read_line, which counts them, so every error knows its
+ * line. The reader refuses what inih would get wrong (a line longer than
+ * its buffer, which it splits and reports at a later line; a NUL byte) and
+ * duplicate sections; the handler refuses a setting given twice in one
+ * section unless it is a list (source, domains, mx, rule). The first error
+ * stops the reading.
  */
 #include "pool/config.h"
 
@@ -16,16 +21,156 @@
 
 #include "pool/throttle.h"
 
+/* The slowest rate accepted: below it a bucket would hold a message for
+ * hours (1e-300/s sends its burst, then never again). */
+#define CONFIG_RATE_MIN 0.001
+
+struct config_seen { /* a section or a setting, and where it was first given */
+    char *name;      /* owned */
+    int line;
+};
+
 struct config_parse {
     struct config *c;
     char err[256];
+    int err_line;           /* the line of err; 0: none yet */
     unsigned char *tls_set; /* per ISP: tls given explicitly; owned */
+    FILE *f;                /* borrowed */
+    char *line;             /* owned: getline's buffer */
+    size_t line_cap;
+    int lineno;                   /* the line inih is handling */
+    struct config_seen *sections; /* owned: every [section] so far */
+    size_t nsections;
+    struct config_seen *keys; /* owned: the settings of the current section */
+    size_t nkeys;
+    char *key_section; /* owned: the section keys belong to */
 };
 
+/* Only the first error counts: inih goes on after a refused line. */
 static int config_fail(struct config_parse *p, const char *fmt, const char *a, const char *b)
 {
-    snprintf(p->err, sizeof p->err, fmt, a, b);
+    if (!p->err_line) {
+        snprintf(p->err, sizeof p->err, fmt, a, b);
+        p->err_line = p->lineno;
+    }
     return 0;
+}
+
+/* name seen before in list (its line), else added (0); -1 out of memory. */
+static int config_seen_add(struct config_seen **list, size_t *n, const char *name, int line)
+{
+    for (size_t i = 0; i < *n; i++) {
+        if (strcmp((*list)[i].name, name) == 0) {
+            return (*list)[i].line;
+        }
+    }
+    struct config_seen *v = realloc(*list, (*n + 1) * sizeof *v);
+    char *copy = strdup(name);
+    if (v) {
+        *list = v;
+    }
+    if (!v || !copy) {
+        free(copy);
+        return -1;
+    }
+    v[(*n)++] = (struct config_seen){copy, line};
+    return 0;
+}
+
+static void config_seen_clear(struct config_seen **list, size_t *n)
+{
+    for (size_t i = 0; i < *n; i++) {
+        free((*list)[i].name);
+    }
+    free(*list);
+    *list = NULL;
+    *n = 0;
+}
+
+/* "[NAME]" at the start of s (after blanks): NAME as inih takes it, else NULL. */
+static char *config_section_name(char *s)
+{
+    while (*s == ' ' || *s == '\t') {
+        s++;
+    }
+    char *end = *s == '[' ? strchr(s, ']') : NULL;
+    if (!end) {
+        return NULL;
+    }
+    *end = '\0';
+    return s + 1;
+}
+
+static char *config_read_fail(struct config_parse *p, const char *why)
+{
+    config_fail(p, "%s%s", why, "");
+    return NULL;
+}
+
+/* inih's reader: one line into str (num bytes), counted; NULL ends the
+ * parse (the end of the file, or an error in p->err). */
+static char *config_read_line(char *str, int num, void *stream)
+{
+    struct config_parse *p = stream;
+    ssize_t len = p->err_line ? -1 : getline(&p->line, &p->line_cap, p->f);
+    if (len < 0) {
+        return NULL;
+    }
+    p->lineno++;
+    size_t n = (size_t)len;
+    if (memchr(p->line, '\0', n)) {
+        return config_read_fail(p, "a NUL byte in the line");
+    }
+    while (n > 0 && (p->line[n - 1] == '\n' || p->line[n - 1] == '\r')) {
+        p->line[--n] = '\0';
+    }
+    if (num < 2 || n >= (size_t)num) {
+        char why[120];
+        snprintf(why, sizeof why,
+                 "line longer than %d characters (split a long domains or mx list over several "
+                 "lines)",
+                 num - 1);
+        return config_read_fail(p, why);
+    }
+    memcpy(str, p->line, n + 1);
+    char *section = config_section_name(p->line);
+    int first = section ? config_seen_add(&p->sections, &p->nsections, section, p->lineno) : 0;
+    if (first < 0) {
+        return config_read_fail(p, "out of memory");
+    }
+    if (first > 0) {
+        char why[160];
+        snprintf(why, sizeof why, "duplicate section [%.100s] (first at line %d)", section, first);
+        return config_read_fail(p, why);
+    }
+    return str;
+}
+
+/* Lists may be given again and add up; any other setting only once per section. */
+static int config_key_once(struct config_parse *p, const char *section, const char *name)
+{
+    static const char *const lists[] = {"source", "domains", "mx", "rule"};
+    for (size_t i = 0; i < sizeof lists / sizeof *lists; i++) {
+        if (strcmp(name, lists[i]) == 0) {
+            return 1;
+        }
+    }
+    if (!p->key_section || strcmp(p->key_section, section) != 0) {
+        config_seen_clear(&p->keys, &p->nkeys);
+        free(p->key_section);
+        p->key_section = strdup(section);
+    }
+    int first = config_seen_add(&p->keys, &p->nkeys, name, p->lineno);
+    if (first < 0 || !p->key_section) {
+        return config_fail(p, "out of memory%s%s", "", "");
+    }
+    if (first > 0) {
+        char why[256];
+        snprintf(why, sizeof why, "duplicate setting '%.60s' in [%.100s] (first at line %d)", name,
+                 section, first);
+        return config_fail(p, "%s%s", why, "");
+    }
+    return 1;
 }
 
 static int config_unsigned(const char *v, unsigned *out)
@@ -96,6 +241,22 @@ static int config_rule_parse(struct config_parse *p, struct config_isp *isp, con
     return 1;
 }
 
+/* A rate: unlimited, or at least CONFIG_RATE_MIN per second. */
+static int config_rate(struct config_parse *p, const char *name, const char *v, double *rate)
+{
+    char err[200];
+    if (throttle_rate_parse(v, rate, err, sizeof err) != 0) {
+        return config_fail(p, "%s%s", err, "");
+    }
+    if (*rate >= 0 && *rate < CONFIG_RATE_MIN) {
+        return config_fail(p,
+                           "%s: '%s' is below the slowest rate accepted, 0.001/s (3.6/h); "
+                           "'unlimited' for no limit",
+                           name, v);
+    }
+    return 1;
+}
+
 static int config_isp_entry(struct config_parse *p, struct config_isp *isp, size_t index,
                             const char *name, const char *v)
 {
@@ -117,6 +278,10 @@ static int config_isp_entry(struct config_parse *p, struct config_isp *isp, size
             if (config_unsigned(v, counts[i]) != 0) {
                 return config_fail(p, "%s: not a number: '%s'", name, v);
             }
+            if (*counts[i] == 0 && counts[i] != &isp->max_rcpts_per_msg) {
+                return config_fail(p, "%s: '%s' must be at least 1 (leave it out for no limit)",
+                                   name, v);
+            }
             if (counts[i] == &isp->max_rcpts_per_msg && (*counts[i] < 1 || *counts[i] > 1000)) {
                 return config_fail(p, "%s: '%s' is not 1..1000", name, v);
             }
@@ -124,9 +289,7 @@ static int config_isp_entry(struct config_parse *p, struct config_isp *isp, size
         }
     }
     if (strcmp(name, "msg_rate") == 0 || strcmp(name, "conn_rate") == 0) {
-        double *rate = name[0] == 'm' ? &isp->msg_rate : &isp->conn_rate;
-        return throttle_rate_parse(v, rate, err, sizeof err) == 0 ? 1
-                                                                  : config_fail(p, "%s%s", err, "");
+        return config_rate(p, name, v, name[0] == 'm' ? &isp->msg_rate : &isp->conn_rate);
     }
     if (strcmp(name, "tls") == 0) {
         p->tls_set[index] = 1;
@@ -239,6 +402,27 @@ static int config_global_entry(struct config_parse *p, const char *name, const c
     return config_fail(p, "unknown setting '%s' in [global]%s", name, "");
 }
 
+/* NULL when s is HOST:PORT or [V6ADDR]:PORT with a port 1..65535, else why not.
+ * The host is resolved when the route is used, not here. */
+static const char *config_server_problem(const char *s)
+{
+    const char *colon = s[0] == '[' ? strstr(s, "]:") : strrchr(s, ':');
+    if (!colon || colon == s || (s[0] == '[' && colon == s + 1)) {
+        return "want HOST:PORT or [IPV6]:PORT";
+    }
+    const char *port = colon + (s[0] == '[' ? 2 : 1);
+    if (s[0] != '[' && memchr(s, ':', (size_t)(colon - s))) {
+        return "an IPv6 address goes in brackets: [IPV6]:PORT";
+    }
+    unsigned long n = 0;
+    for (const char *d = port; *d; d++) {
+        if (*d < '0' || *d > '9' || (n = n * 10 + (unsigned long)(*d - '0')) > 65535) {
+            return "the port must be a number 1..65535";
+        }
+    }
+    return *port && n >= 1 ? NULL : "the port must be a number 1..65535";
+}
+
 static int config_route_entry(struct config_parse *p, const char *domain, const char *name,
                               const char *v)
 {
@@ -248,6 +432,10 @@ static int config_route_entry(struct config_parse *p, const char *domain, const 
     }
     if (strlen(domain) >= CONFIG_NAME_MAX || strlen(v) >= CONFIG_NAME_MAX) {
         return config_fail(p, "route '%s' too long%s", domain, "");
+    }
+    const char *why = config_server_problem(v);
+    if (why) {
+        return config_fail(p, "server '%s': %s", v, why);
     }
     struct config_route *r = realloc(c->routes, (c->nroutes + 1) * sizeof *r);
     if (!r) {
@@ -306,6 +494,9 @@ static int config_lane_entry(struct config_parse *p, const char *isp_name, const
         return config_fail(p, "[isp %s source %s]: not an IPv4 or IPv6 address", isp_name, addr);
     }
     struct config_lane *l = (struct config_lane *)config_lane_for(isp, addr);
+    if (l && strcmp(l->source, addr) != 0) {
+        return config_fail(p, "duplicate section: %s is the same address as %s", addr, l->source);
+    }
     if (!l) {
         if (isp->nlanes == CONFIG_SOURCES_MAX) {
             return config_fail(p, "too many [isp %s source ...] sections (the limit is 64)%s",
@@ -315,19 +506,22 @@ static int config_lane_entry(struct config_parse *p, const char *isp_name, const
         memset(l, 0, sizeof *l);
         snprintf(l->source, sizeof l->source, "%s", addr);
     }
-    char err[200];
     if (strcmp(name, "max_connections") == 0 || strcmp(name, "max_msgs_per_conn") == 0) {
         int conns = name[4] == 'c';
-        if (config_unsigned(v, conns ? &l->max_connections : &l->max_msgs_per_conn) != 0) {
+        unsigned *count = conns ? &l->max_connections : &l->max_msgs_per_conn;
+        if (config_unsigned(v, count) != 0) {
             return config_fail(p, "%s: not a number: '%s'", name, v);
+        }
+        if (*count == 0) {
+            return config_fail(p, "%s: '%s' must be at least 1", name, v);
         }
         l->set |= conns ? CONFIG_LANE_MAX_CONNECTIONS : CONFIG_LANE_MAX_MSGS_PER_CONN;
         return 1;
     }
     if (strcmp(name, "msg_rate") == 0 || strcmp(name, "conn_rate") == 0) {
         int msgs = name[0] == 'm';
-        if (throttle_rate_parse(v, msgs ? &l->msg_rate : &l->conn_rate, err, sizeof err) != 0) {
-            return config_fail(p, "%s%s", err, "");
+        if (!config_rate(p, name, v, msgs ? &l->msg_rate : &l->conn_rate)) {
+            return 0;
         }
         l->set |= msgs ? CONFIG_LANE_MSG_RATE : CONFIG_LANE_CONN_RATE;
         return 1;
@@ -341,6 +535,9 @@ static int config_lane_entry(struct config_parse *p, const char *isp_name, const
 static int config_on_entry(void *user, const char *section, const char *name, const char *value)
 {
     struct config_parse *p = user;
+    if (!config_key_once(p, section, name)) {
+        return 0;
+    }
     if (strcmp(section, "global") == 0) {
         return config_global_entry(p, name, value);
     }
@@ -382,23 +579,36 @@ struct config *config_load(const char *path, char *err, size_t errlen)
     c->tls = SMTP_TLS_REQUIRED;
     c->backoff_step = 0.1;
     c->backoff_interval_ms = 60000;
-    int rc = ini_parse(path, config_on_entry, &p);
-    if (rc != 0) {
-        if (rc < 0) {
-            snprintf(err, errlen, "%s: cannot read the file", path);
-        } else {
-            snprintf(err, errlen, "%s:%d: %s", path, rc, p.err[0] ? p.err : "syntax error");
-        }
-        free(p.tls_set);
-        config_free(c);
-        return NULL;
+    int rc = -1;
+    p.f = fopen(path, "r");
+    if (p.f) {
+        rc = ini_parse_stream(config_read_line, &p, config_on_entry, &p);
+        rc = ferror(p.f) ? -1 : rc;
+        fclose(p.f);
     }
-    for (size_t i = 0; i < c->nisps; i++) {
+    if (rc < 0) {
+        snprintf(err, errlen, "%s: cannot read the file", path);
+    } else if (rc > 0 && (!p.err_line || rc < p.err_line)) {
+        /* inih's own refusal comes with its line, and no reason of ours. */
+        snprintf(err, errlen, "%s:%d: syntax error (want 'NAME = VALUE' or '[SECTION]')", path, rc);
+    } else if (p.err_line) {
+        snprintf(err, errlen, "%s:%d: %s", path, p.err_line, p.err);
+    }
+    int ok = rc == 0 && !p.err_line;
+    for (size_t i = 0; ok && i < c->nisps; i++) {
         if (!p.tls_set[i]) {
             c->isps[i].tls = c->tls;
         }
     }
     free(p.tls_set);
+    free(p.line);
+    free(p.key_section);
+    config_seen_clear(&p.sections, &p.nsections);
+    config_seen_clear(&p.keys, &p.nkeys);
+    if (!ok) {
+        config_free(c);
+        return NULL;
+    }
     return c;
 }
 

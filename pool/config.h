@@ -15,7 +15,11 @@
  * ACTION is "backoff CUT PAUSE", "suspend DURATION" or "bounce".
  * An ISP named "default" takes every recipient no other ISP claims.
  * Errors carry the file's line number; a config with an error is refused
- * whole (on reload, the old one stays).
+ * whole (on reload, the old one stays). Refused besides bad values: a line
+ * longer than inih's buffer (199 characters) or with a NUL byte, a section
+ * given twice, a setting given twice in one section (lists excepted:
+ * source, domains, mx, rule add up), max_connections or max_msgs_per_conn
+ * of 0, a rate below 0.001/s, a route server without a port 1..65535.
  *
  * Exports: config_load, config_free, config_isp_for, config_lane_for, config_rule_match.
  */

@@ -16,16 +16,21 @@
 
 #include "pool/config.h"
 
-static struct config *load_text(const char *text, char *err, size_t errlen)
+static struct config *load_bytes(const char *text, size_t len, char *err, size_t errlen)
 {
     char path[] = "/tmp/ringmail-conf.XXXXXX";
     int fd = mkstemp(path);
     assert_true(fd >= 0);
-    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    assert_int_equal(write(fd, text, len), (ssize_t)len);
     close(fd);
     struct config *c = config_load(path, err, errlen);
     unlink(path);
     return c;
+}
+
+static struct config *load_text(const char *text, char *err, size_t errlen)
+{
+    return load_bytes(text, strlen(text), err, errlen);
 }
 
 static void test_example_config_loads(void **state)
@@ -164,12 +169,83 @@ static void test_source_lanes(void **state)
     assert_non_null(strstr(err, ":2: max_rcpts_per_msg: '1001' is not 1..1000"));
 }
 
+/* Issue 11: what was accepted and then misbehaved is refused at load, with its line. */
+static void test_bounds_refused(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *text, *want;
+    } cases[] = {
+        {"[route b.test]\nserver = 127.0.0.1:99999\n",
+         ":2: server '127.0.0.1:99999': the port must be a number 1..65535"},
+        {"[route b.test]\nserver = 127.0.0.1:0\n", ":2: server '127.0.0.1:0': the port must be"},
+        {"[route b.test]\nserver = 127.0.0.1\n", ":2: server '127.0.0.1': want HOST:PORT"},
+        {"[route b.test]\nserver = ::1:25\n", ":2: server '::1:25': an IPv6 address goes in"},
+        {"[isp a]\nmsg_rate = 1/s\n\n[isp a]\nmsg_rate = 2/s\n",
+         ":4: duplicate section [isp a] (first at line 1)"},
+        {"[isp a]\nmsg_rate = 1/s\nmax_connections = 2\nmsg_rate = 2/s\n",
+         ":4: duplicate setting 'msg_rate' in [isp a] (first at line 2)"},
+        {"[global]\nretry = 5m\nretry = 1h\n",
+         ":3: duplicate setting 'retry' in [global] (first at line 2)"},
+        {"[route b.test]\nserver = 127.0.0.1:25\nserver = 127.0.0.1:26\n",
+         ":3: duplicate setting 'server' in [route b.test]"},
+        {"[isp a source ::1]\nmsg_rate = 1/s\n[isp a source 0::1]\nmsg_rate = 2/s\n",
+         ":4: duplicate section: 0::1 is the same address as ::1"},
+        {"[isp a]\nmax_connections = 0\n",
+         ":2: max_connections: '0' must be at least 1 (leave it out for no limit)"},
+        {"[isp a]\nmax_msgs_per_conn = 0\n", ":2: max_msgs_per_conn: '0' must be at least 1"},
+        {"[isp a source ::1]\nmax_connections = 0\n",
+         ":2: max_connections: '0' must be at least 1"},
+        {"[isp a]\nmsg_rate = 1e-300/s\n",
+         ":2: msg_rate: '1e-300/s' is below the slowest rate accepted, 0.001/s (3.6/h)"},
+        {"[isp a]\nconn_rate = 3/h\n", ":2: conn_rate: '3/h' is below the slowest rate"},
+        {"[isp a source ::1]\nmsg_rate = 1e-300/s\n", ":2: msg_rate: '1e-300/s' is below"},
+        {"[isp a]\nmsg_rate = 1/s\nmx = *.a.test\nmax_connections\n",
+         ":4: syntax error (want 'NAME = VALUE' or '[SECTION]')"},
+    };
+    char err[256];
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        err[0] = '\0';
+        assert_null(load_text(cases[i].text, err, sizeof err));
+        if (!strstr(err, cases[i].want)) {
+            fail_msg("case %zu: got '%s', want '%s'", i, err, cases[i].want);
+        }
+    }
+    /* A 100 KB domains line: refused at its own line, with why, not "syntax error" later. */
+    size_t big = 100 * 1024;
+    char *text = malloc(big + 64);
+    assert_non_null(text);
+    int n = snprintf(text, big + 64, "[global]\nretry = 5m\n\n[isp a]\ndomains = ");
+    memset(text + n, 'x', big);
+    strcpy(text + n + big, "\nmsg_rate = 1/s\n");
+    assert_null(load_text(text, err, sizeof err));
+    assert_non_null(strstr(err, ":5: line longer than 199 characters (split a long domains"));
+    free(text);
+    static const char nul[] = "[isp a]\nmsg_rate = 1/s\nmx = a\0x\n";
+    assert_null(load_bytes(nul, sizeof nul - 1, err, sizeof err));
+    assert_non_null(strstr(err, ":3: a NUL byte in the line"));
+    /* Lists add up; rates down to the minimum, and 'unlimited', load. */
+    struct config *c =
+        load_text("[global]\nsource = 127.0.0.2\nsource = 127.0.0.3\n[isp a]\ndomains = a.test\n"
+                  "domains = b.test\nmx = *.a.test\nmx = *.b.test\nrule = 421 => bounce\n"
+                  "rule = 450 => bounce\nmsg_rate = 3.6/h\nconn_rate = unlimited\n"
+                  "[route a.test]\nserver = [::1]:2525\n[route b.test]\nserver = localhost:1\n",
+                  err, sizeof err);
+    assert_non_null(c);
+    assert_int_equal(c->nsources, 2);
+    assert_int_equal(c->isps[0].ndomains, 2);
+    assert_int_equal(c->isps[0].nmx, 2);
+    assert_int_equal(c->isps[0].nrules, 2);
+    assert_int_equal(c->nroutes, 2);
+    config_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_example_config_loads), cmocka_unit_test(test_sources),
         cmocka_unit_test(test_source_lanes),         cmocka_unit_test(test_errors_name_the_line),
-        cmocka_unit_test(test_defaults_and_routes),
+        cmocka_unit_test(test_defaults_and_routes),  cmocka_unit_test(test_bounds_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
