@@ -72,6 +72,8 @@ Modes (MODE_ARG in brackets)
   slow-lines [S]         a greeting that never ends: "220-line N" every S (2)
                          seconds, for ever (a reply deadline must end it)
   slow-bytes [S]         "220 " then one byte every S (1) seconds, for ever
+  slow-dot [S]           answers the final dot with "250-" lines, one every S (1)
+                         seconds, for ever (the DATA phase's deadline must end it)
   reset-on-connect       reads what the client sends first (a TLS ClientHello
                          under implicit TLS), then closes with a TCP reset
 
@@ -96,7 +98,7 @@ multiline-greeting ehlo-502 ehlo-odd no-pipelining garbage stall-after-mail
 drop-mid-data starttls-inject starttls-454 no-starttls rcpt-mixed
 all-rcpt-fail-data-ok rcpt-452 421-mid-pipeline data-451 data-554
 close-after-first split-replies bare-code multiline-everywhere dot-extra-250
-mail-421 rcpt-503 slow-lines slow-bytes reset-on-connect""".split()
+mail-421 rcpt-503 slow-lines slow-bytes reset-on-connect slow-dot""".split()
 
 # Commands after which RFC 2920 (and 3207) forbids sending more before the reply.
 GROUP_END = {"EHLO", "HELO", "DATA", "STARTTLS", "QUIT", "NOOP", "VRFY", "EXPN", "TURN", "AUTH"}
@@ -516,6 +518,12 @@ class Session:
         self.reset()
         if MODE == "dot-extra-250":
             return self.extra_250()
+        if MODE == "slow-dot":
+            n = 0
+            while True:
+                n += 1
+                self.raw(("250-still queueing %d\r\n" % n).encode())
+                time.sleep(float(ARGS.mode_arg or 1))
         self.reply(250, "2.0.0 queued", "as X%d" % self.done)
         if MODE == "close-after-first":
             self.close()

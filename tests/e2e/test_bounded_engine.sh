@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The engine's bounds (issue 11, items 1, 3 and 6), end to end:
 #   a. a reply's deadline does not restart on every byte: a greeting that
-#      trickles a line every 2 s, or "220 " then a byte a second, ends at
-#      --timeout-ms (within a second of it)
+#      trickles a line every 2 s, or "220 " then a byte a second, or a
+#      reply to the final dot a line a second, ends at --timeout-ms
+#      (within a second of it)
 #   b. SIGTERM to blast while a session is stalled ends blast within 2 s
 #   c. out of file descriptors: blast caps --concurrency to RLIMIT_NOFILE
 #      with a WARNING, send's pool waits for descriptors; every message is
@@ -43,6 +44,11 @@ trickle slow-bytes
 check_le "\"220 \" then a byte a second: the session ends by the 3 s deadline + 1 s" 4000 "$ELAPSED"
 check_eq "\"220 \" then a byte a second: timeout_greeting" 1 \
     "$(jcount "$REC" 'd["reason"] == "timeout_greeting"')"
+
+trickle slow-dot
+check_eq "the final dot answered a line a second: ends by the 3 s deadline + 1 s, timeout_data_done, data_in_flight" \
+    "true 1" \
+    "$([ "$ELAPSED" -le 4000 ] && echo true || echo "false($ELAPSED ms)") $(jcount "$REC" 'd["reason"] == "timeout_data_done" and d["data_in_flight"]')"
 
 # ---------------------------------------------------------------- b. SIGTERM
 PORT=$(free_port)
