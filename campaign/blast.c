@@ -454,7 +454,8 @@ static void blast_usage(FILE *f)
                "\n"
                "  --server HOST:PORT     the SMTP server (a name is resolved once, at start)\n"
                "  --count N              messages to deliver (default 1000)\n"
-               "  --concurrency C        connections open at once (default 20)\n"
+               "  --concurrency C        connections open at once (default 20; at most the\n"
+               "                         open-file limit less 32, with a warning)\n"
                "  --msgs-per-conn M      messages per connection, 0 = unlimited (default 0)\n"
                "  --size BYTES           message size (default 2048)\n"
                "  --tls POLICY           required (default) | verify | opportunistic | none\n"
@@ -466,7 +467,8 @@ static void blast_usage(FILE *f)
                "  --domain D             recipients are user<i>@D (default example.test)\n"
                "  --helo NAME            EHLO name (default ringmail.test)\n"
                "  --threads N            worker threads (default: one per core)\n"
-               "  --timeout-ms MS        every protocol timeout (default: 30000, DATA end 60000)\n"
+               "  --timeout-ms MS        the deadline of every wait, from its start, not per byte\n"
+               "                         (default: 30000, DATA phase 60000)\n"
                "  --records FILE         one JSON line per message: outcome, reply, TLS facts\n"
                "  --json                 print one JSON summary object on stdout\n");
 }
