@@ -112,7 +112,14 @@ struct blast_worker {
     size_t nretry, retry_cap;
     struct blast_counts counts;
     int warned_plaintext;
+    struct loop_timer watch; /* notices SIGTERM/SIGINT while sessions wait */
 };
+
+/* How often a worker looks for an interruption: a stalled session must not
+ * hold blast up for its whole timeout after SIGTERM. */
+#define BLAST_WATCH_MS 100
+/* Descriptors kept back from --concurrency: the rings, stdio, --records. */
+#define BLAST_FD_RESERVE 32
 
 /* ---- messages ---- */
 
@@ -385,6 +392,26 @@ static void blast_slot_closed(void *owner, struct client_conn *conn)
     if (blast_has_work(w)) {
         blast_slot_open(s);
     } else if (w->open_slots == 0) {
+        loop_timer_cancel(w->loop, &w->watch);
+        loop_stop_when_idle(w->loop);
+    }
+}
+
+/* blast_watch - interrupted: end every open session now (its message is
+ * deferred, reason interrupted) instead of waiting for stalled servers. */
+static void blast_watch(struct loop_timer *t)
+{
+    struct blast_worker *w = t->owner;
+    if (!w->shared->interrupted) {
+        loop_timer_set(w->loop, &w->watch, BLAST_WATCH_MS);
+        return;
+    }
+    for (unsigned i = 0; i < w->nslots; i++) {
+        if (w->slots[i].conn) {
+            client_conn_abort(w->slots[i].conn, "interrupted", "ringmail blast was interrupted");
+        }
+    }
+    if (w->open_slots == 0) {
         loop_stop_when_idle(w->loop);
     }
 }
@@ -401,10 +428,12 @@ static void *blast_worker_run(void *arg)
     for (unsigned i = 0; i < w->nslots; i++) {
         w->slots[i].w = w;
     }
+    loop_timer_init(&w->watch, blast_watch, w);
     for (unsigned i = 0; i < w->nslots && blast_has_work(w); i++) {
         blast_slot_open(&w->slots[i]);
     }
     if (w->open_slots > 0) {
+        loop_timer_set(w->loop, &w->watch, BLAST_WATCH_MS);
         loop_run(w->loop);
     }
     for (unsigned i = 0; i < w->nslots; i++) {
@@ -425,7 +454,8 @@ static void blast_usage(FILE *f)
                "\n"
                "  --server HOST:PORT     the SMTP server (a name is resolved once, at start)\n"
                "  --count N              messages to deliver (default 1000)\n"
-               "  --concurrency C        connections open at once (default 20)\n"
+               "  --concurrency C        connections open at once (default 20; at most the\n"
+               "                         open-file limit less 32, with a warning)\n"
                "  --msgs-per-conn M      messages per connection, 0 = unlimited (default 0)\n"
                "  --size BYTES           message size (default 2048)\n"
                "  --tls POLICY           required (default) | verify | opportunistic | none\n"
@@ -437,7 +467,8 @@ static void blast_usage(FILE *f)
                "  --domain D             recipients are user<i>@D (default example.test)\n"
                "  --helo NAME            EHLO name (default ringmail.test)\n"
                "  --threads N            worker threads (default: one per core)\n"
-               "  --timeout-ms MS        every protocol timeout (default: 30000, DATA end 60000)\n"
+               "  --timeout-ms MS        the deadline of every wait, from its start, not per byte\n"
+               "                         (default: 30000, DATA phase 60000)\n"
                "  --records FILE         one JSON line per message: outcome, reply, TLS facts\n"
                "  --json                 print one JSON summary object on stdout\n");
 }
@@ -666,7 +697,8 @@ static int blast_setup(struct blast_shared *sh, struct blast_options *o)
             return -1;
         }
     }
-    if (o->policy == SMTP_TLS_OPPORTUNISTIC) {
+    if (o->policy == SMTP_TLS_OPPORTUNISTIC && !o->implicit_tls) {
+        /* Implicit TLS has no plaintext to fall back to. */
         fprintf(stderr, "ringmail: WARNING: TLS policy 'opportunistic': mail goes IN PLAINTEXT "
                         "to servers without STARTTLS\n");
     }
@@ -802,6 +834,21 @@ static void blast_status_loop(struct blast_shared *sh, struct blast_worker *w, u
     fprintf(stderr, "\n");
 }
 
+/* Each connection is a descriptor: more connections than the open-file
+ * limit allows would make the extra ones wait for a descriptor anyway. */
+static void blast_cap_concurrency(struct blast_options *o)
+{
+    uint64_t nofile = loop_nofile_raise();
+    uint64_t avail = nofile > 2 * BLAST_FD_RESERVE ? nofile - BLAST_FD_RESERVE : BLAST_FD_RESERVE;
+    if (o->concurrency > avail) {
+        fprintf(stderr,
+                "ringmail: WARNING: --concurrency %u is over the open-file limit "
+                "(RLIMIT_NOFILE %llu): using %llu connections\n",
+                o->concurrency, (unsigned long long)nofile, (unsigned long long)avail);
+        o->concurrency = (unsigned)avail;
+    }
+}
+
 int blast_main(int argc, char **argv)
 {
     struct blast_options o = {
@@ -821,6 +868,7 @@ int blast_main(int argc, char **argv)
     if (blast_setup(&sh, &o) < 0) {
         return 2;
     }
+    blast_cap_concurrency(&o);
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     unsigned nw = o.threads ? o.threads : (unsigned)(ncpu > 0 ? ncpu : 1);
     if (nw > o.concurrency) {

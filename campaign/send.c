@@ -1584,6 +1584,9 @@ int send_main(int argc, char **argv)
     sigaddset(&mask, SIGTERM);
     sigprocmask(SIG_BLOCK, &mask, NULL);
     signal(SIGPIPE, SIG_IGN);
+    /* Every connection is a descriptor; past the limit the pool waits for
+     * one to free up (client_conn_start), it never fails a message. */
+    loop_nofile_raise();
     if (send_setup(&s, &cfg) < 0) {
         config_free(cfg);
         goto out;

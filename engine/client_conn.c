@@ -22,6 +22,17 @@
 #include "pool/tls_session_cache.h"
 
 #define CLIENT_CONN_RECV_CHUNK 4096
+/* Out of descriptors: try socket() again after this long. */
+#define CLIENT_CONN_FD_RETRY_MS 20
+
+/* What the one timer is armed for. */
+enum client_conn_timer {
+    CLIENT_CONN_TIMER_NONE,
+    CLIENT_CONN_TIMER_FD,      /* waiting for a free descriptor (back-pressure) */
+    CLIENT_CONN_TIMER_CONNECT, /* the TCP connect */
+    CLIENT_CONN_TIMER_TLS,     /* the whole handshake */
+    CLIENT_CONN_TIMER_SMTP,    /* the whole reply the machine waits for */
+};
 
 enum client_conn_state {
     CLIENT_CONN_CONNECTING,
@@ -47,6 +58,9 @@ struct client_conn {
     unsigned ops_in_flight;
     struct loop_op connect_op, recv_op, send_op;
     struct loop_timer timer;
+    enum client_conn_timer timer_for;
+    unsigned timer_wait; /* smtp_client_wait_id when a reply deadline was set */
+    uint64_t tls_started_ms;
     buf_t in;       /* owned: received bytes (ciphertext under TLS) */
     buf_t sendq;    /* owned: bytes to send next */
     buf_t inflight; /* owned: bytes the kernel is sending */
@@ -89,18 +103,47 @@ static void client_conn_op_done(struct client_conn *c)
     client_conn_maybe_free(c);
 }
 
-static void client_conn_arm_timer(struct client_conn *c)
+static void client_conn_timer(struct client_conn *c, enum client_conn_timer what, unsigned ms)
 {
-    unsigned ms = 0;
-    if (c->state == CLIENT_CONN_HANDSHAKE) {
-        ms = c->cfg->timeout_tls_ms;
-    } else if (c->state == CLIENT_CONN_SMTP) {
-        ms = smtp_client_timeout_ms(c->smtp);
-    }
+    c->timer_for = ms ? what : CLIENT_CONN_TIMER_NONE;
     if (ms) {
         loop_timer_set(c->loop, &c->timer, ms);
     } else {
         loop_timer_cancel(c->loop, &c->timer);
+    }
+}
+
+/* client_conn_arm_timer - a deadline per wait, never per byte: a server
+ * that trickles a reply (a line every 2 s, a byte a second) must not keep
+ * the session alive past its timeout. So the timer is set only when a new
+ * wait starts (the handshake, or a new smtp_client_wait_id) and otherwise
+ * left to run. */
+static void client_conn_arm_timer(struct client_conn *c)
+{
+    if (c->state == CLIENT_CONN_HANDSHAKE) {
+        if (c->timer_for != CLIENT_CONN_TIMER_TLS) {
+            client_conn_timer(c, CLIENT_CONN_TIMER_TLS, c->cfg->timeout_tls_ms);
+        }
+        return;
+    }
+    if (c->state != CLIENT_CONN_SMTP) {
+        return;
+    }
+    unsigned ms = smtp_client_timeout_ms(c->smtp);
+    unsigned wait = smtp_client_wait_id(c->smtp);
+    if (ms && c->timer_for == CLIENT_CONN_TIMER_SMTP && c->timer_wait == wait) {
+        return; /* the same reply: its deadline stands */
+    }
+    c->timer_wait = wait;
+    client_conn_timer(c, CLIENT_CONN_TIMER_SMTP, ms);
+}
+
+/* The handshake ended, well or not: record how long it took. */
+static void client_conn_tls_ended(struct client_conn *c)
+{
+    if (c->tls_started_ms) {
+        c->times.tls_ms = loop_clock_ms(c->loop) - c->tls_started_ms;
+        c->tls_started_ms = 0;
     }
 }
 
@@ -205,7 +248,7 @@ static void client_conn_start_tls(struct client_conn *c)
             tls_session_free(s);
         }
     }
-    c->times.tls_ms = loop_clock_ms(c->loop);
+    c->tls_started_ms = loop_clock_ms(c->loop);
     c->state = CLIENT_CONN_HANDSHAKE;
     client_conn_handshake(c); /* the ClientHello */
 }
@@ -241,13 +284,14 @@ static void client_conn_handshake(struct client_conn *c)
     if (r != TLS_OK) {
         char err[200];
         snprintf(err, sizeof err, "%s", tls_conn_error(c->tls));
+        client_conn_tls_ended(c);
         client_conn_flush(c); /* the alert, if any */
         c->state = CLIENT_CONN_SMTP;
         client_conn_apply(c, smtp_client_tls_done(c->smtp, 0, err));
         return;
     }
     c->tls_up = 1;
-    c->times.tls_ms = loop_clock_ms(c->loop) - c->times.tls_ms;
+    client_conn_tls_ended(c);
     tls_conn_info(c->tls, &c->tls_info);
     c->state = CLIENT_CONN_SMTP;
     if (!c->smtp_started) {
@@ -346,10 +390,14 @@ static void client_conn_on_timer(struct loop_timer *t)
 {
     struct client_conn *c = t->owner;
     c->ops_in_flight++; /* hold, as a completion does */
-    if (c->state == CLIENT_CONN_CONNECTING) {
+    if (c->timer_for == CLIENT_CONN_TIMER_FD) {
+        c->timer_for = CLIENT_CONN_TIMER_NONE;
+        client_conn_start(c);
+    } else if (c->state == CLIENT_CONN_CONNECTING) {
         smtp_client_abort(c->smtp, "timeout_connect", "no answer to the TCP connect");
         client_conn_close(c, NULL);
     } else if (c->state == CLIENT_CONN_HANDSHAKE) {
+        client_conn_tls_ended(c);
         c->state = CLIENT_CONN_SMTP;
         smtp_client_abort(c->smtp, "timeout_tls", "TLS handshake timed out");
         client_conn_close(c, NULL);
@@ -364,6 +412,9 @@ static void client_conn_close(struct client_conn *c, const char *why)
 {
     if (c->state == CLIENT_CONN_CLOSING) {
         return;
+    }
+    if (c->state == CLIENT_CONN_HANDSHAKE) {
+        client_conn_tls_ended(c);
     }
     c->state = CLIENT_CONN_CLOSING;
     loop_timer_cancel(c->loop, &c->timer);
@@ -409,6 +460,12 @@ void client_conn_start(struct client_conn *c)
 {
     c->times.started_ms = loop_clock_ms(c->loop);
     c->fd = socket(c->cfg->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, IPPROTO_TCP);
+    if (c->fd < 0 && (errno == EMFILE || errno == ENFILE)) {
+        /* Out of descriptors is back-pressure, not the server's fault nor
+         * the message's: wait for other connections to give theirs back. */
+        client_conn_timer(c, CLIENT_CONN_TIMER_FD, CLIENT_CONN_FD_RETRY_MS);
+        return;
+    }
     if (c->fd < 0) {
         char text[160];
         snprintf(text, sizeof text, "socket: %s", strerror(errno));
@@ -429,9 +486,22 @@ void client_conn_start(struct client_conn *c)
     c->ops_in_flight++;
     loop_connect(c->loop, &c->connect_op, c->fd, (const struct sockaddr *)&c->cfg->addr,
                  c->cfg->addrlen);
-    if (c->cfg->timeout_connect_ms) {
-        loop_timer_set(c->loop, &c->timer, c->cfg->timeout_connect_ms);
+    client_conn_timer(c, CLIENT_CONN_TIMER_CONNECT, c->cfg->timeout_connect_ms);
+}
+
+void client_conn_abort(struct client_conn *c, const char *reason, const char *text)
+{
+    if (c->state == CLIENT_CONN_CLOSING) {
+        return;
     }
+    c->ops_in_flight++; /* the owner's callbacks run inside */
+    if (c->state == CLIENT_CONN_HANDSHAKE) {
+        client_conn_tls_ended(c);
+        c->state = CLIENT_CONN_SMTP;
+    }
+    smtp_client_abort(c->smtp, reason, text);
+    client_conn_close(c, NULL);
+    client_conn_op_done(c);
 }
 
 void client_conn_thread_done(void)

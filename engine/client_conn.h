@@ -5,11 +5,13 @@
  * buffers, and moves bytes between them: received ciphertext goes through
  * tls_read into the machine, the machine's commands go through tls_write
  * into the send queue, and one SEND is in flight at a time. A single
- * timer covers connect, handshake and every SMTP wait. The connection
+ * timer covers connect, handshake and every SMTP wait; each wait's
+ * deadline runs from its start, not from the last byte received. The connection
  * frees itself once closed and no operation of it is left in the kernel;
  * on_closed runs first, after every message it held has its outcome.
  *
- * Exports: client_conn_new, client_conn_start, client_conn_tls, client_conn_times.
+ * Exports: client_conn_new, client_conn_start, client_conn_abort, client_conn_tls,
+ * client_conn_times.
  */
 #ifndef RINGMAIL_CLIENT_CONN_H
 #define RINGMAIL_CLIENT_CONN_H
@@ -52,8 +54,13 @@ struct client_conn *client_conn_new(struct loop *loop, const struct client_conn_
                                     const struct smtp_client_ops *ops,
                                     client_conn_closed_cb on_closed, void *owner);
 /* Open the socket and connect. Failures are reported through the ops
- * (session_failed, reason connect_failed) and on_closed, never here. */
+ * (session_failed, reason connect_failed) and on_closed, never here.
+ * Out of file descriptors (EMFILE, ENFILE) is not a failure: the connection
+ * waits and tries again until one is free, with no outcome for anyone. */
 void client_conn_start(struct client_conn *conn);
+/* End the session now for a local reason (the owner is shutting down):
+ * what it holds is settled as deferred with reason and text, then on_closed. */
+void client_conn_abort(struct client_conn *conn, const char *reason, const char *text);
 /* Once per client TLS context, before connections use it: route new
  * sessions into each connection's session cache. */
 void client_conn_tls_setup(struct tls_ctx *ctx);

@@ -19,7 +19,7 @@
  *
  * Exports: loop_new, loop_free, loop_run, loop_stop, loop_now_ms, loop_connect,
  * loop_accept, loop_recv, loop_send, loop_poll_add, loop_cancel, loop_timer_set,
- * loop_timer_cancel, loop_timer_active, loop_pending.
+ * loop_timer_cancel, loop_timer_active, loop_pending, loop_nofile_raise.
  * Diagnostics: loop_new returns NULL with errno when the ring cannot be set up.
  */
 #ifndef RINGMAIL_LOOP_H
@@ -97,5 +97,9 @@ void loop_mark_received(const void *buf, size_t n);
 
 /* Number of submitted operations whose completion has not run yet. */
 uint64_t loop_pending(const struct loop *loop);
+
+/* Raise the open-file soft limit to the hard one (every connection is a
+ * descriptor) and return the soft limit now in force. Once, at start. */
+uint64_t loop_nofile_raise(void);
 
 #endif

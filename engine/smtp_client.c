@@ -78,7 +78,8 @@ struct smtp_client {
     int need_rset;        /* last transaction aborted: RSET before the next */
     int body_sent;
     unsigned messages;
-    unsigned txns; /* transactions a server reply ended: the session has proven itself */
+    unsigned txns;  /* transactions a server reply ended: the session has proven itself */
+    unsigned waits; /* replies waited for so far: a new one starts a new deadline */
     char end_reason[SMTP_REASON_MAX]; /* why the session ended; "" while it runs */
     enum smtp_auth_step auth_step;
 };
@@ -175,6 +176,11 @@ int smtp_client_tls_fallback(const struct smtp_client *c, const char **why)
         *why = c->fallback_reason;
     }
     return c->tls_fallback;
+}
+
+unsigned smtp_client_wait_id(const struct smtp_client *c)
+{
+    return c->waits;
 }
 
 unsigned smtp_client_timeout_ms(const struct smtp_client *c)
@@ -292,6 +298,7 @@ static void smtp_send_ehlo(struct smtp_client *c)
 
 enum smtp_action smtp_client_start(struct smtp_client *c, int tls_active)
 {
+    c->waits++;
     c->tls_active = tls_active;
     c->state = SMTP_STATE_GREETING;
     return SMTP_ACTION_WAIT;
@@ -399,7 +406,8 @@ static enum smtp_action smtp_on_starttls(struct smtp_client *c, const struct smt
             /* Bytes before the handshake would be read as if they came
              * through TLS: the STARTTLS command-injection attack. */
             smtp_end(c, "starttls_injection");
-            c->ops->session_failed(c->owner, SMTP_OUTCOME_DEFERRED, "starttls_injection", r,
+            /* The record explains what happened; the 220's text is not it. */
+            c->ops->session_failed(c->owner, SMTP_OUTCOME_DEFERRED, "starttls_injection", NULL,
                                    "server sent data after its STARTTLS reply, before TLS");
             return SMTP_ACTION_CLOSE;
         }
@@ -419,6 +427,7 @@ static enum smtp_action smtp_on_starttls(struct smtp_client *c, const struct smt
 
 enum smtp_action smtp_client_tls_done(struct smtp_client *c, int ok, const char *error)
 {
+    c->waits++;
     if (!ok) {
         const char *reason = error && strstr(error, "certificate verify failed")
                                  ? "tls_verify_failed"
@@ -937,6 +946,7 @@ enum smtp_action smtp_client_input(struct smtp_client *c, const char *data, size
             break;
         }
         off += used;
+        c->waits++; /* a whole reply: the next one has a deadline of its own */
         enum smtp_action a;
         if (owed == 0) {
             a = smtp_unsolicited(c, &c->reply);
@@ -994,6 +1004,7 @@ enum smtp_action smtp_client_resume(struct smtp_client *c)
     if (c->state != SMTP_STATE_IDLE) {
         return SMTP_ACTION_WAIT;
     }
+    c->waits++;
     c->state = SMTP_STATE_TRANSACTION;
     return smtp_ready(c);
 }

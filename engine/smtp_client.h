@@ -21,7 +21,7 @@
  *
  * Exports: smtp_client_new, smtp_client_free, smtp_client_start,
  * smtp_client_input, smtp_client_tls_done, smtp_client_timeout,
- * smtp_client_closed, smtp_client_output, smtp_client_timeout_ms,
+ * smtp_client_closed, smtp_client_output, smtp_client_timeout_ms, smtp_client_wait_id,
  * smtp_client_caps, smtp_client_end_reason, smtp_tls_policy_parse, smtp_tls_policy_name,
  * smtp_outcome_name.
  */
@@ -137,8 +137,14 @@ int smtp_client_idle(const struct smtp_client *c);
 void smtp_client_closed(struct smtp_client *c, const char *why);
 
 buf_t *smtp_client_output(struct smtp_client *c);
-/* The timeout for what the machine now waits for; 0 when waiting for nothing. */
+/* The timeout for what the machine now waits for; 0 when waiting for nothing.
+ * It bounds the whole reply, not the gap between its bytes: the deadline
+ * starts when the wait starts and stands until smtp_client_wait_id changes. */
 unsigned smtp_client_timeout_ms(const struct smtp_client *c);
+/* Changes each time a new wait starts (a whole reply was handled, the
+ * session started, TLS finished, an idle session resumed); bytes that do
+ * not complete a reply leave it as it was, so they cannot extend a deadline. */
+unsigned smtp_client_wait_id(const struct smtp_client *c);
 const struct smtp_caps *smtp_client_caps(const struct smtp_client *c);
 /* Messages completed on this session. */
 unsigned smtp_client_messages(const struct smtp_client *c);

@@ -305,13 +305,17 @@ static enum tls_result tls_fail(struct tls_conn *c, int rc, const char *during)
     default:
         break;
     }
+    /* Only a failed verification is a verify error: a handshake that ended
+     * before the certificate (a protocol version nobody shares) leaves the
+     * verify result at X509_V_ERR_INVALID_CALL, which says nothing. */
+    unsigned long err = ERR_peek_last_error();
     long v = SSL_get_verify_result(c->ssl);
-    if (v != X509_V_OK && SSL_get_verify_mode(c->ssl) != SSL_VERIFY_NONE) {
+    if (ERR_GET_LIB(err) == ERR_LIB_SSL && ERR_GET_REASON(err) == SSL_R_CERTIFICATE_VERIFY_FAILED &&
+        v != X509_V_OK && v != X509_V_ERR_INVALID_CALL) {
         snprintf(c->error, sizeof c->error, "certificate verify failed: %s",
                  X509_verify_cert_error_string(v));
         return TLS_ERROR;
     }
-    unsigned long err = ERR_peek_last_error();
     if (err) {
         snprintf(c->error, sizeof c->error, "%s: %s", during, ERR_reason_error_string(err));
     } else {

@@ -69,6 +69,13 @@ Modes (MODE_ARG in brackets)
   mail-421 [N]           accepts N (2) messages per connection, then answers the
                          next MAIL "421 4.7.0" and closes
   rcpt-503               every RCPT answered "503 5.5.1 bad sequence of commands"
+  slow-lines [S]         a greeting that never ends: "220-line N" every S (2)
+                         seconds, for ever (a reply deadline must end it)
+  slow-bytes [S]         "220 " then one byte every S (1) seconds, for ever
+  slow-dot [S]           answers the final dot with "250-" lines, one every S (1)
+                         seconds, for ever (the DATA phase's deadline must end it)
+  reset-on-connect       reads what the client sends first (a TLS ClientHello
+                         under implicit TLS), then closes with a TCP reset
 
 In every mode: a command sent before the previous reply where RFC 2920 does
 not allow it (after EHLO/HELO, DATA, STARTTLS, QUIT, NOOP, or anything when
@@ -91,7 +98,7 @@ multiline-greeting ehlo-502 ehlo-odd no-pipelining garbage stall-after-mail
 drop-mid-data starttls-inject starttls-454 no-starttls rcpt-mixed
 all-rcpt-fail-data-ok rcpt-452 421-mid-pipeline data-451 data-554
 close-after-first split-replies bare-code multiline-everywhere dot-extra-250
-mail-421 rcpt-503""".split()
+mail-421 rcpt-503 slow-lines slow-bytes reset-on-connect slow-dot""".split()
 
 # Commands after which RFC 2920 (and 3207) forbids sending more before the reply.
 GROUP_END = {"EHLO", "HELO", "DATA", "STARTTLS", "QUIT", "NOOP", "VRFY", "EXPN", "TURN", "AUTH"}
@@ -249,7 +256,27 @@ class Session:
             except OSError:
                 pass
 
+    def greet_slowly(self):
+        """Bytes that trickle in but never finish a reply."""
+        pause = float(ARGS.mode_arg or (2 if MODE == "slow-lines" else 1))
+        n = 0
+        if MODE == "slow-bytes":
+            self.raw(b"220 ")
+        while True:
+            n += 1
+            self.raw(("220-line %d\r\n" % n).encode() if MODE == "slow-lines" else b"x")
+            time.sleep(pause)
+
     def greet(self):
+        if MODE in ("slow-lines", "slow-bytes"):
+            self.greet_slowly()
+        if MODE == "reset-on-connect":
+            self.sock.settimeout(5)
+            try:
+                self.sock.recv(4096)
+            except OSError:
+                pass
+            self.close(rst=True)
         if MODE == "slow-greeting":
             time.sleep(float(ARGS.mode_arg or 5))
         try:  # RFC 5321 3.1: the client waits for the greeting
@@ -491,6 +518,12 @@ class Session:
         self.reset()
         if MODE == "dot-extra-250":
             return self.extra_250()
+        if MODE == "slow-dot":
+            n = 0
+            while True:
+                n += 1
+                self.raw(("250-still queueing %d\r\n" % n).encode())
+                time.sleep(float(ARGS.mode_arg or 1))
         self.reply(250, "2.0.0 queued", "as X%d" % self.done)
         if MODE == "close-after-first":
             self.close()

@@ -21,7 +21,8 @@ struct harness {
     int hold; /* next_message answers SMTP_MESSAGE_WAIT (rate limited) */
     enum smtp_outcome fail_outcome;
     char fail_reason[64];
-    char sent[8192]; /* everything the client wrote, concatenated */
+    char fail_text[SMTP_TEXT_MAX]; /* the text a record would carry */
+    char sent[8192];               /* everything the client wrote, concatenated */
 };
 
 static struct smtp_message *h_next(void *owner)
@@ -42,12 +43,13 @@ static void h_done(void *owner, struct smtp_message *m)
 static void h_failed(void *owner, enum smtp_outcome o, const char *reason,
                      const struct smtp_reply *r, const char *text)
 {
-    (void)r;
-    (void)text;
     struct harness *h = owner;
     h->failed++;
     h->fail_outcome = o;
     snprintf(h->fail_reason, sizeof h->fail_reason, "%s", reason);
+    struct smtp_rcpt rec = {0};
+    smtp_rcpt_set(&rec, o, reason, r, text);
+    snprintf(h->fail_text, sizeof h->fail_text, "%s", rec.text);
 }
 
 static const struct smtp_client_ops h_ops = {h_next, h_done, h_failed, NULL};
@@ -197,6 +199,8 @@ static void test_starttls_injection_aborts(void **state)
     h_in(&h, "250-mx\r\n250 STARTTLS\r\n");
     assert_int_equal(h_in(&h, "220 go ahead\r\n250 injected\r\n"), SMTP_ACTION_CLOSE);
     assert_string_equal(h.fail_reason, "starttls_injection");
+    /* The record explains the attack; the server's "go ahead" is not it. */
+    assert_string_equal(h.fail_text, "server sent data after its STARTTLS reply, before TLS");
     assert_int_equal(h.taken, 0);
     smtp_client_free(h.c);
 }
@@ -414,6 +418,59 @@ static void test_timeouts_name_the_phase(void **state)
     assert_int_equal(smtp_client_timeout(h.c), SMTP_ACTION_CLOSE);
     assert_string_equal(h.rcpts[0][0].reason, "timeout_data_done");
     assert_int_equal(h.msgs[0].data_in_flight, 1);
+    smtp_client_free(h.c);
+}
+
+/* A reply's deadline runs from the start of the wait: lines and bytes that
+ * do not finish the reply must not start a new one (issue 11.1). */
+static void test_trickled_greeting_keeps_its_deadline(void **state)
+{
+    (void)state;
+    struct harness h;
+    h_init(&h, SMTP_TLS_NONE, NULL);
+    smtp_client_start(h.c, 0);
+    unsigned w = smtp_client_wait_id(h.c);
+    assert_int_equal(smtp_client_timeout_ms(h.c), 1000);
+    for (int i = 0; i < 20; i++) {
+        assert_int_equal(h_in(&h, "220-one more line\r\n"), SMTP_ACTION_WAIT);
+        assert_int_equal(smtp_client_wait_id(h.c), w);
+    }
+    assert_int_equal(h_in(&h, "220 "), SMTP_ACTION_WAIT);
+    for (int i = 0; i < 20; i++) {
+        assert_int_equal(h_in(&h, "x"), SMTP_ACTION_WAIT);
+        assert_int_equal(smtp_client_wait_id(h.c), w);
+    }
+    assert_int_equal(smtp_client_timeout(h.c), SMTP_ACTION_CLOSE);
+    assert_string_equal(h.fail_reason, "timeout_greeting");
+    smtp_client_free(h.c);
+}
+
+static void test_each_reply_starts_a_new_wait(void **state)
+{
+    (void)state;
+    struct harness h;
+    h_init(&h, SMTP_TLS_NONE, NULL);
+    h_add(&h, "x\n", 1, one);
+    smtp_client_start(h.c, 0);
+    unsigned w = smtp_client_wait_id(h.c);
+    h_in(&h, "220 mx\r\n");
+    assert_int_not_equal(smtp_client_wait_id(h.c), w); /* EHLO's reply: a wait of its own */
+    h_in(&h, "250-mx\r\n250 PIPELINING\r\n");
+    w = smtp_client_wait_id(h.c);
+    h_in(&h, "250 ok\r\n25"); /* MAIL answered, RCPT's reply half there */
+    assert_int_not_equal(smtp_client_wait_id(h.c), w);
+    w = smtp_client_wait_id(h.c);
+    h_in(&h, "0 ok\r\n");
+    assert_int_not_equal(smtp_client_wait_id(h.c), w);
+    w = smtp_client_wait_id(h.c);
+    h_in(&h, "354 go\r\n"); /* the DATA phase: body out, the dot's reply */
+    assert_int_not_equal(smtp_client_wait_id(h.c), w);
+    assert_int_equal(smtp_client_timeout_ms(h.c), 2000);
+    w = smtp_client_wait_id(h.c);
+    h_in(&h, "250-queued\r\n250-still\r\n");
+    assert_int_equal(smtp_client_wait_id(h.c), w);
+    assert_int_equal(smtp_client_timeout(h.c), SMTP_ACTION_CLOSE);
+    assert_string_equal(h.rcpts[0][0].reason, "timeout_data_done");
     smtp_client_free(h.c);
 }
 
@@ -702,6 +759,8 @@ int main(void)
         cmocka_unit_test(test_reused_connection_loss_is_retry),
         cmocka_unit_test(test_local_refusals_send_nothing),
         cmocka_unit_test(test_timeouts_name_the_phase),
+        cmocka_unit_test(test_trickled_greeting_keeps_its_deadline),
+        cmocka_unit_test(test_each_reply_starts_a_new_wait),
         cmocka_unit_test(test_garbage_reply_is_protocol_error),
         cmocka_unit_test(test_greeting_554_rejects),
         cmocka_unit_test(test_idle_session_waits_for_resume),
