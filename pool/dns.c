@@ -37,6 +37,21 @@ struct dns_cached {
 };
 
 #define DNS_CACHE_BUCKETS 1024
+/* DNS queries on the wire at once (an address lookup counts two: A and
+ * AAAA). A burst of 20,000 domains sent at once overflowed the UDP receive
+ * buffers (ours and the resolver's) and came back as thousands of spurious
+ * timeouts (issue 11); the rest wait in order on the pending lists. The
+ * window starts at DNS_MAX_INFLIGHT, halves (to DNS_MIN_INFLIGHT at least)
+ * when the resolver times out or refuses (a forwarder at its
+ * --dns-forward-max answers REFUSED), and grows back by one per window of
+ * answers, as TCP's congestion window does. */
+#define DNS_MAX_INFLIGHT 256
+#define DNS_MIN_INFLIGHT 8
+/* Receive buffer asked for the resolver sockets (the kernel caps it at
+ * net.core.rmem_max): answers to DNS_MAX_INFLIGHT queries fit. */
+#define DNS_RCVBUF (1 << 20)
+
+struct dns_query;
 
 struct dns {
     struct loop *loop;
@@ -45,8 +60,15 @@ struct dns {
     struct dns_sock *socks;                      /* owned list */
     struct dns_cached *cache[DNS_CACHE_BUCKETS]; /* owned chains */
     uint64_t cache_hits, queries;
-    int depth; /* inside our callbacks: dns_free waits until the outermost returns */
-    int dying; /* dns_free was called during a callback */
+    unsigned inflight; /* queries on the wire, window at most */
+    unsigned window;   /* DNS_MIN_INFLIGHT .. DNS_MAX_INFLIGHT */
+    unsigned grown;    /* answers since the window last grew */
+    /* Lookups waiting for room, FIFO: address lookups (the second half of a
+     * destination already started) go before new MX lookups. */
+    struct dns_query *pend_addr, *pend_addr_tail, *pend_mx, *pend_mx_tail;
+    int running; /* inside dns_pending_run */
+    int depth;   /* inside our callbacks: dns_free waits until the outermost returns */
+    int dying;   /* dns_free was called during a callback */
 };
 
 static void dns_destroy(struct dns *d);
@@ -201,6 +223,7 @@ struct dns *dns_new(struct loop *loop, const char *server, unsigned timeout_ms, 
         return NULL;
     }
     d->loop = loop;
+    d->window = DNS_MAX_INFLIGHT;
     loop_timer_init(&d->timer, dns_on_timer, d);
     struct ares_options o;
     memset(&o, 0, sizeof o);
@@ -208,8 +231,10 @@ struct dns *dns_new(struct loop *loop, const char *server, unsigned timeout_ms, 
     o.sock_state_cb_data = d;
     o.timeout = (int)(timeout_ms ? timeout_ms : 2000);
     o.tries = 2;
+    o.socket_receive_buffer_size = DNS_RCVBUF;
     int rc = ares_init_options(&d->channel, &o,
-                               ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES);
+                               ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES |
+                                   ARES_OPT_SOCK_RCVBUF);
     if (rc == ARES_SUCCESS && server) {
         rc = ares_set_servers_ports_csv(d->channel, server);
     }
@@ -236,10 +261,14 @@ void dns_free(struct dns *d)
     dns_destroy(d);
 }
 
+static void dns_pending_cancel(struct dns *d);
+
 static void dns_destroy(struct dns *d)
 {
     d->depth++;               /* the destruction callbacks must not re-enter */
+    d->dying = 1;             /* nor start new lookups */
     ares_destroy(d->channel); /* runs pending callbacks with ARES_EDESTRUCTION */
+    dns_pending_cancel(d);
     for (size_t b = 0; b < DNS_CACHE_BUCKETS; b++) {
         for (struct dns_cached *e = d->cache[b], *next; e; e = next) {
             next = e->next;
@@ -265,11 +294,136 @@ static void dns_destroy(struct dns *d)
 
 struct dns_query {
     struct dns *d;
-    dns_mx_cb mx_cb;
+    struct dns_query *next; /* pending list */
+    dns_mx_cb mx_cb;        /* one of the two is set */
     dns_addr_cb addr_cb;
     void *user;
+    unsigned rounds; /* our own rounds after c-ares's tries timed out */
     char ascii[256];
 };
+
+/* c-ares's tries (2 x the timeout) and then this many more rounds of our
+ * own before a timeout is a failure: a lost UDP answer in a burst is not a
+ * reason to defer a whole domain. A refusal (an overloaded forwarder) is
+ * retried a few times more, behind the narrowed window. */
+#define DNS_TIMEOUT_ROUNDS 1
+#define DNS_REFUSED_ROUNDS 4
+
+static unsigned dns_query_weight(const struct dns_query *q)
+{
+    return q->addr_cb ? 2 : 1;
+}
+
+static void dns_on_mx(void *arg, int status, int timeouts, unsigned char *abuf, int alen);
+static void dns_on_addr(void *arg, int status, int timeouts, struct ares_addrinfo *res);
+
+/* Put q on the wire (its weight already counted in d->inflight). */
+static void dns_query_send(struct dns_query *q)
+{
+    if (q->mx_cb) {
+        ares_query(q->d->channel, q->ascii, ns_c_in, ns_t_mx, dns_on_mx, q);
+        return;
+    }
+    struct ares_addrinfo_hints hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    ares_getaddrinfo(q->d->channel, q->ascii, NULL, &hints, dns_on_addr, q);
+}
+
+static struct dns_query *dns_pending_pop(struct dns *d)
+{
+    struct dns_query **head = d->pend_addr ? &d->pend_addr : &d->pend_mx;
+    struct dns_query **tail = d->pend_addr ? &d->pend_addr_tail : &d->pend_mx_tail;
+    struct dns_query *q = *head;
+    if (q) {
+        *head = q->next;
+        if (!*head) {
+            *tail = NULL;
+        }
+        q->next = NULL;
+    }
+    return q;
+}
+
+/* Send pending lookups while there is room. Not re-entered: an answer
+ * given at once (a hosts-file name) lands here again and returns. */
+static void dns_pending_run(struct dns *d)
+{
+    if (d->running) {
+        return;
+    }
+    d->running = 1;
+    while (!d->dying) {
+        struct dns_query *q = d->pend_addr ? d->pend_addr : d->pend_mx;
+        if (!q || (d->inflight > 0 && d->inflight + dns_query_weight(q) > d->window)) {
+            break;
+        }
+        dns_pending_pop(d);
+        d->inflight += dns_query_weight(q);
+        dns_query_send(q);
+    }
+    d->running = 0;
+}
+
+/* Queue q behind the lookups already waiting, then send what fits. */
+static void dns_submit(struct dns *d, struct dns_query *q)
+{
+    q->d = d;
+    if (q->addr_cb) {
+        if (d->pend_addr_tail) {
+            d->pend_addr_tail->next = q;
+        } else {
+            d->pend_addr = q;
+        }
+        d->pend_addr_tail = q;
+    } else {
+        if (d->pend_mx_tail) {
+            d->pend_mx_tail->next = q;
+        } else {
+            d->pend_mx = q;
+        }
+        d->pend_mx_tail = q;
+    }
+    dns_pending_run(d);
+}
+
+/* q's answer is in: free its slot and adjust the window. */
+static void dns_query_done(struct dns_query *q, int congested)
+{
+    struct dns *d = q->d;
+    unsigned w = dns_query_weight(q);
+    d->inflight = d->inflight > w ? d->inflight - w : 0;
+    if (congested) {
+        d->window = d->window / 2 > DNS_MIN_INFLIGHT ? d->window / 2 : DNS_MIN_INFLIGHT;
+        d->grown = 0;
+    } else if (d->window < DNS_MAX_INFLIGHT && ++d->grown >= d->window) {
+        d->window++;
+        d->grown = 0;
+    }
+}
+
+/* Free q's slot; when c-ares's tries timed out or were refused and rounds
+ * are left, queue q again first in line and send what fits: 1. */
+static int dns_query_retry(struct dns_query *q, int status)
+{
+    struct dns *d = q->d;
+    int congested = status == ARES_ETIMEOUT || status == ARES_ECONNREFUSED;
+    unsigned limit = status == ARES_ETIMEOUT       ? DNS_TIMEOUT_ROUNDS
+                     : status == ARES_ECONNREFUSED ? DNS_REFUSED_ROUNDS
+                                                   : 0;
+    dns_query_done(q, congested);
+    if (q->rounds >= limit || d->dying) {
+        return 0;
+    }
+    q->rounds++;
+    struct dns_query **head = q->addr_cb ? &d->pend_addr : &d->pend_mx;
+    struct dns_query **tail = q->addr_cb ? &d->pend_addr_tail : &d->pend_mx_tail;
+    q->next = *head;
+    *head = q;
+    if (!*tail) {
+        *tail = q;
+    }
+    dns_pending_run(d);
+    return 1;
+}
 
 int dns_domain_ascii(const char *name, char *out, size_t outlen, const char **why)
 {
@@ -405,6 +559,10 @@ static void dns_on_mx(void *arg, int status, int timeouts, unsigned char *abuf, 
 {
     (void)timeouts;
     struct dns_query *q = arg;
+    if (dns_query_retry(q, status)) {
+        return;
+    }
+    struct dns *d = q->d;
     struct dns_mx_host hosts[64];
     struct dns_mx_result r = {.ascii_domain = q->ascii};
     struct ares_mx_reply *mx = NULL;
@@ -437,11 +595,12 @@ static void dns_on_mx(void *arg, int status, int timeouts, unsigned char *abuf, 
         r.error = ares_strerror(prc);
     }
     /* Negative answers carry no answer TTL here: keep NXDOMAIN 5 minutes. */
-    dns_cache_put(status == ARES_EDESTRUCTION ? NULL : q->d, &r,
+    dns_cache_put(status == ARES_EDESTRUCTION ? NULL : d, &r,
                   r.status == DNS_NXDOMAIN ? 300 : r.ttl);
     q->mx_cb(q->user, &r);
     ares_free_data(mx);
     free(q);
+    dns_pending_run(d);
 }
 
 void dns_resolve_mx(struct dns *d, const char *domain, dns_mx_cb cb, void *user)
@@ -483,12 +642,11 @@ void dns_resolve_mx(struct dns *d, const char *domain, dns_mx_cb cb, void *user)
         free(q);
         return;
     }
-    q->d = d;
     q->mx_cb = cb;
     q->user = user;
     d->queries++;
     d->depth++;
-    ares_query(d->channel, q->ascii, ns_c_in, ns_t_mx, dns_on_mx, q);
+    dns_submit(d, q);
     if (dns_leave(d)) {
         return;
     }
@@ -499,6 +657,11 @@ static void dns_on_addr(void *arg, int status, int timeouts, struct ares_addrinf
 {
     (void)timeouts;
     struct dns_query *q = arg;
+    if (dns_query_retry(q, status)) {
+        ares_freeaddrinfo(res);
+        return;
+    }
+    struct dns *d = q->d;
     struct sockaddr_storage addrs[32];
     struct dns_addr_result r = {.addrs = addrs};
     if (status == ARES_SUCCESS && res) {
@@ -516,6 +679,7 @@ static void dns_on_addr(void *arg, int status, int timeouts, struct ares_addrinf
     q->addr_cb(q->user, &r);
     ares_freeaddrinfo(res);
     free(q);
+    dns_pending_run(d);
 }
 
 void dns_resolve_addr(struct dns *d, const char *host, dns_addr_cb cb, void *user)
@@ -535,11 +699,28 @@ void dns_resolve_addr(struct dns *d, const char *host, dns_addr_cb cb, void *use
     }
     q->addr_cb = cb;
     q->user = user;
-    struct ares_addrinfo_hints hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
     d->depth++; /* c-ares may answer at once (numeric host, hosts file) */
-    ares_getaddrinfo(d->channel, q->ascii, NULL, &hints, dns_on_addr, q);
+    dns_submit(d, q);
     if (dns_leave(d)) {
         return;
     }
     dns_schedule(d);
+}
+
+/* dns_free: the lookups still waiting for room get their one callback. */
+static void dns_pending_cancel(struct dns *d)
+{
+    struct dns_query *q;
+    while ((q = dns_pending_pop(d)) != NULL) {
+        if (q->mx_cb) {
+            struct dns_mx_result r = {.status = DNS_TEMPFAIL,
+                                      .ascii_domain = q->ascii,
+                                      .error = "resolver shutting down"};
+            q->mx_cb(q->user, &r);
+        } else {
+            struct dns_addr_result r = {.status = DNS_TEMPFAIL, .error = "resolver shutting down"};
+            q->addr_cb(q->user, &r);
+        }
+        free(q);
+    }
 }
