@@ -37,10 +37,9 @@ struct dns_cached {
 };
 
 #define DNS_CACHE_BUCKETS 1024
-/* DNS queries on the wire at once (an address lookup counts two: A and
- * AAAA). A burst of 20,000 domains sent at once overflowed the UDP receive
- * buffers (ours and the resolver's) and came back as thousands of spurious
- * timeouts (issue 11); the rest wait in order on the pending lists. The
+/* DNS queries on the wire at once (an address lookup asks A, then AAAA). A burst of 20,000 domains
+ * sent at once overflowed the UDP receive buffers (ours and the resolver's) and came back as
+ * thousands of spurious timeouts (issue 11); the rest wait in order on the pending lists. The
  * window starts at DNS_MAX_INFLIGHT, halves (to DNS_MIN_INFLIGHT at least)
  * when the resolver times out or refuses (a forwarder at its
  * --dns-forward-max answers REFUSED), and grows back by one per window of
@@ -298,8 +297,19 @@ struct dns_query {
     dns_mx_cb mx_cb;        /* one of the two is set */
     dns_addr_cb addr_cb;
     void *user;
-    unsigned rounds; /* our own rounds after c-ares's tries timed out */
+    unsigned rounds;       /* our own rounds after c-ares's tries timed out */
+    struct dns_addrs *acc; /* address lookup: owned, what A and AAAA gave */
     char ascii[256];
+};
+
+/* An address lookup asks one family at a time: c-ares's AF_UNSPEC lookup
+ * ends in ARES_ENOTFOUND when A was refused or timed out and AAAA had no
+ * data, which named a resolver under load "no address" (issue 11). */
+struct dns_addrs {
+    int family; /* AF_INET, then AF_INET6 */
+    int failed; /* a c-ares status that was not an answer, or 0 */
+    size_t n;
+    struct sockaddr_storage addrs[32];
 };
 
 /* c-ares's tries (2 x the timeout) and then this many more rounds of our
@@ -309,22 +319,17 @@ struct dns_query {
 #define DNS_TIMEOUT_ROUNDS 1
 #define DNS_REFUSED_ROUNDS 4
 
-static unsigned dns_query_weight(const struct dns_query *q)
-{
-    return q->addr_cb ? 2 : 1;
-}
-
 static void dns_on_mx(void *arg, int status, int timeouts, unsigned char *abuf, int alen);
 static void dns_on_addr(void *arg, int status, int timeouts, struct ares_addrinfo *res);
 
-/* Put q on the wire (its weight already counted in d->inflight). */
+/* Put q on the wire (its slot already counted in d->inflight). */
 static void dns_query_send(struct dns_query *q)
 {
     if (q->mx_cb) {
         ares_query(q->d->channel, q->ascii, ns_c_in, ns_t_mx, dns_on_mx, q);
         return;
     }
-    struct ares_addrinfo_hints hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    struct ares_addrinfo_hints hints = {.ai_family = q->acc->family, .ai_socktype = SOCK_STREAM};
     ares_getaddrinfo(q->d->channel, q->ascii, NULL, &hints, dns_on_addr, q);
 }
 
@@ -353,11 +358,11 @@ static void dns_pending_run(struct dns *d)
     d->running = 1;
     while (!d->dying) {
         struct dns_query *q = d->pend_addr ? d->pend_addr : d->pend_mx;
-        if (!q || (d->inflight > 0 && d->inflight + dns_query_weight(q) > d->window)) {
+        if (!q || (d->inflight > 0 && d->inflight >= d->window)) {
             break;
         }
         dns_pending_pop(d);
-        d->inflight += dns_query_weight(q);
+        d->inflight++;
         dns_query_send(q);
     }
     d->running = 0;
@@ -389,8 +394,7 @@ static void dns_submit(struct dns *d, struct dns_query *q)
 static void dns_query_done(struct dns_query *q, int congested)
 {
     struct dns *d = q->d;
-    unsigned w = dns_query_weight(q);
-    d->inflight = d->inflight > w ? d->inflight - w : 0;
+    d->inflight = d->inflight > 0 ? d->inflight - 1 : 0;
     if (congested) {
         d->window = d->window / 2 > DNS_MIN_INFLIGHT ? d->window / 2 : DNS_MIN_INFLIGHT;
         d->grown = 0;
@@ -399,6 +403,8 @@ static void dns_query_done(struct dns_query *q, int congested)
         d->grown = 0;
     }
 }
+
+static void dns_query_requeue(struct dns_query *q);
 
 /* Free q's slot; when c-ares's tries timed out or were refused and rounds
  * are left, queue q again first in line and send what fits: 1. */
@@ -414,6 +420,15 @@ static int dns_query_retry(struct dns_query *q, int status)
         return 0;
     }
     q->rounds++;
+    dns_query_requeue(q);
+    return 1;
+}
+
+/* Queue q first in line (a retry, or the AAAA half of an address lookup)
+ * and send what fits. */
+static void dns_query_requeue(struct dns_query *q)
+{
+    struct dns *d = q->d;
     struct dns_query **head = q->addr_cb ? &d->pend_addr : &d->pend_mx;
     struct dns_query **tail = q->addr_cb ? &d->pend_addr_tail : &d->pend_mx_tail;
     q->next = *head;
@@ -422,7 +437,6 @@ static int dns_query_retry(struct dns_query *q, int status)
         *tail = q;
     }
     dns_pending_run(d);
-    return 1;
 }
 
 int dns_domain_ascii(const char *name, char *out, size_t outlen, const char **why)
@@ -657,27 +671,36 @@ static void dns_on_addr(void *arg, int status, int timeouts, struct ares_addrinf
 {
     (void)timeouts;
     struct dns_query *q = arg;
+    struct dns_addrs *a = q->acc;
     if (dns_query_retry(q, status)) {
         ares_freeaddrinfo(res);
         return;
     }
     struct dns *d = q->d;
-    struct sockaddr_storage addrs[32];
-    struct dns_addr_result r = {.addrs = addrs};
     if (status == ARES_SUCCESS && res) {
-        for (struct ares_addrinfo_node *n = res->nodes; n && r.n < 32; n = n->ai_next) {
-            if (n->ai_addrlen <= sizeof addrs[0]) {
-                memset(&addrs[r.n], 0, sizeof addrs[0]);
-                memcpy(&addrs[r.n++], n->ai_addr, n->ai_addrlen);
+        for (struct ares_addrinfo_node *n = res->nodes; n && a->n < 32; n = n->ai_next) {
+            if (n->ai_addrlen <= sizeof a->addrs[0]) {
+                memset(&a->addrs[a->n], 0, sizeof a->addrs[0]);
+                memcpy(&a->addrs[a->n++], n->ai_addr, n->ai_addrlen);
             }
         }
+    } else if (status != ARES_ENOTFOUND && status != ARES_ENODATA) {
+        a->failed = status; /* no answer: not the same as "no address" */
     }
+    ares_freeaddrinfo(res);
+    if (a->family == AF_INET && !d->dying) {
+        a->family = AF_INET6;
+        q->rounds = 0;
+        dns_query_requeue(q);
+        return;
+    }
+    struct dns_addr_result r = {.addrs = a->addrs, .n = a->n};
     if (r.n == 0) {
-        r.status = status == ARES_ENOTFOUND ? DNS_NXDOMAIN : DNS_TEMPFAIL;
-        r.error = status == ARES_SUCCESS ? "no addresses" : ares_strerror(status);
+        r.status = a->failed ? DNS_TEMPFAIL : DNS_NXDOMAIN;
+        r.error = a->failed ? ares_strerror(a->failed) : "no addresses";
     }
     q->addr_cb(q->user, &r);
-    ares_freeaddrinfo(res);
+    free(a);
     free(q);
     dns_pending_run(d);
 }
@@ -697,6 +720,14 @@ void dns_resolve_addr(struct dns *d, const char *host, dns_addr_cb cb, void *use
         cb(user, &r);
         return;
     }
+    q->acc = calloc(1, sizeof *q->acc);
+    if (!q->acc) {
+        struct dns_addr_result r = {.status = DNS_TEMPFAIL, .error = "out of memory"};
+        free(q);
+        cb(user, &r);
+        return;
+    }
+    q->acc->family = AF_INET;
     q->addr_cb = cb;
     q->user = user;
     d->depth++; /* c-ares may answer at once (numeric host, hosts file) */
@@ -720,6 +751,7 @@ static void dns_pending_cancel(struct dns *d)
         } else {
             struct dns_addr_result r = {.status = DNS_TEMPFAIL, .error = "resolver shutting down"};
             q->addr_cb(q->user, &r);
+            free(q->acc);
         }
         free(q);
     }
