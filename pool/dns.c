@@ -40,11 +40,13 @@ struct dns_cached {
 /* DNS queries on the wire at once (an address lookup asks A, then AAAA). A burst of 20,000 domains
  * sent at once overflowed the UDP receive buffers (ours and the resolver's) and came back as
  * thousands of spurious timeouts (issue 11); the rest wait in order on the pending lists. The
- * window starts at DNS_MAX_INFLIGHT, halves (to DNS_MIN_INFLIGHT at least)
- * when the resolver times out or refuses (a forwarder at its
- * --dns-forward-max answers REFUSED), and grows back by one per window of
- * answers, as TCP's congestion window does. */
-#define DNS_MAX_INFLIGHT 256
+ * window starts at DNS_MAX_INFLIGHT (256 at once still overflowed a local
+ * dnsmasq's socket buffer), halves (to DNS_MIN_INFLIGHT at least) when the
+ * resolver times out or refuses (a forwarder at its --dns-forward-max
+ * answers REFUSED), once per window as TCP's congestion window does (the
+ * other losses of the same burst were sent before the cut), and grows back
+ * by one per window of answers. */
+#define DNS_MAX_INFLIGHT 128
 #define DNS_MIN_INFLIGHT 8
 /* Receive buffer asked for the resolver sockets (the kernel caps it at
  * net.core.rmem_max): answers to DNS_MAX_INFLIGHT queries fit. */
@@ -62,6 +64,9 @@ struct dns {
     unsigned inflight; /* queries on the wire, window at most */
     unsigned window;   /* DNS_MIN_INFLIGHT .. DNS_MAX_INFLIGHT */
     unsigned grown;    /* answers since the window last grew */
+    uint64_t sent_seq; /* queries sent so far */
+    uint64_t
+        cut_seq; /* sent_seq at the last cut: losses of queries sent before it are the same event */
     /* Lookups waiting for room, FIFO: address lookups (the second half of a
      * destination already started) go before new MX lookups. */
     struct dns_query *pend_addr, *pend_addr_tail, *pend_mx, *pend_mx_tail;
@@ -298,6 +303,7 @@ struct dns_query {
     dns_addr_cb addr_cb;
     void *user;
     unsigned rounds;       /* our own rounds after c-ares's tries timed out */
+    uint64_t seq;          /* d->sent_seq when it was last sent */
     struct dns_addrs *acc; /* address lookup: owned, what A and AAAA gave */
     char ascii[256];
 };
@@ -363,6 +369,7 @@ static void dns_pending_run(struct dns *d)
         }
         dns_pending_pop(d);
         d->inflight++;
+        q->seq = ++d->sent_seq;
         dns_query_send(q);
     }
     d->running = 0;
@@ -396,7 +403,10 @@ static void dns_query_done(struct dns_query *q, int congested)
     struct dns *d = q->d;
     d->inflight = d->inflight > 0 ? d->inflight - 1 : 0;
     if (congested) {
-        d->window = d->window / 2 > DNS_MIN_INFLIGHT ? d->window / 2 : DNS_MIN_INFLIGHT;
+        if (q->seq > d->cut_seq) {
+            d->window = d->window / 2 > DNS_MIN_INFLIGHT ? d->window / 2 : DNS_MIN_INFLIGHT;
+            d->cut_seq = d->sent_seq;
+        }
         d->grown = 0;
     } else if (d->window < DNS_MAX_INFLIGHT && ++d->grown >= d->window) {
         d->window++;
