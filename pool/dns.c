@@ -698,7 +698,10 @@ static void dns_on_addr(void *arg, int status, int timeouts, struct ares_addrinf
         a->failed = status; /* no answer: not the same as "no address" */
     }
     ares_freeaddrinfo(res);
-    if (a->family == AF_INET && !d->dying) {
+    /* A that timed out or was refused through every round: the zone's
+     * servers are away, and AAAA would only double the wait. */
+    if (a->family == AF_INET && !d->dying && status != ARES_ETIMEOUT &&
+        status != ARES_ECONNREFUSED) {
         a->family = AF_INET6;
         q->rounds = 0;
         dns_query_requeue(q);
