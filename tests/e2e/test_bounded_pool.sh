@@ -15,6 +15,8 @@
 #      resolver, which does not know it: route_invalid).
 #   4. a DNS burst through a forwarding dnsmasq with --dns-forward-max 20:
 #      2,000 domains, no spurious dns_* failure.
+#   5. an exchanger whose address lookup times out (its zone forwarded to a
+#      UDP port that never answers): dns_tempfail, not dns_no_address.
 # Nothing leaves 127.0.0.0/8: dnsmasq has no upstream but its loopback peer.
 set -u
 . "$(dirname "$0")/lib.sh"
@@ -25,10 +27,20 @@ T_START=$(date +%s%3N)
 MX_PORT=$(free_port)
 DNS_PORT=$(free_port)
 UP_PORT=$(free_port) # upstream dnsmasq of the forwarding one (section 4)
+BH_PORT=$(free_port) # UDP port that swallows queries (section 5)
 FW_PORT=$(free_port) # forwarding dnsmasq with a small --dns-forward-max
 N_BIG=${BOUNDED_DOMAINS:-20000}
 
 # ---------------------------------------------------------------- servers
+# A UDP "DNS server" that never answers (section 5).
+cat >"$E2E_TMP/blackhole.py" <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+while True:
+    s.recvfrom(4096)
+PY
+e2e_bg blackhole "$E2E_PY" "$E2E_TMP/blackhole.py" "$BH_PORT"
 # Every uN.d.test has an A record (127.0.0.51) from a hosts file and no MX,
 # so it is its own exchanger (a hosts file is hashed by dnsmasq: 20,000
 # mx-host lines are scanned per query and made dnsmasq the bottleneck).
@@ -40,7 +52,8 @@ for ((i = 1; i <= 10; i++)); do echo "mx-host=v$i.y.test,mx.y.test,10"; done >"$
 e2e_bg dnsmasq dnsmasq --keep-in-foreground --port="$DNS_PORT" --listen-address=127.0.0.1 \
     --bind-interfaces --no-resolv --no-hosts --local=/test/ --local-ttl=300 --pid-file= \
     --addn-hosts="$HOSTS" --address=/y.test/127.0.0.53 \
-    --host-record=mx.route.test,127.0.0.52 --conf-file="$MXCONF"
+    --host-record=mx.route.test,127.0.0.52 --conf-file="$MXCONF" \
+    --mx-host=tmo.test,mx.slow.test,10 --server=/slow.test/127.0.0.1#"$BH_PORT"
 check "dnsmasq serves the test zone" wait_port 127.0.0.1 "$DNS_PORT" 10 "$E2E_BG_PID"
 
 FWCONF=$E2E_TMP/fw.conf
@@ -158,6 +171,24 @@ check_eq "forward-max 20, 2,000 domains: no dns_* failure in the records" 0 \
     "$(dns_failures "$E2E_TMP/fw.records")"
 check "forward-max 20: every recipient accepted exactly once" pc once "${SINK_STATS[fw]}" "$RF"
 stop_sink fw
+
+# ================================================================ 5. address lookup timeout
+cat >"$E2E_TMP/tmo.conf" <<'CONF'
+[global]
+retry = 1s
+max_age = 2s
+tls = none
+CONF
+echo "r@tmo.test" >"$E2E_TMP/tmo.rcpts"
+SEND_TIMEOUT=40 send_run tmo --recipients "$E2E_TMP/tmo.rcpts" --config "$E2E_TMP/tmo.conf" \
+    "${RESOLVER[@]}"
+# Two rounds of c-ares's two tries (2 s, then 4 s) take 12 s, past max_age:
+# the first attempt is also the last.
+check "address lookup timed out: the first attempt is dns_tempfail (not dns_no_address)" \
+    pc any "$E2E_TMP/tmo.records" '@tmo\.test$' \
+    'd["attempt"] == 1 and d["outcome"] in ("deferred", "expired") and d.get("reason") == "dns_tempfail"'
+check_eq "address lookup timed out: no dns_no_address record" 0 \
+    "$(grep -c dns_no_address "$E2E_TMP/tmo.records")"
 
 cat "$E2E_TMP"/*.err >"$E2E_TMP/all-send.stderr" 2>/dev/null
 check_no_grep "no sanitizer report from any ringmail send run" 'Sanitizer|runtime error:' \
