@@ -505,6 +505,13 @@ static struct pool_msg *pool_dequeue(struct pool *p, struct pool_dest *d)
 static void pool_fail_queue(struct pool *p, struct pool_dest *d, enum smtp_outcome o,
                             const char *reason, int code, const char *enhanced, const char *text)
 {
+    if (p->stopped && o == SMTP_OUTCOME_DEFERRED) {
+        /* Stopping: dns_free cancels the lookups still waiting (their
+         * callbacks say "shutting down"). No attempt was made: the
+         * messages stay queued for pool_release_all, where a deferral
+         * would have left them pending in no list at all (leaked). */
+        return;
+    }
     struct pool_msg *m;
     while ((m = pool_dequeue(p, d)) != NULL) {
         pool_settle(p, m, NULL, o, reason, code, enhanced, text, 0);
