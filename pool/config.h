@@ -9,7 +9,8 @@
  *                     tls, timeout, rule (repeatable)
  *   [isp NAME source ADDR]  max_connections, max_msgs_per_conn, msg_rate,
  *                     conn_rate for that source address only (a warming IP)
- *   [route DOMAIN]    server = HOST:PORT (overrides DNS for that domain)
+ *   [route DOMAIN]    server = HOST:PORT (overrides DNS for that domain; a
+ *                     host name is looked up on the ring by the pool)
  * A rule is "PATTERN => ACTION": PATTERN is matched, case-insensitively, as
  * a substring of "CODE ENHANCED TEXT" of a reply ("421 4.7.28", "TSS04");
  * ACTION is "backoff CUT PAUSE", "suspend DURATION" or "bounce".

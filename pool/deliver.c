@@ -36,7 +36,10 @@
 #define POOL_DEST_CONNECTIONS 20
 /* An idle session waits this long for its destination's next message
  * before it says QUIT: a queue that empties for a moment (messages still
- * being claimed or rendered) does not cost a new connection and handshake. */
+ * being claimed or rendered) does not cost a new connection and handshake.
+ * But it yields its slot at once when its lane is full and another
+ * destination of the ISP waits for one (issue 11: 20,000 one-recipient
+ * domains took 200 s at max_connections 200, each slot idle 2 s). */
 #define POOL_LINGER_MS 2000
 /* Recipients per transaction when the ISP sets no max_rcpts_per_msg
  * (Postfix's default_destination_recipient_limit). Only messages that share
@@ -58,6 +61,7 @@ struct pool_lane {
     struct backoff bo;
     struct pool_conn *waiting; /* idle connections waiting for a message token */
     struct loop_timer timer;   /* wakes the waiting connections */
+    struct pool_conn *idle;    /* lingering sessions of the lane, for yielding */
 };
 
 struct pool_isp {
@@ -71,6 +75,11 @@ struct pool_isp {
     size_t nlanes;
     size_t rr;     /* weighted round robin position */
     size_t queued; /* messages on its destinations' queues */
+    /* Connections the last pump could not open for its destinations
+     * because every lane was full, and the idle sessions asked to QUIT to
+     * make room and not closed yet: while starved > yielding, a session
+     * that would linger yields instead. */
+    unsigned starved, yielding;
     struct pool_isp_stats st;
 };
 
@@ -100,6 +109,7 @@ struct pool_dest {
     int warned_plaintext;        /* opportunistic: the plaintext WARNING was printed */
     struct pool_conn *lingering; /* idle sessions waiting for a message here */
     int proven;                  /* a session got ready: more than one connection may open */
+    int addr_tempfail;           /* an exchanger's address lookup failed for now */
     const char *server_name;     /* route/relay: SNI override (points into pool) */
     int is_relay;
     char fatal_reason[SMTP_REASON_MAX]; /* AUTH refused: fail every message */
@@ -136,11 +146,13 @@ struct pool_conn {
     int transacted; /* some message got a reply on this connection */
     int waiting;
     struct pool_conn *wnext;
-    int gated;               /* waiting for may_send to allow the queue's head */
-    struct pool_conn *gnext; /* the pool's gated list */
-    int lingering;           /* idle, waiting for its destination's next message */
-    int linger_over;         /* lingered its time: the next empty queue means QUIT */
-    struct pool_conn *lnext; /* destination's lingering list */
+    int gated;                       /* waiting for may_send to allow the queue's head */
+    struct pool_conn *gnext;         /* the pool's gated list */
+    int lingering;                   /* idle, waiting for its destination's next message */
+    int linger_over;                 /* lingered its time: the next empty queue means QUIT */
+    struct pool_conn *lnext;         /* destination's lingering list */
+    struct pool_conn *inext, *iprev; /* lane's idle list, while lingering */
+    int yielding;                    /* asked to QUIT for another destination's sake */
     struct loop_timer linger;
     struct pool_conn *next, *prev; /* all connections */
 };
@@ -493,6 +505,13 @@ static struct pool_msg *pool_dequeue(struct pool *p, struct pool_dest *d)
 static void pool_fail_queue(struct pool *p, struct pool_dest *d, enum smtp_outcome o,
                             const char *reason, int code, const char *enhanced, const char *text)
 {
+    if (p->stopped && o == SMTP_OUTCOME_DEFERRED) {
+        /* Stopping: dns_free cancels the lookups still waiting (their
+         * callbacks say "shutting down"). No attempt was made: the
+         * messages stay queued for pool_release_all, where a deferral
+         * would have left them pending in no list at all (leaked). */
+        return;
+    }
     struct pool_msg *m;
     while ((m = pool_dequeue(p, d)) != NULL) {
         pool_settle(p, m, NULL, o, reason, code, enhanced, text, 0);
@@ -554,8 +573,15 @@ static void pool_dest_ready(struct pool *p, struct pool_dest *d, uint32_t ttl)
     d->expires_ms = pool_now(p) + (uint64_t)(ttl ? ttl : 300) * 1000;
     if (d->ntargets == 0) {
         d->state = DEST_NEW;
-        pool_fail_queue(p, d, SMTP_OUTCOME_DEFERRED, "dns_no_address", 0, "",
-                        "no address found for any mail exchanger of the domain");
+        /* A lookup that timed out is not an answer: "no address" is only
+         * said when every exchanger was looked up and had none. */
+        if (d->addr_tempfail) {
+            pool_fail_queue(p, d, SMTP_OUTCOME_DEFERRED, "dns_tempfail", 0, "",
+                            "address lookup of the mail exchangers failed for now");
+        } else {
+            pool_fail_queue(p, d, SMTP_OUTCOME_DEFERRED, "dns_no_address", 0, "",
+                            "no address found for any mail exchanger of the domain");
+        }
         return;
     }
     pool_kick(p);
@@ -576,6 +602,9 @@ static void pool_dns_addr_cb(void *user, const struct dns_addr_result *res)
 {
     struct pool_dest *d = user;
     struct pool *p = d->pool;
+    if (res->status == DNS_TEMPFAIL) {
+        d->addr_tempfail = 1;
+    }
     if (res->status == DNS_OK) {
         for (size_t i = 0; i < res->n; i++) {
             struct sockaddr_storage ss = res->addrs[i];
@@ -629,31 +658,102 @@ static void pool_dns_mx_cb(void *user, const struct dns_mx_result *res)
     memcpy(d->mx, res->hosts, res->n * sizeof *d->mx);
     d->nmx = res->n;
     d->resolving_host = 0;
+    d->addr_tempfail = 0;
     pool_resolve_next_host(p, d);
 }
 
-/* A route or the relay: one fixed target. */
+/* Split "host:port" / "[v6]:port". 0, or -1 and why. */
+static int pool_server_split(const char *server, char *host, size_t hostlen, unsigned *port,
+                             char *err, size_t errlen)
+{
+    const char *h = server, *colon;
+    size_t n;
+    if (server[0] == '[') {
+        const char *end = strchr(server, ']');
+        h = server + 1;
+        n = end ? (size_t)(end - h) : 0;
+        colon = end && end[1] == ':' ? end + 1 : NULL;
+    } else {
+        colon = strrchr(server, ':');
+        n = colon ? (size_t)(colon - server) : 0;
+    }
+    char *endp = NULL;
+    long pn = colon ? strtol(colon + 1, &endp, 10) : 0;
+    if (!colon || n == 0 || n >= hostlen || colon[1] == '\0' || *endp != '\0' || pn <= 0 ||
+        pn > 65535) {
+        snprintf(err, errlen, "bad server '%s' (want host:port or [v6addr]:port)", server);
+        return -1;
+    }
+    memcpy(host, h, n);
+    host[n] = '\0';
+    *port = (unsigned)pn;
+    return 0;
+}
+
+static int pool_host_numeric(const char *host)
+{
+    unsigned char buf[sizeof(struct in6_addr)];
+    return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
+}
+
+/* A route's host name being looked up on the pool's resolver. */
+struct pool_route_lookup {
+    struct pool_dest *d;
+    unsigned port;
+    char host[256];
+};
+
+static void pool_route_addr_cb(void *user, const struct dns_addr_result *res)
+{
+    struct pool_route_lookup *lk = user;
+    struct pool_dest *d = lk->d;
+    free(d->targets);
+    d->targets = NULL;
+    d->ntargets = 0;
+    d->addr_tempfail = res->status == DNS_TEMPFAIL;
+    for (size_t i = 0; res->status == DNS_OK && i < res->n; i++) {
+        struct sockaddr_storage ss = res->addrs[i];
+        pool_set_port(&ss, lk->port);
+        pool_target_add(d, lk->host, &ss,
+                        ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                                 : sizeof(struct sockaddr_in));
+    }
+    free(lk);
+    pool_dest_ready(d->pool, d, 300); /* looked up again after 5 minutes */
+}
+
+/* A route or the relay: one fixed target. A route's host name is looked up
+ * on the ring (the delivery loop never calls getaddrinfo); the relay's was
+ * resolved at start. */
 static int pool_dest_fixed(struct pool *p, struct pool_dest *d, const char *server)
 {
     struct sockaddr_storage ss;
     socklen_t len;
     char host[256], err[256];
-    if (netaddr_parse(server, &ss, &len, host, sizeof host, err, sizeof err) < 0) {
-        if (!d->isp) {
-            d->isp = pool_isp_for(p, d->domain, NULL, 0);
-            d->isp->queued += d->queued;
-        }
+    unsigned port;
+    if (!d->isp) {
+        d->isp = pool_isp_for(p, d->is_relay ? "" : d->domain, NULL, 0);
+        d->isp->queued += d->queued;
+    }
+    if (pool_server_split(server, host, sizeof host, &port, err, sizeof err) < 0 ||
+        ((d->is_relay || !p->dns || pool_host_numeric(host)) &&
+         netaddr_parse(server, &ss, &len, host, sizeof host, err, sizeof err) < 0)) {
         pool_fail_queue(p, d, SMTP_OUTCOME_DEFERRED, "route_invalid", 0, "", err);
         return -1;
+    }
+    if (!d->is_relay && p->dns && !pool_host_numeric(host)) {
+        struct pool_route_lookup *lk = pool_xcalloc(1, sizeof *lk);
+        lk->d = d;
+        lk->port = port;
+        snprintf(lk->host, sizeof lk->host, "%s", host);
+        d->state = DEST_RESOLVING;
+        dns_resolve_addr(p->dns, host, pool_route_addr_cb, lk);
+        return 0;
     }
     free(d->targets);
     d->targets = NULL;
     d->ntargets = 0;
     pool_target_add(d, host, &ss, len);
-    if (!d->isp) {
-        d->isp = pool_isp_for(p, d->is_relay ? "" : d->domain, NULL, 0);
-        d->isp->queued += d->queued;
-    }
     d->state = DEST_READY;
     d->expires_ms = UINT64_MAX;
     return 0;
@@ -947,9 +1047,76 @@ static void pool_unlinger(struct pool_conn *c)
     if (*pp) {
         *pp = c->lnext;
     }
+    if (c->iprev) {
+        c->iprev->inext = c->inext;
+    } else {
+        c->lane->idle = c->inext;
+    }
+    if (c->inext) {
+        c->inext->iprev = c->iprev;
+    }
     c->lingering = 0;
-    c->lnext = NULL;
+    c->lnext = c->inext = c->iprev = NULL;
     loop_timer_cancel(c->pool->loop, &c->linger);
+}
+
+/* c's destination has nothing for it: wait POOL_LINGER_MS for more. */
+static void pool_linger_start(struct pool_conn *c)
+{
+    c->lingering = 1;
+    c->lnext = c->dest->lingering;
+    c->dest->lingering = c;
+    c->iprev = NULL;
+    c->inext = c->lane->idle;
+    if (c->inext) {
+        c->inext->iprev = c;
+    }
+    c->lane->idle = c;
+    loop_timer_set(c->pool->loop, &c->linger, POOL_LINGER_MS);
+}
+
+/* Should an idle session of l give its slot up now? Only when l is full
+ * and the last pump found a destination of the ISP with no slot, beyond
+ * those already being freed: otherwise it lingers for its own destination. */
+static int pool_lane_starved(const struct pool_lane *l)
+{
+    return l->max_connections && l->open >= l->max_connections &&
+           l->isp->starved > l->isp->yielding;
+}
+
+static void pool_conn_set_yielding(struct pool_conn *c, int on)
+{
+    if (c->yielding != on) {
+        c->yielding = on;
+        if (on) {
+            c->lane->isp->yielding++;
+        } else {
+            c->lane->isp->yielding--;
+        }
+    }
+}
+
+/* Make a lingering session QUIT now, for another destination's sake. */
+static void pool_conn_yield(struct pool_conn *c)
+{
+    pool_unlinger(c);
+    c->linger_over = 1;
+    pool_conn_set_yielding(c, 1);
+    if (c->conn) {
+        client_conn_resume(c->conn);
+    }
+}
+
+/* After a pump: free as many slots of isp's full lanes as its starved
+ * destinations need, from sessions idling for destinations with nothing queued. */
+static void pool_isp_yield(struct pool_isp *isp)
+{
+    for (size_t i = 0; i < isp->nlanes && isp->starved > isp->yielding; i++) {
+        struct pool_lane *l = &isp->lanes[i];
+        while (l->idle && pool_lane_starved(l)) {
+            pool_conn_yield(l->idle);
+        }
+    }
 }
 
 static void pool_linger_over(struct loop_timer *t)
@@ -1062,10 +1229,11 @@ static struct smtp_message *pool_next_message(void *owner)
         pool_kick(p);
     }
     if (!p->stopped && !d->head && !d->fatal_reason[0] && !c->linger_over) {
-        c->lingering = 1;
-        c->lnext = d->lingering;
-        d->lingering = c;
-        loop_timer_set(p->loop, &c->linger, POOL_LINGER_MS);
+        if (pool_lane_starved(l)) {
+            pool_conn_set_yielding(c, 1); /* another destination needs the slot: QUIT now */
+            return NULL;
+        }
+        pool_linger_start(c);
         return SMTP_MESSAGE_WAIT;
     }
     c->linger_over = 0;
@@ -1097,6 +1265,7 @@ static struct smtp_message *pool_next_message(void *owner)
         return SMTP_MESSAGE_WAIT;
     }
     struct pool_msg *m = pool_dequeue(p, d);
+    pool_conn_set_yielding(c, 0); /* mail came for it after all: it stays */
     pool_batch_take(c, m, now);
     c->txn_started_ms = loop_clock_ms(p->loop);
     c->sm.mail_from = m->mail_from;
@@ -1269,6 +1438,14 @@ static void pool_conn_closed(void *owner, struct client_conn *conn)
     pool_conn_unwait(c);
     pool_conn_ungate(c);
     pool_unlinger(c);
+    if (c->yielding) {
+        /* Its slot goes to a starved destination (the pump that follows
+         * counts again). */
+        pool_conn_set_yielding(c, 0);
+        if (c->lane->isp->starved) {
+            c->lane->isp->starved--;
+        }
+    }
     /* Cannot happen: the machine settles every message before on_closed. */
     for (size_t i = c->nbatch; i-- > 0;) {
         pool_enqueue(p, c->dest, c->batch[i], 1);
@@ -1386,6 +1563,18 @@ static void pool_conn_open(struct pool *p, struct pool_dest *d, struct pool_lane
     client_conn_start(c->conn);
 }
 
+/* Every lane of isp is at its max_connections. */
+static int pool_isp_full(const struct pool_isp *isp)
+{
+    for (size_t i = 0; i < isp->nlanes; i++) {
+        const struct pool_lane *l = &isp->lanes[i];
+        if (!l->max_connections || l->open < l->max_connections) {
+            return 0;
+        }
+    }
+    return isp->nlanes > 0;
+}
+
 /* Open the connections the queues need and the lanes allow. */
 static void pool_pump(struct loop_timer *t)
 {
@@ -1397,6 +1586,9 @@ static void pool_pump(struct loop_timer *t)
     uint64_t wake = UINT64_MAX;
     unsigned cap = p->opt.max_connections ? p->opt.max_connections : 1000;
     struct pool_dest *next;
+    for (size_t i = 0; i < p->nisps; i++) {
+        p->isps[i]->starved = 0;
+    }
     for (struct pool_dest *d = p->active; d; d = next) {
         next = d->anext;
         if (d->fatal_reason[0]) {
@@ -1415,6 +1607,14 @@ static void pool_pump(struct loop_timer *t)
          * wrong password or a dead exchanger costs one attempt, not one
          * per waiting message. */
         unsigned dcap = d->isp->max_connections ? UINT32_MAX : POOL_DEST_CONNECTIONS;
+        if (d->queued > d->nconns && d->nconns < dcap && (d->proven || d->nconns == 0) &&
+            pool_isp_full(d->isp)) {
+            /* No slot: count what it would open, for the idle sessions to yield. */
+            size_t want = d->proven ? d->queued - d->nconns : 1;
+            size_t room = dcap - d->nconns;
+            d->isp->starved += (unsigned)(want < room ? want : room);
+            continue;
+        }
         while (d->queued > d->nconns && p->open < cap && d->nconns < dcap &&
                (d->proven || d->nconns == 0)) {
             long ti = pool_target_pick(d, now);
@@ -1431,6 +1631,9 @@ static void pool_pump(struct loop_timer *t)
             }
             pool_conn_open(p, d, l, (size_t)ti);
         }
+    }
+    for (size_t i = 0; i < p->nisps; i++) {
+        pool_isp_yield(p->isps[i]);
     }
     if (wake != UINT64_MAX) {
         /* Not a plain set: a kick during this pass (a connection that

@@ -37,6 +37,22 @@ struct dns_cached {
 };
 
 #define DNS_CACHE_BUCKETS 1024
+/* DNS queries on the wire at once (an address lookup asks A, then AAAA). A burst of 20,000 domains
+ * sent at once overflowed the UDP receive buffers (ours and the resolver's) and came back as
+ * thousands of spurious timeouts (issue 11); the rest wait in order on the pending lists. The
+ * window starts at DNS_MAX_INFLIGHT (256 at once still overflowed a local
+ * dnsmasq's socket buffer), halves (to DNS_MIN_INFLIGHT at least) when the
+ * resolver times out or refuses (a forwarder at its --dns-forward-max
+ * answers REFUSED), once per window as TCP's congestion window does (the
+ * other losses of the same burst were sent before the cut), and grows back
+ * by one per window of answers. */
+#define DNS_MAX_INFLIGHT 128
+#define DNS_MIN_INFLIGHT 8
+/* Receive buffer asked for the resolver sockets (the kernel caps it at
+ * net.core.rmem_max): answers to DNS_MAX_INFLIGHT queries fit. */
+#define DNS_RCVBUF (1 << 20)
+
+struct dns_query;
 
 struct dns {
     struct loop *loop;
@@ -45,8 +61,18 @@ struct dns {
     struct dns_sock *socks;                      /* owned list */
     struct dns_cached *cache[DNS_CACHE_BUCKETS]; /* owned chains */
     uint64_t cache_hits, queries;
-    int depth; /* inside our callbacks: dns_free waits until the outermost returns */
-    int dying; /* dns_free was called during a callback */
+    unsigned inflight; /* queries on the wire, window at most */
+    unsigned window;   /* DNS_MIN_INFLIGHT .. DNS_MAX_INFLIGHT */
+    unsigned grown;    /* answers since the window last grew */
+    uint64_t sent_seq; /* queries sent so far */
+    uint64_t
+        cut_seq; /* sent_seq at the last cut: losses of queries sent before it are the same event */
+    /* Lookups waiting for room, FIFO: address lookups (the second half of a
+     * destination already started) go before new MX lookups. */
+    struct dns_query *pend_addr, *pend_addr_tail, *pend_mx, *pend_mx_tail;
+    int running; /* inside dns_pending_run */
+    int depth;   /* inside our callbacks: dns_free waits until the outermost returns */
+    int dying;   /* dns_free was called during a callback */
 };
 
 static void dns_destroy(struct dns *d);
@@ -201,6 +227,7 @@ struct dns *dns_new(struct loop *loop, const char *server, unsigned timeout_ms, 
         return NULL;
     }
     d->loop = loop;
+    d->window = DNS_MAX_INFLIGHT;
     loop_timer_init(&d->timer, dns_on_timer, d);
     struct ares_options o;
     memset(&o, 0, sizeof o);
@@ -208,8 +235,10 @@ struct dns *dns_new(struct loop *loop, const char *server, unsigned timeout_ms, 
     o.sock_state_cb_data = d;
     o.timeout = (int)(timeout_ms ? timeout_ms : 2000);
     o.tries = 2;
+    o.socket_receive_buffer_size = DNS_RCVBUF;
     int rc = ares_init_options(&d->channel, &o,
-                               ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES);
+                               ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES |
+                                   ARES_OPT_SOCK_RCVBUF);
     if (rc == ARES_SUCCESS && server) {
         rc = ares_set_servers_ports_csv(d->channel, server);
     }
@@ -236,10 +265,14 @@ void dns_free(struct dns *d)
     dns_destroy(d);
 }
 
+static void dns_pending_cancel(struct dns *d);
+
 static void dns_destroy(struct dns *d)
 {
     d->depth++;               /* the destruction callbacks must not re-enter */
+    d->dying = 1;             /* nor start new lookups */
     ares_destroy(d->channel); /* runs pending callbacks with ARES_EDESTRUCTION */
+    dns_pending_cancel(d);
     for (size_t b = 0; b < DNS_CACHE_BUCKETS; b++) {
         for (struct dns_cached *e = d->cache[b], *next; e; e = next) {
             next = e->next;
@@ -265,11 +298,156 @@ static void dns_destroy(struct dns *d)
 
 struct dns_query {
     struct dns *d;
-    dns_mx_cb mx_cb;
+    struct dns_query *next; /* pending list */
+    dns_mx_cb mx_cb;        /* one of the two is set */
     dns_addr_cb addr_cb;
     void *user;
+    unsigned rounds;       /* our own rounds after c-ares's tries timed out */
+    uint64_t seq;          /* d->sent_seq when it was last sent */
+    struct dns_addrs *acc; /* address lookup: owned, what A and AAAA gave */
     char ascii[256];
 };
+
+/* An address lookup asks one family at a time: c-ares's AF_UNSPEC lookup
+ * ends in ARES_ENOTFOUND when A was refused or timed out and AAAA had no
+ * data, which named a resolver under load "no address" (issue 11). */
+struct dns_addrs {
+    int family; /* AF_INET, then AF_INET6 */
+    int failed; /* a c-ares status that was not an answer, or 0 */
+    size_t n;
+    struct sockaddr_storage addrs[32];
+};
+
+/* c-ares's tries (2 x the timeout) and then this many more rounds of our
+ * own before a timeout is a failure: a lost UDP answer in a burst is not a
+ * reason to defer a whole domain. A refusal (an overloaded forwarder) is
+ * retried a few times more, behind the narrowed window. */
+#define DNS_TIMEOUT_ROUNDS 1
+#define DNS_REFUSED_ROUNDS 4
+
+static void dns_on_mx(void *arg, int status, int timeouts, unsigned char *abuf, int alen);
+static void dns_on_addr(void *arg, int status, int timeouts, struct ares_addrinfo *res);
+
+/* Put q on the wire (its slot already counted in d->inflight). */
+static void dns_query_send(struct dns_query *q)
+{
+    if (q->mx_cb) {
+        ares_query(q->d->channel, q->ascii, ns_c_in, ns_t_mx, dns_on_mx, q);
+        return;
+    }
+    struct ares_addrinfo_hints hints = {.ai_family = q->acc->family, .ai_socktype = SOCK_STREAM};
+    ares_getaddrinfo(q->d->channel, q->ascii, NULL, &hints, dns_on_addr, q);
+}
+
+static struct dns_query *dns_pending_pop(struct dns *d)
+{
+    struct dns_query **head = d->pend_addr ? &d->pend_addr : &d->pend_mx;
+    struct dns_query **tail = d->pend_addr ? &d->pend_addr_tail : &d->pend_mx_tail;
+    struct dns_query *q = *head;
+    if (q) {
+        *head = q->next;
+        if (!*head) {
+            *tail = NULL;
+        }
+        q->next = NULL;
+    }
+    return q;
+}
+
+/* Send pending lookups while there is room. Not re-entered: an answer
+ * given at once (a hosts-file name) lands here again and returns. */
+static void dns_pending_run(struct dns *d)
+{
+    if (d->running) {
+        return;
+    }
+    d->running = 1;
+    while (!d->dying) {
+        struct dns_query *q = d->pend_addr ? d->pend_addr : d->pend_mx;
+        if (!q || (d->inflight > 0 && d->inflight >= d->window)) {
+            break;
+        }
+        dns_pending_pop(d);
+        d->inflight++;
+        q->seq = ++d->sent_seq;
+        dns_query_send(q);
+    }
+    d->running = 0;
+}
+
+/* Queue q behind the lookups already waiting, then send what fits. */
+static void dns_submit(struct dns *d, struct dns_query *q)
+{
+    q->d = d;
+    if (q->addr_cb) {
+        if (d->pend_addr_tail) {
+            d->pend_addr_tail->next = q;
+        } else {
+            d->pend_addr = q;
+        }
+        d->pend_addr_tail = q;
+    } else {
+        if (d->pend_mx_tail) {
+            d->pend_mx_tail->next = q;
+        } else {
+            d->pend_mx = q;
+        }
+        d->pend_mx_tail = q;
+    }
+    dns_pending_run(d);
+}
+
+/* q's answer is in: free its slot and adjust the window. */
+static void dns_query_done(struct dns_query *q, int congested)
+{
+    struct dns *d = q->d;
+    d->inflight = d->inflight > 0 ? d->inflight - 1 : 0;
+    if (congested) {
+        if (q->seq > d->cut_seq) {
+            d->window = d->window / 2 > DNS_MIN_INFLIGHT ? d->window / 2 : DNS_MIN_INFLIGHT;
+            d->cut_seq = d->sent_seq;
+        }
+        d->grown = 0;
+    } else if (d->window < DNS_MAX_INFLIGHT && ++d->grown >= d->window) {
+        d->window++;
+        d->grown = 0;
+    }
+}
+
+static void dns_query_requeue(struct dns_query *q);
+
+/* Free q's slot; when c-ares's tries timed out or were refused and rounds
+ * are left, queue q again first in line and send what fits: 1. */
+static int dns_query_retry(struct dns_query *q, int status)
+{
+    struct dns *d = q->d;
+    int congested = status == ARES_ETIMEOUT || status == ARES_ECONNREFUSED;
+    unsigned limit = status == ARES_ETIMEOUT       ? DNS_TIMEOUT_ROUNDS
+                     : status == ARES_ECONNREFUSED ? DNS_REFUSED_ROUNDS
+                                                   : 0;
+    dns_query_done(q, congested);
+    if (q->rounds >= limit || d->dying) {
+        return 0;
+    }
+    q->rounds++;
+    dns_query_requeue(q);
+    return 1;
+}
+
+/* Queue q first in line (a retry, or the AAAA half of an address lookup)
+ * and send what fits. */
+static void dns_query_requeue(struct dns_query *q)
+{
+    struct dns *d = q->d;
+    struct dns_query **head = q->addr_cb ? &d->pend_addr : &d->pend_mx;
+    struct dns_query **tail = q->addr_cb ? &d->pend_addr_tail : &d->pend_mx_tail;
+    q->next = *head;
+    *head = q;
+    if (!*tail) {
+        *tail = q;
+    }
+    dns_pending_run(d);
+}
 
 int dns_domain_ascii(const char *name, char *out, size_t outlen, const char **why)
 {
@@ -405,6 +583,10 @@ static void dns_on_mx(void *arg, int status, int timeouts, unsigned char *abuf, 
 {
     (void)timeouts;
     struct dns_query *q = arg;
+    if (dns_query_retry(q, status)) {
+        return;
+    }
+    struct dns *d = q->d;
     struct dns_mx_host hosts[64];
     struct dns_mx_result r = {.ascii_domain = q->ascii};
     struct ares_mx_reply *mx = NULL;
@@ -437,11 +619,12 @@ static void dns_on_mx(void *arg, int status, int timeouts, unsigned char *abuf, 
         r.error = ares_strerror(prc);
     }
     /* Negative answers carry no answer TTL here: keep NXDOMAIN 5 minutes. */
-    dns_cache_put(status == ARES_EDESTRUCTION ? NULL : q->d, &r,
+    dns_cache_put(status == ARES_EDESTRUCTION ? NULL : d, &r,
                   r.status == DNS_NXDOMAIN ? 300 : r.ttl);
     q->mx_cb(q->user, &r);
     ares_free_data(mx);
     free(q);
+    dns_pending_run(d);
 }
 
 void dns_resolve_mx(struct dns *d, const char *domain, dns_mx_cb cb, void *user)
@@ -483,12 +666,11 @@ void dns_resolve_mx(struct dns *d, const char *domain, dns_mx_cb cb, void *user)
         free(q);
         return;
     }
-    q->d = d;
     q->mx_cb = cb;
     q->user = user;
     d->queries++;
     d->depth++;
-    ares_query(d->channel, q->ascii, ns_c_in, ns_t_mx, dns_on_mx, q);
+    dns_submit(d, q);
     if (dns_leave(d)) {
         return;
     }
@@ -499,23 +681,41 @@ static void dns_on_addr(void *arg, int status, int timeouts, struct ares_addrinf
 {
     (void)timeouts;
     struct dns_query *q = arg;
-    struct sockaddr_storage addrs[32];
-    struct dns_addr_result r = {.addrs = addrs};
+    struct dns_addrs *a = q->acc;
+    if (dns_query_retry(q, status)) {
+        ares_freeaddrinfo(res);
+        return;
+    }
+    struct dns *d = q->d;
     if (status == ARES_SUCCESS && res) {
-        for (struct ares_addrinfo_node *n = res->nodes; n && r.n < 32; n = n->ai_next) {
-            if (n->ai_addrlen <= sizeof addrs[0]) {
-                memset(&addrs[r.n], 0, sizeof addrs[0]);
-                memcpy(&addrs[r.n++], n->ai_addr, n->ai_addrlen);
+        for (struct ares_addrinfo_node *n = res->nodes; n && a->n < 32; n = n->ai_next) {
+            if (n->ai_addrlen <= sizeof a->addrs[0]) {
+                memset(&a->addrs[a->n], 0, sizeof a->addrs[0]);
+                memcpy(&a->addrs[a->n++], n->ai_addr, n->ai_addrlen);
             }
         }
+    } else if (status != ARES_ENOTFOUND && status != ARES_ENODATA) {
+        a->failed = status; /* no answer: not the same as "no address" */
     }
+    ares_freeaddrinfo(res);
+    /* A that timed out or was refused through every round: the zone's
+     * servers are away, and AAAA would only double the wait. */
+    if (a->family == AF_INET && !d->dying && status != ARES_ETIMEOUT &&
+        status != ARES_ECONNREFUSED) {
+        a->family = AF_INET6;
+        q->rounds = 0;
+        dns_query_requeue(q);
+        return;
+    }
+    struct dns_addr_result r = {.addrs = a->addrs, .n = a->n};
     if (r.n == 0) {
-        r.status = status == ARES_ENOTFOUND ? DNS_NXDOMAIN : DNS_TEMPFAIL;
-        r.error = status == ARES_SUCCESS ? "no addresses" : ares_strerror(status);
+        r.status = a->failed ? DNS_TEMPFAIL : DNS_NXDOMAIN;
+        r.error = a->failed ? ares_strerror(a->failed) : "no addresses";
     }
     q->addr_cb(q->user, &r);
-    ares_freeaddrinfo(res);
+    free(a);
     free(q);
+    dns_pending_run(d);
 }
 
 void dns_resolve_addr(struct dns *d, const char *host, dns_addr_cb cb, void *user)
@@ -533,13 +733,39 @@ void dns_resolve_addr(struct dns *d, const char *host, dns_addr_cb cb, void *use
         cb(user, &r);
         return;
     }
+    q->acc = calloc(1, sizeof *q->acc);
+    if (!q->acc) {
+        struct dns_addr_result r = {.status = DNS_TEMPFAIL, .error = "out of memory"};
+        free(q);
+        cb(user, &r);
+        return;
+    }
+    q->acc->family = AF_INET;
     q->addr_cb = cb;
     q->user = user;
-    struct ares_addrinfo_hints hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
     d->depth++; /* c-ares may answer at once (numeric host, hosts file) */
-    ares_getaddrinfo(d->channel, q->ascii, NULL, &hints, dns_on_addr, q);
+    dns_submit(d, q);
     if (dns_leave(d)) {
         return;
     }
     dns_schedule(d);
+}
+
+/* dns_free: the lookups still waiting for room get their one callback. */
+static void dns_pending_cancel(struct dns *d)
+{
+    struct dns_query *q;
+    while ((q = dns_pending_pop(d)) != NULL) {
+        if (q->mx_cb) {
+            struct dns_mx_result r = {.status = DNS_TEMPFAIL,
+                                      .ascii_domain = q->ascii,
+                                      .error = "resolver shutting down"};
+            q->mx_cb(q->user, &r);
+        } else {
+            struct dns_addr_result r = {.status = DNS_TEMPFAIL, .error = "resolver shutting down"};
+            q->addr_cb(q->user, &r);
+            free(q->acc);
+        }
+        free(q);
+    }
 }

@@ -14,6 +14,13 @@
  * cached until their TTL expires (NXDOMAIN for 5 minutes; temporary
  * failures never), so a campaign asks once per domain, not per recipient.
  *
+ * At most a window of queries is on the wire (128, halved once per burst of
+ * timeouts or refusals, grown back by one per window of answers); the rest
+ * wait in line, address lookups before new MX lookups. A lookup that timed
+ * out after c-ares's tries is asked once more, a refused one four times,
+ * before it is DNS_TEMPFAIL. An address lookup asks A, then AAAA, so a
+ * timeout or refusal of one is DNS_TEMPFAIL, never "no address".
+ *
  * Exports: dns_new, dns_free, dns_resolve_mx, dns_resolve_addr, dns_status_name, dns_stats,
  * dns_domain_ascii.
  */
