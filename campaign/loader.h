@@ -108,9 +108,10 @@ struct loader_stats {
     uint64_t suppressed; /* found on the suppression list at claim time */
     uint64_t taken_over_nodes, taken_over_queued, taken_over_ambiguous;
     uint64_t arms, armed; /* arm statements, recipient ids armed */
-    uint64_t claims;      /* claim statements */
-    uint64_t claim_us;    /* time in them, round trip included */
-    uint64_t write_us;    /* time in result commits, round trip included */
+    uint64_t journal_compactions;
+    uint64_t claims;   /* claim statements */
+    uint64_t claim_us; /* time in them, round trip included */
+    uint64_t write_us; /* time in result commits, round trip included */
     size_t backlog;
     int db_up;
 };
@@ -120,6 +121,24 @@ struct loader *loader_start(const struct loader_options *o, char *err, size_t er
 /* Flush every result (waiting for the database as long as it takes unless
  * give_up_ms passes), release unsent claims back to `queued`, join, free. */
 int loader_stop(struct loader *l, unsigned give_up_ms);
+
+/* What a bounded stop did. */
+struct loader_stop_info {
+    size_t unwritten;   /* results not known to be committed: in the journal, for the next start */
+    long long requeued; /* claims that went back to `queued` (committed); -1: not done */
+    int abandoned;      /* a database thread was still blocked at the deadline: nothing was
+                         * freed; the process must end with _exit (after fflush) */
+};
+/* loader_stop bounded by an absolute deadline (loader_now_ms clock), which
+ * *hurry (0: none; read atomically, another thread may set it) can bring
+ * forward. Results are waited for until shortly before it; threads still
+ * blocked in libpq then (a database that stopped answering) are left
+ * behind, and nothing held is released: the journal and the node's lease
+ * settle it. 0 when everything was written and released. */
+int loader_stop_by(struct loader *l, uint64_t deadline_ms, const uint64_t *hurry,
+                   struct loader_stop_info *info);
+/* The clock of loader_stop_by's deadline (CLOCK_MONOTONIC, ms). */
+uint64_t loader_now_ms(void);
 /* An eventfd, readable when claimed recipients are ready or the state
  * changed (read it to reset it before looking at the queues). */
 int loader_fd(const struct loader *l);
