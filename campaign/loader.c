@@ -2145,6 +2145,7 @@ static void loader_jmap_del(struct loader *l, size_t i)
     size_t mask = l->jmap_cap - 1;
     l->journal_live -= l->jmap[i].len;
     free(l->jmap[i].line);
+    l->jmap[i].line = NULL;
     l->jmap[i].id = 0;
     l->jmap_n--;
     for (size_t j = (i + 1) & mask; l->jmap[j].id; j = (j + 1) & mask) {
