@@ -40,9 +40,17 @@
  * journal read in order, the last line of each deciding: an outcome not
  * yet in the database is written; a body going out with no outcome after
  * it is `ambiguous` (`--resend-ambiguous` queues it instead); the rest go
- * back to `queued`.
+ * back to `queued`. Only a recipient's last line counts, so once the file
+ * is large and mostly about committed results it is rewritten with the
+ * live lines only (FILE.compact, locked, renamed over FILE: the node's lock
+ * moves with it; a kill -9 at any point leaves a whole journal).
  *
- * Exports: loader_start, loader_stop, loader_fd, loader_set_notify,
+ * Stops: loader_stop_by has a deadline; database threads still blocked in
+ * libpq then are left behind (nothing freed) and what was not written
+ * stays in the journal for the next start. Connections run with statement
+ * and lock timeouts (db.h adds connect_timeout and TCP keepalives).
+ *
+ * Exports: loader_start, loader_stop, loader_stop_by, loader_now_ms, loader_fd, loader_set_notify,
  * loader_take, loader_want, loader_result, loader_backlog, loader_exhausted, loader_stats,
  * loader_campaign, loader_journal_mark, loader_arm, loader_armed, loader_lease_ok,
  * loader_fenced.

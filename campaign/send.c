@@ -12,7 +12,10 @@
  *
  * Diagnostics: bad options or config print a reason and exit 2; a run cut
  * short by a signal exits 1 with the unsent count; otherwise 0, whatever
- * the outcomes (they are in the summary, --records and --suppress).
+ * the outcomes (they are in the summary, --records and --suppress). A
+ * campaign's stop is bounded (SEND_STOP_MS): its message says what was
+ * written, what waits in the journal and what went back to the queue; a
+ * second signal ends the process at once.
  */
 #include "campaign/send.h"
 
