@@ -13,6 +13,7 @@
 #   5. the journal is compacted during a 20,000-recipient run (it stays far
 #      below the ~55 bytes per attempt it would reach), and a kill -9 after
 #      a compaction still loses nothing
+#   6. the database stopped: SIGTERM ends send within the bound, saying so
 set -u
 . "$(dirname "$0")/lib.sh"
 e2e_setup
@@ -289,5 +290,21 @@ check_eq "journal: no silent duplicate" 0 "$silent"
 check_eq "journal: nothing lost" 0 "$lost"
 check_eq "journal: sent + ambiguous = all" "$N" \
     "$(psql_q "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $CJ AND state IN ('sent', 'ambiguous')")"
+
+# ============================================================ 6. the database stopped
+CS=$(new_campaign st 4000)
+"$RM" send --db "$PG_URL" --campaign "$CS" --config "$E2E_TMP/c.conf" --node st \
+    --journal "$E2E_TMP/st.journal" --window 40 >"$E2E_TMP/st.out" 2>"$E2E_TMP/st.err" &
+PID=$!
+wait_sent "$CS" 200
+stop_postgres "$E2E_TMP/pg"
+sleep 1
+kill -TERM "$PID"
+wait_exit "$PID" 30
+echo "# database stopped: exit $WAIT_RC after ${WAIT_S} s"
+check_le "database stopped: SIGTERM ends send within the 10 s bound (+1 s)" 11 "${WAIT_S%.*}"
+check_eq "database stopped: exit 1 (work left)" 1 "$WAIT_RC"
+check_grep "database stopped: the message says what waits in the journal" \
+    "results? waits? in the journal .*st.journal for the next start of node st" "$E2E_TMP/st.err"
 
 e2e_finish
