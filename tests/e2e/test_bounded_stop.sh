@@ -246,7 +246,13 @@ check_ne "--records through a symbolic link: refused" 0 "$?"
 check_grep "--records through a symbolic link: says why" "symbolic link: refused" "$E2E_TMP/rec2.err"
 check_eq "--records through a symbolic link: the link's target is untouched" precious \
     "$(cat "$E2E_TMP/precious")"
-"$RM" blast --help >/dev/null 2>&1 # (blast opens --records the same way)
+ln -s "$E2E_TMP/precious" "$E2E_TMP/journal.link"
+"$RM" send --db "$PG_URL" --campaign 1 --config "$E2E_TMP/c.conf" --node jl \
+    --journal "$E2E_TMP/journal.link" >/dev/null 2>"$E2E_TMP/jl.err"
+check_ne "--journal through a symbolic link: refused" 0 "$?"
+check_grep "--journal through a symbolic link: says why" "symbolic link: refused" "$E2E_TMP/jl.err"
+check_eq "--journal through a symbolic link: the link's target is untouched" precious \
+    "$(cat "$E2E_TMP/precious")"
 
 # ============================================================ 5. the journal stays small
 N=20000
@@ -270,11 +276,19 @@ sample() {
     --journal "$JR" --window 200 >"$E2E_TMP/jr.1.out" 2>"$E2E_TMP/jr.1.err" &
 PID=$!
 sample "$PID" 8000
+# the node's lock moved with the compacted file: a second process is refused
+"$RM" send --db "$PG_URL" --campaign "$CJ" --config "$E2E_TMP/c.conf" --node jr \
+    --journal "$JR" >/dev/null 2>"$E2E_TMP/jr.dup.err"
+DUP_RC=$?
 SENT_AT_KILL=$(count_state "$CJ" sent)
 kill -9 "$PID"
 wait "$PID" 2>/dev/null
 echo "# journal: kill -9 with $SENT_AT_KILL sent, after $SHRANK compaction(s) seen; largest ${MAX} bytes"
 check_ge "journal: compacted during the run (its size went down)" 1 "$SHRANK"
+check_eq "journal: after a compaction a second process of the node is still refused (exit 2)" 2 "$DUP_RC"
+check_grep "journal: ... because the compacted journal is locked" \
+    "node jr is already running on this host: another ringmail process holds its journal" \
+    "$E2E_TMP/jr.dup.err"
 timeout 120 "$RM" send --db "$PG_URL" --campaign "$CJ" --config "$E2E_TMP/c.conf" --node jr \
     --journal "$JR" --window 200 --json >"$E2E_TMP/jr.2.json" 2>"$E2E_TMP/jr.2.err" &
 PID=$!
