@@ -11,6 +11,10 @@
 FILE *outfile_open(const char *path, int append, char *err, size_t errlen)
 {
     int flags = O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC | (append ? O_APPEND : O_TRUNC);
+    if (strncmp(path, "/dev/", 5) == 0) {
+        /* /dev/stdout, /dev/fd/N: links to what exists; nothing is created. */
+        flags = O_WRONLY | O_CLOEXEC | (append ? O_APPEND : 0);
+    }
     int fd = open(path, flags, 0600);
     if (fd < 0) {
         if (errno == ELOOP) {

@@ -4,7 +4,9 @@
  * Such files hold recipients' addresses and replies: they are created
  * 0600 (the umask may narrow that, never widen it), and a symbolic link at
  * the path is refused instead of followed (O_NOFOLLOW), so a link planted
- * in a shared directory cannot redirect or truncate another file.
+ * in a shared directory cannot redirect or truncate another file. Paths
+ * under /dev/ (/dev/stdout, /dev/fd/N) are opened as they are, never
+ * created.
  *
  * Exports: outfile_open.
  */
