@@ -35,6 +35,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <jansson.h>
@@ -565,7 +566,14 @@ static int sink_stats_write(const char *path, const struct sink_stats *st, long 
     char tmp[PATH_MAX];
     int rc = -1;
     if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) < sizeof tmp) {
-        rc = json_dump_file(root, tmp, JSON_INDENT(2) | JSON_SORT_KEYS);
+        /* Addresses inside: 0600, and never through a link at tmp. */
+        int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd >= 0) {
+            rc = json_dumpfd(root, fd, JSON_INDENT(2) | JSON_SORT_KEYS);
+            if (close(fd) != 0) {
+                rc = -1;
+            }
+        }
         if (rc == 0 && rename(tmp, path) != 0) {
             rc = -1;
         }

@@ -12,6 +12,7 @@
  * Diagnostics: bad options print a reason and exit 2; a run where some
  * message was not accepted exits 1 only with --strict; otherwise 0.
  */
+#include "campaign/outfile.h"
 #include "campaign/blast.h"
 
 #include <getopt.h>
@@ -691,9 +692,10 @@ static int blast_setup(struct blast_shared *sh, struct blast_options *o)
     cfg->timeout_connect_ms = t ? t : 10000;
     cfg->timeout_tls_ms = t ? t : 30000;
     if (o->records_path) {
-        sh->records = fopen(o->records_path, "w");
+        char why[256];
+        sh->records = outfile_open(o->records_path, 0, why, sizeof why);
         if (!sh->records) {
-            perror(o->records_path);
+            fprintf(stderr, "ringmail blast: --records %s: %s\n", o->records_path, why);
             return -1;
         }
     }

@@ -147,13 +147,125 @@ static void db_notice(void *arg, const char *message)
     (void)message; /* NOTICEs ("already exists, skipping") are not news */
 }
 
+/* A value of an option list (PQconninfoParse, PQconndefaults, PQconninfo). */
+static const char *db_opt(const PQconninfoOption *opts, const char *key)
+{
+    for (const PQconninfoOption *o = opts; o && o->keyword; o++) {
+        if (strcmp(o->keyword, key) == 0) {
+            return o->val && *o->val ? o->val : NULL;
+        }
+    }
+    return NULL;
+}
+
+/* What in opts asks for an encrypted connection this build cannot make
+ * (into what, e.g. "sslmode=require"), or NULL. */
+static const char *db_wants_tls(const PQconninfoOption *opts, char *what, size_t n)
+{
+    const char *v = db_opt(opts, "sslmode");
+    if (v && strcmp(v, "disable") != 0 && strcmp(v, "allow") != 0 && strcmp(v, "prefer") != 0) {
+        snprintf(what, n, "sslmode=%s", v);
+        return what;
+    }
+    v = db_opt(opts, "requiressl");
+    if (v && strcmp(v, "0") != 0) {
+        snprintf(what, n, "requiressl=%s", v);
+        return what;
+    }
+    v = db_opt(opts, "gssencmode");
+    if (v && strcmp(v, "require") == 0) {
+        snprintf(what, n, "gssencmode=%s", v);
+        return what;
+    }
+    return NULL;
+}
+
+/*
+ * libpq's TLS cannot run beside BoringSSL (pq.h), and every connection is
+ * made with sslmode=disable: so refuse any way of asking for TLS, not only
+ * the URL's own sslmode: PGSSLMODE or PGREQUIRESSL in the environment, a
+ * service file entry (service= in the URL, or PGSERVICE). The effective
+ * options are libpq's own: the URL's, then for a service= in the URL those
+ * libpq computes for a connection it is asked to start (and that is closed
+ * before it does anything), else PQconndefaults (environment, PGSERVICE).
+ * 0, or -1 with the reason and where it came from in err.
+ */
+static int db_refuse_tls(const char *url, const PQconninfoOption *parsed, char *err, size_t errlen)
+{
+    char what[128];
+    const char *from = NULL;
+    char where[256];
+    if (db_wants_tls(parsed, what, sizeof what)) {
+        from = "the connection URL";
+    } else if (db_opt(parsed, "service")) {
+        const char *const keys[] = {"dbname", NULL};
+        const char *const vals[] = {url, NULL};
+        PGconn *probe = pq.PQconnectStartParams(keys, vals, 1);
+        PQconninfoOption *eff = probe ? pq.PQconninfo(probe) : NULL;
+        if (!eff && probe && pq.PQstatus(probe) == CONNECTION_BAD) {
+            snprintf(err, errlen, "cannot connect to PostgreSQL: %s", pq.PQerrorMessage(probe));
+            db_trim(err);
+            pq.PQfinish(probe);
+            return -1;
+        }
+        if (eff && db_wants_tls(eff, what, sizeof what)) {
+            snprintf(where, sizeof where, "service %s (the connection service file)",
+                     db_opt(parsed, "service"));
+            from = where;
+        }
+        if (eff) {
+            pq.PQconninfoFree(eff);
+        }
+        if (probe) {
+            pq.PQfinish(probe);
+        }
+    } else {
+        PQconninfoOption *defs = pq.PQconndefaults();
+        if (defs && db_wants_tls(defs, what, sizeof what)) {
+            const char *env = getenv("PGSSLMODE");
+            const char *svc = getenv("PGSERVICE");
+            if (env && *env && strncmp(what, "sslmode=", 8) == 0 && strcmp(env, what + 8) == 0) {
+                from = "the environment (PGSSLMODE)";
+            } else if (getenv("PGREQUIRESSL") && strncmp(what, "gssencmode=", 11) != 0) {
+                from = "the environment (PGREQUIRESSL)";
+            } else if (strncmp(what, "gssencmode=", 11) == 0 && getenv("PGGSSENCMODE")) {
+                from = "the environment (PGGSSENCMODE)";
+            } else if (svc && *svc) {
+                snprintf(where, sizeof where, "service %s (PGSERVICE, the connection service file)",
+                         svc);
+                from = where;
+            } else {
+                from = "libpq's defaults";
+            }
+        }
+        if (defs) {
+            pq.PQconninfoFree(defs);
+        }
+    }
+    if (!from) {
+        return 0;
+    }
+    snprintf(err, errlen,
+             "%s (from %s): this build cannot use TLS to PostgreSQL (libpq's OpenSSL 3 and the "
+             "engine's BoringSSL clash) and never connects in plaintext instead; connect over a "
+             "Unix socket or localhost, or through a TLS tunnel (stunnel, an SSH forward)",
+             what, from);
+    return -1;
+}
+
+/* Every connection gets these unless the URL or the environment sets them:
+ * a bounded connect, and TCP keepalives so a dead peer is noticed. */
+static const char *const db_conn_defaults[][2] = {
+    {"connect_timeout", "10"},    {"keepalives", "1"},       {"keepalives_idle", "5"},
+    {"keepalives_interval", "2"}, {"keepalives_count", "3"}, {"tcp_user_timeout", "10000"},
+};
+#define DB_NCONN_DEFAULTS (sizeof db_conn_defaults / sizeof db_conn_defaults[0])
+
 PGconn *db_connect(const char *url, char *err, size_t errlen)
 {
     if (pq_load(err, errlen) < 0) {
         return NULL;
     }
-    /* libpq's TLS cannot run beside BoringSSL (pq.h): refuse a URL that
-     * requires it rather than silently connecting in the clear. */
     char *perr = NULL;
     PQconninfoOption *opts = pq.PQconninfoParse(url, &perr);
     if (!opts) {
@@ -163,26 +275,27 @@ PGconn *db_connect(const char *url, char *err, size_t errlen)
         }
         return NULL;
     }
-    const char *bad = NULL;
-    for (PQconninfoOption *o = opts; o->keyword; o++) {
-        if (o->val && strcmp(o->keyword, "sslmode") == 0 && strcmp(o->val, "disable") != 0 &&
-            strcmp(o->val, "allow") != 0 && strcmp(o->val, "prefer") != 0) {
-            bad = o->val;
-        }
-    }
-    if (bad) {
-        snprintf(err, errlen,
-                 "sslmode=%s: this build cannot use TLS to PostgreSQL (libpq's OpenSSL 3 and "
-                 "the engine's BoringSSL clash); connect over a Unix socket or localhost, or "
-                 "through a TLS tunnel (stunnel, an SSH forward)",
-                 bad);
+    if (db_refuse_tls(url, opts, err, errlen) < 0) {
         pq.PQconninfoFree(opts);
         return NULL;
     }
-    pq.PQconninfoFree(opts);
     /* dbname carries the whole URL (expand_dbname); later keywords win. */
-    const char *const keys[] = {"dbname", "sslmode", "gssencmode", NULL};
-    const char *const vals[] = {url, "disable", "disable", NULL};
+    const char *keys[4 + DB_NCONN_DEFAULTS] = {"dbname", "sslmode", "gssencmode"};
+    const char *vals[4 + DB_NCONN_DEFAULTS] = {url, "disable", "disable"};
+    size_t n = 3;
+    PQconninfoOption *defs = pq.PQconndefaults();
+    for (size_t i = 0; i < DB_NCONN_DEFAULTS; i++) {
+        const char *k = db_conn_defaults[i][0];
+        if (!db_opt(opts, k) && !db_opt(defs, k)) {
+            keys[n] = k;
+            vals[n++] = db_conn_defaults[i][1];
+        }
+    }
+    keys[n] = vals[n] = NULL;
+    if (defs) {
+        pq.PQconninfoFree(defs);
+    }
+    pq.PQconninfoFree(opts);
     PGconn *c = pq.PQconnectdbParams(keys, vals, 1);
     if (!c || pq.PQstatus(c) != CONNECTION_OK) {
         snprintf(err, errlen, "cannot connect to PostgreSQL: %s",

@@ -23,6 +23,7 @@
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -35,6 +36,24 @@
 #define LOADER_SMALL_CLAIM_MS 100 /* a want under half a batch waits this long */
 #define LOADER_DEAD_CHECK_MS 500  /* how often the heartbeat thread looks for dead nodes */
 #define LOADER_LEASE_S 10 /* a node's lease: renewed every half, taken over when it runs out */
+/* The journal is compacted (rewritten with only the lines whose results are
+ * not yet committed) once it passes this size and four times what is live. */
+#define LOADER_JOURNAL_COMPACT_BYTES (128 * 1024)
+/* Statement and lock timeouts of the database threads' sessions, unless the
+ * server or the URL (options=-c ...) set their own. A statement that fails
+ * on them is retried like any database error (results are kept). */
+#define LOADER_STATEMENT_TIMEOUT "30s"
+#define LOADER_LOCK_TIMEOUT "5s"
+
+/* A recipient's last journal line, while it matters at a recovery: a body
+ * going out ('D') or an outcome not yet committed ('R'). */
+struct loader_jent {
+    int64_t id; /* 0: a free slot */
+    uint32_t attempt;
+    char kind;
+    char *line; /* with its newline */
+    size_t len;
+};
 
 /* One arm statement's ids and how many of them still wait for a committed
  * result; its row is deleted when none does. */
@@ -57,7 +76,13 @@ struct loader {
     pthread_cond_t wcv;  /* writer: a full batch of results, stopping */
     pthread_cond_t hcv;  /* heartbeat: ids to arm (with amu), stopping */
     int efd;
-    int journal_fd;
+    int journal_fd;             /* written and swapped under jmu */
+    pthread_mutex_t jmu;        /* the journal: its fd, size and live lines */
+    size_t journal_bytes;       /* its size */
+    struct loader_jent *jmap;   /* live lines by id (open addressing) */
+    size_t jmap_cap, jmap_n;    /* slots (a power of two), entries */
+    size_t journal_live;        /* bytes of the live lines */
+    int journal_compact_warned; /* a failed compaction said so once */
     char host[256];
     char incarnation[32]; /* this process's, from ringmail.node_incarnation */
     /* shared, under mu */
@@ -286,6 +311,23 @@ static int loader_connect(struct loader *l, int which, char *err, size_t errlen)
             return -1;
         }
     }
+    /* Bounded statements and lock waits, unless something set its own. */
+    PGresult *r = pq.PQexec(*pc, "SELECT current_setting('statement_timeout') = '0',"
+                                 " current_setting('lock_timeout') = '0'");
+    if (r && pq.PQresultStatus(r) == PGRES_TUPLES_OK && pq.PQntuples(r) == 1) {
+        char set[160] = "", ignore[256];
+        if (pq.PQgetvalue(r, 0, 0)[0] == 't') {
+            snprintf(set, sizeof set, "SET statement_timeout = '%s';", LOADER_STATEMENT_TIMEOUT);
+        }
+        if (pq.PQgetvalue(r, 0, 1)[0] == 't') {
+            size_t k = strlen(set);
+            snprintf(set + k, sizeof set - k, "SET lock_timeout = '%s'", LOADER_LOCK_TIMEOUT);
+        }
+        if (set[0]) {
+            db_exec(*pc, set, ignore, sizeof ignore);
+        }
+    }
+    pq.PQclear(r);
     pthread_mutex_lock(&l->mu);
     l->db_up[which] = 1;
     pthread_mutex_unlock(&l->mu);
@@ -434,8 +476,25 @@ static int loader_load_campaign(struct loader *l, char *err, size_t errlen)
  * (flock, released by the kernel when the process dies, kill -9 too). */
 static int loader_lock_journal(struct loader *l, char *err, size_t errlen)
 {
-    if (flock(l->journal_fd, LOCK_EX | LOCK_NB) == 0) {
-        return 0;
+    /* A compaction replaces the file (rename) holding a lock on the new
+     * one: a lock won on the old one, just replaced, is not the node's. */
+    for (int tries = 0; tries < 8; tries++) {
+        if (flock(l->journal_fd, LOCK_EX | LOCK_NB) < 0) {
+            break;
+        }
+        struct stat a, b;
+        if (fstat(l->journal_fd, &a) == 0 && stat(l->journal_path, &b) == 0 &&
+            a.st_dev == b.st_dev && a.st_ino == b.st_ino) {
+            return 0;
+        }
+        int fd =
+            open(l->journal_path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0) {
+            snprintf(err, errlen, "journal %s: %s", l->journal_path, strerror(errno));
+            return -1;
+        }
+        close(l->journal_fd);
+        l->journal_fd = fd;
     }
     if (errno == EWOULDBLOCK) {
         snprintf(err, errlen,
@@ -984,6 +1043,8 @@ out:
     return rc;
 }
 
+static void loader_journal_committed(struct loader *l, const buf_t *batch);
+
 /* Take the waiting results and commit them; on failure they go back. */
 static int loader_flush(struct loader *l, char *err, size_t errlen)
 {
@@ -1034,6 +1095,7 @@ static int loader_flush(struct loader *l, char *err, size_t errlen)
         l->arm_done = NULL;
         l->narm_done = l->arm_done_cap = 0;
         pthread_mutex_unlock(&l->amu);
+        loader_journal_committed(l, &batch);
         buf_free(&batch);
     }
     if (ndone) {
@@ -1627,13 +1689,15 @@ static void *loader_writer(void *arg)
             int done = l->nres == 0;
             int gave_up = l->stopping > 1; /* gave up waiting for the database */
             pthread_mutex_unlock(&l->mu);
-            if (done || (gave_up && !loader_up(l->wc))) {
+            if (done || (gave_up && !loader_up(l->wc)) || stopping > 2) {
                 break;
             }
         }
         pthread_mutex_lock(&l->mu);
         if (!l->stopping && l->nres < LOADER_FLUSH_ROWS) {
             loader_wait(l, &l->wcv, 50);
+        } else if (l->stopping && l->stopping < 3 && loader_ms() < l->flush_not_before_ms) {
+            loader_wait(l, &l->wcv, 20); /* retrying: no hot loop */
         }
         pthread_mutex_unlock(&l->mu);
     }
@@ -1642,7 +1706,8 @@ static void *loader_writer(void *arg)
 
 /* ---- the loop's side ---- */
 
-static void loader_journal_write(struct loader *l, const char *line, int n);
+static void loader_journal_write(struct loader *l, int64_t id, char kind, uint32_t attempt,
+                                 const char *line, int n);
 
 /* Ask the threads to stop and join those started (n of them: writer,
  * heartbeat, claimer). */
@@ -1678,14 +1743,20 @@ struct loader *loader_start(const struct loader_options *o, char *err, size_t er
         snprintf(l->host, sizeof l->host, "localhost");
     }
     l->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    l->journal_fd = open(l->journal_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    l->journal_fd =
+        open(l->journal_path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    int jerr = errno;
     pthread_mutex_init(&l->mu, NULL);
     pthread_mutex_init(&l->amu, NULL);
     pthread_cond_init(&l->cv, NULL);
     pthread_cond_init(&l->wcv, NULL);
     pthread_cond_init(&l->hcv, NULL);
+    pthread_mutex_init(&l->jmu, NULL);
     if (l->journal_fd < 0) {
-        snprintf(err, errlen, "journal %s: %s", l->journal_path, strerror(errno));
+        snprintf(err, errlen, "journal %s: %s%s", l->journal_path, strerror(jerr),
+                 jerr == ELOOP ? " (a symbolic link: refused, the journal is opened only as a "
+                                 "regular file)"
+                               : "");
         goto fail;
     }
     struct loader_prev prev;
@@ -1732,8 +1803,49 @@ static void loader_campaign_free(struct loader_campaign *c)
     free(c->dkim_key);
 }
 
+uint64_t loader_now_ms(void)
+{
+    return loader_ms();
+}
+
+#define LOADER_NO_DEADLINE UINT64_MAX
+
+static uint64_t loader_deadline(uint64_t deadline, const uint64_t *hurry)
+{
+    uint64_t h = hurry ? __atomic_load_n(hurry, __ATOMIC_ACQUIRE) : 0;
+    return h && h < deadline ? h : deadline;
+}
+
+/* Join t, waiting until deadline at most: 0 joined, -1 still running. */
+static int loader_join_by(pthread_t t, uint64_t deadline)
+{
+    if (deadline == LOADER_NO_DEADLINE) {
+        return pthread_join(t, NULL) == 0 ? 0 : -1;
+    }
+    uint64_t now = loader_ms(), left = deadline > now ? deadline - now : 0;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += (time_t)(left / 1000);
+    ts.tv_nsec += (long)(left % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return pthread_timedjoin_np(t, NULL, &ts) == 0 ? 0 : -1;
+}
+
 int loader_stop(struct loader *l, unsigned give_up_ms)
 {
+    struct loader_stop_info info;
+    uint64_t deadline = give_up_ms ? loader_ms() + give_up_ms + 3000 : LOADER_NO_DEADLINE;
+    return loader_stop_by(l, deadline, NULL, &info);
+}
+
+int loader_stop_by(struct loader *l, uint64_t deadline, const uint64_t *hurry,
+                   struct loader_stop_info *info)
+{
+    memset(info, 0, sizeof *info);
+    info->requeued = -1;
     if (!l) {
         return 0;
     }
@@ -1744,15 +1856,14 @@ int loader_stop(struct loader *l, unsigned give_up_ms)
         pthread_cond_signal(&l->cv);
         pthread_cond_signal(&l->wcv);
         pthread_mutex_unlock(&l->mu);
-        /* Wait for the results to be written; past give_up_ms, stop trying. */
-        uint64_t t0 = loader_ms();
+        /* Wait for the results to be written, until shortly before the
+         * deadline (what is left then is in the journal). */
+        int gave_up = 0;
         for (;;) {
+            uint64_t d = loader_deadline(deadline, hurry);
             pthread_mutex_lock(&l->mu);
-            size_t left = l->nres;
-            if (left > 0 && give_up_ms && loader_ms() - t0 > give_up_ms) {
-                l->stopping = 2;
-            }
-            int gave_up = l->stopping > 1;
+            size_t left = l->nres + l->writing;
+            gave_up = left > 0 && d != LOADER_NO_DEADLINE && loader_ms() + 1500 >= d;
             pthread_mutex_unlock(&l->mu);
             if (left == 0 || gave_up) {
                 break;
@@ -1760,17 +1871,33 @@ int loader_stop(struct loader *l, unsigned give_up_ms)
             struct timespec ts = {0, 20000000};
             nanosleep(&ts, NULL);
         }
+        /* Claimer and writer first; the heartbeat last, so the node stays
+         * alive until its results are in (unless we gave up on them). */
         pthread_mutex_lock(&l->mu);
-        l->stopping = l->stopping > 1 ? 2 : 1;
+        l->stopping = gave_up ? 3 : 1;
+        pthread_cond_broadcast(&l->cv);
+        pthread_cond_broadcast(&l->wcv);
+        pthread_cond_broadcast(&l->hcv);
         pthread_mutex_unlock(&l->mu);
-        pthread_join(l->thread, NULL);
-        pthread_join(l->wthread, NULL);
-        /* The heartbeat last: the node stays alive until its results are in. */
+        uint64_t d = loader_deadline(deadline, hurry);
+        int behind = loader_join_by(l->thread, d == LOADER_NO_DEADLINE ? d : d - 1000) < 0;
+        behind += loader_join_by(l->wthread, d == LOADER_NO_DEADLINE ? d : d - 1000) < 0;
         pthread_mutex_lock(&l->mu);
         l->stopping = 3;
         pthread_cond_signal(&l->hcv);
         pthread_mutex_unlock(&l->mu);
-        pthread_join(l->hthread, NULL);
+        d = loader_deadline(deadline, hurry);
+        behind += loader_join_by(l->hthread, d == LOADER_NO_DEADLINE ? d : d - 700) < 0;
+        pthread_mutex_lock(&l->mu);
+        info->unwritten = l->nres + l->writing;
+        pthread_mutex_unlock(&l->mu);
+        if (behind) {
+            /* Blocked in libpq on a database that does not answer: they
+             * keep l; the process ends without freeing it. What they hold
+             * is in the journal; the claims stay the node's. */
+            info->abandoned = 1;
+            return -1;
+        }
         if (l->nres > 0) {
             fprintf(stderr,
                     "ringmail: database: %zu results could not be written; their recipients "
@@ -1783,7 +1910,7 @@ int loader_stop(struct loader *l, unsigned give_up_ms)
      * process knows: nothing of it went out), the node's arms go, and the
      * node is stopped. Only by the node's incarnation: a process refused at
      * start, or one taken over, leaves everything to the live one. */
-    if (l->registered && !l->fenced && loader_up(l->c) && l->nres == 0) {
+    if (l->registered && !l->fenced && loader_up(l->c) && l->nres == 0 && l->writing == 0) {
         char id[32], err[512];
         snprintf(id, sizeof id, "%" PRId64, l->o.campaign);
         const char *p[] = {id, l->node, l->incarnation};
@@ -1794,6 +1921,9 @@ int loader_stop(struct loader *l, unsigned give_up_ms)
                                    " WHERE campaign_id = $1 AND state = 'claimed'"
                                    " AND lease_owner = $2",
                                    2, p, PGRES_COMMAND_OK, err, sizeof err);
+        if (r) {
+            info->requeued = atoll(pq.PQcmdTuples(r)); /* committed: one statement */
+        }
         PGresult *r2 = r ? loader_query(l->c, "DELETE FROM ringmail.armed WHERE node = $1", 1,
                                         p + 1, PGRES_COMMAND_OK, err, sizeof err)
                          : NULL;
@@ -1833,6 +1963,11 @@ int loader_stop(struct loader *l, unsigned give_up_ms)
     if (l->journal_fd >= 0) {
         close(l->journal_fd);
     }
+    for (size_t i = 0; i < l->jmap_cap; i++) {
+        free(l->jmap[i].line);
+    }
+    free(l->jmap);
+    pthread_mutex_destroy(&l->jmu);
     pthread_mutex_destroy(&l->mu);
     pthread_mutex_destroy(&l->amu);
     pthread_cond_destroy(&l->cv);
@@ -1893,7 +2028,11 @@ void loader_result(struct loader *l, const struct loader_result *r)
     int n = snprintf(line, sizeof line, "R %" PRId64 " %u %d %.3f %d %s %s %s\n", r->recipient_id,
                      r->attempt, r->final, r->retry_in_s, r->code, r->outcome[0] ? r->outcome : "-",
                      r->state[0] ? r->state : "-", r->reason[0] ? r->reason : "-");
-    loader_journal_write(l, line, n < (int)sizeof line ? n : (int)sizeof line - 1);
+    if (n >= (int)sizeof line) {
+        n = (int)sizeof line - 1;
+        line[n - 1] = '\n';
+    }
+    loader_journal_write(l, r->recipient_id, 'R', r->attempt, line, n);
     pthread_mutex_lock(&l->mu);
     loader_pack(&l->res, r);
     l->nres++;
@@ -1934,19 +2073,193 @@ const struct loader_campaign *loader_campaign(const struct loader *l)
     return &l->camp;
 }
 
-static void loader_journal_write(struct loader *l, const char *line, int n)
+/* ---- the journal's live lines ----
+ *
+ * Recovery reads a recipient's last line only, and a recipient whose last
+ * line is an outcome that is committed is no longer this node's to settle
+ * (or the outcome is stale against the database's attempts). So what a
+ * recovery needs is, per recipient, its last line unless that is a
+ * committed 'R': the live set, kept here (under jmu) as the lines are
+ * written and results commit. Once the file is large and mostly dead, it
+ * is replaced by the live set: written to FILE.compact, locked there (flock:
+ * the node's lock moves with it), renamed over FILE. A kill -9 at any point
+ * leaves FILE whole, old or new. */
+
+static size_t loader_jmap_slot(const struct loader *l, int64_t id)
+{
+    size_t mask = l->jmap_cap - 1;
+    size_t i = (size_t)((uint64_t)id * 0x9E3779B97F4A7C15ull >> 17) & mask;
+    while (l->jmap[i].id && l->jmap[i].id != id) {
+        i = (i + 1) & mask;
+    }
+    return i;
+}
+
+static void loader_jmap_grow(struct loader *l)
+{
+    struct loader_jent *old = l->jmap;
+    size_t oldcap = l->jmap_cap;
+    l->jmap_cap = oldcap ? oldcap * 2 : 1024;
+    l->jmap = calloc(l->jmap_cap, sizeof *l->jmap);
+    if (!l->jmap) {
+        abort();
+    }
+    for (size_t i = 0; i < oldcap; i++) {
+        if (old[i].id) {
+            l->jmap[loader_jmap_slot(l, old[i].id)] = old[i];
+        }
+    }
+    free(old);
+}
+
+/* Under jmu: id's last line is now this one. */
+static void loader_jmap_put(struct loader *l, int64_t id, char kind, uint32_t attempt,
+                            const char *line, size_t n)
+{
+    if ((l->jmap_n + 1) * 4 > l->jmap_cap * 3) {
+        loader_jmap_grow(l);
+    }
+    struct loader_jent *e = &l->jmap[loader_jmap_slot(l, id)];
+    if (e->id) {
+        l->journal_live -= e->len;
+        free(e->line);
+    } else {
+        l->jmap_n++;
+    }
+    e->id = id;
+    e->kind = kind;
+    e->attempt = attempt;
+    e->line = malloc(n);
+    if (!e->line) {
+        abort();
+    }
+    memcpy(e->line, line, n);
+    e->len = n;
+    l->journal_live += n;
+}
+
+/* Under jmu: drop the slot i, moving later entries of its run back
+ * (linear probing without tombstones). */
+static void loader_jmap_del(struct loader *l, size_t i)
+{
+    size_t mask = l->jmap_cap - 1;
+    l->journal_live -= l->jmap[i].len;
+    free(l->jmap[i].line);
+    l->jmap[i].line = NULL;
+    l->jmap[i].id = 0;
+    l->jmap_n--;
+    for (size_t j = (i + 1) & mask; l->jmap[j].id; j = (j + 1) & mask) {
+        size_t home = (size_t)((uint64_t)l->jmap[j].id * 0x9E3779B97F4A7C15ull >> 17) & mask;
+        /* j's entry may move to i if its home is not in (i, j] (cyclically). */
+        if (i <= j ? (home <= i || home > j) : (home <= i && home > j)) {
+            l->jmap[i] = l->jmap[j];
+            l->jmap[j].id = 0;
+            l->jmap[j].line = NULL;
+            i = j;
+        }
+    }
+}
+
+/* Under jmu: replace the file by the live lines (see above). */
+static void loader_journal_compact(struct loader *l)
+{
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.compact", l->journal_path);
+    buf_t b;
+    buf_init(&b);
+    for (size_t i = 0; i < l->jmap_cap; i++) {
+        if (l->jmap[i].id) {
+            buf_append(&b, l->jmap[i].line, l->jmap[i].len);
+        }
+    }
+    const char *why = NULL;
+    unlink(tmp);
+    int fd = open(tmp, O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        why = "create";
+    } else if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        why = "lock";
+    } else {
+        const char *p = buf_data(&b);
+        size_t left = buf_len(&b);
+        while (left > 0 && !why) {
+            ssize_t w = write(fd, p, left);
+            if (w < 0 && errno == EINTR) {
+                continue;
+            }
+            if (w <= 0) {
+                why = "write";
+            } else {
+                p += w;
+                left -= (size_t)w;
+            }
+        }
+        if (!why && rename(tmp, l->journal_path) < 0) {
+            why = "rename";
+        }
+    }
+    if (why) {
+        if (!l->journal_compact_warned) {
+            l->journal_compact_warned = 1;
+            fprintf(stderr,
+                    "ringmail: journal %s: cannot compact it (%s %s: %s); it keeps growing\n",
+                    l->journal_path, why, tmp, strerror(errno));
+        }
+        if (fd >= 0) {
+            close(fd);
+            unlink(tmp);
+        }
+        buf_free(&b);
+        return;
+    }
+    /* The new file is the journal, locked by fd: the old one can go. */
+    close(l->journal_fd);
+    l->journal_fd = fd;
+    l->journal_bytes = buf_len(&b);
+    buf_free(&b);
+    pthread_mutex_lock(&l->mu);
+    l->st.journal_compactions++;
+    pthread_mutex_unlock(&l->mu);
+}
+
+/* The writer committed these results: their 'R' lines are dead (unless a
+ * later line of the recipient came since); compact the file if it is worth it. */
+static void loader_journal_committed(struct loader *l, const buf_t *batch)
+{
+    pthread_mutex_lock(&l->jmu);
+    for (size_t at = 0; at < buf_len(batch) && l->jmap_cap;) {
+        struct loader_rec h;
+        memcpy(&h, (const char *)buf_data(batch) + at, sizeof h);
+        at += h.len;
+        size_t i = loader_jmap_slot(l, h.id);
+        if (l->jmap[i].id && l->jmap[i].kind == 'R' && l->jmap[i].attempt == h.attempt) {
+            loader_jmap_del(l, i);
+        }
+    }
+    if (l->journal_bytes > LOADER_JOURNAL_COMPACT_BYTES && l->journal_bytes > 4 * l->journal_live) {
+        loader_journal_compact(l);
+    }
+    pthread_mutex_unlock(&l->jmu);
+}
+
+static void loader_journal_write(struct loader *l, int64_t id, char kind, uint32_t attempt,
+                                 const char *line, int n)
 {
     /* One write per line, straight to the kernel: a kill -9 loses nothing. */
+    pthread_mutex_lock(&l->jmu);
     if (write(l->journal_fd, line, (size_t)n) != n) {
         fprintf(stderr, "ringmail: journal %s: %s\n", l->journal_path, strerror(errno));
     }
+    l->journal_bytes += (size_t)n;
+    loader_jmap_put(l, id, kind, attempt, line, (size_t)n);
+    pthread_mutex_unlock(&l->jmu);
 }
 
 void loader_journal_mark(struct loader *l, int64_t id)
 {
     char line[40];
     int n = snprintf(line, sizeof line, "D %" PRId64 "\n", id);
-    loader_journal_write(l, line, n);
+    loader_journal_write(l, id, 'D', 0, line, n);
 }
 
 uint64_t loader_arm(struct loader *l, int64_t id)

@@ -40,11 +40,19 @@
  * journal read in order, the last line of each deciding: an outcome not
  * yet in the database is written; a body going out with no outcome after
  * it is `ambiguous` (`--resend-ambiguous` queues it instead); the rest go
- * back to `queued`.
+ * back to `queued`. Only a recipient's last line counts, so once the file
+ * is large and mostly about committed results it is rewritten with the
+ * live lines only (FILE.compact, locked, renamed over FILE: the node's lock
+ * moves with it; a kill -9 at any point leaves a whole journal).
  *
- * Exports: loader_start, loader_stop, loader_fd, loader_set_notify,
- * loader_take, loader_want, loader_result, loader_backlog, loader_exhausted, loader_stats,
- * loader_campaign, loader_journal_mark, loader_arm, loader_armed, loader_lease_ok,
+ * Stops: loader_stop_by has a deadline; database threads still blocked in
+ * libpq then are left behind (nothing freed) and what was not written
+ * stays in the journal for the next start. Connections run with statement
+ * and lock timeouts (db.h adds connect_timeout and TCP keepalives).
+ *
+ * Exports: loader_start, loader_stop, loader_stop_by, loader_now_ms, loader_fd,
+ * loader_set_notify, loader_take, loader_want, loader_result, loader_backlog, loader_exhausted,
+ * loader_stats, loader_campaign, loader_journal_mark, loader_arm, loader_armed, loader_lease_ok,
  * loader_fenced.
  */
 #ifndef RINGMAIL_LOADER_H
@@ -108,9 +116,10 @@ struct loader_stats {
     uint64_t suppressed; /* found on the suppression list at claim time */
     uint64_t taken_over_nodes, taken_over_queued, taken_over_ambiguous;
     uint64_t arms, armed; /* arm statements, recipient ids armed */
-    uint64_t claims;      /* claim statements */
-    uint64_t claim_us;    /* time in them, round trip included */
-    uint64_t write_us;    /* time in result commits, round trip included */
+    uint64_t journal_compactions;
+    uint64_t claims;   /* claim statements */
+    uint64_t claim_us; /* time in them, round trip included */
+    uint64_t write_us; /* time in result commits, round trip included */
     size_t backlog;
     int db_up;
 };
@@ -120,6 +129,24 @@ struct loader *loader_start(const struct loader_options *o, char *err, size_t er
 /* Flush every result (waiting for the database as long as it takes unless
  * give_up_ms passes), release unsent claims back to `queued`, join, free. */
 int loader_stop(struct loader *l, unsigned give_up_ms);
+
+/* What a bounded stop did. */
+struct loader_stop_info {
+    size_t unwritten;   /* results not known to be committed: in the journal, for the next start */
+    long long requeued; /* claims that went back to `queued` (committed); -1: not done */
+    int abandoned;      /* a database thread was still blocked at the deadline: nothing was
+                         * freed; the process must end with _exit (after fflush) */
+};
+/* loader_stop bounded by an absolute deadline (loader_now_ms clock), which
+ * *hurry (0: none; read atomically, another thread may set it) can bring
+ * forward. Results are waited for until shortly before it; threads still
+ * blocked in libpq then (a database that stopped answering) are left
+ * behind, and nothing held is released: the journal and the node's lease
+ * settle it. 0 when everything was written and released. */
+int loader_stop_by(struct loader *l, uint64_t deadline_ms, const uint64_t *hurry,
+                   struct loader_stop_info *info);
+/* The clock of loader_stop_by's deadline (CLOCK_MONOTONIC, ms). */
+uint64_t loader_now_ms(void);
 /* An eventfd, readable when claimed recipients are ready or the state
  * changed (read it to reset it before looking at the queues). */
 int loader_fd(const struct loader *l);

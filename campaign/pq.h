@@ -28,6 +28,10 @@
 #define PQ_API(X)                                                                                  \
     X(PQconnectdb)                                                                                 \
     X(PQconnectdbParams)                                                                           \
+    X(PQconnectStartParams)                                                                        \
+    X(PQconninfo)                                                                                  \
+    X(PQconndefaults)                                                                              \
+    X(PQsocket)                                                                                    \
     X(PQconninfoParse)                                                                             \
     X(PQconninfoFree)                                                                              \
     X(PQstatus)                                                                                    \

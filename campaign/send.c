@@ -12,7 +12,10 @@
  *
  * Diagnostics: bad options or config print a reason and exit 2; a run cut
  * short by a signal exits 1 with the unsent count; otherwise 0, whatever
- * the outcomes (they are in the summary, --records and --suppress).
+ * the outcomes (they are in the summary, --records and --suppress). A
+ * campaign's stop is bounded (SEND_STOP_MS): its message says what was
+ * written, what waits in the journal and what went back to the queue; a
+ * second signal ends the process at once.
  */
 #include "campaign/send.h"
 
@@ -22,6 +25,7 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +36,7 @@
 #include <unistd.h>
 
 #include "campaign/loader.h"
+#include "campaign/outfile.h"
 #include "campaign/prepare.h"
 #include "campaign/render.h"
 #include "engine/buf.h"
@@ -126,6 +131,15 @@ struct send {
     unsigned long status_last;
     int interrupted, finishing;
     int fenced; /* campaign mode: another node took this one over */
+    /* A stop's bound: the first SIGINT/SIGTERM at stop_at_ms (loader_now_ms
+     * clock, 0: none yet); from then on the guard thread takes the
+     * signals: a second one ends the process at once, and so does
+     * SEND_STOP_MS passing. hurry_ms: the loader's deadline (atomic). */
+    uint64_t stop_at_ms, hurry_ms;
+    int signalled; /* a first SIGINT/SIGTERM came (atomic) */
+    sigset_t stop_mask;
+    pthread_t guard;
+    int guard_started;
     char auth_pass[512];
     double t0;
     /* campaign mode */
@@ -906,6 +920,88 @@ static void send_reload(struct send *s)
     fprintf(stderr, "ringmail send: config reloaded from %s\n", s->o.config_path);
 }
 
+/* A stop ends within this long of the first SIGINT/SIGTERM: what is in
+ * flight may finish and results are written until shortly before it
+ * (SEND_STOP_DB_MS); past it, or at a second signal, the process ends at
+ * once. Nothing is lost either way: every body that went out and every
+ * outcome is in the node's journal before anything else happens to it. */
+#define SEND_STOP_MS 10000
+#define SEND_STOP_DB_MS 9000
+
+/* End now (a second signal, or the stop's bound passed), saying truly
+ * what is where. */
+static void send_exit_now(struct send *s, const char *why)
+{
+    if (s->o.db_url) {
+        fprintf(stderr,
+                "\nringmail send: %s: exiting now; every body that went out and every outcome "
+                "is in the journal %s: node %s settles them, and what it still holds, at its next "
+                "start (or another node takes its claims over once its lease runs out)\n",
+                why, s->o.journal, s->o.node);
+    } else {
+        fprintf(stderr,
+                "\nringmail send: %s: exiting now; messages in flight have no recorded "
+                "outcome\n",
+                why);
+    }
+    fflush(NULL);
+    _exit(1);
+}
+
+/* The first stop signal (from the loop or the guard): start the clock. */
+static void send_stop_clock(struct send *s)
+{
+    uint64_t now = loader_now_ms(), none = 0;
+    if (__atomic_compare_exchange_n(&s->stop_at_ms, &none, now, 0, __ATOMIC_SEQ_CST,
+                                    __ATOMIC_SEQ_CST)) {
+        __atomic_store_n(&s->hurry_ms, now + SEND_STOP_DB_MS, __ATOMIC_SEQ_CST);
+    }
+}
+
+/* The guard: once started, the only reader of SIGINT/SIGTERM. */
+static void *send_guard(void *arg)
+{
+    struct send *s = arg;
+    for (;;) {
+        uint64_t at = __atomic_load_n(&s->stop_at_ms, __ATOMIC_SEQ_CST);
+        uint64_t now = loader_now_ms(), left = 1000;
+        if (at) {
+            if (now >= at + SEND_STOP_MS) {
+                char why[96];
+                snprintf(why, sizeof why, "the stop did not finish within %d s",
+                         SEND_STOP_MS / 1000);
+                send_exit_now(s, why);
+            }
+            left = at + SEND_STOP_MS - now;
+        }
+        struct timespec ts = {(time_t)(left / 1000), (long)(left % 1000) * 1000000L};
+        siginfo_t si;
+        int sig = sigtimedwait(&s->stop_mask, &si, &ts);
+        if (sig == SIGINT || sig == SIGTERM) {
+            if (__atomic_exchange_n(&s->signalled, 1, __ATOMIC_SEQ_CST)) {
+                char why[96];
+                snprintf(why, sizeof why, "a second signal (%s)", strsignal(sig));
+                send_exit_now(s, why);
+            }
+            fprintf(stderr,
+                    "\nringmail send: %s: stopping within %d s; a second signal ends at once\n",
+                    strsignal(sig), SEND_STOP_MS / 1000);
+            if (s->o.db_url) {
+                send_stop_clock(s);
+            }
+        }
+    }
+    return NULL;
+}
+
+static void send_guard_start(struct send *s)
+{
+    if (!s->guard_started && pthread_create(&s->guard, NULL, send_guard, s) == 0) {
+        pthread_detach(s->guard);
+        s->guard_started = 1;
+    }
+}
+
 static void send_on_signal(struct loop_op *op, int res, unsigned flags)
 {
     (void)flags;
@@ -919,10 +1015,20 @@ static void send_on_signal(struct loop_op *op, int res, unsigned flags)
         if (si.ssi_signo == SIGHUP) {
             send_reload(s);
         } else {
-            fprintf(stderr, "\nringmail send: %s: stopping; what is in flight finishes\n",
-                    strsignal((int)si.ssi_signo));
+            fprintf(stderr,
+                    "\nringmail send: %s: stopping; what is in flight finishes%s; a second "
+                    "signal ends at once\n",
+                    strsignal((int)si.ssi_signo),
+                    s->loader ? " (within 10 s: what cannot reach the database by then waits "
+                                "in the journal)"
+                              : "");
             s->interrupted = 1;
-            send_stop(s);
+            __atomic_store_n(&s->signalled, 1, __ATOMIC_SEQ_CST);
+            if (s->loader) {
+                send_stop_clock(s);
+            }
+            send_stop(s); /* cancels the signalfd's poll: the guard takes over */
+            send_guard_start(s);
             return;
         }
     }
@@ -1531,10 +1637,10 @@ static int send_setup(struct send *s, struct config **cfg_out)
     if (s->o.suppress_path) {
         char **sup = NULL;
         size_t nsup = 0;
-        FILE *probe = fopen(s->o.suppress_path, "a");
+        char why[256];
+        FILE *probe = outfile_open(s->o.suppress_path, 1, why, sizeof why);
         if (!probe) {
-            fprintf(stderr, "ringmail send: --suppress %s: %s\n", s->o.suppress_path,
-                    strerror(errno));
+            fprintf(stderr, "ringmail send: --suppress %s: %s\n", s->o.suppress_path, why);
             return -1;
         }
         fclose(probe);
@@ -1546,13 +1652,13 @@ static int send_setup(struct send *s, struct config **cfg_out)
             free(sup[i]);
         }
         free(sup);
-        s->suppress_out = fopen(s->o.suppress_path, "a");
+        s->suppress_out = outfile_open(s->o.suppress_path, 1, why, sizeof why);
     }
     if (s->o.records_path) {
-        s->records = fopen(s->o.records_path, "w");
+        char why[256];
+        s->records = outfile_open(s->o.records_path, 0, why, sizeof why);
         if (!s->records) {
-            fprintf(stderr, "ringmail send: --records %s: %s\n", s->o.records_path,
-                    strerror(errno));
+            fprintf(stderr, "ringmail send: --records %s: %s\n", s->o.records_path, why);
             return -1;
         }
     }
@@ -1573,7 +1679,7 @@ int send_main(int argc, char **argv)
         return 2;
     }
     struct config *cfg = NULL;
-    int rc = 2;
+    int rc = 2, done = 0;
     char err[512];
     /* Before any thread starts (the loader's inherits the mask): the
      * signals arrive only through the signalfd on the loop. */
@@ -1587,6 +1693,9 @@ int send_main(int argc, char **argv)
     /* Every connection is a descriptor; past the limit the pool waits for
      * one to free up (client_conn_start), it never fails a message. */
     loop_nofile_raise();
+    sigemptyset(&s.stop_mask);
+    sigaddset(&s.stop_mask, SIGINT);
+    sigaddset(&s.stop_mask, SIGTERM);
     if (send_setup(&s, &cfg) < 0) {
         config_free(cfg);
         goto out;
@@ -1703,16 +1812,11 @@ int send_main(int argc, char **argv)
     }
     send_report(&s, send_now() - s.t0);
     size_t unsent = pool_pending(s.pool) + (s.nlines - s.next);
+    done = s.loader && loader_exhausted(s.loader);
     if (s.fenced) {
         rc = 1; /* the message above said why */
     } else if (s.interrupted && s.loader) {
-        /* Everything in flight finished and is recorded; what was claimed
-         * and not attempted goes back to the queue: a clean stop. */
-        fprintf(stderr,
-                "ringmail send: stopped; %zu claimed recipient%s go back to the queue; run again "
-                "to resume\n",
-                unsent, unsent == 1 ? "" : "s");
-        rc = 0;
+        rc = 0; /* the stop's message and status follow the loader's stop */
     } else if (s.interrupted && unsent) {
         fprintf(stderr, "ringmail send: interrupted: %zu recipient%s not final\n", unsent,
                 unsent == 1 ? "" : "s");
@@ -1729,12 +1833,45 @@ out:
         s.prep = NULL;
     }
     if (s.loader) {
-        /* Every result to PostgreSQL (waiting up to a minute for it), then
-         * unsent claims go back to the queue. */
-        if (loader_stop(s.loader, 60000) < 0 && rc == 0) {
+        /* Every result to PostgreSQL, then unsent claims go back to the
+         * queue: after a stop signal until its bound (SEND_STOP_DB_MS),
+         * else up to a minute; a stop signal now hurries it. */
+        send_guard_start(&s);
+        struct loader_stop_info info;
+        uint64_t at = __atomic_load_n(&s.stop_at_ms, __ATOMIC_SEQ_CST);
+        uint64_t deadline = at ? at + SEND_STOP_DB_MS : loader_now_ms() + 63000;
+        int lrc = loader_stop_by(s.loader, deadline, &s.hurry_ms, &info);
+        s.loader = NULL;
+        at = __atomic_load_n(&s.stop_at_ms, __ATOMIC_SEQ_CST);
+        if (at && !s.fenced && rc != 2) {
+            double took = (double)(loader_now_ms() - at) / 1000;
+            unsigned lease = s.o.lease_s ? s.o.lease_s : 10;
+            if (info.abandoned || info.unwritten > 0 || info.requeued < 0) {
+                fprintf(stderr,
+                        "ringmail send: stopped after %.1f s without the database in time: %zu "
+                        "result%s wait%s in the journal %s for the next start of node %s; the "
+                        "claims not attempted stay node %s's until then (or until another node "
+                        "takes them over once its %u s lease runs out)\n",
+                        took, info.unwritten, info.unwritten == 1 ? "" : "s",
+                        info.unwritten == 1 ? "s" : "", s.o.journal, s.o.node, s.o.node, lease);
+                rc = 1;
+            } else {
+                fprintf(stderr,
+                        "ringmail send: stopped after %.1f s; every result is written; %lld "
+                        "claimed recipient%s went back to the queue%s\n",
+                        took, info.requeued, info.requeued == 1 ? "" : "s",
+                        done && info.requeued == 0 ? "" : "; run again to resume");
+                rc = done && info.requeued == 0 ? 0 : 1;
+            }
+        } else if (lrc < 0 && rc == 0) {
             rc = 1;
         }
-        s.loader = NULL;
+        if (info.abandoned) {
+            /* Database threads are stuck in libpq: they keep the loader's
+             * memory, so the process ends here, its output flushed. */
+            fflush(NULL);
+            _exit(rc);
+        }
     }
     if (s.tpl) {
         render_free(s.tpl);

@@ -290,8 +290,10 @@ pid=$!
 sleep 1
 kill -TERM "$pid"
 wait "$pid"
-check_eq "sigterm: exit 0" 0 "$?"
-check_grep "sigterm: says it stopped and how to resume" 'stopped; .* run again to resume' "$E2E_TMP/term.err"
+check_eq "sigterm: exit 1 (work is left)" 1 "$?"
+check_grep "sigterm: says it stopped, what went back to the queue and how to resume" \
+    'stopped after [0-9.]+ s; every result is written; [0-9]+ claimed recipients? went back to the queue; run again to resume' \
+    "$E2E_TMP/term.err"
 check_eq "sigterm: nothing left claimed" 0 \
     "$(psql_q "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $C6 AND state = 'claimed'")"
 check_ge "sigterm: part of the campaign is still queued" 1 \
