@@ -435,8 +435,11 @@ C7=$(psql_q "INSERT INTO ringmail.campaign (name, mail_from, subject, text_body)
     VALUES ('suspend', 'news@sender.test', 'Hello', 'Campaign suspend.') RETURNING id")
 psql_q "INSERT INTO ringmail.recipient (campaign_id, address, next_attempt_at)
     VALUES ($C7, 'permfail@b.test', now() - interval '1 minute')" >/dev/null
-psql_q "INSERT INTO ringmail.recipient (campaign_id, address)
-    SELECT $C7, 'm' || g || '@' || CASE WHEN g % 20 = 0 THEN 'b.test' ELSE 'x.test' END
+# b's other recipients come due 3 s later, after permfail's S3150 (render
+# workers may reorder recipients claimed together).
+psql_q "INSERT INTO ringmail.recipient (campaign_id, address, next_attempt_at)
+    SELECT $C7, 'm' || g || '@' || CASE WHEN g % 20 = 0 THEN 'b.test' ELSE 'x.test' END,
+        CASE WHEN g % 20 = 0 THEN now() + interval '3 seconds' ELSE now() END
     FROM generate_series(1, 2000) g" >/dev/null
 "$RM" send --db "$PG_URL" --campaign "$C7" --config "$E2E_TMP/s.conf" --node su \
     --journal "$E2E_TMP/su.journal" --json >"$E2E_TMP/su.json" 2>"$E2E_TMP/su.err" &
