@@ -865,3 +865,23 @@ stop_postgres() {
 }
 # psql_q SQL: one value (or rows, tab-separated) from the test cluster.
 psql_q() { psql "$PG_URL" -X -q -A -t -F $'\t' -v ON_ERROR_STOP=1 -c "$1"; }
+# campaign_audit ID SINK_STATS_FILE: what the sink accepted against the
+# recipients' states, as "twice silent lost": addresses accepted twice or
+# more, of those the ones not ambiguous, and sent ones not accepted exactly
+# once (or accepted but neither sent nor ambiguous).
+campaign_audit() {
+    psql_q "SELECT address || ' ' || state FROM ringmail.recipient WHERE campaign_id = $1" \
+        >"$E2E_TMP/states.$1"
+    "$E2E_PY" - "$E2E_TMP/states.$1" "$2" <<'PY'
+import json, sys
+state = dict(l.split() for l in open(sys.argv[1]) if l.strip())
+seen = json.load(open(sys.argv[2])).get("deliveries", {})
+twice = [a for a, n in seen.items() if n > 1 and a in state]
+silent = [a for a in twice if state[a] != "ambiguous"]
+lost = [a for a, s in state.items() if s == "sent" and seen.get(a, 0) != 1]
+lost += [a for a, n in seen.items() if a in state and n >= 1 and state[a] not in ("sent", "ambiguous")]
+for a in (silent + lost)[:5]:
+    print("# mismatch:", a, state.get(a), seen.get(a, 0), file=sys.stderr)
+print(len(twice), len(silent), len(lost))
+PY
+}

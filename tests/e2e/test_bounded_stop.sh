@@ -50,24 +50,10 @@ nonfinal() {
     psql_q "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $1
             AND state IN ('queued', 'claimed', 'deferred')"
 }
-# audit ID: "twice silent lost" as in test_exactly_once.sh: accepted twice
-# or more, of those the ones not ambiguous, and sent ones not accepted once.
+# audit ID: campaign_audit (lib.sh) once the sink's stats are fresh.
 audit() {
     sleep 0.3 # the sink's stats file, every 100 ms
-    psql_q "SELECT address || ' ' || state FROM ringmail.recipient WHERE campaign_id = $1" \
-        >"$E2E_TMP/states.$1"
-    "$E2E_PY" - "$E2E_TMP/states.$1" "$SINK_STATS" <<'PY'
-import json, sys
-state = dict(l.split() for l in open(sys.argv[1]) if l.strip())
-seen = json.load(open(sys.argv[2])).get("deliveries", {})
-twice = [a for a, n in seen.items() if n > 1 and a in state]
-silent = [a for a in twice if state[a] != "ambiguous"]
-lost = [a for a, s in state.items() if s == "sent" and seen.get(a, 0) != 1]
-lost += [a for a, n in seen.items() if a in state and n >= 1 and state[a] not in ("sent", "ambiguous")]
-for a in (silent + lost)[:5]:
-    print("# mismatch:", a, state.get(a), seen.get(a, 0), file=sys.stderr)
-print(len(twice), len(silent), len(lost))
-PY
+    campaign_audit "$1" "$SINK_STATS"
 }
 # wait_sent ID N: until N recipients are sent (at most 30 s)
 wait_sent() {

@@ -73,26 +73,8 @@ nonfinal() {
     psql_q "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $1
             AND state IN ('queued', 'claimed', 'deferred')"
 }
-# audit ID: what the sink received against what the database says, as
-# "twice silent lost": addresses the sink accepted twice or more, of
-# those the ones not flagged ambiguous, and `sent` ones it never accepted
-# (or accepted but recorded neither sent nor ambiguous).
-audit() {
-    psql_q "SELECT address || ' ' || state FROM ringmail.recipient WHERE campaign_id = $1" \
-        >"$E2E_TMP/states.$1"
-    "$E2E_PY" - "$E2E_TMP/states.$1" "${SINK_STATS[x]}" <<'PY'
-import json, sys
-state = dict(l.split() for l in open(sys.argv[1]) if l.strip())
-seen = json.load(open(sys.argv[2])).get("deliveries", {})
-twice = [a for a, n in seen.items() if n > 1 and a in state]
-silent = [a for a in twice if state[a] != "ambiguous"]
-lost = [a for a, s in state.items() if s == "sent" and seen.get(a, 0) != 1]
-lost += [a for a, n in seen.items() if a in state and n >= 1 and state[a] not in ("sent", "ambiguous")]
-for a in (silent + lost)[:5]:
-    print("# mismatch:", a, state.get(a), seen.get(a, 0), file=sys.stderr)
-print(len(twice), len(silent), len(lost))
-PY
-}
+# audit ID: campaign_audit (lib.sh) against the sink x.
+audit() { campaign_audit "$1" "${SINK_STATS[x]}"; }
 
 # kill_loop NAME ID: KILLS kill -9s at random moments while node NAME
 # sends, each followed by a restart, then a run to the end.
