@@ -137,6 +137,10 @@ struct send {
      * SEND_STOP_MS passing. hurry_ms: the loader's deadline (atomic). */
     uint64_t stop_at_ms, hurry_ms;
     int signalled; /* a first SIGINT/SIGTERM came (atomic) */
+    /* Who sent the first stop signal, and when: the same sender repeating
+     * it at once is the same stop (see send_same_stop). */
+    int first_sig, first_sig_pid;
+    uint64_t first_sig_ms;
     sigset_t stop_mask;
     pthread_t guard;
     int guard_started;
@@ -958,6 +962,26 @@ static void send_stop_clock(struct send *s)
     }
 }
 
+/* A signal repeated by the same sender within this long of the first is
+ * the same stop, not a second one: timeout(1) signals its child and then
+ * its whole process group, so `timeout 60 ringmail send` gets every
+ * SIGTERM twice, microseconds apart. A terminal's Ctrl-C comes from the
+ * kernel (sender pid 0) and always counts. */
+#define SEND_SAME_STOP_MS 500
+
+static void send_first_signal(struct send *s, int sig, int pid)
+{
+    s->first_sig = sig;
+    s->first_sig_pid = pid;
+    s->first_sig_ms = loader_now_ms();
+}
+
+static int send_same_stop(const struct send *s, int sig, int pid)
+{
+    return pid > 0 && sig == s->first_sig && pid == s->first_sig_pid &&
+           loader_now_ms() < s->first_sig_ms + SEND_SAME_STOP_MS;
+}
+
 /* The guard: once started, the only reader of SIGINT/SIGTERM. */
 static void *send_guard(void *arg)
 {
@@ -978,11 +1002,20 @@ static void *send_guard(void *arg)
         siginfo_t si;
         int sig = sigtimedwait(&s->stop_mask, &si, &ts);
         if (sig == SIGINT || sig == SIGTERM) {
+            if (__atomic_load_n(&s->signalled, __ATOMIC_SEQ_CST) &&
+                send_same_stop(s, sig, (int)si.si_pid)) {
+                fprintf(stderr,
+                        "ringmail send: %s again from pid %d (as timeout(1) sends it): the same "
+                        "stop, still stopping\n",
+                        strsignal(sig), (int)si.si_pid);
+                continue;
+            }
             if (__atomic_exchange_n(&s->signalled, 1, __ATOMIC_SEQ_CST)) {
                 char why[96];
                 snprintf(why, sizeof why, "a second signal (%s)", strsignal(sig));
                 send_exit_now(s, why);
             }
+            send_first_signal(s, sig, (int)si.si_pid);
             fprintf(stderr,
                     "\nringmail send: %s: stopping within %d s; a second signal ends at once\n",
                     strsignal(sig), SEND_STOP_MS / 1000);
@@ -1023,6 +1056,7 @@ static void send_on_signal(struct loop_op *op, int res, unsigned flags)
                                 "in the journal)"
                               : "");
             s->interrupted = 1;
+            send_first_signal(s, (int)si.ssi_signo, (int)si.ssi_pid);
             __atomic_store_n(&s->signalled, 1, __ATOMIC_SEQ_CST);
             if (s->loader) {
                 send_stop_clock(s);

@@ -14,6 +14,9 @@
 #      below the ~55 bytes per attempt it would reach), and a kill -9 after
 #      a compaction still loses nothing
 #   6. the database stopped: SIGTERM ends send within the bound, saying so
+#   7. `timeout 1 ringmail send`: timeout(1) sends its SIGTERM to the child
+#      and then to the whole process group; that is one stop, not two (the
+#      run finishes what is in flight and prints its summary)
 set -u
 . "$(dirname "$0")/lib.sh"
 e2e_setup
@@ -306,5 +309,42 @@ check_le "database stopped: SIGTERM ends send within the 10 s bound (+1 s)" 11 "
 check_eq "database stopped: exit 1 (work left)" 1 "$WAIT_RC"
 check_grep "database stopped: the message says what waits in the journal" \
     "results? waits? in the journal .*st.journal for the next start of node st" "$E2E_TMP/st.err"
+
+# ============================================================ 7. timeout(1)'s double SIGTERM
+# A sink slow enough (1 s a reply) that a stop waits for what is in flight.
+SLOW_PORT=$(free_port)
+e2e_bg slowsink "$RM" sink --listen "127.0.0.76:$SLOW_PORT" --threads 1 --latency-ms 1000
+wait_port 127.0.0.76 "$SLOW_PORT" 10 "$E2E_BG_PID"
+sed "s/^server = .*/server = 127.0.0.76:$SLOW_PORT/" "$E2E_TMP/c.conf" >"$E2E_TMP/slow.conf"
+seq 1 2000 | sed 's/$/@x.test/' >"$E2E_TMP/to.list"
+timeout --preserve-status -s TERM 8 "$RM" send --json --config "$E2E_TMP/slow.conf" \
+    --from news@sender.test --helo sender.test --recipients "$E2E_TMP/to.list" \
+    >"$E2E_TMP/to.out" 2>"$E2E_TMP/to.err"
+RC=$?
+tr '\r' '\n' <"$E2E_TMP/to.err" | grep -i "signal\|stop\|interrupted" | sed 's/^/# timeout: /'
+check_eq "timeout(1): exit 1 (recipients left unsent)" 1 "$RC"
+check_grep "timeout(1): the SIGTERM stops the run gracefully" \
+    "Terminated: stopping; what is in flight finishes" "$E2E_TMP/to.err"
+check_no_grep "timeout(1): its second copy of the SIGTERM is not taken as a second signal" \
+    "a second signal \(" "$E2E_TMP/to.err"
+check_ge "timeout(1): the run's summary is printed with what was accepted" 1 \
+    "$(jget "$E2E_TMP/to.out" accepted)"
+# The same sender repeating its signal 0.1 s later (what timeout(1) does
+# when the first copy has been read already) is the same stop; a second
+# signal 1 s later ends the process at once (section 1).
+"$RM" send --json --config "$E2E_TMP/slow.conf" --from news@sender.test --helo sender.test \
+    --recipients "$E2E_TMP/to.list" >"$E2E_TMP/tw.out" 2>"$E2E_TMP/tw.err" &
+PID=$!
+sleep 3
+kill -TERM "$PID"
+sleep 0.1
+kill -TERM "$PID"
+wait_exit "$PID" 30
+check_eq "the same sender's SIGTERM twice within 0.5 s: exit 1" 1 "$WAIT_RC"
+check_grep "the same sender's SIGTERM twice within 0.5 s: said to be the same stop" \
+    "Terminated again from pid [0-9]+ \(as timeout\(1\) sends it\): the same stop, still stopping" \
+    "$E2E_TMP/tw.err"
+check_no_grep "the same sender's SIGTERM twice within 0.5 s: not a second signal" \
+    "a second signal \(" "$E2E_TMP/tw.err"
 
 e2e_finish
