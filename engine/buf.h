@@ -6,8 +6,6 @@
  * piecewise (the send path, the parsers) costs no memmove until the next
  * append needs the room.
  *
- * Exports: buf_init, buf_free, buf_reserve, buf_append, buf_appendf,
- * buf_consume, buf_reset, buf_data, buf_len.
  * Diagnostics: allocation failure aborts (out of memory is not a peer
  * input we can recover from per message).
  */

@@ -4,8 +4,6 @@
  * Used at start-up only (command line and config): a host name is
  * resolved with getaddrinfo, which may block, so never call this on a
  * running loop. Routing during delivery uses pool/'s c-ares resolver.
- *
- * Exports: netaddr_parse, netaddr_format.
  */
 #ifndef RINGMAIL_NETADDR_H
 #define RINGMAIL_NETADDR_H

@@ -8,8 +8,6 @@
  * longer than 998 octets (without its CRLF) is refused before anything is
  * sent. Bytes >= 0x80 are reported so the caller can ask for BODY=8BITMIME
  * or refuse the message when the server lacks it.
- *
- * Exports: smtp_data_encode, smtp_data_write, smtp_data_scan.
  */
 #ifndef RINGMAIL_SMTP_DATA_H
 #define RINGMAIL_SMTP_DATA_H

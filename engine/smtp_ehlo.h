@@ -5,8 +5,6 @@
  * the old "AUTH=PLAIN LOGIN" form counts like "AUTH PLAIN LOGIN"; a SIZE
  * without a number (or 0) means no fixed limit. The first reply line is the
  * server's name and is not a keyword.
- *
- * Exports: smtp_ehlo_parse, smtp_caps_describe.
  */
 #ifndef RINGMAIL_SMTP_EHLO_H
 #define RINGMAIL_SMTP_EHLO_H

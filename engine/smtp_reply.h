@@ -14,9 +14,6 @@
  * from the first line when present. Text is kept per line (without the
  * "NNN-" prefix), joined with '\n', bounded to SMTP_REPLY_TEXT_MAX bytes
  * (longer text is truncated, not an error). Both CRLF and bare LF end a line.
- *
- * Exports: smtp_reply_parser_init, smtp_reply_parser_free,
- * smtp_reply_parse, smtp_reply_init, smtp_reply_free, smtp_reply_line.
  */
 #ifndef RINGMAIL_SMTP_REPLY_H
 #define RINGMAIL_SMTP_REPLY_H

@@ -21,8 +21,6 @@
  * given twice, a setting given twice in one section (lists excepted:
  * source, domains, mx, rule add up), max_connections or max_msgs_per_conn
  * of 0, a rate below 0.001/s, a route server without a port 1..65535.
- *
- * Exports: config_load, config_free, config_isp_for, config_lane_for, config_rule_match.
  */
 #ifndef RINGMAIL_CONFIG_H
 #define RINGMAIL_CONFIG_H

@@ -5,8 +5,6 @@
  * the end repeat the last delay, and a recipient whose first attempt is
  * older than max_age is not retried again (it expires as failed, like
  * Postfix's maximal_queue_lifetime). Defaults: the list above and 3 days.
- *
- * Exports: retry_schedule_init, retry_schedule_parse, retry_next_delay_ms.
  */
 #ifndef RINGMAIL_RETRY_H
 #define RINGMAIL_RETRY_H

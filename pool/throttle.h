@@ -10,10 +10,6 @@
  * then the rate recovers one step per interval until it is whole again.
  * Time is passed in (milliseconds, any monotonic clock), so every rule is
  * testable without sleeping.
- *
- * Exports: throttle_rate_parse, throttle_duration_parse, token_bucket_init,
- * token_bucket_set_rate, token_bucket_take, token_bucket_wait_ms,
- * backoff_init, backoff_trigger, backoff_factor, backoff_paused.
  */
 #ifndef RINGMAIL_THROTTLE_H
 #define RINGMAIL_THROTTLE_H
