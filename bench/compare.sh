@@ -486,14 +486,14 @@ run_measured() {
 # ---------------------------------------------------------------- sink
 
 SINK=""
-SINK_STATS=""
+CMP_SINK_STATS=""
 e2e_cleanup '[ -n "$SINK" ] && e2e_kill "$SINK"'
 sink_start() { # sink_start TAG
     PORT=$(free_port)
-    SINK_STATS=$T/$1.sink.json
-    rm -f "$SINK_STATS"
+    CMP_SINK_STATS=$T/$1.sink.json
+    rm -f "$CMP_SINK_STATS"
     "$RM" sink --listen 127.0.0.1:$PORT --tls-cert "$C/server.pem" --tls-key "$C/server.key" \
-        --threads 1 --stats "$SINK_STATS" ${SINK_ARGS:-} >"$T/$1.sink.log" 2>&1 &
+        --threads 1 --stats "$CMP_SINK_STATS" ${SINK_ARGS:-} >"$T/$1.sink.log" 2>&1 &
     SINK=$!
     wait_port 127.0.0.1 "$PORT" 10 "$SINK"
 }
@@ -685,7 +685,7 @@ run_sender() {
     cp "$T/$tag.err" "$LOGS/$tag.err.log" 2>/dev/null
     cp "$T/$tag.sink.log" "$LOGS/$tag.sink.log" 2>/dev/null
     [ "$wall" = 0 ] && wall=""
-    helper record "$s" "$i" "$COUNT" "$SINK_STATS" "$sj" "$wall" "$cpu" "$rc" "$reason" >>"$RECORDS"
+    helper record "$s" "$i" "$COUNT" "$CMP_SINK_STATS" "$sj" "$wall" "$cpu" "$rc" "$reason" >>"$RECORDS"
 }
 
 # ---------------------------------------------------------------- main

@@ -772,24 +772,35 @@ AIOSMTPD_PORT=""
 start_aiosmtpd() {
     local port=$1 cert=$2 key=$3
     shift 3
-    _e2e_need_tmp
-    e2e_bg "aiosmtpd.$port" "$E2E_PY" "$E2E_DIR/aiosmtpd_server.py" --port "$port" \
-        --cert "$cert" --key "$key" "$@"
+    _helper_server_start aiosmtpd "$port" 15 "$E2E_DIR/aiosmtpd_server.py" --port "$port" \
+        --cert "$cert" --key "$key" "$@" || return 1
     AIOSMTPD_PID=$E2E_BG_PID
     AIOSMTPD_PORT=$port
     AIOSMTPD_PIDS[$port]=$E2E_BG_PID
-    wait_port 127.0.0.1 "$port" 15 "$AIOSMTPD_PID" || {
-        cat "$E2E_TMP/aiosmtpd.$port.log" >&2
-        return 1
-    }
 }
 
 # stop_aiosmtpd [PORT]: the one on PORT, or the last one started.
-stop_aiosmtpd() {
-    local port=${1:-$AIOSMTPD_PORT}
+stop_aiosmtpd() { _helper_server_stop AIOSMTPD_PIDS "${1:-$AIOSMTPD_PORT}"; }
+
+# _helper_server_start KIND PORT WAIT_S SCRIPT ARGS...: a Python test server
+# on 127.0.0.1:PORT (log $E2E_TMP/KIND.PORT.log); its pid in E2E_BG_PID.
+_helper_server_start() {
+    local kind=$1 port=$2 wait_s=$3
+    shift 3
+    _e2e_need_tmp
+    e2e_bg "$kind.$port" "$E2E_PY" "$@"
+    wait_port 127.0.0.1 "$port" "$wait_s" "$E2E_BG_PID" || {
+        cat "$E2E_TMP/$kind.$port.log" >&2
+        return 1
+    }
+}
+# _helper_server_stop PIDS_ARRAY PORT: stop the one on PORT (none: nothing).
+_helper_server_stop() {
+    local -n pids=$1
+    local port=$2
     [ -n "$port" ] || return 0
-    e2e_kill "${AIOSMTPD_PIDS[$port]:-}"
-    unset "AIOSMTPD_PIDS[$port]"
+    e2e_kill "${pids[$port]:-}"
+    unset "pids[$port]"
     return 0
 }
 
@@ -805,24 +816,13 @@ SCRIPTED_PORT=""
 start_scripted() {
     local port=$1
     shift
-    _e2e_need_tmp
-    e2e_bg "scripted.$port" "$E2E_PY" "$E2E_DIR/scripted_server.py" "$port" "$@"
+    _helper_server_start scripted "$port" 10 "$E2E_DIR/scripted_server.py" "$port" "$@" || return 1
     SCRIPTED_PID=$E2E_BG_PID
     SCRIPTED_PORT=$port
     SCRIPTED_PIDS[$port]=$E2E_BG_PID
-    wait_port 127.0.0.1 "$port" 10 "$SCRIPTED_PID" || {
-        cat "$E2E_TMP/scripted.$port.log" >&2
-        return 1
-    }
 }
 
-stop_scripted() {
-    local port=${1:-$SCRIPTED_PORT}
-    [ -n "$port" ] || return 0
-    e2e_kill "${SCRIPTED_PIDS[$port]:-}"
-    unset "SCRIPTED_PIDS[$port]"
-    return 0
-}
+stop_scripted() { _helper_server_stop SCRIPTED_PIDS "${1:-$SCRIPTED_PORT}"; }
 
 # ---------------------------------------------------------------- clients
 
@@ -865,6 +865,45 @@ stop_postgres() {
 }
 # psql_q SQL: one value (or rows, tab-separated) from the test cluster.
 psql_q() { psql "$PG_URL" -X -q -A -t -F $'\t' -v ON_ERROR_STOP=1 -c "$1"; }
+
+# ---- named sinks (the caller sets SINK_PORT: every sink listens on 127.0.0.x:SINK_PORT)
+now_ms() { date +%s%3N; }
+declare -A SINK_PID=() SINK_STATS=()
+# start_sink NAME IP [sink options...]: plaintext sink on IP:SINK_PORT, stats every 100 ms.
+start_sink() {
+    local name=$1 ip=$2
+    shift 2
+    SINK_STATS[$name]=$E2E_TMP/sink.$name.json
+    e2e_bg "sink.$name" "$RM" sink --listen "$ip:$SINK_PORT" --threads 1 --hostname "$name.test" \
+        --stats "${SINK_STATS[$name]}" --stats-interval-ms 100 "$@"
+    SINK_PID[$name]=$E2E_BG_PID
+    wait_port "$ip" "$SINK_PORT" 10 "$E2E_BG_PID" || { cat "$E2E_TMP/sink.$name.log" >&2; return 1; }
+}
+# stop_sink NAME: SIGTERM (the sink writes its final stats), wait.
+stop_sink() { e2e_kill "${SINK_PID[$1]}"; }
+# sj NAME FIELD: a field of a sink's stats.
+sj() { jget "${SINK_STATS[$1]}" "$2"; }
+
+# ---- campaigns in the test cluster
+# new_campaign NAME N [DOMAIN]: a campaign of N recipients NAME1@DOMAIN ..
+# (DOMAIN x.test by default); prints its id.
+new_campaign() {
+    local id
+    id=$(psql_q "INSERT INTO ringmail.campaign (name, mail_from, subject, text_body)
+        VALUES ('$1', 'news@sender.test', 'Hello', 'Campaign $1.') RETURNING id")
+    psql_q "INSERT INTO ringmail.recipient (campaign_id, address)
+        SELECT $id, '$1' || g || '@${3:-x.test}' FROM generate_series(1, $2) g" >/dev/null
+    echo "$id"
+}
+# count_state ID STATE: recipients of campaign ID in STATE.
+count_state() {
+    psql_q "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $1 AND state = '$2'"
+}
+# nonfinal ID: recipients of campaign ID not yet in a final state.
+nonfinal() {
+    psql_q "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $1
+            AND state IN ('queued', 'claimed', 'deferred')"
+}
 # campaign_audit ID SINK_STATS_FILE: what the sink accepted against the
 # recipients' states, as "twice silent lost": addresses accepted twice or
 # more, of those the ones not ambiguous, and sent ones not accepted exactly

@@ -2,29 +2,12 @@
 # test_pool_limits.sh), sourced after lib.sh and e2e_setup. The caller sets
 # SINK_PORT: every sink listens on 127.0.0.x:SINK_PORT.
 #   pc CHECK ARGS...                   a check of pool_checks.py (exit 0 = pass)
-#   start_sink NAME IP [options...]    stop_sink NAME    sj NAME FIELD
 #   send_run NAME ARGS...              check_range NAME MIN MAX ACTUAL
-#   recipients FILE PREFIX DOMAIN N    now_ms
+#   recipients FILE PREFIX DOMAIN N
+# (start_sink, stop_sink, sj and now_ms are in lib.sh)
 # shellcheck shell=bash
 
-now_ms() { date +%s%3N; }
 pc() { "$E2E_PY" "$(dirname "${BASH_SOURCE[0]}")/pool_checks.py" "$@"; }
-
-declare -A SINK_PID=() SINK_STATS=()
-# start_sink NAME IP [sink options...]: plaintext sink on IP:SINK_PORT, stats every 100 ms.
-start_sink() {
-    local name=$1 ip=$2
-    shift 2
-    SINK_STATS[$name]=$E2E_TMP/sink.$name.json
-    e2e_bg "sink.$name" "$RM" sink --listen "$ip:$SINK_PORT" --threads 1 --hostname "$name.test" \
-        --stats "${SINK_STATS[$name]}" --stats-interval-ms 100 "$@"
-    SINK_PID[$name]=$E2E_BG_PID
-    wait_port "$ip" "$SINK_PORT" 10 "$E2E_BG_PID" || cat "$E2E_TMP/sink.$name.log" >&2
-}
-# stop_sink NAME: SIGTERM (the sink writes its final stats), wait.
-stop_sink() { e2e_kill "${SINK_PID[$1]}"; }
-# sj NAME FIELD: a field of a sink's stats.
-sj() { jget "${SINK_STATS[$1]}" "$2"; }
 
 # send_run NAME ARGS...: ringmail send with --json and --records under
 # timeout SEND_TIMEOUT seconds (default 60); sets RC and ELAPSED_MS; output in $E2E_TMP/NAME.{json,err,records}.

@@ -17,7 +17,6 @@ set -u
 . "$(dirname "$0")/lib.sh"
 e2e_setup
 
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
 
 # trickle MODE: blast --timeout-ms 3000 against a scripted server in MODE;
 # $ELAPSED is how long blast ran (ms), records in $REC.

@@ -25,10 +25,7 @@ start_postgres "$E2E_TMP/pg" || { check "postgres starts" false; e2e_finish; exi
 PG_TCP="host=127.0.0.1 port=$PG_PORT user=postgres dbname=postgres"
 
 SINK_PORT=$(free_port)
-SINK_STATS=$E2E_TMP/sink.json
-e2e_bg sink "$RM" sink --listen "127.0.0.75:$SINK_PORT" --threads 1 \
-    --stats "$SINK_STATS" --stats-interval-ms 100 --latency-ms 20
-wait_port 127.0.0.75 "$SINK_PORT" 10 "$E2E_BG_PID"
+start_sink x 127.0.0.75 --latency-ms 20
 
 cat >"$E2E_TMP/c.conf" <<CONF
 [global]
@@ -40,23 +37,10 @@ max_connections = 20
 server = 127.0.0.75:$SINK_PORT
 CONF
 
-new_campaign() { # NAME N
-    local id
-    id=$(psql_q "INSERT INTO ringmail.campaign (name, mail_from, subject, text_body)
-        VALUES ('$1', 'news@sender.test', 'Hello', 'Campaign $1.') RETURNING id")
-    psql_q "INSERT INTO ringmail.recipient (campaign_id, address)
-        SELECT $id, '$1' || g || '@x.test' FROM generate_series(1, $2) g" >/dev/null
-    echo "$id"
-}
-count_state() { psql_q "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $1 AND state = '$2'"; }
-nonfinal() {
-    psql_q "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $1
-            AND state IN ('queued', 'claimed', 'deferred')"
-}
 # audit ID: campaign_audit (lib.sh) once the sink's stats are fresh.
 audit() {
     sleep 0.3 # the sink's stats file, every 100 ms
-    campaign_audit "$1" "$SINK_STATS"
+    campaign_audit "$1" "${SINK_STATS[x]}"
 }
 # wait_sent ID N: until N recipients are sent (at most 30 s)
 wait_sent() {

@@ -14,19 +14,7 @@ start_postgres "$E2E_TMP/pg" || { check "postgres starts" false; e2e_finish; exi
 "$RM" db migrate --db "$PG_URL" >/dev/null
 check_eq "schema migrated to the latest version" 3 "$(psql_q 'SELECT max(version) FROM ringmail.schema_migrations')"
 
-now_ms() { date +%s%3N; }
 SINK_PORT=$(free_port)
-declare -A SINK_PID SINK_STATS
-start_sink() { # NAME IP ARGS...
-    local name=$1 ip=$2
-    shift 2
-    SINK_STATS[$name]=$E2E_TMP/sink.$name.json
-    e2e_bg "sink.$name" "$RM" sink --listen "$ip:$SINK_PORT" --threads 1 \
-        --stats "${SINK_STATS[$name]}" --stats-interval-ms 100 "$@"
-    SINK_PID[$name]=$E2E_BG_PID
-    wait_port "$ip" "$SINK_PORT" 10 "$E2E_BG_PID"
-}
-stop_sink() { e2e_kill "${SINK_PID[$1]}"; }
 
 cat >"$E2E_TMP/c.conf" <<CONF
 [global]
@@ -45,7 +33,7 @@ server = 127.0.0.71:$SINK_PORT
 server = 127.0.0.72:$SINK_PORT
 CONF
 
-# new_campaign NAME N: a campaign with N recipients split over a.test and
+# new_campaign NAME N (lib.sh's, redefined here): a campaign with N recipients split over a.test and
 # b.test (plus tempfail/permfail ones); prints its id.
 new_campaign() {
     local id
@@ -65,11 +53,6 @@ new_campaign() {
     echo "$id"
 }
 
-# final_ok ID: no recipient left in a non-final state.
-nonfinal() {
-    psql_q "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $1
-            AND state IN ('queued', 'claimed', 'deferred')"
-}
 # sink_once ID SINK...: every 'sent' recipient was accepted exactly once
 # across the sinks, and nothing else was accepted. Prints a mismatch count.
 sink_once() {

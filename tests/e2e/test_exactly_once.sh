@@ -28,17 +28,6 @@ KILLS=${EXO_KILLS:-5}
 LAT=${EXO_LATENCY:-50} # the sink's reply delay, ms
 
 SINK_PORT=$(free_port)
-declare -A SINK_PID SINK_STATS
-start_sink() { # NAME IP ARGS...
-    local name=$1 ip=$2
-    shift 2
-    SINK_STATS[$name]=$E2E_TMP/sink.$name.json
-    e2e_bg "sink.$name" "$RM" sink --listen "$ip:$SINK_PORT" --threads 1 \
-        --stats "${SINK_STATS[$name]}" --stats-interval-ms 100 "$@"
-    SINK_PID[$name]=$E2E_BG_PID
-    wait_port "$ip" "$SINK_PORT" 10 "$E2E_BG_PID"
-}
-stop_sink() { e2e_kill "${SINK_PID[$1]}"; }
 
 # Deferred recipients come back 300 ms later and are claimed again by the
 # same process: a kill during a retry's DATA is the journal's hard case.
@@ -54,24 +43,9 @@ max_connections = 20
 server = 127.0.0.74:$SINK_PORT
 CONF
 
-new_campaign() { # NAME N
-    local id
-    id=$(psql_q "INSERT INTO ringmail.campaign (name, mail_from, subject, text_body)
-        VALUES ('$1', 'news@sender.test', 'Hello', 'Campaign $1.') RETURNING id")
-    psql_q "INSERT INTO ringmail.recipient (campaign_id, address)
-        SELECT $id, '$1' || g || '@x.test' FROM generate_series(1, $2) g" >/dev/null
-    echo "$id"
-}
 delivered() { # ADDRESS: how many times the sink x accepted it
     "$E2E_PY" -c 'import json, sys; print(json.load(open(sys.argv[1])).get("deliveries", {}).get(sys.argv[2], 0))' \
         "${SINK_STATS[x]}" "$1"
-}
-count_state() { # ID STATE
-    psql_q "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $1 AND state = '$2'"
-}
-nonfinal() {
-    psql_q "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $1
-            AND state IN ('queued', 'claimed', 'deferred')"
 }
 # audit ID: campaign_audit (lib.sh) against the sink x.
 audit() { campaign_audit "$1" "${SINK_STATS[x]}"; }

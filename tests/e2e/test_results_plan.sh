@@ -31,10 +31,7 @@ check_eq "auto_explain is loaded in new sessions" "on" \
     "$(psql_q "SELECT current_setting('auto_explain.log_analyze', true)")"
 
 SINK_PORT=$(free_port)
-SINK_STATS=$E2E_TMP/sink.json
-e2e_bg sink "$RM" sink --listen "127.0.0.71:$SINK_PORT" --threads 1 \
-    --stats "$SINK_STATS" --stats-interval-ms 100
-check "sink listens" wait_port 127.0.0.71 "$SINK_PORT" 10 "$E2E_BG_PID"
+check "sink listens" start_sink a 127.0.0.71
 cat >"$E2E_TMP/c.conf" <<CONF
 [global]
 tls = none
@@ -66,7 +63,7 @@ psql_q "UPDATE pg_class SET reltuples = 1, relpages = 1 WHERE oid = 'ringmail.re
 
 # The run, with PostgreSQL stopped once it is under way until a few
 # thousand more recipients have been accepted (their results wait).
-accepted() { jget "$SINK_STATS" accepted_rcpts; }
+accepted() { jget "${SINK_STATS[a]}" accepted_rcpts; }
 timeout 240 "$RM" send --db "$PG_URL" --campaign "$C" --config "$E2E_TMP/c.conf" --node p1 \
     --journal "$E2E_TMP/p1.journal" --json >"$E2E_TMP/send.json" 2>"$E2E_TMP/send.err" &
 pid=$!
@@ -106,7 +103,7 @@ check_eq "one delivery row per recipient" $((N + 1)) \
     "$(psql_q "SELECT count(DISTINCT recipient_id) || '/' || count(*) FROM ringmail.delivery
                WHERE campaign_id = $C" | awk -F/ '$1 == $2 {print $1}')"
 check_eq "the sink accepted each recipient exactly once" "$N [1]" \
-    "$(jeval "$SINK_STATS" "'%d %s' % (len(d['deliveries']), sorted(set(d['deliveries'].values())))")"
+    "$(jeval "${SINK_STATS[a]}" "'%d %s' % (len(d['deliveries']), sorted(set(d['deliveries'].values())))")"
 
 # The plans, one auto_explain entry per statement, from the PostgreSQL log.
 "$E2E_PY" - "$PG_DIR/pg.log" >"$E2E_TMP/plans.txt" <<'PY'
