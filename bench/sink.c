@@ -47,7 +47,8 @@ static void sink_ready(struct sink *sk, int ok)
  * (the kernel drops what was in flight), then free the connections. */
 static void sink_worker_cleanup(struct sink_worker *w)
 {
-    for (struct sink_conn *c = w->conns; c; c = c->next) {
+    for (struct list_node *n = w->conns.first; n; n = n->next) {
+        struct sink_conn *c = list_entry(n, struct sink_conn, link);
         loop_timer_cancel(w->loop, &c->idle_timer);
         loop_timer_cancel(w->loop, &c->held_timer);
         shutdown(c->fd, SHUT_RDWR);
@@ -61,8 +62,8 @@ static void sink_worker_cleanup(struct sink_worker *w)
     w->loop = NULL;
     pthread_mutex_unlock(&w->sink->ready_lock);
     loop_free(loop);
-    while (w->conns) {
-        sink_conn_release(w->conns);
+    while (w->conns.first) {
+        sink_conn_release(list_entry(w->conns.first, struct sink_conn, link));
     }
 }
 

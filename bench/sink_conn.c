@@ -113,7 +113,9 @@ void sink_format_address(const struct sockaddr *sa, char *out, size_t outlen)
     snprintf(out, outlen, sa->sa_family == AF_INET6 ? "[%s]:%u" : "%s:%u", host, port);
 }
 
-/* Wall-clock milliseconds, for timestamps a test compares with its own. */
+/* Wall-clock milliseconds, for timestamps a test compares with its own
+ * (first_accept_ms and last_accept_ms are epoch ms): the one clock here that
+ * is not engine/clock.h's monotonic one, on purpose. */
 static uint64_t sink_realtime_ms(void)
 {
     struct timespec ts;
@@ -146,14 +148,7 @@ static void sink_conn_session_end(struct sink_conn *c)
 void sink_conn_release(struct sink_conn *c)
 {
     struct sink_worker *w = c->w;
-    if (c->prev) {
-        c->prev->next = c->next;
-    } else {
-        w->conns = c->next;
-    }
-    if (c->next) {
-        c->next->prev = c->prev;
-    }
+    list_unlink(&w->conns, &c->link);
     close(c->fd);
     tls_conn_free(c->tls);
     smtp_server_free(c->smtp);
@@ -786,11 +781,7 @@ static struct sink_conn *sink_conn_alloc(struct sink_worker *w, int fd)
     c->send_op = (struct loop_op){sink_conn_on_send, c};
     loop_timer_init(&c->idle_timer, sink_conn_on_idle, c);
     loop_timer_init(&c->held_timer, sink_conn_on_held, c);
-    c->next = w->conns;
-    if (w->conns) {
-        w->conns->prev = c;
-    }
-    w->conns = c;
+    list_push_front(&w->conns, &c->link);
     return c;
 }
 

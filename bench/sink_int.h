@@ -31,6 +31,7 @@
 #include <sys/socket.h>
 
 #include "engine/buf.h"
+#include "engine/list.h"
 #include "engine/loop.h"
 #include "engine/smtp_server.h"
 #include "engine/tls.h"
@@ -158,7 +159,7 @@ struct sink_held {
 /* Owned by its worker (the conns list); owns its buffers, TLS and SMTP state. */
 struct sink_conn {
     struct sink_worker *w;
-    struct sink_conn *prev, *next;
+    struct list_node link; /* in the worker's conns */
     uint64_t id;
     int fd;
     enum sink_conn_state state;
@@ -195,7 +196,7 @@ struct sink_worker {
     int started;
     struct loop *loop; /* owned, created on the worker's thread */
     struct sink_listener listeners[SINK_MAX_LISTEN];
-    struct sink_conn *conns; /* live connections, owned */
+    struct list_head conns;  /* live connections (sink_conn.link), owned */
     struct sink_stats stats; /* this thread's; others read it only after join */
     pthread_mutex_t snapshot_lock;
     struct sink_stats snapshot; /* a copy for --stats-interval-ms */
@@ -225,8 +226,6 @@ struct sink {
 
 /* sink_parse_args - the command line into cfg; 0 to run, -1 after --help, 2 on a usage error */
 int sink_parse_args(struct sink_config *cfg, int argc, char **argv);
-/* sink_parse_uint - a decimal in [0, max] into *out; 0 or -1 */
-int sink_parse_uint(const char *text, unsigned long max, unsigned long *out);
 /* sink_parse_reply - "CODE TEXT" of class class ('4', '5') into out; 0 or -1 */
 int sink_parse_reply(const char *text, char class, char *out, size_t outlen);
 

@@ -13,11 +13,12 @@
 #include "bench/sink_int.h"
 
 #include <arpa/inet.h>
-#include <errno.h>
 #include <getopt.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "engine/num.h"
 
 const char sink_reply_tempfail[] = "451 4.7.1 Temporary failure (sink tempfail)";
 const char sink_reply_reject[] = "550 5.1.1 User unknown (sink)";
@@ -137,18 +138,6 @@ static void sink_usage(FILE *f)
     sink_profile_usage(f);
 }
 
-int sink_parse_uint(const char *text, unsigned long max, unsigned long *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long v = strtoul(text, &end, 10);
-    if (errno || end == text || *end || text[0] == '-' || v > max) {
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
 static int sink_parse_listen(const char *text, struct sink_listen *l)
 {
     char host[INET6_ADDRSTRLEN + 1];
@@ -171,7 +160,7 @@ static int sink_parse_listen(const char *text, struct sink_listen *l)
         port = colon + 1;
     }
     unsigned long p;
-    if (hlen >= sizeof host || sink_parse_uint(port, 65535, &p) < 0) {
+    if (hlen >= sizeof host || num_parse_ulong(port, 0, 65535, &p) < 0) {
         return -1;
     }
     memcpy(host, text, hlen);
@@ -266,7 +255,7 @@ static int sink_parse_number(struct sink_config *cfg, int opt, const char *arg)
                         : opt == SINK_OPT_THREADS ? SINK_MAX_THREADS
                         : opt == SINK_OPT_SEED    ? ULONG_MAX
                                                   : UINT_MAX;
-    if (sink_parse_uint(arg, max, &v) < 0) {
+    if (num_parse_ulong(arg, 0, max, &v) < 0) {
         return -1;
     }
     switch (opt) {

@@ -21,6 +21,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "engine/num.h"
+
 #define SINK_PROFILE_FILE_MAX 65536
 
 /* What a provider does, as its sender guidelines document it: the
@@ -131,7 +133,7 @@ static const char *sink_profile_set(struct sink_profile *p, const char *key, con
     unsigned long v;
     for (size_t i = 0; i < sizeof numbers / sizeof numbers[0]; i++) {
         if (strcmp(key, numbers[i].key) == 0) {
-            if (sink_parse_uint(value, numbers[i].max, &v) < 0) {
+            if (num_parse_ulong(value, 0, numbers[i].max, &v) < 0) {
                 return numbers[i].max == 100 ? "want a whole number 0..100"
                                              : "want a non-negative whole number";
             }
