@@ -185,18 +185,19 @@ static int sink_parse_listen(const char *text, struct sink_listen *l)
     return 0;
 }
 
+static const struct sink_tls_version {
+    const char *name;
+    uint16_t version;
+} sink_tls_versions[] = {{"1.0", TLS_VERSION_1_0},
+                         {"1.1", TLS_VERSION_1_1},
+                         {"1.2", TLS_VERSION_1_2},
+                         {"1.3", TLS_VERSION_1_3}};
+
 static int sink_parse_version(const char *text, uint16_t *out)
 {
-    static const struct {
-        const char *name;
-        uint16_t version;
-    } versions[] = {{"1.0", TLS_VERSION_1_0},
-                    {"1.1", TLS_VERSION_1_1},
-                    {"1.2", TLS_VERSION_1_2},
-                    {"1.3", TLS_VERSION_1_3}};
-    for (size_t i = 0; i < sizeof versions / sizeof versions[0]; i++) {
-        if (strcmp(text, versions[i].name) == 0) {
-            *out = versions[i].version;
+    for (size_t i = 0; i < sizeof sink_tls_versions / sizeof sink_tls_versions[0]; i++) {
+        if (strcmp(text, sink_tls_versions[i].name) == 0) {
+            *out = sink_tls_versions[i].version;
             return 0;
         }
     }

@@ -105,11 +105,13 @@ static int sink_profile_builtin(const char *name, struct sink_profile *p)
     return -1;
 }
 
+/* False at even indexes, true at odd ones. */
+static const char *const sink_bool_words[] = {"false", "true", "no", "yes", "off", "on", "0", "1"};
+
 static int sink_parse_bool(const char *text, int *out)
 {
-    static const char *const words[] = {"false", "true", "no", "yes", "off", "on", "0", "1"};
-    for (size_t i = 0; i < sizeof words / sizeof words[0]; i++) {
-        if (strcasecmp(text, words[i]) == 0) {
+    for (size_t i = 0; i < sizeof sink_bool_words / sizeof sink_bool_words[0]; i++) {
+        if (strcasecmp(text, sink_bool_words[i]) == 0) {
             *out = (int)(i % 2);
             return 0;
         }
