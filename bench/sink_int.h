@@ -269,7 +269,7 @@ struct sink_peer *sink_peers_open(struct sink_peers *t, const char *address, int
 int sink_peers_take(struct sink_peers *t, struct sink_peer *p, unsigned rate, uint64_t now);
 /* sink_peers_close - one open session of p fewer */
 void sink_peers_close(struct sink_peers *t, struct sink_peer *p);
-/* sink_peers_free - every entry of t (the lock is the caller's) */
+/* sink_peers_free - free every entry of t; its lock is left to the caller */
 void sink_peers_free(struct sink_peers *t);
 
 #endif
