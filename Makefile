@@ -44,8 +44,10 @@ ifeq ($(JEMALLOC),1)
 LDLIBS  += -Wl,--no-as-needed -ljemalloc -Wl,--as-needed
 endif
 
-LIB_SRC  := $(wildcard engine/*.c pool/*.c bench/*.c) $(filter-out campaign/main.c,$(wildcard campaign/*.c))
+LIB_SRC  := $(wildcard engine/*.c pool/*.c) $(filter-out campaign/main.c,$(wildcard campaign/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+# The sink (`ringmail sink`) is linked into the binary only, not the library.
+BENCH_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard bench/*.c))
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
@@ -62,7 +64,7 @@ $(BUILD)/libringmail.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/ringmail: $(BUILD)/campaign/main.o $(BUILD)/libringmail.a
+$(BUILD)/ringmail: $(BUILD)/campaign/main.o $(BENCH_OBJ) $(BUILD)/libringmail.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libringmail.a

@@ -21,7 +21,6 @@
  * that the options given still override.
  * `ringmail sink --help` lists the options.
  *
- * Exports: sink_main.
  * Diagnostics: setup errors (bad option, unknown profile, bad profile
  * file, certificate, bind) on stderr with exit status 2 (usage) or 1; one
  * line per connection error on stderr with --verbose; "sink: listening on
