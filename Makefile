@@ -110,7 +110,7 @@ fuzz:
 	for f in $(FUZZ_SRC); do \
 	  clang -g -O1 -fsanitize=fuzzer,address,undefined $(CPPFLAGS) -std=gnu11 \
 	    -o $(BUILD)/fuzz/$$(basename $$f .c) $$f engine/buf.c engine/smtp_reply.c \
-	    engine/smtp_ehlo.c engine/smtp_data.c engine/smtp_server.c \
+	    engine/smtp_ehlo.c engine/smtp_data.c engine/smtp_server.c engine/crypto.c \
 	    -L$(BSSL_LIB) -Wl,-rpath,$(BSSL_LIB) -lcrypto || exit 1; done
 
 # A short run of every fuzz target (FUZZ_SECONDS each), as CI does.
