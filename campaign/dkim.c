@@ -34,11 +34,6 @@
  *     The cryptography (key reading, SHA-256, signing, base64) is
  *     engine/crypto.h's; this file includes no BoringSSL header.
  *
- * EXPORTS
- *     dkim_signer_new, dkim_signer_free, dkim_signer_algorithm,
- *     dkim_signer_dns_record, dkim_sign, dkim_canon_header_relaxed,
- *     dkim_canon_body_relaxed.
- *
  * DIAGNOSTICS
  *     dkim_signer_new: "cannot read a private key from FILE" (missing,
  *     encrypted or not PEM), "RSA key of N bits ...", "unsupported key

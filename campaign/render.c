@@ -43,10 +43,6 @@
  *     Message-ID is "<20 hex digits from crypto_random.unix time@from domain>";
  *     Date is RFC 5322 in UTC with English names (no locale).
  *
- * EXPORTS
- *     render_compile, render_free, render_message, render_vars_json,
- *     render_scratch_init, render_scratch_free.
- *
  * DIAGNOSTICS
  *     render_compile: "subject: unterminated {{ at offset N", "text: bad
  *     merge field name", "subject: a line break in a header template",
