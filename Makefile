@@ -7,6 +7,7 @@
 #   make bench           benchmarks (bench/run.sh), results in bench/results/
 #   make install PREFIX=/usr/local
 #   make format / format-check
+#   make check-layers    the include rules between engine/ pool/ campaign/ bench/
 
 BUILD  ?= build
 MAKEFLAGS += --no-print-directory
@@ -51,7 +52,7 @@ BENCH_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard bench/*.c))
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all test unit e2e asan bench install format format-check clean fuzz fuzz-run valgrind demo
+.PHONY: all test unit e2e asan bench install format format-check check-layers clean fuzz fuzz-run valgrind demo
 FUZZ_SECONDS ?= 20
 
 all: $(BUILD)/ringmail $(UNIT_BIN)
@@ -105,6 +106,36 @@ format:
 format-check:
 	clang-format --dry-run --Werror $(FORMAT_SRC)
 
+# The layers, checked by grep on the #include lines (tests/ are exempt):
+#   engine/   includes nothing from pool/, campaign/ or bench/;
+#   pool/     nothing from campaign/ or bench/, and not <liburing.h>;
+#   BoringSSL (<openssl/...>) only in engine/tls.c, engine/tls_session_cache.c
+#             (the TLS layer) and engine/crypto.c (everything else's door);
+#   campaign/ nothing from bench/ but campaign/main.c's bench/sink.h;
+#   bench/    only its own headers and engine/ and pool/ ones.
+# Each offending line is printed as file:line:text; any makes this fail.
+LAYER_SRC = $(wildcard engine/*.[ch] pool/*.[ch] campaign/*.[ch] bench/*.[ch] tools/*.[ch])
+LAYER_INC = ^[[:space:]]*\#[[:space:]]*include[[:space:]]*
+check-layers:
+	@fail=0; \
+	layer() { \
+	  hits=$$(grep -nHE "$(LAYER_INC)$$2" $$3 /dev/null | grep -vE "$$4"); \
+	  if [ -n "$$hits" ]; then echo "check-layers: $$1:"; echo "$$hits"; fail=1; fi; \
+	}; \
+	layer "engine/ includes pool/, campaign/ or bench/" \
+	  '["<](\.\./)*(pool|campaign|bench)/' "$(filter engine/%,$(LAYER_SRC))" '^$$'; \
+	layer "pool/ includes campaign/, bench/ or liburing" \
+	  '(["<](\.\./)*(campaign|bench)/|<liburing\.h>)' "$(filter pool/%,$(LAYER_SRC))" '^$$'; \
+	layer "BoringSSL outside engine/tls.c, engine/tls_session_cache.c, engine/crypto.c" \
+	  '<openssl/' "$(LAYER_SRC)" '^engine/(tls|tls_session_cache|crypto)\.c:'; \
+	layer "campaign/ includes bench/" \
+	  '["<](\.\./)*bench/' "$(filter campaign/%,$(LAYER_SRC))" '^campaign/main\.c:[0-9]+:[^"]*"bench/sink\.h"'; \
+	layer "bench/ includes more than engine/, pool/ and bench/ headers" \
+	  '("|<(\.\./)*campaign/)' "$(filter bench/%,$(LAYER_SRC))" \
+	  ':[0-9]+:[[:space:]]*#[[:space:]]*include[[:space:]]*"((engine|pool|bench)/)?[^/"]+"'; \
+	if [ $$fail = 0 ]; then echo "check-layers: ok"; fi; \
+	exit $$fail
+
 # libFuzzer targets for the parsers that read peer input (needs clang).
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 fuzz:
@@ -112,7 +143,7 @@ fuzz:
 	for f in $(FUZZ_SRC); do \
 	  clang -g -O1 -fsanitize=fuzzer,address,undefined $(CPPFLAGS) -std=gnu11 \
 	    -o $(BUILD)/fuzz/$$(basename $$f .c) $$f engine/buf.c engine/smtp_reply.c \
-	    engine/smtp_ehlo.c engine/smtp_data.c engine/smtp_server.c \
+	    engine/smtp_ehlo.c engine/smtp_data.c engine/smtp_server.c engine/crypto.c \
 	    -L$(BSSL_LIB) -Wl,-rpath,$(BSSL_LIB) -lcrypto || exit 1; done
 
 # A short run of every fuzz target (FUZZ_SECONDS each), as CI does.

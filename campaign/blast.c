@@ -33,7 +33,7 @@
 #include "engine/netaddr.h"
 #include "engine/smtp_client.h"
 #include "engine/tls.h"
-#include "pool/tls_session_cache.h"
+#include "engine/tls_session_cache.h"
 
 #define BLAST_REASONS_MAX 64
 /* Counters the status line reads from the main thread while workers run. */
@@ -664,10 +664,9 @@ static int blast_setup(struct blast_shared *sh, struct blast_options *o)
         client_conn_tls_setup(cfg->tls_ctx);
     }
     static char key[400];
-    /* Sessions belong to (host, port, SNI, policy), never to an IP alone. */
-    snprintf(key, sizeof key, "%s|%s|%s", o->server, cfg->server_name,
-             smtp_tls_policy_name(o->policy));
-    cfg->session_key = key;
+    cfg->session_key =
+        tls_session_cache_key(key, sizeof key, cfg->server_name,
+                              (const struct sockaddr *)&cfg->addr, smtp_tls_policy_name(o->policy));
     const char *auth = o->auth;
     if (auth) {
         const char *colon = strchr(auth, ':');

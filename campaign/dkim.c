@@ -31,10 +31,8 @@
  *     Nothing is allocated per message except growth of the caller's
  *     buffer; a signer is read-only after creation, so worker threads share it.
  *
- * EXPORTS
- *     dkim_signer_new, dkim_signer_free, dkim_signer_algorithm,
- *     dkim_signer_dns_record, dkim_sign, dkim_canon_header_relaxed,
- *     dkim_canon_body_relaxed.
+ *     The cryptography (key reading, SHA-256, signing, base64) is
+ *     engine/crypto.h's; this file includes no BoringSSL header.
  *
  * DIAGNOSTICS
  *     dkim_signer_new: "cannot read a private key from FILE" (missing,
@@ -44,38 +42,21 @@
  */
 #include "dkim.h"
 
-#include <openssl/base.h>
-#ifndef OPENSSL_IS_BORINGSSL
-#error "ringmail needs BoringSSL headers: put -I/usr/include/android before the system include path"
-#endif
-
-#include <openssl/base64.h>
-#include <openssl/bio.h>
-#include <openssl/bytestring.h>
-#include <openssl/curve25519.h>
-#include <openssl/err.h>
-#include <openssl/evp.h>
-#include <openssl/mem.h>
-#include <openssl/nid.h>
-#include <openssl/pem.h>
-#include <openssl/rsa.h>
-#include <openssl/sha.h>
-
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
+#include "engine/crypto.h"
+
 #define DKIM_FOLD_AT 78
 #define DKIM_MAX_FIELDS 128
-#define DKIM_MAX_SIG 1024 /* RSA-8192 */
+#define DKIM_MAX_SIG CRYPTO_SIG_MAX /* RSA-8192 */
 
 struct dkim_signer {
     enum dkim_algorithm algorithm;
-    EVP_PKEY *pkey;         /* owned */
-    uint8_t ed_private[64]; /* Ed25519 expanded key (seed || public), cleansed on free */
-    uint8_t ed_public[32];  /* Ed25519 public key */
+    struct crypto_key *key; /* owned */
     char *head;             /* owned: "DKIM-Signature: v=1; ... s=...;" folded */
     size_t head_len;        /* its length */
     size_t head_col;        /* column after it */
@@ -96,7 +77,7 @@ static void dkim_put_buf(void *ctx, const char *p, size_t n)
 
 static void dkim_put_sha256(void *ctx, const char *p, size_t n)
 {
-    SHA256_Update(ctx, p, n);
+    crypto_sha256_update(ctx, p, n);
 }
 
 static int dkim_is_wsp(char c)
@@ -254,48 +235,27 @@ static int dkim_valid_label_text(const char *s)
     return 1;
 }
 
-static int dkim_no_password(char *buf, int size, int rwflag, void *u)
+/* The key of spec (PEM text wins over the file); NULL with a reason in err. */
+static struct crypto_key *dkim_load_key(const struct dkim_spec *spec, char *err, size_t errlen)
 {
-    (void)buf, (void)size, (void)rwflag, (void)u;
-    return 0;
+    return spec->key_pem ? crypto_key_read_pem(spec->key_pem, err, errlen)
+                         : crypto_key_load_pem(spec->key_file, err, errlen);
 }
 
-static EVP_PKEY *dkim_load_key(const struct dkim_spec *spec, char *err, size_t errlen)
+static int dkim_take_key(struct dkim_signer *s, struct crypto_key *key, char *err, size_t errlen)
 {
-    BIO *bio = spec->key_pem ? BIO_new_mem_buf(spec->key_pem, -1)
-                             : (spec->key_file ? BIO_new_file(spec->key_file, "r") : NULL);
-    EVP_PKEY *pkey = bio ? PEM_read_bio_PrivateKey(bio, NULL, dkim_no_password, NULL) : NULL;
-    BIO_free(bio);
-    ERR_clear_error();
-    if (!pkey) {
-        snprintf(err, errlen, "cannot read a private key from %s (PEM, unencrypted)",
-                 spec->key_pem ? "the PEM text" : (spec->key_file ? spec->key_file : "(none)"));
-    }
-    return pkey;
-}
-
-static int dkim_take_key(struct dkim_signer *s, EVP_PKEY *pkey, char *err, size_t errlen)
-{
-    s->pkey = pkey;
-    if (EVP_PKEY_id(pkey) == EVP_PKEY_RSA) {
-        int bits = EVP_PKEY_bits(pkey);
+    s->key = key;
+    if (crypto_key_type(key) == CRYPTO_KEY_RSA) {
+        unsigned bits = crypto_key_bits(key);
         if (bits < 1024 || bits > 8192) {
-            snprintf(err, errlen, "RSA key of %d bits (DKIM needs 1024 to 8192, 2048 advised)",
+            snprintf(err, errlen, "RSA key of %u bits (DKIM needs 1024 to 8192, 2048 advised)",
                      bits);
             return -1;
         }
         s->algorithm = DKIM_RSA_SHA256;
         return 0;
     }
-    if (EVP_PKEY_id(pkey) == EVP_PKEY_ED25519) {
-        uint8_t seed[32];
-        size_t n = sizeof seed;
-        if (!EVP_PKEY_get_raw_private_key(pkey, seed, &n) || n != sizeof seed) {
-            dkim_error(err, errlen, "cannot read the Ed25519 private key");
-            return -1;
-        }
-        ED25519_keypair_from_seed(s->ed_public, s->ed_private, seed);
-        OPENSSL_cleanse(seed, sizeof seed);
+    if (crypto_key_type(key) == CRYPTO_KEY_ED25519) {
         s->algorithm = DKIM_ED25519_SHA256;
         return 0;
     }
@@ -379,12 +339,9 @@ struct dkim_signer *dkim_signer_new(const struct dkim_spec *spec, char *err, siz
         dkim_error(err, errlen, "out of memory");
         return NULL;
     }
-    EVP_PKEY *pkey = dkim_load_key(spec, err, errlen);
-    if (!pkey || dkim_take_key(s, pkey, err, errlen) < 0 ||
+    struct crypto_key *key = dkim_load_key(spec, err, errlen);
+    if (!key || dkim_take_key(s, key, err, errlen) < 0 ||
         dkim_take_names(s, spec->headers, err, errlen) < 0) {
-        if (!s->pkey) {
-            EVP_PKEY_free(pkey);
-        }
         dkim_signer_free(s);
         return NULL;
     }
@@ -397,8 +354,7 @@ void dkim_signer_free(struct dkim_signer *s)
     if (!s) {
         return;
     }
-    EVP_PKEY_free(s->pkey);
-    OPENSSL_cleanse(s->ed_private, sizeof s->ed_private);
+    crypto_key_free(s->key);
     free(s->head);
     free(s->names);
     free(s);
@@ -409,34 +365,15 @@ enum dkim_algorithm dkim_signer_algorithm(const struct dkim_signer *s)
     return s->algorithm;
 }
 
-static void dkim_append_base64(buf_t *out, const uint8_t *p, size_t n)
-{
-    size_t need;
-    if (!EVP_EncodedLength(&need, n)) {
-        return;
-    }
-    char *w = buf_reserve(out, need);
-    buf_commit(out, EVP_EncodeBlock((uint8_t *)w, p, n));
-}
-
 void dkim_signer_dns_record(const struct dkim_signer *s, buf_t *out)
 {
-    if (s->algorithm == DKIM_ED25519_SHA256) {
-        buf_append_str(out, "v=DKIM1; k=ed25519; p=");
-        dkim_append_base64(out, s->ed_public, sizeof s->ed_public);
-        return;
+    buf_t pub = BUF_INIT;
+    if (crypto_key_public(s->key, &pub) == 0) {
+        buf_append_str(out, s->algorithm == DKIM_ED25519_SHA256 ? "v=DKIM1; k=ed25519; p="
+                                                                : "v=DKIM1; k=rsa; p=");
+        crypto_base64_append(out, buf_data(&pub), buf_len(&pub));
     }
-    CBB cbb;
-    uint8_t *der = NULL;
-    size_t der_len = 0;
-    if (!CBB_init(&cbb, 512) || !EVP_marshal_public_key(&cbb, s->pkey) ||
-        !CBB_finish(&cbb, &der, &der_len)) {
-        CBB_cleanup(&cbb);
-        return;
-    }
-    buf_append_str(out, "v=DKIM1; k=rsa; p=");
-    dkim_append_base64(out, der, der_len);
-    OPENSSL_free(der);
+    buf_free(&pub);
 }
 
 /* ---------------------------------------------------------------- signing */
@@ -496,7 +433,7 @@ static int dkim_split_header(const char *msg, size_t len, struct dkim_field *f, 
 /* Hash the fields named in h= (each name's instances bottom-up) and write
  * the h= tag. Returns how many fields were signed. */
 static size_t dkim_sign_fields(const struct dkim_signer *s, const struct dkim_field *f, size_t n,
-                               SHA256_CTX *hash, struct dkim_fold *fold)
+                               struct crypto_sha256 *hash, struct dkim_fold *fold)
 {
     struct dkim_sink k = {dkim_put_sha256, hash};
     size_t signed_n = 0;
@@ -529,28 +466,11 @@ static size_t dkim_sign_fields(const struct dkim_signer *s, const struct dkim_fi
     return signed_n;
 }
 
-static int dkim_sign_hash(const struct dkim_signer *s, const uint8_t hash[32],
-                          uint8_t sig[DKIM_MAX_SIG], size_t *sig_len)
-{
-    if (s->algorithm == DKIM_ED25519_SHA256) {
-        *sig_len = 64;
-        return ED25519_sign(sig, hash, 32, s->ed_private) ? 0 : -1;
-    }
-    RSA *rsa = EVP_PKEY_get0_RSA(s->pkey);
-    unsigned n = 0;
-    if (!rsa || RSA_size(rsa) > DKIM_MAX_SIG || !RSA_sign(NID_sha256, hash, 32, sig, &n, rsa)) {
-        ERR_clear_error();
-        return -1;
-    }
-    *sig_len = n;
-    return 0;
-}
-
 /* Append b=<base64> folded: as much as fits on the line, then whole lines. */
 static void dkim_put_b(struct dkim_fold *fold, const uint8_t *sig, size_t sig_len)
 {
-    char b64[(DKIM_MAX_SIG + 2) / 3 * 4 + 1];
-    size_t n = EVP_EncodeBlock((uint8_t *)b64, sig, sig_len);
+    char b64[CRYPTO_BASE64_LEN(DKIM_MAX_SIG) + 1];
+    size_t n = crypto_base64_encode(b64, sig, sig_len);
     size_t i = 0;
     while (i < n) {
         if (fold->col + 8 > DKIM_FOLD_AT) {
@@ -584,12 +504,12 @@ int dkim_sign(const struct dkim_signer *s, const char *msg, size_t len, time_t t
     }
     size_t start = buf_len(out);
 
-    uint8_t bh[SHA256_DIGEST_LENGTH];
-    SHA256_CTX hash;
-    SHA256_Init(&hash);
+    uint8_t bh[CRYPTO_SHA256_LEN];
+    struct crypto_sha256 hash;
+    crypto_sha256_init(&hash);
     struct dkim_sink body_sink = {dkim_put_sha256, &hash};
     dkim_canon_body(body, (size_t)(msg + len - body), &body_sink);
-    SHA256_Final(bh, &hash);
+    crypto_sha256_final(&hash, bh);
 
     buf_append(out, s->head, s->head_len);
     struct dkim_fold fold = {out, s->head_col};
@@ -598,10 +518,10 @@ int dkim_sign(const struct dkim_signer *s, const char *msg, size_t len, time_t t
         int tn = snprintf(tok, sizeof tok, "t=%lld;", (long long)t);
         dkim_fold_put(&fold, " ", tok, (size_t)tn);
     }
-    SHA256_Init(&hash);
+    crypto_sha256_init(&hash);
     dkim_sign_fields(s, fields, n_fields, &hash, &fold);
     memcpy(tok, "bh=", 3);
-    size_t bn = EVP_EncodeBlock((uint8_t *)tok + 3, bh, sizeof bh);
+    size_t bn = crypto_base64_encode(tok + 3, bh, sizeof bh);
     tok[3 + bn] = ';';
     dkim_fold_put(&fold, " ", tok, 3 + bn + 1);
     dkim_fold_put(&fold, " ", "b=", 2);
@@ -609,12 +529,12 @@ int dkim_sign(const struct dkim_signer *s, const char *msg, size_t len, time_t t
     /* The signature field itself, b= empty, relaxed, without its CRLF. */
     struct dkim_sink head_sink = {dkim_put_sha256, &hash};
     dkim_canon_header(buf_data(out) + start, buf_len(out) - start, 0, &head_sink);
-    uint8_t digest[SHA256_DIGEST_LENGTH];
-    SHA256_Final(digest, &hash);
+    uint8_t digest[CRYPTO_SHA256_LEN];
+    crypto_sha256_final(&hash, digest);
 
     uint8_t sig[DKIM_MAX_SIG];
     size_t sig_len = 0;
-    if (dkim_sign_hash(s, digest, sig, &sig_len) < 0) {
+    if (crypto_sign_sha256(s->key, digest, sig, sizeof sig, &sig_len) < 0) {
         out->len = out->off + start;
         dkim_error(err, errlen, "signing failed");
         return -1;

@@ -14,9 +14,6 @@
  * Signed header fields: those of the list (default DKIM_DEFAULT_HEADERS)
  * present in the message, every instance (bottom-up, RFC 6376 5.4.2).
  *
- * Exports: dkim_signer_new, dkim_signer_free, dkim_signer_algorithm,
- * dkim_signer_dns_record, dkim_sign, dkim_canon_header_relaxed,
- * dkim_canon_body_relaxed.
  * Diagnostics: a reason in err (unreadable or unsupported key, bad
  * domain or selector, malformed message header); never key material.
  */

@@ -40,12 +40,8 @@
  *     would be 7bit but contains "=_" is sent as quoted-printable instead,
  *     so the boundary cannot occur in any part.
  *
- *     Message-ID is "<20 hex digits from RAND_bytes.unix time@from domain>";
+ *     Message-ID is "<20 hex digits from crypto_random.unix time@from domain>";
  *     Date is RFC 5322 in UTC with English names (no locale).
- *
- * EXPORTS
- *     render_compile, render_free, render_message, render_vars_json,
- *     render_scratch_init, render_scratch_free.
  *
  * DIAGNOSTICS
  *     render_compile: "subject: unterminated {{ at offset N", "text: bad
@@ -58,18 +54,13 @@
  */
 #include "render.h"
 
-#include <openssl/base.h>
-#ifndef OPENSSL_IS_BORINGSSL
-#error "ringmail needs BoringSSL headers: put -I/usr/include/android before the system include path"
-#endif
-#include <openssl/base64.h>
-#include <openssl/rand.h>
-
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+
+#include "engine/crypto.h"
 
 #define RENDER_FOLD_AT 78
 #define RENDER_RAW_WORD_MAX 900 /* longer words go encoded, which can be split */
@@ -447,7 +438,7 @@ static void render_hdr_encoded(struct render_hdr *h, const char *p, size_t n)
             continue;
         }
         char word[80] = "=?UTF-8?B?";
-        size_t wn = 10 + EVP_EncodeBlock((uint8_t *)word + 10, (const uint8_t *)p, take);
+        size_t wn = 10 + crypto_base64_encode(word + 10, p, take);
         memcpy(word + wn, "?=", 2);
         render_hdr_put(h, " ", 1, word, wn + 2);
         p += take;
@@ -564,7 +555,7 @@ static void render_message_id(const struct render_template *t, buf_t *out, time_
         return;
     }
     uint8_t r[10];
-    RAND_bytes(r, sizeof r);
+    crypto_random(r, sizeof r);
     char hex[2 * sizeof r + 1];
     for (size_t i = 0; i < sizeof r; i++) {
         hex[2 * i] = "0123456789abcdef"[r[i] >> 4];
@@ -672,7 +663,7 @@ static void render_base64(buf_t *out, const char *p, size_t n)
     for (size_t i = 0; i < n; i += 57) {
         size_t take = n - i < 57 ? n - i : 57;
         char *w = buf_reserve(out, 80);
-        size_t k = EVP_EncodeBlock((uint8_t *)w, (const uint8_t *)p + i, take);
+        size_t k = crypto_base64_encode(w, p + i, take);
         w[k] = '\r';
         w[k + 1] = '\n';
         buf_commit(out, k + 2);

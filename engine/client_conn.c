@@ -19,7 +19,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "pool/tls_session_cache.h"
+#include "tls_session_cache.h"
 
 #define CLIENT_CONN_RECV_CHUNK 4096
 /* Out of descriptors: try socket() again after this long. */

@@ -35,7 +35,7 @@ struct client_conn_config {
     const char *server_name; /* SNI and certificate name (MX host name); may be an IP */
     struct tls_ctx *tls_ctx; /* NULL only with policy none */
     struct tls_session_cache *session_cache; /* the worker's; NULL: no resumption */
-    const char *session_key;                 /* "host:port:policy" */
+    const char *session_key;                 /* tls_session_cache_key()'s; NULL: none */
     struct smtp_client_config smtp;
     unsigned timeout_connect_ms;
     unsigned timeout_tls_ms;

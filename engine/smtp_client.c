@@ -14,12 +14,12 @@
  */
 #include "smtp_client.h"
 
-#include <openssl/base64.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
+#include "crypto.h"
 #include "smtp_data.h"
 
 struct smtp_message smtp_message_wait_sentinel;
@@ -308,11 +308,7 @@ static enum smtp_action smtp_ready(struct smtp_client *c);
 
 static void smtp_base64(buf_t *out, const void *p, size_t n)
 {
-    size_t need;
-    EVP_EncodedLength(&need, n);
-    char *w = buf_reserve(out, need);
-    size_t len = EVP_EncodeBlock((uint8_t *)w, p, n);
-    buf_commit(out, len);
+    crypto_base64_append(out, p, n);
 }
 
 static enum smtp_action smtp_start_auth(struct smtp_client *c)

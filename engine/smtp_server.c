@@ -12,13 +12,14 @@
  */
 #include "smtp_server.h"
 
-#include <openssl/base64.h>
 #include <assert.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+
+#include "crypto.h"
 
 #define SMTP_SERVER_DEFAULT_SIZE (50u * 1024u * 1024u)
 #define SMTP_SERVER_DEFAULT_LINE 1000u
@@ -658,13 +659,10 @@ static enum smtp_server_action smtp_server_starttls(struct smtp_server *s, buf_t
 static int smtp_server_auth_decode(struct smtp_server *s, const char *b64)
 {
     size_t len = strcmp(b64, "=") == 0 ? 0 : strlen(b64);
-    size_t max, got;
+    size_t max = crypto_base64_decoded_max(len), got;
     smtp_server_wipe(&s->auth);
-    if (!EVP_DecodedLength(&max, len)) {
-        return 0;
-    }
     uint8_t *w = (uint8_t *)buf_reserve(&s->auth, max + 1);
-    if (!EVP_DecodeBase64(w, &got, max, (const uint8_t *)b64, len)) {
+    if (crypto_base64_decode(w, max, &got, b64, len) < 0) {
         return 0;
     }
     w[got] = '\0';

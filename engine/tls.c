@@ -124,26 +124,59 @@ static int tls_new_session(SSL *ssl, SSL_SESSION *session)
     return c->ctx->session_cb(c->user, session);
 }
 
-struct tls_ctx *tls_client_ctx_new(const struct tls_client_options *opt, char *err, size_t errlen)
+/*
+ * tls_ctx_new - the set-up every context shares: the protocol range
+ * (min_version/max_version, 0 for the role's default: TLS 1.2 for
+ * clients, TLS 1.0 for servers, which may emulate old peers; TLS 1.3 at
+ * most) and the key-exchange groups. The role's own set-up follows in
+ * its constructor. NULL with a reason in err on failure.
+ */
+static struct tls_ctx *tls_ctx_new(int is_server, uint16_t min_version, uint16_t max_version,
+                                   char *err, size_t errlen)
 {
     pthread_once(&tls_bio_once, tls_bio_init_once);
-    SSL_CTX *sc = SSL_CTX_new(TLS_method());
-    if (!sc) {
-        tls_last_error(err, errlen, "SSL_CTX_new");
+    struct tls_ctx *ctx = calloc(1, sizeof *ctx);
+    if (!ctx) {
+        snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    SSL_CTX_set_min_proto_version(sc, opt->min_version ? opt->min_version : TLS1_2_VERSION);
-    SSL_CTX_set_max_proto_version(sc, opt->max_version ? opt->max_version : TLS1_3_VERSION);
+    ctx->is_server = is_server;
+    ctx->ssl_ctx = SSL_CTX_new(TLS_method());
+    if (!ctx->ssl_ctx) {
+        tls_last_error(err, errlen, "SSL_CTX_new");
+        free(ctx);
+        return NULL;
+    }
+    uint16_t default_min = is_server ? TLS1_VERSION : TLS1_2_VERSION;
+    SSL_CTX_set_min_proto_version(ctx->ssl_ctx, min_version ? min_version : default_min);
+    SSL_CTX_set_max_proto_version(ctx->ssl_ctx, max_version ? max_version : TLS1_3_VERSION);
     /* X25519 first: on this BoringSSL it is 6x cheaper than P-256. */
-    SSL_CTX_set1_curves_list(sc, "X25519:P-256:P-384");
+    SSL_CTX_set1_curves_list(ctx->ssl_ctx, "X25519:P-256:P-384");
+    return ctx;
+}
+
+/* tls_ctx_fail - the reason for what (with the library's, if any) into err; frees ctx. */
+static struct tls_ctx *tls_ctx_fail(struct tls_ctx *ctx, const char *what, const char *name,
+                                    char *err, size_t errlen)
+{
+    char line[300];
+    snprintf(line, sizeof line, "%s %s", what, name);
+    tls_last_error(err, errlen, line);
+    tls_ctx_free(ctx);
+    return NULL;
+}
+
+struct tls_ctx *tls_client_ctx_new(const struct tls_client_options *opt, char *err, size_t errlen)
+{
+    struct tls_ctx *ctx = tls_ctx_new(0, opt->min_version, opt->max_version, err, errlen);
+    if (!ctx) {
+        return NULL;
+    }
+    SSL_CTX *sc = ctx->ssl_ctx;
     const char *ca = opt->ca_file ? opt->ca_file : TLS_DEFAULT_CA;
     ERR_clear_error();
     if (!SSL_CTX_load_verify_locations(sc, ca, NULL) && (opt->ca_file || opt->verify_peer)) {
-        char what[300];
-        snprintf(what, sizeof what, "cannot load CA bundle %s", ca);
-        tls_last_error(err, errlen, what);
-        SSL_CTX_free(sc);
-        return NULL;
+        return tls_ctx_fail(ctx, "cannot load CA bundle", ca, err, errlen);
     }
     ERR_clear_error();
     /* The chain is verified either way, so the result is recorded for every
@@ -151,56 +184,30 @@ struct tls_ctx *tls_client_ctx_new(const struct tls_client_options *opt, char *e
     SSL_CTX_set_verify(sc, opt->verify_peer ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
     SSL_CTX_set_session_cache_mode(sc, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL);
     SSL_CTX_sess_set_new_cb(sc, tls_new_session);
-    struct tls_ctx *ctx = calloc(1, sizeof *ctx);
-    if (!ctx) {
-        SSL_CTX_free(sc);
-        snprintf(err, errlen, "out of memory");
-        return NULL;
-    }
-    ctx->ssl_ctx = sc;
     return ctx;
 }
 
 struct tls_ctx *tls_server_ctx_new(const struct tls_server_options *opt, char *err, size_t errlen)
 {
-    pthread_once(&tls_bio_once, tls_bio_init_once);
-    SSL_CTX *sc = SSL_CTX_new(TLS_method());
-    if (!sc) {
-        tls_last_error(err, errlen, "SSL_CTX_new");
+    struct tls_ctx *ctx = tls_ctx_new(1, opt->min_version, opt->max_version, err, errlen);
+    if (!ctx) {
         return NULL;
     }
-    SSL_CTX_set_min_proto_version(sc, opt->min_version ? opt->min_version : TLS1_VERSION);
-    SSL_CTX_set_max_proto_version(sc, opt->max_version ? opt->max_version : TLS1_3_VERSION);
-    SSL_CTX_set1_curves_list(sc, "X25519:P-256:P-384");
+    SSL_CTX *sc = ctx->ssl_ctx;
     ERR_clear_error();
     if (!opt->cert_file || !SSL_CTX_use_certificate_chain_file(sc, opt->cert_file)) {
-        char what[300];
-        snprintf(what, sizeof what, "cannot load certificate %s",
-                 opt->cert_file ? opt->cert_file : "(none)");
-        tls_last_error(err, errlen, what);
-        SSL_CTX_free(sc);
-        return NULL;
+        return tls_ctx_fail(ctx, "cannot load certificate",
+                            opt->cert_file ? opt->cert_file : "(none)", err, errlen);
     }
     if (!opt->key_file || !SSL_CTX_use_PrivateKey_file(sc, opt->key_file, SSL_FILETYPE_PEM) ||
         !SSL_CTX_check_private_key(sc)) {
-        char what[300];
-        snprintf(what, sizeof what, "cannot load key %s", opt->key_file ? opt->key_file : "(none)");
-        tls_last_error(err, errlen, what);
-        SSL_CTX_free(sc);
-        return NULL;
+        return tls_ctx_fail(ctx, "cannot load key", opt->key_file ? opt->key_file : "(none)", err,
+                            errlen);
     }
     if (opt->no_tickets) {
         SSL_CTX_set_options(sc, SSL_OP_NO_TICKET);
         SSL_CTX_set_session_cache_mode(sc, SSL_SESS_CACHE_OFF);
     }
-    struct tls_ctx *ctx = calloc(1, sizeof *ctx);
-    if (!ctx) {
-        SSL_CTX_free(sc);
-        snprintf(err, errlen, "out of memory");
-        return NULL;
-    }
-    ctx->ssl_ctx = sc;
-    ctx->is_server = 1;
     return ctx;
 }
 

@@ -16,10 +16,7 @@
  * reports what happened (verify result, version) and never decides to send.
  * Minimum version is TLS 1.2 for clients; servers may be capped lower with
  * tls_server_ctx_new's max_version, to prove old servers are refused.
- *
- * Exports: tls_client_ctx_new, tls_server_ctx_new, tls_ctx_free, tls_conn_new,
- * tls_conn_free, tls_handshake, tls_read, tls_write, tls_shutdown,
- * tls_conn_info, tls_conn_error, tls_conn_set_session, tls_ctx_set_session_cb.
+ * Both kinds of context share one set-up (tls.c's tls_ctx_new).
  */
 #ifndef RINGMAIL_TLS_H
 #define RINGMAIL_TLS_H

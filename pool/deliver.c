@@ -26,7 +26,7 @@
 #include "engine/netaddr.h"
 #include "pool/dns.h"
 #include "pool/throttle.h"
-#include "pool/tls_session_cache.h"
+#include "engine/tls_session_cache.h"
 
 #define POOL_DOWN_MS 30000 /* an exchanger address that failed is skipped this long */
 #define POOL_MAX_SOURCES CONFIG_SOURCES_MAX
@@ -1525,9 +1525,9 @@ static void pool_conn_open(struct pool *p, struct pool_dest *d, struct pool_lane
         policy = SMTP_TLS_NONE; /* unreachable in practice: the contexts are made at start */
     }
     cfg->session_cache = p->cache;
-    snprintf(c->session_key, sizeof c->session_key, "%s|%s|%s", c->host, c->addr,
-             smtp_tls_policy_name(policy));
-    cfg->session_key = c->session_key;
+    cfg->session_key =
+        tls_session_cache_key(c->session_key, sizeof c->session_key, cfg->server_name,
+                              (const struct sockaddr *)&cfg->addr, smtp_tls_policy_name(policy));
     uint64_t tmo = isp->timeout_ms ? isp->timeout_ms : p->opt.timeout_ms;
     cfg->smtp.helo_name = p->opt.helo;
     cfg->smtp.tls_policy = policy;

@@ -16,7 +16,7 @@
 #include <cmocka.h>
 
 #include "engine/tls.h"
-#include "pool/tls_session_cache.h"
+#include "engine/tls_session_cache.h"
 
 /* A self-signed ECDSA P-256 certificate for unit.test, valid for 100 years. */
 static const char unit_cert[] = "-----BEGIN CERTIFICATE-----\n"

@@ -1,25 +1,35 @@
 /*
  * tls_session_cache - client TLS sessions kept for resumption
  *
- * Keyed by a destination string the caller builds from MX host name, port
- * and TLS policy (never the IP: one name, many addresses, one session).
+ * Keyed by the string tls_session_cache_key() builds from the server name
+ * (SNI and certificate name), the server's address and port, and the TLS
+ * policy: a session is offered only to the server, name and policy it was
+ * made with. Every caller builds its key with that one function.
  * Each key keeps up to TLS_SESSION_CACHE_PER_KEY sessions, newest first
  * (enough for the connections one destination has open at once),
  * because TLS 1.3 tickets are single use and a server sends several per
  * handshake. One cache per worker thread: no locks.
- *
- * Exports: tls_session_cache_new, tls_session_cache_free,
- * tls_session_cache_put, tls_session_cache_take, tls_session_cache_count.
  */
 #ifndef RINGMAIL_TLS_SESSION_CACHE_H
 #define RINGMAIL_TLS_SESSION_CACHE_H
 
 #include <stddef.h>
+#include <sys/socket.h>
 
 #define TLS_SESSION_CACHE_PER_KEY 32
 
 struct ssl_session_st;
 struct tls_session_cache;
+
+/*
+ * tls_session_cache_key - write "NAME|ADDR:PORT|POLICY" into buf (size
+ * bytes) and return buf, or NULL (no resumption) when it does not fit.
+ * server_name is the SNI / certificate name, addr the server's address
+ * with its port, policy the TLS policy's name. Neither the address nor a
+ * policy name holds a '|', so two different triples never make one key.
+ */
+const char *tls_session_cache_key(char *buf, size_t size, const char *server_name,
+                                  const struct sockaddr *addr, const char *policy);
 
 struct tls_session_cache *tls_session_cache_new(void);
 void tls_session_cache_free(struct tls_session_cache *cache);

@@ -5,15 +5,17 @@
  * table doubles when it holds more keys than buckets. Expired sessions are
  * dropped when met, so a destination not seen for a while costs nothing.
  */
-#include "pool/tls_session_cache.h"
+#include "tls_session_cache.h"
 
 #include <openssl/ssl.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include "engine/tls.h"
+#include "netaddr.h"
+#include "tls.h"
 
 struct tls_session_entry {
     struct tls_session_entry *next;
@@ -34,6 +36,16 @@ static uint64_t tls_session_cache_hash(const char *s)
         h = (h ^ (unsigned char)*s) * 1099511628211ull;
     }
     return h;
+}
+
+const char *tls_session_cache_key(char *buf, size_t size, const char *server_name,
+                                  const struct sockaddr *addr, const char *policy)
+{
+    char where[64];
+    netaddr_format(addr, where, sizeof where);
+    int n = snprintf(buf, size, "%s|%s|%s", server_name ? server_name : "", where,
+                     policy ? policy : "");
+    return n >= 0 && (size_t)n < size ? buf : NULL;
 }
 
 struct tls_session_cache *tls_session_cache_new(void)
