@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "pool/tls_session_cache.h"
+#include "trace.h"
 
 #define CLIENT_CONN_RECV_CHUNK 4096
 /* Out of descriptors: try socket() again after this long. */
@@ -56,6 +57,7 @@ struct client_conn {
     int smtp_started;
     int closed_reported;
     unsigned ops_in_flight;
+    unsigned long trace_id; /* this connection's number in trace lines */
     struct loop_op connect_op, recv_op, send_op;
     struct loop_timer timer;
     enum client_conn_timer timer_for;
@@ -439,13 +441,18 @@ struct client_conn *client_conn_new(struct loop *loop, const struct client_conn_
     if (!c) {
         return NULL;
     }
-    c->smtp = smtp_client_new(&cfg->smtp, ops, owner);
+    /* The machine's lines carry the connection's number, not one of its own. */
+    unsigned long trace_id = trace_next_id();
+    struct smtp_client_config smtp_cfg = cfg->smtp;
+    smtp_cfg.trace_id = trace_id;
+    c->smtp = smtp_client_new(&smtp_cfg, ops, owner);
     if (!c->smtp) {
         free(c);
         return NULL;
     }
     c->loop = loop;
     c->cfg = cfg;
+    c->trace_id = trace_id;
     c->on_closed = on_closed;
     c->owner = owner;
     c->fd = -1;

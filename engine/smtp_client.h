@@ -89,6 +89,8 @@ struct smtp_client_config {
     unsigned timeout_command_ms;   /* EHLO, STARTTLS, AUTH, MAIL, RCPT, RSET, QUIT */
     unsigned timeout_data_ms;      /* the 354 to DATA */
     unsigned timeout_data_done_ms; /* the reply after the final dot */
+    unsigned long trace_id;        /* the connection's number in trace lines (trace_next_id,
+                                      set by the owner: client_conn); 0 outside one */
 };
 
 /* next_message may return this: no message yet, keep the session open
