@@ -76,5 +76,8 @@ const struct tls_info *client_conn_tls(const struct client_conn *conn);
 const struct client_conn_times *client_conn_times(const struct client_conn *conn);
 /* The SMTP machine (for capabilities and the opportunistic-fallback flag). */
 const struct smtp_client *client_conn_smtp(const struct client_conn *conn);
+/* The connection's number in trace lines (engine/trace.h), for an owner
+ * that traces its own machine for this connection. */
+unsigned long client_conn_trace_id(const struct client_conn *conn);
 
 #endif
