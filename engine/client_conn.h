@@ -9,9 +9,6 @@
  * deadline runs from its start, not from the last byte received. The connection
  * frees itself once closed and no operation of it is left in the kernel;
  * on_closed runs first, after every message it held has its outcome.
- *
- * Exports: client_conn_new, client_conn_start, client_conn_abort, client_conn_tls,
- * client_conn_times.
  */
 #ifndef RINGMAIL_CLIENT_CONN_H
 #define RINGMAIL_CLIENT_CONN_H

@@ -18,12 +18,6 @@
  * (greeting refused, STARTTLS missing under `required`, AUTH refused)
  * reports through ops->session_failed() so the owner can charge the
  * failure to the messages waiting for this destination.
- *
- * Exports: smtp_client_new, smtp_client_free, smtp_client_start,
- * smtp_client_input, smtp_client_tls_done, smtp_client_timeout,
- * smtp_client_closed, smtp_client_output, smtp_client_timeout_ms, smtp_client_wait_id,
- * smtp_client_caps, smtp_client_end_reason, smtp_tls_policy_parse, smtp_tls_policy_name,
- * smtp_outcome_name.
  */
 #ifndef RINGMAIL_SMTP_CLIENT_H
 #define RINGMAIL_SMTP_CLIENT_H
