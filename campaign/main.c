@@ -18,6 +18,7 @@
 #include "campaign/report.h"
 #include "campaign/resolve.h"
 #include "campaign/send.h"
+#include "engine/trace.h"
 
 static void main_usage(FILE *f)
 {
@@ -38,6 +39,7 @@ static void main_usage(FILE *f)
 
 int main(int argc, char **argv)
 {
+    trace_init(); /* RINGMAIL_TRACE=1: state transitions on stderr, any command */
     if (argc < 2) {
         main_usage(stderr);
         return 2;

@@ -10,6 +10,7 @@
  * inflight swap, so appending never moves bytes the kernel is reading.
  */
 #include "client_conn.h"
+#include "trace.h"
 
 #include <errno.h>
 #include <netinet/tcp.h>
@@ -34,11 +35,21 @@ enum client_conn_timer {
     CLIENT_CONN_TIMER_SMTP,    /* the whole reply the machine waits for */
 };
 
+/* The life cycle. CONNECTING -> SMTP, or CONNECTING -> HANDSHAKE -> SMTP
+ * with implicit TLS; SMTP -> STARTTLS -> SMTP after the machine's STARTTLS;
+ * then DRAINING once the machine is done, and CLOSING from anywhere. */
 enum client_conn_state {
-    CLIENT_CONN_CONNECTING,
-    CLIENT_CONN_HANDSHAKE, /* TLS handshake (implicit or after STARTTLS) */
-    CLIENT_CONN_SMTP,      /* the machine drives */
-    CLIENT_CONN_CLOSING,
+    CLIENT_CONN_CONNECTING, /* socket, TCP connect (or waiting for a free descriptor) */
+    CLIENT_CONN_HANDSHAKE,  /* implicit TLS: the handshake before any SMTP */
+    CLIENT_CONN_SMTP,       /* the machine drives */
+    CLIENT_CONN_STARTTLS,   /* the handshake after STARTTLS; the machine waits for it */
+    CLIENT_CONN_DRAINING,   /* the machine is done: send what is queued, then close */
+    CLIENT_CONN_CLOSING,    /* closed and reported; freed once the kernel lets go */
+};
+
+/* For the trace: indexed by enum client_conn_state. */
+static const char *const client_conn_state_names[] = {
+    "CONNECTING", "HANDSHAKE", "SMTP", "STARTTLS", "DRAINING", "CLOSING",
 };
 
 struct client_conn {
@@ -48,14 +59,14 @@ struct client_conn {
     struct tls_conn *tls;     /* owned, NULL until a handshake starts */
     client_conn_closed_cb on_closed;
     void *owner;
-    enum client_conn_state state;
+    enum client_conn_state state; /* changed only by client_conn_set_state */
     int fd;
-    int tls_up;
-    int close_when_sent;
-    int send_busy;
-    int smtp_started;
-    int closed_reported;
+    /* Not life-cycle states: each holds across several of them. */
+    int tls_up;    /* the transport is TLS: from the handshake to the end, CLOSING
+                      included (on_closed reads client_conn_tls) */
+    int send_busy; /* one SEND in flight: the send path's own, in any state */
     unsigned ops_in_flight;
+    unsigned long trace_id; /* this connection's number in trace lines */
     struct loop_op connect_op, recv_op, send_op;
     struct loop_timer timer;
     enum client_conn_timer timer_for;
@@ -76,6 +87,42 @@ static void client_conn_close(struct client_conn *c, const char *why);
 static void client_conn_flush(struct client_conn *c);
 static void client_conn_apply(struct client_conn *c, enum smtp_action a);
 static void client_conn_handshake(struct client_conn *c);
+
+/* client_conn_state_name - the state's name for trace lines */
+static const char *client_conn_state_name(enum client_conn_state st)
+{
+    return (unsigned)st < sizeof client_conn_state_names / sizeof *client_conn_state_names
+               ? client_conn_state_names[st]
+               : "?";
+}
+
+/* client_conn_set_state - the one place the state changes (as curl's
+ * mstate: always use this function to change state, to make debugging
+ * easier); with tracing on, each change is a line. */
+static void client_conn_set_state(struct client_conn *c, enum client_conn_state st, const char *why)
+{
+    if (c->state == st) {
+        return;
+    }
+    if (trace_enabled) {
+        trace_state("client_conn", c->trace_id, client_conn_state_name(c->state),
+                    client_conn_state_name(st), why);
+    }
+    c->state = st;
+}
+
+/* client_conn_handshaking - a TLS handshake runs (implicit or after STARTTLS) */
+static int client_conn_handshaking(const struct client_conn *c)
+{
+    return c->state == CLIENT_CONN_HANDSHAKE || c->state == CLIENT_CONN_STARTTLS;
+}
+
+/* client_conn_talking - the machine has started and the socket is open:
+ * its input is read and its deadlines run, also while draining. */
+static int client_conn_talking(const struct client_conn *c)
+{
+    return c->state == CLIENT_CONN_SMTP || c->state == CLIENT_CONN_DRAINING;
+}
 
 static void client_conn_maybe_free(struct client_conn *c)
 {
@@ -120,13 +167,13 @@ static void client_conn_timer(struct client_conn *c, enum client_conn_timer what
  * left to run. */
 static void client_conn_arm_timer(struct client_conn *c)
 {
-    if (c->state == CLIENT_CONN_HANDSHAKE) {
+    if (client_conn_handshaking(c)) {
         if (c->timer_for != CLIENT_CONN_TIMER_TLS) {
             client_conn_timer(c, CLIENT_CONN_TIMER_TLS, c->cfg->timeout_tls_ms);
         }
         return;
     }
-    if (c->state != CLIENT_CONN_SMTP) {
+    if (!client_conn_talking(c)) {
         return;
     }
     unsigned ms = smtp_client_timeout_ms(c->smtp);
@@ -183,7 +230,7 @@ static void client_conn_flush(struct client_conn *c)
         buf_shrink(&c->sendq, 16384);
     }
     if (buf_len(&c->inflight) == 0) {
-        if (c->close_when_sent) {
+        if (c->state == CLIENT_CONN_DRAINING) {
             client_conn_close(c, NULL);
         }
         return;
@@ -249,7 +296,12 @@ static void client_conn_start_tls(struct client_conn *c)
         }
     }
     c->tls_started_ms = loop_clock_ms(c->loop);
-    c->state = CLIENT_CONN_HANDSHAKE;
+    /* From CONNECTING it is implicit TLS; from SMTP, the machine's STARTTLS. */
+    if (c->state == CLIENT_CONN_CONNECTING) {
+        client_conn_set_state(c, CLIENT_CONN_HANDSHAKE, "implicit TLS");
+    } else {
+        client_conn_set_state(c, CLIENT_CONN_STARTTLS, "220 to STARTTLS");
+    }
     client_conn_handshake(c); /* the ClientHello */
 }
 
@@ -266,7 +318,7 @@ static void client_conn_apply(struct client_conn *c, enum smtp_action a)
         client_conn_start_tls(c);
     }
     if (a == SMTP_ACTION_CLOSE) {
-        c->close_when_sent = 1;
+        client_conn_set_state(c, CLIENT_CONN_DRAINING, smtp_client_end_reason(c->smtp));
     }
     client_conn_flush(c);
     if (c->state != CLIENT_CONN_CLOSING) {
@@ -286,16 +338,16 @@ static void client_conn_handshake(struct client_conn *c)
         snprintf(err, sizeof err, "%s", tls_conn_error(c->tls));
         client_conn_tls_ended(c);
         client_conn_flush(c); /* the alert, if any */
-        c->state = CLIENT_CONN_SMTP;
+        client_conn_set_state(c, CLIENT_CONN_SMTP, "TLS handshake failed");
         client_conn_apply(c, smtp_client_tls_done(c->smtp, 0, err));
         return;
     }
     c->tls_up = 1;
     client_conn_tls_ended(c);
     tls_conn_info(c->tls, &c->tls_info);
-    c->state = CLIENT_CONN_SMTP;
-    if (!c->smtp_started) {
-        c->smtp_started = 1;
+    int implicit = c->state == CLIENT_CONN_HANDSHAKE; /* no SMTP yet */
+    client_conn_set_state(c, CLIENT_CONN_SMTP, c->tls_info.resumed ? "TLS up, resumed" : "TLS up");
+    if (implicit) {
         client_conn_apply(c, smtp_client_start(c->smtp, 1));
     } else {
         client_conn_apply(c, smtp_client_tls_done(c->smtp, 1, NULL));
@@ -305,9 +357,9 @@ static void client_conn_handshake(struct client_conn *c)
 /* Bytes arrived in c->in: run them through TLS and the machine. */
 static void client_conn_process(struct client_conn *c)
 {
-    if (c->state == CLIENT_CONN_HANDSHAKE) {
+    if (client_conn_handshaking(c)) {
         client_conn_handshake(c);
-        if (c->state != CLIENT_CONN_SMTP || buf_len(&c->in) == 0) {
+        if (!client_conn_talking(c) || buf_len(&c->in) == 0) {
             return;
         }
     }
@@ -375,8 +427,7 @@ static void client_conn_on_connect(struct loop_op *op, int res, unsigned flags)
     if (c->cfg->smtp.implicit_tls) {
         client_conn_start_tls(c);
     } else {
-        c->state = CLIENT_CONN_SMTP;
-        c->smtp_started = 1;
+        client_conn_set_state(c, CLIENT_CONN_SMTP, "connected");
         client_conn_apply(c, smtp_client_start(c->smtp, 0));
     }
     if (c->state != CLIENT_CONN_CLOSING) {
@@ -396,12 +447,11 @@ static void client_conn_on_timer(struct loop_timer *t)
     } else if (c->state == CLIENT_CONN_CONNECTING) {
         smtp_client_abort(c->smtp, "timeout_connect", "no answer to the TCP connect");
         client_conn_close(c, NULL);
-    } else if (c->state == CLIENT_CONN_HANDSHAKE) {
+    } else if (client_conn_handshaking(c)) {
         client_conn_tls_ended(c);
-        c->state = CLIENT_CONN_SMTP;
         smtp_client_abort(c->smtp, "timeout_tls", "TLS handshake timed out");
         client_conn_close(c, NULL);
-    } else if (c->state == CLIENT_CONN_SMTP) {
+    } else if (client_conn_talking(c)) {
         client_conn_apply(c, smtp_client_timeout(c->smtp));
         client_conn_close(c, NULL);
     }
@@ -413,10 +463,10 @@ static void client_conn_close(struct client_conn *c, const char *why)
     if (c->state == CLIENT_CONN_CLOSING) {
         return;
     }
-    if (c->state == CLIENT_CONN_HANDSHAKE) {
+    if (client_conn_handshaking(c)) {
         client_conn_tls_ended(c);
     }
-    c->state = CLIENT_CONN_CLOSING;
+    client_conn_set_state(c, CLIENT_CONN_CLOSING, why);
     loop_timer_cancel(c->loop, &c->timer);
     /* Settle whatever the machine still holds before anyone hears of the close. */
     smtp_client_closed(c->smtp, why);
@@ -424,10 +474,8 @@ static void client_conn_close(struct client_conn *c, const char *why)
         /* Completes the pending receive (and send) so the kernel lets go. */
         shutdown(c->fd, SHUT_RDWR);
     }
-    if (!c->closed_reported) {
-        c->closed_reported = 1;
-        c->on_closed(c->owner, c);
-    }
+    /* Once: CLOSING is never left, and this is the only way in. */
+    c->on_closed(c->owner, c);
     client_conn_maybe_free(c);
 }
 
@@ -439,13 +487,18 @@ struct client_conn *client_conn_new(struct loop *loop, const struct client_conn_
     if (!c) {
         return NULL;
     }
-    c->smtp = smtp_client_new(&cfg->smtp, ops, owner);
+    /* The machine's lines carry the connection's number, not one of its own. */
+    unsigned long trace_id = trace_next_id();
+    struct smtp_client_config smtp_cfg = cfg->smtp;
+    smtp_cfg.trace_id = trace_id;
+    c->smtp = smtp_client_new(&smtp_cfg, ops, owner);
     if (!c->smtp) {
         free(c);
         return NULL;
     }
     c->loop = loop;
     c->cfg = cfg;
+    c->trace_id = trace_id;
     c->on_closed = on_closed;
     c->owner = owner;
     c->fd = -1;
@@ -495,9 +548,8 @@ void client_conn_abort(struct client_conn *c, const char *reason, const char *te
         return;
     }
     c->ops_in_flight++; /* the owner's callbacks run inside */
-    if (c->state == CLIENT_CONN_HANDSHAKE) {
+    if (client_conn_handshaking(c)) {
         client_conn_tls_ended(c);
-        c->state = CLIENT_CONN_SMTP;
     }
     smtp_client_abort(c->smtp, reason, text);
     client_conn_close(c, NULL);
@@ -527,6 +579,11 @@ const struct client_conn_times *client_conn_times(const struct client_conn *c)
 const struct smtp_client *client_conn_smtp(const struct client_conn *c)
 {
     return c->smtp;
+}
+
+unsigned long client_conn_trace_id(const struct client_conn *c)
+{
+    return c->trace_id;
 }
 
 void client_conn_resume(struct client_conn *c)

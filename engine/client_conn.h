@@ -9,9 +9,6 @@
  * deadline runs from its start, not from the last byte received. The connection
  * frees itself once closed and no operation of it is left in the kernel;
  * on_closed runs first, after every message it held has its outcome.
- *
- * Exports: client_conn_new, client_conn_start, client_conn_abort, client_conn_tls,
- * client_conn_times.
  */
 #ifndef RINGMAIL_CLIENT_CONN_H
 #define RINGMAIL_CLIENT_CONN_H
@@ -76,5 +73,8 @@ const struct tls_info *client_conn_tls(const struct client_conn *conn);
 const struct client_conn_times *client_conn_times(const struct client_conn *conn);
 /* The SMTP machine (for capabilities and the opportunistic-fallback flag). */
 const struct smtp_client *client_conn_smtp(const struct client_conn *conn);
+/* The connection's number in trace lines (engine/trace.h), for an owner
+ * that traces its own machine for this connection. */
+unsigned long client_conn_trace_id(const struct client_conn *conn);
 
 #endif

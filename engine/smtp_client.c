@@ -8,9 +8,18 @@
  * with PIPELINING the whole MAIL/RCPT.../DATA group is written at once,
  * without it one command goes out per reply.
  *
+ * Every state change goes through smtp_client_set_state, which traces it
+ * (engine/trace.h) under the connection number cfg.trace_id.
+ *
  * Diagnostics: every outcome carries a machine reason (tls_not_offered,
  * starttls_injection, timeout_data, connection_lost, line_too_long, ...)
  * and the server's reply text when there was one.
+ *
+ * Over 900 lines on purpose: one machine whose handlers share the session
+ * struct and call each other across set-up, transaction and fault handling
+ * (a fault in a transaction ends the session; a finished transaction starts
+ * the next). Split, they would need a private header exposing the struct
+ * and some thirty static functions for no gain in what can be tested.
  */
 #include "smtp_client.h"
 
@@ -21,6 +30,7 @@
 
 #include "crypto.h"
 #include "smtp_data.h"
+#include "trace.h"
 
 struct smtp_message smtp_message_wait_sentinel;
 
@@ -36,6 +46,12 @@ enum smtp_state {
     SMTP_STATE_IDLE, /* ready, the owner has no message yet (rate limit): no timer */
     SMTP_STATE_QUIT,
     SMTP_STATE_DONE,
+};
+
+/* For the trace: indexed by enum smtp_state. */
+static const char *const smtp_client_state_names[] = {
+    "INIT", "GREETING",    "EHLO", "HELO", "STARTTLS", "TLS_HANDSHAKE",
+    "AUTH", "TRANSACTION", "IDLE", "QUIT", "DONE",
 };
 
 enum smtp_expect_kind {
@@ -57,7 +73,7 @@ struct smtp_client {
     struct smtp_client_config cfg; /* strings owned by the caller */
     const struct smtp_client_ops *ops;
     void *owner;
-    enum smtp_state state;
+    enum smtp_state state; /* changed only by smtp_client_set_state */
     int tls_active;
     int tls_fallback; /* plaintext under opportunistic */
     const char *fallback_reason;
@@ -85,6 +101,32 @@ struct smtp_client {
 };
 
 static const char *const smtp_policy_names[] = {"required", "verify", "opportunistic", "none"};
+static const char *const smtp_outcome_names[] = {"none",     "accepted", "deferred",
+                                                 "rejected", "failed",   "retry"};
+
+/* smtp_client_state_name - the state's name for trace lines */
+static const char *smtp_client_state_name(enum smtp_state st)
+{
+    return (unsigned)st < sizeof smtp_client_state_names / sizeof *smtp_client_state_names
+               ? smtp_client_state_names[st]
+               : "?";
+}
+
+/* smtp_client_set_state - the one place the state changes. As curl's
+ * mstate: always use this function to change state, to make debugging
+ * easier; with tracing on, each change is a line tagged with the
+ * connection's number. WHY is a short reason, never AUTH data. */
+static void smtp_client_set_state(struct smtp_client *c, enum smtp_state st, const char *why)
+{
+    if (c->state == st) {
+        return;
+    }
+    if (trace_enabled) {
+        trace_state("smtp_client", c->cfg.trace_id, smtp_client_state_name(c->state),
+                    smtp_client_state_name(st), why);
+    }
+    c->state = st;
+}
 
 int smtp_tls_policy_parse(const char *s, enum smtp_tls_policy *out)
 {
@@ -104,9 +146,9 @@ const char *smtp_tls_policy_name(enum smtp_tls_policy p)
 
 const char *smtp_outcome_name(enum smtp_outcome o)
 {
-    static const char *const names[] = {"none",     "accepted", "deferred",
-                                        "rejected", "failed",   "retry"};
-    return (unsigned)o < sizeof names / sizeof *names ? names[o] : "?";
+    return (unsigned)o < sizeof smtp_outcome_names / sizeof *smtp_outcome_names
+               ? smtp_outcome_names[o]
+               : "?";
 }
 
 struct smtp_client *smtp_client_new(const struct smtp_client_config *cfg,
@@ -164,7 +206,7 @@ const char *smtp_client_end_reason(const struct smtp_client *c)
  * (a QUIT after a refused greeting still ends as greeting_refused). */
 static void smtp_end(struct smtp_client *c, const char *reason)
 {
-    c->state = SMTP_STATE_DONE;
+    smtp_client_set_state(c, SMTP_STATE_DONE, reason);
     if (!c->end_reason[0]) {
         snprintf(c->end_reason, sizeof c->end_reason, "%s", reason);
     }
@@ -281,7 +323,7 @@ static enum smtp_action smtp_session_fail(struct smtp_client *c, enum smtp_outco
     /* Be polite unless the server already said goodbye (421). */
     if (!reply || reply->code != 421) {
         buf_append_str(&c->out, "QUIT\r\n");
-        c->state = SMTP_STATE_QUIT;
+        smtp_client_set_state(c, SMTP_STATE_QUIT, reason);
         return SMTP_ACTION_WAIT;
     }
     smtp_end(c, reason);
@@ -290,17 +332,17 @@ static enum smtp_action smtp_session_fail(struct smtp_client *c, enum smtp_outco
 
 /* ---- session set-up ---- */
 
-static void smtp_send_ehlo(struct smtp_client *c)
+static void smtp_send_ehlo(struct smtp_client *c, const char *why)
 {
     buf_appendf(&c->out, "EHLO %s\r\n", c->cfg.helo_name);
-    c->state = SMTP_STATE_EHLO;
+    smtp_client_set_state(c, SMTP_STATE_EHLO, why);
 }
 
 enum smtp_action smtp_client_start(struct smtp_client *c, int tls_active)
 {
     c->waits++;
     c->tls_active = tls_active;
-    c->state = SMTP_STATE_GREETING;
+    smtp_client_set_state(c, SMTP_STATE_GREETING, tls_active ? "TLS up" : "connected");
     return SMTP_ACTION_WAIT;
 }
 
@@ -336,7 +378,8 @@ static enum smtp_action smtp_start_auth(struct smtp_client *c)
         return smtp_session_fail(c, SMTP_OUTCOME_FAILED, "auth_not_offered", NULL,
                                  "server offers no AUTH mechanism we support (PLAIN, LOGIN)");
     }
-    c->state = SMTP_STATE_AUTH;
+    smtp_client_set_state(c, SMTP_STATE_AUTH,
+                          c->auth_step == SMTP_AUTH_STEP_PLAIN ? "AUTH PLAIN" : "AUTH LOGIN");
     return SMTP_ACTION_WAIT;
 }
 
@@ -347,7 +390,7 @@ static enum smtp_action smtp_after_hello(struct smtp_client *c)
     if (!c->tls_active && p != SMTP_TLS_NONE) {
         if ((c->caps.flags & SMTP_CAP_STARTTLS) && !c->cfg.skip_starttls) {
             buf_append_str(&c->out, "STARTTLS\r\n");
-            c->state = SMTP_STATE_STARTTLS;
+            smtp_client_set_state(c, SMTP_STATE_STARTTLS, "STARTTLS offered");
             return SMTP_ACTION_WAIT;
         }
         const char *why = c->cfg.skip_starttls ? "tls_handshake_failed" : "tls_not_offered";
@@ -374,7 +417,7 @@ static enum smtp_action smtp_on_greeting(struct smtp_client *c, const struct smt
                                      : SMTP_OUTCOME_DEFERRED,
                                  "greeting_refused", r, NULL);
     }
-    smtp_send_ehlo(c);
+    smtp_send_ehlo(c, "greeted");
     return SMTP_ACTION_WAIT;
 }
 
@@ -388,7 +431,7 @@ static enum smtp_action smtp_on_ehlo(struct smtp_client *c, const struct smtp_re
         /* An old server: HELO, and no extensions at all. */
         memset(&c->caps, 0, sizeof c->caps);
         buf_appendf(&c->out, "HELO %s\r\n", c->cfg.helo_name);
-        c->state = SMTP_STATE_HELO;
+        smtp_client_set_state(c, SMTP_STATE_HELO, "EHLO refused");
         return SMTP_ACTION_WAIT;
     }
     return smtp_session_fail(c, smtp_outcome_of(r->code), "ehlo_refused", r, NULL);
@@ -407,7 +450,7 @@ static enum smtp_action smtp_on_starttls(struct smtp_client *c, const struct smt
                                    "server sent data after its STARTTLS reply, before TLS");
             return SMTP_ACTION_CLOSE;
         }
-        c->state = SMTP_STATE_TLS_HANDSHAKE;
+        smtp_client_set_state(c, SMTP_STATE_TLS_HANDSHAKE, "220 to STARTTLS");
         return SMTP_ACTION_STARTTLS;
     }
     if (c->cfg.tls_policy == SMTP_TLS_OPPORTUNISTIC && r->code != 421) {
@@ -436,7 +479,7 @@ enum smtp_action smtp_client_tls_done(struct smtp_client *c, int ok, const char 
     c->tls_active = 1;
     memset(&c->caps, 0, sizeof c->caps);
     smtp_reply_parser_reset(&c->parser);
-    smtp_send_ehlo(c);
+    smtp_send_ehlo(c, "TLS up");
     return SMTP_ACTION_WAIT;
 }
 
@@ -468,16 +511,21 @@ static enum smtp_action smtp_on_auth(struct smtp_client *c, const struct smtp_re
 
 /* ---- transactions ---- */
 
+/* Indexed by enum smtp_expect_kind. */
+static const char *const smtp_reason_deferred[] = {
+    "rset_deferred", "mail_deferred", "rcpt_deferred", "data_deferred", "data_deferred"};
+static const char *const smtp_reason_rejected[] = {
+    "rset_rejected", "mail_rejected", "rcpt_rejected", "data_rejected", "data_rejected"};
+static const char *const smtp_expect_cmd[] = {"RSET", "MAIL", "RCPT", "DATA", "the final dot"};
+static const char *const smtp_expect_timeout[] = {"timeout_rset", "timeout_mail", "timeout_rcpt",
+                                                  "timeout_data", "timeout_data_done"};
+
 static const char *smtp_reason(enum smtp_expect_kind k, enum smtp_outcome o)
 {
-    static const char *const deferred[] = {"rset_deferred", "mail_deferred", "rcpt_deferred",
-                                           "data_deferred", "data_deferred"};
-    static const char *const rejected[] = {"rset_rejected", "mail_rejected", "rcpt_rejected",
-                                           "data_rejected", "data_rejected"};
     if (o == SMTP_OUTCOME_ACCEPTED) {
         return "accepted";
     }
-    return o == SMTP_OUTCOME_REJECTED ? rejected[k] : deferred[k];
+    return o == SMTP_OUTCOME_REJECTED ? smtp_reason_rejected[k] : smtp_reason_deferred[k];
 }
 
 static void smtp_expect_push(struct smtp_client *c, enum smtp_expect_kind kind, size_t rcpt)
@@ -606,7 +654,7 @@ static int smtp_begin(struct smtp_client *c, struct smtp_message *m)
     c->mail_ok = 0;
     c->got_reply_in_txn = 0;
     c->body_sent = 0;
-    c->state = SMTP_STATE_TRANSACTION;
+    smtp_client_set_state(c, SMTP_STATE_TRANSACTION, "message");
     if (c->need_rset) {
         buf_append_str(&c->out, "RSET\r\n");
         smtp_expect_push(c, SMTP_EXPECT_RSET, 0);
@@ -619,10 +667,10 @@ static int smtp_begin(struct smtp_client *c, struct smtp_message *m)
     return 0;
 }
 
-static enum smtp_action smtp_quit(struct smtp_client *c)
+static enum smtp_action smtp_quit(struct smtp_client *c, const char *why)
 {
     buf_append_str(&c->out, "QUIT\r\n");
-    c->state = SMTP_STATE_QUIT;
+    smtp_client_set_state(c, SMTP_STATE_QUIT, why);
     return SMTP_ACTION_WAIT;
 }
 
@@ -630,14 +678,14 @@ static enum smtp_action smtp_ready(struct smtp_client *c)
 {
     for (;;) {
         if (c->cfg.max_msgs && c->messages >= c->cfg.max_msgs) {
-            return smtp_quit(c);
+            return smtp_quit(c, "max messages");
         }
         struct smtp_message *m = c->ops->next_message(c->owner);
         if (!m) {
-            return smtp_quit(c);
+            return smtp_quit(c, "no more messages");
         }
         if (m == SMTP_MESSAGE_WAIT) {
-            c->state = SMTP_STATE_IDLE;
+            smtp_client_set_state(c, SMTP_STATE_IDLE, "no message yet");
             return SMTP_ACTION_WAIT;
         }
         if (smtp_begin(c, m) == 0) {
@@ -794,11 +842,10 @@ static enum smtp_action smtp_on_transaction(struct smtp_client *c, const struct 
     }
     struct smtp_expect e = c->expect[c->expect_head];
     if (!smtp_reply_fits(e.kind, r->code)) {
-        static const char *const cmd[] = {"RSET", "MAIL", "RCPT", "DATA", "the final dot"};
         char text[SMTP_TEXT_MAX];
         snprintf(text, sizeof text, "reply out of step: \"%d %.*s\" cannot answer %s", r->code,
                  (int)(buf_len(&r->text) < 200 ? buf_len(&r->text) : 200), buf_data(&r->text),
-                 cmd[e.kind]);
+                 smtp_expect_cmd[e.kind]);
         return smtp_protocol_fault(c, NULL, text);
     }
     c->expect_head++;
@@ -973,9 +1020,7 @@ static const char *smtp_timeout_reason(const struct smtp_client *c)
         return "timeout_auth";
     case SMTP_STATE_TRANSACTION:
         if (c->expect_len > 0) {
-            static const char *const names[] = {"timeout_rset", "timeout_mail", "timeout_rcpt",
-                                                "timeout_data", "timeout_data_done"};
-            return names[c->expect[c->expect_head].kind];
+            return smtp_expect_timeout[c->expect[c->expect_head].kind];
         }
         return "timeout";
     default:
@@ -1001,7 +1046,7 @@ enum smtp_action smtp_client_resume(struct smtp_client *c)
         return SMTP_ACTION_WAIT;
     }
     c->waits++;
-    c->state = SMTP_STATE_TRANSACTION;
+    smtp_client_set_state(c, SMTP_STATE_TRANSACTION, "resumed");
     return smtp_ready(c);
 }
 

@@ -18,12 +18,6 @@
  * (greeting refused, STARTTLS missing under `required`, AUTH refused)
  * reports through ops->session_failed() so the owner can charge the
  * failure to the messages waiting for this destination.
- *
- * Exports: smtp_client_new, smtp_client_free, smtp_client_start,
- * smtp_client_input, smtp_client_tls_done, smtp_client_timeout,
- * smtp_client_closed, smtp_client_output, smtp_client_timeout_ms, smtp_client_wait_id,
- * smtp_client_caps, smtp_client_end_reason, smtp_tls_policy_parse, smtp_tls_policy_name,
- * smtp_outcome_name.
  */
 #ifndef RINGMAIL_SMTP_CLIENT_H
 #define RINGMAIL_SMTP_CLIENT_H
@@ -89,6 +83,8 @@ struct smtp_client_config {
     unsigned timeout_command_ms;   /* EHLO, STARTTLS, AUTH, MAIL, RCPT, RSET, QUIT */
     unsigned timeout_data_ms;      /* the 354 to DATA */
     unsigned timeout_data_done_ms; /* the reply after the final dot */
+    unsigned long trace_id;        /* the connection's number in trace lines (trace_next_id,
+                                      set by the owner: client_conn); 0 outside one */
 };
 
 /* next_message may return this: no message yet, keep the session open

@@ -32,8 +32,6 @@
  * keep_data; otherwise it is counted. Buffers grow once and are reused:
  * no allocation per message.
  *
- * Exports: smtp_server_new, smtp_server_free, smtp_server_greeting,
- * smtp_server_refuse, smtp_server_input, smtp_server_tls_active.
  * Diagnostics: protocol errors are replies to the client (500, 501, 503,
  * 554, ...); after SMTP_SERVER_MAX_ERRORS of them the machine answers
  * 421 and asks to close. Nothing is logged here.
