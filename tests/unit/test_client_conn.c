@@ -33,11 +33,7 @@
 #include "engine/client_conn.h"
 #include "engine/clock.h"
 /* The session cache moves from pool/ to engine/ (issue 12); either is fine here. */
-#if __has_include("engine/tls_session_cache.h")
 #include "engine/tls_session_cache.h"
-#else
-#include "pool/tls_session_cache.h"
-#endif
 
 /* The self-signed ECDSA P-256 certificate for unit.test of test_tls.c. */
 static const char unit_cert[] = "-----BEGIN CERTIFICATE-----\n"
