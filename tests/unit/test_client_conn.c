@@ -32,7 +32,6 @@
 
 #include "engine/client_conn.h"
 #include "engine/clock.h"
-/* The session cache moves from pool/ to engine/ (issue 12); either is fine here. */
 #include "engine/tls_session_cache.h"
 
 /* The self-signed ECDSA P-256 certificate for unit.test of test_tls.c. */
