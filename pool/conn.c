@@ -14,39 +14,97 @@
 #include <string.h>
 
 #include "engine/netaddr.h"
+#include "engine/trace.h"
 #include "pool/deliver_int.h"
 
-static void pool_conn_unwait(struct pool_conn *c)
+static const char *const pool_conn_state_names[] = {
+    [POOL_CONN_CONNECTING] = "CONNECTING",
+    [POOL_CONN_READY] = "READY",
+    [POOL_CONN_TRANSACTING] = "TRANSACTING",
+    [POOL_CONN_WAITING] = "WAITING",
+    [POOL_CONN_GATED] = "GATED",
+    [POOL_CONN_LINGERING] = "LINGERING",
+    [POOL_CONN_LINGER_OVER] = "LINGER_OVER",
+    [POOL_CONN_CLOSING] = "CLOSING",
+    [POOL_CONN_CLOSED] = "CLOSED",
+};
+
+/* pool_conn_state_name - "CONNECTING", "READY" ... */
+const char *pool_conn_state_name(enum pool_conn_state st)
 {
-    if (!c->waiting) {
-        return;
-    }
-    struct pool_conn **pp = &c->lane->waiting;
-    while (*pp && *pp != c) {
-        pp = &(*pp)->wnext;
-    }
-    if (*pp) {
-        *pp = c->wnext;
-    }
-    c->waiting = 0;
-    c->wnext = NULL;
+    return pool_conn_state_names[st];
 }
 
-void pool_conn_ungate(struct pool_conn *c)
+/* pool_conn_set_state - every change of c's life-cycle state goes through here */
+void pool_conn_set_state(struct pool_conn *c, enum pool_conn_state st, const char *why)
 {
-    if (!c->gated) {
+    if (c->state == st) {
         return;
     }
-    struct pool_conn **pp = &c->pool->gated;
-    while (*pp && *pp != c) {
-        pp = &(*pp)->gnext;
+    if (trace_enabled) {
+        trace_state("pool_conn", c->trace_id, pool_conn_state_names[c->state],
+                    pool_conn_state_names[st], why);
     }
-    if (*pp) {
-        *pp = c->gnext;
-        c->pool->ngated--;
+    c->state = st;
+}
+
+/* pool_conn_unidle - c leaves the list its idle state keeps it on (its
+ * state is the caller's to set next) */
+static void pool_conn_unidle(struct pool_conn *c)
+{
+    struct pool_conn **pp;
+    switch (c->state) {
+    case POOL_CONN_WAITING:
+        for (pp = &c->lane->waiting; *pp && *pp != c; pp = &(*pp)->wnext) {
+        }
+        if (*pp) {
+            *pp = c->wnext;
+        }
+        c->wnext = NULL;
+        break;
+    case POOL_CONN_GATED:
+        for (pp = &c->pool->gated; *pp && *pp != c; pp = &(*pp)->gnext) {
+        }
+        if (*pp) {
+            *pp = c->gnext;
+            c->pool->ngated--;
+        }
+        c->gnext = NULL;
+        break;
+    case POOL_CONN_LINGERING:
+        list_unlink(&c->dest->lingering, &c->linger_node);
+        list_unlink(&c->lane->idle, &c->idle_node);
+        loop_timer_cancel(c->pool->loop, &c->linger);
+        break;
+    default:
+        break;
     }
-    c->gated = 0;
-    c->gnext = NULL;
+}
+
+/* pool_conn_wake - idle c asks the pool again: READY, then resumed */
+static void pool_conn_wake(struct pool_conn *c, const char *why)
+{
+    pool_conn_unidle(c);
+    pool_conn_set_state(c, POOL_CONN_READY, why);
+    if (c->conn) {
+        client_conn_resume(c->conn);
+    }
+}
+
+/* pool_conns_wake - wake every session of a detached idle list (linked by
+ * wnext or gnext): one that has to wait again joins the list anew, not this
+ * round. */
+static void pool_conns_wake(struct pool_conn *list, int gated, const char *why)
+{
+    while (list) {
+        struct pool_conn *c = list;
+        list = gated ? c->gnext : c->wnext;
+        c->gnext = c->wnext = NULL;
+        pool_conn_set_state(c, POOL_CONN_READY, why);
+        if (c->conn) {
+            client_conn_resume(c->conn);
+        }
+    }
 }
 
 void pool_lane_wake(struct loop_timer *t)
@@ -54,15 +112,15 @@ void pool_lane_wake(struct loop_timer *t)
     struct pool_lane *l = t->owner;
     struct pool_conn *list = l->waiting;
     l->waiting = NULL;
-    while (list) {
-        struct pool_conn *c = list;
-        list = c->wnext;
-        c->waiting = 0;
-        c->wnext = NULL;
-        if (c->conn) {
-            client_conn_resume(c->conn);
-        }
-    }
+    pool_conns_wake(list, 0, "message token");
+}
+
+void pool_gates_open(struct pool *p)
+{
+    struct pool_conn *list = p->gated;
+    p->gated = NULL;
+    p->ngated = 0;
+    pool_conns_wake(list, 1, "gate open");
 }
 
 /* Once per connection: as soon as it is known (a handshake, full or
@@ -80,7 +138,7 @@ static void pool_count_tls(struct pool_conn *c, int closing)
         st->tls_resumed++;
     } else if (t) {
         st->tls_full++;
-    } else if (c->ready || closing) {
+    } else if (c->state != POOL_CONN_CONNECTING || closing) {
         st->tls_none++;
     } else {
         return;
@@ -88,43 +146,12 @@ static void pool_count_tls(struct pool_conn *c, int closing)
     c->tls_counted = 1;
 }
 
-void pool_unlinger(struct pool_conn *c)
-{
-    if (!c->lingering) {
-        return;
-    }
-    struct pool_conn **pp = &c->dest->lingering;
-    while (*pp && *pp != c) {
-        pp = &(*pp)->lnext;
-    }
-    if (*pp) {
-        *pp = c->lnext;
-    }
-    if (c->iprev) {
-        c->iprev->inext = c->inext;
-    } else {
-        c->lane->idle = c->inext;
-    }
-    if (c->inext) {
-        c->inext->iprev = c->iprev;
-    }
-    c->lingering = 0;
-    c->lnext = c->inext = c->iprev = NULL;
-    loop_timer_cancel(c->pool->loop, &c->linger);
-}
-
 /* c's destination has nothing for it: wait POOL_LINGER_MS for more. */
 static void pool_linger_start(struct pool_conn *c)
 {
-    c->lingering = 1;
-    c->lnext = c->dest->lingering;
-    c->dest->lingering = c;
-    c->iprev = NULL;
-    c->inext = c->lane->idle;
-    if (c->inext) {
-        c->inext->iprev = c;
-    }
-    c->lane->idle = c;
+    pool_conn_set_state(c, POOL_CONN_LINGERING, "queue empty");
+    list_push_front(&c->dest->lingering, &c->linger_node);
+    list_push_front(&c->lane->idle, &c->idle_node);
     loop_timer_set(c->pool->loop, &c->linger, POOL_LINGER_MS);
 }
 
@@ -140,48 +167,54 @@ static void pool_conn_set_yielding(struct pool_conn *c, int on)
     }
 }
 
-/* Make a lingering session QUIT now, for another destination's sake. */
-static void pool_conn_yield(struct pool_conn *c)
+/* pool_linger_end - lingering c stops waiting: an empty queue now means QUIT */
+static void pool_linger_end(struct pool_conn *c, const char *why)
 {
-    pool_unlinger(c);
-    c->linger_over = 1;
-    pool_conn_set_yielding(c, 1);
+    pool_conn_unidle(c);
+    pool_conn_set_state(c, POOL_CONN_LINGER_OVER, why);
     if (c->conn) {
         client_conn_resume(c->conn);
     }
 }
 
 /* After a pump: free as many slots of isp's full lanes as its starved
- * destinations need, from sessions idling for destinations with nothing queued. */
+ * destinations need, from sessions idling for destinations with nothing
+ * queued: each QUITs now, for another destination's sake. */
 static void pool_isp_yield(struct pool_isp *isp)
 {
     for (size_t i = 0; i < isp->nlanes && isp->starved > isp->yielding; i++) {
         struct pool_lane *l = &isp->lanes[i];
-        while (l->idle && pool_lane_starved(l)) {
-            pool_conn_yield(l->idle);
+        while (l->idle.first && pool_lane_starved(l)) {
+            struct pool_conn *c = list_entry(l->idle.first, struct pool_conn, idle_node);
+            pool_conn_set_yielding(c, 1);
+            pool_linger_end(c, "yield");
         }
     }
 }
 
 static void pool_linger_over(struct loop_timer *t)
 {
-    struct pool_conn *c = t->owner;
-    pool_unlinger(c);
-    c->linger_over = 1;
-    if (c->conn) {
-        client_conn_resume(c->conn); /* nothing came: QUIT */
-    }
+    pool_linger_end(t->owner, "linger timeout"); /* nothing came: QUIT */
 }
 
 /* A message arrived for d: wake one lingering session. */
 void pool_wake_lingering(struct pool_dest *d)
 {
-    struct pool_conn *c = d->lingering;
-    if (c) {
-        pool_unlinger(c);
-        if (c->conn) {
-            client_conn_resume(c->conn);
-        }
+    if (d->lingering.first) {
+        pool_conn_wake(list_entry(d->lingering.first, struct pool_conn, linger_node),
+                       "message queued");
+    }
+}
+
+/* pool_conn_stop - the pool stops: an idle session hears "no more messages" */
+void pool_conn_stop(struct pool_conn *c)
+{
+    if (c->state == POOL_CONN_LINGERING || c->state == POOL_CONN_GATED) {
+        pool_conn_unidle(c);
+        pool_conn_set_state(c, POOL_CONN_READY, "pool stopping");
+    }
+    if (c->conn && client_conn_idle(c->conn)) {
+        client_conn_resume(c->conn);
     }
 }
 
@@ -256,8 +289,8 @@ static struct smtp_message *pool_next_message(void *owner)
     struct pool_dest *d = c->dest;
     struct pool_lane *l = c->lane;
     uint64_t now = pool_now(p);
-    if (!c->ready) {
-        c->ready = 1;
+    if (c->state == POOL_CONN_CONNECTING) {
+        pool_conn_set_state(c, POOL_CONN_READY, "session ready");
         pool_count_tls(c, 0);
         if (c->cfg.smtp.tls_policy == SMTP_TLS_OPPORTUNISTIC && !client_conn_tls(c->conn) &&
             !d->warned_plaintext) {
@@ -272,25 +305,31 @@ static struct smtp_message *pool_next_message(void *owner)
         d->proven = 1; /* the first ready session: now the pool may open the rest */
         pool_kick(p);
     }
-    if (!p->stopped && !d->head && !d->fatal_reason[0] && !c->linger_over) {
+    if (!p->stopped && !d->head && !d->fatal_reason[0] && c->state != POOL_CONN_LINGER_OVER) {
         if (pool_lane_starved(l)) {
             pool_conn_set_yielding(c, 1); /* another destination needs the slot: QUIT now */
+            pool_conn_set_state(c, POOL_CONN_CLOSING, "yield");
             return NULL;
         }
         pool_linger_start(c);
         return SMTP_MESSAGE_WAIT;
     }
-    c->linger_over = 0;
     if (p->stopped || !d->head || d->fatal_reason[0]) {
+        pool_conn_set_state(c, POOL_CONN_CLOSING,
+                            p->stopped ? "pool stopping"
+                            : d->head  ? "destination failed"
+                                       : "queue empty");
         return NULL;
     }
     if (pool_lane_paused(l, now)) {
-        return NULL; /* backoff or suspension: close, reopen when the pause ends */
+        /* backoff or suspension: close, reopen when the pause ends */
+        pool_conn_set_state(c, POOL_CONN_CLOSING, "lane paused");
+        return NULL;
     }
     if (p->opt.may_send && !pool_may_send(p, d)) {
         /* The owner must allow the body first (a campaign arms it in the
          * database): idle, no timer, until pool_gate_open. */
-        c->gated = 1;
+        pool_conn_set_state(c, POOL_CONN_GATED, "may_send");
         c->gnext = p->gated;
         p->gated = c;
         p->ngated++;
@@ -301,7 +340,7 @@ static struct smtp_message *pool_next_message(void *owner)
         token_bucket_set_rate(&l->msgs, rate, now);
     }
     if (!token_bucket_take(&l->msgs, 1, now)) {
-        c->waiting = 1;
+        pool_conn_set_state(c, POOL_CONN_WAITING, "message token");
         c->wnext = l->waiting;
         l->waiting = c;
         uint64_t wait = token_bucket_wait_ms(&l->msgs, 1, now);
@@ -311,6 +350,7 @@ static struct smtp_message *pool_next_message(void *owner)
     struct pool_msg *m = pool_dequeue(p, d);
     pool_conn_set_yielding(c, 0); /* mail came for it after all: it stays */
     pool_batch_take(c, m, now);
+    pool_conn_set_state(c, POOL_CONN_TRANSACTING, NULL);
     c->txn_started_ms = loop_clock_ms(p->loop);
     c->sm.mail_from = m->mail_from;
     c->sm.rcpts = c->rcpts;
@@ -342,10 +382,10 @@ static void pool_message_done(void *owner, struct smtp_message *sm)
     if (n == 0) {
         return;
     }
+    pool_conn_set_state(c, POOL_CONN_READY, "transaction done");
     int requeued = 0;
     for (size_t i = 0; i < n; i++) {
         if (sm->rcpts[i].code > 0) {
-            c->transacted = 1;
             if (d->targets && c->target < d->ntargets) {
                 d->targets[c->target].down_until = 0;
             }
@@ -409,6 +449,7 @@ static void pool_session_failed(void *owner, enum smtp_outcome o, const char *re
     memset(&why, 0, sizeof why);
     smtp_rcpt_set(&why, o, reason, reply, text);
     pool_count_tls(c, 0);
+    pool_conn_set_state(c, POOL_CONN_CLOSING, reason); /* the session ends after this */
     if (why.code > 0 && c->lane->isp->cfg) {
         const struct config_rule *rule =
             config_rule_match(c->lane->isp->cfg, why.code, why.enhanced, why.text);
@@ -492,11 +533,10 @@ static void pool_conn_closed(void *owner, struct client_conn *conn)
 {
     struct pool_conn *c = owner;
     struct pool *p = c->pool;
-    (void)conn;
+    const struct smtp_client *sc = client_conn_smtp(conn);
     pool_count_tls(c, 1);
-    pool_conn_unwait(c);
-    pool_conn_ungate(c);
-    pool_unlinger(c);
+    pool_conn_unidle(c);
+    pool_conn_set_state(c, POOL_CONN_CLOSED, sc ? smtp_client_end_reason(sc) : NULL);
     if (c->yielding) {
         /* Its slot goes to a starved destination (the pump that follows
          * counts again). */
@@ -514,14 +554,7 @@ static void pool_conn_closed(void *owner, struct client_conn *conn)
     c->lane->isp->st.open--;
     c->dest->nconns--;
     p->open--;
-    if (c->prev) {
-        c->prev->next = c->next;
-    } else {
-        p->conns = c->next;
-    }
-    if (c->next) {
-        c->next->prev = c->prev;
-    }
+    list_unlink(&p->conns, &c->node);
     free(c);
     pool_kick(p);
 }
@@ -592,6 +625,8 @@ static void pool_conn_open(struct pool *p, struct pool_dest *d, struct pool_lane
     cfg->smtp.timeout_data_done_ms = tmo ? (unsigned)tmo : 60000;
     cfg->timeout_connect_ms = tmo ? (unsigned)tmo : 10000;
     cfg->timeout_tls_ms = tmo ? (unsigned)tmo : 30000;
+    c->trace_id = trace_next_id();
+    c->state = POOL_CONN_CONNECTING; /* the first state, not a change */
     loop_timer_init(&c->linger, pool_linger_over, c);
     c->conn = client_conn_new(p->loop, cfg, &pool_ops, pool_conn_closed, c);
     if (!c->conn) {
@@ -603,11 +638,7 @@ static void pool_conn_open(struct pool *p, struct pool_dest *d, struct pool_lane
     isp->st.connections++;
     d->nconns++;
     p->open++;
-    c->next = p->conns;
-    if (p->conns) {
-        p->conns->prev = c;
-    }
-    p->conns = c;
+    list_push_front(&p->conns, &c->node);
     client_conn_start(c->conn);
 }
 
@@ -621,12 +652,12 @@ void pool_pump(struct loop_timer *t)
     uint64_t now = pool_now(p);
     uint64_t wake = UINT64_MAX;
     unsigned cap = p->opt.max_connections ? p->opt.max_connections : 1000;
-    struct pool_dest *next;
     for (size_t i = 0; i < p->nisps; i++) {
         p->isps[i]->starved = 0;
     }
-    for (struct pool_dest *d = p->active; d; d = next) {
-        next = d->anext;
+    for (struct list_node *n = p->active.first, *nn; n; n = nn) {
+        nn = n->next;
+        struct pool_dest *d = list_entry(n, struct pool_dest, active_node);
         if (d->fatal_reason[0]) {
             pool_fail_queue(p, d,
                             &(struct pool_outcome){SMTP_OUTCOME_FAILED, d->fatal_reason,

@@ -43,24 +43,14 @@ void *pool_xcalloc(size_t n, size_t size)
 
 void pool_gate_open(struct pool *p)
 {
-    struct pool_conn *list = p->gated;
-    p->gated = NULL;
-    p->ngated = 0;
-    while (list) {
-        struct pool_conn *c = list;
-        list = c->gnext;
-        c->gated = 0;
-        c->gnext = NULL;
-        if (c->conn) {
-            client_conn_resume(c->conn);
-        }
-    }
+    pool_gates_open(p);
 }
 
 void pool_submit(struct pool *p, struct pool_msg *m)
 {
     m->next = NULL;
     m->dest = NULL;
+    m->heap_index = -1;
     if (!m->first_ms) {
         m->first_ms = pool_now(p) ? pool_now(p) : 1; /* max_age counts from here */
     }
@@ -139,6 +129,7 @@ struct pool *pool_new(struct loop *loop, const struct pool_options *o, char *err
     }
     loop_timer_init(&p->pump_timer, pool_pump, p);
     loop_timer_init(&p->retry_timer, pool_retry_due, p);
+    pool_retry_init(p);
     if (pool_sources_init(p, err, errlen) < 0 || pool_check_config(p, p->config, err, errlen) < 0) {
         pool_free(p);
         return NULL;
@@ -214,14 +205,10 @@ void pool_stop(struct pool *p)
             pool_lane_wake(&l->timer);
         }
     }
-    struct pool_conn *next;
-    for (struct pool_conn *c = p->conns; c; c = next) {
-        next = c->next; /* resuming may close c */
-        pool_unlinger(c);
-        pool_conn_ungate(c);
-        if (c->conn && client_conn_idle(c->conn)) {
-            client_conn_resume(c->conn);
-        }
+    for (struct list_node *n = p->conns.first, *nn; n; n = nn) {
+        nn = n->next; /* resuming may close c */
+        struct pool_conn *c = list_entry(n, struct pool_conn, node);
+        pool_conn_stop(c);
     }
     if (p->dns) {
         dns_free(p->dns);
@@ -249,9 +236,9 @@ void pool_release_all(struct pool *p, void (*release)(void *user, struct pool_ms
             release(p->opt.user, m);
         }
     }
-    while (p->nheap > 0) {
+    struct pool_msg *m;
+    while ((m = heap_pop(&p->retry)) != NULL) {
         p->pending--;
-        struct pool_msg *m = pool_retry_pop(p);
         pool_msg_private_free(m);
         release(p->opt.user, m);
     }
@@ -264,7 +251,7 @@ size_t pool_pending(const struct pool *p)
 
 size_t pool_retry_depth(const struct pool *p)
 {
-    return p->nheap;
+    return heap_len(&p->retry);
 }
 
 unsigned pool_gated_connections(const struct pool *p)
@@ -402,7 +389,7 @@ void pool_metrics(struct pool *p, buf_t *out)
                 "# TYPE ringmail_retry_queue_depth gauge\nringmail_retry_queue_depth %zu\n"
                 "# HELP ringmail_pending Messages not yet final.\n"
                 "# TYPE ringmail_pending gauge\nringmail_pending %zu\n",
-                p->nheap, p->pending);
+                heap_len(&p->retry), p->pending);
     free(st);
 }
 
@@ -428,7 +415,7 @@ void pool_free(struct pool *p)
         free(p->isps[i]);
     }
     free(p->isps);
-    free(p->heap);
+    heap_free(&p->retry);
     tls_session_cache_free(p->cache);
     tls_ctx_free(p->ctx_plain);
     tls_ctx_free(p->ctx_verify);

@@ -53,6 +53,7 @@ struct pool_msg {
     /* pool-private */
     char *rcpt_ascii; /* owned: rcpt with its IDN domain as A-labels (ASCII local part) */
     uint64_t due_ms;
+    int heap_index; /* in the retry heap; -1 when not */
     struct pool_msg *next;
     struct pool_dest *dest;
 };

@@ -34,6 +34,8 @@
 #include <sys/socket.h>
 
 #include "engine/client_conn.h"
+#include "engine/heap.h"
+#include "engine/list.h"
 #include "pool/deliver.h"
 #include "pool/dns.h"
 #include "pool/throttle.h"
@@ -71,7 +73,7 @@ struct pool_lane {
     struct backoff bo;
     struct pool_conn *waiting; /* idle connections waiting for a message token */
     struct loop_timer timer;   /* wakes the waiting connections */
-    struct pool_conn *idle;    /* lingering sessions of the lane, for yielding */
+    struct list_head idle;     /* lingering sessions of the lane (idle_node), for yielding */
 };
 
 struct pool_isp {
@@ -115,19 +117,34 @@ struct pool_dest {
     struct pool_msg *head, *tail;
     size_t queued;
     unsigned nconns;
-    int skip_starttls;           /* opportunistic: the handshake failed here once */
-    int warned_plaintext;        /* opportunistic: the plaintext WARNING was printed */
-    struct pool_conn *lingering; /* idle sessions waiting for a message here */
-    int proven;                  /* a session got ready: more than one connection may open */
-    int addr_tempfail;           /* an exchanger's address lookup failed for now */
-    const char *server_name;     /* route/relay: SNI override (points into pool) */
+    int skip_starttls;          /* opportunistic: the handshake failed here once */
+    int warned_plaintext;       /* opportunistic: the plaintext WARNING was printed */
+    struct list_head lingering; /* idle sessions waiting for a message here (linger_node) */
+    int proven;                 /* a session got ready: more than one connection may open */
+    int addr_tempfail;          /* an exchanger's address lookup failed for now */
+    const char *server_name;    /* route/relay: SNI override (points into pool) */
     int is_relay;
     char fatal_reason[SMTP_REASON_MAX]; /* AUTH refused: fail every message */
     char fatal_text[SMTP_TEXT_MAX + 32];
     struct pool *pool;
-    struct pool_dest *hnext;         /* hash chain */
-    struct pool_dest *anext, *aprev; /* active list: queued > 0 */
-    int active;
+    struct pool_dest *hnext;      /* hash chain */
+    struct list_node active_node; /* on pool->active while queued > 0 */
+};
+
+/* A connection's life cycle as the pool sees it (client_conn and
+ * smtp_client have their own, finer machines). Every change goes through
+ * pool_conn_set_state. The idle states keep it on one list each. */
+enum pool_conn_state {
+    POOL_CONN_CONNECTING,  /* TCP, TLS, greeting, EHLO (STARTTLS, AUTH): not ready yet */
+    POOL_CONN_READY,       /* the session is up and holds no transaction */
+    POOL_CONN_TRANSACTING, /* a batch is in flight, from MAIL to its last reply */
+    POOL_CONN_WAITING,     /* idle until its lane has a message token (lane->waiting) */
+    POOL_CONN_GATED,       /* idle until may_send allows the queue's head (pool->gated) */
+    POOL_CONN_LINGERING,   /* idle, its destination's queue empty, for POOL_LINGER_MS
+                            * (dest->lingering and lane->idle) */
+    POOL_CONN_LINGER_OVER, /* lingered its time, or yields: an empty queue now means QUIT */
+    POOL_CONN_CLOSING,     /* QUIT said, or the session failed: the close is coming */
+    POOL_CONN_CLOSED,      /* client_conn reported it closed; freed right after */
 };
 
 struct pool_conn {
@@ -151,20 +168,24 @@ struct pool_conn {
     unsigned char sent1;
     uint64_t txn_started_ms;
     struct smtp_message sm;
+    enum pool_conn_state state; /* changed only by pool_conn_set_state */
+    unsigned long trace_id;     /* its number in trace lines */
+    /* Not states: bookkeeping bits that live across several states.
+     * tls_counted: its TLS kind went into the ISP's statistics (once, as
+     * soon as it is known, whatever state the connection is in).
+     * yielding: asked to QUIT for another destination's sake, and counted
+     * in isp->yielding until it closes (LINGER_OVER, CLOSING) or mail came
+     * for it after all. */
     int tls_counted;
-    int ready;      /* the SMTP session got ready (EHLO, and STARTTLS when it was done) */
-    int transacted; /* some message got a reply on this connection */
-    int waiting;
-    struct pool_conn *wnext;
-    int gated;                       /* waiting for may_send to allow the queue's head */
-    struct pool_conn *gnext;         /* the pool's gated list */
-    int lingering;                   /* idle, waiting for its destination's next message */
-    int linger_over;                 /* lingered its time: the next empty queue means QUIT */
-    struct pool_conn *lnext;         /* destination's lingering list */
-    struct pool_conn *inext, *iprev; /* lane's idle list, while lingering */
-    int yielding;                    /* asked to QUIT for another destination's sake */
+    int yielding;
+    /* The waiting and gated lists are stacks the waker takes whole (a
+     * session that must wait again joins the new one): singly linked. */
+    struct pool_conn *wnext;      /* lane's waiting list (WAITING) */
+    struct pool_conn *gnext;      /* the pool's gated list (GATED) */
+    struct list_node linger_node; /* dest->lingering (LINGERING) */
+    struct list_node idle_node;   /* lane->idle (LINGERING) */
     struct loop_timer linger;
-    struct pool_conn *next, *prev; /* all connections */
+    struct list_node node; /* pool->conns */
 };
 
 struct pool_source {
@@ -187,14 +208,13 @@ struct pool {
     struct pool_isp **isps;
     size_t nisps;
     struct pool_dest *buckets[POOL_DEST_BUCKETS];
-    struct pool_dest *active;
+    struct list_head active; /* destinations with messages queued (active_node) */
     struct pool_dest *relay;
-    struct pool_conn *conns;
+    struct list_head conns;  /* every open connection (node) */
     struct pool_conn *gated; /* idle until pool_gate_open */
     unsigned ngated;
     unsigned open;
-    struct pool_msg **heap; /* retry heap by due_ms */
-    size_t nheap, heap_cap;
+    struct heap retry; /* messages waiting for a retry, by due_ms */
     struct loop_timer pump_timer, retry_timer;
     size_t pending;
     int stopped;
@@ -276,8 +296,8 @@ void pool_settle(struct pool *p, struct pool_msg *m, struct pool_conn *c,
 void pool_msg_private_free(struct pool_msg *m);
 /* pool_retry_push - m waits in the retry heap until m->due_ms */
 void pool_retry_push(struct pool *p, struct pool_msg *m);
-/* pool_retry_pop - the message due first (the heap must not be empty) */
-struct pool_msg *pool_retry_pop(struct pool *p);
+/* pool_retry_init - an empty retry heap for p */
+void pool_retry_init(struct pool *p);
 /* pool_retry_due - retry timer: route every message that came due */
 void pool_retry_due(struct loop_timer *t);
 
@@ -293,9 +313,13 @@ struct tls_ctx *pool_tls_ctx(struct pool *p, enum smtp_tls_policy policy);
 void pool_lane_wake(struct loop_timer *t);
 /* pool_wake_lingering - a message arrived for d: wake one lingering session */
 void pool_wake_lingering(struct pool_dest *d);
-/* pool_unlinger - c stops lingering */
-void pool_unlinger(struct pool_conn *c);
-/* pool_conn_ungate - c leaves the gated list */
-void pool_conn_ungate(struct pool_conn *c);
+/* pool_gates_open - every gated session asks may_send again */
+void pool_gates_open(struct pool *p);
+/* pool_conn_stop - the pool stops: an idle session of c hears "no more messages" */
+void pool_conn_stop(struct pool_conn *c);
+/* pool_conn_set_state - c goes to state st (traced with why, which may be NULL) */
+void pool_conn_set_state(struct pool_conn *c, enum pool_conn_state st, const char *why);
+/* pool_conn_state_name - the state's name, as traced */
+const char *pool_conn_state_name(enum pool_conn_state st);
 
 #endif

@@ -26,33 +26,16 @@ static unsigned pool_hash(const char *s)
 }
 static void pool_active_add(struct pool *p, struct pool_dest *d)
 {
-    if (d->active) {
-        return;
+    if (!list_linked(&p->active, &d->active_node)) {
+        list_push_front(&p->active, &d->active_node);
     }
-    d->active = 1;
-    d->aprev = NULL;
-    d->anext = p->active;
-    if (p->active) {
-        p->active->aprev = d;
-    }
-    p->active = d;
 }
 
 static void pool_active_remove(struct pool *p, struct pool_dest *d)
 {
-    if (!d->active) {
-        return;
+    if (list_linked(&p->active, &d->active_node)) {
+        list_unlink(&p->active, &d->active_node);
     }
-    d->active = 0;
-    if (d->aprev) {
-        d->aprev->anext = d->anext;
-    } else {
-        p->active = d->anext;
-    }
-    if (d->anext) {
-        d->anext->aprev = d->aprev;
-    }
-    d->anext = d->aprev = NULL;
 }
 
 void pool_enqueue(struct pool *p, struct pool_dest *d, struct pool_msg *m, int front)

@@ -11,63 +11,29 @@
 
 #include "pool/deliver_int.h"
 
-static void pool_heap_swap(struct pool *p, size_t a, size_t b)
+/* ---- the retry heap ---- */
+
+void pool_retry_init(struct pool *p)
 {
-    struct pool_msg *t = p->heap[a];
-    p->heap[a] = p->heap[b];
-    p->heap[b] = t;
+    heap_init(&p->retry, offsetof(struct pool_msg, due_ms), offsetof(struct pool_msg, heap_index));
 }
 
 void pool_retry_push(struct pool *p, struct pool_msg *m)
 {
-    if (p->nheap == p->heap_cap) {
-        p->heap_cap = p->heap_cap ? p->heap_cap * 2 : 256;
-        struct pool_msg **h = realloc(p->heap, p->heap_cap * sizeof *h);
-        if (!h) {
-            abort();
-        }
-        p->heap = h;
-    }
-    size_t i = p->nheap++;
-    p->heap[i] = m;
-    while (i > 0 && p->heap[(i - 1) / 2]->due_ms > p->heap[i]->due_ms) {
-        pool_heap_swap(p, i, (i - 1) / 2);
-        i = (i - 1) / 2;
-    }
-    pool_timer_at(p, &p->retry_timer, p->heap[0]->due_ms);
-}
-
-struct pool_msg *pool_retry_pop(struct pool *p)
-{
-    struct pool_msg *top = p->heap[0];
-    p->heap[0] = p->heap[--p->nheap];
-    size_t i = 0;
-    for (;;) {
-        size_t l = 2 * i + 1, r = l + 1, s = i;
-        if (l < p->nheap && p->heap[l]->due_ms < p->heap[s]->due_ms) {
-            s = l;
-        }
-        if (r < p->nheap && p->heap[r]->due_ms < p->heap[s]->due_ms) {
-            s = r;
-        }
-        if (s == i) {
-            break;
-        }
-        pool_heap_swap(p, i, s);
-        i = s;
-    }
-    return top;
+    heap_push(&p->retry, m);
+    pool_timer_at(p, &p->retry_timer, ((struct pool_msg *)heap_top(&p->retry))->due_ms);
 }
 
 void pool_retry_due(struct loop_timer *t)
 {
     struct pool *p = t->owner;
     uint64_t now = pool_now(p);
-    while (p->nheap > 0 && p->heap[0]->due_ms <= now) {
-        pool_route(p, pool_retry_pop(p));
+    struct pool_msg *m;
+    while ((m = heap_top(&p->retry)) != NULL && m->due_ms <= now) {
+        pool_route(p, heap_pop(&p->retry));
     }
-    if (p->nheap > 0) {
-        pool_timer_at(p, &p->retry_timer, p->heap[0]->due_ms);
+    if (m) {
+        pool_timer_at(p, &p->retry_timer, m->due_ms);
     }
 }
 
