@@ -9,6 +9,7 @@
 #include <idn2.h>
 #include <netdb.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -213,14 +214,18 @@ static void dns_on_timer(struct loop_timer *t)
     dns_schedule(d);
 }
 
+/* c-ares's global state, once per process (several loops may start pools at once). */
+static pthread_once_t dns_library_once = PTHREAD_ONCE_INIT;
+
+static void dns_library_init(void)
+{
+    ares_library_init(ARES_LIB_INIT_ALL);
+}
+
 struct dns *dns_new(struct loop *loop, const char *server, unsigned timeout_ms, char *err,
                     size_t errlen)
 {
-    static int initialised;
-    if (!initialised) {
-        ares_library_init(ARES_LIB_INIT_ALL);
-        initialised = 1;
-    }
+    pthread_once(&dns_library_once, dns_library_init);
     struct dns *d = calloc(1, sizeof *d);
     if (!d) {
         snprintf(err, errlen, "out of memory");

@@ -17,7 +17,6 @@
 #include "pool/metrics.h"
 
 #include <errno.h>
-#include <liburing.h>
 #include <math.h>
 #include <netinet/in.h>
 #include <stdint.h>
@@ -348,7 +347,7 @@ static void metrics_on_accept_retry(struct loop_timer *t)
 static void metrics_on_accept(struct loop_op *op, int res, unsigned flags)
 {
     struct metrics *m = op->owner;
-    if (!(flags & IORING_CQE_F_MORE)) {
+    if (!loop_cqe_more(flags)) {
         m->accept_busy = 0;
     }
     if (res >= 0) {
