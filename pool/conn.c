@@ -351,7 +351,7 @@ static struct smtp_message *pool_next_message(void *owner)
     pool_conn_set_yielding(c, 0); /* mail came for it after all: it stays */
     pool_batch_take(c, m, now);
     pool_conn_set_state(c, POOL_CONN_TRANSACTING, NULL);
-    c->txn_started_ms = loop_clock_ms(p->loop);
+    c->txn_started_ms = pool_clock_ms(p);
     c->sm.mail_from = m->mail_from;
     c->sm.rcpts = c->rcpts;
     c->sm.nrcpts = c->nbatch;

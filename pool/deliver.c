@@ -115,6 +115,17 @@ int pool_check_config(const struct pool *p, const struct config *c, char *err, s
     return 0;
 }
 
+/* pool_dns_mx, pool_dns_addr - pool/dns.c as the pool's resolver */
+static void pool_dns_mx(void *ctx, const char *domain, dns_mx_cb cb, void *user)
+{
+    dns_resolve_mx(ctx, domain, cb, user);
+}
+
+static void pool_dns_addr(void *ctx, const char *host, dns_addr_cb cb, void *user)
+{
+    dns_resolve_addr(ctx, host, cb, user);
+}
+
 struct pool *pool_new(struct loop *loop, const struct pool_options *o, char *err, size_t errlen)
 {
     struct pool *p = pool_xcalloc(1, sizeof *p);
@@ -135,12 +146,15 @@ struct pool *pool_new(struct loop *loop, const struct pool_options *o, char *err
         return NULL;
     }
     pool_isps_sync(p);
-    if (!o->relay) {
+    if (!o->relay && o->resolve) {
+        p->res = *o->resolve;
+    } else if (!o->relay) {
         p->dns = dns_new(loop, o->resolver, 0, err, errlen); /* 2 s per try, 2 tries */
         if (!p->dns) {
             pool_free(p);
             return NULL;
         }
+        p->res = (struct pool_resolver){pool_dns_mx, pool_dns_addr, p->dns};
     } else {
         p->relay = pool_xcalloc(1, sizeof *p->relay);
         snprintf(p->relay->domain, sizeof p->relay->domain, "[relay]");
@@ -214,6 +228,7 @@ void pool_stop(struct pool *p)
         dns_free(p->dns);
         p->dns = NULL;
     }
+    memset(&p->res, 0, sizeof p->res);
 }
 
 void pool_release_all(struct pool *p, void (*release)(void *user, struct pool_msg *m))

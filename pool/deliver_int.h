@@ -199,7 +199,8 @@ struct pool {
     struct loop *loop;
     struct pool_options opt;
     struct config *config;
-    struct dns *dns;
+    struct dns *dns;          /* owned; NULL with a relay or opt.resolve, and once stopped */
+    struct pool_resolver res; /* what resolves; .mx NULL when nothing does (relay, stopped) */
     struct tls_ctx *ctx_plain, *ctx_verify;
     struct tls_session_cache *cache;
     struct pool_source sources[POOL_MAX_SOURCES];
@@ -236,7 +237,13 @@ struct pool_outcome {
 /* pool_now - the pool's clock (the loop's, refreshed once per iteration) */
 static inline uint64_t pool_now(struct pool *p)
 {
-    return loop_now_ms(p->loop);
+    return p->opt.clock ? p->opt.clock() : loop_now_ms(p->loop);
+}
+
+/* pool_clock_ms - the pool's clock read now (for measuring durations) */
+static inline uint64_t pool_clock_ms(struct pool *p)
+{
+    return p->opt.clock ? p->opt.clock() : loop_clock_ms(p->loop);
 }
 
 /* pool_timer_at - make t fire at `at` (pool clock) at the latest */

@@ -186,7 +186,7 @@ static void pool_resolve_next_host(struct pool *p, struct pool_dest *d)
         pool_dest_ready(p, d, 300);
         return;
     }
-    dns_resolve_addr(p->dns, d->mx[d->resolving_host].name, pool_dns_addr_cb, d);
+    p->res.addr(p->res.ctx, d->mx[d->resolving_host].name, pool_dns_addr_cb, d);
 }
 
 static void pool_dns_addr_cb(void *user, const struct dns_addr_result *res)
@@ -331,7 +331,7 @@ int pool_dest_fixed(struct pool *p, struct pool_dest *d, const char *server)
         d->isp->queued += d->queued;
     }
     if (pool_server_split(server, host, sizeof host, &port, err, sizeof err) < 0 ||
-        ((d->is_relay || !p->dns || pool_host_numeric(host)) &&
+        ((d->is_relay || !p->res.mx || pool_host_numeric(host)) &&
          netaddr_parse(server, &ss, &len, host, sizeof host, err, sizeof err) < 0)) {
         pool_fail_queue(p, d,
                         &(struct pool_outcome){
@@ -341,13 +341,13 @@ int pool_dest_fixed(struct pool *p, struct pool_dest *d, const char *server)
                         });
         return -1;
     }
-    if (!d->is_relay && p->dns && !pool_host_numeric(host)) {
+    if (!d->is_relay && p->res.mx && !pool_host_numeric(host)) {
         struct pool_route_lookup *lk = pool_xcalloc(1, sizeof *lk);
         lk->d = d;
         lk->port = port;
         snprintf(lk->host, sizeof lk->host, "%s", host);
         d->state = DEST_RESOLVING;
-        dns_resolve_addr(p->dns, host, pool_route_addr_cb, lk);
+        p->res.addr(p->res.ctx, host, pool_route_addr_cb, lk);
         return 0;
     }
     free(d->targets);
@@ -372,7 +372,7 @@ void pool_dest_resolve(struct pool *p, struct pool_dest *d)
         }
     }
     d->state = DEST_RESOLVING;
-    dns_resolve_mx(p->dns, d->domain, pool_dns_mx_cb, d);
+    p->res.mx(p->res.ctx, d->domain, pool_dns_mx_cb, d);
 }
 /* The first address of d not marked down, in MX order; -1 when all are. */
 long pool_target_pick(struct pool_dest *d, uint64_t now)

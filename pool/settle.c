@@ -77,7 +77,7 @@ void pool_settle(struct pool *p, struct pool_msg *m, struct pool_conn *c,
         a.connect_ms = (int)tm->connect_ms;
         a.tls_ms = a.tls ? (int)tm->tls_ms : -1;
         if (c->txn_started_ms) {
-            a.transaction_ms = (int)(loop_clock_ms(p->loop) - c->txn_started_ms);
+            a.transaction_ms = (int)(pool_clock_ms(p) - c->txn_started_ms);
         }
     }
     isp->st.attempts++;
