@@ -17,9 +17,6 @@
  * creation, setsockopt and close() of a socket are non-blocking syscalls
  * made directly.
  *
- * Exports: loop_new, loop_free, loop_run, loop_stop, loop_now_ms, loop_connect,
- * loop_accept, loop_recv, loop_send, loop_poll_add, loop_cancel, loop_timer_set,
- * loop_timer_cancel, loop_timer_active, loop_pending, loop_nofile_raise.
  * Diagnostics: loop_new returns NULL with errno when the ring cannot be set up.
  */
 #ifndef RINGMAIL_LOOP_H

@@ -22,10 +22,6 @@
  *
  * One pool per loop, single-threaded. Configuration reloads (pool_reload)
  * apply to new connections and message tokens at once.
- *
- * Exports: pool_new, pool_free, pool_submit, pool_check_config, pool_reload,
- * pool_stop, pool_release_all, pool_gate_open, pool_pending, pool_retry_depth,
- * pool_isp_stats, pool_gated_connections, pool_open_connections, pool_metrics.
  */
 #ifndef RINGMAIL_DELIVER_H
 #define RINGMAIL_DELIVER_H
