@@ -8,6 +8,15 @@
  * its destination has mail again (lingering, POOL_LINGER_MS); or it says
  * QUIT. Outcomes go to pool_settle; a session that fails before any
  * transaction marks its address down (MX fallback).
+ *
+ * What a connection is doing is one enum pool_conn_state, changed only by
+ * pool_conn_set_state (traced as "pool_conn FROM -> TO (why)"):
+ *
+ *   CONNECTING -> READY -> TRANSACTING -> READY -> ...
+ *   READY -> WAITING | GATED | LINGERING -> READY (woken: token, gate, mail)
+ *   LINGERING -> LINGER_OVER (timeout, or it yields its slot), which goes on
+ *                as READY does except that an empty queue now means CLOSING
+ *   any -> CLOSING (QUIT said, or the session failed); any -> CLOSED (freed)
  */
 #include <stdio.h>
 #include <stdlib.h>

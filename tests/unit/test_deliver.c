@@ -419,6 +419,14 @@ static void test_backoff_and_recovery(void **state)
 
 /* ---- retries come due in due-time order ---- */
 
+static const char *const retry_rcpts[] = {"m0@example.net", "m1@example.net", "m2@example.net",
+                                          "m3@example.net", "m4@example.net"};
+/* When each fails (ms after t0) and how many attempts it had made. */
+static const uint64_t retry_fail_at[] = {0, 0, 0, 10000, 20000};
+static const unsigned retry_before[] = {0, 2, 1, 0, 1};
+/* So each is due (1m, 5m or 30m after its failure): */
+static const uint64_t retry_due[] = {60000, 1800000, 300000, 70000, 320000};
+
 static void test_retry_heap_order(void **state)
 {
     (void)state;
@@ -426,28 +434,21 @@ static void test_retry_heap_order(void **state)
     fx_start(&fx, "[global]\nretry = 1m, 5m, 30m\nmax_age = 1d\n", 0, 0);
     uint64_t t0 = fake_now;
     struct pool_msg m[5];
-    static const char *const rcpts[] = {"m0@example.net", "m1@example.net", "m2@example.net",
-                                        "m3@example.net", "m4@example.net"};
-    /* When each fails (ms after t0) and how many attempts it had made. */
-    static const uint64_t fail_at[] = {0, 0, 0, 10000, 20000};
-    static const unsigned before[] = {0, 2, 1, 0, 1};
-    /* So each is due (1m, 5m or 30m after its failure): */
-    static const uint64_t due[] = {60000, 1800000, 300000, 70000, 320000};
     for (int i = 0; i < 5; i++) {
-        msg_init(&m[i], rcpts[i]);
-        m[i].attempts = before[i];
+        msg_init(&m[i], retry_rcpts[i]);
+        m[i].attempts = retry_before[i];
         pool_submit(fx.p, &m[i]);
     }
     resolve_all(fx.p);
     struct pool_dest *d = dest_named(fx.p, "example.net");
     for (int i = 0; i < 5; i++) {
-        fake_now = t0 + fail_at[i];
+        fake_now = t0 + retry_fail_at[i];
         struct pool_msg *x = pool_dequeue(fx.p, d);
         assert_ptr_equal(x, &m[i]);
         pool_settle(fx.p, x, NULL,
                     &(struct pool_outcome){SMTP_OUTCOME_DEFERRED, "connection_lost", .text = "x"});
-        assert_int_equal(fx.results[i].retry_in_ms, due[i] - fail_at[i]);
-        assert_int_equal(m[i].due_ms, t0 + due[i]);
+        assert_int_equal(fx.results[i].retry_in_ms, retry_due[i] - retry_fail_at[i]);
+        assert_int_equal(m[i].due_ms, t0 + retry_due[i]);
     }
     assert_int_equal(pool_retry_depth(fx.p), 5);
     assert_null(d->head);
@@ -479,6 +480,17 @@ static void test_retry_heap_order(void **state)
 }
 
 /* ---- MX fallback: the first exchanger refuses, the next one takes it ---- */
+
+/* mx1 is 127.0.0.2, where nothing listens on that port: refused. */
+static const struct fake_mx fallback_mx[] = {
+    {"fallback.test", {"mx1.fallback.test", "mx2.fallback.test", NULL}},
+    {NULL, {NULL}},
+};
+static const struct fake_host fallback_hosts[] = {
+    {"mx1.fallback.test", "127.0.0.2"},
+    {"mx2.fallback.test", "127.0.0.1"},
+    {NULL, NULL},
+};
 
 struct stub_smtp {
     int lfd;
@@ -562,17 +574,7 @@ static void test_mx_fallback(void **state)
     s.port = ntohs(sin.sin_port);
     assert_int_equal(pthread_create(&s.thread, NULL, stub_run, &s), 0);
 
-    /* mx1 is 127.0.0.2, where nothing listens on that port: refused. */
-    static const struct fake_mx mx[] = {
-        {"fallback.test", {"mx1.fallback.test", "mx2.fallback.test", NULL}},
-        {NULL, {NULL}},
-    };
-    static const struct fake_host hosts[] = {
-        {"mx1.fallback.test", "127.0.0.2"},
-        {"mx2.fallback.test", "127.0.0.1"},
-        {NULL, NULL},
-    };
-    struct fixture fx = {.dns = {mx, hosts, 0, 0}};
+    struct fixture fx = {.dns = {fallback_mx, fallback_hosts, 0, 0}};
     fx_start(&fx, "[global]\nretry = 1m\n", s.port, 1);
     fx.finish_on_final = 1;
     loop_timer_set(fx.loop, &fx.guard, 10000);
