@@ -458,6 +458,7 @@ static void pool_session_failed(void *owner, enum smtp_outcome o, const char *re
     memset(&why, 0, sizeof why);
     smtp_rcpt_set(&why, o, reason, reply, text);
     pool_count_tls(c, 0);
+    pool_conn_unidle(c); /* never idle here (an idle session fails by closing), but if so */
     pool_conn_set_state(c, POOL_CONN_CLOSING, reason); /* the session ends after this */
     if (why.code > 0 && c->lane->isp->cfg) {
         const struct config_rule *rule =

@@ -234,7 +234,7 @@ struct pool_outcome {
 
 /* ---- deliver.c: shared helpers ---- */
 
-/* pool_now - the pool's clock (the loop's, refreshed once per iteration) */
+/* pool_now - the pool's clock: opt.clock, else the loop's (refreshed once per iteration) */
 static inline uint64_t pool_now(struct pool *p)
 {
     return p->opt.clock ? p->opt.clock() : loop_now_ms(p->loop);
