@@ -24,6 +24,9 @@
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "engine/clock.h"
+#include "engine/heap.h"
 #if __has_include(<valgrind/memcheck.h>)
 #include <valgrind/memcheck.h>
 #else
@@ -40,17 +43,9 @@ struct loop {
     int wake_fd;        /* eventfd written by loop_stop */
     uint64_t wake_value;
     struct loop_op wake_op;
-    struct loop_timer **heap; /* owned array; the timers belong to their owners */
-    size_t heap_len, heap_cap;
-    int poll_wait; /* under valgrind: block in poll(2) on the ring, not in io_uring_enter */
+    struct heap timers; /* by deadline_ms; the timers belong to their owners */
+    int poll_wait;      /* under valgrind: block in poll(2) on the ring, not in io_uring_enter */
 };
-
-static uint64_t loop_monotonic_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 static struct io_uring_sqe *loop_sqe(struct loop *loop)
 {
@@ -119,7 +114,9 @@ struct loop *loop_new(unsigned entries)
     }
     loop->wake_op.cb = loop_on_wake;
     loop->wake_op.owner = loop;
-    loop->now_ms = loop_monotonic_ms();
+    heap_init(&loop->timers, offsetof(struct loop_timer, deadline_ms),
+              offsetof(struct loop_timer, heap_index));
+    loop->now_ms = clock_ms();
     loop_wake_arm(loop);
     return loop;
 }
@@ -131,7 +128,7 @@ void loop_free(struct loop *loop)
     }
     io_uring_queue_exit(&loop->ring);
     close(loop->wake_fd);
-    free(loop->heap);
+    heap_free(&loop->timers);
     free(loop);
 }
 
@@ -155,13 +152,18 @@ uint64_t loop_now_ms(struct loop *loop)
 
 uint64_t loop_clock_ms(struct loop *loop)
 {
-    loop->now_ms = loop_monotonic_ms();
+    loop->now_ms = clock_ms();
     return loop->now_ms;
 }
 
 void loop_mark_received(const void *buf, size_t n)
 {
     (void)VALGRIND_MAKE_MEM_DEFINED(buf, n);
+}
+
+int loop_cqe_more(unsigned cqe_flags)
+{
+    return (cqe_flags & IORING_CQE_F_MORE) != 0;
 }
 
 uint64_t loop_pending(const struct loop *loop)
@@ -244,46 +246,7 @@ void loop_cancel(struct loop *loop, struct loop_op *target)
     io_uring_sqe_set_data(sqe, NULL);
 }
 
-/* ---- timers: binary min-heap on deadline_ms ---- */
-
-static void loop_heap_swap(struct loop *loop, size_t a, size_t b)
-{
-    struct loop_timer *t = loop->heap[a];
-    loop->heap[a] = loop->heap[b];
-    loop->heap[b] = t;
-    loop->heap[a]->heap_index = (int)a;
-    loop->heap[b]->heap_index = (int)b;
-}
-
-static void loop_heap_up(struct loop *loop, size_t i)
-{
-    while (i > 0) {
-        size_t parent = (i - 1) / 2;
-        if (loop->heap[parent]->deadline_ms <= loop->heap[i]->deadline_ms) {
-            break;
-        }
-        loop_heap_swap(loop, i, parent);
-        i = parent;
-    }
-}
-
-static void loop_heap_down(struct loop *loop, size_t i)
-{
-    for (;;) {
-        size_t l = 2 * i + 1, r = l + 1, m = i;
-        if (l < loop->heap_len && loop->heap[l]->deadline_ms < loop->heap[m]->deadline_ms) {
-            m = l;
-        }
-        if (r < loop->heap_len && loop->heap[r]->deadline_ms < loop->heap[m]->deadline_ms) {
-            m = r;
-        }
-        if (m == i) {
-            return;
-        }
-        loop_heap_swap(loop, i, m);
-        i = m;
-    }
-}
+/* ---- timers: the engine's binary min-heap on deadline_ms ---- */
 
 void loop_timer_init(struct loop_timer *t, loop_timer_cb cb, void *owner)
 {
@@ -295,56 +258,30 @@ void loop_timer_init(struct loop_timer *t, loop_timer_cb cb, void *owner)
 
 void loop_timer_cancel(struct loop *loop, struct loop_timer *t)
 {
-    if (t->heap_index < 0) {
-        return;
-    }
-    size_t i = (size_t)t->heap_index;
-    size_t last = loop->heap_len - 1;
-    if (i != last) {
-        loop_heap_swap(loop, i, last);
-    }
-    loop->heap_len--;
-    t->heap_index = -1;
-    if (i < loop->heap_len) {
-        loop_heap_down(loop, i);
-        loop_heap_up(loop, i);
-    }
+    heap_remove(&loop->timers, t);
 }
 
 void loop_timer_set(struct loop *loop, struct loop_timer *t, uint64_t ms_from_now)
 {
-    uint64_t deadline = loop->now_ms + ms_from_now;
-    if (t->heap_index >= 0) {
-        uint64_t old = t->deadline_ms;
-        t->deadline_ms = deadline;
-        if (deadline < old) {
-            loop_heap_up(loop, (size_t)t->heap_index);
-        } else {
-            loop_heap_down(loop, (size_t)t->heap_index);
-        }
-        return;
+    t->deadline_ms = loop->now_ms + ms_from_now;
+    if (heap_contains(&loop->timers, t)) {
+        heap_fix(&loop->timers, t);
+    } else {
+        heap_push(&loop->timers, t);
     }
-    if (loop->heap_len == loop->heap_cap) {
-        size_t cap = loop->heap_cap ? loop->heap_cap * 2 : 256;
-        struct loop_timer **h = realloc(loop->heap, cap * sizeof *h);
-        if (!h) {
-            fprintf(stderr, "ringmail: out of memory (timer heap)\n");
-            abort();
-        }
-        loop->heap = h;
-        loop->heap_cap = cap;
-    }
-    t->deadline_ms = deadline;
-    t->heap_index = (int)loop->heap_len;
-    loop->heap[loop->heap_len++] = t;
-    loop_heap_up(loop, (size_t)t->heap_index);
+}
+
+/* loop_next_timer - the armed timer due first, or NULL */
+static struct loop_timer *loop_next_timer(const struct loop *loop)
+{
+    return heap_top(&loop->timers);
 }
 
 static void loop_run_timers(struct loop *loop)
 {
-    while (loop->heap_len > 0 && loop->heap[0]->deadline_ms <= loop->now_ms) {
-        struct loop_timer *t = loop->heap[0];
-        loop_timer_cancel(loop, t);
+    struct loop_timer *t;
+    while ((t = loop_next_timer(loop)) != NULL && t->deadline_ms <= loop->now_ms) {
+        heap_remove(&loop->timers, t);
         t->cb(t);
     }
 }
@@ -387,8 +324,9 @@ static int loop_poll_wait(struct loop *loop)
         return 0;
     }
     int timeout = -1;
-    if (loop->heap_len > 0) {
-        uint64_t wait = loop->heap[0]->deadline_ms - loop->now_ms;
+    struct loop_timer *next = loop_next_timer(loop);
+    if (next) {
+        uint64_t wait = next->deadline_ms - loop->now_ms;
         timeout = wait > INT_MAX ? INT_MAX : (int)wait;
     }
     struct pollfd pfd = {.fd = loop->ring.ring_fd, .events = POLLIN};
@@ -402,17 +340,18 @@ int loop_run(struct loop *loop)
 {
     while (!atomic_load(&loop->stopping)) {
         struct io_uring_cqe *cqe = NULL;
+        struct loop_timer *next;
         int rc;
         loop_clock_ms(loop);
         loop_run_timers(loop);
         if (atomic_load(&loop->stopping) ||
-            (loop->stop_when_idle && loop->pending == 0 && loop->heap_len == 0)) {
+            (loop->stop_when_idle && loop->pending == 0 && heap_len(&loop->timers) == 0)) {
             break;
         }
         if (loop->poll_wait) {
             rc = loop_poll_wait(loop);
-        } else if (loop->heap_len > 0) {
-            uint64_t wait = loop->heap[0]->deadline_ms - loop->now_ms;
+        } else if ((next = loop_next_timer(loop)) != NULL) {
+            uint64_t wait = next->deadline_ms - loop->now_ms;
             struct __kernel_timespec ts = {.tv_sec = (long long)(wait / 1000),
                                            .tv_nsec = (long long)(wait % 1000) * 1000000};
             rc = io_uring_submit_and_wait_timeout(&loop->ring, &cqe, 1, &ts, NULL);

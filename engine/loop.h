@@ -17,9 +17,6 @@
  * creation, setsockopt and close() of a socket are non-blocking syscalls
  * made directly.
  *
- * Exports: loop_new, loop_free, loop_run, loop_stop, loop_now_ms, loop_connect,
- * loop_accept, loop_recv, loop_send, loop_poll_add, loop_cancel, loop_timer_set,
- * loop_timer_cancel, loop_timer_active, loop_pending, loop_nofile_raise.
  * Diagnostics: loop_new returns NULL with errno when the ring cannot be set up.
  */
 #ifndef RINGMAIL_LOOP_H
@@ -45,8 +42,8 @@ typedef void (*loop_timer_cb)(struct loop_timer *t);
 struct loop_timer {
     loop_timer_cb cb;
     void *owner;
-    uint64_t deadline_ms; /* absolute, loop_now_ms() clock */
-    int heap_index;       /* -1 when not armed; managed by the loop */
+    uint64_t deadline_ms; /* absolute, loop_now_ms() clock: the timer heap's key */
+    int heap_index;       /* -1 when not armed: the timer heap's index (engine/heap.h) */
 };
 
 /* entries: submission queue size (rounded up to a power of two by the kernel). */
@@ -94,6 +91,11 @@ static inline int loop_timer_active(const struct loop_timer *t)
  * valgrind's back (io_uring); tell memcheck they are defined. Free
  * outside valgrind. */
 void loop_mark_received(const void *buf, size_t n);
+
+/* 1 when a multishot operation's completion (cqe_flags) says more will
+ * follow (IORING_CQE_F_MORE); 0 when it must be re-armed. For callers that
+ * do not include liburing. */
+int loop_cqe_more(unsigned cqe_flags);
 
 /* Number of submitted operations whose completion has not run yet. */
 uint64_t loop_pending(const struct loop *loop);

@@ -22,10 +22,6 @@
  *
  * One pool per loop, single-threaded. Configuration reloads (pool_reload)
  * apply to new connections and message tokens at once.
- *
- * Exports: pool_new, pool_free, pool_submit, pool_check_config, pool_reload,
- * pool_stop, pool_release_all, pool_gate_open, pool_pending, pool_retry_depth,
- * pool_isp_stats, pool_gated_connections, pool_open_connections, pool_metrics.
  */
 #ifndef RINGMAIL_DELIVER_H
 #define RINGMAIL_DELIVER_H
@@ -38,6 +34,7 @@
 #include "engine/smtp_client.h"
 #include "engine/tls.h"
 #include "pool/config.h"
+#include "pool/dns.h"
 
 struct pool;
 struct pool_dest;
@@ -53,6 +50,7 @@ struct pool_msg {
     /* pool-private */
     char *rcpt_ascii; /* owned: rcpt with its IDN domain as A-labels (ASCII local part) */
     uint64_t due_ms;
+    int heap_index; /* in the retry heap; -1 when not */
     struct pool_msg *next;
     struct pool_dest *dest;
 };
@@ -85,6 +83,15 @@ struct pool_attempt {
  * go of m (a->released): the submitter may free or resubmit it. */
 typedef void (*pool_result_cb)(void *user, struct pool_msg *m, const struct pool_attempt *a);
 
+/* The resolver the pool asks, as pool/dns.c's two lookups: each calls back
+ * exactly once, possibly before it returns. A seam for tests (a fake
+ * resolver); without one the pool runs pool/dns.c on its loop. */
+struct pool_resolver {
+    void (*mx)(void *ctx, const char *domain, dns_mx_cb cb, void *user);
+    void (*addr)(void *ctx, const char *host, dns_addr_cb cb, void *user);
+    void *ctx;
+};
+
 struct pool_options {
     struct config *config; /* the pool takes ownership */
     const char *resolver;  /* "ADDR:PORT", NULL: /etc/resolv.conf */
@@ -112,6 +119,12 @@ struct pool_options {
      * stores it and submits it again), instead of the pool's retry heap. */
     int external_retry;
     void *user;
+    /* Optional seams for tests. resolve: the lookups (NULL: pool/dns.c with
+     * `resolver` above). clock: the pool's milliseconds for rates, backoff,
+     * retries and address rest (NULL: the loop's monotonic clock); the
+     * loop's timers keep the loop's clock. */
+    const struct pool_resolver *resolve;
+    uint64_t (*clock)(void);
 };
 
 struct pool_isp_stats {

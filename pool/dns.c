@@ -9,6 +9,7 @@
 #include <idn2.h>
 #include <netdb.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,9 +71,10 @@ struct dns {
     /* Lookups waiting for room, FIFO: address lookups (the second half of a
      * destination already started) go before new MX lookups. */
     struct dns_query *pend_addr, *pend_addr_tail, *pend_mx, *pend_mx_tail;
-    int running; /* inside dns_pending_run */
-    int depth;   /* inside our callbacks: dns_free waits until the outermost returns */
-    int dying;   /* dns_free was called during a callback */
+    int running;      /* inside dns_pending_run */
+    int depth;        /* inside our callbacks: dns_free waits until the outermost returns */
+    int dying;        /* dns_free was called during a callback */
+    uint64_t shuffle; /* xorshift state: equal MX preferences in random order */
 };
 
 static void dns_destroy(struct dns *d);
@@ -213,14 +215,18 @@ static void dns_on_timer(struct loop_timer *t)
     dns_schedule(d);
 }
 
+/* c-ares's global state, once per process (several loops may start pools at once). */
+static pthread_once_t dns_library_once = PTHREAD_ONCE_INIT;
+
+static void dns_library_init(void)
+{
+    ares_library_init(ARES_LIB_INIT_ALL);
+}
+
 struct dns *dns_new(struct loop *loop, const char *server, unsigned timeout_ms, char *err,
                     size_t errlen)
 {
-    static int initialised;
-    if (!initialised) {
-        ares_library_init(ARES_LIB_INIT_ALL);
-        initialised = 1;
-    }
+    pthread_once(&dns_library_once, dns_library_init);
     struct dns *d = calloc(1, sizeof *d);
     if (!d) {
         snprintf(err, errlen, "out of memory");
@@ -228,6 +234,7 @@ struct dns *dns_new(struct loop *loop, const char *server, unsigned timeout_ms, 
     }
     d->loop = loop;
     d->window = DNS_MAX_INFLIGHT;
+    d->shuffle = (uint64_t)(uintptr_t)d ^ 0x9e3779b97f4a7c15ull; /* never 0: xorshift stays 0 */
     loop_timer_init(&d->timer, dns_on_timer, d);
     struct ares_options o;
     memset(&o, 0, sizeof o);
@@ -556,15 +563,12 @@ static int dns_mx_cmp(const void *a, const void *b)
 }
 
 /* Sort by preference; equal preferences in random order (RFC 5321 5.1). */
-static void dns_mx_order(struct dns_mx_host *h, size_t n)
+static void dns_mx_order(struct dns *d, struct dns_mx_host *h, size_t n)
 {
-    static __thread uint64_t seed;
-    if (!seed) {
-        seed = (uint64_t)(uintptr_t)&seed ^ 0x9e3779b97f4a7c15ull;
-    }
     for (size_t i = n; i > 1; i--) { /* shuffle, then a stable sort keeps ties shuffled */
-        seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
-        size_t j = seed % i;
+        d->shuffle ^= d->shuffle << 13, d->shuffle ^= d->shuffle >> 7,
+            d->shuffle ^= d->shuffle << 17;
+        size_t j = d->shuffle % i;
         struct dns_mx_host t = h[i - 1];
         h[i - 1] = h[j];
         h[j] = t;
@@ -602,7 +606,7 @@ static void dns_on_mx(void *arg, int status, int timeouts, unsigned char *abuf, 
             r.error = "null MX: the domain accepts no mail (RFC 7505)";
             r.n = 0;
         } else {
-            dns_mx_order(hosts, r.n);
+            dns_mx_order(d, hosts, r.n);
             r.hosts = hosts;
         }
     } else if (prc == ARES_ENODATA || (prc == ARES_SUCCESS && !mx)) {
@@ -641,7 +645,7 @@ void dns_resolve_mx(struct dns *d, const char *domain, dns_mx_cb cb, void *user)
         struct dns_mx_host hosts[64];
         size_t n = e->n < 64 ? e->n : 64;
         memcpy(hosts, e->hosts, n * sizeof hosts[0]);
-        dns_mx_order(hosts, n); /* equal preferences spread again on every use */
+        dns_mx_order(d, hosts, n); /* equal preferences spread again on every use */
         struct dns_mx_result r = {.status = e->status,
                                   .implicit = e->implicit,
                                   .hosts = hosts,

@@ -20,9 +20,6 @@
  * out after c-ares's tries is asked once more, a refused one four times,
  * before it is DNS_TEMPFAIL. An address lookup asks A, then AAAA, so a
  * timeout or refusal of one is DNS_TEMPFAIL, never "no address".
- *
- * Exports: dns_new, dns_free, dns_resolve_mx, dns_resolve_addr, dns_status_name, dns_stats,
- * dns_domain_ascii.
  */
 #ifndef RINGMAIL_DNS_H
 #define RINGMAIL_DNS_H

@@ -17,7 +17,6 @@
 #include "pool/metrics.h"
 
 #include <errno.h>
-#include <liburing.h>
 #include <math.h>
 #include <netinet/in.h>
 #include <stdint.h>
@@ -27,6 +26,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "engine/list.h"
 #include "engine/netaddr.h"
 
 #define METRICS_REQUEST_MAX 8192
@@ -45,7 +45,7 @@ enum metrics_client_state {
 /* Owned by its metrics (the clients list); owns its socket and buffers. */
 struct metrics_client {
     struct metrics *m;
-    struct metrics_client *prev, *next;
+    struct list_node node; /* m->clients */
     int fd;
     enum metrics_client_state state;
     int recv_busy, send_busy;
@@ -66,9 +66,8 @@ struct metrics {
     struct loop_op accept_op;
     struct loop_timer accept_retry; /* re-arm after an accept error, not in a tight loop */
     unsigned idle_timeout_ms;
-    struct metrics_client *clients; /* owned */
-    unsigned nclients;
-    buf_t body; /* what render wrote; reused across scrapes */
+    struct list_head clients; /* owned metrics_clients (node) */
+    buf_t body;               /* what render wrote; reused across scrapes */
 };
 
 /* ---- the object's lifetime ---- */
@@ -83,7 +82,7 @@ static void metrics_release(struct metrics *m)
 /* After metrics_free: gone once the accept and every client are. */
 static void metrics_check(struct metrics *m)
 {
-    if (m->closing && !m->accept_busy && !m->clients) {
+    if (m->closing && !m->accept_busy && !m->clients.first) {
         metrics_release(m);
     }
 }
@@ -94,15 +93,7 @@ static void metrics_check(struct metrics *m)
 static void metrics_client_release(struct metrics_client *c)
 {
     struct metrics *m = c->m;
-    if (c->prev) {
-        c->prev->next = c->next;
-    } else {
-        m->clients = c->next;
-    }
-    if (c->next) {
-        c->next->prev = c->prev;
-    }
-    m->nclients--;
+    list_unlink(&m->clients, &c->node);
     loop_timer_cancel(m->loop, &c->timer);
     close(c->fd);
     buf_free(&c->in);
@@ -324,12 +315,7 @@ static void metrics_client_new(struct metrics *m, int fd)
     c->recv_op = (struct loop_op){metrics_client_on_recv, c};
     c->send_op = (struct loop_op){metrics_client_on_send, c};
     loop_timer_init(&c->timer, metrics_client_on_timer, c);
-    c->next = m->clients;
-    if (m->clients) {
-        m->clients->prev = c;
-    }
-    m->clients = c;
-    m->nclients++;
+    list_push_front(&m->clients, &c->node);
     loop_timer_set(m->loop, &c->timer, m->idle_timeout_ms);
     metrics_client_recv(c);
 }
@@ -348,7 +334,7 @@ static void metrics_on_accept_retry(struct loop_timer *t)
 static void metrics_on_accept(struct loop_op *op, int res, unsigned flags)
 {
     struct metrics *m = op->owner;
-    if (!(flags & IORING_CQE_F_MORE)) {
+    if (!loop_cqe_more(flags)) {
         m->accept_busy = 0;
     }
     if (res >= 0) {
@@ -460,7 +446,7 @@ unsigned metrics_port(const struct metrics *m)
 
 unsigned metrics_clients(const struct metrics *m)
 {
-    return m->nclients;
+    return (unsigned)m->clients.len;
 }
 
 void metrics_set_idle_timeout(struct metrics *m, unsigned ms)
@@ -478,9 +464,9 @@ void metrics_free(struct metrics *m)
     if (m->accept_busy) {
         loop_cancel(m->loop, &m->accept_op);
     }
-    struct metrics_client *next;
-    for (struct metrics_client *c = m->clients; c; c = next) {
-        next = c->next;
+    for (struct list_node *n = m->clients.first, *nn; n; n = nn) {
+        nn = n->next;
+        struct metrics_client *c = list_entry(n, struct metrics_client, node);
         metrics_client_abort(c);
         if (!c->recv_busy && !c->send_busy) {
             metrics_client_release(c);

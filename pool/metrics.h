@@ -13,8 +13,6 @@
  * metrics_line and metrics_help format exposition lines for the render
  * callback; label values must already be escaped by the caller.
  *
- * Exports: metrics_new, metrics_port, metrics_clients, metrics_set_idle_timeout,
- * metrics_free, metrics_line, metrics_help.
  * Diagnostics: metrics_new returns NULL with a reason in err (bad address,
  * socket, bind or listen failure). An accept error is one line on stderr
  * (level=error event=accept); peers get HTTP status codes, never a log line.
