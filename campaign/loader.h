@@ -49,11 +49,6 @@
  * libpq then are left behind (nothing freed) and what was not written
  * stays in the journal for the next start. Connections run with statement
  * and lock timeouts (db.h adds connect_timeout and TCP keepalives).
- *
- * Exports: loader_start, loader_stop, loader_stop_by, loader_now_ms, loader_fd,
- * loader_set_notify, loader_take, loader_want, loader_result, loader_backlog, loader_exhausted,
- * loader_stats, loader_campaign, loader_journal_mark, loader_arm, loader_armed, loader_lease_ok,
- * loader_fenced.
  */
 #ifndef RINGMAIL_LOADER_H
 #define RINGMAIL_LOADER_H

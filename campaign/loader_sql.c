@@ -1,0 +1,267 @@
+/*
+ * loader_sql - the loader's statements and its database connections.
+ * See loader_int.h.
+ *
+ * Three connections, one per database thread (the claimer's, also used at
+ * start and stop; the writer's; the heartbeat's), each checked against the
+ * schema version and given the prepared statements when it connects.
+ * Sessions run with statement and lock timeouts unless the server or the
+ * URL set their own, so a statement stuck on a lock fails and is retried
+ * like any database error instead of holding a thread forever.
+ *
+ * Diagnostics: errors come back as -1 or NULL with the server's message in
+ * err; loader_keep_up prints "ringmail: database: ... (retrying)" and
+ * "connected again" lines on stderr.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "campaign/loader_int.h"
+#include "engine/clock.h"
+
+/* Statement and lock timeouts of the database threads' sessions, unless the
+ * server or the URL (options=-c ...) set their own. A statement that fails
+ * on them is retried like any database error (results are kept). */
+#define LOADER_STATEMENT_TIMEOUT "30s"
+#define LOADER_LOCK_TIMEOUT "5s"
+
+/* loader_strdup_or_null - a copy of a result cell, NULL for SQL NULL */
+char *loader_strdup_or_null(PGresult *r, int row, int col)
+{
+    if (pq.PQgetisnull(r, row, col)) {
+        return NULL;
+    }
+    return strdup(pq.PQgetvalue(r, row, col));
+}
+
+/* ---- the statements, prepared on every connection ---- */
+
+/* The claim: up to $2 rows matching the WHERE part go to `claimed` under a
+ * lease, while this process is the node's incarnation ($6: a node taken
+ * over claims nothing). An expired lease of a node that has no row in
+ * ringmail.node (written by a ringmail before schema 3): that node's
+ * journal is not ours and nothing says what it armed, so its recipient may
+ * have been sent: ambiguous, unless resending ($5). The claims of nodes
+ * with a row are taken over by loader_take_over instead. */
+#define LOADER_CLAIM_SQL(where)                                                                    \
+    "WITH c AS (SELECT id, state AS old_state, lease_owner AS old_owner,"                          \
+    "  EXISTS (SELECT 1 FROM ringmail.suppression s WHERE s.address = q.address) AS suppressed"    \
+    "  FROM ringmail.recipient q WHERE campaign_id = $1 AND EXISTS (SELECT 1 FROM ringmail.node n" \
+    "   WHERE n.name = $3 AND n.incarnation = $6::bigint) AND " where                              \
+    "  LIMIT $2 FOR UPDATE SKIP LOCKED)"                                                           \
+    " UPDATE ringmail.recipient r SET"                                                             \
+    "  state = CASE WHEN c.old_state = 'claimed' AND NOT $5::boolean THEN 'ambiguous'"             \
+    "   WHEN c.suppressed THEN 'suppressed' ELSE 'claimed' END,"                                   \
+    "  reason = CASE WHEN c.old_state = 'claimed' AND NOT $5::boolean"                             \
+    "   THEN 'lease of node ' || coalesce(c.old_owner, '?') || ' expired'"                         \
+    "   WHEN c.suppressed THEN 'suppressed' ELSE r.reason END,"                                    \
+    "  lease_owner = CASE WHEN (c.old_state = 'claimed' AND NOT $5::boolean) OR c.suppressed"      \
+    "   THEN NULL ELSE $3 END,"                                                                    \
+    "  lease_expires_at = now() + ($4 || ' seconds')::interval, next_attempt_at = NULL,"           \
+    "  updated_at = now()"                                                                         \
+    " FROM c WHERE r.id = c.id"                                                                    \
+    " RETURNING r.id, r.address, r.vars::text, r.attempts,"                                        \
+    "  coalesce(extract(epoch FROM now() - r.first_attempt_at), 0), r.state"
+
+static const struct {
+    const char *name, *sql;
+    int nparams;
+} loader_sql[LOADER_NSQL] = {
+    /* Due ones by an index scan in next_attempt_at order (not a bitmap
+     * scan: the index entries of rows already claimed are marked dead as
+     * the scan passes, so claiming stays cheap however far the campaign
+     * has gone). */
+    [LOADER_SQL_CLAIM_DUE] = {"ringmail_claim_due",
+                              LOADER_CLAIM_SQL(
+                                  "state IN ('queued', 'deferred') AND"
+                                  " next_attempt_at <= now() ORDER BY next_attempt_at"),
+                              6},
+    [LOADER_SQL_CLAIM_EXPIRED] =
+        {"ringmail_claim_expired",
+         LOADER_CLAIM_SQL("state = 'claimed' AND lease_expires_at < now()"
+                          " AND lease_owner IS DISTINCT FROM $3 AND NOT EXISTS"
+                          " (SELECT 1 FROM ringmail.node o WHERE o.name = q.lease_owner)"),
+         6},
+    /* $1 node, then arrays: ids, states, reasons, attempts, retry seconds. */
+    [LOADER_SQL_RESULTS] = {"ringmail_results",
+                            "UPDATE ringmail.recipient r SET state = x.state, reason = x.reason,"
+                            " attempts = greatest(r.attempts, x.attempts),"
+                            " first_attempt_at = coalesce(r.first_attempt_at, now()),"
+                            " next_attempt_at = CASE WHEN x.state = 'deferred'"
+                            "   THEN now() + x.retry_s * interval '1 second' END,"
+                            " lease_owner = NULL, lease_expires_at = NULL, updated_at = now()"
+                            " FROM unnest($2::bigint[], $3::text[], $4::text[], $5::int[],"
+                            "   $6::float8[]) AS x(id, state, reason, attempts, retry_s)"
+                            " WHERE r.id = x.id AND r.lease_owner = $1"
+                            "  AND r.state IN ('claimed', 'ambiguous')",
+                            6},
+    /* $1 campaign, $2 ids, $3 reasons of the bounced ones. */
+    [LOADER_SQL_SUPPRESS] = {"ringmail_suppress",
+                             "INSERT INTO ringmail.suppression (address, reason, campaign_id)"
+                             " SELECT r.address, x.reason, $1::bigint"
+                             " FROM unnest($2::bigint[], $3::text[]) AS x(id, reason)"
+                             " JOIN ringmail.recipient r ON r.id = x.id"
+                             " ON CONFLICT (address) DO NOTHING",
+                             3},
+};
+
+/* loader_prepared - run prepared statement `which`; NULL + err unless want */
+PGresult *loader_prepared(PGconn *c, int which, const char *const *params, ExecStatusType want,
+                          char *err, size_t errlen)
+{
+    PGresult *r = pq.PQexecPrepared(c, loader_sql[which].name, loader_sql[which].nparams, params,
+                                    NULL, NULL, 0);
+    if (!r || pq.PQresultStatus(r) != want) {
+        snprintf(err, errlen, "%s", r ? pq.PQresultErrorMessage(r) : pq.PQerrorMessage(c));
+        db_trim(err);
+        pq.PQclear(r);
+        return NULL;
+    }
+    return r;
+}
+
+/* ---- the connection ---- */
+
+/* loader_up - 1 while c is connected */
+int loader_up(PGconn *c)
+{
+    return c && pq.PQstatus(c) == CONNECTION_OK;
+}
+
+/* loader_conn - connection which: 0 the claimer's, 1 the writer's, 2 the heartbeat's */
+static PGconn **loader_conn(struct loader *l, int which)
+{
+    return which == 2 ? &l->hc : which ? &l->wc : &l->c;
+}
+
+/* loader_disconnect - close connection which and say it is down */
+void loader_disconnect(struct loader *l, int which)
+{
+    PGconn **pc = loader_conn(l, which);
+    if (*pc) {
+        pq.PQfinish(*pc);
+        *pc = NULL;
+    }
+    pthread_mutex_lock(&l->mu);
+    l->db_up[which] = 0;
+    pthread_mutex_unlock(&l->mu);
+}
+
+/* loader_connect - connection which up, schema checked, statements prepared */
+int loader_connect(struct loader *l, int which, char *err, size_t errlen)
+{
+    PGconn **pc = loader_conn(l, which);
+    if (loader_up(*pc)) {
+        return 0;
+    }
+    loader_disconnect(l, which);
+    *pc = db_connect(l->url, err, errlen);
+    if (!*pc) {
+        return -1;
+    }
+    int v = db_schema_version(*pc);
+    if (v < db_schema_latest()) {
+        snprintf(err, errlen,
+                 "the database schema is at version %d and this ringmail needs version %d: run "
+                 "`ringmail db migrate --db URL` first",
+                 v < 0 ? 0 : v, db_schema_latest());
+        loader_disconnect(l, which);
+        return -1;
+    }
+    for (int k = 0; k < LOADER_NSQL; k++) {
+        PGresult *r =
+            pq.PQprepare(*pc, loader_sql[k].name, loader_sql[k].sql, loader_sql[k].nparams, NULL);
+        int ok = r && pq.PQresultStatus(r) == PGRES_COMMAND_OK;
+        if (!ok) {
+            snprintf(err, errlen, "preparing %s: %s", loader_sql[k].name,
+                     r ? pq.PQresultErrorMessage(r) : pq.PQerrorMessage(*pc));
+            db_trim(err);
+        }
+        pq.PQclear(r);
+        if (!ok) {
+            loader_disconnect(l, which);
+            return -1;
+        }
+    }
+    /* Bounded statements and lock waits, unless something set its own. */
+    PGresult *r = pq.PQexec(*pc, "SELECT current_setting('statement_timeout') = '0',"
+                                 " current_setting('lock_timeout') = '0'");
+    if (r && pq.PQresultStatus(r) == PGRES_TUPLES_OK && pq.PQntuples(r) == 1) {
+        char set[160] = "", ignore[256];
+        if (pq.PQgetvalue(r, 0, 0)[0] == 't') {
+            snprintf(set, sizeof set, "SET statement_timeout = '%s';", LOADER_STATEMENT_TIMEOUT);
+        }
+        if (pq.PQgetvalue(r, 0, 1)[0] == 't') {
+            size_t k = strlen(set);
+            snprintf(set + k, sizeof set - k, "SET lock_timeout = '%s'", LOADER_LOCK_TIMEOUT);
+        }
+        if (set[0]) {
+            db_exec(*pc, set, ignore, sizeof ignore);
+        }
+    }
+    pq.PQclear(r);
+    pthread_mutex_lock(&l->mu);
+    l->db_up[which] = 1;
+    pthread_mutex_unlock(&l->mu);
+    return 0;
+}
+
+/* loader_query - run sql with n text parameters; NULL + err unless want */
+PGresult *loader_query(PGconn *c, const char *sql, int n, const char *const *params,
+                       ExecStatusType want, char *err, size_t errlen)
+{
+    PGresult *r = pq.PQexecParams(c, sql, n, NULL, params, NULL, NULL, 0);
+    if (!r || pq.PQresultStatus(r) != want) {
+        snprintf(err, errlen, "%s", r ? pq.PQresultErrorMessage(r) : pq.PQerrorMessage(c));
+        db_trim(err);
+        pq.PQclear(r);
+        return NULL;
+    }
+    return r;
+}
+
+/* PostgreSQL bigint array literals of ids. */
+/* loader_ids_add - id into the array literal b (n: ids so far) */
+void loader_ids_add(buf_t *b, size_t *n, int64_t id)
+{
+    buf_appendf(b, "%s%" PRId64, (*n)++ ? "," : "{", id);
+}
+
+/* loader_ids_end - close the array literal b of n ids; its text */
+const char *loader_ids_end(buf_t *b, size_t n)
+{
+    buf_append(b, n ? "}" : "{}", n ? 2 : 3); /* with the NUL */
+    return buf_data(b);
+}
+
+/* loader_count_db_error - one more database error in the stats */
+void loader_count_db_error(struct loader *l)
+{
+    pthread_mutex_lock(&l->mu);
+    l->st.db_errors++;
+    pthread_mutex_unlock(&l->mu);
+}
+
+/* loader_keep_up - connect again if the connection is gone, at most once per
+ * retry interval; 1 when it is up */
+int loader_keep_up(struct loader *l, int which, uint64_t *next_connect)
+{
+    PGconn **pc = loader_conn(l, which);
+    uint64_t now = clock_ms();
+    if (!loader_up(*pc) && now >= *next_connect) {
+        char err[1024];
+        if (loader_connect(l, which, err, sizeof err) < 0) {
+            loader_count_db_error(l);
+            fprintf(stderr, "ringmail: database: %s (retrying)\n", err);
+            *next_connect = now + LOADER_RETRY_DB_MS;
+        } else {
+            pthread_mutex_lock(&l->mu);
+            l->st.reconnects++;
+            pthread_mutex_unlock(&l->mu);
+            fprintf(stderr, "ringmail: database: connected again\n");
+        }
+    }
+    return loader_up(*pc);
+}
