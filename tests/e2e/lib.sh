@@ -904,11 +904,29 @@ nonfinal() {
     psql_q "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $1
             AND state IN ('queued', 'claimed', 'deferred')"
 }
+# sink_stats_settled FILE: until a sink's stats file (written every
+# --stats-interval-ms) has shown the same accepted count three times 200 ms
+# apart (at most 10 s): under load its last write can lag the deliveries.
+sink_stats_settled() {
+    local last=-1 same=0 n
+    for _ in $(seq 1 50); do
+        n=$(jget "$1" accepted_rcpts 2>/dev/null)
+        if [ "$n" = "$last" ]; then
+            same=$((same + 1))
+            [ "$same" -ge 2 ] && return 0
+        else
+            same=0
+            last=$n
+        fi
+        sleep 0.2
+    done
+}
 # campaign_audit ID SINK_STATS_FILE: what the sink accepted against the
 # recipients' states, as "twice silent lost": addresses accepted twice or
 # more, of those the ones not ambiguous, and sent ones not accepted exactly
 # once (or accepted but neither sent nor ambiguous).
 campaign_audit() {
+    sink_stats_settled "$2"
     psql_q "SELECT address || ' ' || state FROM ringmail.recipient WHERE campaign_id = $1" \
         >"$E2E_TMP/states.$1"
     "$E2E_PY" - "$E2E_TMP/states.$1" "$2" <<'PY'

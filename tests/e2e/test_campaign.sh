@@ -230,14 +230,15 @@ start_sink a 127.0.0.71
 start_sink b 127.0.0.72
 C3=$(new_campaign crash 6000)
 for k in 1 2 3; do
+    before=$(count_state "$C3" sent)
     "$RM" send --db "$PG_URL" --campaign "$C3" --config "$E2E_TMP/slow.conf" --node n3 \
         --journal "$E2E_TMP/n3.journal" --json >"$E2E_TMP/crash$k.json" 2>"$E2E_TMP/crash$k.err" &
     pid=$!
-    # A random moment once it is sending (a slow sanitizer build can take
-    # longer than the moment to start): its claims are held when it dies.
+    # A random moment once this process is sending (a slow sanitizer build
+    # can take longer than the moment to start; the claims the last one
+    # left behind do not count): its claims are held when it dies.
     for _ in $(seq 1 100); do
-        [ "$(psql_q "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $C3
-            AND state = 'claimed' AND lease_owner = 'n3'")" -gt 0 ] && break
+        [ "$(count_state "$C3" sent)" -gt "$before" ] && break
         sleep 0.1
     done
     sleep "0.$((RANDOM % 9 + 1))"
