@@ -20,6 +20,10 @@
 #define CAMPAIGN_NSTATES 9
 extern const char *const campaign_states[CAMPAIGN_NSTATES];
 
+/* The largest --campaign ID the commands take: 18 digits, a bigint whatever
+ * they are (num_parse_ulong's max). */
+#define CAMPAIGN_ID_MAX 999999999999999999ul
+
 /* `ringmail campaign create|list ...` */
 int campaign_main(int argc, char **argv);
 

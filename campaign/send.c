@@ -23,18 +23,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "campaign/send_int.h"
 #include "engine/client_conn.h"
-
-static double send_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
+#include "engine/clock.h"
 
 void send_feed(struct send *s)
 {
@@ -263,7 +256,7 @@ static int send_setup(struct send *s)
 /* The loop, until the list or the campaign is done, or a stop. */
 static void send_run(struct send *s)
 {
-    s->t0 = send_now();
+    s->t0 = clock_s();
     send_feed(s);
     loop_run(s->loop);
     s->done = s->loader && loader_exhausted(s->loader);
@@ -340,7 +333,7 @@ int send_main(int argc, char **argv)
     int rc = 2;
     if (send_setup(s) == 0) {
         send_run(s);
-        send_report(s, send_now() - s->t0);
+        send_report(s, clock_s() - s->t0);
         rc = send_exit_status(s);
     }
     rc = send_stop_all(s, rc);

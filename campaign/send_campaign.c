@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "campaign/send_int.h"
+#include "engine/clock.h"
 
 static void send_copy(char *dst, size_t cap, const char *src)
 {
@@ -345,12 +346,12 @@ int send_campaign_stop(struct send *s, int rc)
     send_guard_start(s);
     struct loader_stop_info info;
     uint64_t at = __atomic_load_n(&s->stop_at_ms, __ATOMIC_SEQ_CST);
-    uint64_t deadline = at ? at + SEND_STOP_DB_MS : loader_now_ms() + 63000;
+    uint64_t deadline = at ? at + SEND_STOP_DB_MS : clock_ms() + 63000;
     int lrc = loader_stop_by(s->loader, deadline, &s->hurry_ms, &info);
     s->loader = NULL;
     at = __atomic_load_n(&s->stop_at_ms, __ATOMIC_SEQ_CST);
     if (at && !s->fenced && rc != 2) {
-        double took = (double)(loader_now_ms() - at) / 1000;
+        double took = (double)(clock_ms() - at) / 1000;
         unsigned lease = s->o.lease_s ? s->o.lease_s : 10;
         if (info.abandoned || info.unwritten > 0 || info.requeued < 0) {
             fprintf(stderr,

@@ -133,8 +133,8 @@ struct send {
     int interrupted, finishing;
     int fenced; /* campaign mode: another node took this one over */
     int done;   /* campaign mode: the loader had nothing left when the loop ended */
-    /* A stop's bound: the first SIGINT/SIGTERM at stop_at_ms (loader_now_ms
-     * clock, 0: none yet); from then on the guard thread
+    /* A stop's bound: the first SIGINT/SIGTERM at stop_at_ms (clock_ms,
+     * which is loader_stop_by's clock too; 0: none yet); from then on the guard thread
      * takes the signals: a second one ends the process at once, and so
      * does SEND_STOP_MS passing. hurry_ms: the loader's deadline (atomic). */
     uint64_t stop_at_ms, hurry_ms;

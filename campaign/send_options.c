@@ -2,11 +2,13 @@
  * send_options - `ringmail send`'s command line. See send_int.h.
  */
 #include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "campaign/send_int.h"
+#include "engine/num.h"
 
 void send_options_init(struct send_options *o)
 {
@@ -96,12 +98,12 @@ enum {
     SEND_OPT_HELP,
 };
 
+/* send_number - --NAME's value V in [MIN, MAX] into *OUT, or say it is bad */
 static int send_number(const char *name, const char *v, unsigned long min, unsigned long max,
                        unsigned *out)
 {
-    char *end;
-    unsigned long n = strtoul(v, &end, 10);
-    if (!*v || *end || n < min || n > max) {
+    unsigned long n;
+    if (num_parse_ulong(v, min, max, &n) < 0) {
         fprintf(stderr, "ringmail send: bad value for --%s: '%s' (want %lu..%lu)\n", name, v, min,
                 max);
         return -1;
@@ -239,12 +241,12 @@ int send_parse(int argc, char **argv, struct send_options *o)
             o->db_url = optarg;
             break;
         case SEND_OPT_CAMPAIGN: {
-            char *end;
-            o->campaign = strtoll(optarg, &end, 10);
-            if (!*optarg || *end || o->campaign <= 0) {
+            unsigned long id;
+            if (num_parse_ulong(optarg, 1, LLONG_MAX, &id) < 0) {
                 fprintf(stderr, "ringmail send: bad value for --campaign: '%s'\n", optarg);
                 return -1;
             }
+            o->campaign = (long long)id;
             break;
         }
         case SEND_OPT_NODE:

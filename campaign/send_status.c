@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "campaign/send_int.h"
+#include "engine/clock.h"
 
 void send_signals_block(struct send *s)
 {
@@ -135,7 +136,7 @@ static void send_exit_now(struct send *s, const char *why)
 /* The first stop signal (from the loop or the guard): start the clock. */
 static void send_stop_clock(struct send *s)
 {
-    uint64_t now = loader_now_ms(), none = 0;
+    uint64_t now = clock_ms(), none = 0;
     if (__atomic_compare_exchange_n(&s->stop_at_ms, &none, now, 0, __ATOMIC_SEQ_CST,
                                     __ATOMIC_SEQ_CST)) {
         __atomic_store_n(&s->hurry_ms, now + SEND_STOP_DB_MS, __ATOMIC_SEQ_CST);
@@ -153,13 +154,13 @@ static void send_first_signal(struct send *s, int sig, int pid)
 {
     s->first_sig = sig;
     s->first_sig_pid = pid;
-    s->first_sig_ms = loader_now_ms();
+    s->first_sig_ms = clock_ms();
 }
 
 static int send_same_stop(const struct send *s, int sig, int pid)
 {
     return pid > 0 && sig == s->first_sig && pid == s->first_sig_pid &&
-           loader_now_ms() < s->first_sig_ms + SEND_SAME_STOP_MS;
+           clock_ms() < s->first_sig_ms + SEND_SAME_STOP_MS;
 }
 
 /* The guard: once started, the only reader of SIGINT/SIGTERM, until
@@ -169,7 +170,7 @@ static void *send_guard(void *arg)
     struct send *s = arg;
     while (!__atomic_load_n(&s->guard_quit, __ATOMIC_SEQ_CST)) {
         uint64_t at = __atomic_load_n(&s->stop_at_ms, __ATOMIC_SEQ_CST);
-        uint64_t now = loader_now_ms(), left = 1000;
+        uint64_t now = clock_ms(), left = 1000;
         if (at) {
             if (now >= at + SEND_STOP_MS) {
                 char why[96];
