@@ -9,7 +9,6 @@
  * on stdout, for scripts. list shows every campaign with its recipients
  * counted by state.
  *
- * Exports: campaign_main, campaign_states, CAMPAIGN_NSTATES.
  * Diagnostics: one line on stderr; exit 2 for bad options or unreadable
  * files, 1 for a database error.
  */

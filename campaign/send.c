@@ -28,6 +28,7 @@
 #include "campaign/send_int.h"
 #include "engine/client_conn.h"
 #include "engine/clock.h"
+#include "engine/trace.h"
 
 void send_feed(struct send *s)
 {
@@ -200,6 +201,9 @@ static int send_pool_start(struct send *s, struct pool_options *po)
 /* Everything a run needs, in order; -1 with the reason printed. */
 static int send_setup(struct send *s)
 {
+    if (s->o.verbose) {
+        trace_enable();
+    }
     send_signals_block(s);
     /* Every connection is a descriptor; past the limit the pool waits for
      * one to free up (client_conn_start), it never fails a message. */

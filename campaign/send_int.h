@@ -82,6 +82,7 @@ struct send_options {
     int tls_override;
     enum smtp_tls_policy tls;
     int json;
+    int verbose; /* --verbose: engine/trace.h's lines on stderr */
 };
 
 struct send_msg {

@@ -50,6 +50,7 @@ static void send_usage(FILE *f)
             "  --suppress FILE        skip the addresses in FILE; append permanent rejections\n"
             "  --metrics ADDR:PORT    Prometheus text endpoint (GET /metrics)\n"
             "  --json                 one JSON summary on stdout instead of the table\n"
+            "  --verbose              every connection's state transitions on stderr\n"
             "\n"
             "campaign mode (recipients, templates and results in PostgreSQL):\n"
             "  --db URL               libpq connection string\n"
@@ -88,6 +89,7 @@ enum {
     SEND_OPT_SUPPRESS,
     SEND_OPT_METRICS,
     SEND_OPT_JSON,
+    SEND_OPT_VERBOSE,
     SEND_OPT_DB,
     SEND_OPT_CAMPAIGN,
     SEND_OPT_NODE,
@@ -138,6 +140,7 @@ int send_parse(int argc, char **argv, struct send_options *o)
         {"suppress", required_argument, 0, SEND_OPT_SUPPRESS},
         {"metrics", required_argument, 0, SEND_OPT_METRICS},
         {"json", no_argument, 0, SEND_OPT_JSON},
+        {"verbose", no_argument, 0, SEND_OPT_VERBOSE},
         {"db", required_argument, 0, SEND_OPT_DB},
         {"campaign", required_argument, 0, SEND_OPT_CAMPAIGN},
         {"node", required_argument, 0, SEND_OPT_NODE},
@@ -268,6 +271,9 @@ int send_parse(int argc, char **argv, struct send_options *o)
             break;
         case SEND_OPT_JSON:
             o->json = 1;
+            break;
+        case SEND_OPT_VERBOSE:
+            o->verbose = 1;
             break;
         case SEND_OPT_HELP:
             send_usage(stdout);
