@@ -9,7 +9,7 @@
  * Merge variables are built with jsonb_build_object over the other
  * columns, keyed by their header names.
  *
- * The address rules are those of send_address_problem() in send.c, as
+ * The address rules are those of send_address_problem() in send_list.c, as
  * SQL, evaluated in the same order so that the first problem found is the
  * reason given; the domain's problems come in the order of its labels.
  */
