@@ -9,8 +9,12 @@
  * attempted (a reused connection died before answering) goes back to the
  * worker's retry list. Counters are per worker and summed at the end.
  *
- * Diagnostics: bad options print a reason and exit 2; a run where some
- * message was not accepted exits 1 only with --strict; otherwise 0.
+ * Just over 900 lines, and one file on purpose: messages, accounting, the
+ * machine's callbacks, options, the run and the report all work on the
+ * same two structs (blast_shared, blast_worker), and each section is short.
+ *
+ * Diagnostics: bad options print a reason and exit 2; otherwise 0,
+ * whatever the outcomes (they are in the summary and --records).
  */
 #include "campaign/outfile.h"
 #include "campaign/blast.h"
@@ -29,11 +33,14 @@
 
 #include "engine/buf.h"
 #include "engine/client_conn.h"
+#include "engine/clock.h"
 #include "engine/loop.h"
 #include "engine/netaddr.h"
+#include "engine/num.h"
 #include "engine/smtp_client.h"
 #include "engine/tls.h"
 #include "engine/tls_session_cache.h"
+#include "engine/trace.h"
 
 #define BLAST_REASONS_MAX 64
 /* Counters the status line reads from the main thread while workers run. */
@@ -59,6 +66,7 @@ struct blast_options {
     int implicit_tls;
     int json;
     int tls_max_12;
+    int verbose; /* --verbose: engine/trace.h's lines on stderr */
 };
 
 struct blast_reason {
@@ -79,6 +87,8 @@ struct blast_counts {
 struct blast_shared {
     const struct blast_options *opt;
     struct client_conn_config conn_cfg; /* read-only after start */
+    char host[256];                     /* --server's host: the default SNI */
+    char session_key[400];              /* conn_cfg.session_key */
     char auth_user[256], auth_pass[256];
     FILE *records; /* --records; lines written under records_lock */
     pthread_mutex_t records_lock;
@@ -471,7 +481,8 @@ static void blast_usage(FILE *f)
                "  --timeout-ms MS        the deadline of every wait, from its start, not per byte\n"
                "                         (default: 30000, DATA phase 60000)\n"
                "  --records FILE         one JSON line per message: outcome, reply, TLS facts\n"
-               "  --json                 print one JSON summary object on stdout\n");
+               "  --json                 print one JSON summary object on stdout\n"
+               "  --verbose              every connection's state transitions on stderr\n");
 }
 
 enum {
@@ -492,18 +503,18 @@ enum {
     BLAST_OPT_TIMEOUT,
     BLAST_OPT_RECORDS,
     BLAST_OPT_SNI,
+    BLAST_OPT_VERBOSE,
     BLAST_OPT_HELP,
 };
 
-static int blast_number(const char *name, const char *s, unsigned long max, unsigned long *out)
+/* blast_number - --NAME's value S in [MIN, MAX] into *OUT, or say it is bad */
+static int blast_number(const char *name, const char *s, unsigned long min, unsigned long max,
+                        unsigned long *out)
 {
-    char *end;
-    unsigned long v = strtoul(s, &end, 10);
-    if (*s == '\0' || *end != '\0' || v > max) {
+    if (num_parse_ulong(s, min, max, out) < 0) {
         fprintf(stderr, "ringmail blast: bad value for --%s: '%s'\n", name, s);
         return -1;
     }
-    *out = v;
     return 0;
 }
 
@@ -527,6 +538,7 @@ static int blast_parse(int argc, char **argv, struct blast_options *o)
         {"threads", required_argument, 0, BLAST_OPT_THREADS},
         {"timeout-ms", required_argument, 0, BLAST_OPT_TIMEOUT},
         {"records", required_argument, 0, BLAST_OPT_RECORDS},
+        {"verbose", no_argument, 0, BLAST_OPT_VERBOSE},
         {"help", no_argument, 0, BLAST_OPT_HELP},
         {0, 0, 0, 0},
     };
@@ -539,21 +551,21 @@ static int blast_parse(int argc, char **argv, struct blast_options *o)
             o->server = optarg;
             break;
         case BLAST_OPT_COUNT:
-            if (blast_number("count", optarg, 1ul << 40, &o->count) < 0)
+            if (blast_number("count", optarg, 0, 1ul << 40, &o->count) < 0)
                 return -1;
             break;
         case BLAST_OPT_CONC:
-            if (blast_number("concurrency", optarg, 1000000, &v) < 0 || v == 0)
+            if (blast_number("concurrency", optarg, 1, 1000000, &v) < 0)
                 return -1;
             o->concurrency = (unsigned)v;
             break;
         case BLAST_OPT_MPC:
-            if (blast_number("msgs-per-conn", optarg, 1u << 30, &v) < 0)
+            if (blast_number("msgs-per-conn", optarg, 0, 1u << 30, &v) < 0)
                 return -1;
             o->msgs_per_conn = (unsigned)v;
             break;
         case BLAST_OPT_SIZE:
-            if (blast_number("size", optarg, 64u << 20, &v) < 0)
+            if (blast_number("size", optarg, 0, 64u << 20, &v) < 0)
                 return -1;
             o->size = (unsigned)v;
             break;
@@ -589,17 +601,20 @@ static int blast_parse(int argc, char **argv, struct blast_options *o)
             o->helo = optarg;
             break;
         case BLAST_OPT_THREADS:
-            if (blast_number("threads", optarg, 256, &v) < 0 || v == 0)
+            if (blast_number("threads", optarg, 1, 256, &v) < 0)
                 return -1;
             o->threads = (unsigned)v;
             break;
         case BLAST_OPT_TIMEOUT:
-            if (blast_number("timeout-ms", optarg, 3600000, &v) < 0 || v == 0)
+            if (blast_number("timeout-ms", optarg, 1, 3600000, &v) < 0)
                 return -1;
             o->timeout_ms = (unsigned)v;
             break;
         case BLAST_OPT_RECORDS:
             o->records_path = optarg;
+            break;
+        case BLAST_OPT_VERBOSE:
+            o->verbose = 1;
             break;
         case BLAST_OPT_HELP:
             blast_usage(stdout);
@@ -630,6 +645,8 @@ static int blast_parse(int argc, char **argv, struct blast_options *o)
 
 /* ---- run ---- */
 
+/* The run a SIGINT/SIGTERM interrupts: a handler has no argument, so this
+ * one pointer is the only state outside the allocated blast_shared. */
 static struct blast_shared *blast_signal_target;
 
 static void blast_on_signal(int sig)
@@ -643,14 +660,13 @@ static void blast_on_signal(int sig)
 static int blast_setup(struct blast_shared *sh, struct blast_options *o)
 {
     struct client_conn_config *cfg = &sh->conn_cfg;
-    static char host[256];
     char err[512];
-    if (netaddr_parse(o->server, &cfg->addr, &cfg->addrlen, host, sizeof host, err, sizeof err) <
-        0) {
+    if (netaddr_parse(o->server, &cfg->addr, &cfg->addrlen, sh->host, sizeof sh->host, err,
+                      sizeof err) < 0) {
         fprintf(stderr, "ringmail blast: %s\n", err);
         return -1;
     }
-    cfg->server_name = o->server_name ? o->server_name : host;
+    cfg->server_name = o->server_name ? o->server_name : sh->host;
     if (o->policy != SMTP_TLS_NONE) {
         struct tls_client_options topt = {
             .ca_file = o->ca_file,
@@ -663,9 +679,8 @@ static int blast_setup(struct blast_shared *sh, struct blast_options *o)
         }
         client_conn_tls_setup(cfg->tls_ctx);
     }
-    static char key[400];
     cfg->session_key =
-        tls_session_cache_key(key, sizeof key, cfg->server_name,
+        tls_session_cache_key(sh->session_key, sizeof sh->session_key, cfg->server_name,
                               (const struct sockaddr *)&cfg->addr, smtp_tls_policy_name(o->policy));
     const char *auth = o->auth;
     if (auth) {
@@ -796,13 +811,6 @@ static void blast_report(const struct blast_options *o, const struct blast_count
     json_decref(j);
 }
 
-static double blast_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* On a terminal: one status line per second until the workers finish. */
 static void blast_status_loop(struct blast_shared *sh, struct blast_worker *w, unsigned nw,
                               double t0)
@@ -823,7 +831,7 @@ static void blast_status_loop(struct blast_shared *sh, struct blast_worker *w, u
             fail += BLAST_READ(w[i].counts.failed);
             conns += BLAST_READ(w[i].open_slots);
         }
-        double now = blast_now();
+        double now = clock_s();
         fprintf(stderr,
                 "\r%7.0f msgs/s  sent %lu  accepted %lu  deferred %lu  rejected %lu  failed %lu"
                 "  connections %lu   ",
@@ -833,6 +841,17 @@ static void blast_status_loop(struct blast_shared *sh, struct blast_worker *w, u
         last = now;
     }
     fprintf(stderr, "\n");
+}
+
+/* blast_shared_free - what blast_setup opened, and sh itself */
+static void blast_shared_free(struct blast_shared *sh)
+{
+    if (sh->records) {
+        fclose(sh->records);
+    }
+    tls_ctx_free(sh->conn_cfg.tls_ctx);
+    pthread_mutex_destroy(&sh->records_lock);
+    free(sh);
 }
 
 /* Each connection is a descriptor: more connections than the open-file
@@ -863,10 +882,17 @@ int blast_main(int argc, char **argv)
     if (blast_parse(argc, argv, &o) < 0) {
         return 2;
     }
-    static struct blast_shared sh;
-    sh.opt = &o;
-    pthread_mutex_init(&sh.records_lock, NULL);
-    if (blast_setup(&sh, &o) < 0) {
+    if (o.verbose) {
+        trace_enable();
+    }
+    struct blast_shared *sh = calloc(1, sizeof *sh);
+    if (!sh) {
+        abort();
+    }
+    sh->opt = &o;
+    pthread_mutex_init(&sh->records_lock, NULL);
+    if (blast_setup(sh, &o) < 0) {
+        blast_shared_free(sh);
         return 2;
     }
     blast_cap_concurrency(&o);
@@ -875,7 +901,7 @@ int blast_main(int argc, char **argv)
     if (nw > o.concurrency) {
         nw = o.concurrency;
     }
-    blast_signal_target = &sh;
+    blast_signal_target = sh;
     struct sigaction sa = {.sa_handler = blast_on_signal};
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
@@ -883,11 +909,11 @@ int blast_main(int argc, char **argv)
 
     struct blast_worker *workers = calloc(nw, sizeof *workers);
     unsigned long start = 0;
-    double t0 = blast_now();
+    double t0 = clock_s();
     for (unsigned i = 0; i < nw; i++) {
         struct blast_worker *w = &workers[i];
         unsigned long share = o.count / nw + (i < o.count % nw ? 1 : 0);
-        w->shared = &sh;
+        w->shared = sh;
         w->next = start;
         w->end = start + share;
         start += share;
@@ -896,7 +922,7 @@ int blast_main(int argc, char **argv)
         pthread_create(&w->thread, NULL, blast_worker_run, w);
     }
     if (!o.json && isatty(STDERR_FILENO)) {
-        blast_status_loop(&sh, workers, nw, t0);
+        blast_status_loop(sh, workers, nw, t0);
     }
     struct blast_counts total;
     memset(&total, 0, sizeof total);
@@ -906,12 +932,10 @@ int blast_main(int argc, char **argv)
         free(workers[i].slots);
         free(workers[i].retry);
     }
-    double wall = blast_now() - t0;
+    double wall = clock_s() - t0;
     blast_report(&o, &total, wall);
     free(workers);
-    if (sh.records) {
-        fclose(sh.records);
-    }
-    tls_ctx_free(sh.conn_cfg.tls_ctx);
+    blast_signal_target = NULL; /* only this thread is left: no handler runs beside it */
+    blast_shared_free(sh);
     return 0;
 }

@@ -4,8 +4,6 @@
  * The TLS-capable answer to Postfix's smtp-source: W worker threads, each
  * with its own ring, session cache and share of the connections, deliver
  * messages to user<i>@<domain> and print a summary (or one JSON object).
- *
- * Exports: blast_main.
  */
 #ifndef RINGMAIL_BLAST_H
 #define RINGMAIL_BLAST_H

@@ -9,7 +9,6 @@
  * on stdout, for scripts. list shows every campaign with its recipients
  * counted by state.
  *
- * Exports: campaign_main, campaign_states, CAMPAIGN_NSTATES.
  * Diagnostics: one line on stderr; exit 2 for bad options or unreadable
  * files, 1 for a database error.
  */
@@ -19,6 +18,10 @@
 /* The recipient states of the schema, in the order a campaign moves through them. */
 #define CAMPAIGN_NSTATES 9
 extern const char *const campaign_states[CAMPAIGN_NSTATES];
+
+/* The largest --campaign ID the commands take: 18 digits, a bigint whatever
+ * they are (num_parse_ulong's max). */
+#define CAMPAIGN_ID_MAX 999999999999999999ul
 
 /* `ringmail campaign create|list ...` */
 int campaign_main(int argc, char **argv);

@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/num.h"
+
 /* Append-only: a released version is never edited, only followed. */
 static const char *const db_migrations[] = {
     /* 1: the campaign model */
@@ -424,9 +426,8 @@ int db_main(int argc, char **argv)
         if (ch == 'd') {
             url = optarg;
         } else if (ch == 't') {
-            char *end;
-            long v = strtol(optarg, &end, 10);
-            if (*end || v < 1 || v > DB_NMIGRATIONS) {
+            unsigned long v;
+            if (num_parse_ulong(optarg, 1, DB_NMIGRATIONS, &v) < 0) {
                 fprintf(stderr, "ringmail db migrate: --to: a version from 1 to %d\n",
                         DB_NMIGRATIONS);
                 return 2;

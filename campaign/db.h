@@ -6,8 +6,6 @@
  * Migrations are numbered SQL scripts applied in order, each in its own
  * transaction under an advisory lock, so running migrate twice, or from
  * two processes at once, applies each version exactly once.
- *
- * Exports: db_connect, db_trim, db_exec, db_migrate, db_schema_version, db_main.
  */
 #ifndef RINGMAIL_DB_H
 #define RINGMAIL_DB_H

@@ -9,7 +9,7 @@
  * Merge variables are built with jsonb_build_object over the other
  * columns, keyed by their header names.
  *
- * The address rules are those of send_address_problem() in send.c, as
+ * The address rules are those of send_address_problem() in send_list.c, as
  * SQL, evaluated in the same order so that the first problem found is the
  * reason given; the domain's problems come in the order of its labels.
  */
@@ -22,8 +22,10 @@
 #include <string.h>
 #include <strings.h>
 
+#include "campaign/campaign_cmd.h"
 #include "campaign/db.h"
 #include "engine/buf.h"
+#include "engine/num.h"
 
 enum { IMPORT_OK = 0, IMPORT_DB_ERROR = 1, IMPORT_BAD_INPUT = 2 };
 
@@ -561,14 +563,14 @@ static int import_parse(int argc, char **argv, struct import_options *o)
         }
     }
     const char *problem = NULL;
+    unsigned long id;
     if (optind < argc) {
         problem = "unexpected argument";
     } else if (!o->url) {
         problem = "--db URL is required";
     } else if (!o->campaign) {
         problem = "--campaign ID is required";
-    } else if (o->campaign[strspn(o->campaign, "0123456789")] != '\0' || !o->campaign[0] ||
-               strlen(o->campaign) > 18) {
+    } else if (num_parse_ulong(o->campaign, 0, CAMPAIGN_ID_MAX, &id) < 0) {
         problem = "--campaign takes a numeric campaign id";
     } else if (!o->csv_path == !o->sql) {
         problem = "exactly one of --csv FILE and --sql QUERY is required";

@@ -9,7 +9,6 @@
  * the file, or already in the campaign). The CSV file is streamed with
  * COPY into a temporary table first; nothing is parsed row by row here.
  *
- * Exports: import_main, import_address_problem.
  * Diagnostics: `ringmail recipients import` exits 2 on bad options or an
  * unreadable file, 1 on a database error (the server's message, with the
  * CSV line number when COPY names one) or a campaign that does not exist.

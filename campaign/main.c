@@ -1,16 +1,26 @@
 /*
  * main - the `ringmail` command line: dispatch to a subcommand.
  *
- *   ringmail blast ...   deliver generated messages to one server (load, tests)
- *   ringmail send ...    deliver to a recipient list through the pool (MX, ISPs, retries)
- *   ringmail sink ...    the TLS SMTP sink for tests and benchmarks
+ *   ringmail send ...        deliver to a recipient list, or a campaign (--db), through
+ *                            the pool (MX, ISPs, throttles, retries)
+ *   ringmail db ...          create or upgrade the PostgreSQL schema
+ *   ringmail campaign ...    create or list campaigns
+ *   ringmail recipients ...  import a campaign's recipients (CSV or SQL)
+ *   ringmail report ...      a campaign's outcomes, TLS and throughput
+ *   ringmail blast ...       deliver generated messages to one server (load, tests)
+ *   ringmail sink ...        the TLS SMTP sink for tests and benchmarks
+ *   ringmail resolve ...     MX order, addresses and ISP of domains
+ *   ringmail version         print the version
+ *
+ * RINGMAIL_TRACE=1 in the environment turns engine/trace.h's state
+ * transition lines on for any command (send and blast: also --verbose).
  *
  * Diagnostics: unknown subcommands print the usage and exit 2.
  */
 #include <stdio.h>
 #include <string.h>
 
-#include "bench/sink.h"
+#include "bench/sink.h" /* sink_main: the one thing of bench/ campaign code uses */
 #include "campaign/blast.h"
 #include "campaign/campaign_cmd.h"
 #include "campaign/db.h"

@@ -7,8 +7,6 @@
  * in a shared directory cannot redirect or truncate another file. Paths
  * under /dev/ (/dev/stdout, /dev/fd/N) are opened as they are, never
  * created.
- *
- * Exports: outfile_open.
  */
 #ifndef RINGMAIL_OUTFILE_H
 #define RINGMAIL_OUTFILE_H

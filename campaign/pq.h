@@ -16,8 +16,6 @@
  * refused with an explanation (use a Unix socket, localhost, or a TLS
  * tunnel such as stunnel or an SSH forward). Calls go through the table
  * below so that another loading strategy stays a one-file change.
- *
- * Exports: pq (the function table), pq_load.
  */
 #ifndef RINGMAIL_PQ_H
 #define RINGMAIL_PQ_H

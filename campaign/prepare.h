@@ -13,9 +13,6 @@
  * waiting for the loop); their rows stay `claimed` under this node's
  * lease until the loop has sent them, so a stop releases them with the
  * loader's other unsent claims.
- *
- * Exports: prepare_start, prepare_stop, prepare_fd, prepare_take, prepare_held,
- * prepare_render.
  */
 #ifndef RINGMAIL_PREPARE_H
 #define RINGMAIL_PREPARE_H

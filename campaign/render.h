@@ -17,8 +17,6 @@
  * is then empty. {{email}} is the recipient address unless the variables
  * define it. Values are HTML-escaped in the HTML part (defaults too).
  *
- * Exports: render_compile, render_free, render_message, render_vars_json,
- * render_scratch_init, render_scratch_free, render_utf8_ok.
  * Diagnostics: render_compile and render_message return a reason in err;
  * a recipient whose message cannot be rendered (a merge value with CR or
  * LF bound for a header, invalid UTF-8, a bad address) is the caller's to

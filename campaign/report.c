@@ -18,6 +18,7 @@
 #include "campaign/campaign_cmd.h"
 #include "campaign/db.h"
 #include "engine/buf.h"
+#include "engine/num.h"
 
 enum report_format { REPORT_TEXT, REPORT_CSV, REPORT_JSON };
 
@@ -340,14 +341,14 @@ static int report_parse(int argc, char **argv, const char **url, const char **ca
         }
     }
     const char *problem = NULL;
+    unsigned long id;
     if (optind < argc) {
         problem = "unexpected argument";
     } else if (!*url) {
         problem = "--db URL is required";
     } else if (!*campaign) {
         problem = "--campaign ID is required";
-    } else if (!**campaign || (*campaign)[strspn(*campaign, "0123456789")] != '\0' ||
-               strlen(*campaign) > 18) {
+    } else if (num_parse_ulong(*campaign, 0, CAMPAIGN_ID_MAX, &id) < 0) {
         problem = "--campaign takes a numeric campaign id";
     }
     if (problem) {

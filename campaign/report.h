@@ -10,7 +10,6 @@
  * Formats: text (tables for people), json (one object), csv (one table of
  * section,key,metric,value rows).
  *
- * Exports: report_main.
  * Diagnostics: exit 2 for bad options, 1 for a database error or a
  * campaign that does not exist.
  */

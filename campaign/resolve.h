@@ -2,8 +2,6 @@
  * resolve - `ringmail resolve`: how ringmail sees a domain (MX order,
  * addresses, permanent or temporary failure, ISP), through the same
  * resolver delivery uses.
- *
- * Exports: resolve_main.
  */
 #ifndef RINGMAIL_RESOLVE_H
 #define RINGMAIL_RESOLVE_H

@@ -1,8 +1,7 @@
 /*
- * send - `ringmail send`: deliver to a list of recipients through the pool
- * (MX routing, per-ISP throttles, reply rules, retries, suppression list).
- *
- * Exports: send_main.
+ * send - `ringmail send`: deliver to a list of recipients, or a campaign's
+ * (--db), through the pool (MX routing, per-ISP throttles, reply rules,
+ * retries, suppression list).
  */
 #ifndef RINGMAIL_SEND_H
 #define RINGMAIL_SEND_H

@@ -1,0 +1,392 @@
+/*
+ * send_campaign - campaign mode: the loader claims recipients, the render
+ * workers make their messages, the pool delivers them and every result
+ * goes back to PostgreSQL through the loader. See send_int.h.
+ *
+ * A campaign's stop is bounded (SEND_STOP_MS): its message says what was
+ * written, what waits in the journal and what went back to the queue.
+ */
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "campaign/send_int.h"
+#include "engine/clock.h"
+
+static void send_copy(char *dst, size_t cap, const char *src)
+{
+    snprintf(dst, cap, "%s", src ? src : "");
+}
+
+void send_result_db(struct send *s, struct send_msg *m, const struct pool_attempt *a,
+                    const char *outcome)
+{
+    struct loader_result r;
+    memset(&r, 0, sizeof r);
+    r.recipient_id = m->id;
+    r.arm_seq = m->arm_seq;
+    r.attempt = a->attempt;
+    send_copy(r.outcome, sizeof r.outcome, outcome);
+    r.final = a->final;
+    const char *state = "deferred";
+    switch (a->outcome) {
+    case SMTP_OUTCOME_ACCEPTED:
+        state = "sent";
+        break;
+    case SMTP_OUTCOME_REJECTED:
+        state = "bounced";
+        break;
+    case SMTP_OUTCOME_DEFERRED:
+        state = a->ambiguous ? "ambiguous" : a->final ? "failed" : "deferred";
+        break;
+    default:
+        state = "failed";
+        break;
+    }
+    send_copy(r.state, sizeof r.state, state);
+    r.retry_in_s = a->final ? 0 : (double)a->retry_in_ms / 1000.0;
+    send_copy(r.reason, sizeof r.reason, a->reason);
+    r.code = a->code;
+    send_copy(r.enhanced, sizeof r.enhanced, a->enhanced);
+    send_copy(r.text, sizeof r.text, a->text);
+    send_copy(r.isp, sizeof r.isp, a->isp);
+    send_copy(r.mx, sizeof r.mx, a->mx);
+    send_copy(r.peer, sizeof r.peer, a->addr);
+    send_copy(r.source, sizeof r.source, a->source);
+    r.connect_ms = a->connect_ms;
+    r.tls_ms = a->tls_ms;
+    r.transaction_ms = a->transaction_ms;
+    if (a->tls) {
+        r.tls = 1;
+        send_copy(r.tls_version, sizeof r.tls_version, a->tls->version);
+        send_copy(r.tls_cipher, sizeof r.tls_cipher, a->tls->cipher);
+        send_copy(r.tls_group, sizeof r.tls_group, a->tls->group);
+        send_copy(r.tls_verify, sizeof r.tls_verify, a->tls->verify_text);
+        r.tls_resumed = a->tls->resumed;
+        send_copy(r.peer_subject, sizeof r.peer_subject, a->tls->subject);
+        send_copy(r.peer_issuer, sizeof r.peer_issuer, a->tls->issuer);
+        send_copy(r.peer_sha256, sizeof r.peer_sha256, a->tls->sha256);
+    }
+    r.data_in_flight = a->data_in_flight;
+    loader_result(s->loader, &r);
+}
+
+/* A recipient that cannot be sent at all: its one (final) record. */
+static void send_invalid_db(struct send *s, const struct loader_rcpt *x, const char *why)
+{
+    struct loader_result r;
+    memset(&r, 0, sizeof r);
+    r.recipient_id = x->id;
+    r.attempt = x->attempts + 1;
+    send_copy(r.outcome, sizeof r.outcome, "failed");
+    r.final = 1;
+    send_copy(r.state, sizeof r.state, "invalid");
+    send_copy(r.reason, sizeof r.reason, "invalid");
+    send_copy(r.text, sizeof r.text, why);
+    r.connect_ms = r.tls_ms = r.transaction_ms = -1;
+    loader_result(s->loader, &r);
+    s->t.invalid++;
+    s->t.failed++;
+}
+
+/* Campaign mode: a transaction starts only once its recipient is armed
+ * (committed as possibly sent, checked against the node's incarnation),
+ * so a node that takes this one over knows what may have gone out. */
+static int send_may_send(void *user, struct pool_msg *pm, int ask_only)
+{
+    struct send *s = user;
+    struct send_msg *m = pm->user;
+    if (!m->arm_seq) {
+        m->arm_seq = loader_arm(s->loader, m->id);
+    }
+    return !ask_only && loader_armed(s->loader, m->arm_seq);
+}
+
+static void send_on_data(void *user, struct pool_msg *pm)
+{
+    struct send *s = user;
+    struct send_msg *m = pm->user;
+    if (s->loader) {
+        loader_journal_mark(s->loader, m->id);
+    }
+}
+
+/* One claimed recipient, rendered (it->body) or not (it->err): into the
+ * pool, or recorded `invalid`. Takes its address and body. */
+static void send_submit_db(struct send *s, struct prepare_item *it, uint64_t now)
+{
+    struct loader_rcpt *x = &it->r;
+    s->t.recipients++;
+    if (it->err[0]) {
+        send_invalid_db(s, x, it->err);
+        free(x->address);
+        buf_free(&it->body);
+        return;
+    }
+    struct send_msg *m = calloc(1, sizeof *m);
+    if (!m) {
+        abort();
+    }
+    m->body = it->body;
+    m->id = x->id;
+    m->rcpt = x->address;
+    m->m.rcpt = m->rcpt;
+    m->m.mail_from = s->o.from;
+    m->m.data = buf_data(&m->body);
+    m->m.len = buf_len(&m->body);
+    m->m.attempts = x->attempts;
+    uint64_t age = (uint64_t)(x->age_s * 1000.0);
+    m->m.first_ms = x->attempts && now > age ? now - age : 0;
+    m->m.user = m;
+    s->inflight++;
+    pool_submit(s->pool, &m->m);
+}
+
+/* Up to max rendered recipients: from the render workers, or (--render-
+ * threads 0) claimed ones rendered here on the delivery thread. */
+static size_t send_take_rendered(struct send *s, struct prepare_item *items, size_t max)
+{
+    if (s->prep) {
+        return prepare_take(s->prep, items, max);
+    }
+    struct loader_rcpt batch[SEND_TAKE_MAX];
+    size_t n = loader_take(s->loader, batch, max);
+    for (size_t i = 0; i < n; i++) {
+        items[i].r = batch[i];
+        prepare_render(s->tpl, &s->scratch, send_address_problem, &items[i]);
+    }
+    return n;
+}
+
+void send_campaign_feed(struct send *s)
+{
+    uint64_t now = loop_now_ms(s->loop);
+    struct prepare_item items[SEND_TAKE_MAX];
+    while (!s->interrupted && s->inflight < s->o.window &&
+           loader_backlog(s->loader) < SEND_BACKLOG_MAX) {
+        size_t room = s->o.window - s->inflight;
+        size_t n = send_take_rendered(s, items, room < SEND_TAKE_MAX ? room : SEND_TAKE_MAX);
+        if (n == 0) {
+            break;
+        }
+        for (size_t i = 0; i < n; i++) {
+            send_submit_db(s, &items[i], now);
+        }
+    }
+    size_t busy = s->inflight + (s->prep ? prepare_held(s->prep) : 0);
+    loader_want(s->loader, busy < s->o.window ? s->o.window - busy : 0);
+    if (!s->finishing && busy == 0 && loader_exhausted(s->loader)) {
+        send_stop(s);
+    }
+}
+
+/* An eventfd the loader or the render workers signal: reset it, feed the
+ * pool, watch again. */
+static void send_watch_arm(struct send *s, struct send_watch *w, int fd);
+
+static void send_on_watch(struct loop_op *op, int res, unsigned flags)
+{
+    (void)flags;
+    struct send_watch *w = op->owner;
+    struct send *s = w->s;
+    w->armed = 0;
+    if (res < 0 || s->finishing) {
+        return;
+    }
+    uint64_t v;
+    ssize_t n = read(w->fd, &v, sizeof v);
+    (void)n;
+    if (w == &s->loader_watch) {
+        char why[600];
+        if (loader_fenced(s->loader, why, sizeof why)) {
+            fprintf(stderr, "ringmail send: %s\n", why);
+            s->fenced = 1;
+            s->interrupted = 1;
+            send_stop(s);
+            return;
+        }
+        pool_gate_open(s->pool); /* arms committed: waiting transactions may start */
+    }
+    send_campaign_feed(s);
+    if (!s->finishing) {
+        send_watch_arm(s, w, w->fd);
+    }
+}
+
+static void send_watch_arm(struct send *s, struct send_watch *w, int fd)
+{
+    w->op.cb = send_on_watch;
+    w->op.owner = w;
+    w->s = s;
+    w->fd = fd;
+    w->armed = 1;
+    loop_poll_add(s->loop, &w->op, fd, POLLIN);
+}
+
+/* Render workers: --render-threads, by default one per core (0: render
+ * on the loop thread). */
+static int send_prepare_start(struct send *s, char *err, size_t errlen)
+{
+    int n = s->o.render_threads;
+    if (n < 0) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        n = cpus < 1 ? 1 : cpus > 8 ? 8 : (int)cpus;
+    }
+    if (n == 0) {
+        return 0;
+    }
+    struct prepare_options po = {
+        .loader = s->loader,
+        .tpl = s->tpl,
+        .threads = (unsigned)n,
+        .ahead = s->o.window < 4096 ? s->o.window : 4096,
+        .address_problem = send_address_problem,
+    };
+    s->prep = prepare_start(&po, err, errlen);
+    return s->prep ? 0 : -1;
+}
+
+/* Compile the campaign's templates (and its DKIM key). */
+static int send_templates(struct send *s, char *err, size_t errlen)
+{
+    const struct loader_campaign *c = loader_campaign(s->loader);
+    struct dkim_spec dk = {
+        .domain = c->dkim_domain,
+        .selector = c->dkim_selector,
+        .key_pem = c->dkim_key,
+    };
+    struct render_spec spec = {
+        .from_addr = c->mail_from,
+        .subject = c->subject,
+        .text = c->text_body,
+        .html = c->html_body,
+        .list_unsubscribe = c->list_unsubscribe,
+        .feedback_id = c->feedback_id,
+        .dkim = c->dkim_domain && c->dkim_selector && c->dkim_key ? &dk : NULL,
+    };
+    s->o.from = c->mail_from;
+    s->tpl = render_compile(&spec, err, errlen);
+    render_scratch_init(&s->scratch);
+    return s->tpl ? 0 : -1;
+}
+
+int send_campaign_start(struct send *s, struct pool_options *po)
+{
+    char err[512];
+    if (!s->o.node) {
+        if (gethostname(s->node_buf, sizeof s->node_buf - 1) < 0 || !s->node_buf[0]) {
+            snprintf(s->node_buf, sizeof s->node_buf, "ringmail");
+        }
+        s->o.node = s->node_buf;
+    }
+    if (!s->o.journal) {
+        snprintf(s->journal_buf, sizeof s->journal_buf, "ringmail-%s.journal", s->o.node);
+        s->o.journal = s->journal_buf;
+    }
+    struct loader_options lo = {
+        .url = s->o.db_url,
+        .campaign = s->o.campaign,
+        .node = s->o.node,
+        .journal_path = s->o.journal,
+        .batch = s->o.batch,
+        .lease_s = s->o.lease_s,
+        .resend_ambiguous = s->o.resend_ambiguous,
+    };
+    s->loader = loader_start(&lo, err, sizeof err);
+    if (!s->loader) {
+        fprintf(stderr, "ringmail send: %s\n", err);
+        return -1;
+    }
+    if (send_templates(s, err, sizeof err) < 0) {
+        fprintf(stderr, "ringmail send: campaign %lld: %s\n", s->o.campaign, err);
+        return -1;
+    }
+    struct loader_stats ls;
+    loader_stats(s->loader, &ls);
+    if (ls.recovered_queued || ls.recovered_ambiguous) {
+        fprintf(stderr,
+                "ringmail send: recovered from an earlier stop of node %s: %llu queued again, "
+                "%llu ambiguous (DATA was in flight%s)\n",
+                s->o.node, (unsigned long long)ls.recovered_queued,
+                (unsigned long long)ls.recovered_ambiguous,
+                s->o.resend_ambiguous ? "; --resend-ambiguous queues them" : "");
+    }
+    if (send_prepare_start(s, err, sizeof err) < 0) {
+        fprintf(stderr, "ringmail send: %s\n", err);
+        return -1;
+    }
+    po->external_retry = 1;
+    po->on_data = send_on_data;
+    po->may_send = send_may_send;
+    return 0;
+}
+
+void send_campaign_watch(struct send *s)
+{
+    send_watch_arm(s, &s->loader_watch, loader_fd(s->loader));
+    if (s->prep) {
+        send_watch_arm(s, &s->prep_watch, prepare_fd(s->prep));
+    }
+}
+
+int send_campaign_stop(struct send *s, int rc)
+{
+    if (s->prep) {
+        prepare_stop(s->prep); /* what it still holds stays claimed: released below */
+        s->prep = NULL;
+    }
+    if (!s->loader) {
+        return rc;
+    }
+    /* Every result to PostgreSQL, then unsent claims go back to the
+     * queue: after a stop signal until its bound (SEND_STOP_DB_MS),
+     * else up to a minute; a stop signal now hurries it. */
+    send_guard_start(s);
+    struct loader_stop_info info;
+    uint64_t at = __atomic_load_n(&s->stop_at_ms, __ATOMIC_SEQ_CST);
+    uint64_t deadline = at ? at + SEND_STOP_DB_MS : clock_ms() + 63000;
+    int lrc = loader_stop_by(s->loader, deadline, &s->hurry_ms, &info);
+    s->loader = NULL;
+    at = __atomic_load_n(&s->stop_at_ms, __ATOMIC_SEQ_CST);
+    if (at && !s->fenced && rc != 2) {
+        double took = (double)(clock_ms() - at) / 1000;
+        unsigned lease = s->o.lease_s ? s->o.lease_s : 10;
+        if (info.abandoned || info.unwritten > 0 || info.requeued < 0) {
+            fprintf(stderr,
+                    "ringmail send: stopped after %.1f s without the database in time: %zu "
+                    "result%s wait%s in the journal %s for the next start of node %s; the "
+                    "claims not attempted stay node %s's until then (or until another node "
+                    "takes them over once its %u s lease runs out)\n",
+                    took, info.unwritten, info.unwritten == 1 ? "" : "s",
+                    info.unwritten == 1 ? "s" : "", s->o.journal, s->o.node, s->o.node, lease);
+            rc = 1;
+        } else {
+            fprintf(stderr,
+                    "ringmail send: stopped after %.1f s; every result is written; %lld "
+                    "claimed recipient%s went back to the queue%s\n",
+                    took, info.requeued, info.requeued == 1 ? "" : "s",
+                    s->done && info.requeued == 0 ? "" : "; run again to resume");
+            rc = s->done && info.requeued == 0 ? 0 : 1;
+        }
+    } else if (lrc < 0 && rc == 0) {
+        rc = 1;
+    }
+    if (info.abandoned) {
+        /* Database threads are stuck in libpq: they keep the loader's
+         * memory, so the process ends here, its output flushed. */
+        fflush(NULL);
+        _exit(rc);
+    }
+    return rc;
+}
+
+void send_campaign_free(struct send *s)
+{
+    if (s->tpl) {
+        render_free(s->tpl);
+        render_scratch_free(&s->scratch);
+        s->tpl = NULL;
+    }
+}

@@ -1,0 +1,226 @@
+/*
+ * send_int - what the files of `ringmail send` share; private to them.
+ *
+ * One object, struct send, allocated by send_main and passed to every
+ * step; no file keeps state of its own. The files:
+ *
+ *   send.c           send_main: parse, set up, run, stop, report; the
+ *                    pool's result callback, which both modes share
+ *   send_options.c   the command line and --help
+ *   send_list.c      list mode: the recipient file, --message, the
+ *                    suppression set, --records
+ *   send_campaign.c  campaign mode: the loader and the render workers feed
+ *                    the pool, results go back to PostgreSQL, the stop
+ *   send_status.c    signals (reload, stop, the stop's guard thread), the
+ *                    status line and /metrics
+ *   send_report.c    the summary: the per-ISP table, or one JSON object
+ */
+#ifndef RINGMAIL_SEND_INT_H
+#define RINGMAIL_SEND_INT_H
+
+#include <pthread.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "campaign/loader.h"
+#include "campaign/prepare.h"
+#include "campaign/render.h"
+#include "engine/buf.h"
+#include "engine/loop.h"
+#include "pool/config.h"
+#include "pool/deliver.h"
+#include "pool/metrics.h"
+
+#define SEND_MAX_SOURCES 64
+#define SEND_MAX_ISPS 256
+
+/* Results not yet committed (about 2 KB each) before feeding pauses: a
+ * bound on memory while PostgreSQL is slow or away. Two writer batches. */
+#define SEND_BACKLOG_MAX 10000
+#define SEND_TAKE_MAX 256 /* recipients taken into the pool at once */
+
+/* A stop ends within this long of the first SIGINT/SIGTERM: what is in
+ * flight may finish and results are written until shortly before it
+ * (SEND_STOP_DB_MS); past it, or at a second signal, the process ends at
+ * once. Nothing is lost either way: every body that went out and every
+ * outcome is in the node's journal before anything else happens to it. */
+#define SEND_STOP_MS 10000
+#define SEND_STOP_DB_MS 9000
+
+struct send_options {
+    const char *recipients;
+    const char *message_path; /* one body for every recipient (RCPT batching) */
+    const char *config_path;
+    const char *resolver;
+    const char *relay;
+    const char *relay_user;
+    const char *relay_password_file;
+    const char *ca_file;
+    const char *from;
+    const char *helo;
+    const char *records_path;
+    const char *suppress_path;
+    const char *metrics_addr;
+    const char *db_url; /* campaign mode */
+    const char *node;
+    const char *journal;
+    long long campaign;
+    unsigned batch, lease_s;
+    int resend_ambiguous;
+    const char *sources[SEND_MAX_SOURCES];
+    size_t nsources;
+    unsigned mx_port;
+    unsigned size;
+    int size_set;
+    unsigned window;
+    int render_threads; /* campaign mode; -1: one per core */
+    unsigned timeout_ms;
+    unsigned max_connections;
+    int relay_implicit_tls;
+    int tls_override;
+    enum smtp_tls_policy tls;
+    int json;
+    int verbose; /* --verbose: engine/trace.h's lines on stderr */
+};
+
+struct send_msg {
+    struct pool_msg m;
+    char *rcpt;       /* owned */
+    buf_t body;       /* owned */
+    int64_t id;       /* campaign mode: the recipient row */
+    uint64_t arm_seq; /* campaign mode: its arm (loader_arm), 0 before one was asked for */
+};
+
+struct send_set { /* suppression list: open addressing on lower-case addresses */
+    char **slots;
+    size_t cap, n;
+};
+
+struct send_totals {
+    unsigned long recipients, accepted, rejected, failed, expired, suppressed, invalid, ambiguous;
+    unsigned long attempts, deferrals;
+};
+
+struct send;
+
+struct send_watch {
+    struct loop_op op;
+    struct send *s;
+    int fd;
+    int armed;
+};
+
+struct send {
+    struct send_options o;
+    struct config *cfg; /* until the pool takes it */
+    struct loop *loop;
+    struct pool *pool;
+    struct metrics *metrics;
+    char **lines;  /* owned: the recipient list */
+    buf_t message; /* --message: the body every recipient shares (owned) */
+    size_t nlines, next;
+    size_t inflight; /* in the pool */
+    struct send_set suppressed;
+    FILE *records, *suppress_out;
+    struct send_totals t;
+    sigset_t sig_mask; /* SIGHUP, SIGINT, SIGTERM: blocked, read from sigfd */
+    int sigfd;
+    struct loop_op sig_op;
+    int sig_armed;
+    struct loop_timer status_timer;
+    unsigned long status_last;
+    int interrupted, finishing;
+    int fenced; /* campaign mode: another node took this one over */
+    int done;   /* campaign mode: the loader had nothing left when the loop ended */
+    /* A stop's bound: the first SIGINT/SIGTERM at stop_at_ms (clock_ms,
+     * which is loader_stop_by's clock too; 0: none yet); from then on the guard thread
+     * takes the signals: a second one ends the process at once, and so
+     * does SEND_STOP_MS passing. hurry_ms: the loader's deadline (atomic). */
+    uint64_t stop_at_ms, hurry_ms;
+    int signalled; /* a first SIGINT/SIGTERM came (atomic) */
+    /* Who sent the first stop signal, and when: the same sender repeating
+     * it at once is the same stop (see send_same_stop). */
+    int first_sig, first_sig_pid;
+    uint64_t first_sig_ms;
+    sigset_t stop_mask;
+    pthread_t guard;
+    int guard_started;
+    int guard_quit; /* send_guard_stop asks the guard to return (atomic) */
+    char auth_pass[512];
+    double t0;
+    /* campaign mode */
+    struct loader *loader;
+    struct render_template *tpl;
+    struct render_scratch scratch;
+    struct prepare *prep; /* render workers (NULL: render on the loop thread) */
+    struct send_watch loader_watch, prep_watch;
+    char node_buf[128], journal_buf[512];
+};
+
+/* send.c */
+/* send_feed - top the pool up to --window from the list or the campaign */
+void send_feed(struct send *s);
+
+/* send_options.c */
+/* send_options_init - the defaults */
+void send_options_init(struct send_options *o);
+/* send_parse - argv into *o; -1 (the reason printed) on a bad command line */
+int send_parse(int argc, char **argv, struct send_options *o);
+
+/* send_list.c */
+/* send_address_problem - NULL when addr is a deliverable address, else why not */
+const char *send_address_problem(const char *addr);
+/* send_files_open - read --recipients (list mode), --message and --suppress;
+ * open --records. -1 (the reason printed) */
+int send_files_open(struct send *s);
+/* send_list_feed - list mode's send_feed */
+void send_list_feed(struct send *s);
+/* send_record - one --records line for an attempt */
+void send_record(struct send *s, const char *rcpt, const struct pool_attempt *a,
+                 const char *outcome);
+/* send_suppress - a permanent rejection: never send to rcpt again */
+void send_suppress(struct send *s, const char *rcpt);
+/* send_files_close - the list, the message, the set, the output files */
+void send_files_close(struct send *s);
+
+/* send_campaign.c */
+/* send_campaign_start - the loader, the templates, the render workers; and
+ * the pool's campaign hooks into *po */
+int send_campaign_start(struct send *s, struct pool_options *po);
+/* send_campaign_watch - feed the pool when the loader or the workers signal */
+void send_campaign_watch(struct send *s);
+/* send_campaign_feed - campaign mode's send_feed */
+void send_campaign_feed(struct send *s);
+/* send_result_db - one attempt's result to the loader */
+void send_result_db(struct send *s, struct send_msg *m, const struct pool_attempt *a,
+                    const char *outcome);
+/* send_campaign_stop - results written, claims released, within the stop's
+ * bound; says so and returns the exit status (rc: the run's). May _exit. */
+int send_campaign_stop(struct send *s, int rc);
+/* send_campaign_free - the templates */
+void send_campaign_free(struct send *s);
+
+/* send_status.c */
+/* send_signals_block - before any thread: signals only through the signalfd */
+void send_signals_block(struct send *s);
+/* send_signals_watch - the signalfd on the loop; -1 (reason printed) */
+int send_signals_watch(struct send *s);
+/* send_status_start - the status line, on a terminal without --json */
+void send_status_start(struct send *s);
+/* send_metrics_start - --metrics; -1 (reason printed) */
+int send_metrics_start(struct send *s);
+/* send_warn_opportunistic - which ISPs may get mail in plaintext */
+void send_warn_opportunistic(const struct send *s, const struct config *cfg);
+/* send_stop - stop feeding; the loop ends once what is in flight is done */
+void send_stop(struct send *s);
+/* send_guard_start / send_guard_stop - the thread that bounds a stop */
+void send_guard_start(struct send *s);
+void send_guard_stop(struct send *s);
+
+/* send_report.c */
+/* send_report - the summary on stdout: the per-ISP table, or one JSON object */
+void send_report(struct send *s, double wall);
+
+#endif
