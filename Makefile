@@ -5,6 +5,7 @@
 #   make asan            the same tests with an ASan+UBSan build in build-asan/
 #   make demo            the main job end to end: 100,000 messages over STARTTLS to a local sink
 #   make bench           benchmarks (bench/run.sh), results in bench/results/
+#   make bench-ab OLD=DIR  this build beside the build in DIR (bench/ab.sh)
 #   make install PREFIX=/usr/local
 #   make format / format-check
 #   make check-layers    the include rules between engine/ pool/ campaign/ bench/
@@ -52,7 +53,7 @@ BENCH_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard bench/*.c))
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all test unit e2e asan bench install format format-check check-layers clean fuzz fuzz-run valgrind demo
+.PHONY: all test unit e2e asan bench bench-ab install format format-check check-layers clean fuzz fuzz-run valgrind demo
 FUZZ_SECONDS ?= 20
 
 all: $(BUILD)/ringmail $(UNIT_BIN)
@@ -86,6 +87,11 @@ asan:
 
 bench: all
 	bench/run.sh $(BUILD)
+
+# Two builds side by side (a change that must not cost speed):
+#   make bench-ab OLD=/path/to/old/build
+bench-ab: all
+	bench/ab.sh $(OLD) $(BUILD)
 
 # The main job end to end: 100,000 messages over STARTTLS to a local sink.
 demo: all
@@ -133,6 +139,11 @@ check-layers:
 	layer "bench/ includes more than engine/, pool/ and bench/ headers" \
 	  '("|<(\.\./)*campaign/)' "$(filter bench/%,$(LAYER_SRC))" \
 	  ':[0-9]+:[[:space:]]*#[[:space:]]*include[[:space:]]*"((engine|pool|bench)/)?[^/"]+"'; \
+	hits=$$(grep -nH "Exports:" $(wildcard engine/*.h pool/*.h campaign/*.h bench/*.h) /dev/null); \
+	if [ -n "$$hits" ]; then \
+	  echo "check-layers: a hand-kept Exports list (a header's declarations are its exports):"; \
+	  echo "$$hits"; fail=1; \
+	fi; \
 	if [ $$fail = 0 ]; then echo "check-layers: ok"; fi; \
 	exit $$fail
 
