@@ -141,19 +141,28 @@ static void metrics_client_recv(struct metrics_client *c)
 
 static void metrics_client_respond(struct metrics_client *c);
 
+/* metrics_client_op_over - a receive or send completed with RES: 1 when
+ * the client is done with (shut down already, or the peer went away or
+ * failed), its end taken care of; 0 to go on */
+static int metrics_client_op_over(struct metrics_client *c, int res)
+{
+    if (c->state != METRICS_CLIENT_DEAD && res > 0) {
+        return 0;
+    }
+    if (c->state != METRICS_CLIENT_DEAD) {
+        metrics_client_abort(c);
+    }
+    metrics_client_check(c);
+    return 1;
+}
+
 static void metrics_client_on_recv(struct loop_op *op, int res, unsigned flags)
 {
     struct metrics_client *c = op->owner;
     (void)flags;
     c->recv_busy = 0;
-    if (c->state == METRICS_CLIENT_DEAD) {
-        metrics_client_check(c);
-        return;
-    }
-    if (res <= 0) {
-        /* EOF or an error: before the request ended there is nobody to answer. */
-        metrics_client_abort(c);
-        metrics_client_check(c);
+    /* EOF or an error: before the request ended there is nobody to answer. */
+    if (metrics_client_op_over(c, res)) {
         return;
     }
     loop_mark_received(buf_data(&c->in) + buf_len(&c->in), (size_t)res);
@@ -205,13 +214,7 @@ static void metrics_client_on_send(struct loop_op *op, int res, unsigned flags)
     struct metrics_client *c = op->owner;
     (void)flags;
     c->send_busy = 0;
-    if (c->state == METRICS_CLIENT_DEAD) {
-        metrics_client_check(c);
-        return;
-    }
-    if (res <= 0) {
-        metrics_client_abort(c);
-        metrics_client_check(c);
+    if (metrics_client_op_over(c, res)) {
         return;
     }
     buf_consume(&c->out, (size_t)res);
