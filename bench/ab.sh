@@ -10,10 +10,12 @@
 #              (HS_COUNT connections, one message each, 20 at a time)
 #   KB/session client RSS over SESSIONS sessions open at once, the sink
 #              delaying every reply 100 ms
+#   100 KB     msgs/s and client CPU per message for SIZE_COUNT 100 KB messages
 #
 # Usage: make bench-ab OLD=path/to/old/build (NEW defaults to build), or
 #   bench/ab.sh /tmp/old-build build
-# Environment: RUNS [5], COUNT [20000], HS_COUNT [3000], SESSIONS [1000].
+# Environment: RUNS [5], COUNT [20000], HS_COUNT [3000], SESSIONS [1000],
+# SIZE_COUNT [5000].
 set -u
 OLD=${1:?usage: bench/ab.sh OLD_BUILD NEW_BUILD}
 NEW=${2:-build}
@@ -22,6 +24,7 @@ RUNS=${RUNS:-5}
 COUNT=${COUNT:-20000}
 HS_COUNT=${HS_COUNT:-3000}
 SESSIONS=${SESSIONS:-1000}
+SIZE_COUNT=${SIZE_COUNT:-5000}
 for b in "$OLD" "$NEW"; do
     [ -x "$b/ringmail" ] || { echo "ab.sh: $b/ringmail not found" >&2; exit 2; }
 done
@@ -80,6 +83,7 @@ for i in $(seq 1 "$RUNS"); do
         one "$l" "$b" resumed --tls-max 1.3 -- --count "$HS_COUNT" --concurrency 20 --msgs-per-conn 1
         one "$l" "$b" scale --latency-ms 100 -- --count $((SESSIONS * 20)) --concurrency "$SESSIONS" \
             --msgs-per-conn 0 --timeout-ms 60000
+        one "$l" "$b" size -- --count "$SIZE_COUNT" --concurrency 20 --size 102400
     done
     echo "  round $i of $RUNS done"
 done
@@ -108,6 +112,8 @@ rb = conns_per_cpu("resumed", "B") / conns_per_cpu("full", "B")
 row("resumed/full TLS 1.3 (conns per CPU-s)", ra, rb)
 row("client RSS KB per session (%d open)" % sessions, med("scale", "A", "peak_rss_kb") / sessions,
     med("scale", "B", "peak_rss_kb") / sessions)
+row("100 KB msgs/s (20 conns)", med("size", "A", "msgs_per_s"), med("size", "B", "msgs_per_s"), "%12.0f")
+row("blast CPU us per 100 KB msg", med("size", "A", "cpu_us_per_msg"), med("size", "B", "cpu_us_per_msg"))
 print("  (per figure, every run: %s)" % ", ".join("%s %s %s" % (f, l, v) for f, l, k, v in rows if k == "cpu_us_per_msg"))
 PY
 exit $STATUS

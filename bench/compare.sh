@@ -512,44 +512,16 @@ sink_stop() { # writes the --stats file
 pf_setup() {
     local d=$1 variant=$2 q
     rm -rf "$d"
-    mkdir -p "$d/conf" "$d/data"
-    chmod 755 "$d" "$d/conf"
-    chown postfix "$d/data" && chmod 700 "$d/data"
-    if [ -z "${PF_QUEUE_DISK:-}" ] && [ -d /dev/shm ] && [ -w /dev/shm ]; then
-        q=$(mktemp -d /dev/shm/ringmail-postfix.XXXXXX) || return 1
-    else
-        q=$d/queue
-        mkdir -p "$q"
-    fi
-    chmod 755 "$q"
-    : >"$d/maillog"
+    q=$(postfix_instance "$d" "${PF_QUEUE_DISK:-}") || return 1
     printf '/^Subject:/ HOLD ringmail bench: held until the timed release\n' >"$d/conf/hold_checks"
-    cat >"$d/conf/main.cf" <<CF
-# Private sending instance of bench/compare.sh ($variant).
-compatibility_level = 3.6
-queue_directory = $q
-data_directory = $d/data
-meta_directory = /etc/postfix
-mail_owner = postfix
-setgid_group = postdrop
-maillog_file = $d/maillog
-maillog_file_prefixes = $d
-syslog_name = postfix-rmbench
-myhostname = sender.bench.test
-mydomain = bench.test
-myorigin = \$myhostname
-mydestination =
-local_recipient_maps =
-alias_maps =
-alias_database =
+    {
+        echo "# Private sending instance of bench/compare.sh ($variant)."
+        postfix_main_cf_base "$d" "$q" postfix-rmbench sender.bench.test bench.test
+    } >"$d/conf/main.cf"
+    cat >>"$d/conf/main.cf" <<CF
 inet_interfaces = loopback-only
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-biff = no
 # Everything goes to the sink, nowhere else; no DNS (localhost from /etc/hosts).
 relayhost = [localhost]:$PORT
-smtp_dns_support_level = disabled
-lmtp_dns_support_level = disabled
 smtp_host_lookup = native
 # STARTTLS required, the sink's certificate verified against the test CA.
 smtp_tls_security_level = verify

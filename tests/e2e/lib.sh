@@ -545,6 +545,55 @@ wait_for_count() {
 
 # ---------------------------------------------------------------- Postfix
 
+# postfix_instance DIR [ON_DISK]: a private Postfix instance's conf/ and
+# data/ (the latter postfix's own) and an empty maillog in DIR; prints its
+# queue directory: in /dev/shm, or DIR/queue (emptied) when ON_DISK is set
+# or there is no /dev/shm. Shared by start_postfix and bench/compare.sh.
+postfix_instance() {
+    local d=$1 q
+    mkdir -p "$d/conf" "$d/data" || return 1
+    chmod 755 "$d" "$d/conf"
+    chown postfix "$d/data" && chmod 700 "$d/data"
+    if [ -z "${2:-}" ] && [ -d /dev/shm ] && [ -w /dev/shm ]; then
+        q=$(mktemp -d /dev/shm/ringmail-postfix.XXXXXX) || return 1
+    else
+        q=$d/queue
+        rm -rf "$q"
+        mkdir -p "$q"
+    fi
+    chmod 755 "$q"
+    : >"$d/maillog"
+    echo "$q"
+}
+# postfix_main_cf_base DIR QUEUE SYSLOG_NAME MYHOSTNAME MYDOMAIN: the
+# main.cf lines every private instance has: its own directories and log,
+# no local delivery, IPv4 on 127.0.0.0/8, no DNS.
+postfix_main_cf_base() {
+    cat <<CF
+compatibility_level = 3.6
+queue_directory = $2
+data_directory = $1/data
+meta_directory = /etc/postfix
+mail_owner = postfix
+setgid_group = postdrop
+maillog_file = $1/maillog
+maillog_file_prefixes = $1
+syslog_name = $3
+myhostname = $4
+mydomain = $5
+myorigin = \$myhostname
+mydestination =
+local_recipient_maps =
+alias_maps =
+alias_database =
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+biff = no
+smtp_dns_support_level = disabled
+lmtp_dns_support_level = disabled
+CF
+}
+
 # start_postfix DIR PORT CERT KEY [param=value...]
 # A private Postfix instance as a TLS-capable sink, independent of the system
 # instance (which need not be configured or running):
@@ -575,39 +624,13 @@ start_postfix() {
     cert=$(realpath "$cert")
     key=$(realpath "$key")
     rm -rf "$d/conf" "$d/data"
-    mkdir -p "$d/conf" "$d/data"
-    chmod 755 "$d" "$d/conf"
-    chown postfix "$d/data" && chmod 700 "$d/data"
-    if [ -z "${RINGMAIL_E2E_NO_TMPFS:-}" ] && [ -d /dev/shm ] && [ -w /dev/shm ]; then
-        q=$(mktemp -d /dev/shm/ringmail-postfix.XXXXXX) || return 1
-    else
-        q=$d/queue
-        rm -rf "$q"
-        mkdir -p "$q"
-    fi
-    chmod 755 "$q"
-    : >"$d/maillog"
-    cat >"$d/conf/main.cf" <<CF
-# Private ringmail e2e sink instance (tests/e2e/lib.sh start_postfix).
-compatibility_level = 3.6
-queue_directory = $q
-data_directory = $d/data
-meta_directory = /etc/postfix
-mail_owner = postfix
-setgid_group = postdrop
-maillog_file = $d/maillog
-maillog_file_prefixes = $d
-syslog_name = postfix
-myhostname = mx.test
-mydomain = test
-myorigin = mx.test
-mydestination =
-local_recipient_maps =
-alias_maps =
-alias_database =
+    q=$(postfix_instance "$d" "${RINGMAIL_E2E_NO_TMPFS:-}") || return 1
+    {
+        echo "# Private ringmail e2e sink instance (tests/e2e/lib.sh start_postfix)."
+        postfix_main_cf_base "$d" "$q" postfix mx.test test
+    } >"$d/conf/main.cf"
+    cat >>"$d/conf/main.cf" <<CF
 inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
 relay_domains =
 smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
 smtpd_recipient_restrictions =
@@ -615,11 +638,8 @@ default_transport = discard:ringmail-e2e-sink
 relay_transport = discard:ringmail-e2e-sink
 local_transport = discard:ringmail-e2e-sink
 virtual_transport = discard:ringmail-e2e-sink
-smtp_dns_support_level = disabled
-lmtp_dns_support_level = disabled
 smtpd_peername_lookup = no
 smtpd_banner = \$myhostname ESMTP Postfix (ringmail e2e sink)
-biff = no
 in_flow_delay = 0
 default_process_limit = 100
 smtpd_client_connection_count_limit = 0

@@ -46,23 +46,11 @@ struct fixture {
     struct tls_session_cache *cache; /* the client's; a fresh one per test */
 };
 
-static int write_file(char *path, const char *tmpl, const char *data)
-{
-    snprintf(path, 64, "%s", tmpl);
-    int fd = mkstemp(path);
-    if (fd < 0) {
-        return -1;
-    }
-    ssize_t n = write(fd, data, strlen(data));
-    close(fd);
-    return n == (ssize_t)strlen(data) ? 0 : -1;
-}
-
 static int setup(void **state)
 {
     struct fixture *f = calloc(1, sizeof *f);
-    if (!f || write_file(f->cert_path, "/tmp/ringmail-ut-cert.XXXXXX", unit_cert) < 0 ||
-        write_file(f->key_path, "/tmp/ringmail-ut-key.XXXXXX", unit_key) < 0) {
+    if (!f || unit_write_temp(f->cert_path, "/tmp/ringmail-ut-cert.XXXXXX", unit_cert) < 0 ||
+        unit_write_temp(f->key_path, "/tmp/ringmail-ut-key.XXXXXX", unit_key) < 0) {
         return -1;
     }
     f->server_ctx = SSL_CTX_new(TLS_method());

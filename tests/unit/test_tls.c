@@ -22,23 +22,11 @@
 
 static char cert_path[64], key_path[64];
 
-static int write_file(char *path, const char *tmpl, const char *data)
-{
-    snprintf(path, 64, "%s", tmpl);
-    int fd = mkstemp(path);
-    if (fd < 0) {
-        return -1;
-    }
-    ssize_t n = write(fd, data, strlen(data));
-    close(fd);
-    return n == (ssize_t)strlen(data) ? 0 : -1;
-}
-
 static int setup(void **state)
 {
     (void)state;
-    if (write_file(cert_path, "/tmp/ringmail-ut-cert.XXXXXX", unit_cert) < 0 ||
-        write_file(key_path, "/tmp/ringmail-ut-key.XXXXXX", unit_key) < 0) {
+    if (unit_write_temp(cert_path, "/tmp/ringmail-ut-cert.XXXXXX", unit_cert) < 0 ||
+        unit_write_temp(key_path, "/tmp/ringmail-ut-key.XXXXXX", unit_key) < 0) {
         return -1;
     }
     return 0;

@@ -1,10 +1,15 @@
 /*
  * unit_cert - the unit tests' TLS identity: a self-signed ECDSA P-256
  * certificate for unit.test (valid for 100 years) and its key, shared by
- * test_tls and test_client_conn.
+ * test_tls and test_client_conn, and a way to put them in files.
  */
 #ifndef RINGMAIL_TEST_UNIT_CERT_H
 #define RINGMAIL_TEST_UNIT_CERT_H
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 static const char unit_cert[] = "-----BEGIN CERTIFICATE-----\n"
                                 "MIIBlDCCATugAwIBAgIUQhBjg59pSbnDsAu+fk0/I8wHNE8wCgYIKoZIzj0EAwIw\n"
@@ -22,5 +27,19 @@ static const char unit_key[] = "-----BEGIN EC PRIVATE KEY-----\n"
                                "AwEHoUQDQgAE5OjIy2KlDazCzp1zsgo/ofKD6BLPOg4lSdeBOQIVm7rQtm1uZDYS\n"
                                "tiNdZ5tC75pic7i+S6BEj+C/yrbxdOlPDw==\n"
                                "-----END EC PRIVATE KEY-----\n";
+
+/* unit_write_temp - DATA into a new file made from TMPL (mkstemp's
+ * XXXXXX), its name into PATH (64 bytes); 0 or -1 */
+static inline int unit_write_temp(char *path, const char *tmpl, const char *data)
+{
+    snprintf(path, 64, "%s", tmpl);
+    int fd = mkstemp(path);
+    if (fd < 0) {
+        return -1;
+    }
+    ssize_t n = write(fd, data, strlen(data));
+    close(fd);
+    return n == (ssize_t)strlen(data) ? 0 : -1;
+}
 
 #endif
