@@ -532,6 +532,62 @@ static int config_lane_entry(struct config_parse *p, const char *isp_name, const
                        name, "");
 }
 
+/* "PATTERN => CATEGORY hard|soft": a [bounce] rule, PATTERN as in an [isp] rule. */
+static int config_bounce_rule_parse(struct config_parse *p, const char *v)
+{
+    struct bounce_rules *rules = &p->c->bounce.rules;
+    const char *arrow = strstr(v, "=>");
+    if (!arrow) {
+        return config_fail(p, "bounce rule '%s': no '=>'; want 'PATTERN => CATEGORY hard|soft'%s",
+                           v, "");
+    }
+    if (rules->n == BOUNCE_RULES_MAX) {
+        return config_fail(p, "too many bounce rules (the limit is 64)%s%s", "", "");
+    }
+    struct bounce_rule *r = &rules->rule[rules->n];
+    size_t plen = (size_t)(arrow - v);
+    while (plen > 0 && (v[plen - 1] == ' ' || v[plen - 1] == '\t')) {
+        plen--;
+    }
+    if (plen == 0 || plen >= sizeof r->pattern) {
+        return config_fail(p, "bounce rule '%s': empty or too long pattern%s", v, "");
+    }
+    char category[32] = "", kind[16] = "", extra[16] = "";
+    int n = sscanf(arrow + 2, "%31s %15s %15s", category, kind, extra);
+    if (n < 1) {
+        return config_fail(p, "bounce rule '%s': no category after '=>'%s", v, "");
+    }
+    if (bounce_category_parse(category, &r->category) != 0) {
+        return config_fail(p,
+                           "bounce rule: unknown category '%s' (want bad-mailbox, bad-domain, "
+                           "inactive-mailbox, quota-issues, policy-related, spam-related, "
+                           "content-related, routing-errors, protocol-errors, message-expired or "
+                           "other)%s",
+                           category, "");
+    }
+    if (n < 2 || (strcmp(kind, "hard") != 0 && strcmp(kind, "soft") != 0)) {
+        return config_fail(p, "bounce rule '%s': want 'hard' or 'soft' after the category%s", v,
+                           "");
+    }
+    if (n > 2) {
+        return config_fail(p, "bounce rule '%s': '%s' after hard|soft", v, extra);
+    }
+    memcpy(r->pattern, v, plen);
+    r->pattern[plen] = '\0';
+    r->kind = kind[0] == 'h' ? BOUNCE_HARD : BOUNCE_SOFT;
+    rules->n++;
+    return 1;
+}
+
+/* [bounce] */
+static int config_bounce_entry(struct config_parse *p, const char *name, const char *v)
+{
+    if (strcmp(name, "rule") == 0) {
+        return config_bounce_rule_parse(p, v);
+    }
+    return config_fail(p, "unknown setting '%s' in [bounce]; it takes 'rule'%s", name, "");
+}
+
 static int config_on_entry(void *user, const char *section, const char *name, const char *value)
 {
     struct config_parse *p = user;
@@ -540,6 +596,9 @@ static int config_on_entry(void *user, const char *section, const char *name, co
     }
     if (strcmp(section, "global") == 0) {
         return config_global_entry(p, name, value);
+    }
+    if (strcmp(section, "bounce") == 0) {
+        return config_bounce_entry(p, name, value);
     }
     const char *src = strncmp(section, "isp ", 4) == 0 ? strstr(section + 4, " source ") : NULL;
     if (src && src > section + 4 && src[8]) {

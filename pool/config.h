@@ -11,6 +11,9 @@
  *                     conn_rate for that source address only (a warming IP)
  *   [route DOMAIN]    server = HOST:PORT (overrides DNS for that domain; a
  *                     host name is looked up on the ring by the pool)
+ *   [bounce]          rule = PATTERN => CATEGORY hard|soft (repeatable): the
+ *                     bounce classifier's own rules, before its shipped
+ *                     ones (bounce.h); PATTERN as in an [isp] rule
  * A rule is "PATTERN => ACTION": PATTERN is matched, case-insensitively, as
  * a substring of "CODE ENHANCED TEXT" of a reply ("421 4.7.28", "TSS04");
  * ACTION is "backoff CUT PAUSE", "suspend DURATION" or "bounce".
@@ -29,6 +32,7 @@
 #include <stdint.h>
 
 #include "engine/smtp_client.h"
+#include "pool/bounce.h"
 #include "pool/retry.h"
 
 #define CONFIG_NAME_MAX 64
@@ -91,6 +95,11 @@ struct config_source {
     unsigned weight;            /* share of new connections, >= 1 */
 };
 
+/* [bounce]: the operator's classification rules, in file order. */
+struct config_bounce {
+    struct bounce_rules rules;
+};
+
 struct config {
     struct retry_schedule retry;
     enum smtp_tls_policy tls; /* the default for ISPs that set none */
@@ -102,6 +111,7 @@ struct config {
     size_t nroutes;
     struct config_source sources[CONFIG_SOURCES_MAX]; /* none: the kernel picks */
     size_t nsources;
+    struct config_bounce bounce;
 };
 
 /* Load path; NULL and "LINE: reason" in err on error. */

@@ -240,12 +240,82 @@ static void test_bounds_refused(void **state)
     config_free(c);
 }
 
+/* [bounce]: rules load in order, as the classifier takes them; bad lines name theirs. */
+static void test_bounce_rules(void **state)
+{
+    (void)state;
+    char err[512];
+    struct config *c =
+        load_text("[isp x]\nrule = 421 => bounce\n\n[bounce]\n"
+                  "rule = TSS04 => policy-related soft\n"
+                  "rule = 550 5.1.1 Recipient address rejected => bad-mailbox hard\n",
+                  err, sizeof err);
+    assert_non_null(c);
+    assert_int_equal(c->bounce.rules.n, 2);
+    assert_string_equal(c->bounce.rules.rule[0].pattern, "TSS04");
+    assert_int_equal(c->bounce.rules.rule[0].category, BOUNCE_POLICY_RELATED);
+    assert_int_equal(c->bounce.rules.rule[0].kind, BOUNCE_SOFT);
+    assert_string_equal(c->bounce.rules.rule[1].pattern, "550 5.1.1 Recipient address rejected");
+    assert_int_equal(c->bounce.rules.rule[1].kind, BOUNCE_HARD);
+    struct bounce_result r;
+    bounce_classify(&c->bounce.rules, 421, "4.7.0", "[TSS04] Messages from 192.0.2.1 deferred", &r);
+    assert_string_equal(r.source, "config");
+    assert_string_equal(r.rule, "TSS04");
+    config_free(c);
+    /* Without [bounce], no rules: the shipped ones only. */
+    c = load_text("[global]\nretry = 5m\n", err, sizeof err);
+    assert_non_null(c);
+    assert_int_equal(c->bounce.rules.n, 0);
+    config_free(c);
+
+    static const struct {
+        const char *text, *want;
+    } bad[] = {
+        {"[bounce]\nrule = 550 5.1.1 => spam-ish hard\n",
+         ":2: bounce rule: unknown category 'spam-ish' (want bad-mailbox, bad-domain, "
+         "inactive-mailbox, quota-issues, policy-related, spam-related, content-related, "
+         "routing-errors, protocol-errors, message-expired or other)"},
+        {"[bounce]\n\nrule = 550 5.1.1 bad-mailbox hard\n",
+         ":3: bounce rule '550 5.1.1 bad-mailbox hard': no '=>'; want 'PATTERN => CATEGORY "
+         "hard|soft'"},
+        {"[bounce]\nrule = 550 5.1.1 => bad-mailbox\n",
+         ":2: bounce rule '550 5.1.1 => bad-mailbox': want 'hard' or 'soft' after the category"},
+        {"[bounce]\nrule = 550 5.1.1 => bad-mailbox permanent\n",
+         ":2: bounce rule '550 5.1.1 => bad-mailbox permanent': want 'hard' or 'soft' after the "
+         "category"},
+        {"[bounce]\nrule = 550 => bad-mailbox hard now\n",
+         ":2: bounce rule '550 => bad-mailbox hard now': 'now' after hard|soft"},
+        {"[bounce]\nrule =  => other soft\n",
+         ":2: bounce rule '=> other soft': empty or too long pattern"},
+        {"[bounce]\nrule = 421 =>\n", ":2: bounce rule '421 =>': no category after '=>'"},
+        {"[bounce]\nsoft_limit = 3\n",
+         ":2: unknown setting 'soft_limit' in [bounce]; it takes 'rule'"},
+        {"[bounce]\nrule = a => other soft\n[bounce]\nrule = b => other soft\n",
+         ":3: duplicate section [bounce] (first at line 1)"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        err[0] = '\0';
+        assert_null(load_text(bad[i].text, err, sizeof err));
+        if (!strstr(err, bad[i].want)) {
+            fail_msg("%s: got '%s', want '%s'", bad[i].text, err, bad[i].want);
+        }
+    }
+    /* The 65th rule is one too many. */
+    char many[4096] = "[bounce]\n";
+    for (int i = 0; i < 65; i++) {
+        snprintf(many + strlen(many), sizeof many - strlen(many), "rule = p%d => other soft\n", i);
+    }
+    assert_null(load_text(many, err, sizeof err));
+    assert_non_null(strstr(err, ":66: too many bounce rules (the limit is 64)"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_example_config_loads), cmocka_unit_test(test_sources),
         cmocka_unit_test(test_source_lanes),         cmocka_unit_test(test_errors_name_the_line),
         cmocka_unit_test(test_defaults_and_routes),  cmocka_unit_test(test_bounds_refused),
+        cmocka_unit_test(test_bounce_rules),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
