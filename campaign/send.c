@@ -78,6 +78,7 @@ static void send_on_result(void *user, struct pool_msg *pm, const struct pool_at
         break;
     case SMTP_OUTCOME_REJECTED:
         s->t.rejected++;
+        s->t.bounce_categories[send_bounce_category(s, a)]++;
         /* A permanent answer about this recipient: never send to it again. */
         send_suppress(s, m->rcpt);
         break;
@@ -188,6 +189,7 @@ static int send_relay_check(const struct send *s)
 static int send_pool_start(struct send *s, struct pool_options *po)
 {
     char err[512];
+    s->bounce_rules = s->cfg->bounce.rules;
     po->config = s->cfg;
     s->cfg = NULL;
     s->pool = pool_new(s->loop, po, err, sizeof err);

@@ -101,6 +101,7 @@ struct send_set { /* suppression list: open addressing on lower-case addresses *
 struct send_totals {
     unsigned long recipients, accepted, rejected, failed, expired, suppressed, invalid, ambiguous;
     unsigned long attempts, deferrals;
+    unsigned long bounce_categories[BOUNCE_CATEGORIES]; /* final rejections by category */
 };
 
 struct send;
@@ -114,7 +115,8 @@ struct send_watch {
 
 struct send {
     struct send_options o;
-    struct config *cfg; /* until the pool takes it */
+    struct config *cfg;               /* until the pool takes it */
+    struct bounce_rules bounce_rules; /* [bounce] of the config in force (a copy) */
     struct loop *loop;
     struct pool *pool;
     struct metrics *metrics;
@@ -180,6 +182,11 @@ void send_list_feed(struct send *s);
 /* send_record - one --records line for an attempt */
 void send_record(struct send *s, const char *rcpt, const struct pool_attempt *a,
                  const char *outcome);
+/* send_bounce - the category of a rejected, deferred or expired attempt
+ * into *out: 1, or 0 when there is none (a deferral without a reply) */
+int send_bounce(const struct send *s, const struct pool_attempt *a, struct bounce_result *out);
+/* send_bounce_category - send_bounce's category, or other */
+enum bounce_category send_bounce_category(const struct send *s, const struct pool_attempt *a);
 /* send_suppress - a permanent rejection: never send to rcpt again */
 void send_suppress(struct send *s, const char *rcpt);
 /* send_files_close - the list, the message, the set, the output files */

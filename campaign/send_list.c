@@ -222,6 +222,41 @@ const char *send_address_problem(const char *addr)
 
 /* ---- records ---- */
 
+int send_bounce(const struct send *s, const struct pool_attempt *a, struct bounce_result *out)
+{
+    if (a->outcome == SMTP_OUTCOME_DEFERRED && a->expired) {
+        /* Our max_age, not the server's word: the mailbox was never condemned. */
+        *out = (struct bounce_result){BOUNCE_MESSAGE_EXPIRED, BOUNCE_SOFT, "ringmail",
+                                      "max_age passed"};
+        return 1;
+    }
+    if (a->outcome != SMTP_OUTCOME_REJECTED &&
+        (a->outcome != SMTP_OUTCOME_DEFERRED || a->ambiguous)) {
+        return 0;
+    }
+    if (a->code >= 400) {
+        bounce_classify(&s->bounce_rules, a->code, a->enhanced, a->text, out);
+        return 1;
+    }
+    if (a->outcome == SMTP_OUTCOME_DEFERRED) {
+        return 0; /* DNS, connection or TLS trouble: no reply to classify */
+    }
+    /* Refused without a reply: the domain has no mail (null MX, NXDOMAIN,
+     * not a domain name). */
+    const char *reason = a->reason ? a->reason : "";
+    int dns = strcmp(reason, "null_mx") == 0 || strcmp(reason, "nxdomain") == 0 ||
+              strcmp(reason, "bad_domain") == 0;
+    *out = (struct bounce_result){dns ? BOUNCE_BAD_DOMAIN : BOUNCE_OTHER, BOUNCE_HARD, "ringmail",
+                                  reason};
+    return 1;
+}
+
+enum bounce_category send_bounce_category(const struct send *s, const struct pool_attempt *a)
+{
+    struct bounce_result r;
+    return send_bounce(s, a, &r) ? r.category : BOUNCE_OTHER;
+}
+
 void send_record(struct send *s, const char *rcpt, const struct pool_attempt *a,
                  const char *outcome)
 {
@@ -261,6 +296,14 @@ void send_record(struct send *s, const char *rcpt, const struct pool_attempt *a,
         json_object_set_new(j, "transaction_ms", json_integer(a->transaction_ms));
     }
     json_object_set_new(j, "data_in_flight", json_boolean(a->data_in_flight));
+    struct bounce_result b;
+    if (send_bounce(s, a, &b)) {
+        char why[BOUNCE_PATTERN_MAX + 32];
+        snprintf(why, sizeof why, "%s: %s", b.source, b.rule);
+        json_object_set_new(j, "category", json_string(bounce_category_name(b.category)));
+        json_object_set_new(j, "bounce", json_string(bounce_kind_name(b.kind)));
+        json_object_set_new(j, "bounce_rule", json_string(why));
+    }
     char *line = json_dumps(j, JSON_COMPACT | JSON_ENSURE_ASCII);
     fprintf(s->records, "%s\n", line);
     free(line);

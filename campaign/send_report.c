@@ -89,6 +89,12 @@ void send_report(struct send *s, double wall)
         (json_int_t)(s->t.recipients - s->t.accepted - s->t.rejected - s->t.failed - s->t.expired -
                      s->t.ambiguous - s->t.suppressed + (s->nlines - s->next)),
         "isps", isps, "wall_s", wall, "cpu_s", cpu, "peak_rss_kb", (json_int_t)ru.ru_maxrss);
+    json_t *categories = json_object();
+    for (int i = 0; i < BOUNCE_CATEGORIES; i++) {
+        json_object_set_new(categories, bounce_category_name((enum bounce_category)i),
+                            json_integer((json_int_t)s->t.bounce_categories[i]));
+    }
+    json_object_set_new(j, "bounce_categories", categories);
     if (s->loader) {
         /* Campaign mode: a deferral goes back to the database and is claimed
          * again, so "recipients" counts claims; the database has the states. */

@@ -109,6 +109,7 @@ static void send_reload(struct send *s)
         config_free(c);
         return;
     }
+    s->bounce_rules = c->bounce.rules;
     pool_reload(s->pool, c);
     send_warn_opportunistic(s, c);
     fprintf(stderr, "ringmail send: config reloaded from %s\n", s->o.config_path);

@@ -165,6 +165,18 @@ check "records: a deferral of gmail carries 421 4.7.28" pc any "$REC" '@gmail\.t
     'd["outcome"] == "deferred" and d.get("code") == 421 and d.get("enhanced") == "4.7.28" and d.get("final") is False'
 check "permfail@qq.test: rejected 550 5.1.1, final" pc final "$REC" permfail@qq.test \
     'd["outcome"] == "rejected" and d.get("code") == 550 and d.get("enhanced") == "5.1.1"'
+check "permfail@qq.test: category bad-mailbox, hard, by RFC 3463 X.1.1" pc final "$REC" permfail@qq.test \
+    'd.get("category") == "bad-mailbox" and d.get("bounce") == "hard" and d.get("bounce_rule", "").startswith("rfc3463: X.1.1")'
+check "records: a 421 4.7.28 deferral of gmail is soft spam-related (Gmail's text)" pc any "$REC" '@gmail\.test$' \
+    'd["outcome"] == "deferred" and d.get("code") == 421 and d.get("category") == "spam-related" and d.get("bounce") == "soft" and d.get("bounce_rule", "").startswith("gmail: ")'
+check "records: no accepted attempt carries a category" pc each "$REC" '@' \
+    'd["outcome"] != "accepted" or ("category" not in d and "bounce" not in d)'
+check_eq "isp: --json counts the rejection under bounce_categories.bad-mailbox" 1 \
+    "$(jget "$OUT" bounce_categories.bad-mailbox)"
+check_eq "isp: bounce_categories has all 11 categories, summing to rejected" "11 1" "$("$E2E_PY" -c '
+import json, sys
+c = json.load(open(sys.argv[1]))["bounce_categories"]
+print(len(c), sum(c.values()))' "$OUT")"
 check_eq "tencent: the sink rejected one RCPT" 1 "$(sj qq rejected_rcpts)"
 check_grep "permfail@qq.test appended to the suppression file" 'permfail@qq\.test' "$SUPP"
 check_eq "only the permanent rejection is in the suppression file" 1 "$(grep -c '@' "$SUPP" 2>/dev/null)"
@@ -616,10 +628,22 @@ print(len(t), "tempfail attempts;", len(others), "accepted")
 assert len(t) >= 2 and all(r["outcome"] == "deferred" for r in t[:-1])
 assert t[-1]["outcome"] == "expired" and t[-1]["final"] is True
 assert len(others) == 70 and all(r["attempt"] == 1 for r in others)' "$E2E_TMP/batch.records"
+check "batching: tempfail@'s 451 4.7.1 deferrals are soft policy-related, its expiry message-expired" "$E2E_PY" -c '
+import json, sys
+t = [json.loads(l) for l in open(sys.argv[1]) if l.strip() and "tempfail@" in l]
+print([(r["outcome"], r.get("category"), r.get("bounce")) for r in t])
+assert all(r["code"] == 451 and r["category"] == "policy-related" and r["bounce"] == "soft"
+           and r["bounce_rule"].startswith("rfc3463: X.7.") for r in t[:-1])
+assert t[-1]["category"] == "message-expired" and t[-1]["bounce"] == "soft"' "$E2E_TMP/batch.records"
+# An operator's [bounce] rule comes before the shipped ones.
+printf '\n[bounce]\nrule = sink tempfail => quota-issues soft\n' >>"$E2E_TMP/batch1.conf"
 send_run batch1 --recipients "$R6" --message "$E2E_TMP/batch.eml" --config "$E2E_TMP/batch1.conf"
 stop_sink batch
 stop_sink batch1
 check_eq "max_rcpts_per_msg 1: 70 accepted" 70 "$(jget "$E2E_TMP/batch1.json" accepted)"
+check "[bounce] rule: tempfail@'s deferrals are quota-issues by 'config: sink tempfail'" \
+    pc any "$E2E_TMP/batch1.records" '^tempfail@' \
+    'd["outcome"] == "deferred" and d.get("category") == "quota-issues" and d.get("bounce_rule") == "config: sink tempfail"'
 check_eq "max_rcpts_per_msg 1: one RCPT per message" 1 "$(sj batch1 max_rcpts_per_msg)"
 check_eq "max_rcpts_per_msg 1: 70 accepted messages" 70 "$(sj batch1 messages)"
 printf '[global]\ntls = none\n[isp x]\nmax_rcpts_per_msg = 0\n' >"$E2E_TMP/batch0.conf"
