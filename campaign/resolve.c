@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "engine/loop.h"
+#include "engine/num.h"
 #include "engine/netaddr.h"
 #include "pool/config.h"
 #include "pool/dns.h"
@@ -143,7 +144,14 @@ int resolve_main(int argc, char **argv)
         } else if (ch == 'c') {
             config_path = optarg;
         } else if (ch == 't') {
-            timeout_ms = (unsigned)strtoul(optarg, NULL, 10);
+            unsigned long v;
+            if (num_parse_ulong(optarg, 1, 600000, &v) < 0) {
+                fprintf(stderr,
+                        "ringmail resolve: bad value for --timeout-ms: '%s' (want 1..600000)\n",
+                        optarg);
+                return 2;
+            }
+            timeout_ms = (unsigned)v;
         } else {
             fprintf(ch == 'h' ? stdout : stderr,
                     "usage: ringmail resolve [--resolver ADDR:PORT] [--config FILE] "

@@ -48,4 +48,7 @@ check_eq "cached answers are the same answer" "mx1.gmail.test" "$(field gmail.te
 DEAD=$(free_port)
 "$RM" resolve --resolver "127.0.0.1:$DEAD" --timeout-ms 200 gmail.test >"$R" 2>/dev/null
 check_eq "a dead resolver is a temporary failure" tempfail "$(field gmail.test 'd["status"]')"
+"$RM" resolve --timeout-ms 2s gmail.test >/dev/null 2>"$E2E_TMP/bad.err"
+check_eq "--timeout-ms 2s: refused (exit 2)" 2 "$?"
+check_grep "--timeout-ms 2s: says why" "bad value for --timeout-ms: '2s' \\(want 1..600000\\)" "$E2E_TMP/bad.err"
 e2e_finish
