@@ -549,24 +549,11 @@ pickup     unix  n       -      n      60     1       pickup
 cleanup    unix  n       -      n      -      0       cleanup
 holdcleanup unix n       -      n      -      0       cleanup
   -o header_checks=regexp:$d/conf/hold_checks
-qmgr       unix  n       -      n      300    1       qmgr
-tlsmgr     unix  -       -      n      1000?  1       tlsmgr
-rewrite    unix  -       -      n      -      -       trivial-rewrite
-bounce     unix  -       -      n      -      0       bounce
-defer      unix  -       -      n      -      0       bounce
-trace      unix  -       -      n      -      0       bounce
-verify     unix  -       -      n      -      1       verify
-flush      unix  n       -      n      1000?  0       flush
-proxymap   unix  -       -      n      -      -       proxymap
-proxywrite unix  -       -      n      -      1       proxymap
+MF
+    postfix_master_cf_base >>"$d/conf/master.cf"
+    cat >>"$d/conf/master.cf" <<MF
 smtp       unix  -       -      n      -      -       smtp
 relay      unix  -       -      n      -      -       smtp
-showq      unix  n       -      n      -      -       showq
-error      unix  -       -      n      -      -       error
-retry      unix  -       -      n      -      -       error
-discard    unix  -       -      n      -      -       discard
-anvil      unix  -       -      n      -      1       anvil
-scache     unix  -       -      n      -      1       scache
 tlsproxy   unix  -       -      n      -      0       tlsproxy
 postlog    unix-dgram n  -      n      -      1       postlogd
 MF

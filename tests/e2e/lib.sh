@@ -565,6 +565,29 @@ postfix_instance() {
     : >"$d/maillog"
     echo "$q"
 }
+# postfix_master_cf_base: the master.cf services every private instance
+# runs (no chroot, nothing listening: the caller adds its listeners,
+# pickup, cleanup and delivery transports, and postlog).
+postfix_master_cf_base() {
+    cat <<MF
+qmgr       unix  n       -      n      300    1       qmgr
+tlsmgr     unix  -       -      n      1000?  1       tlsmgr
+rewrite    unix  -       -      n      -      -       trivial-rewrite
+bounce     unix  -       -      n      -      0       bounce
+defer      unix  -       -      n      -      0       bounce
+trace      unix  -       -      n      -      0       bounce
+verify     unix  -       -      n      -      1       verify
+flush      unix  n       -      n      1000?  0       flush
+proxymap   unix  -       -      n      -      -       proxymap
+proxywrite unix  -       -      n      -      1       proxymap
+showq      unix  n       -      n      -      -       showq
+error      unix  -       -      n      -      -       error
+retry      unix  -       -      n      -      -       error
+discard    unix  -       -      n      -      -       discard
+anvil      unix  -       -      n      -      1       anvil
+scache     unix  -       -      n      -      1       scache
+MF
+}
 # postfix_main_cf_base DIR QUEUE SYSLOG_NAME MYHOSTNAME MYDOMAIN: the
 # main.cf lines every private instance has: its own directories and log,
 # no local delivery, IPv4 on 127.0.0.0/8, no DNS.
@@ -671,22 +694,9 @@ CF
 127.0.0.1:$port inet n   -      n      -      -       smtpd
 pickup     unix  n       -      n      60     1       pickup
 cleanup    unix  n       -      n      -      0       cleanup
-qmgr       unix  n       -      n      300    1       qmgr
-tlsmgr     unix  -       -      n      1000?  1       tlsmgr
-rewrite    unix  -       -      n      -      -       trivial-rewrite
-bounce     unix  -       -      n      -      0       bounce
-defer      unix  -       -      n      -      0       bounce
-trace      unix  -       -      n      -      0       bounce
-verify     unix  -       -      n      -      1       verify
-flush      unix  n       -      n      1000?  0       flush
-proxymap   unix  -       -      n      -      -       proxymap
-proxywrite unix  -       -      n      -      1       proxymap
-showq      unix  n       -      n      -      -       showq
-error      unix  -       -      n      -      -       error
-retry      unix  -       -      n      -      -       error
-discard    unix  -       -      n      -      -       discard
-anvil      unix  -       -      n      -      1       anvil
-scache     unix  -       -      n      -      1       scache
+MF
+    postfix_master_cf_base >>"$d/conf/master.cf"
+    cat >>"$d/conf/master.cf" <<MF
 postlog    unix-dgram n  -      n      -      1       postlogd
 MF
     # Postfix waits (in 300 ms steps) until a config file is over a second
