@@ -133,7 +133,7 @@ static void send_submit_db(struct send *s, struct prepare_item *it, uint64_t now
     m->id = x->id;
     m->rcpt = x->address;
     m->m.rcpt = m->rcpt;
-    m->m.mail_from = s->o.from;
+    send_mail_from(s, m, (uint64_t)s->o.campaign, (uint64_t)m->id);
     m->m.data = buf_data(&m->body);
     m->m.len = buf_len(&m->body);
     m->m.attempts = x->attempts;
