@@ -122,9 +122,9 @@ struct send {
     struct loop *loop;
     struct pool *pool;
     struct metrics *metrics;
-    char **lines;  /* owned: the recipient list */
+    char **lines;         /* owned: the recipient list */
     size_t *line_numbers; /* owned: each one's line in --recipients (list mode's VERP id) */
-    buf_t message; /* --message: the body every recipient shares (owned) */
+    buf_t message;        /* --message: the body every recipient shares (owned) */
     size_t nlines, next;
     size_t inflight; /* in the pool */
     struct send_set suppressed;
@@ -162,7 +162,8 @@ struct send {
     struct loader *loader;
     struct render_template *tpl;
     struct render_scratch scratch;
-    struct prepare *prep; /* render workers (NULL: render on the loop thread) */
+    struct prepare_token token; /* [feedback] unsubscribe_url: the templates' token */
+    struct prepare *prep;       /* render workers (NULL: render on the loop thread) */
     struct send_watch loader_watch, prep_watch;
     char node_buf[128], journal_buf[512];
 };

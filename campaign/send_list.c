@@ -446,8 +446,7 @@ int send_files_open(struct send *s)
     s->feedback = s->cfg->feedback;
     if (s->o.recipients) {
         struct send_set once = {0};
-        int rc =
-            send_read_lines(s->o.recipients, &s->lines, &s->nlines, &once, &s->line_numbers);
+        int rc = send_read_lines(s->o.recipients, &s->lines, &s->nlines, &once, &s->line_numbers);
         send_set_free(&once);
         if (rc < 0) {
             return -1;

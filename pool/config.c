@@ -638,10 +638,10 @@ static int config_unsubscribe_url(struct config_parse *p, const char *v)
         return config_fail(p, "unsubscribe_url: '%s' has no host%s", v, "");
     }
     for (const char *c = v; *c; c++) {
-        if ((unsigned char)*c <= ' ' || (unsigned char)*c >= 0x7f || strchr("<>\"?#\\", *c)) {
+        if ((unsigned char)*c <= ' ' || (unsigned char)*c >= 0x7f || strchr("<>\"?#\\{}", *c)) {
             return config_fail(p,
                                "unsubscribe_url: '%s' has a space, a control or non-ASCII octet, "
-                               "or one of <>\"?#\\ (/TOKEN is appended to it)%s",
+                               "or one of <>\"?#\\{} (/TOKEN is appended to it)%s",
                                v, "");
         }
     }

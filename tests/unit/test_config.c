@@ -368,7 +368,8 @@ static void test_feedback_values_refused(void **state)
         {"unsubscribe_url = https:///u\n", ":6: unsubscribe_url: 'https:///u' has no host"},
         {"unsubscribe_url = https://x.test/u?list=1\n",
          ":6: unsubscribe_url: 'https://x.test/u?list=1' has a space, a control or non-ASCII "
-         "octet, or one of <>\"?#\\ (/TOKEN is appended to it)"},
+         "octet, or one of <>\"?#\\{} (/TOKEN is appended to it)"},
+        {"unsubscribe_url = https://x.test/{{email}}\n", "has a space"},
         {"unsubscribe_url = https://x.test/a b\n", "has a space"},
         {"complaint_pause = 0.2\n",
          ":6: complaint_pause: '0.2' is not a percentage above 0 and at most 100, like 0.2%"},

@@ -8,11 +8,14 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
 
 #include "campaign/feedback.h"
+#include "campaign/prepare.h"
+#include "campaign/render.h"
 
 _Static_assert(FEEDBACK_MAC_LEN * 8 >= 80, "the issue asks for a MAC of at least 80 bits");
 
@@ -117,12 +120,87 @@ static void test_refusals(void **state)
     refused(other, good, "forged token (MAC mismatch)");
 }
 
+/* [feedback] unsubscribe_url as send --db sets it up: the template names
+ * the token variable, prepare_render fills it from the recipient's row id,
+ * and the header carries both URIs, folded, with One-Click. */
+static void test_unsubscribe_header(void **state)
+{
+    (void)state;
+    struct render_spec spec = {
+        .from_addr = "news@sender.test",
+        .subject = "Hi {{name|there}}",
+        .text = "Hello.",
+        .list_unsubscribe = "https://unsub.sender.test/u/{{" PREPARE_TOKEN_VAR "}}",
+        .list_unsubscribe_mailto = "mailto:u-{{" PREPARE_TOKEN_VAR "}}@bounces.sender.test",
+        .fixed_date = 1700000000,
+        .fixed_message_id = "<x@sender.test>",
+    };
+    char err[256] = "";
+    struct render_template *tpl = render_compile(&spec, err, sizeof err);
+    assert_non_null(tpl);
+    struct prepare_token tok = {key, KEYLEN, 5};
+    struct prepare_item it = {.r = {.id = 42, .address = "ann@x.test", .vars = NULL}};
+    it.r.vars = strdup("{\"name\": \"Ann\"}");
+    prepare_render(tpl, NULL, NULL, &tok, &it);
+    assert_string_equal(it.err, "");
+    buf_append(&it.body, "", 1);
+    const char *body = buf_data(&it.body);
+    /* u-TOKEN for campaign 5, recipient 42: the known answer's ids, kind u. */
+    char local[FEEDBACK_LOCAL_MAX], want[512];
+    struct feedback_token t = {FEEDBACK_UNSUBSCRIBE, 5, 42};
+    feedback_token_make(key, KEYLEN, &t, local);
+    snprintf(want, sizeof want,
+             "List-Unsubscribe: <https://unsub.sender.test/u/%s>,\r\n "
+             "<mailto:%s@bounces.sender.test>\r\n"
+             "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
+             local + 2, local);
+    if (!strstr(body, want)) {
+        fail_msg("want\n%s\nin\n%s", want, body);
+    }
+    assert_non_null(strstr(body, "Subject: Hi Ann\r\n")); /* the row's variables still merge */
+    struct feedback_token got;
+    char why[64];
+    assert_int_equal(feedback_token_parse(key, KEYLEN, local, &got, why, sizeof why), 0);
+    assert_true(got.kind == FEEDBACK_UNSUBSCRIBE && got.campaign == 5 && got.recipient == 42);
+    buf_free(&it.body);
+    /* Without a token (no [feedback]), the variable is empty, as any unknown one. */
+    it.r.vars = NULL;
+    prepare_render(tpl, NULL, NULL, NULL, &it);
+    buf_append(&it.body, "", 1);
+    assert_non_null(strstr(buf_data(&it.body), "<https://unsub.sender.test/u/>"));
+    buf_free(&it.body);
+    render_free(tpl);
+    /* A short pair stays on one line; a mailto alone or after nothing is refused. */
+    spec.list_unsubscribe = "https://u.test/{{" PREPARE_TOKEN_VAR "}}";
+    spec.list_unsubscribe_mailto = "mailto:u@b.test";
+    tpl = render_compile(&spec, err, sizeof err);
+    assert_non_null(tpl);
+    buf_t out;
+    buf_init(&out);
+    assert_int_equal(render_message(tpl, "ann@x.test", NULL, NULL, &out, err, sizeof err), 0);
+    buf_append(&out, "", 1);
+    assert_non_null(
+        strstr(buf_data(&out), "List-Unsubscribe: <https://u.test/>, <mailto:u@b.test>\r\n"));
+    buf_free(&out);
+    render_free(tpl);
+    spec.list_unsubscribe_mailto = "https://u.test/x";
+    assert_null(render_compile(&spec, err, sizeof err));
+    assert_string_equal(err, "list_unsubscribe_mailto: must start with mailto: and follow a "
+                             "list_unsubscribe");
+    spec.list_unsubscribe = NULL;
+    spec.list_unsubscribe_mailto = "mailto:u@b.test";
+    assert_null(render_compile(&spec, err, sizeof err));
+    assert_string_equal(err, "list_unsubscribe_mailto: must start with mailto: and follow a "
+                             "list_unsubscribe");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_known_answers),
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_unsubscribe_header),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
