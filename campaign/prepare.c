@@ -19,6 +19,8 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "campaign/feedback.h"
+
 #define PREPARE_BATCH 64 /* recipients a worker takes at once */
 
 struct prepare {
@@ -42,8 +44,25 @@ static void prepare_signal(struct prepare *p)
     (void)n;
 }
 
+/* The recipient's variables, and the unsubscribe token before them. */
+struct prepare_vars {
+    struct render_vars json; /* lookup NULL: the recipient has none */
+    const char *token;       /* NULL: no [feedback] token */
+};
+
+static int prepare_lookup(void *ctx, const char *name, buf_t *value)
+{
+    struct prepare_vars *v = ctx;
+    if (v->token && strcmp(name, PREPARE_TOKEN_VAR) == 0) {
+        buf_append_str(value, v->token);
+        return 1;
+    }
+    return v->json.lookup && v->json.lookup(v->json.ctx, name, value);
+}
+
 void prepare_render(const struct render_template *tpl, struct render_scratch *scratch,
-                    const char *(*address_problem)(const char *), struct prepare_item *it)
+                    const char *(*address_problem)(const char *), const struct prepare_token *token,
+                    struct prepare_item *it)
 {
     buf_init(&it->body);
     it->err[0] = '\0';
@@ -52,10 +71,19 @@ void prepare_render(const struct render_template *tpl, struct render_scratch *sc
         snprintf(it->err, sizeof it->err, "%s", problem);
     } else {
         json_t *vars = json_loads(it->r.vars, 0, NULL);
-        struct render_vars rv;
-        render_vars_json(&rv, vars);
-        if (render_message(tpl, it->r.address, vars ? &rv : NULL, scratch, &it->body, it->err,
-                           sizeof it->err) < 0) {
+        struct prepare_vars pv = {{0}, NULL};
+        char local[FEEDBACK_LOCAL_MAX];
+        if (vars) {
+            render_vars_json(&pv.json, vars);
+        }
+        if (token && token->key) {
+            struct feedback_token t = {FEEDBACK_UNSUBSCRIBE, token->campaign, (uint64_t)it->r.id};
+            feedback_token_make(token->key, token->keylen, &t, local);
+            pv.token = local + 2; /* TOKEN of "u-TOKEN" */
+        }
+        struct render_vars rv = {prepare_lookup, &pv};
+        if (render_message(tpl, it->r.address, vars || pv.token ? &rv : NULL, scratch, &it->body,
+                           it->err, sizeof it->err) < 0) {
             buf_free(&it->body);
             if (!it->err[0]) {
                 snprintf(it->err, sizeof it->err, "cannot render the message");
@@ -93,7 +121,7 @@ static void *prepare_run(void *arg)
         pthread_mutex_unlock(&p->mu);
         for (size_t i = 0; i < n; i++) {
             items[i].r = batch[i];
-            prepare_render(p->o.tpl, &scratch, p->o.address_problem, &items[i]);
+            prepare_render(p->o.tpl, &scratch, p->o.address_problem, &p->o.token, &items[i]);
         }
         pthread_mutex_lock(&p->mu);
         for (size_t i = 0; i < n; i++) {

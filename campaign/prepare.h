@@ -18,6 +18,7 @@
 #define RINGMAIL_PREPARE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "campaign/loader.h"
 #include "campaign/render.h"
@@ -31,6 +32,16 @@ struct prepare_item {
     char err[256];        /* why this recipient cannot be sent: `invalid` */
 };
 
+/* [feedback]'s unsubscribe token, offered to the templates as the merge
+ * variable PREPARE_TOKEN_VAR (TOKEN of u-TOKEN, campaign/feedback.h); key
+ * NULL: no such variable. */
+#define PREPARE_TOKEN_VAR "ringmail_unsubscribe_token"
+struct prepare_token {
+    const uint8_t *key; /* borrowed */
+    size_t keylen;
+    uint64_t campaign;
+};
+
 struct prepare_options {
     struct loader *loader;
     const struct render_template *tpl;
@@ -38,6 +49,7 @@ struct prepare_options {
     size_t ahead;     /* recipients held at most (default 4096) */
     /* NULL or why an address cannot be sent (called on a worker thread). */
     const char *(*address_problem)(const char *address);
+    struct prepare_token token;
 };
 
 /* Starts the workers; the loader tells them of new claims (loader_set_notify)
@@ -55,6 +67,7 @@ size_t prepare_held(struct prepare *p);
  * sent; frees it->r.vars. What a worker does, for the delivery thread too
  * when there are no workers. */
 void prepare_render(const struct render_template *tpl, struct render_scratch *scratch,
-                    const char *(*address_problem)(const char *), struct prepare_item *it);
+                    const char *(*address_problem)(const char *), const struct prepare_token *token,
+                    struct prepare_item *it);
 
 #endif

@@ -85,8 +85,9 @@ struct render_template {
     buf_t from_line;   /* owned: "From: ...\r\n", folded */
     char *from_domain; /* owned */
     struct render_tpl to_name, subject, text, html, unsubscribe; /* src NULL when absent */
-    int one_click; /* List-Unsubscribe is https: add List-Unsubscribe-Post */
-    buf_t tail;    /* owned: Feedback-ID and the extra headers, CRLF each */
+    struct render_tpl unsubscribe_mailto; /* a second List-Unsubscribe URI; src NULL: none */
+    int one_click;                        /* List-Unsubscribe is https: add List-Unsubscribe-Post */
+    buf_t tail;                           /* owned: Feedback-ID and the extra headers, CRLF each */
     time_t fixed_date;
     char *fixed_message_id;   /* owned, may be NULL */
     struct dkim_signer *dkim; /* owned, may be NULL */
@@ -502,6 +503,17 @@ static int render_compile_templates(struct render_template *t, const struct rend
             return -1;
         }
     }
+    const char *m = spec->list_unsubscribe_mailto;
+    if (m && (!spec->list_unsubscribe || strncasecmp(m, "mailto:", 7) != 0)) {
+        snprintf(err, errlen,
+                 "list_unsubscribe_mailto: must start with mailto: and follow a "
+                 "list_unsubscribe");
+        return -1;
+    }
+    if (m && render_tpl_compile(&t->unsubscribe_mailto, m, "list_unsubscribe_mailto", 1, err,
+                                errlen) < 0) {
+        return -1;
+    }
     return 0;
 }
 
@@ -544,11 +556,37 @@ void render_free(struct render_template *t)
     render_tpl_free(&t->text);
     render_tpl_free(&t->html);
     render_tpl_free(&t->unsubscribe);
+    render_tpl_free(&t->unsubscribe_mailto);
     dkim_signer_free(t->dkim);
     free(t);
 }
 
 /* ---------------------------------------------------------------- per recipient */
+
+/* One List-Unsubscribe URI merged and appended to field; its length in *n. */
+static int render_unsubscribe_uri(struct render_call *c, const struct render_tpl *tpl, buf_t *field,
+                                  size_t *n)
+{
+    size_t start = buf_len(field);
+    if (render_expand(c, tpl, RENDER_CTX_HEADER, "List-Unsubscribe", field) < 0) {
+        return -1;
+    }
+    const char *u = buf_data(field) + start;
+    *n = buf_len(field) - start;
+    for (size_t i = 0; i < *n; i++) {
+        if ((unsigned char)u[i] <= ' ' || (unsigned char)u[i] >= 0x7f || strchr("<>\"", u[i])) {
+            snprintf(c->err, c->errlen,
+                     "List-Unsubscribe: the merged URL has a space, a "
+                     "control or non-ASCII octet, or one of <>\"");
+            return -1;
+        }
+    }
+    if (*n > RENDER_RAW_WORD_MAX) {
+        snprintf(c->err, c->errlen, "List-Unsubscribe: the merged URL is over 900 octets");
+        return -1;
+    }
+    return 0;
+}
 
 static int render_headers(struct render_call *c, buf_t *out, time_t now)
 {
@@ -578,24 +616,20 @@ static int render_headers(struct render_call *c, buf_t *out, time_t now)
     buf_append_str(out, "MIME-Version: 1.0\r\n");
     if (t->unsubscribe.src) {
         buf_reset(field);
-        if (render_expand(c, &t->unsubscribe, RENDER_CTX_HEADER, "List-Unsubscribe", field) < 0) {
+        size_t un, mn = 0;
+        if (render_unsubscribe_uri(c, &t->unsubscribe, field, &un) < 0 ||
+            (t->unsubscribe_mailto.src &&
+             render_unsubscribe_uri(c, &t->unsubscribe_mailto, field, &mn) < 0)) {
             return -1;
         }
         const char *u = buf_data(field);
-        size_t un = buf_len(field);
-        for (size_t i = 0; i < un; i++) {
-            if ((unsigned char)u[i] <= ' ' || (unsigned char)u[i] >= 0x7f || strchr("<>\"", u[i])) {
-                snprintf(c->err, c->errlen,
-                         "List-Unsubscribe: the merged URL has a space, a "
-                         "control or non-ASCII octet, or one of <>\"");
-                return -1;
-            }
+        buf_appendf(out, "List-Unsubscribe: <%.*s>", (int)un, u);
+        if (mn) {
+            /* Folded before the second URI when one line would pass 78 columns. */
+            int fold = sizeof "List-Unsubscribe: <>, <>" - 1 + un + mn > RENDER_FOLD_AT;
+            buf_appendf(out, ",%s<%.*s>", fold ? "\r\n " : " ", (int)mn, u + un);
         }
-        if (un > RENDER_RAW_WORD_MAX) {
-            snprintf(c->err, c->errlen, "List-Unsubscribe: the merged URL is over 900 octets");
-            return -1;
-        }
-        buf_appendf(out, "List-Unsubscribe: <%.*s>\r\n", (int)un, u);
+        buf_append_str(out, "\r\n");
         if (t->one_click) {
             buf_append_str(out, "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n");
         }

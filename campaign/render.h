@@ -42,8 +42,11 @@ struct render_spec {
     const char *text;      /* template of the text/plain part; NULL: none */
     const char *html;      /* template of the text/html part; NULL: none (one is required) */
     const char
-        *list_unsubscribe;   /* template: "https://..." (adds One-Click Post) or "mailto:..." */
-    const char *feedback_id; /* constant Feedback-ID value; NULL: none */
+        *list_unsubscribe; /* template: "https://..." (adds One-Click Post) or "mailto:..." */
+    /* template of a second List-Unsubscribe URI, "mailto:..." (after the
+     * first: "<https://...>, <mailto:...>"); NULL: none */
+    const char *list_unsubscribe_mailto;
+    const char *feedback_id;          /* constant Feedback-ID value; NULL: none */
     const char *const *extra_headers; /* NULL-terminated constant "Name: value" lines (ASCII) */
     const struct dkim_spec *dkim;     /* sign with this key; NULL: unsigned */
     /* Tests: a fixed clock (Date and DKIM t=) and a fixed Message-ID ("<...@...>"). */

@@ -133,7 +133,7 @@ static void send_submit_db(struct send *s, struct prepare_item *it, uint64_t now
     m->id = x->id;
     m->rcpt = x->address;
     m->m.rcpt = m->rcpt;
-    m->m.mail_from = s->o.from;
+    send_mail_from(s, m, (uint64_t)s->o.campaign, (uint64_t)m->id);
     m->m.data = buf_data(&m->body);
     m->m.len = buf_len(&m->body);
     m->m.attempts = x->attempts;
@@ -155,7 +155,7 @@ static size_t send_take_rendered(struct send *s, struct prepare_item *items, siz
     size_t n = loader_take(s->loader, batch, max);
     for (size_t i = 0; i < n; i++) {
         items[i].r = batch[i];
-        prepare_render(s->tpl, &s->scratch, send_address_problem, &items[i]);
+        prepare_render(s->tpl, &s->scratch, send_address_problem, &s->token, &items[i]);
     }
     return n;
 }
@@ -243,6 +243,7 @@ static int send_prepare_start(struct send *s, char *err, size_t errlen)
         .threads = (unsigned)n,
         .ahead = s->o.window < 4096 ? s->o.window : 4096,
         .address_problem = send_address_problem,
+        .token = s->token,
     };
     s->prep = prepare_start(&po, err, errlen);
     return s->prep ? 0 : -1;
@@ -266,6 +267,23 @@ static int send_templates(struct send *s, char *err, size_t errlen)
         .feedback_id = c->feedback_id,
         .dkim = c->dkim_domain && c->dkim_selector && c->dkim_key ? &dk : NULL,
     };
+    char url[CONFIG_URL_MAX + 64], mailto[CONFIG_DOMAIN_MAX + 64];
+    const struct config_feedback *f = &s->feedback;
+    if (f->enabled && f->unsubscribe_url[0]) {
+        /* [feedback] unsubscribe_url: the one-click URL and the mailto name
+         * the recipient by token, and `ringmail inbound` honours both. */
+        if (c->list_unsubscribe) {
+            fprintf(stderr,
+                    "ringmail send: [feedback] unsubscribe_url replaces campaign %lld's "
+                    "list_unsubscribe\n",
+                    s->o.campaign);
+        }
+        snprintf(url, sizeof url, "%s/{{" PREPARE_TOKEN_VAR "}}", f->unsubscribe_url);
+        snprintf(mailto, sizeof mailto, "mailto:u-{{" PREPARE_TOKEN_VAR "}}@%s", f->return_path);
+        spec.list_unsubscribe = url;
+        spec.list_unsubscribe_mailto = mailto;
+        s->token = (struct prepare_token){f->secret, f->secret_len, (uint64_t)s->o.campaign};
+    }
     s->o.from = c->mail_from;
     s->tpl = render_compile(&spec, err, errlen);
     render_scratch_init(&s->scratch);

@@ -24,6 +24,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "campaign/feedback.h"
 #include "campaign/loader.h"
 #include "campaign/prepare.h"
 #include "campaign/render.h"
@@ -91,6 +92,9 @@ struct send_msg {
     buf_t body;       /* owned */
     int64_t id;       /* campaign mode: the recipient row */
     uint64_t arm_seq; /* campaign mode: its arm (loader_arm), 0 before one was asked for */
+    /* [feedback]: MAIL FROM b-TOKEN@return_path, this recipient's own (so
+     * the pool never puts two of them in one transaction) */
+    char verp[FEEDBACK_LOCAL_MAX + CONFIG_DOMAIN_MAX + 1];
 };
 
 struct send_set { /* suppression list: open addressing on lower-case addresses */
@@ -120,13 +124,17 @@ struct send {
     struct loop *loop;
     struct pool *pool;
     struct metrics *metrics;
-    char **lines;  /* owned: the recipient list */
-    buf_t message; /* --message: the body every recipient shares (owned) */
+    char **lines;         /* owned: the recipient list */
+    size_t *line_numbers; /* owned: each one's line in --recipients (list mode's VERP id) */
+    buf_t message;        /* --message: the body every recipient shares (owned) */
     size_t nlines, next;
     size_t inflight; /* in the pool */
     struct send_set suppressed;
     FILE *records, *suppress_out;
     struct send_totals t;
+    /* [feedback] as the run started (a reload does not change the return
+     * path or the secret); feedback.enabled 0: MAIL FROM is --from */
+    struct config_feedback feedback;
     sigset_t sig_mask; /* SIGHUP, SIGINT, SIGTERM: blocked, read from sigfd */
     int sigfd;
     struct loop_op sig_op;
@@ -156,7 +164,8 @@ struct send {
     struct loader *loader;
     struct render_template *tpl;
     struct render_scratch scratch;
-    struct prepare *prep; /* render workers (NULL: render on the loop thread) */
+    struct prepare_token token; /* [feedback] unsubscribe_url: the templates' token */
+    struct prepare *prep;       /* render workers (NULL: render on the loop thread) */
     struct send_watch loader_watch, prep_watch;
     char node_buf[128], journal_buf[512];
 };
@@ -175,10 +184,13 @@ int send_parse(int argc, char **argv, struct send_options *o);
 /* send_address_problem - NULL when addr is a deliverable address, else why not */
 const char *send_address_problem(const char *addr);
 /* send_files_open - read --recipients (list mode), --message and --suppress;
- * open --records. -1 (the reason printed) */
+ * open --records; keep [feedback] of s->cfg. -1 (the reason printed) */
 int send_files_open(struct send *s);
 /* send_list_feed - list mode's send_feed */
 void send_list_feed(struct send *s);
+/* send_mail_from - m's MAIL FROM: with [feedback], b-TOKEN@return_path for
+ * (campaign, recipient) in m->verp; else --from */
+void send_mail_from(struct send *s, struct send_msg *m, uint64_t campaign, uint64_t recipient);
 /* send_record - one --records line for an attempt */
 void send_record(struct send *s, const char *rcpt, const struct pool_attempt *a,
                  const char *outcome);

@@ -113,7 +113,8 @@ static void send_lines_free(char **lines, size_t n)
  * went to a@b.test) or an entry that is not UTF-8 (it would go out in RCPT
  * TO as it is); and an address already read (case-insensitively, as the
  * suppression list compares) is skipped, so each is sent once per run. */
-static int send_read_lines(const char *path, char ***out, size_t *nout, struct send_set *once)
+static int send_read_lines(const char *path, char ***out, size_t *nout, struct send_set *once,
+                           size_t **numbers)
 {
     FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
     if (!f) {
@@ -123,6 +124,7 @@ static int send_read_lines(const char *path, char ***out, size_t *nout, struct s
     char *line = NULL;
     size_t cap = 0, n = 0, lcap = 0, lineno = 0, dups = 0;
     char **lines = NULL;
+    size_t *nums = NULL;
     const char *why = NULL;
     ssize_t len;
     while (!why && (len = getline(&line, &cap, f)) >= 0) {
@@ -146,10 +148,15 @@ static int send_read_lines(const char *path, char ***out, size_t *nout, struct s
             if (n == lcap) {
                 lcap = lcap ? lcap * 2 : 1024;
                 char **v = realloc(lines, lcap * sizeof *v);
-                if (!v) {
+                size_t *w = numbers ? realloc(nums, lcap * sizeof *w) : NULL;
+                if (!v || (numbers && !w)) {
                     abort();
                 }
                 lines = v;
+                nums = w;
+            }
+            if (numbers) {
+                nums[n] = lineno;
             }
             lines[n++] = strdup(s);
         }
@@ -161,6 +168,7 @@ static int send_read_lines(const char *path, char ***out, size_t *nout, struct s
     if (why) {
         fprintf(stderr, "ringmail send: %s:%zu: %s\n", path, lineno, why);
         send_lines_free(lines, n);
+        free(nums);
         return -1;
     }
     if (dups) {
@@ -170,6 +178,9 @@ static int send_read_lines(const char *path, char ***out, size_t *nout, struct s
     }
     *out = lines;
     *nout = n;
+    if (numbers) {
+        *numbers = nums;
+    }
     return 0;
 }
 
@@ -218,6 +229,20 @@ const char *send_address_problem(const char *addr)
         }
     }
     return NULL;
+}
+
+/* ---- envelope ---- */
+
+void send_mail_from(struct send *s, struct send_msg *m, uint64_t campaign, uint64_t recipient)
+{
+    if (!s->feedback.enabled) {
+        m->m.mail_from = s->o.from;
+        return;
+    }
+    struct feedback_token t = {FEEDBACK_BOUNCE, campaign, recipient};
+    size_t n = feedback_token_make(s->feedback.secret, s->feedback.secret_len, &t, m->verp);
+    snprintf(m->verp + n, sizeof m->verp - n, "@%s", s->feedback.return_path);
+    m->m.mail_from = m->verp;
 }
 
 /* ---- records ---- */
@@ -383,7 +408,7 @@ void send_list_feed(struct send *s)
         }
         m->rcpt = rcpt;
         m->m.rcpt = m->rcpt;
-        m->m.mail_from = s->o.from;
+        send_mail_from(s, m, 0, s->line_numbers[i]);
         if (s->o.message_path) {
             /* One body for all: the pool may give a transaction several RCPTs. */
             m->m.data = buf_data(&s->message);
@@ -461,9 +486,10 @@ static int send_read_message(const char *path, buf_t *out)
 
 int send_files_open(struct send *s)
 {
+    s->feedback = s->cfg->feedback;
     if (s->o.recipients) {
         struct send_set once = {0};
-        int rc = send_read_lines(s->o.recipients, &s->lines, &s->nlines, &once);
+        int rc = send_read_lines(s->o.recipients, &s->lines, &s->nlines, &once, &s->line_numbers);
         send_set_free(&once);
         if (rc < 0) {
             return -1;
@@ -482,7 +508,7 @@ int send_files_open(struct send *s)
             return -1;
         }
         fclose(probe);
-        if (send_read_lines(s->o.suppress_path, &sup, &nsup, NULL) < 0) {
+        if (send_read_lines(s->o.suppress_path, &sup, &nsup, NULL, NULL) < 0) {
             return -1;
         }
         for (size_t i = 0; i < nsup; i++) {
@@ -507,6 +533,8 @@ void send_files_close(struct send *s)
 {
     send_lines_free(s->lines, s->nlines);
     s->lines = NULL;
+    free(s->line_numbers);
+    s->line_numbers = NULL;
     s->nlines = 0;
     buf_free(&s->message);
     send_set_free(&s->suppressed);

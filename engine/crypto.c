@@ -3,7 +3,7 @@
  * BoringSSL. See crypto.h.
  *
  * Each function is a thin, typed wrapper: the behaviour is BoringSSL's
- * (EVP_EncodeBlock / EVP_DecodeBase64, SHA256_*, RAND_bytes, RSA_sign,
+ * (EVP_EncodeBlock / EVP_DecodeBase64, SHA256_*, HMAC, RAND_bytes, RSA_sign,
  * ED25519_sign), so what callers produced before this module existed is
  * produced byte for byte now. The library's error queue is cleared after
  * a failure here, so no stale error reaches the next TLS call on the thread.
@@ -21,6 +21,7 @@
 #include <openssl/curve25519.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/mem.h>
 #include <openssl/nid.h>
 #include <openssl/pem.h>
@@ -98,6 +99,17 @@ void crypto_sha256_update(struct crypto_sha256 *h, const void *p, size_t n)
 void crypto_sha256_final(struct crypto_sha256 *h, uint8_t digest[CRYPTO_SHA256_LEN])
 {
     SHA256_Final(digest, (SHA256_CTX *)h->state);
+}
+
+/* crypto_hmac_sha256 - HMAC-SHA256 of data under key. BoringSSL's one-shot
+ * HMAC fails only on allocation failure, which is fatal here as elsewhere. */
+void crypto_hmac_sha256(const void *key, size_t keylen, const void *data, size_t len,
+                        uint8_t out[CRYPTO_SHA256_LEN])
+{
+    unsigned n = 0;
+    if (!HMAC(EVP_sha256(), key, keylen, data, len, out, &n) || n != CRYPTO_SHA256_LEN) {
+        abort();
+    }
 }
 
 /* crypto_random - n secure random bytes. */

@@ -9,14 +9,16 @@
  *     crypto_base64_decode(dst, size, &got, text, textlen);
  *     crypto_sha256_init(&h); crypto_sha256_update(&h, p, n);
  *     crypto_sha256_final(&h, digest);
+ *     crypto_hmac_sha256(key, keylen, data, len, mac);
  *     k = crypto_key_load_pem(path, err, sizeof err);     or crypto_key_read_pem(text, ...)
  *     crypto_sign_sha256(k, digest, sig, sizeof sig, &siglen);
  *
  * DESCRIPTION
  *     The one door to BoringSSL for code that is not the TLS layer
  *     (engine/tls.c, engine/tls_session_cache.c): SMTP AUTH (base64),
- *     message rendering (base64, random Message-IDs) and DKIM (SHA-256,
- *     RSA and Ed25519 keys and signatures) use these and include no
+ *     message rendering (base64, random Message-IDs), DKIM (SHA-256,
+ *     RSA and Ed25519 keys and signatures) and the feedback tokens
+ *     (HMAC-SHA256, campaign/feedback.c) use these and include no
  *     <openssl/...> header. No BoringSSL type appears here: a key is an
  *     opaque struct crypto_key, a hash state a fixed-size struct only
  *     crypto.c looks into (so a hash needs no allocation).
@@ -66,6 +68,11 @@ struct crypto_sha256 {
 void crypto_sha256_init(struct crypto_sha256 *h);
 void crypto_sha256_update(struct crypto_sha256 *h, const void *p, size_t n);
 void crypto_sha256_final(struct crypto_sha256 *h, uint8_t digest[CRYPTO_SHA256_LEN]);
+
+/* HMAC-SHA256 (RFC 2104) of data[0..len) under key[0..keylen) into out.
+ * Any key length; one longer than 64 bytes is hashed first, as the RFC says. */
+void crypto_hmac_sha256(const void *key, size_t keylen, const void *data, size_t len,
+                        uint8_t out[CRYPTO_SHA256_LEN]);
 
 /* n bytes from the system's secure generator (aborts if it has none). */
 void crypto_random(void *out, size_t n);

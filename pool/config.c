@@ -12,42 +12,28 @@
 #include "pool/config.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <fnmatch.h>
 #include <ini.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include "engine/num.h"
+#include "pool/config_int.h"
 #include "pool/throttle.h"
 
 /* The slowest rate accepted: below it a bucket would hold a message for
  * hours (1e-300/s sends its burst, then never again). */
 #define CONFIG_RATE_MIN 0.001
 
-struct config_seen { /* a section or a setting, and where it was first given */
-    char *name;      /* owned */
-    int line;
-};
-
-struct config_parse {
-    struct config *c;
-    char err[256];
-    int err_line;           /* the line of err; 0: none yet */
-    unsigned char *tls_set; /* per ISP: tls given explicitly; owned */
-    FILE *f;                /* borrowed */
-    char *line;             /* owned: getline's buffer */
-    size_t line_cap;
-    int lineno;                   /* the line inih is handling */
-    struct config_seen *sections; /* owned: every [section] so far */
-    size_t nsections;
-    struct config_seen *keys; /* owned: the settings of the current section */
-    size_t nkeys;
-    char *key_section; /* owned: the section keys belong to */
-};
-
 /* Only the first error counts: inih goes on after a refused line. */
-static int config_fail(struct config_parse *p, const char *fmt, const char *a, const char *b)
+int config_fail(struct config_parse *p, const char *fmt, const char *a, const char *b)
 {
     if (!p->err_line) {
         snprintf(p->err, sizeof p->err, fmt, a, b);
@@ -532,62 +518,6 @@ static int config_lane_entry(struct config_parse *p, const char *isp_name, const
                        name, "");
 }
 
-/* "PATTERN => CATEGORY hard|soft": a [bounce] rule, PATTERN as in an [isp] rule. */
-static int config_bounce_rule_parse(struct config_parse *p, const char *v)
-{
-    struct bounce_rules *rules = &p->c->bounce.rules;
-    const char *arrow = strstr(v, "=>");
-    if (!arrow) {
-        return config_fail(p, "bounce rule '%s': no '=>'; want 'PATTERN => CATEGORY hard|soft'%s",
-                           v, "");
-    }
-    if (rules->n == BOUNCE_RULES_MAX) {
-        return config_fail(p, "too many bounce rules (the limit is 64)%s%s", "", "");
-    }
-    struct bounce_rule *r = &rules->rule[rules->n];
-    size_t plen = (size_t)(arrow - v);
-    while (plen > 0 && (v[plen - 1] == ' ' || v[plen - 1] == '\t')) {
-        plen--;
-    }
-    if (plen == 0 || plen >= sizeof r->pattern) {
-        return config_fail(p, "bounce rule '%s': empty or too long pattern%s", v, "");
-    }
-    char category[32] = "", kind[16] = "", extra[16] = "";
-    int n = sscanf(arrow + 2, "%31s %15s %15s", category, kind, extra);
-    if (n < 1) {
-        return config_fail(p, "bounce rule '%s': no category after '=>'%s", v, "");
-    }
-    if (bounce_category_parse(category, &r->category) != 0) {
-        return config_fail(p,
-                           "bounce rule: unknown category '%s' (want bad-mailbox, bad-domain, "
-                           "inactive-mailbox, quota-issues, policy-related, spam-related, "
-                           "content-related, routing-errors, protocol-errors, message-expired or "
-                           "other)%s",
-                           category, "");
-    }
-    if (n < 2 || (strcmp(kind, "hard") != 0 && strcmp(kind, "soft") != 0)) {
-        return config_fail(p, "bounce rule '%s': want 'hard' or 'soft' after the category%s", v,
-                           "");
-    }
-    if (n > 2) {
-        return config_fail(p, "bounce rule '%s': '%s' after hard|soft", v, extra);
-    }
-    memcpy(r->pattern, v, plen);
-    r->pattern[plen] = '\0';
-    r->kind = kind[0] == 'h' ? BOUNCE_HARD : BOUNCE_SOFT;
-    rules->n++;
-    return 1;
-}
-
-/* [bounce] */
-static int config_bounce_entry(struct config_parse *p, const char *name, const char *v)
-{
-    if (strcmp(name, "rule") == 0) {
-        return config_bounce_rule_parse(p, v);
-    }
-    return config_fail(p, "unknown setting '%s' in [bounce]; it takes 'rule'%s", name, "");
-}
-
 static int config_on_entry(void *user, const char *section, const char *name, const char *value)
 {
     struct config_parse *p = user;
@@ -620,9 +550,12 @@ static int config_on_entry(void *user, const char *section, const char *name, co
     if (strncmp(section, "route ", 6) == 0 && section[6]) {
         return config_route_entry(p, section + 6, name, value);
     }
+    if (strcmp(section, "feedback") == 0) {
+        return config_feedback_entry(p, name, value);
+    }
     return config_fail(p,
-                       "unknown section [%s]; want [global], [isp NAME], [isp NAME source ADDR] "
-                       "or [route DOMAIN]%s",
+                       "unknown section [%s]; want [global], [isp NAME], [isp NAME source ADDR], "
+                       "[route DOMAIN], [feedback] or [bounce]%s",
                        section, "");
 }
 
@@ -638,12 +571,16 @@ struct config *config_load(const char *path, char *err, size_t errlen)
     c->tls = SMTP_TLS_REQUIRED;
     c->backoff_step = 0.1;
     c->backoff_interval_ms = 60000;
+    config_feedback_defaults(&c->feedback);
     int rc = -1;
     p.f = fopen(path, "r");
     if (p.f) {
         rc = ini_parse_stream(config_read_line, &p, config_on_entry, &p);
         rc = ferror(p.f) ? -1 : rc;
         fclose(p.f);
+    }
+    if (rc == 0) {
+        config_feedback_finish(&p);
     }
     if (rc < 0) {
         snprintf(err, errlen, "%s: cannot read the file", path);

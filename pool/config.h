@@ -14,6 +14,11 @@
  *   [bounce]          rule = PATTERN => CATEGORY hard|soft (repeatable): the
  *                     bounce classifier's own rules, before its shipped
  *                     ones (bounce.h); PATTERN as in an [isp] rule
+ *   [feedback]        return_path, secret_file (both required), unsubscribe_url,
+ *                     complaint_pause, complaint_min_sample, soft_bounce_limit,
+ *                     soft_bounce_window: bounces and unsubscribes come back
+ *                     (VERP, campaign/feedback.h); without the section
+ *                     nothing of it happens
  * A rule is "PATTERN => ACTION": PATTERN is matched, case-insensitively, as
  * a substring of "CODE ENHANCED TEXT" of a reply ("421 4.7.28", "TSS04");
  * ACTION is "backoff CUT PAUSE", "suspend DURATION" or "bounce".
@@ -100,6 +105,26 @@ struct config_bounce {
     struct bounce_rules rules;
 };
 
+#define CONFIG_SECRET_MIN 32
+#define CONFIG_SECRET_MAX 1024
+#define CONFIG_DOMAIN_MAX 200 /* b-TOKEN (54) + '@' + the domain fits in 254 */
+#define CONFIG_URL_MAX 400
+
+/* [feedback]. The secret is read when the config is loaded: a missing,
+ * short or group/other-accessible secret_file refuses the whole config. */
+struct config_feedback {
+    int enabled;                         /* a [feedback] section was given */
+    char return_path[CONFIG_DOMAIN_MAX]; /* MAIL FROM b-TOKEN@return_path */
+    char secret_file[512];
+    uint8_t secret[CONFIG_SECRET_MAX]; /* every byte of secret_file */
+    size_t secret_len;
+    char unsubscribe_url[CONFIG_URL_MAX]; /* "": none; else https://HOST/PATH, no '/' at the end */
+    double complaint_pause;               /* a fraction: 0.002 for "0.2%" */
+    unsigned complaint_min_sample;        /* delivered messages before the rate counts */
+    unsigned soft_bounce_limit;           /* soft bounces within the window that suppress */
+    uint64_t soft_bounce_window_ms;
+};
+
 struct config {
     struct retry_schedule retry;
     enum smtp_tls_policy tls; /* the default for ISPs that set none */
@@ -112,6 +137,7 @@ struct config {
     struct config_source sources[CONFIG_SOURCES_MAX]; /* none: the kernel picks */
     size_t nsources;
     struct config_bounce bounce;
+    struct config_feedback feedback;
 };
 
 /* Load path; NULL and "LINE: reason" in err on error. */

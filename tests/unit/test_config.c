@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -79,7 +80,8 @@ static void test_errors_name_the_line(void **state)
     assert_null(c);
     c = load_text("[bogus]\na = b\n", err, sizeof err);
     assert_null(c);
-    assert_non_null(strstr(err, "unknown section"));
+    assert_non_null(strstr(err, "unknown section [bogus]; want [global], [isp NAME], [isp NAME "
+                                "source ADDR], [route DOMAIN], [feedback] or [bounce]"));
     c = load_text("[isp x]\nrule = 421 => backoff 1.5 5m\n", err, sizeof err);
     assert_null(c);
     assert_null(config_load("/nonexistent/ringmail.conf", err, sizeof err));
@@ -309,13 +311,200 @@ static void test_bounce_rules(void **state)
     assert_non_null(strstr(err, ":66: too many bounce rules (the limit is 64)"));
 }
 
+/* ---- [feedback] ---- */
+
+/* A secret file of n bytes with mode; its path in path (PATH_MAX). */
+static void feedback_secret(char *path, size_t n, mode_t mode)
+{
+    strcpy(path, "/tmp/ringmail-secret.XXXXXX");
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    char b[2048];
+    memset(b, 's', sizeof b);
+    assert_int_equal(write(fd, b, n), (ssize_t)n);
+    close(fd);
+    assert_int_equal(chmod(path, mode), 0);
+}
+
+/* "[feedback]\nreturn_path = ...\nsecret_file = PATH\n" and extra lines. */
+static struct config *feedback_load(const char *secret, const char *extra, char *err, size_t errlen)
+{
+    char text[4096];
+    snprintf(text, sizeof text,
+             "[global]\nretry = 5m\n[feedback]\nreturn_path = Bounces.Sender.test\n"
+             "secret_file = %s\n%s",
+             secret, extra);
+    return load_text(text, err, errlen);
+}
+
+/* The refusal's text, at its line. */
+static void feedback_refused(const char *secret, const char *extra, const char *want)
+{
+    char err[512] = "";
+    assert_null(feedback_load(secret, extra, err, sizeof err));
+    if (!strstr(err, want)) {
+        fail_msg("want '%s' in '%s'", want, err);
+    }
+}
+
+static void test_feedback_off_and_defaults(void **state)
+{
+    (void)state;
+    char err[512] = "", secret[64];
+    struct config *c = load_text("[global]\nretry = 5m\n", err, sizeof err);
+    assert_non_null(c);
+    assert_int_equal(c->feedback.enabled, 0); /* no section: nothing changes */
+    config_free(c);
+    feedback_secret(secret, 32, 0600);
+    c = feedback_load(secret, "", err, sizeof err);
+    assert_non_null(c);
+    assert_int_equal(c->feedback.enabled, 1);
+    assert_string_equal(c->feedback.return_path, "bounces.sender.test"); /* lower-cased */
+    assert_string_equal(c->feedback.secret_file, secret);
+    assert_int_equal(c->feedback.secret_len, 32);
+    assert_memory_equal(c->feedback.secret, "ssssssssssssssssssssssssssssssss", 32);
+    assert_string_equal(c->feedback.unsubscribe_url, "");
+    assert_true(c->feedback.complaint_pause == 0.002);
+    assert_int_equal(c->feedback.complaint_min_sample, 1000);
+    assert_int_equal(c->feedback.soft_bounce_limit, 3);
+    assert_true(c->feedback.soft_bounce_window_ms == 7 * 86400000ull);
+    config_free(c);
+    c = feedback_load(secret,
+                      "unsubscribe_url = https://unsub.sender.test/u/\ncomplaint_pause = 0.1%\n"
+                      "complaint_min_sample = 500\nsoft_bounce_limit = 5\n"
+                      "soft_bounce_window = 3d\n",
+                      err, sizeof err);
+    assert_non_null(c);
+    assert_string_equal(c->feedback.unsubscribe_url, "https://unsub.sender.test/u");
+    assert_true(c->feedback.complaint_pause == 0.001);
+    assert_int_equal(c->feedback.complaint_min_sample, 500);
+    assert_int_equal(c->feedback.soft_bounce_limit, 5);
+    assert_true(c->feedback.soft_bounce_window_ms == 3 * 86400000ull);
+    config_free(c);
+    static const char *const loopback[] = {"http://127.0.0.1:8025/u", "http://localhost/u",
+                                           "http://[::1]:80/u", "HTTPS://x.test"};
+    for (size_t i = 0; i < 4; i++) {
+        char extra[128];
+        snprintf(extra, sizeof extra, "unsubscribe_url = %s\n", loopback[i]);
+        c = feedback_load(secret, extra, err, sizeof err);
+        assert_non_null(c);
+        config_free(c);
+    }
+    unlink(secret);
+}
+
+static void test_feedback_secret_refused(void **state)
+{
+    (void)state;
+    char secret[64], want[256];
+    feedback_refused("/nonexistent/ringmail.secret", "",
+                     ":5: feedback secret_file /nonexistent/ringmail.secret: cannot read: No such "
+                     "file or directory");
+    feedback_secret(secret, 31, 0600);
+    snprintf(want, sizeof want, ":5: feedback secret_file %s is 31 bytes: at least 32 are needed",
+             secret);
+    feedback_refused(secret, "", want);
+    unlink(secret);
+    feedback_secret(secret, 1025, 0400);
+    snprintf(want, sizeof want, ":5: feedback secret_file %s is over 1024 bytes", secret);
+    feedback_refused(secret, "", want);
+    unlink(secret);
+    static const mode_t modes[] = {0644, 0640, 0604, 0620, 0602};
+    for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
+        feedback_secret(secret, 64, modes[i]);
+        snprintf(want, sizeof want,
+                 ":5: feedback secret_file %s is readable or writable by group or others (mode "
+                 "0%o): chmod 600 it",
+                 secret, (unsigned)modes[i]);
+        feedback_refused(secret, "", want);
+        unlink(secret);
+    }
+    feedback_refused("/tmp", "", ":5: feedback secret_file /tmp: not a regular file");
+}
+
+static void test_feedback_values_refused(void **state)
+{
+    (void)state;
+    char secret[64], err[512];
+    feedback_secret(secret, 32, 0600);
+    static const struct {
+        const char *extra, *want;
+    } v[] = {
+        {"unsubscribe_url = http://unsub.sender.test/u\n",
+         ":6: unsubscribe_url: 'http://unsub.sender.test/u' must start with https:// (http:// "
+         "only for 127.0.0.1, [::1] or localhost, to test with)"},
+        {"unsubscribe_url = http://localhost.evil.test/u\n", "must start with https://"},
+        {"unsubscribe_url = unsub.sender.test\n", "must start with https://"},
+        {"unsubscribe_url = https:///u\n", ":6: unsubscribe_url: 'https:///u' has no host"},
+        {"unsubscribe_url = https://x.test/u?list=1\n",
+         ":6: unsubscribe_url: 'https://x.test/u?list=1' has a space, a control or non-ASCII "
+         "octet, or one of <>\"?#\\{} (/TOKEN is appended to it)"},
+        {"unsubscribe_url = https://x.test/{{email}}\n", "has a space"},
+        {"unsubscribe_url = https://x.test/a b\n", "has a space"},
+        {"complaint_pause = 0.2\n",
+         ":6: complaint_pause: '0.2' is not a percentage above 0 and at most 100, like 0.2%"},
+        {"complaint_pause = 0%\n", "complaint_pause: '0%' is not a percentage"},
+        {"complaint_pause = 101%\n", "complaint_pause: '101%' is not a percentage"},
+        {"complaint_min_sample = 0\n",
+         ":6: complaint_min_sample: '0' is not a number 1..1000000000"},
+        {"complaint_min_sample = lots\n", "complaint_min_sample: 'lots' is not a number"},
+        {"soft_bounce_limit = 0\n", ":6: soft_bounce_limit: '0' is not a number 1..1000"},
+        {"soft_bounce_limit = 1001\n", "soft_bounce_limit: '1001' is not a number 1..1000"},
+        {"soft_bounce_window = 7 days\n",
+         ":6: soft_bounce_window: bad duration unit in '7 days' (want ms, s, m, h or d)"},
+        {"soft_bounce_window = 0s\n", ":6: soft_bounce_window: '0s' must be longer than 0"},
+        {"bounce_limit = 3\n", ":6: unknown setting 'bounce_limit' in [feedback]"},
+        {"soft_bounce_limit = 3\nsoft_bounce_limit = 4\n",
+         ":7: duplicate setting 'soft_bounce_limit' in [feedback] (first at line 6)"},
+        {"[feedback]\n", ":6: duplicate section [feedback] (first at line 3)"},
+    };
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+        feedback_refused(secret, v[i].extra, v[i].want);
+    }
+    static const struct {
+        const char *text, *want;
+    } r[] = {
+        {"[feedback]\nreturn_path = localhost\n",
+         ":2: return_path: 'localhost' is not a domain name (labels of letters, digits and '-', "
+         "like bounces.example.com)"},
+        {"[feedback]\nreturn_path = bounces..sender.test\n", "is not a domain name"},
+        {"[feedback]\nreturn_path = -b.sender.test\n", "is not a domain name"},
+        {"[feedback]\nreturn_path = b-.sender.test\n", "is not a domain name"},
+        {"[feedback]\nreturn_path = b_x.sender.test\n", "is not a domain name"},
+        {"[feedback]\nreturn_path = sender.test.\n", "is not a domain name"},
+        {"[feedback]\nreturn_path = b@sender.test\n", "is not a domain name"},
+        {"[feedback]\nreturn_path = bounces.sender.test\n",
+         ":1: [feedback] needs return_path and secret_file"},
+        {"[global]\nretry = 5m\n[feedback]\n", ":3: [feedback] needs return_path and secret_file"},
+    };
+    for (size_t i = 0; i < sizeof r / sizeof r[0]; i++) {
+        assert_null(load_text(r[i].text, err, sizeof err));
+        if (!strstr(err, r[i].want)) {
+            fail_msg("want '%s' in '%s'", r[i].want, err);
+        }
+    }
+    char text[512], label[80];
+    memset(label, 'a', 63);
+    label[63] = '\0';
+    snprintf(text, sizeof text, "[feedback]\nreturn_path = %sa.test\n", label);
+    assert_null(load_text(text, err, sizeof err));
+    assert_non_null(strstr(err, "is not a domain name")); /* a 64-octet label */
+    unlink(secret);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_example_config_loads), cmocka_unit_test(test_sources),
-        cmocka_unit_test(test_source_lanes),         cmocka_unit_test(test_errors_name_the_line),
-        cmocka_unit_test(test_defaults_and_routes),  cmocka_unit_test(test_bounds_refused),
+        cmocka_unit_test(test_example_config_loads),
+        cmocka_unit_test(test_sources),
+        cmocka_unit_test(test_source_lanes),
+        cmocka_unit_test(test_errors_name_the_line),
+        cmocka_unit_test(test_defaults_and_routes),
+        cmocka_unit_test(test_bounds_refused),
         cmocka_unit_test(test_bounce_rules),
+        cmocka_unit_test(test_feedback_off_and_defaults),
+        cmocka_unit_test(test_feedback_secret_refused),
+        cmocka_unit_test(test_feedback_values_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -314,6 +314,42 @@ static void test_key_errors(void **state)
     EC_KEY_free(ec);
 }
 
+/* RFC 4231's HMAC-SHA256 vectors: 2 (a short key), 4 (binary key and data)
+ * and 6 (a key longer than the block, hashed first). */
+static void test_hmac_sha256_vectors(void **state)
+{
+    (void)state;
+    uint8_t key4[25], data4[50], key6[131];
+    for (size_t i = 0; i < sizeof key4; i++) {
+        key4[i] = (uint8_t)(i + 1);
+    }
+    memset(data4, 0xcd, sizeof data4);
+    memset(key6, 0xaa, sizeof key6);
+    static const char data6[] = "Test Using Larger Than Block-Size Key - Hash Key First";
+    static const char data2[] = "what do ya want for nothing?";
+    const struct {
+        const void *key, *data;
+        size_t keylen, len;
+        const char *hex;
+    } v[] = {
+        {"Jefe", data2, 4, sizeof data2 - 1,
+         "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"},
+        {key4, data4, sizeof key4, sizeof data4,
+         "82558a389a443c0ea4cc819899f2083a85f0faa3e578f8077a2e3ff46729665b"},
+        {key6, data6, sizeof key6, sizeof data6 - 1,
+         "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"},
+    };
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+        uint8_t mac[CRYPTO_SHA256_LEN];
+        char hex[2 * CRYPTO_SHA256_LEN + 1];
+        crypto_hmac_sha256(v[i].key, v[i].keylen, v[i].data, v[i].len, mac);
+        for (size_t k = 0; k < sizeof mac; k++) {
+            snprintf(hex + 2 * k, 3, "%02x", mac[k]);
+        }
+        assert_string_equal(hex, v[i].hex);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -325,6 +361,7 @@ int main(void)
         cmocka_unit_test(test_rsa_key_signs_verifiably),
         cmocka_unit_test(test_ed25519_key_signs_verifiably),
         cmocka_unit_test(test_key_errors),
+        cmocka_unit_test(test_hmac_sha256_vectors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
