@@ -39,28 +39,41 @@ void send_feed(struct send *s)
     }
 }
 
+/* send_attempt_words - an attempt's outcome as --records and the delivery
+ * rows say it, and the recipient's state it leads to in PostgreSQL */
+void send_attempt_words(const struct pool_attempt *a, const char **outcome, const char **state)
+{
+    switch (a->outcome) {
+    case SMTP_OUTCOME_ACCEPTED:
+        *outcome = "accepted";
+        *state = "sent";
+        break;
+    case SMTP_OUTCOME_REJECTED:
+        *outcome = "rejected";
+        *state = "bounced";
+        break;
+    case SMTP_OUTCOME_DEFERRED:
+        *outcome = a->ambiguous ? "ambiguous" : a->expired ? "expired" : "deferred";
+        *state = a->ambiguous ? "ambiguous" : a->final ? "failed" : "deferred";
+        break;
+    default:
+        *outcome = "failed";
+        *state = "failed";
+        break;
+    }
+}
+
 /* The pool's word on one attempt, in either mode: counted, recorded, and
  * at the message's release the window moves on. */
 static void send_on_result(void *user, struct pool_msg *pm, const struct pool_attempt *a)
 {
     struct send *s = user;
     struct send_msg *m = pm->user;
-    const char *outcome = "deferred";
+    const char *outcome, *state;
+    send_attempt_words(a, &outcome, &state);
     s->t.attempts++;
-    switch (a->outcome) {
-    case SMTP_OUTCOME_ACCEPTED:
-        outcome = "accepted";
-        break;
-    case SMTP_OUTCOME_REJECTED:
-        outcome = "rejected";
-        break;
-    case SMTP_OUTCOME_DEFERRED:
-        outcome = a->ambiguous ? "ambiguous" : a->expired ? "expired" : "deferred";
+    if (a->outcome == SMTP_OUTCOME_DEFERRED) {
         s->t.deferrals++;
-        break;
-    default:
-        outcome = "failed";
-        break;
     }
     send_record(s, m->rcpt, a, outcome);
     if (s->loader) {

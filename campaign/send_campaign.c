@@ -30,21 +30,8 @@ void send_result_db(struct send *s, struct send_msg *m, const struct pool_attemp
     r.attempt = a->attempt;
     send_copy(r.outcome, sizeof r.outcome, outcome);
     r.final = a->final;
-    const char *state = "deferred";
-    switch (a->outcome) {
-    case SMTP_OUTCOME_ACCEPTED:
-        state = "sent";
-        break;
-    case SMTP_OUTCOME_REJECTED:
-        state = "bounced";
-        break;
-    case SMTP_OUTCOME_DEFERRED:
-        state = a->ambiguous ? "ambiguous" : a->final ? "failed" : "deferred";
-        break;
-    default:
-        state = "failed";
-        break;
-    }
+    const char *word, *state;
+    send_attempt_words(a, &word, &state);
     send_copy(r.state, sizeof r.state, state);
     r.retry_in_s = a->final ? 0 : (double)a->retry_in_ms / 1000.0;
     send_copy(r.reason, sizeof r.reason, a->reason);

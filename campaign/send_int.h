@@ -212,6 +212,8 @@ int send_campaign_start(struct send *s, struct pool_options *po);
 void send_campaign_watch(struct send *s);
 /* send_campaign_feed - campaign mode's send_feed */
 void send_campaign_feed(struct send *s);
+/* send_attempt_words - an attempt's outcome word and the recipient state it leads to */
+void send_attempt_words(const struct pool_attempt *a, const char **outcome, const char **state);
 /* send_result_db - one attempt's result to the loader */
 void send_result_db(struct send *s, struct send_msg *m, const struct pool_attempt *a,
                     const char *outcome);
