@@ -603,7 +603,7 @@ static const char *fb_returned_scan(struct feedback_report *r, GMimeMessage *m, 
         }
     }
     fb_set_str(&c->message_id, g_mime_message_get_message_id(m));
-    const char *rp = fb_header(o, "Return-Path"), *ct = fb_header(o, "Content-Type");
+    const char *rp = fb_header(o, "Return-Path");
     if (rp) {
         while (g_ascii_isspace(*rp)) {
             rp++;
@@ -612,8 +612,13 @@ static const char *fb_returned_scan(struct feedback_report *r, GMimeMessage *m, 
             return "bounce loop: the returned message was sent with a null envelope sender";
         }
     }
-    if (ct && fb_casefind(ct, strlen(ct), "multipart/report") &&
-        fb_casefind(ct, strlen(ct), "delivery-status")) {
+    /* GMime keeps Content-Type on the message's MIME part, also for a headers-only copy. */
+    GMimeObject *top = g_mime_message_get_mime_part(m);
+    GMimeContentType *ct = top ? g_mime_object_get_content_type(top) : NULL;
+    const char *rt = ct && g_mime_content_type_is_type(ct, "multipart", "report")
+                         ? g_mime_content_type_get_parameter(ct, "report-type")
+                         : NULL;
+    if (rt && g_ascii_strcasecmp(rt, "delivery-status") == 0) {
         return "bounce loop: the returned message is itself a delivery status notification";
     }
     return NULL;
@@ -707,7 +712,9 @@ static void fb_per_message(struct feedback_report *r, const struct fb_block *b, 
     if (b->seen[FB_POSTFIX_SENDER]) {
         char *sender = fb_typed(&b->f[FB_POSTFIX_SENDER]);
         if (!sender || strcmp(sender, "<>") == 0) {
-            *loop = "bounce loop: the returned message was sent with a null envelope sender";
+            if (!*loop) {
+                *loop = "bounce loop: the returned message was sent with a null envelope sender";
+            }
         } else {
             fb_tokens_scan(r, sender, strlen(sender), FEEDBACK_ORIGIN_MAIL_FROM);
         }
@@ -814,7 +821,13 @@ static void fb_arf(struct feedback_report *r, GMimeObject *part, GMimeMessage *r
         struct feedback_event *e = fb_event_add(r, FEEDBACK_COMPLAINT, FEEDBACK_SOURCE_ARF);
         e->recipient = fb_typed(&b.f[FB_ORIG_RCPT_TO]);
         /* Microsoft's JMRP names the complaining mailbox in the returned headers. */
-        fb_set_str(&e->recipient, fb_header(returned, "X-HmXmrOriginalRecipient"));
+        const char *hm = fb_header(returned, "X-HmXmrOriginalRecipient");
+        if (!e->recipient && hm) {
+            size_t n = strlen(hm);
+            hm += strspn(hm, " \t<");
+            n = strcspn(hm, ">");
+            fb_set(&e->recipient, hm, n);
+        }
     }
     fb_block_free(&b);
     buf_free(&body);

@@ -127,7 +127,8 @@ static void fb_detail(struct feedback_event *e, const char *t, size_t n)
     if (!d) {
         d = t;
     }
-    const char *end = t + n;
+    const char *end = fb_casefind(d, (size_t)(t + n - d), " Giving up on ");
+    end = end ? end : t + n;
     while (end > d && (g_ascii_isspace(end[-1]) || end[-1] == '\'' || end[-1] == '#')) {
         end--;
     }
