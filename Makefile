@@ -164,10 +164,15 @@ fuzz:
 	    campaign/feedback_parse.c campaign/feedback_text.c \
 	    -L$(BSSL_LIB) -Wl,-rpath,$(BSSL_LIB) -lcrypto $(GMIME_LIBS) || exit 1; done
 
-# A short run of every fuzz target (FUZZ_SECONDS each), as CI does.
+# A short run of every fuzz target (FUZZ_SECONDS each), as CI does. A
+# target with a seed folder (FUZZ_SEEDS_name) starts from it; what the run
+# finds goes to $(BUILD)/fuzz/name.corpus, never into the seed folder.
+FUZZ_SEEDS_fuzz_feedback := tests/unit/feedback
 fuzz-run: fuzz
-	for f in $(BUILD)/fuzz/fuzz_*; do \
-	  if $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 > $$f.log 2>&1; \
+	for s in $(FUZZ_SRC); do \
+	  n=$$(basename $$s .c); f=$(BUILD)/fuzz/$$n; seeds=""; \
+	  case $$n in fuzz_feedback) mkdir -p $$f.corpus; seeds="$$f.corpus $(FUZZ_SEEDS_fuzz_feedback)";; esac; \
+	  if $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 $$seeds > $$f.log 2>&1; \
 	  then echo "$$(basename $$f): $$(tail -1 $$f.log)"; \
 	  else tail -40 $$f.log; echo "$$(basename $$f): FAILED"; exit 1; fi; done
 
