@@ -23,7 +23,14 @@
 #define UTOKEN "u-mfrggzdfmztwq2lknnwg23tpobyxe"
 #define RCPT TOKEN "@bounces.sender.test"
 
-/* load - a sample's bytes into b. */
+/* terminate - a NUL after b's bytes (not counted), for the string functions. */
+static void terminate(buf_t *b)
+{
+    buf_append(b, "", 1);
+    b->len--;
+}
+
+/* load - a sample's bytes into b, NUL-terminated. */
 static void load(const char *name, buf_t *b)
 {
     char path[256];
@@ -36,6 +43,7 @@ static void load(const char *name, buf_t *b)
         buf_append(b, chunk, n);
     }
     fclose(f);
+    terminate(b);
 }
 
 /* parse_file - feedback_parse over a sample, delivered to rcpt. */
@@ -361,6 +369,7 @@ static void test_bounce_loops(void **state)
     buf_append(&c, s, (size_t)(at - s));
     buf_append_str(&c, "X-Postfix-Sender: rfc822;");
     buf_append_str(&c, eol);
+    terminate(&c);
     char *rp = strstr(c.data, "Return-Path: <b-");
     assert_non_null(rp);
     memcpy(rp, "X-Return-P", 10); /* no Return-Path: only the DSN field says it */
