@@ -161,7 +161,7 @@ fuzz:
 	  clang -g -O1 -fsanitize=fuzzer,address,undefined $(CPPFLAGS) -std=gnu11 \
 	    -o $(BUILD)/fuzz/$$(basename $$f .c) $$f engine/buf.c engine/smtp_reply.c \
 	    engine/smtp_ehlo.c engine/smtp_data.c engine/smtp_server.c engine/crypto.c \
-	    campaign/feedback_parse.c campaign/feedback_text.c \
+	    campaign/feedback_parse.c campaign/feedback_report.c campaign/feedback_text.c \
 	    -L$(BSSL_LIB) -Wl,-rpath,$(BSSL_LIB) -lcrypto $(GMIME_LIBS) || exit 1; done
 
 # A short run of every fuzz target (FUZZ_SECONDS each), as CI does. A
