@@ -22,7 +22,6 @@
  *   None: every input gives a report, whose unmatched event says what was
  *   missing. Out of memory aborts (glib's and buf's policy).
  */
-#include <ctype.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -81,7 +81,7 @@ struct feedback_token {
 /* One event. Every string is NULL when absent, else owned. */
 struct feedback_event {
     enum feedback_kind kind;
-    enum feedback_source source; /* NONE for auto_reply and unmatched */
+    enum feedback_source source; /* NONE for auto_reply, unmatched (a loop's events keep theirs) */
     char *recipient;             /* Final-Recipient / Original-Rcpt-To / the text's address */
     char *original_recipient;    /* Original-Recipient */
     char *token;                 /* the most trusted b- token, else u- token */
