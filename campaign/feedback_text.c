@@ -230,6 +230,23 @@ static void fb_exim(struct feedback_report *r, const char *t, size_t n)
     }
 }
 
+/* fb_text_end - a text bounce read to its end: the last recipient's
+ * detail kept, or one event without a recipient when none was named (the
+ * token then says who); DETAIL and MTA freed */
+static void fb_text_end(struct feedback_report *r, struct feedback_event *e, buf_t *detail, int any,
+                        char *mta)
+{
+    fb_flush(e, detail);
+    buf_free(detail);
+    if (!any) {
+        e = fb_event_add(r, FEEDBACK_BOUNCE, FEEDBACK_SOURCE_TEXT);
+        if (e && mta) {
+            fb_set(&e->reporting_mta, mta, strlen(mta));
+        }
+    }
+    free(mta);
+}
+
 /* fb_angle - qmail's and Yahoo's "<addr>:" blocks. */
 static void fb_angle(struct feedback_report *r, const char *t, size_t n)
 {
@@ -261,15 +278,7 @@ static void fb_angle(struct feedback_report *r, const char *t, size_t n)
             buf_append(&detail, l.s, l.n);
         }
     }
-    fb_flush(e, &detail);
-    buf_free(&detail);
-    if (!any) {
-        e = fb_event_add(r, FEEDBACK_BOUNCE, FEEDBACK_SOURCE_TEXT);
-        if (e && mta) {
-            fb_set(&e->reporting_mta, mta, strlen(mta));
-        }
-    }
-    free(mta);
+    fb_text_end(r, e, &detail, any, mta);
 }
 
 /* fb_exchange - an Exchange/Outlook NDR (its text part, or its HTML as text). */
@@ -301,15 +310,7 @@ static void fb_exchange(struct feedback_report *r, const char *t, size_t n)
             buf_append(&detail, l.s, l.n);
         }
     }
-    fb_flush(e, &detail);
-    buf_free(&detail);
-    if (!any) {
-        e = fb_event_add(r, FEEDBACK_BOUNCE, FEEDBACK_SOURCE_TEXT);
-        if (e && mta) {
-            fb_set(&e->reporting_mta, mta, strlen(mta));
-        }
-    }
-    free(mta);
+    fb_text_end(r, e, &detail, any, mta);
 }
 
 int fb_text_bounce(struct feedback_report *r, const char *t, size_t n)
