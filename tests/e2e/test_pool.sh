@@ -53,7 +53,7 @@ e2e_bg servfail "$E2E_PY" "$E2E_TMP/upstream.py" servfail "$SF_PORT"
 
 e2e_bg dnsmasq dnsmasq --keep-in-foreground --port="$DNS_PORT" --listen-address=127.0.0.1 \
     --bind-interfaces --no-resolv --no-hosts --local=/test/ --local-ttl=300 --pid-file= \
-    --log-queries --log-facility="$E2E_TMP/queries.log" \
+    --no-round-robin --log-queries --log-facility="$E2E_TMP/queries.log" \
     --host-record=localhost,127.0.0.1 \
     --mx-host=gmail.test,mx.gmail.test,10 --host-record=mx.gmail.test,127.0.0.21 \
     --mx-host=hosted.test,mx.gmail.test,10 \
@@ -67,7 +67,7 @@ e2e_bg dnsmasq dnsmasq --keep-in-foreground --port="$DNS_PORT" --listen-address=
     --mx-host=multiaddr.test,mx.multiaddr.test,10 \
     --mx-host=xn--bcher-kva.test,mx.idn.test,10 --host-record=mx.idn.test,127.0.0.36 \
     --host-record=nomx.test,127.0.0.37 \
-    --host-record=mx.multiaddr.test,127.0.0.32 --host-record=mx.multiaddr.test,127.0.0.31 \
+    --host-record=mx.multiaddr.test,127.0.0.31 --host-record=mx.multiaddr.test,127.0.0.32 \
     --mx-host=nullmx.test,.,0 \
     --server=/slow.test/127.0.0.1#"$BH_PORT" --server=/servfail.test/127.0.0.1#"$SF_PORT"
 DNSMASQ_PID=$E2E_BG_PID
@@ -232,6 +232,9 @@ check "fallback: accepted through mx2 (127.0.0.32) on the first attempt, no defe
     'd["outcome"] == "accepted" and d.get("attempt") == 1 and d.get("mx") == "mx2.fallback.test" and str(d.get("addr", "")).startswith("127.0.0.32")'
 check_ge "fallback: the 421-greeting MX was tried first" 1 "$(sj mx421 connections)"
 # One MX host with two addresses, the first refusing connections.
+# dnsmasq answers them in the order given (--no-round-robin): by default it
+# rotates them per query, and one more query (a retry under load) flipped
+# the premise.
 "$RM" resolve --resolver "127.0.0.1:$DNS_PORT" multiaddr.test >"$E2E_TMP/multiaddr.json" 2>/dev/null
 check "next address: the MX's first address is the refusing 127.0.0.31 (the test's premise)" \
     "$E2E_PY" -c 'import json, sys; a = json.load(open(sys.argv[1]))["mx"][0]["addrs"]; print(a); assert a == ["127.0.0.31", "127.0.0.32"]' \
