@@ -126,6 +126,54 @@ static const char *const db_migrations[] = {
     "  ids bigint[] NOT NULL,"
     "  at timestamptz NOT NULL DEFAULT now(),"
     "  PRIMARY KEY (node, seq));",
+    /* 4: what comes back after the 250 (campaign/feedback_store.h). Each
+     * bounce, complaint, unsubscribe, auto-reply, delay report or message
+     * that matched no recipient is one feedback_event row, written in the
+     * same transaction as the recipient's feedback and the suppression
+     * list. Delivery rows carry the bounce classifier's word; a complaint
+     * rate over [feedback] complaint_pause holds an ISP for a campaign
+     * (isp_hold) until `ringmail campaign resume ID --isp NAME`. */
+    "ALTER TABLE ringmail.delivery ADD COLUMN category text,"
+    "  ADD COLUMN bounce text CHECK (bounce IN ('hard', 'soft')),"
+    "  ADD COLUMN bounce_rule text;"
+    "ALTER TABLE ringmail.recipient ADD COLUMN feedback text CHECK (feedback IN ('bounce',"
+    "    'soft-bounce', 'complaint', 'unsubscribe')),"
+    "  ADD COLUMN feedback_at timestamptz;"
+    "ALTER TABLE ringmail.suppression ADD COLUMN kind text NOT NULL DEFAULT 'bounce'"
+    "  CHECK (kind IN ('bounce', 'soft-bounces', 'complaint', 'unsubscribe', 'manual'));"
+    "CREATE TABLE ringmail.feedback_event ("
+    "  id bigserial PRIMARY KEY,"
+    "  kind text NOT NULL CHECK (kind IN ('bounce', 'delay', 'complaint', 'unsubscribe',"
+    "    'auto_reply', 'unmatched')),"
+    "  source text CHECK (source IN ('dsn', 'text', 'arf', 'http', 'mailto', 'smtp')),"
+    "  campaign_id bigint,"
+    "  recipient_id bigint,"
+    "  address text,"
+    "  isp text,"
+    "  category text,"
+    "  bounce text CHECK (bounce IN ('hard', 'soft')),"
+    "  bounce_rule text,"
+    "  status text,"
+    "  diagnostic text,"
+    "  reason text,"
+    "  suppressed boolean NOT NULL DEFAULT false,"
+    "  received_at timestamptz NOT NULL DEFAULT now(),"
+    "  reporting_mta text,"
+    "  remote_mta text,"
+    "  client text,"
+    "  envelope_from text,"
+    "  envelope_to text,"
+    "  message_id text,"
+    "  raw bytea);"
+    "CREATE INDEX feedback_event_campaign ON ringmail.feedback_event (campaign_id, kind);"
+    "CREATE INDEX feedback_event_soft ON ringmail.feedback_event (address, received_at)"
+    "  WHERE bounce = 'soft';"
+    "CREATE TABLE ringmail.isp_hold ("
+    "  campaign_id bigint NOT NULL,"
+    "  isp text NOT NULL,"
+    "  reason text NOT NULL,"
+    "  held_at timestamptz NOT NULL DEFAULT now(),"
+    "  PRIMARY KEY (campaign_id, isp));",
 };
 
 #define DB_NMIGRATIONS (int)(sizeof db_migrations / sizeof db_migrations[0])

@@ -59,7 +59,7 @@ static void feedback_mac(const uint8_t *key, size_t keylen, char kind, const uin
     memcpy(mac, full, FEEDBACK_MAC_LEN);
 }
 
-size_t feedback_token_make(const uint8_t *key, size_t keylen, const struct feedback_token *t,
+size_t feedback_token_make(const uint8_t *key, size_t keylen, const struct feedback_id *t,
                            char out[FEEDBACK_LOCAL_MAX])
 {
     uint8_t b[FEEDBACK_BYTES_MAX];
@@ -84,7 +84,7 @@ size_t feedback_token_make(const uint8_t *key, size_t keylen, const struct feedb
     return w;
 }
 
-void feedback_address_make(const uint8_t *key, size_t keylen, const struct feedback_token *t,
+void feedback_address_make(const uint8_t *key, size_t keylen, const struct feedback_id *t,
                            const char *domain, buf_t *out)
 {
     char local[FEEDBACK_LOCAL_MAX];
@@ -123,8 +123,8 @@ static int feedback_b32_decode(const char *s, size_t c, uint8_t *b)
     return bits >= 5 || (acc & ((1u << bits) - 1)) ? -1 : (int)n;
 }
 
-int feedback_token_parse(const uint8_t *key, size_t keylen, const char *s,
-                         struct feedback_token *out, char *why, size_t whylen)
+int feedback_token_parse(const uint8_t *key, size_t keylen, const char *s, struct feedback_id *out,
+                         char *why, size_t whylen)
 {
     const char *at = strrchr(s, '@');
     size_t len = at ? (size_t)(at - s) : strlen(s);
@@ -137,13 +137,13 @@ int feedback_token_parse(const uint8_t *key, size_t keylen, const char *s,
         return feedback_refuse(why, whylen, "bad token characters");
     }
     size_t end = (size_t)n >= FEEDBACK_MAC_LEN ? (size_t)n - FEEDBACK_MAC_LEN : 0, pos = 0;
-    struct feedback_token t;
+    struct feedback_id t;
     if (end == 0 || feedback_varint_read(b, end, &pos, &t.campaign) < 0 ||
         feedback_varint_read(b, end, &pos, &t.recipient) < 0 || pos != end) {
         return feedback_refuse(why, whylen, "truncated token");
     }
     char kind = (char)tolower((unsigned char)s[0]);
-    if (kind != FEEDBACK_BOUNCE && kind != FEEDBACK_UNSUBSCRIBE) {
+    if (kind != FEEDBACK_ID_BOUNCE && kind != FEEDBACK_ID_UNSUBSCRIBE) {
         return feedback_refuse(why, whylen, "unknown token kind");
     }
     uint8_t mac[FEEDBACK_MAC_LEN], diff = 0;
@@ -154,7 +154,7 @@ int feedback_token_parse(const uint8_t *key, size_t keylen, const char *s,
     if (diff) {
         return feedback_refuse(why, whylen, "forged token (MAC mismatch)");
     }
-    t.kind = (enum feedback_kind)kind;
+    t.kind = (enum feedback_id_kind)kind;
     *out = t;
     return 0;
 }

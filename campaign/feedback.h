@@ -5,7 +5,7 @@
  * SYNOPSIS
  *     #include "campaign/feedback.h"
  *
- *     struct feedback_token t = {FEEDBACK_BOUNCE, campaign, recipient};
+ *     struct feedback_id t = {FEEDBACK_ID_BOUNCE, campaign, recipient};
  *     char local[FEEDBACK_LOCAL_MAX];
  *     feedback_token_make(key, keylen, &t, local);        "b-TOKEN"
  *     feedback_address_make(key, keylen, &t, domain, &out); "b-TOKEN@DOMAIN"
@@ -47,23 +47,23 @@
 #define FEEDBACK_MAC_LEN 12   /* bytes of HMAC-SHA256 kept: 96 bits */
 #define FEEDBACK_LOCAL_MAX 64 /* "K-" + 52 base32 characters + NUL fits */
 
-enum feedback_kind { FEEDBACK_BOUNCE = 'b', FEEDBACK_UNSUBSCRIBE = 'u' };
+enum feedback_id_kind { FEEDBACK_ID_BOUNCE = 'b', FEEDBACK_ID_UNSUBSCRIBE = 'u' };
 
-struct feedback_token {
-    enum feedback_kind kind;
+struct feedback_id {
+    enum feedback_id_kind kind;
     uint64_t campaign;  /* 0 in list mode */
     uint64_t recipient; /* the recipient's row id; list mode: its line number */
 };
 
 /* feedback_token_make - the local part "K-TOKEN" of t into out; returns its length */
-size_t feedback_token_make(const uint8_t *key, size_t keylen, const struct feedback_token *t,
+size_t feedback_token_make(const uint8_t *key, size_t keylen, const struct feedback_id *t,
                            char out[FEEDBACK_LOCAL_MAX]);
 /* feedback_address_make - "K-TOKEN@domain" appended to out */
-void feedback_address_make(const uint8_t *key, size_t keylen, const struct feedback_token *t,
+void feedback_address_make(const uint8_t *key, size_t keylen, const struct feedback_id *t,
                            const char *domain, buf_t *out);
 /* feedback_token_parse - s ("K-TOKEN" or "K-TOKEN@DOMAIN", any case) into *out:
  * 0, or -1 with the reason in why (*out untouched) */
-int feedback_token_parse(const uint8_t *key, size_t keylen, const char *s,
-                         struct feedback_token *out, char *why, size_t whylen);
+int feedback_token_parse(const uint8_t *key, size_t keylen, const char *s, struct feedback_id *out,
+                         char *why, size_t whylen);
 
 #endif

@@ -77,7 +77,7 @@ void prepare_render(const struct render_template *tpl, struct render_scratch *sc
             render_vars_json(&pv.json, vars);
         }
         if (token && token->key) {
-            struct feedback_token t = {FEEDBACK_UNSUBSCRIBE, token->campaign, (uint64_t)it->r.id};
+            struct feedback_id t = {FEEDBACK_ID_UNSUBSCRIBE, token->campaign, (uint64_t)it->r.id};
             feedback_token_make(token->key, token->keylen, &t, local);
             pv.token = local + 2; /* TOKEN of "u-TOKEN" */
         }

@@ -239,7 +239,7 @@ void send_mail_from(struct send *s, struct send_msg *m, uint64_t campaign, uint6
         m->m.mail_from = s->o.from;
         return;
     }
-    struct feedback_token t = {FEEDBACK_BOUNCE, campaign, recipient};
+    struct feedback_id t = {FEEDBACK_ID_BOUNCE, campaign, recipient};
     size_t n = feedback_token_make(s->feedback.secret, s->feedback.secret_len, &t, m->verp);
     snprintf(m->verp + n, sizeof m->verp - n, "@%s", s->feedback.return_path);
     m->m.mail_from = m->verp;

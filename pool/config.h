@@ -15,7 +15,7 @@
  *                     bounce classifier's own rules, before its shipped
  *                     ones (bounce.h); PATTERN as in an [isp] rule
  *   [feedback]        return_path, secret_file (both required), unsubscribe_url,
- *                     complaint_pause, complaint_min_sample, soft_bounce_limit,
+ *                     complaint_pause, complaint_min_sample, complaint_window, soft_bounce_limit,
  *                     soft_bounce_window: bounces and unsubscribes come back
  *                     (VERP, campaign/feedback.h); without the section
  *                     nothing of it happens
@@ -121,6 +121,7 @@ struct config_feedback {
     char unsubscribe_url[CONFIG_URL_MAX]; /* "": none; else https://HOST/PATH, no '/' at the end */
     double complaint_pause;               /* a fraction: 0.002 for "0.2%" */
     unsigned complaint_min_sample;        /* delivered messages before the rate counts */
+    uint64_t complaint_window_ms;         /* the sliding window of the rate (default 24 h) */
     unsigned soft_bounce_limit;           /* soft bounces within the window that suppress */
     uint64_t soft_bounce_window_ms;
 };

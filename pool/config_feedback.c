@@ -81,6 +81,7 @@ void config_feedback_defaults(struct config_feedback *f)
 {
     f->complaint_pause = 0.002;
     f->complaint_min_sample = 1000;
+    f->complaint_window_ms = 86400000ull;
     f->soft_bounce_limit = 3;
     f->soft_bounce_window_ms = 7 * 86400000ull;
 }
@@ -255,6 +256,14 @@ int config_feedback_entry(struct config_parse *p, const char *name, const char *
         }
         f->soft_bounce_limit = (unsigned)n;
         return 1;
+    }
+    if (strcmp(name, "complaint_window") == 0) {
+        if (throttle_duration_parse(v, &f->complaint_window_ms, why, sizeof why) != 0) {
+            return config_fail(p, "complaint_window: %.200s%s", why, "");
+        }
+        return f->complaint_window_ms > 0
+                   ? 1
+                   : config_fail(p, "complaint_window: '%s' must be longer than 0%s", v, "");
     }
     if (strcmp(name, "soft_bounce_window") == 0) {
         if (throttle_duration_parse(v, &f->soft_bounce_window_ms, why, sizeof why) != 0) {

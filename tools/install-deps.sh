@@ -12,7 +12,7 @@ $SUDO apt-get install -y -q --no-install-recommends \
     build-essential make pkg-config ca-certificates openssl \
     android-libboringssl-dev android-boringssl \
     liburing-dev libjemalloc-dev libpq-dev libc-ares-dev libidn2-dev \
-    libjansson-dev libinih-dev libcmocka-dev libgmime-3.0-dev \
+    libjansson-dev libinih-dev libcmocka-dev libgmime-3.0-dev libmicrohttpd-dev \
     postfix python3 python3-aiosmtpd swaks libnet-ssleay-perl dnsmasq-base iproute2 procps \
     postgresql postgresql-client python3-dkim python3-nacl \
-    clang clang-format gnuplot-nox bc bsdutils valgrind
+    clang clang-format gnuplot-nox bc bsdutils valgrind curl chromium

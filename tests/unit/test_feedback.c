@@ -26,18 +26,18 @@ static void test_known_answers(void **state)
 {
     (void)state;
     static const struct {
-        struct feedback_token t;
+        struct feedback_id t;
         const char *local;
     } v[] = {
-        {{FEEDBACK_BOUNCE, 5, 42}, "b-auvomnepbstncuzpiql2liq"},
-        {{FEEDBACK_UNSUBSCRIBE, 0, 3}, "u-aabrwqmr6uz65frhx6qb24a"},
-        {{FEEDBACK_BOUNCE, 123456789, 9876543210ull}, "b-swno6oxkvxaokjhhguj7ry5zd5tqpcz5se"},
+        {{FEEDBACK_ID_BOUNCE, 5, 42}, "b-auvomnepbstncuzpiql2liq"},
+        {{FEEDBACK_ID_UNSUBSCRIBE, 0, 3}, "u-aabrwqmr6uz65frhx6qb24a"},
+        {{FEEDBACK_ID_BOUNCE, 123456789, 9876543210ull}, "b-swno6oxkvxaokjhhguj7ry5zd5tqpcz5se"},
     };
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
         char local[FEEDBACK_LOCAL_MAX];
         assert_int_equal(feedback_token_make(key, KEYLEN, &v[i].t, local), strlen(v[i].local));
         assert_string_equal(local, v[i].local);
-        struct feedback_token got;
+        struct feedback_id got;
         char why[64] = "";
         assert_int_equal(feedback_token_parse(key, KEYLEN, v[i].local, &got, why, sizeof why), 0);
         assert_int_equal(got.kind, v[i].t.kind);
@@ -61,13 +61,13 @@ static void test_round_trip(void **state)
     size_t n = sizeof ids / sizeof ids[0];
     for (size_t i = 0; i < n; i++) {
         for (size_t k = 0; k < 2; k++) {
-            struct feedback_token t = {k ? FEEDBACK_UNSUBSCRIBE : FEEDBACK_BOUNCE, ids[i],
-                                       ids[n - 1 - i]};
+            struct feedback_id t = {k ? FEEDBACK_ID_UNSUBSCRIBE : FEEDBACK_ID_BOUNCE, ids[i],
+                                    ids[n - 1 - i]};
             char local[FEEDBACK_LOCAL_MAX], upper[FEEDBACK_LOCAL_MAX + 32], why[64];
             size_t len = feedback_token_make(key, KEYLEN, &t, local);
             assert_true(len >= 25 && len <= 54);
             assert_int_equal(strspn(local + 2, "abcdefghijklmnopqrstuvwxyz234567"), len - 2);
-            struct feedback_token got = {0};
+            struct feedback_id got = {0};
             assert_int_equal(feedback_token_parse(key, KEYLEN, local, &got, why, sizeof why), 0);
             assert_true(got.kind == t.kind && got.campaign == t.campaign &&
                         got.recipient == t.recipient);
@@ -85,7 +85,7 @@ static void test_round_trip(void **state)
 
 static void refused(const uint8_t *k, const char *s, const char *reason)
 {
-    struct feedback_token got = {FEEDBACK_BOUNCE, 77, 77};
+    struct feedback_id got = {FEEDBACK_ID_BOUNCE, 77, 77};
     char why[64] = "";
     assert_int_equal(feedback_token_parse(k, KEYLEN, s, &got, why, sizeof why), -1);
     assert_string_equal(why, reason);
@@ -147,7 +147,7 @@ static void test_unsubscribe_header(void **state)
     const char *body = buf_data(&it.body);
     /* u-TOKEN for campaign 5, recipient 42: the known answer's ids, kind u. */
     char local[FEEDBACK_LOCAL_MAX], want[512];
-    struct feedback_token t = {FEEDBACK_UNSUBSCRIBE, 5, 42};
+    struct feedback_id t = {FEEDBACK_ID_UNSUBSCRIBE, 5, 42};
     feedback_token_make(key, KEYLEN, &t, local);
     snprintf(want, sizeof want,
              "List-Unsubscribe: <https://unsub.sender.test/u/%s>,\r\n "
@@ -158,10 +158,10 @@ static void test_unsubscribe_header(void **state)
         fail_msg("want\n%s\nin\n%s", want, body);
     }
     assert_non_null(strstr(body, "Subject: Hi Ann\r\n")); /* the row's variables still merge */
-    struct feedback_token got;
+    struct feedback_id got;
     char why[64];
     assert_int_equal(feedback_token_parse(key, KEYLEN, local, &got, why, sizeof why), 0);
-    assert_true(got.kind == FEEDBACK_UNSUBSCRIBE && got.campaign == 5 && got.recipient == 42);
+    assert_true(got.kind == FEEDBACK_ID_UNSUBSCRIBE && got.campaign == 5 && got.recipient == 42);
     buf_free(&it.body);
     /* Without a token (no [feedback]), the variable is empty, as any unknown one. */
     it.r.vars = NULL;
