@@ -177,4 +177,44 @@ int loader_lease_ok(struct loader *l);
  * more and stop. */
 int loader_fenced(struct loader *l, char *why, size_t n);
 
+/* ---- ISP holds: the complaint guard's other half (campaign/loader_holds.c) ----
+ *
+ * ringmail.isp_hold rows (written by the feedback store when an ISP's
+ * complaint rate for the campaign passes [feedback] complaint_pause,
+ * deleted by `ringmail campaign resume ID --isp NAME`) are read by a
+ * thread with a connection of its own, at start and then every
+ * LOADER_HOLDS_POLL_MS. Recipients claimed for a held ISP leave the loop
+ * unattempted (loader_holds_park): they stay this node's claims, costing
+ * only their id, and go back to `queued` once their ISP is no longer held
+ * (or at the loader's stop, with every other unattempted claim). */
+#define LOADER_HOLDS_POLL_MS 1000
+#define LOADER_HOLDS_MAX 64
+
+struct loader_hold {
+    char isp[64];
+    char reason[320];
+    char since[40]; /* held_at, "2026-05-01 10:00:00 UTC" */
+};
+
+struct loader_holds;
+
+/* Start watching l's campaign's holds (read once before it returns); NULL + err. */
+struct loader_holds *loader_holds_start(struct loader *l, char *err, size_t errlen);
+/* The holds as last read, at most max into out; how many there are. *gen
+ * changes whenever the set changes (0 until a first hold is seen). */
+size_t loader_holds_get(struct loader_holds *h, struct loader_hold *out, size_t max,
+                        uint64_t *gen);
+/* The loop applied the holds of generation gen: parked recipients of ISPs
+ * not held then go back to the queue (not before: the loop would park them
+ * again). */
+void loader_holds_applied(struct loader_holds *h, uint64_t gen);
+/* Recipient id (arm_seq: its arm, 0 if none) left the loop, never attempted,
+ * because isp is held: its claim is kept until isp is released. */
+void loader_holds_park(struct loader_holds *h, int64_t id, uint64_t arm_seq, const char *isp);
+/* Parked now, and sent back to `queued` so far. */
+void loader_holds_counts(struct loader_holds *h, size_t *parked, uint64_t *requeued);
+/* Stop the thread (bounded: one blocked in libpq is left behind) and free;
+ * before loader_stop, which queues what is still parked. */
+void loader_holds_stop(struct loader_holds *h);
+
 #endif

@@ -325,7 +325,7 @@ int send_campaign_start(struct send *s, struct pool_options *po)
     po->external_retry = 1;
     po->on_data = send_on_data;
     po->may_send = send_may_send;
-    return 0;
+    return send_hold_start(s, po); /* the complaint guard's holds (send_hold.c) */
 }
 
 void send_campaign_watch(struct send *s)
@@ -349,6 +349,7 @@ int send_campaign_stop(struct send *s, int rc)
      * queue: after a stop signal until its bound (SEND_STOP_DB_MS),
      * else up to a minute; a stop signal now hurries it. */
     send_guard_start(s);
+    send_hold_stop(s); /* before the loader's stop, which queues what it parked */
     struct loader_stop_info info;
     uint64_t at = __atomic_load_n(&s->stop_at_ms, __ATOMIC_SEQ_CST);
     uint64_t deadline = at ? at + SEND_STOP_DB_MS : clock_ms() + 63000;

@@ -168,6 +168,8 @@ struct send {
     struct prepare *prep;       /* render workers (NULL: render on the loop thread) */
     struct send_watch loader_watch, prep_watch;
     char node_buf[128], journal_buf[512];
+    /* campaign mode: the complaint guard's holds (send_hold.c) */
+    struct send_hold *hold;
 };
 
 /* send.c */
@@ -239,6 +241,24 @@ void send_stop(struct send *s);
 /* send_guard_start / send_guard_stop - the thread that bounds a stop */
 void send_guard_start(struct send *s);
 void send_guard_stop(struct send *s);
+
+/* send_hold.c: the complaint guard in a running campaign */
+/* send_hold_start - watch the campaign's ISP holds, park held mail (sets
+ * po->on_held); -1 (reason printed) */
+int send_hold_start(struct send *s, struct pool_options *po);
+/* send_hold_quiet - the run is ending: no more ticks (send_stop) */
+void send_hold_quiet(struct send *s);
+/* send_hold_stop - the watcher's thread gone (before the loader's stop) */
+void send_hold_stop(struct send *s);
+/* send_hold_status - " held: a, b" for the status line into buf ("" when none) */
+void send_hold_status(const struct send *s, char *buf, size_t n);
+/* send_hold_json - the holds in force and what they parked, for --json */
+struct json_t;
+struct json_t *send_hold_json(const struct send *s);
+/* send_hold_text - the summary's lines about holds */
+void send_hold_text(const struct send *s);
+/* send_hold_metrics - the guard's lines of /metrics */
+void send_hold_metrics(const struct send *s, buf_t *out);
 
 /* send_report.c */
 /* send_report - the summary on stdout: the per-ISP table, or one JSON object */

@@ -61,6 +61,7 @@ void send_report(struct send *s, double wall)
                    tls ? 100.0 * (double)x->tls_resumed / (double)tls : 0.0,
                    (unsigned long long)x->backoff_triggers);
         }
+        send_hold_text(s);
         printf("wall %.3f s, cpu %.3f s, peak rss %ld KB\n", wall, cpu, ru.ru_maxrss);
         return;
     }
@@ -78,6 +79,11 @@ void send_report(struct send *s, double wall)
                       "msg_rate_limit", x->rate_limit, "backoff_factor", x->backoff,
                       "backoff_triggers", (json_int_t)x->backoff_triggers, "effective_rate",
                       wall > 0 ? (double)x->accepted / wall : 0.0));
+        /* The complaint guard: held now, why, and what it handed back. */
+        json_t *o = json_object_get(isps, x->name);
+        json_object_set_new(o, "held", json_boolean(x->held));
+        json_object_set_new(o, "held_reason", x->held_why ? json_string(x->held_why) : json_null());
+        json_object_set_new(o, "parked", json_integer((json_int_t)x->parked));
     }
     json_t *j = json_pack(
         "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:f, s:f, s:I}", "recipients",
@@ -117,6 +123,7 @@ void send_report(struct send *s, double wall)
                       (double)ls.write_us / 1e6));
         json_object_set_new(json_object_get(j, "db"), "recovered_results",
                             json_integer((json_int_t)ls.recovered_results));
+        json_object_set_new(j, "guard", send_hold_json(s));
     }
     char *txt = json_dumps(j, JSON_COMPACT);
     printf("%s\n", txt);

@@ -47,6 +47,7 @@ void send_stop(struct send *s)
     metrics_free(s->metrics);
     s->metrics = NULL;
     loop_timer_cancel(s->loop, &s->status_timer);
+    send_hold_quiet(s);
     if (s->sig_armed) {
         loop_cancel(s->loop, &s->sig_op);
     }
@@ -294,6 +295,10 @@ static void send_on_status(struct loop_timer *t)
         if (!loader_lease_ok(s->loader)) {
             fprintf(stderr, "  NODE LEASE NOT RENEWED: nothing new starts");
         }
+        /* ISPs the complaint guard holds: their mail waits for a resume. */
+        char held[512];
+        send_hold_status(s, held, sizeof held);
+        fputs(held, stderr);
     }
     fprintf(stderr, "   ");
     s->status_last = done;
@@ -327,6 +332,7 @@ static void send_metrics_render(void *user, buf_t *out)
         metrics_line(out, "ringmail_armed_total", NULL, (double)ls.armed);
         metrics_help(out, "ringmail_takeovers_total", "counter", "Dead nodes taken over.");
         metrics_line(out, "ringmail_takeovers_total", NULL, (double)ls.taken_over_nodes);
+        send_hold_metrics(s, out);
     }
 }
 

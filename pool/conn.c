@@ -332,8 +332,9 @@ static struct smtp_message *pool_next_message(void *owner)
         return NULL;
     }
     if (pool_lane_paused(l, now)) {
-        /* backoff or suspension: close, reopen when the pause ends */
-        pool_conn_set_state(c, POOL_CONN_CLOSING, "lane paused");
+        /* backoff or suspension: close, reopen when the pause ends (a
+         * hold: when pool_isp_release lifts it) */
+        pool_conn_set_state(c, POOL_CONN_CLOSING, l->isp->held ? "isp held" : "lane paused");
         return NULL;
     }
     if (p->opt.may_send && !pool_may_send(p, d)) {
@@ -675,6 +676,10 @@ void pool_pump(struct loop_timer *t)
             pool_fail_queue(p, d,
                             &(struct pool_outcome){SMTP_OUTCOME_FAILED, d->fatal_reason,
                                                    .text = d->fatal_text});
+            continue;
+        }
+        if (d->isp && d->isp->held) {
+            pool_held_hand_back(p, d); /* to on_held, or they wait for the release */
             continue;
         }
         if (d->state == DEST_NEW ||

@@ -290,6 +290,8 @@ size_t pool_isp_stats(struct pool *p, struct pool_isp_stats *out, size_t max)
         s->rate_limit = 0;
         s->backoff = 1.0;
         s->paused = 0;
+        s->held = isp->held;
+        s->held_why = isp->held ? isp->held_why : NULL;
         for (size_t k = 0; k < isp->nlanes; k++) {
             struct pool_lane *l = &isp->lanes[k];
             double f = backoff_factor(&l->bo, now);
@@ -301,7 +303,7 @@ size_t pool_isp_stats(struct pool *p, struct pool_isp_stats *out, size_t max)
             if (f < s->backoff) {
                 s->backoff = f;
             }
-            s->paused |= pool_lane_paused(l, now);
+            s->paused |= backoff_paused(&l->bo, now); /* a hold is s->held */
         }
     }
     return p->nisps;
@@ -325,6 +327,10 @@ void pool_metrics(struct pool *p, buf_t *out)
         {"ringmail_backoff_triggers_total", "counter", "Reply rules that triggered backoff."},
         {"ringmail_tls_handshakes_total", "counter", "TLS handshakes by kind."},
         {"ringmail_queue_depth", "gauge", "Messages waiting on the ISP's destinations."},
+        {"ringmail_isp_held", "gauge",
+         "1 while the ISP is held for the campaign (the complaint guard)."},
+        {"ringmail_isp_parked_total", "counter",
+         "Messages handed back, never attempted, because their ISP was held."},
     };
     for (size_t h = 0; h < sizeof heads / sizeof heads[0]; h++) {
         buf_appendf(out, "# HELP %s %s\n# TYPE %s %s\n", heads[h].name, heads[h].help,
@@ -369,8 +375,15 @@ void pool_metrics(struct pool *p, buf_t *out)
                 buf_appendf(out, "%s{isp=\"%s\",kind=\"resumed\"} %llu\n", heads[h].name, isp,
                             (unsigned long long)s->tls_resumed);
                 break;
-            default:
+            case 8:
                 buf_appendf(out, "%s{isp=\"%s\"} %zu\n", heads[h].name, isp, s->queued);
+                break;
+            case 9:
+                buf_appendf(out, "%s{isp=\"%s\"} %d\n", heads[h].name, isp, s->held);
+                break;
+            default:
+                buf_appendf(out, "%s{isp=\"%s\"} %llu\n", heads[h].name, isp,
+                            (unsigned long long)s->parked);
                 break;
             }
         }

@@ -7,7 +7,7 @@
  * the relay smarthost), classifies the destination's ISP, queues the
  * message on its destination and opens connections when the ISP's lane
  * allows: fewer than max_connections open, a connection token, not paused
- * by backoff or suspension. A connection takes messages from its
+ * by backoff or suspension, not held (pool_isp_hold). A connection takes messages from its
  * destination while the lane's message bucket has tokens; without one it
  * stays open and idle until the bucket refills. Every attempt's outcome
  * goes back through on_result: temporary failures are scheduled again by
@@ -118,6 +118,12 @@ struct pool_options {
     /* 1: a deferral releases the message (retry_in_ms says when; the owner
      * stores it and submits it again), instead of the pool's retry heap. */
     int external_retry;
+    /* Optional: m's ISP is held (pool_isp_hold): the pool lets go of m, never
+     * attempted (no outcome, attempts unchanged), and the owner keeps it
+     * elsewhere until the hold is lifted, so held mail never fills the
+     * owner's window. Called from the pump: it must not call back into the
+     * pool. NULL: held messages wait in their queues. */
+    void (*on_held)(void *user, struct pool_msg *m, const char *isp);
     void *user;
     /* Optional seams for tests. resolve: the lookups (NULL: pool/dns.c with
      * `resolver` above). clock: the pool's milliseconds for rates, backoff,
@@ -135,7 +141,10 @@ struct pool_isp_stats {
     size_t queued;     /* messages waiting on this ISP's destinations */
     double rate_limit; /* effective messages/s over all lanes, < 0 unlimited */
     double backoff;    /* lowest backoff factor of its lanes (1 = none) */
-    int paused;        /* some lane is paused or suspended */
+    int paused;        /* some lane is paused or suspended (backoff, suspend) */
+    int held;          /* held by pool_isp_hold (the complaint guard) */
+    const char *held_why; /* pool_isp_hold's why while held, else NULL */
+    uint64_t parked;   /* messages handed back to on_held while held */
 };
 
 struct pool *pool_new(struct loop *loop, const struct pool_options *o, char *err, size_t errlen);
@@ -168,6 +177,17 @@ size_t pool_isp_stats(struct pool *p, struct pool_isp_stats *out, size_t max);
 unsigned pool_gated_connections(const struct pool *p);
 /* Open connections across the pool. */
 unsigned pool_open_connections(const struct pool *p);
+/* Hold the ISP called isp (the complaint guard; an ISP the config does not
+ * name is added, with no domains): no connection opens to it and no
+ * transaction starts (sessions open now QUIT at their next message; those
+ * in a transaction finish it), until pool_isp_release. Unlike a backoff or
+ * a suspension, no time lifts it. Its queued messages go to on_held, or
+ * wait. why (copied) is what pool_isp_stats and the metrics say. */
+void pool_isp_hold(struct pool *p, const char *isp, const char *why);
+/* Lift the hold: 1, or 0 when isp was not held. */
+int pool_isp_release(struct pool *p, const char *isp);
+/* 1 while isp is held. */
+int pool_isp_held(struct pool *p, const char *isp);
 /* Prometheus exposition of the per-ISP counters and gauges. */
 void pool_metrics(struct pool *p, buf_t *out);
 

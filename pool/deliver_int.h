@@ -59,6 +59,8 @@
 #define POOL_RCPTS_DEFAULT 50
 /* How far behind the head pool_may_send asks ahead (two per connection). */
 #define POOL_GATE_AHEAD 64
+/* pool_isp_hold's why, kept for statistics and metrics. */
+#define POOL_HELD_WHY_MAX 384
 
 struct pool_conn;
 
@@ -92,6 +94,11 @@ struct pool_isp {
      * make room and not closed yet: while starved > yielding, a session
      * that would linger yields instead. */
     unsigned starved, yielding;
+    /* The complaint guard (pool_isp_hold): while held no lane opens a
+     * connection or starts a transaction, and only pool_isp_release lifts
+     * it (a backoff's end does not: the flag is not the lanes' pause). */
+    int held;
+    char held_why[POOL_HELD_WHY_MAX];
     struct pool_isp_stats st;
 };
 
@@ -264,7 +271,7 @@ struct pool_isp *pool_isp_for(struct pool *p, const char *domain, const char *co
 int pool_isp_full(const struct pool_isp *isp);
 /* pool_lane_rate - l's message rate now, backoff applied (< 0 unlimited) */
 double pool_lane_rate(struct pool_lane *l, uint64_t now);
-/* pool_lane_paused - l is paused by backoff or suspension */
+/* pool_lane_paused - l is paused by backoff or suspension, or its ISP is held */
 int pool_lane_paused(struct pool_lane *l, uint64_t now);
 /* pool_lane_pick - a lane of isp that may open a connection now, or NULL
  * (and *wake lowered to when one may) */
@@ -274,6 +281,9 @@ struct pool_lane *pool_lane_pick(struct pool *p, struct pool_isp *isp, uint64_t 
 int pool_lane_starved(const struct pool_lane *l);
 /* pool_backoff - reply rule r matched on l: cut its rate and pause it */
 void pool_backoff(struct pool *p, struct pool_lane *l, const struct config_rule *r);
+/* pool_held_hand_back - d's ISP is held: every message queued on d goes to
+ * on_held (none without one: they wait there) */
+void pool_held_hand_back(struct pool *p, struct pool_dest *d);
 
 /* ---- dest.c: destinations and queues ---- */
 

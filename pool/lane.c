@@ -6,6 +6,10 @@
  * address, the unit that is throttled: open connections, a message and a
  * connection token bucket, and backoff. New connections take a lane by
  * weighted round robin over the source addresses.
+ *
+ * Holds (the complaint guard, pool_isp_hold): a held ISP's lanes count as
+ * paused until pool_isp_release, whatever their backoff says; its queued
+ * messages go back to the owner (on_held) or wait.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,7 +25,7 @@ double pool_lane_rate(struct pool_lane *l, uint64_t now)
 
 int pool_lane_paused(struct pool_lane *l, uint64_t now)
 {
-    return backoff_paused(&l->bo, now);
+    return l->isp->held || backoff_paused(&l->bo, now);
 }
 
 static void pool_isp_apply(struct pool *p, struct pool_isp *isp, const struct config_isp *cfg)
@@ -134,6 +138,9 @@ struct pool_isp *pool_isp_for(struct pool *p, const char *domain, const char *co
 /* A lane that may open a connection now, by weighted round robin over sources. */
 struct pool_lane *pool_lane_pick(struct pool *p, struct pool_isp *isp, uint64_t now, uint64_t *wake)
 {
+    if (isp->held) {
+        return NULL; /* no time lifts a hold: pool_isp_release kicks the pump */
+    }
     size_t n = isp->nlanes;
     unsigned total = p->nsources ? p->weight_total : 1;
     for (unsigned k = 0; k < total; k++) {
@@ -209,4 +216,49 @@ int pool_isp_full(const struct pool_isp *isp)
         }
     }
     return isp->nlanes > 0;
+}
+
+/* ---- holds: the complaint guard ---- */
+
+void pool_held_hand_back(struct pool *p, struct pool_dest *d)
+{
+    if (!p->opt.on_held || !d->isp) {
+        return;
+    }
+    struct pool_msg *m;
+    while ((m = pool_dequeue(p, d)) != NULL) {
+        p->pending--;
+        d->isp->st.parked++;
+        pool_msg_private_free(m);
+        p->opt.on_held(p->opt.user, m, d->isp->name);
+    }
+}
+
+void pool_isp_hold(struct pool *p, const char *name, const char *why)
+{
+    struct pool_isp *isp = pool_isp_named(p, name);
+    if (!isp) {
+        isp = pool_isp_add(p, name, NULL); /* no domains: nothing is routed to it */
+    }
+    isp->held = 1;
+    snprintf(isp->held_why, sizeof isp->held_why, "%s", why ? why : "");
+    pool_kick(p); /* the pump hands its queued messages back */
+}
+
+int pool_isp_release(struct pool *p, const char *name)
+{
+    struct pool_isp *isp = pool_isp_named(p, name);
+    if (!isp || !isp->held) {
+        return 0;
+    }
+    isp->held = 0;
+    isp->held_why[0] = '\0';
+    pool_kick(p);
+    return 1;
+}
+
+int pool_isp_held(struct pool *p, const char *name)
+{
+    struct pool_isp *isp = pool_isp_named(p, name);
+    return isp && isp->held;
 }

@@ -128,6 +128,10 @@ struct fixture {
     struct loop_timer guard, finish; /* the socket test's time limit and its end */
     int finish_on_final;             /* a final result arms finish */
     int timed_out;
+    int with_on_held;  /* fx_start gives the pool on_held */
+    char held_rcpts[4][64]; /* what on_held got, and for which ISP */
+    char held_isp[4][32];
+    size_t nheld;
 };
 
 static void on_result(void *user, struct pool_msg *m, const struct pool_attempt *a)
@@ -154,6 +158,15 @@ static void on_release(void *user, struct pool_msg *m)
     struct fixture *fx = user;
     (void)m;
     fx->released++;
+}
+
+static void on_held(void *user, struct pool_msg *m, const char *isp)
+{
+    struct fixture *fx = user;
+    assert_true(fx->nheld < 4);
+    snprintf(fx->held_rcpts[fx->nheld], sizeof fx->held_rcpts[0], "%s", m->rcpt);
+    snprintf(fx->held_isp[fx->nheld], sizeof fx->held_isp[0], "%s", isp);
+    fx->nheld++;
 }
 
 static struct config *config_text(const char *text)
@@ -206,6 +219,7 @@ static void fx_start(struct fixture *fx, const char *conf, unsigned mx_port, int
         .user = fx,
         .resolve = &fx->res,
         .clock = real_clock ? NULL : fake_clock,
+        .on_held = fx->with_on_held ? on_held : NULL,
     };
     char err[256] = "";
     fx->p = pool_new(fx->loop, &o, err, sizeof err);
@@ -643,6 +657,101 @@ static void test_reload_changes_limits(void **state)
     fx_end(&fx);
 }
 
+/* ---- the complaint guard's hold: no time lifts it; held mail goes back ---- */
+
+static void test_isp_hold(void **state)
+{
+    (void)state;
+    struct fixture fx = {.dns = {world_mx, world_hosts, 0, 0}, .with_on_held = 1};
+    fx_start(&fx,
+             "[global]\nbackoff_step = 0.5\nbackoff_interval = 10s\n"
+             "[isp gmail]\ndomains = gmail.com\nmsg_rate = 100/s\n"
+             "rule = 421 4.7.28 => backoff 0.5 30s\n"
+             "[isp yahoo]\ndomains = yahoo.com\n",
+             0, 0);
+    struct pool_msg m[3];
+    msg_init(&m[0], "a@gmail.com");
+    msg_init(&m[1], "b@gmail.com");
+    msg_init(&m[2], "c@yahoo.com");
+    for (int i = 0; i < 3; i++) {
+        pool_submit(fx.p, &m[i]);
+    }
+    resolve_all(fx.p);
+    struct pool_isp *gmail = pool_isp_named(fx.p, "gmail");
+    struct pool_isp *yahoo = pool_isp_named(fx.p, "yahoo");
+    struct pool_isp_stats st[8];
+
+    /* Held: no lane of gmail opens anything, and no pump is asked for (a
+     * wake at a past pause end would spin it); yahoo is untouched. */
+    pool_isp_hold(fx.p, "gmail", "3 complaints over 1000 delivered in 24h (0.30% > 0.20%)");
+    assert_true(pool_isp_held(fx.p, "gmail"));
+    assert_false(pool_isp_held(fx.p, "yahoo"));
+    uint64_t wake = UINT64_MAX;
+    assert_null(pool_lane_pick(fx.p, gmail, fake_now, &wake));
+    assert_int_equal(wake, UINT64_MAX);
+    assert_true(pool_lane_paused(&gmail->lanes[0], fake_now));
+    assert_non_null(pool_lane_pick(fx.p, yahoo, fake_now, &wake));
+    const struct pool_isp_stats *s = isp_stats(fx.p, "gmail", st, 8);
+    assert_int_equal(s->held, 1);
+    assert_int_equal(s->paused, 0); /* a hold is not a backoff */
+    assert_string_equal(s->held_why, "3 complaints over 1000 delivered in 24h (0.30% > 0.20%)");
+    assert_int_equal(isp_stats(fx.p, "yahoo", st, 8)->held, 0);
+    assert_null(isp_stats(fx.p, "yahoo", st, 8)->held_why);
+
+    /* A backoff on top of the hold ends; the hold does not. */
+    const struct config_rule *rule =
+        config_rule_match(gmail->cfg, 421, "4.7.28", "unusual rate of traffic");
+    assert_non_null(rule);
+    pool_backoff(fx.p, &gmail->lanes[0], rule);
+    fake_now += 3600 * 1000;
+    assert_true(pool_lane_paused(&gmail->lanes[0], fake_now));
+    assert_null(pool_lane_pick(fx.p, gmail, fake_now, &wake));
+    assert_int_equal(isp_stats(fx.p, "gmail", st, 8)->paused, 0);
+
+    /* The pump hands gmail's queued mail back, never attempted; yahoo's
+     * stays (no connection opens here: its lane is picked, but the test
+     * never runs the loop, so take it out first). */
+    struct pool_dest *y = dest_named(fx.p, "yahoo.com");
+    struct pool_msg *ym = pool_dequeue(fx.p, y);
+    assert_ptr_equal(ym, &m[2]);
+    pool_pump(&fx.p->pump_timer);
+    assert_int_equal(fx.nheld, 2);
+    assert_string_equal(fx.held_rcpts[0], "a@gmail.com");
+    assert_string_equal(fx.held_rcpts[1], "b@gmail.com");
+    assert_string_equal(fx.held_isp[0], "gmail");
+    assert_int_equal(fx.nresults, 0); /* no attempt, no outcome */
+    assert_int_equal(m[0].attempts, 0);
+    assert_int_equal(pool_pending(fx.p), 1); /* c@yahoo.com, taken out above */
+    s = isp_stats(fx.p, "gmail", st, 8);
+    assert_int_equal(s->queued, 0);
+    assert_int_equal(s->parked, 2);
+    assert_int_equal(fx.p->open, 0);
+    pool_enqueue(fx.p, y, ym, 0);
+
+    /* The metrics say so. */
+    buf_t out = BUF_INIT;
+    pool_metrics(fx.p, &out);
+    buf_append(&out, "", 1);
+    assert_non_null(strstr(buf_data(&out), "ringmail_isp_held{isp=\"gmail\"} 1\n"));
+    assert_non_null(strstr(buf_data(&out), "ringmail_isp_held{isp=\"yahoo\"} 0\n"));
+    assert_non_null(strstr(buf_data(&out), "ringmail_isp_parked_total{isp=\"gmail\"} 2\n"));
+    buf_free(&out);
+
+    /* Released: the lane opens again. A second release says it was not held. */
+    assert_int_equal(pool_isp_release(fx.p, "gmail"), 1);
+    assert_int_equal(pool_isp_release(fx.p, "gmail"), 0);
+    assert_false(pool_lane_paused(&gmail->lanes[0], fake_now));
+    assert_non_null(pool_lane_pick(fx.p, gmail, fake_now, &wake));
+    assert_null(isp_stats(fx.p, "gmail", st, 8)->held_why);
+
+    /* An ISP the config does not name can be held (and shows up). */
+    pool_isp_hold(fx.p, "hotmail", "why");
+    assert_int_equal(isp_stats(fx.p, "hotmail", st, 8)->held, 1);
+    assert_int_equal(pool_isp_release(fx.p, "nosuch"), 0);
+    fx_end(&fx);
+    assert_int_equal(fx.released, 1); /* c@yahoo.com */
+}
+
 int main(void)
 {
     trace_init(); /* RINGMAIL_TRACE=1: the connections' state changes on stderr */
@@ -652,6 +761,7 @@ int main(void)
         cmocka_unit_test(test_retry_heap_order),
         cmocka_unit_test(test_mx_fallback),
         cmocka_unit_test(test_reload_changes_limits),
+        cmocka_unit_test(test_isp_hold),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
