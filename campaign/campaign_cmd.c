@@ -485,8 +485,8 @@ static PGresult *campaign_query(PGconn *c, const char *cmd, const char *sql, int
 static int campaign_exists(PGconn *c, const char *cmd, const char *id)
 {
     const char *p[] = {id};
-    PGresult *r = campaign_query(c, cmd, "SELECT 1 FROM ringmail.campaign WHERE id = $1::bigint",
-                                 1, p, PGRES_TUPLES_OK);
+    PGresult *r = campaign_query(c, cmd, "SELECT 1 FROM ringmail.campaign WHERE id = $1::bigint", 1,
+                                 p, PGRES_TUPLES_OK);
     if (!r) {
         return -1;
     }
@@ -575,24 +575,24 @@ static int campaign_resume(int argc, char **argv)
     rc = 1;
     if (exists > 0) {
         const char *p[] = {id, isp};
-        PGresult *r =
-            campaign_query(c, "resume",
-                           "DELETE FROM ringmail.isp_hold WHERE campaign_id = $1::bigint AND isp = $2"
-                           " RETURNING " CAMPAIGN_HELD_AT ", reason",
-                           2, p, PGRES_TUPLES_OK);
+        PGresult *r = campaign_query(
+            c, "resume",
+            "DELETE FROM ringmail.isp_hold WHERE campaign_id = $1::bigint AND isp = $2"
+            " RETURNING " CAMPAIGN_HELD_AT ", reason",
+            2, p, PGRES_TUPLES_OK);
         if (r && pq.PQntuples(r) == 1) {
             printf("campaign %s: isp %s resumed (it was held since %s: %s)\n", id, isp,
                    pq.PQgetvalue(r, 0, 0), pq.PQgetvalue(r, 0, 1));
             rc = 0;
         } else if (r) {
-            PGresult *h = campaign_query(
-                c, "resume",
-                "SELECT string_agg(isp, ', ' ORDER BY isp) FROM ringmail.isp_hold"
-                " WHERE campaign_id = $1::bigint",
-                1, p, PGRES_TUPLES_OK);
+            PGresult *h =
+                campaign_query(c, "resume",
+                               "SELECT string_agg(isp, ', ' ORDER BY isp) FROM ringmail.isp_hold"
+                               " WHERE campaign_id = $1::bigint",
+                               1, p, PGRES_TUPLES_OK);
             const char *held = h && !pq.PQgetisnull(h, 0, 0) ? pq.PQgetvalue(h, 0, 0) : NULL;
-            fprintf(stderr, "ringmail campaign resume: campaign %s: isp %s is not held%s%s%s\n",
-                    id, isp, held ? " (held: " : "", held ? held : "", held ? ")" : "");
+            fprintf(stderr, "ringmail campaign resume: campaign %s: isp %s is not held%s%s%s\n", id,
+                    isp, held ? " (held: " : "", held ? held : "", held ? ")" : "");
             pq.PQclear(h);
         }
         pq.PQclear(r);

@@ -202,8 +202,7 @@ struct loader_holds;
 struct loader_holds *loader_holds_start(struct loader *l, char *err, size_t errlen);
 /* The holds as last read, at most max into out; how many there are. *gen
  * changes whenever the set changes (0 until a first hold is seen). */
-size_t loader_holds_get(struct loader_holds *h, struct loader_hold *out, size_t max,
-                        uint64_t *gen);
+size_t loader_holds_get(struct loader_holds *h, struct loader_hold *out, size_t max, uint64_t *gen);
 /* The loop applied the holds of generation gen: parked recipients of ISPs
  * not held then go back to the queue (not before: the loop would park them
  * again). */

@@ -55,7 +55,7 @@ struct loader_holds {
     struct loader_hold holds[LOADER_HOLDS_MAX];
     size_t nholds;
     uint64_t gen, applied; /* of the holds read, of those the loop applied */
-    char **names; /* ISP names of parked recipients, interned */
+    char **names;          /* ISP names of parked recipients, interned */
     size_t nnames;
     struct loader_parked *parked;
     size_t nparked, parked_cap;
@@ -167,8 +167,7 @@ static int loader_holds_requeue(struct loader_holds *h, char *err, size_t errlen
         size_t k = 0;
         for (size_t i = 0; i < h->nparked; i++) {
             struct loader_parked *x = &h->parked[i];
-            if (ntake < LOADER_HOLDS_REQUEUE_MAX &&
-                !loader_holds_is_held(h, h->names[x->isp])) {
+            if (ntake < LOADER_HOLDS_REQUEUE_MAX && !loader_holds_is_held(h, h->names[x->isp])) {
                 if (!take) {
                     take = malloc(LOADER_HOLDS_REQUEUE_MAX * sizeof *take);
                     if (!take) {
@@ -319,8 +318,7 @@ struct loader_holds *loader_holds_start(struct loader *l, char *err, size_t errl
 }
 
 /* loader_holds_get - see loader.h */
-size_t loader_holds_get(struct loader_holds *h, struct loader_hold *out, size_t max,
-                        uint64_t *gen)
+size_t loader_holds_get(struct loader_holds *h, struct loader_hold *out, size_t max, uint64_t *gen)
 {
     pthread_mutex_lock(&h->mu);
     size_t n = h->nholds;

@@ -2,7 +2,10 @@
  * report - a campaign's report. See report.h.
  *
  * PostgreSQL builds the whole report as one JSON document (one statement,
- * json_build_object keeps the key order); this file only prints it. The
+ * json_build_object keeps the key order); this file only prints it. What
+ * came back after the 250 (ringmail.feedback_event, ringmail.isp_hold) is
+ * in the same statement, so it agrees with the delivery rows it is counted
+ * against (README: the feedback loop's counts, one definition each). The
  * text and csv printers walk that document, so the three formats cannot
  * disagree.
  */
@@ -34,6 +37,11 @@ static const struct report_section {
     {"tls_versions", "TLS versions (attempts that reached a server)", 1},
     {"tls_ciphers", "TLS ciphers (attempts that reached a server)", 1},
     {"throughput", "throughput (accepted per minute, UTC)", 1},
+    {"bounces_synchronous", "bounces by category, synchronous (final SMTP rejections and expiries)",
+     1},
+    {"bounces_asynchronous", "bounces by category, asynchronous (bounce reports)", 1},
+    {"complaint_rates", "complaint rate per ISP (complaints / accepted deliveries)", 1},
+    {"holds", "ISPs held by the complaint guard", 1},
 };
 
 #define REPORT_NSECTIONS (int)(sizeof report_sections / sizeof report_sections[0])
@@ -49,9 +57,74 @@ static const char *report_cstr(buf_t *b)
     return buf_data(b);
 }
 
+/* A synchronous bounce: a delivery row's final rejection or expiry, hard or
+ * soft by its classifier column; a row written before the classifier filled
+ * it counts a rejection hard and an expiry soft (message-expired). */
+#define REPORT_SYNC_KIND                                                                           \
+    "coalesce(bounce, CASE WHEN outcome = 'rejected' THEN 'hard' ELSE 'soft' END)"
+
+/* report_feedback_sql - the feedback sections (README: the feedback
+ * loop's counts): bounces by category, synchronous and asynchronous; the
+ * events by kind; complaint rates per ISP; delivery to unsubscribe; holds */
+static void report_feedback_sql(buf_t *b)
+{
+    buf_append_str(
+        b,
+        "'bounces_synchronous', (SELECT coalesce(json_agg(json_build_object('category', c,"
+        " 'bounces', h, 'soft_bounces', s) ORDER BY h + s DESC, c), '[]')"
+        " FROM (SELECT coalesce(nullif(category, ''), 'unclassified') AS c,"
+        " count(*) FILTER (WHERE " REPORT_SYNC_KIND " = 'hard') AS h,"
+        " count(*) FILTER (WHERE " REPORT_SYNC_KIND " = 'soft') AS s"
+        " FROM d WHERE final AND outcome IN ('rejected', 'expired') GROUP BY 1) AS x),"
+        "'bounces_asynchronous', (SELECT coalesce(json_agg(json_build_object('category', c,"
+        " 'bounces', h, 'soft_bounces', s) ORDER BY h + s DESC, c), '[]')"
+        " FROM (SELECT coalesce(nullif(category, ''), 'unclassified') AS c,"
+        " count(*) FILTER (WHERE bounce = 'hard') AS h, count(*) FILTER (WHERE bounce = 'soft') AS "
+        "s"
+        " FROM f WHERE kind = 'bounce' GROUP BY 1) AS x),"
+        "'feedback', (SELECT json_build_object('events', count(*),"
+        " 'bounces', count(*) FILTER (WHERE kind = 'bounce' AND bounce = 'hard'),"
+        " 'soft_bounces', count(*) FILTER (WHERE kind = 'bounce' AND bounce = 'soft'),"
+        " 'delays', count(*) FILTER (WHERE kind = 'delay'),"
+        " 'complaints', count(*) FILTER (WHERE kind = 'complaint'),"
+        " 'unsubscribes', count(*) FILTER (WHERE kind = 'unsubscribe'),"
+        " 'unsubscribes_http', count(*) FILTER (WHERE kind = 'unsubscribe' AND source = 'http'),"
+        " 'unsubscribes_mailto', count(*) FILTER (WHERE kind = 'unsubscribe' AND source = "
+        "'mailto'),"
+        " 'auto_replies', count(*) FILTER (WHERE kind = 'auto_reply'),"
+        /* An unmatched report names no recipient, hence no campaign: those
+         * received since the campaign was created, whichever they were for. */
+        " 'unmatched', (SELECT count(*) FROM ringmail.feedback_event u WHERE u.kind = 'unmatched'"
+        "  AND (u.campaign_id = $1::bigint OR (u.campaign_id IS NULL AND u.received_at >="
+        "  (SELECT created_at FROM ringmail.campaign WHERE id = $1::bigint))))) FROM f),"
+        "'complaint_rates', (SELECT coalesce(json_agg(json_build_object('isp', isp, 'accepted',"
+        " a, 'complaints', c, 'complaint_rate', CASE WHEN a > 0 THEN round(c::numeric / a, 6) END)"
+        " ORDER BY c DESC, a DESC, isp), '[]')"
+        " FROM (SELECT coalesce(x.isp, y.isp) AS isp, coalesce(x.n, 0) AS a, coalesce(y.n, 0) AS c"
+        " FROM (SELECT coalesce(nullif(isp, ''), 'unknown') AS isp, count(*) AS n FROM d"
+        "  WHERE outcome = 'accepted' GROUP BY 1) AS x"
+        " FULL JOIN (SELECT coalesce(nullif(isp, ''), 'unknown') AS isp, count(*) AS n FROM f"
+        "  WHERE kind = 'complaint' GROUP BY 1) AS y ON x.isp = y.isp) AS z),"
+        /* Per recipient: its first unsubscribe after its accepted delivery. */
+        "'unsubscribe_delay', (SELECT json_build_object('recipients', count(*),"
+        " 'median_s', round((percentile_cont(0.5) WITHIN GROUP (ORDER BY s))::numeric, 1),"
+        " 'p90_s', round((percentile_cont(0.9) WITHIN GROUP (ORDER BY s))::numeric, 1),"
+        " 'max_s', round(max(s)::numeric, 1))"
+        " FROM (SELECT extract(epoch FROM u.at - a.at) AS s"
+        " FROM (SELECT recipient_id, min(received_at) AS at FROM f WHERE kind = 'unsubscribe'"
+        "  AND recipient_id IS NOT NULL GROUP BY 1) AS u"
+        " JOIN (SELECT recipient_id, min(at) AS at FROM d WHERE outcome = 'accepted'"
+        "  GROUP BY 1) AS a ON a.recipient_id = u.recipient_id) AS x),"
+        "'holds', (SELECT coalesce(json_agg(json_build_object('isp', isp, 'held_at',"
+        " to_char(held_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), 'reason', reason)"
+        " ORDER BY isp), '[]') FROM ringmail.isp_hold WHERE campaign_id = $1::bigint)");
+}
+
 static void report_sql(buf_t *b)
 {
-    buf_append_str(b, "WITH d AS (SELECT * FROM ringmail.delivery WHERE campaign_id = $1::bigint)"
+    buf_append_str(b, "WITH d AS (SELECT * FROM ringmail.delivery WHERE campaign_id = $1::bigint),"
+                      " f AS (SELECT kind, source, recipient_id, isp, category, bounce, received_at"
+                      " FROM ringmail.feedback_event WHERE campaign_id = $1::bigint)"
                       " SELECT json_build_object("
                       "'campaign', (SELECT json_build_object('id', id, 'name', name, 'status',"
                       " status) FROM ringmail.campaign WHERE id = $1::bigint),"
@@ -90,7 +163,9 @@ static void report_sql(buf_t *b)
         " 'per_second', round(n / 60.0, 2)) ORDER BY m), '[]')"
         " FROM (SELECT to_char(date_trunc('minute', at AT TIME ZONE 'UTC'),"
         " 'YYYY-MM-DD\"T\"HH24:MI\"Z\"') AS m, count(*) AS n FROM d"
-        " WHERE outcome = 'accepted' GROUP BY 1) AS x))");
+        " WHERE outcome = 'accepted' GROUP BY 1) AS x),");
+    report_feedback_sql(b);
+    buf_append_str(b, ")");
 }
 
 /* ---- printing ---- */
@@ -169,7 +244,9 @@ static void report_text_table(const char *title, const json_t *rows)
             if (j < 16 && j < ncol) {
                 buf_reset(&cell);
                 report_cell(v, &cell);
-                printf(left[j] ? " %-*s" : " %*s", (int)width[j], report_cstr(&cell));
+                /* the last column, left-aligned, is not padded: no trailing blanks */
+                int w = left[j] && j + 1 == ncol ? 0 : (int)width[j];
+                printf(left[j] ? " %-*s" : " %*s", w, report_cstr(&cell));
             }
             j++;
         }
@@ -187,6 +264,29 @@ static void report_text_resumption(const json_t *res)
         printf(" (%.1f%%)", 100.0 * (double)resumed / (double)(resumed + full));
     }
     printf("\n");
+}
+
+/* obj's keys as rows of a two-column table (name, count) */
+static void report_text_counts(const char *title, const char *name, const json_t *obj)
+{
+    json_t *rows = json_array();
+    const char *key;
+    json_t *v;
+    json_object_foreach((json_t *)obj, key, v)
+    {
+        json_array_append_new(rows, json_pack("{s:s, s:O}", name, key, "count", v));
+    }
+    report_text_table(title, rows);
+    json_decref(rows);
+}
+
+/* obj as a table of one row */
+static void report_text_one(const char *title, const json_t *obj)
+{
+    json_t *rows = json_array();
+    json_array_append(rows, (json_t *)obj);
+    report_text_table(title, rows);
+    json_decref(rows);
 }
 
 static void report_text(const json_t *r)
@@ -213,6 +313,15 @@ static void report_text(const json_t *r)
     for (int s = 0; s < REPORT_NSECTIONS; s++) {
         if (strcmp(report_sections[s].name, "throughput") == 0) {
             report_text_resumption(json_object_get(r, "resumption"));
+        }
+        if (strcmp(report_sections[s].name, "bounces_synchronous") == 0) {
+            report_text_counts("feedback (events by kind)", "event",
+                               json_object_get(r, "feedback"));
+        }
+        if (strcmp(report_sections[s].name, "holds") == 0) {
+            report_text_one("time from delivery to unsubscribe (seconds; each recipient's first "
+                            "unsubscribe after its accepted delivery)",
+                            json_object_get(r, "unsubscribe_delay"));
         }
         report_text_table(report_sections[s].title, json_object_get(r, report_sections[s].name));
     }
@@ -295,6 +404,14 @@ static void report_csv(const json_t *r)
     {
         report_csv_row("resumption", "tls", k, v);
     }
+    json_object_foreach(json_object_get(r, "feedback"), k, v)
+    {
+        report_csv_row("feedback", k, "count", v);
+    }
+    json_object_foreach(json_object_get(r, "unsubscribe_delay"), k, v)
+    {
+        report_csv_row("unsubscribe_delay", "delivery_to_unsubscribe", k, v);
+    }
     buf_free(&key);
 }
 
@@ -305,7 +422,9 @@ static void report_usage(FILE *f)
     fprintf(f, "usage: ringmail report --db URL --campaign ID [--format text|csv|json]\n"
                "\n"
                "  Recipients by state; attempts per ISP by outcome; reply codes; TLS versions,\n"
-               "  ciphers and resumption rate; accepted messages per minute.\n"
+               "  ciphers and resumption rate; accepted messages per minute; what came back:\n"
+               "  bounces by category (synchronous, asynchronous), feedback events by kind,\n"
+               "  complaint rate per ISP, time from delivery to unsubscribe, the ISPs held.\n"
                "  csv: one table, columns section,key,metric,value.\n");
 }
 

@@ -4,8 +4,14 @@
  * Recipients by state; per ISP the attempts and their outcomes; reply
  * codes (with enhanced status codes); TLS versions and ciphers over the
  * attempts that reached a server; the TLS resumption rate; accepted
- * messages per minute. All read in one snapshot (REPEATABLE READ), so the
- * sections agree with each other while the campaign is running.
+ * messages per minute; what came back: bounces by category, synchronous
+ * (final rejections and expiries of delivery rows) and asynchronous (bounce
+ * reports), feedback events by kind (unsubscribes by source, auto-replies,
+ * unmatched), the complaint rate per ISP (complaints over accepted
+ * deliveries), the time from delivery to unsubscribe (median, p90, max) and
+ * the ISPs held by the complaint guard. All read in one snapshot
+ * (REPEATABLE READ), so the sections agree with each other while the
+ * campaign is running.
  *
  * Formats: text (tables for people), json (one object), csv (one table of
  * section,key,metric,value rows).

@@ -196,8 +196,8 @@ json_t *send_hold_json(const struct send *s)
     if (h) {
         loader_holds_counts(h->lh, &parked, &requeued);
     }
-    return json_pack("{s:o, s:I, s:I}", "holds", holds, "parked", (json_int_t)parked,
-                     "requeued", (json_int_t)requeued);
+    return json_pack("{s:o, s:I, s:I}", "holds", holds, "parked", (json_int_t)parked, "requeued",
+                     (json_int_t)requeued);
 }
 
 void send_hold_text(const struct send *s)
@@ -211,8 +211,7 @@ void send_hold_text(const struct send *s)
     loader_holds_counts(h->lh, &parked, &requeued);
     for (size_t i = 0; i < h->nheld; i++) {
         printf("held: isp %s since %s: %s (`ringmail campaign resume %lld --isp %s` lifts it)\n",
-               h->held[i].isp, h->held[i].since, h->held[i].reason, s->o.campaign,
-               h->held[i].isp);
+               h->held[i].isp, h->held[i].since, h->held[i].reason, s->o.campaign, h->held[i].isp);
     }
     if (parked || requeued) {
         printf("parked: %zu recipients wait for a hold to be lifted (claims kept, never "

@@ -137,14 +137,14 @@ struct pool_isp_stats {
     const char *name;
     uint64_t attempts, accepted, deferred, rejected, failed;
     uint64_t connections, tls_full, tls_resumed, tls_none, backoff_triggers;
-    unsigned open;     /* connections open now */
-    size_t queued;     /* messages waiting on this ISP's destinations */
-    double rate_limit; /* effective messages/s over all lanes, < 0 unlimited */
-    double backoff;    /* lowest backoff factor of its lanes (1 = none) */
-    int paused;        /* some lane is paused or suspended (backoff, suspend) */
-    int held;          /* held by pool_isp_hold (the complaint guard) */
+    unsigned open;        /* connections open now */
+    size_t queued;        /* messages waiting on this ISP's destinations */
+    double rate_limit;    /* effective messages/s over all lanes, < 0 unlimited */
+    double backoff;       /* lowest backoff factor of its lanes (1 = none) */
+    int paused;           /* some lane is paused or suspended (backoff, suspend) */
+    int held;             /* held by pool_isp_hold (the complaint guard) */
     const char *held_why; /* pool_isp_hold's why while held, else NULL */
-    uint64_t parked;   /* messages handed back to on_held while held */
+    uint64_t parked;      /* messages handed back to on_held while held */
 };
 
 struct pool *pool_new(struct loop *loop, const struct pool_options *o, char *err, size_t errlen);

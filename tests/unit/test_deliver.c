@@ -128,7 +128,7 @@ struct fixture {
     struct loop_timer guard, finish; /* the socket test's time limit and its end */
     int finish_on_final;             /* a final result arms finish */
     int timed_out;
-    int with_on_held;  /* fx_start gives the pool on_held */
+    int with_on_held;       /* fx_start gives the pool on_held */
     char held_rcpts[4][64]; /* what on_held got, and for which ISP */
     char held_isp[4][32];
     size_t nheld;
