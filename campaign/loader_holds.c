@@ -35,7 +35,10 @@
 #include "engine/clock.h"
 
 #define LOADER_HOLDS_REQUEUE_MAX 10000 /* ids per requeue statement */
-#define LOADER_HOLDS_JOIN_MS 2000      /* a stop waits this long for the thread */
+/* A stop waits this long for the thread: it is asleep, or in a statement of
+ * a few milliseconds; one blocked on a database that stopped answering is
+ * left behind rather than eat into the send's 10 s stop. */
+#define LOADER_HOLDS_JOIN_MS 200
 
 struct loader_parked {
     int64_t id;
@@ -160,7 +163,7 @@ static int loader_holds_requeue(struct loader_holds *h, char *err, size_t errlen
         struct loader_parked *take = NULL;
         size_t ntake = 0;
         pthread_mutex_lock(&h->mu);
-        if (h->applied != h->gen) {
+        if (h->applied != h->gen || h->stopping) {
             pthread_mutex_unlock(&h->mu);
             return 0;
         }
@@ -401,7 +404,11 @@ void loader_holds_stop(struct loader_holds *h)
     pthread_mutex_unlock(&h->mu);
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += LOADER_HOLDS_JOIN_MS / 1000;
+    ts.tv_nsec += (long)LOADER_HOLDS_JOIN_MS * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
     if (pthread_timedjoin_np(h->thread, NULL, &ts) == 0) {
         loader_holds_free(h);
         return;
