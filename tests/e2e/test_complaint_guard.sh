@@ -111,6 +111,15 @@ wait_exit() {
     wait "$1"
     RC=$?
 }
+# wait_until CMD S: until CMD succeeds (S seconds at most)
+wait_until() {
+    local i
+    for ((i = 0; i < $2 * 10; i++)); do
+        "$1" && return 0
+        sleep 0.1
+    done
+    return 1
+}
 # send_bg NAME ID ARGS...: ringmail send --db in the background; SEND_PID
 send_bg() {
     local name=$1 id=$2
@@ -127,7 +136,9 @@ N1=60
 C1=$(campaign one "$N1")
 hold "$C1" a "test: 3 complaints over 1000 delivered in 24h (0.30% > 0.20%)"
 t0=$(now_ms)
-send_bg g1 "$C1" --window 10 --metrics "127.0.0.1:$METRICS_PORT"
+# --lease 2: the parked claims outlive their rows' lease (the node's heartbeat
+# keeps them), and nobody takes them while they wait.
+send_bg g1 "$C1" --window 10 --lease 2 --metrics "127.0.0.1:$METRICS_PORT"
 check "held at start: ISP b is delivered whole while a is held (window 10)" wait_sink b "$N1" 20
 echo "# held at start: b's $N1 delivered after $(($(now_ms) - t0)) ms"
 check "held at start: the send is still running (a's recipients wait for a resume)" \
@@ -143,6 +154,12 @@ check_eq "held at start: ringmail_parked counts a's $N1 recipients" "$N1" \
     "$(metric "$E2E_TMP/m1.txt" 'ringmail_parked ')"
 check_eq "held at start: a's recipients stay claimed (parked, never attempted)" "$N1" \
     "$(psql_q "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $C1 AND state = 'claimed' AND address LIKE '%@a.test' AND attempts = 0")"
+expired_parked() {
+    [ "$(psql_q "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $C1 AND state = 'claimed' AND lease_owner = 'g1' AND lease_expires_at < now()")" -eq "$N1" ]
+}
+check "held at start: ... their rows' 2 s lease runs out, they stay the node's" \
+    wait_until expired_parked 6
+check_eq "held at start: a's sink still got nothing" 0 "$(sj a accepted_rcpts)"
 check_eq "held at start: no delivery row for ISP a" 0 \
     "$(psql_q "SELECT count(*) FROM ringmail.delivery WHERE campaign_id = $C1 AND isp = 'a'")"
 "$RM" campaign holds --db "$PG_URL" "$C1" >"$E2E_TMP/holds1.txt" 2>&1
