@@ -15,6 +15,7 @@
 #      gets nothing more while b's keeps receiving; resume: all sent, once
 #   3. resume's refusals: no such hold, no such campaign, no --isp
 #   4. a stop while held: the parked claims go back to the queue
+#   5. on a terminal, the status line says "held: a"
 # Nothing leaves 127.0.0.0/8.
 set -u
 . "$(dirname "$0")/lib.sh"
@@ -263,6 +264,24 @@ check_eq "stop while held: a's recipients queued again, never attempted" "$N4" \
 check_eq "stop while held: nothing left claimed" 0 "$(count_state "$C4" claimed)"
 check_eq "stop while held: the hold stays" 1 \
     "$(psql_q "SELECT count(*) FROM ringmail.isp_hold WHERE campaign_id = $C4")"
+
+# ============================================================ 5. the status line says why a waits
+# On a terminal (script(1) gives it one) the status line names the held ISP.
+N5=5
+C5=$(campaign five "$N5")
+hold "$C5" a "test"
+B0=$(sj b accepted_rcpts)
+script -qfec "$(printf '%q ' "$RM" send --db "$PG_URL" --campaign "$C5" --config "$E2E_TMP/g.conf" \
+    --node g5 --journal "$E2E_TMP/g5.journal")" "$E2E_TMP/g5.tty" >/dev/null 2>&1 &
+SCRIPT_PID=$!
+e2e_cleanup "e2e_kill $SCRIPT_PID"
+check "status line: b delivered" wait_sink b $((B0 + N5)) 20
+sleep 1.5 # a status line or two
+check_grep "status line: says 'held: a'" 'connections [0-9]+ +retry queue [0-9]+ +held: a ' "$E2E_TMP/g5.tty"
+"$RM" campaign resume --db "$PG_URL" "$C5" --isp a >/dev/null 2>&1
+wait_exit "$SCRIPT_PID" 15
+check_eq "status line: after the resume the run ends by itself, exit 0" 0 "$RC"
+check_eq "status line: every recipient sent" $((2 * N5)) "$(count_state "$C5" sent)"
 
 echo "# test_complaint_guard.sh: $(($(now_ms) - T_START)) ms"
 e2e_finish
