@@ -14,6 +14,7 @@
 #      to full.test reaches the limit; user.test is suppressed at claim
 #   2. list mode: --suppress gets the bad mailbox only; with
 #      soft_bounce_limit = 1 the full mailbox too (the window is the run)
+#   3. blast --records: a rejection's category, bounce and bounce_rule
 set -u
 . "$(dirname "$0")/lib.sh"
 e2e_setup
@@ -171,5 +172,13 @@ print(" ".join(last[a + ".test"] for a in ("permfail@user", "permfail@ms", "perm
 list l1 "$E2E_TMP/c1.conf"
 check_eq "list, limit 1: the full mailbox is suppressed too" "permfail@full.test permfail@user.test" \
     "$(sort "$E2E_TMP/l1.supp" | tr '\n' ' ' | sed 's/ $//')"
+
+# ============================================================ 3. blast --records
+start_sink blast 127.0.0.86 --profile outlook --reject-pct 100
+timeout 30 "$RM" blast --server "127.0.0.86:$SINK_PORT" --tls none --count 3 --concurrency 1 \
+    --records "$E2E_TMP/blast.records" --json >"$E2E_TMP/blast.json" 2>"$E2E_TMP/blast.err"
+check_eq "blast: 3 rejected" 3 "$(jget "$E2E_TMP/blast.json" rejected)"
+check_eq "blast: records say policy-related hard (microsoft: (S3150))" 3 \
+    "$(jcount "$E2E_TMP/blast.records" 'd["category"] == "policy-related" and d["bounce"] == "hard" and d["bounce_rule"] == "microsoft: (S3150)"')"
 
 e2e_finish
