@@ -336,6 +336,9 @@ static void loader_batch_add(struct loader_batch *b, const char *camp, const cha
     loader_array_text(&b->reasons, x->reason[0] ? x->reason : NULL);
     loader_array_raw(&b->attempts, "%u", x->attempt);
     loader_array_raw(&b->retry, "%.3f", x->retry_in_s);
+    if (!x->suppress && !x->soft_bounce) {
+        return;
+    }
     char reply[LOADER_TEXT_MAX + 32];
     loader_reply(x, reply, sizeof reply);
     if (x->suppress) {

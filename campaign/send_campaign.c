@@ -64,8 +64,8 @@ void send_result_db(struct send *s, struct send_msg *m, const struct pool_attemp
         send_copy(r.category, sizeof r.category, bounce_category_name(b.category));
         send_copy(r.bounce, sizeof r.bounce, bounce_kind_name(b.kind));
         send_bounce_rule(&b, r.bounce_rule, sizeof r.bounce_rule);
+        r.suppress = a->final && a->outcome == SMTP_OUTCOME_REJECTED && bounce_suppresses(&b);
     }
-    r.suppress = send_bounce_suppresses(s, a);
     r.soft_bounce = send_soft_bounce(s, a);
     loader_result(s->loader, &r);
 }
