@@ -7,7 +7,9 @@
 #                                                max_age, never suppressed
 #   full.test   552 5.2.2 Mailbox full           soft quota-issues: a feedback_event
 #                                                row; suppressed (kind soft-bounces)
-#                                                at soft_bounce_limit = 2
+#                                                at soft_bounce_limit = 2; tempfail@
+#               452 4.2.2 ... over quota         deferred until max_age: its expiry is
+#                                                a soft bounce too (message-expired)
 #   spam.test   554 5.7.1 ... likely unsolicited spam-related (gmail): not suppressed
 #   1. campaign mode: delivery rows carry category, bounce and bounce_rule
 #      (accepted rows NULL); suppression rows and kinds; a second campaign
@@ -50,7 +52,8 @@ conf "$E2E_TMP/c2.conf" 2
 conf "$E2E_TMP/c1.conf" 1
 
 for d in user ms seq full spam; do
-    printf '{"name": "%s", "perm_reply": "%s"}\n' "$d" "${REPLY[$d]}" >"$E2E_TMP/$d.json"
+    printf '{"name": "%s", "perm_reply": "%s", "temp_reply": "%s"}\n' "$d" "${REPLY[$d]}" \
+        "452 4.2.2 The email account that you tried to reach is over quota." >"$E2E_TMP/$d.json"
     start_sink "$d" "${IPS[$d]}" --profile-file "$E2E_TMP/$d.json" ||
         { check "sink $d starts" false; e2e_finish; exit 1; }
 done
@@ -79,7 +82,7 @@ state() { psql_q "SELECT state FROM ringmail.recipient WHERE campaign_id = $1 AN
 supp() { psql_q "SELECT kind FROM ringmail.suppression WHERE address = '$1'"; }
 
 # ============================================================ 1. campaign mode
-ALL="permfail@user.test permfail@ms.test permfail@seq.test permfail@full.test permfail@spam.test ok@user.test"
+ALL="permfail@user.test permfail@ms.test permfail@seq.test permfail@full.test permfail@spam.test tempfail@full.test ok@user.test"
 # shellcheck disable=SC2086
 C1=$(campaign one $ALL)
 send_db one "$C1" "$E2E_TMP/c2.conf"
@@ -106,6 +109,14 @@ check_ge "one: 503's deferrals are protocol-errors (503 bad sequence of commands
     "$(psql_q "SELECT count(*) FROM ringmail.delivery d JOIN ringmail.recipient r ON r.id = d.recipient_id
         WHERE d.campaign_id = $C1 AND r.address = 'permfail@seq.test' AND d.outcome = 'deferred'
         AND d.category = 'protocol-errors' AND d.bounce_rule = 'protocol: 503 bad sequence of commands'")"
+check_eq "one: 452 4.2.2 over quota until max_age: failed, the final row message-expired soft" \
+    "failed|expired|message-expired|soft" \
+    "$(state "$C1" tempfail@full.test)|$(row "$C1" tempfail@full.test "d.outcome || '|' || d.category || '|' || d.bounce")"
+check_ge "one: its deferrals are quota-issues soft (gmail's text)" 1 \
+    "$(psql_q "SELECT count(*) FROM ringmail.delivery d JOIN ringmail.recipient r ON r.id = d.recipient_id
+        WHERE d.campaign_id = $C1 AND r.address = 'tempfail@full.test' AND d.outcome = 'deferred'
+        AND d.category = 'quota-issues' AND d.bounce = 'soft'
+        AND d.bounce_rule = 'gmail: The email account that you tried to reach is over quota'")"
 check_eq "one: only the bad mailbox is suppressed, kind bounce" "permfail@user.test|bounce" \
     "$(psql_q "SELECT string_agg(address || '|' || kind, ',') FROM ringmail.suppression")"
 check_eq "one: its reason names the category and the reply" \
@@ -116,7 +127,12 @@ check_eq "one: one feedback_event: the soft bounce of full.test" \
     "$(psql_q "SELECT concat_ws('|', e.kind, e.source, e.bounce, e.category, e.status, e.diagnostic, e.isp, e.suppressed)
         FROM ringmail.feedback_event e JOIN ringmail.recipient r ON r.id = e.recipient_id
         WHERE e.campaign_id = $C1 AND r.address = e.address AND e.address = 'permfail@full.test'")"
-check_eq "one: no other feedback_event rows" 1 "$(psql_q "SELECT count(*) FROM ringmail.feedback_event")"
+check_eq "one: the expiry after 452 4.2.2 is a soft bounce event too" \
+    "message-expired|4.2.2|452 4.2.2 The email account that you tried to reach is over quota." \
+    "$(psql_q "SELECT concat_ws('|', category, status, diagnostic) FROM ringmail.feedback_event
+        WHERE address = 'tempfail@full.test'")"
+check_eq "one: no other feedback_event rows (the 503's expiry is not a soft bounce)" 2 \
+    "$(psql_q "SELECT count(*) FROM ringmail.feedback_event")"
 check_eq "one: send --json counts the rejections by category" "1 1 1 1" \
     "$(jeval "$E2E_TMP/one.json" '"%d %d %d %d" % (d["bounce_categories"]["bad-mailbox"], d["bounce_categories"]["policy-related"], d["bounce_categories"]["spam-related"], d["bounce_categories"]["quota-issues"])')"
 
@@ -158,7 +174,7 @@ list l2 "$E2E_TMP/c2.conf"
 check_eq "list, limit 2: exit 0" 0 "$?"
 check_eq "list, limit 2: --suppress has the bad mailbox only" "permfail@user.test" \
     "$(cat "$E2E_TMP/l2.supp")"
-check_eq "list, limit 2: 4 rejected, 1 expired (the 503)" "4 1" \
+check_eq "list, limit 2: 4 rejected, 2 expired (the 503, the 452)" "4 2" \
     "$(jget "$E2E_TMP/l2.json" rejected) $(jget "$E2E_TMP/l2.json" expired)"
 check_eq "list: the final records carry the same categories" \
     "bad-mailbox policy-related message-expired quota-issues spam-related" \
@@ -170,7 +186,8 @@ for l in open(sys.argv[1]):
     last[r["rcpt"]] = r.get("category")
 print(" ".join(last[a + ".test"] for a in ("permfail@user", "permfail@ms", "permfail@seq", "permfail@full", "permfail@spam")))' "$E2E_TMP/l2.records")"
 list l1 "$E2E_TMP/c1.conf"
-check_eq "list, limit 1: the full mailbox is suppressed too" "permfail@full.test permfail@user.test" \
+check_eq "list, limit 1: the full mailboxes are suppressed too" \
+    "permfail@full.test permfail@user.test tempfail@full.test" \
     "$(sort "$E2E_TMP/l1.supp" | tr '\n' ' ' | sed 's/ $//')"
 
 # ============================================================ 3. blast --records
