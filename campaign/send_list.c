@@ -294,18 +294,6 @@ int send_bounce_suppresses(const struct send *s, const struct pool_attempt *a)
            bounce_suppresses(&b);
 }
 
-/* send_soft_counts - whether a soft bounce of category c says something
- * about the mailbox. Policy, spam, content, routing and protocol bounces
- * are about the sender, the message, the path or the session: a mailbox
- * is never condemned by them, one at a time or in numbers (a block of
- * our IP would otherwise suppress every address of the ISP after a few
- * campaigns). */
-static int send_soft_counts(enum bounce_category c)
-{
-    return c != BOUNCE_POLICY_RELATED && c != BOUNCE_SPAM_RELATED && c != BOUNCE_CONTENT_RELATED &&
-           c != BOUNCE_ROUTING_ERRORS && c != BOUNCE_PROTOCOL_ERRORS;
-}
-
 int send_soft_bounce(const struct send *s, const struct pool_attempt *a)
 {
     struct bounce_result b;
@@ -313,13 +301,13 @@ int send_soft_bounce(const struct send *s, const struct pool_attempt *a)
         return 0;
     }
     if (a->outcome == SMTP_OUTCOME_REJECTED) {
-        return send_bounce(s, a, &b) && b.kind == BOUNCE_SOFT && send_soft_counts(b.category);
+        return send_bounce(s, a, &b) && bounce_soft_counts(&b);
     }
     if (a->outcome == SMTP_OUTCOME_DEFERRED && a->expired && a->code >= 400) {
         /* Expired: the last reply decides (DNS or connection trouble until
          * max_age says nothing about the mailbox). */
         bounce_classify(&s->bounce_rules, a->code, a->enhanced, a->text, &b);
-        return b.kind == BOUNCE_SOFT && send_soft_counts(b.category);
+        return bounce_soft_counts(&b);
     }
     return 0;
 }
