@@ -63,6 +63,11 @@ static const char *report_cstr(buf_t *b)
 #define REPORT_SYNC_KIND                                                                           \
     "coalesce(bounce, CASE WHEN outcome = 'rejected' THEN 'hard' ELSE 'soft' END)"
 
+/* An asynchronous event: from returned mail. A final synchronous soft
+ * bounce is also an event (source smtp, written by the results writer for
+ * the soft-bounce limit): it is counted from its delivery row instead. */
+#define REPORT_ASYNC "coalesce(source, '') <> 'smtp'"
+
 /* report_feedback_sql - the feedback sections (README: the feedback
  * loop's counts): bounces by category, synchronous and asynchronous; the
  * events by kind; complaint rates per ISP; delivery to unsubscribe; holds */
@@ -81,10 +86,14 @@ static void report_feedback_sql(buf_t *b)
         " FROM (SELECT coalesce(nullif(category, ''), 'unclassified') AS c,"
         " count(*) FILTER (WHERE bounce = 'hard') AS h, count(*) FILTER (WHERE bounce = 'soft') AS "
         "s"
-        " FROM f WHERE kind = 'bounce' GROUP BY 1) AS x),"
+        " FROM f WHERE kind = 'bounce' AND " REPORT_ASYNC " GROUP BY 1) AS x),"
         "'feedback', (SELECT json_build_object('events', count(*),"
-        " 'bounces', count(*) FILTER (WHERE kind = 'bounce' AND bounce = 'hard'),"
-        " 'soft_bounces', count(*) FILTER (WHERE kind = 'bounce' AND bounce = 'soft'),"
+        " 'bounces', count(*) FILTER (WHERE kind = 'bounce' AND bounce = 'hard' AND " REPORT_ASYNC
+        "),"
+        " 'soft_bounces', count(*) FILTER (WHERE kind = 'bounce' AND bounce = 'soft' "
+        "AND " REPORT_ASYNC "),"
+        " 'synchronous_soft_bounces', count(*) FILTER (WHERE kind = 'bounce' AND NOT " REPORT_ASYNC
+        "),"
         " 'delays', count(*) FILTER (WHERE kind = 'delay'),"
         " 'complaints', count(*) FILTER (WHERE kind = 'complaint'),"
         " 'unsubscribes', count(*) FILTER (WHERE kind = 'unsubscribe'),"
