@@ -98,7 +98,10 @@ static int loader_holds_up(struct loader_holds *h, char *err, size_t errlen)
         return 0;
     }
     /* Short bounds: a hold read late is better than a thread stuck. */
-    if (db_exec(h->c, "SET statement_timeout = '10s'; SET lock_timeout = '2s'", err, errlen) < 0) {
+    if (db_exec(h->c,
+                "SET client_encoding = 'UTF8'; SET statement_timeout = '10s';"
+                " SET lock_timeout = '2s'",
+                err, errlen) < 0) {
         pq.PQfinish(h->c);
         h->c = NULL;
         return 0;
@@ -115,8 +118,9 @@ static int loader_holds_read(struct loader_holds *h, char *err, size_t errlen)
                                "SELECT isp, reason, to_char(held_at AT TIME ZONE 'UTC',"
                                " 'YYYY-MM-DD HH24:MI:SS') || ' UTC'"
                                " FROM ringmail.isp_hold WHERE campaign_id = $1::bigint"
-                               " ORDER BY isp LIMIT " /* LOADER_HOLDS_MAX */ "64",
+                               " ORDER BY isp LIMIT 64",
                                1, p, PGRES_TUPLES_OK, err, errlen);
+    _Static_assert(LOADER_HOLDS_MAX == 64, "the LIMIT above");
     if (!r) {
         return -1;
     }
