@@ -16,6 +16,8 @@
 #   3. resume's refusals: no such hold, no such campaign, no --isp
 #   4. a stop while held: the parked claims go back to the queue
 #   5. on a terminal, the status line says "held: a"
+#   6. the whole loop: an ARF complaint through `ringmail feedback ingest`
+#      (the real feedback store) holds a, and the running send obeys
 # Nothing leaves 127.0.0.0/8.
 set -u
 . "$(dirname "$0")/lib.sh"
@@ -282,6 +284,59 @@ check_grep "status line: says 'held: a'" 'connections [0-9]+ +retry queue [0-9]+
 wait_exit "$SCRIPT_PID" 15
 check_eq "status line: after the resume the run ends by itself, exit 0" 0 "$RC"
 check_eq "status line: every recipient sent" $((2 * N5)) "$(count_state "$C5" sent)"
+
+# ============================================================ 6. the whole loop: a complaint holds a
+# No row written by hand here: an ARF complaint about a delivered recipient
+# of ISP a goes through `ringmail feedback ingest` (the feedback store),
+# which holds a (1 complaint over 10 or more delivered > 5%, sample 5), and
+# the running send stops sending to a.
+SECRET=$E2E_TMP/feedback.secret
+head -c 48 /dev/urandom >"$SECRET"
+chmod 600 "$SECRET"
+{
+    cat "$E2E_TMP/g.conf"
+    printf '[feedback]\nreturn_path = bounces.sender.test\nsecret_file = %s\n' "$SECRET"
+    printf 'complaint_pause = 5%%\ncomplaint_min_sample = 5\n'
+} >"$E2E_TMP/fb.conf"
+N6=120
+C6=$(campaign six "$N6")
+A0=$(sj a accepted_rcpts)
+B0=$(sj b accepted_rcpts)
+"$RM" send --db "$PG_URL" --campaign "$C6" --config "$E2E_TMP/fb.conf" --node g6 \
+    --journal "$E2E_TMP/g6.journal" --json >"$E2E_TMP/g6.json" 2>"$E2E_TMP/g6.err" &
+SEND_PID=$!
+e2e_cleanup "e2e_kill $SEND_PID"
+delivered_a() {
+    [ "$(psql_q "SELECT count(*) FROM ringmail.delivery WHERE campaign_id = $C6 AND isp = 'a' AND outcome = 'accepted'")" -ge 10 ]
+}
+check "the whole loop: 10 of a's recipients delivered (delivery rows)" wait_until delivered_a 20
+R6=$(psql_q "SELECT d.recipient_id || ' ' || r.address FROM ringmail.delivery d
+    JOIN ringmail.recipient r ON r.id = d.recipient_id
+    WHERE d.campaign_id = $C6 AND d.isp = 'a' AND d.outcome = 'accepted' ORDER BY d.id LIMIT 1")
+"$E2E_PY" "$E2E_DIR/feedback_mail.py" arf --secret "$SECRET" --campaign "$C6" \
+    --recipient "${R6% *}" --address "${R6#* }" >"$E2E_TMP/c6.eml"
+"$RM" feedback ingest --db "$PG_URL" --config "$E2E_TMP/fb.conf" --rcpt abuse@bounces.sender.test \
+    <"$E2E_TMP/c6.eml" >"$E2E_TMP/ingest6.out" 2>"$E2E_TMP/ingest6.err"
+check_eq "the whole loop: the complaint is recorded (ingest exit 0)" 0 "$?"
+t0=$(now_ms)
+check_eq "the whole loop: the store held a" 1 \
+    "$(psql_q "SELECT count(*) FROM ringmail.isp_hold WHERE campaign_id = $C6 AND isp = 'a'")"
+check "the whole loop: the running send holds a, saying the store's reason" \
+    wait_for_log "$E2E_TMP/g6.err" \
+    "^ringmail: campaign $C6: isp a held: 1 complaints over [0-9]+ delivered in 24h \([0-9.]+% > 5\.00%\); \`ringmail campaign resume $C6 --isp a\` lifts it$" 5
+echo "# the whole loop: the send held a $(($(now_ms) - t0)) ms after the complaint was recorded"
+sleep 0.5
+A1=$(sj a accepted_rcpts)
+B1=$(sj b accepted_rcpts)
+sleep 1.5
+check_eq "the whole loop: a's sink gets nothing more" "$A1" "$(sj a accepted_rcpts)"
+check_ge "the whole loop: b's sink keeps receiving" $((B1 + 10)) "$(sj b accepted_rcpts)"
+"$RM" campaign resume --db "$PG_URL" "$C6" --isp a >/dev/null 2>&1
+wait_exit "$SEND_PID" 20
+check_eq "the whole loop: resumed, the run ends by itself, exit 0" 0 "$RC"
+check_eq "the whole loop: every recipient sent" $((2 * N6)) "$(count_state "$C6" sent)"
+check_eq "the whole loop: a and b each got theirs once" "$((A0 + N6)) $((B0 + N6)) 0" \
+    "$(sj a accepted_rcpts) $(sj b accepted_rcpts) $(once "$C6")"
 
 echo "# test_complaint_guard.sh: $(($(now_ms) - T_START)) ms"
 e2e_finish
