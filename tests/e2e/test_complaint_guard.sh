@@ -14,7 +14,8 @@
 #   2. a hold while sending: seen within seconds (the loud line), a's sink
 #      gets nothing more while b's keeps receiving; resume: all sent, once
 #   3. resume's refusals: no such hold, no such campaign, no --isp
-#   4. a stop while held: the parked claims go back to the queue
+#   4. a stop while held: the parked claims go back to the queue; a kill -9
+#      while parked loses nothing (the restart queues them again)
 #   5. on a terminal, the status line says "held: a"
 #   6. the whole loop: an ARF complaint through `ringmail feedback ingest`
 #      (the real feedback store) holds a, and the running send obeys
@@ -266,6 +267,24 @@ check_eq "stop while held: a's recipients queued again, never attempted" "$N4" \
 check_eq "stop while held: nothing left claimed" 0 "$(count_state "$C4" claimed)"
 check_eq "stop while held: the hold stays" 1 \
     "$(psql_q "SELECT count(*) FROM ringmail.isp_hold WHERE campaign_id = $C4")"
+# Again, and kill -9 while a's claims are parked: the node's next start
+# (after the resume) queues them again and sends them, once.
+send_bg g4 "$C4"
+parked_again() {
+    [ "$(psql_q "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $C4 AND state = 'claimed'")" -eq "$N4" ]
+}
+check "kill -9 while parked: a's claims parked again" wait_until parked_again 10
+kill -KILL "$SEND_PID" 2>/dev/null
+wait "$SEND_PID" 2>/dev/null
+"$RM" campaign resume --db "$PG_URL" "$C4" --isp a >/dev/null 2>&1
+A0=$(sj a accepted_rcpts)
+timeout 30 "$RM" send --db "$PG_URL" --campaign "$C4" --config "$E2E_TMP/g.conf" --node g4 \
+    --journal "$E2E_TMP/g4.journal" --json >"$E2E_TMP/g4b.json" 2>"$E2E_TMP/g4b.err"
+check_eq "kill -9 while parked: the restart sends them, exit 0" 0 "$?"
+check_grep "kill -9 while parked: the restart queued them again (recovered)" \
+    "recovered from an earlier stop of node g4: $N4 queued again, 0 ambiguous" "$E2E_TMP/g4b.err"
+check_eq "kill -9 while parked: all sent, each once" "$((2 * N4)) $((A0 + N4)) 0" \
+    "$(count_state "$C4" sent) $(sj a accepted_rcpts) $(once "$C4")"
 
 # ============================================================ 5. the status line says why a waits
 # On a terminal (script(1) gives it one) the status line names the held ISP.
