@@ -17,6 +17,15 @@
  * fills with held mail and the other ISPs keep sending; what was parked
  * goes back to the queue when the hold is lifted, or at the stop.
  * Transactions already under way when a hold arrives finish.
+ *
+ * Diagnostics (stderr, once per change): "ringmail: campaign 7: isp gmail
+ * held: REASON; `ringmail campaign resume 7 --isp gmail` lifts it" and
+ * "ringmail: campaign 7: isp gmail resumed (it was held since ...); sending
+ * to it again, its parked recipients go back to the queue"; at start,
+ * "ringmail send: campaign 7: reading the campaign's ISP holds: ..." when
+ * they cannot be read (the send does not start). The status line adds
+ * "held: gmail", /metrics and --json say the rest (send_hold_metrics,
+ * send_hold_json).
  */
 #include <jansson.h>
 #include <stdio.h>
