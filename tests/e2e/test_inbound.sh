@@ -18,7 +18,7 @@
 #      same message gets 250, Postfix's retry is delivered: one row each
 #   5. bad input: 10 MB of garbage (recorded unmatched), malformed MIME
 #      (recorded), 13 MB over the limit (552), the server still serving
-#   6. SIGTERM: a clean stop, exit 0, the summary
+#   6. SIGTERM: a clean stop, exit 0, an open session hears 421, the summary
 set -u
 . "$(dirname "$0")/lib.sh"
 e2e_setup
@@ -302,9 +302,25 @@ check_grep "13 MB over --max-size: 552 after the data" "<\*\* +552 5.3.4 Message
 check "still serving afterwards" probe '<220' '>EHLO c.test' '<250' '>QUIT' '<221'
 
 # ============================================================ 6. SIGTERM
+# An open session hears 421 when inbound stops.
+"$E2E_PY" - "$IN_PORT" "$E2E_TMP/open.ready" >"$E2E_TMP/open.out" 2>&1 <<'PY' &
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.settimeout(10)
+s.recv(512)
+s.sendall(b"EHLO c.test\r\n")
+s.recv(512)
+open(sys.argv[2], "w").close()
+print("open: " + s.recv(512).decode().strip())
+PY
+OPEN_PID=$!
+for _ in $(seq 1 100); do [ -f "$E2E_TMP/open.ready" ] && break; sleep 0.05; done
 kill -TERM "$INBOUND_PID"
 wait "$INBOUND_PID"
 check_eq "SIGTERM: exit 0" 0 "$?"
+wait "$OPEN_PID"
+check_grep "SIGTERM: an open session hears 421" "^open: 421 4.3.2 Shutting down, try again later$" \
+    "$E2E_TMP/open.out"
 check_grep "SIGTERM: says it stops" "^ringmail inbound: Terminated: stopping" "$E2E_TMP/inbound.log"
 check_grep "SIGTERM: the summary counts the 451s and the commits" \
     "summary .* answered_451=[1-9][0-9]* .* commits=[1-9][0-9]* committed=[1-9][0-9]* events=" "$E2E_TMP/inbound.log"
