@@ -11,8 +11,8 @@
 #      the recipient's feedback 'bounce', a suppression row
 #   3. the server: relay denied, the null sender, SIZE over the limit
 #      (552), STARTTLS, two messages pipelined on one connection (each
-#      answered after its own commit), the per-client limit, the idle
-#      timeout
+#      answered after its own commit), a complaint that holds the ISP
+#      (said on stderr), the per-client limit, the idle timeout
 #   4. PostgreSQL stopped: a message gets 451 and the session goes on;
 #      Postfix's bounce is deferred (451) and queued; PostgreSQL back: the
 #      same message gets 250, Postfix's retry is delivered: one row each
@@ -54,6 +54,8 @@ server = 127.0.0.1:$PF_PORT
 [feedback]
 return_path = $RP
 secret_file = $SECRET
+complaint_pause = 20%
+complaint_min_sample = 1
 CONF
 
 # ============================================================ 1. usage
@@ -64,7 +66,7 @@ check_grep "--help: names --listen and --http" "--listen ADDR:PORT.*--db URL" "$
 check_eq "no --listen nor --http: exit 2" 2 "$?"
 check_grep "no --listen nor --http: says so" \
     "^ringmail inbound: give --listen ADDR:PORT or --http ADDR:PORT$" "$E2E_TMP/u1.err"
-grep -v -e '^\[feedback\]' -e '^return_path' -e '^secret_file' "$E2E_TMP/fb.conf" >"$E2E_TMP/nofb.conf"
+sed '/^\[feedback\]/,$d' "$E2E_TMP/fb.conf" >"$E2E_TMP/nofb.conf"
 "$RM" inbound --listen "127.0.0.1:$IN_PORT" --db "$PG_URL" --config "$E2E_TMP/nofb.conf" \
     >/dev/null 2>"$E2E_TMP/u2.err"
 check_eq "config without [feedback]: exit 1" 1 "$?"
@@ -212,6 +214,17 @@ check "two messages pipelined: 250 250 354 250, twice" \
 check_eq "two messages pipelined: two rows" 2 "$(rows "campaign_id = $C2 AND kind = 'bounce'")"
 check_eq "two messages pipelined: two commits of one message each" $((BEFORE + 2)) \
     "$(grep -c "250 recorded (batch of 1" "$E2E_TMP/inbound.log")"
+
+# A complaint about the campaign's one delivered recipient: over 20%, held, said loudly.
+FM arf --campaign "$C1" --recipient "$R1" --address pf1@x.test >"$E2E_TMP/arf.eml"
+swaks --server "127.0.0.1:$IN_PORT" --from '<>' --to "abuse@$RP" --data "@$E2E_TMP/arf.eml" \
+    >"$E2E_TMP/swaks.arf" 2>&1
+check_grep "complaint: recorded (250)" "<- +250 2.0.0 Ok: recorded" "$E2E_TMP/swaks.arf"
+check_eq "complaint: the ISP is held for the campaign" x \
+    "$(psql_q "SELECT isp FROM ringmail.isp_hold WHERE campaign_id = $C1")"
+check_grep "complaint: the hold is said on stderr" \
+    "^ringmail inbound: complaint guard: campaign $C1, isp x: 1 complaints over 1 delivered .*held" \
+    "$E2E_TMP/inbound.log"
 
 # A second inbound with small limits: 2 sessions per client, 1 s idle.
 IN2_PORT=$(free_port)
