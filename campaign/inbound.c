@@ -574,6 +574,7 @@ int inbound_main(int argc, char **argv)
         return rc < 0 ? 0 : rc;
     }
     struct inbound_http *http = NULL;
+    int ran = 0;
     rc = 1;
     if (inbound_signals(ib) == 0 && inbound_setup(ib) == 0) {
         char err[512];
@@ -585,12 +586,13 @@ int inbound_main(int argc, char **argv)
         }
         if (!ib->o.http || http) {
             rc = inbound_run(ib);
+            ran = 1;
         }
     }
     if (http) {
         inbound_http_stop(http);
     }
-    inbound_cleanup(ib, ib->o.nlisten && ib->loop);
+    inbound_cleanup(ib, ran && ib->o.nlisten);
     free(ib);
     return rc;
 }
