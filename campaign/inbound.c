@@ -582,6 +582,9 @@ int inbound_main(int argc, char **argv)
             http = inbound_http_start(ib->o.http, ib->o.db_url, ib->cfg, err, sizeof err);
             if (!http) {
                 fprintf(stderr, "ringmail inbound: %s\n", err);
+            } else {
+                fprintf(stderr, "ringmail inbound: one-click unsubscribe on http://%s\n",
+                        ib->o.http);
             }
         }
         if (!ib->o.http || http) {

@@ -2,7 +2,7 @@
 # `ringmail inbound`: the return path's SMTP server, recording what comes
 # back in PostgreSQL before it answers 250.
 #   1. usage: --help, the missing --listen/--http, a config without
-#      [feedback]
+#      [feedback]; --http alone serves without --listen
 #   2. a real bounce: `ringmail send` delivers a campaign to a private
 #      Postfix (mx.receiver.test) that relays to a sink refusing with 550
 #      5.1.1; Postfix writes the DSN itself and delivers it to inbound (its
@@ -73,6 +73,16 @@ check_eq "config without [feedback]: exit 1" 1 "$?"
 check_grep "config without [feedback]: says what is needed" \
     "^ringmail inbound: --config $E2E_TMP/nofb.conf has no \[feedback\] section: inbound needs its return_path and secret_file$" \
     "$E2E_TMP/u2.err"
+
+# --http alone: no SMTP, the endpoint only (campaign/inbound_http.c's own test covers it)
+HTTP_PORT=$(free_port)
+e2e_bg http "$RM" inbound --http "127.0.0.1:$HTTP_PORT" --db "$PG_URL" --config "$E2E_TMP/fb.conf"
+HTTP_PID=$E2E_BG_PID
+check "--http alone: serves without --listen" wait_port 127.0.0.1 "$HTTP_PORT" 10 "$HTTP_PID"
+check_eq "--http alone: /healthz answers" ok "$(curl -s "http://127.0.0.1:$HTTP_PORT/healthz")"
+kill -TERM "$HTTP_PID"
+wait "$HTTP_PID"
+check_eq "--http alone: SIGTERM, exit 0" 0 "$?"
 
 # ============================================================ inbound and Postfix
 start_inbound() { # NAME PORT [options]: inbound on 127.0.0.1:PORT, log $E2E_TMP/NAME.log
