@@ -173,8 +173,8 @@ void inbound_conn_release(struct inbound_conn *c)
     buf_free(&c->wire);
     buf_free(&c->sending);
     free(c);
-    if (ib->stopping && !ib->conns.first && ib->outstanding == 0) {
-        loop_stop(ib->loop);
+    if (ib->loop && ib->stopping && !ib->conns.first && ib->outstanding == 0) {
+        loop_stop(ib->loop); /* the last session of a shutdown (not after the loop is gone) */
     }
 }
 

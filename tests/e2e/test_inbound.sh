@@ -268,6 +268,10 @@ mapfile -t R3 <"$E2E_TMP/c3.ids"
 FM dsn --campaign "$C3" --recipient "${R3[0]}" --address down1@x.test >"$E2E_TMP/down.eml"
 TOK3=$(FM token b "$C3" "${R3[0]}")
 TOK4=$(FM token b "$C3" "${R3[1]}")
+# The test cluster runs with synchronous_commit off: without a checkpoint the
+# immediate stop could lose the campaign just created (then the DSNs below
+# would rightly be unmatched).
+psql_q "CHECKPOINT" >/dev/null
 stop_postgres "$PG_DIR"
 swaks --server "127.0.0.1:$IN_PORT" --from '<>' --to "$TOK3@$RP" --data "@$E2E_TMP/down.eml" \
     >"$E2E_TMP/swaks.down" 2>&1
