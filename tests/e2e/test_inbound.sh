@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # `ringmail inbound`: the return path's SMTP server, recording what comes
 # back in PostgreSQL before it answers 250.
-#   1. usage: --help, the missing --listen/--http, a config without
-#      [feedback]; --http alone serves without --listen
+#   1. usage: --help, every usage error and start-up failure by its text
+#      (no --listen/--http, no --db, no --config, a config without
+#      [feedback], TLS half given, bad numbers and addresses, the database
+#      unreachable, the port taken); --http alone serves without --listen
 #   2. a real bounce: `ringmail send` delivers a campaign to a private
 #      Postfix (mx.receiver.test) that relays to a sink refusing with 550
 #      5.1.1; Postfix writes the DSN itself and delivers it to inbound (its
@@ -12,7 +14,8 @@
 #   3. the server: relay denied, the null sender, SIZE over the limit
 #      (552), STARTTLS, two messages pipelined on one connection (each
 #      answered after its own commit), a complaint that holds the ISP
-#      (said on stderr), the per-client limit, the idle timeout
+#      (said on stderr), the per-client and total session limits, the
+#      idle timeout
 #   4. PostgreSQL stopped: a message gets 451 and the session goes on;
 #      Postfix's bounce is deferred (451) and queued; PostgreSQL back: the
 #      same message gets 250, Postfix's retry is delivered: one row each
@@ -73,6 +76,39 @@ check_eq "config without [feedback]: exit 1" 1 "$?"
 check_grep "config without [feedback]: says what is needed" \
     "^ringmail inbound: --config $E2E_TMP/nofb.conf has no \[feedback\] section: inbound needs its return_path and secret_file$" \
     "$E2E_TMP/u2.err"
+
+# usage_error NAME EXIT TEXT ARGS...: inbound ARGS exits EXIT and says TEXT (a whole line)
+usage_error() {
+    local name=$1 code=$2 text=$3
+    shift 3
+    "$RM" inbound "$@" >/dev/null 2>"$E2E_TMP/usage.err"
+    check_eq "$name: exit $code" "$code" "$?"
+    check_grep "$name: says so" "^ringmail inbound: $text\$" "$E2E_TMP/usage.err"
+}
+usage_error "no --db" 2 "--db URL is required" --listen "127.0.0.1:$IN_PORT" \
+    --config "$E2E_TMP/fb.conf"
+usage_error "no --config" 2 \
+    "--config FILE is required: inbound needs the \[feedback\] return_path and secret_file" \
+    --listen "127.0.0.1:$IN_PORT" --db "$PG_URL"
+usage_error "--tls-cert alone" 2 "--tls-cert and --tls-key go together" \
+    --listen "127.0.0.1:$IN_PORT" --db "$PG_URL" --config "$E2E_TMP/fb.conf" --tls-cert x.pem
+usage_error "a bad --timeout" 2 "--timeout: not a number in \[1, 86400\]" \
+    --listen "127.0.0.1:$IN_PORT" --db "$PG_URL" --config "$E2E_TMP/fb.conf" --timeout 0
+usage_error "a bad --listen" 2 "--listen nowhere: .*" --listen nowhere --db "$PG_URL" \
+    --config "$E2E_TMP/fb.conf"
+usage_error "database unreachable at start" 1 "connecting to PostgreSQL: .*" \
+    --listen "127.0.0.1:$IN_PORT" --db "host=127.0.0.1 port=1 connect_timeout=2" \
+    --config "$E2E_TMP/fb.conf"
+"$E2E_PY" -c 'import socket, sys, time
+s = socket.socket(); s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen()
+time.sleep(3)' "$IN_PORT" &
+HOLDER=$!
+wait_port 127.0.0.1 "$IN_PORT" 5
+usage_error "the port taken" 1 "cannot listen on 127.0.0.1:$IN_PORT: Address already in use" \
+    --listen "127.0.0.1:$IN_PORT" --db "$PG_URL" --config "$E2E_TMP/fb.conf"
+kill "$HOLDER" 2>/dev/null
+wait "$HOLDER" 2>/dev/null
+wait_port_free 127.0.0.1 "$IN_PORT" 5
 
 # --http alone: no SMTP, the endpoint only (campaign/inbound_http.c's own test covers it)
 HTTP_PORT=$(free_port)
@@ -238,19 +274,22 @@ check_grep "complaint: the hold is said on stderr" \
 
 # A second inbound with small limits: 2 sessions per client, 1 s idle.
 IN2_PORT=$(free_port)
-start_inbound inbound2 "$IN2_PORT" --max-per-client 2 --timeout 1 ||
+start_inbound inbound2 "$IN2_PORT" --max-per-client 2 --max-conns 3 --timeout 1 ||
     { check "inbound2 starts" false; e2e_finish; exit 1; }
 INBOUND2_PID=$E2E_BG_PID
 "$E2E_PY" - "$IN2_PORT" >"$E2E_TMP/limits.out" 2>&1 <<'PY'
 import socket, sys, time
 port = int(sys.argv[1])
-def greet():
-    s = socket.create_connection(("127.0.0.1", port))
+def greet(source="127.0.0.1"):
+    s = socket.create_connection(("127.0.0.1", port), source_address=(source, 0))
     s.settimeout(5)
     return s, s.recv(512).decode().strip()
 held = [greet() for _ in range(2)]
 third = greet()
 print("third:", third[1])
+held.append(greet("127.0.0.2"))
+print("other address:", held[-1][1])
+print("over the total:", greet("127.0.0.3")[1])
 t0 = time.time()
 s = held[0][0]
 data = s.recv(512).decode().strip()
@@ -258,6 +297,10 @@ print("idle: %s after %.1fs" % (data, time.time() - t0))
 PY
 check_grep "per-client limit: the third session is refused" \
     "^third: 421 4.7.0 Too many connections from your address$" "$E2E_TMP/limits.out"
+check_grep "per-client limit: another address still gets in" "^other address: 220 " \
+    "$E2E_TMP/limits.out"
+check_grep "--max-conns: over the total, refused" \
+    "^over the total: 421 4.7.0 Too many connections, try again later$" "$E2E_TMP/limits.out"
 check_grep "idle timeout: 421 after about a second" "^idle: 421 4.4.2 Timeout: closing after [01]\." \
     "$E2E_TMP/limits.out"
 
