@@ -21,7 +21,9 @@
 #      same message gets 250, Postfix's retry is delivered: one row each
 #   5. bad input: 10 MB of garbage (recorded unmatched), malformed MIME
 #      (recorded), 13 MB over the limit (552), the server still serving
-#   6. SIGTERM: a clean stop, exit 0, an open session hears 421, the summary
+#   6. SIGTERM with the writer stuck behind a table lock: another session
+#      is served meanwhile; the message in the commit gets 250 once it is
+#      through, the queued one 421, an open session 421; exit 0, the summary
 set -u
 . "$(dirname "$0")/lib.sh"
 e2e_setup
@@ -372,6 +374,37 @@ check_grep "13 MB over --max-size: 552 after the data" "<\*\* +552 5.3.4 Message
 check "still serving afterwards" probe '<220' '>EHLO c.test' '<250' '>QUIT' '<221'
 
 # ============================================================ 6. SIGTERM
+# The writer is stuck behind a table lock with message A in its commit and
+# message B queued; a third session is served meanwhile (the loop never
+# waits for PostgreSQL). SIGTERM: A is answered 250 once its commit is
+# through, B gets 421 (never tried: its MTA retries), an open session 421.
+C4=$(new_campaign stop 2 x.test)
+psql_q "SELECT id FROM ringmail.recipient WHERE campaign_id = $C4 ORDER BY id" >"$E2E_TMP/c4.ids"
+mapfile -t R4 <"$E2E_TMP/c4.ids"
+FM dsn --campaign "$C4" --recipient "${R4[0]}" --address stop1@x.test >"$E2E_TMP/a.eml"
+FM dsn --campaign "$C4" --recipient "${R4[1]}" --address stop2@x.test >"$E2E_TMP/b.eml"
+psql "$PG_URL" -X -q -c "BEGIN; LOCK TABLE ringmail.feedback_event IN ACCESS EXCLUSIVE MODE;
+    SELECT pg_sleep(4); COMMIT;" >/dev/null 2>&1 &
+LOCKER=$!
+waiting() { # N: until N backends wait for a lock
+    local i
+    for ((i = 0; i < 100; i++)); do
+        [ "$(psql_q "SELECT count(*) FROM pg_locks WHERE NOT granted")" -ge "$1" ] && return 0
+        sleep 0.05
+    done
+    return 1
+}
+sleep 0.3
+swaks --server "127.0.0.1:$IN_PORT" --from '<>' --to "$(FM token b "$C4" "${R4[0]}")@$RP" \
+    --data "@$E2E_TMP/a.eml" >"$E2E_TMP/swaks.a" 2>&1 &
+SWAKS_A=$!
+check "stop: message A's commit waits for the lock" waiting 1
+swaks --server "127.0.0.1:$IN_PORT" --from '<>' --to "$(FM token b "$C4" "${R4[1]}")@$RP" \
+    --data "@$E2E_TMP/b.eml" >"$E2E_TMP/swaks.b" 2>&1 &
+SWAKS_B=$!
+check "stop: another session is served while the writer waits" \
+    smtp_probe --timeout 2 "$IN_PORT" '<220' '>EHLO c.test' '<250' '>NOOP' '<250' '>QUIT' '<221'
+wait_for_log "$E2E_TMP/swaks.b" "^ -> \.$" 5 >/dev/null
 # An open session hears 421 when inbound stops.
 "$E2E_PY" - "$IN_PORT" "$E2E_TMP/open.ready" >"$E2E_TMP/open.out" 2>&1 <<'PY' &
 import socket, sys
@@ -391,6 +424,13 @@ check_eq "SIGTERM: exit 0" 0 "$?"
 wait "$OPEN_PID"
 check_grep "SIGTERM: an open session hears 421" "^open: 421 4.3.2 Shutting down, try again later$" \
     "$E2E_TMP/open.out"
+wait "$SWAKS_A" "$SWAKS_B" "$LOCKER"
+check_grep "SIGTERM: message A, in the commit, is answered 250" "<- +250 2.0.0 Ok: recorded" \
+    "$E2E_TMP/swaks.a"
+check_grep "SIGTERM: message B, never tried, gets 421" \
+    "<\*\* +421 4.3.2 Shutting down, try again later" "$E2E_TMP/swaks.b"
+check_eq "SIGTERM: A is recorded, B is not" "1 0" \
+    "$(rows "recipient_id = ${R4[0]}") $(rows "recipient_id = ${R4[1]}")"
 check_grep "SIGTERM: says it stops" "^ringmail inbound: Terminated: stopping" "$E2E_TMP/inbound.log"
 check_grep "SIGTERM: the summary counts the 451s and the commits" \
     "summary .* answered_451=[1-9][0-9]* .* commits=[1-9][0-9]* committed=[1-9][0-9]* events=" "$E2E_TMP/inbound.log"
