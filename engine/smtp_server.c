@@ -29,6 +29,7 @@
 #define SMTP_SERVER_DEFAULT_LINE 1000u
 #define SMTP_SERVER_DEFAULT_RCPTS 1000u
 #define SMTP_SERVER_MIN_LINE 64u
+#define SMTP_SERVER_KEEP_DATA (64u * 1024u) /* content storage kept after an answer */
 
 enum smtp_server_state {
     SMTP_SERVER_STATE_INIT,            /* greeting sent (or TLS just started): EHLO expected */
@@ -644,6 +645,9 @@ void smtp_server_answer(struct smtp_server *s, buf_t *out, const char *line)
     smtp_server_decided(out, &d, line);
     s->state = SMTP_SERVER_STATE_READY;
     smtp_server_reset_transaction(s);
+    /* A kept message may have been megabytes: an idle session keeps little. */
+    buf_reset(&s->data);
+    buf_shrink(&s->data, SMTP_SERVER_KEEP_DATA);
 }
 
 /* ---- STARTTLS ---- */

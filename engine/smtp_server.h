@@ -133,7 +133,9 @@ int smtp_server_tls_active(const struct smtp_server *s);
 /* 1 while a deferred message waits for smtp_server_answer(). */
 int smtp_server_deferred(const struct smtp_server *s);
 /* Append the deferred message's final reply (line without CRLF, any class)
- * and end its transaction; the message's memory is the machine's again.
+ * and end its transaction; the message's memory is the machine's again
+ * (content storage over 64 KB is freed: a session that took a big message
+ * does not keep its size while idle).
  * Then call smtp_server_input() for input that waited. Nothing happens
  * when no message is deferred (after smtp_server_refuse, say). */
 void smtp_server_answer(struct smtp_server *s, buf_t *out, const char *line);

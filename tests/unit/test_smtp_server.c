@@ -608,6 +608,33 @@ static void test_defer_then_new_transaction(void **state)
     assert_int_equal(f->messages, 2);
 }
 
+/* A big deferred message: its storage is given back at the answer, and the
+ * next message's content is whole. */
+static void test_defer_big_then_small(void **state)
+{
+    struct fixture *f = *state;
+    f->message_verdict = SMTP_SERVER_DEFER;
+    feed_str(f, "EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<a@r.test>\r\nDATA\r\n");
+    static char line[1002];
+    memset(line, 'x', 998);
+    memcpy(line + 998, "\r\n", 3);
+    for (int i = 0; i < 300; i++) {
+        feed_str(f, line);
+    }
+    feed_str(f, ".\r\nMAIL FROM:<>\r\nRCPT TO:<a@r.test>\r\nDATA\r\nsmall\r\n.\r\n");
+    assert_int_equal(f->size, 300 * 1000);
+    output(f);
+    smtp_server_answer(f->s, &f->out, "250 2.0.0 Ok: recorded");
+    assert_int_equal(smtp_server_input(f->s, &f->in, &f->out), SMTP_SERVER_WAIT);
+    assert_int_equal(f->messages, 2);
+    assert_int_equal(f->size, 7);
+    assert_memory_equal(f->kept_data, "small\r\n", 7);
+    smtp_server_answer(f->s, &f->out, "250 2.0.0 Ok: recorded");
+    assert_string_equal(output(f), "250 2.0.0 Ok: recorded\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n"
+                                   "354 End data with <CR><LF>.<CR><LF>\r\n"
+                                   "250 2.0.0 Ok: recorded\r\n");
+}
+
 /* Answering with nothing deferred, or after a refusal, does nothing. */
 static void test_defer_answer_ignored(void **state)
 {
@@ -650,6 +677,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bare_lf_and_nul, setup_default, teardown),
         cmocka_unit_test_setup_teardown(test_defer_pipelined, setup_default, teardown),
         cmocka_unit_test_setup_teardown(test_defer_then_new_transaction, setup_default, teardown),
+        cmocka_unit_test_setup_teardown(test_defer_big_then_small, setup_default, teardown),
         cmocka_unit_test_setup_teardown(test_defer_answer_ignored, setup_default, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
