@@ -41,6 +41,7 @@
 #include "engine/tls.h"
 #include "engine/tls_session_cache.h"
 #include "engine/trace.h"
+#include "pool/bounce.h"
 
 #define BLAST_REASONS_MAX 64
 /* Counters the status line reads from the main thread while workers run. */
@@ -259,6 +260,17 @@ static void blast_record(struct blast_slot *s, const struct smtp_rcpt *r)
                             json_integer((json_int_t)(now - s->txn_started_ms)));
     }
     json_object_set_new(j, "data_in_flight", json_boolean(s->msg.data_in_flight));
+    if ((r->outcome == SMTP_OUTCOME_REJECTED || r->outcome == SMTP_OUTCOME_DEFERRED) &&
+        r->code >= 400) {
+        /* The shipped rules only: blast reads no config. As send's records. */
+        struct bounce_result b;
+        bounce_classify(NULL, r->code, r->enhanced, r->text, &b);
+        char why[BOUNCE_PATTERN_MAX + 32];
+        snprintf(why, sizeof why, "%s: %s", b.source, b.rule);
+        json_object_set_new(j, "category", json_string(bounce_category_name(b.category)));
+        json_object_set_new(j, "bounce", json_string(bounce_kind_name(b.kind)));
+        json_object_set_new(j, "bounce_rule", json_string(why));
+    }
     char *line = json_dumps(j, JSON_COMPACT);
     pthread_mutex_lock(&sh->records_lock);
     fprintf(sh->records, "%s\n", line);
@@ -480,7 +492,8 @@ static void blast_usage(FILE *f)
                "  --threads N            worker threads (default: one per core)\n"
                "  --timeout-ms MS        the deadline of every wait, from its start, not per byte\n"
                "                         (default: 30000, DATA phase 60000)\n"
-               "  --records FILE         one JSON line per message: outcome, reply, TLS facts\n"
+               "  --records FILE         one JSON line per message: outcome, reply, TLS facts,\n"
+               "                         and a failure's bounce category\n"
                "  --json                 print one JSON summary object on stdout\n"
                "  --verbose              every connection's state transitions on stderr\n");
 }

@@ -84,11 +84,11 @@ static const struct {
                   " $13, $14, $15, $16, $17, $18, $19, $20)",
                   20},
     /* $1 address, $2 window in ms: the soft bounces already recorded */
-    [ST_SOFT_COUNT] =
-        {"fb_soft_count",
-         "SELECT count(*) FROM ringmail.feedback_event WHERE address = $1"
-         " AND bounce = 'soft' AND received_at > now() - $2::bigint * interval '1 ms'",
-         2},
+    [ST_SOFT_COUNT] = {"fb_soft_count",
+                       "SELECT count(*) FROM ringmail.feedback_event WHERE address = $1"
+                       " AND bounce = 'soft' AND received_at > now() - $2::bigint * interval '1 ms'"
+                       " AND " BOUNCE_SOFT_COUNTS_SQL("category"),
+                       2},
     /* $1 campaign, $2 isp, $3 window in ms: delivered, complaints */
     [ST_GUARD_COUNT] = {"fb_guard_count",
                         "SELECT (SELECT count(*) FROM ringmail.delivery WHERE campaign_id = $1"
@@ -678,7 +678,7 @@ static int store_event_from(struct feedback_store *s, const struct feedback_repo
                          : pe->status   ? pe->status
                                         : "");
             }
-        } else {
+        } else if (bounce_soft_counts(&b)) {
             e.feedback = "soft-bounce";
             if (e.address[0] && store_soft_limit(s, &e, err, errlen) < 0) {
                 return -1;

@@ -33,10 +33,13 @@
  *                       bounce_suppresses() (bad mailbox, bad domain,
  *                       inactive mailbox: never policy, spam, routing or
  *                       protocol bounces, which are about the sender)
- *       bounce, soft    feedback 'soft-bounce'; suppressed (kind
+ *       bounce, soft    about the mailbox (bounce_soft_counts: not a
+ *                       policy, spam, content, routing or protocol one):
+ *                       feedback 'soft-bounce'; suppressed (kind
  *                       'soft-bounces') once [feedback] soft_bounce_limit
- *                       soft bounces of the address fall within
- *                       soft_bounce_window
+ *                       such soft bounces of the address, from returned
+ *                       mail or synchronous replies, fall within
+ *                       soft_bounce_window; about the sender: recorded only
  *       delay           recorded only
  *       complaint       feedback 'complaint', suppressed; then the
  *                       complaint guard: complaints over delivered for the

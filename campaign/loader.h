@@ -25,9 +25,14 @@
  * `ambiguous` (their bodies may have reached a server) and queues the rest
  * again; an arm of a node that was taken over fails, so it sends nothing.
  *
- * Results: every attempt becomes a delivery row, and the recipient's state
- * follows (sent, deferred with next_attempt_at, bounced, failed, invalid);
- * bounces join the suppression list. Results are written with COPY in one
+ * Results: every attempt becomes a delivery row (with the bounce
+ * classifier's category, hard or soft, and rule for a failure), and the
+ * recipient's state follows (sent, deferred with next_attempt_at, bounced,
+ * failed, invalid). A hard bounce that condemns the mailbox joins the
+ * suppression list (kind 'bounce'); a final soft bounce is a
+ * ringmail.feedback_event row, and the address joins the list (kind
+ * 'soft-bounces') once soft_bounce_limit of them fall within
+ * soft_bounce_window (see loader_results.c). Results are written with COPY in one
  * transaction at least every second. If PostgreSQL goes away, results
  * wait in memory (the loop stops feeding new work past a bound) and are
  * written when it is back; nothing is dropped. A result lands while the
@@ -56,7 +61,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "pool/bounce.h"
+
 #define LOADER_TEXT_MAX 512
+#define LOADER_RULE_MAX (BOUNCE_PATTERN_MAX + 32) /* "source: rule", as --records says it */
 
 struct loader;
 
@@ -87,6 +95,12 @@ struct loader_result {
     int tls_resumed;
     char peer_subject[256], peer_issuer[256], peer_sha256[65];
     int data_in_flight;
+    /* The bounce classifier's word on a failed attempt ("" for an accepted
+     * one, or a deferral without a reply): category ("bad-mailbox" ...),
+     * bounce ("hard" or "soft") and bounce_rule ("rfc3463: X.1.1 ..."). */
+    char category[24], bounce[8], bounce_rule[LOADER_RULE_MAX];
+    int suppress;    /* a hard bounce that condemns the address (bounce_suppresses) */
+    int soft_bounce; /* a final soft bounce that counts toward soft_bounce_limit */
 };
 
 struct loader_campaign {
@@ -103,6 +117,11 @@ struct loader_options {
     unsigned batch;   /* rows per claim (default 500) */
     unsigned lease_s; /* the node's lease (default 10): renewed every half */
     int resend_ambiguous;
+    /* [feedback]: an address whose soft bounces (ringmail.feedback_event)
+     * within soft_bounce_window_ms reach soft_bounce_limit is suppressed;
+     * limit 0: soft bounces are recorded, never suppress. */
+    unsigned soft_bounce_limit;
+    uint64_t soft_bounce_window_ms;
 };
 
 struct loader_stats {

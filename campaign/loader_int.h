@@ -137,6 +137,7 @@ enum {
     LOADER_SQL_CLAIM_EXPIRED,
     LOADER_SQL_RESULTS,
     LOADER_SQL_SUPPRESS,
+    LOADER_SQL_SOFT_BOUNCES,
     LOADER_NSQL
 };
 
@@ -175,6 +176,7 @@ struct loader_rec {
     uint32_t len; /* the whole record */
     uint32_t attempt;
     int32_t final, code, connect_ms, tls_ms, transaction_ms, tls, tls_resumed, data_in_flight;
+    int32_t suppress, soft_bounce;
 };
 
 /* loader_pack - r appended to b as one record */

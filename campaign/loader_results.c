@@ -3,12 +3,33 @@
  * in one transaction at least every LOADER_FLUSH_MS. See loader_int.h.
  *
  * Every attempt becomes a ringmail.delivery row (COPY) and the
- * recipient's state follows in one prepared UPDATE over arrays; bounces
- * join the suppression list in the same transaction. A failed write puts
- * the results back in front of the queue and is retried, so nothing is
- * dropped while PostgreSQL is away. Once committed, the results' arms and
- * journal lines are no longer needed (loader_arm_collect,
- * loader_journal_committed).
+ * recipient's state follows in one prepared UPDATE over arrays. A failed
+ * write puts the results back in front of the queue and is retried, so
+ * nothing is dropped while PostgreSQL is away. Once committed, the
+ * results' arms and journal lines are no longer needed
+ * (loader_arm_collect, loader_journal_committed).
+ *
+ * Bounces, in the same transaction (the caller classified them:
+ * pool/bounce.h, send_campaign.c):
+ *   - the delivery row of a failed attempt carries category, bounce
+ *     (hard|soft) and bounce_rule; an accepted one leaves them NULL;
+ *   - a hard bad-mailbox, bad-domain or inactive-mailbox bounce
+ *     (r->suppress) joins ringmail.suppression, kind 'bounce'. A rejected
+ *     recipient is `bounced` whatever the category, but a policy, spam,
+ *     content, routing or protocol rejection (S3150, a 554 spam block, a
+ *     503) never suppresses: it is about the sender, not the mailbox;
+ *   - a final soft bounce that counts (r->soft_bounce) is one
+ *     ringmail.feedback_event row (kind 'bounce', source 'smtp', bounce
+ *     'soft'), and its address joins the suppression list, kind
+ *     'soft-bounces', once the address's soft bounces within
+ *     soft_bounce_window (the ones already in feedback_event, from either
+ *     side, and this batch's) reach soft_bounce_limit: one statement over
+ *     arrays for the events and the check together (LOADER_SQL_SOFT_BOUNCES).
+ *     Hard bounces get no feedback_event row: their delivery rows say it
+ *     all, and nothing counts them.
+ * Results recovered from the journal after a crash (loader_recover.c)
+ * carry no reply text: their rows have no category and they neither
+ * suppress nor count.
  *
  * Diagnostics: "ringmail: database: writing results: ... (kept, retrying)"
  * on stderr for every failed write.
@@ -41,7 +62,8 @@ static const struct {
     LOADER_FIELD(mx),          LOADER_FIELD(peer),         LOADER_FIELD(source),
     LOADER_FIELD(tls_version), LOADER_FIELD(tls_cipher),   LOADER_FIELD(tls_group),
     LOADER_FIELD(tls_verify),  LOADER_FIELD(peer_subject), LOADER_FIELD(peer_issuer),
-    LOADER_FIELD(peer_sha256),
+    LOADER_FIELD(peer_sha256), LOADER_FIELD(category),     LOADER_FIELD(bounce),
+    LOADER_FIELD(bounce_rule),
 };
 #define LOADER_NSTRS (sizeof loader_strs / sizeof loader_strs[0])
 
@@ -61,6 +83,8 @@ void loader_pack(buf_t *b, const struct loader_result *r)
         .tls = r->tls,
         .tls_resumed = r->tls_resumed,
         .data_in_flight = r->data_in_flight,
+        .suppress = r->suppress,
+        .soft_bounce = r->soft_bounce,
     };
     size_t start = buf_len(b);
     buf_append(b, &h, sizeof h);
@@ -91,6 +115,8 @@ size_t loader_unpack(const char *p, struct loader_result *r)
     r->tls = h.tls;
     r->tls_resumed = h.tls_resumed;
     r->data_in_flight = h.data_in_flight;
+    r->suppress = h.suppress;
+    r->soft_bounce = h.soft_bounce;
     const char *q = p + sizeof h;
     for (size_t k = 0; k < LOADER_NSTRS; k++) {
         size_t n = strlen(q);
@@ -234,78 +260,192 @@ static int loader_copy(PGconn *c, const char *sql, buf_t *data, char *err, size_
     " SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off;"                          \
     " SET LOCAL enable_memoize = off"
 
+/* What one write transaction sends besides the COPY: the recipients' new
+ * states, the hard bounces that suppress and the soft bounces that count,
+ * each as PostgreSQL array literals. */
+struct loader_batch {
+    buf_t copy;                                  /* the delivery rows, COPY text */
+    buf_t ids, states, reasons, attempts, retry; /* every result */
+    buf_t hard_ids, hard_reasons;                /* r->suppress */
+    buf_t soft_ids, soft_cats, soft_rules, soft_status, soft_diag, soft_isps; /* r->soft_bounce */
+    size_t hard, soft;
+};
+
+/* loader_batch_each - fn on each of b's buffers (buf_init, buf_free) */
+static void loader_batch_each(struct loader_batch *b, void (*fn)(buf_t *))
+{
+    buf_t *all[] = {&b->copy,       &b->ids,         &b->states,       &b->reasons,  &b->attempts,
+                    &b->retry,      &b->hard_ids,    &b->hard_reasons, &b->soft_ids, &b->soft_cats,
+                    &b->soft_rules, &b->soft_status, &b->soft_diag,    &b->soft_isps};
+    for (size_t k = 0; k < sizeof all / sizeof all[0]; k++) {
+        fn(all[k]);
+    }
+}
+
+/* loader_reply - "CODE TEXT" of x, as a diagnostic ("" without a code);
+ * the text starts with the enhanced code when the reply has one */
+static void loader_reply(const struct loader_result *x, char *dst, size_t cap)
+{
+    if (x->code <= 0) {
+        dst[0] = '\0';
+        return;
+    }
+    snprintf(dst, cap, "%d%s%s", x->code, x->text[0] ? " " : "", x->text);
+}
+
+/* loader_copy_row - x's delivery row, as COPY text, into d */
+static void loader_copy_row(buf_t *d, const char *camp, const char *node,
+                            const struct loader_result *x)
+{
+    buf_appendf(d, "%s\t%" PRId64 "\t%u\t", camp, x->recipient_id, x->attempt);
+    loader_copy_field(d, x->outcome, 0);
+    loader_copy_field(d, x->final ? "t" : "f", 0);
+    loader_copy_field(d, x->reason, 0);
+    loader_copy_int(d, x->connect_ms, x->connect_ms >= 0);
+    loader_copy_int(d, x->tls_ms, x->tls_ms >= 0);
+    loader_copy_int(d, x->transaction_ms, x->transaction_ms >= 0);
+    loader_copy_field(d, x->isp[0] ? x->isp : NULL, 0);
+    loader_copy_field(d, x->mx[0] ? x->mx : NULL, 0);
+    loader_copy_field(d, x->peer[0] ? x->peer : NULL, 0);
+    loader_copy_field(d, x->source[0] ? x->source : NULL, 0);
+    loader_copy_int(d, x->code, x->code > 0);
+    loader_copy_field(d, x->enhanced[0] ? x->enhanced : NULL, 0);
+    loader_copy_field(d, x->text, 0);
+    loader_copy_field(d, x->tls ? x->tls_version : NULL, 0);
+    loader_copy_field(d, x->tls ? x->tls_cipher : NULL, 0);
+    loader_copy_field(d, x->tls ? x->tls_group : NULL, 0);
+    loader_copy_field(d, x->tls ? (x->tls_resumed ? "t" : "f") : NULL, 0);
+    loader_copy_field(d, x->tls ? x->tls_verify : NULL, 0);
+    loader_copy_field(d, x->tls ? x->peer_subject : NULL, 0);
+    loader_copy_field(d, x->tls ? x->peer_issuer : NULL, 0);
+    loader_copy_field(d, x->tls ? x->peer_sha256 : NULL, 0);
+    loader_copy_field(d, x->data_in_flight ? "t" : "f", 0);
+    loader_copy_field(d, x->category[0] ? x->category : NULL, 0);
+    loader_copy_field(d, x->bounce[0] ? x->bounce : NULL, 0);
+    loader_copy_field(d, x->bounce_rule[0] ? x->bounce_rule : NULL, 0);
+    loader_copy_field(d, node, 1);
+}
+
+/* loader_batch_add - one result into the batch */
+static void loader_batch_add(struct loader_batch *b, const char *camp, const char *node,
+                             const struct loader_result *x)
+{
+    loader_copy_row(&b->copy, camp, node, x);
+    loader_array_raw(&b->ids, "%" PRId64, x->recipient_id);
+    loader_array_text(&b->states, x->state);
+    loader_array_text(&b->reasons, x->reason[0] ? x->reason : NULL);
+    loader_array_raw(&b->attempts, "%u", x->attempt);
+    loader_array_raw(&b->retry, "%.3f", x->retry_in_s);
+    if (!x->suppress && !x->soft_bounce) {
+        return;
+    }
+    char reply[LOADER_TEXT_MAX + 32];
+    loader_reply(x, reply, sizeof reply);
+    if (x->suppress) {
+        char why[sizeof reply + 64];
+        snprintf(why, sizeof why, "%s bounce: %s", x->category[0] ? x->category : "hard",
+                 reply[0] ? reply : x->reason);
+        loader_array_raw(&b->hard_ids, "%" PRId64, x->recipient_id);
+        loader_array_text(&b->hard_reasons, why);
+        b->hard++;
+    }
+    if (x->soft_bounce) {
+        loader_array_raw(&b->soft_ids, "%" PRId64, x->recipient_id);
+        loader_array_text(&b->soft_cats, x->category[0] ? x->category : NULL);
+        loader_array_text(&b->soft_rules, x->bounce_rule[0] ? x->bounce_rule : NULL);
+        loader_array_text(&b->soft_status, x->enhanced[0] ? x->enhanced : NULL);
+        loader_array_text(&b->soft_diag, reply[0] ? reply : NULL);
+        loader_array_text(&b->soft_isps, x->isp[0] ? x->isp : NULL);
+        b->soft++;
+    }
+}
+
+/* loader_span - a window as the suppression reason says it: "7d", "12h", "90s" */
+static void loader_span(uint64_t ms, char *dst, size_t cap)
+{
+    if (ms % 86400000 == 0) {
+        snprintf(dst, cap, "%" PRIu64 "d", ms / 86400000);
+    } else if (ms % 3600000 == 0) {
+        snprintf(dst, cap, "%" PRIu64 "h", ms / 3600000);
+    } else if (ms % 1000 == 0) {
+        snprintf(dst, cap, "%" PRIu64 "s", ms / 1000);
+    } else {
+        snprintf(dst, cap, "%" PRIu64 "ms", ms);
+    }
+}
+
+/* loader_write_bounces - the batch's hard bounces into the suppression
+ * list, its soft ones into feedback_event (and the list at the limit);
+ * 0, or -1 + err */
+static int loader_write_bounces(struct loader *l, PGconn *c, const char *camp,
+                                struct loader_batch *b, char *err, size_t errlen)
+{
+    PGresult *r;
+    if (b->hard > 0) {
+        const char *p[] = {camp, loader_array_end(&b->hard_ids),
+                           loader_array_end(&b->hard_reasons)};
+        r = loader_prepared(c, LOADER_SQL_SUPPRESS, p, PGRES_COMMAND_OK, err, errlen);
+        if (!r) {
+            return -1;
+        }
+        pq.PQclear(r);
+    }
+    if (b->soft > 0) {
+        char window[24], span[24], limit[16];
+        snprintf(window, sizeof window, "%" PRIu64, l->o.soft_bounce_window_ms);
+        loader_span(l->o.soft_bounce_window_ms, span, sizeof span);
+        snprintf(limit, sizeof limit, "%u", l->o.soft_bounce_limit);
+        const char *p[] = {camp,
+                           loader_array_end(&b->soft_ids),
+                           loader_array_end(&b->soft_cats),
+                           loader_array_end(&b->soft_rules),
+                           loader_array_end(&b->soft_status),
+                           loader_array_end(&b->soft_diag),
+                           loader_array_end(&b->soft_isps),
+                           window,
+                           span,
+                           limit};
+        r = loader_prepared(c, LOADER_SQL_SOFT_BOUNCES, p, PGRES_COMMAND_OK, err, errlen);
+        if (!r) {
+            return -1;
+        }
+        pq.PQclear(r);
+    }
+    return 0;
+}
+
 /* loader_write - the packed results in one transaction on c; 0, or -1
  * (nothing written).
  * The delivery rows go in with COPY; the recipients' new states with one
  * prepared UPDATE over arrays (an index nested loop on the primary key
- * whatever the statistics say: LOADER_WRITE_BEGIN). */
+ * whatever the statistics say: LOADER_WRITE_BEGIN); then the bounces. */
 int loader_write(struct loader *l, PGconn *c, const buf_t *packed, char *err, size_t errlen)
 {
-    buf_t d, ids, states, reasons, attempts, retry, bids, breasons;
-    buf_t *arrays[] = {&ids, &states, &reasons, &attempts, &retry, &bids, &breasons};
-    buf_init(&d);
-    for (size_t k = 0; k < sizeof arrays / sizeof arrays[0]; k++) {
-        buf_init(arrays[k]);
-    }
+    struct loader_batch b = {0};
+    loader_batch_each(&b, buf_init);
     char camp[32];
     snprintf(camp, sizeof camp, "%" PRId64, l->o.campaign);
-    size_t bounced = 0;
     struct loader_result one;
-    const struct loader_result *x = &one;
     for (size_t at = 0; at < buf_len(packed);) {
         at += loader_unpack(buf_data(packed) + at, &one);
-        buf_appendf(&d, "%s\t%" PRId64 "\t%u\t", camp, x->recipient_id, x->attempt);
-        loader_copy_field(&d, x->outcome, 0);
-        loader_copy_field(&d, x->final ? "t" : "f", 0);
-        loader_copy_field(&d, x->reason, 0);
-        loader_copy_int(&d, x->connect_ms, x->connect_ms >= 0);
-        loader_copy_int(&d, x->tls_ms, x->tls_ms >= 0);
-        loader_copy_int(&d, x->transaction_ms, x->transaction_ms >= 0);
-        loader_copy_field(&d, x->isp[0] ? x->isp : NULL, 0);
-        loader_copy_field(&d, x->mx[0] ? x->mx : NULL, 0);
-        loader_copy_field(&d, x->peer[0] ? x->peer : NULL, 0);
-        loader_copy_field(&d, x->source[0] ? x->source : NULL, 0);
-        loader_copy_int(&d, x->code, x->code > 0);
-        loader_copy_field(&d, x->enhanced[0] ? x->enhanced : NULL, 0);
-        loader_copy_field(&d, x->text, 0);
-        loader_copy_field(&d, x->tls ? x->tls_version : NULL, 0);
-        loader_copy_field(&d, x->tls ? x->tls_cipher : NULL, 0);
-        loader_copy_field(&d, x->tls ? x->tls_group : NULL, 0);
-        loader_copy_field(&d, x->tls ? (x->tls_resumed ? "t" : "f") : NULL, 0);
-        loader_copy_field(&d, x->tls ? x->tls_verify : NULL, 0);
-        loader_copy_field(&d, x->tls ? x->peer_subject : NULL, 0);
-        loader_copy_field(&d, x->tls ? x->peer_issuer : NULL, 0);
-        loader_copy_field(&d, x->tls ? x->peer_sha256 : NULL, 0);
-        loader_copy_field(&d, x->data_in_flight ? "t" : "f", 0);
-        loader_copy_field(&d, l->node, 1);
-        loader_array_raw(&ids, "%" PRId64, x->recipient_id);
-        loader_array_text(&states, x->state);
-        loader_array_text(&reasons, x->reason[0] ? x->reason : NULL);
-        loader_array_raw(&attempts, "%u", x->attempt);
-        loader_array_raw(&retry, "%.3f", x->retry_in_s);
-        if (strcmp(x->state, "bounced") == 0) {
-            loader_array_raw(&bids, "%" PRId64, x->recipient_id);
-            loader_array_text(&breasons, x->reason[0] ? x->reason : NULL);
-            bounced++;
-        }
+        loader_batch_add(&b, camp, l->node, &one);
     }
     int rc = -1;
     PGresult *r = NULL;
     const char *up[] = {l->node,
-                        loader_array_end(&ids),
-                        loader_array_end(&states),
-                        loader_array_end(&reasons),
-                        loader_array_end(&attempts),
-                        loader_array_end(&retry)};
-    const char *sp[] = {camp, loader_array_end(&bids), loader_array_end(&breasons)};
+                        loader_array_end(&b.ids),
+                        loader_array_end(&b.states),
+                        loader_array_end(&b.reasons),
+                        loader_array_end(&b.attempts),
+                        loader_array_end(&b.retry)};
     if (db_exec(c, LOADER_WRITE_BEGIN, err, errlen) < 0 ||
         loader_copy(c,
                     "COPY ringmail.delivery (campaign_id, recipient_id, attempt, outcome, final,"
                     " reason, connect_ms, tls_ms, transaction_ms, isp, mx, peer, source, code,"
                     " enhanced, reply, tls_version, tls_cipher, tls_group, tls_resumed,"
-                    " tls_verify, peer_subject, peer_issuer, peer_sha256, data_in_flight, node)"
-                    " FROM STDIN",
-                    &d, err, errlen) < 0) {
+                    " tls_verify, peer_subject, peer_issuer, peer_sha256, data_in_flight,"
+                    " category, bounce, bounce_rule, node) FROM STDIN",
+                    &b.copy, err, errlen) < 0) {
         goto out;
     }
     r = loader_prepared(c, LOADER_SQL_RESULTS, up, PGRES_COMMAND_OK, err, errlen);
@@ -313,12 +453,8 @@ int loader_write(struct loader *l, PGconn *c, const buf_t *packed, char *err, si
         goto out;
     }
     pq.PQclear(r);
-    if (bounced > 0) {
-        r = loader_prepared(c, LOADER_SQL_SUPPRESS, sp, PGRES_COMMAND_OK, err, errlen);
-        if (!r) {
-            goto out;
-        }
-        pq.PQclear(r);
+    if (loader_write_bounces(l, c, camp, &b, err, errlen) < 0) {
+        goto out;
     }
     if (db_exec(c, "COMMIT", err, errlen) == 0) {
         rc = 0;
@@ -328,10 +464,7 @@ out:
         char ignore[64];
         db_exec(c, "ROLLBACK", ignore, sizeof ignore);
     }
-    buf_free(&d);
-    for (size_t k = 0; k < sizeof arrays / sizeof arrays[0]; k++) {
-        buf_free(arrays[k]);
-    }
+    loader_batch_each(&b, buf_free);
     return rc;
 }
 

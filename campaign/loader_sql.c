@@ -97,14 +97,55 @@ static const struct {
                             " WHERE r.id = x.id AND r.lease_owner = $1"
                             "  AND r.state IN ('claimed', 'ambiguous')",
                             6},
-    /* $1 campaign, $2 ids, $3 reasons of the bounced ones. */
+    /* $1 campaign, $2 ids, $3 reasons of the hard bounces that condemn the
+     * address (bad mailbox, bad domain, inactive mailbox). */
     [LOADER_SQL_SUPPRESS] = {"ringmail_suppress",
-                             "INSERT INTO ringmail.suppression (address, reason, campaign_id)"
-                             " SELECT r.address, x.reason, $1::bigint"
+                             "INSERT INTO ringmail.suppression (address, reason, campaign_id, kind)"
+                             " SELECT r.address, x.reason, $1::bigint, 'bounce'"
                              " FROM unnest($2::bigint[], $3::text[]) AS x(id, reason)"
                              " JOIN ringmail.recipient r ON r.id = x.id"
                              " ON CONFLICT (address) DO NOTHING",
                              3},
+    /* The final soft bounces: $1 campaign, then arrays $2 ids, $3
+     * categories, $4 rules, $5 enhanced codes, $6 replies, $7 ISPs; $8 the
+     * window in ms, $9 the window as the reason says it ("7d"), $10 the
+     * limit (0: never suppress). One feedback_event row each; an address
+     * whose soft bounces within the window (those recorded before, from
+     * either side, and this batch's: one statement sees one snapshot, so
+     * the batch's are added, not counted) reach the limit joins the
+     * suppression list, kind 'soft-bounces', and its last event here says
+     * suppressed. The count is a probe of feedback_event_soft per address. */
+    [LOADER_SQL_SOFT_BOUNCES] =
+        {"ringmail_soft_bounces",
+         "WITH x AS (SELECT x.*, r.address FROM unnest($2::bigint[], $3::text[], $4::text[],"
+         "   $5::text[], $6::text[], $7::text[]) WITH ORDINALITY"
+         "   AS x(id, category, rule, status, diagnostic, isp, n)"
+         "  JOIN ringmail.recipient r ON r.id = x.id),"
+         " a AS (SELECT address, count(*) AS k, max(n) AS last FROM x GROUP BY address),"
+         " c AS (SELECT a.address, a.last, a.k + (SELECT count(*) FROM ringmail.feedback_event e"
+         "   WHERE e.address = a.address AND e.bounce = 'soft' AND " BOUNCE_SOFT_COUNTS_SQL(
+             "e.category") "   AND e.received_at > now() - $8::bigint * interval '1 ms') AS total "
+                           "FROM a),"
+                           " s AS (INSERT INTO ringmail.suppression (address, reason, campaign_id, "
+                           "kind)"
+                           "  SELECT c.address, c.total || ' soft bounces within ' || $9::text || "
+                           "' (last: '"
+                           "   || coalesce(x.diagnostic, x.status, 'no text') || ')', $1::bigint, "
+                           "'soft-bounces'"
+                           "  FROM c JOIN x ON x.n = c.last WHERE $10::int > 0 AND c.total >= "
+                           "$10::int"
+                           "  ON CONFLICT (address) DO NOTHING RETURNING address)"
+                           " INSERT INTO ringmail.feedback_event (kind, source, campaign_id, "
+                           "recipient_id,"
+                           "  address, isp, category, bounce, bounce_rule, status, diagnostic, "
+                           "suppressed)"
+                           " SELECT 'bounce', 'smtp', $1::bigint, x.id, x.address, x.isp, "
+                           "x.category, 'soft',"
+                           "  x.rule, x.status, x.diagnostic,"
+                           "  EXISTS (SELECT 1 FROM s JOIN a ON a.address = s.address"
+                           "   WHERE s.address = x.address AND a.last = x.n)"
+                           " FROM x",
+         10},
 };
 
 /* loader_pq_checked - R if its status is WANT; else NULL, R freed and the

@@ -92,14 +92,16 @@ static void send_on_result(void *user, struct pool_msg *pm, const struct pool_at
     case SMTP_OUTCOME_REJECTED:
         s->t.rejected++;
         s->t.bounce_categories[send_bounce_category(s, a)]++;
-        /* A permanent answer about this recipient: never send to it again. */
-        send_suppress(s, m->rcpt);
+        /* Permanent for this run or campaign; the address is suppressed
+         * only when the reply condemns the mailbox (send_list_bounce). */
+        send_list_bounce(s, m->rcpt, a);
         break;
     case SMTP_OUTCOME_DEFERRED:
         if (a->ambiguous) {
             s->t.ambiguous++;
         } else {
             s->t.expired++;
+            send_list_bounce(s, m->rcpt, a);
         }
         break;
     default:
@@ -148,6 +150,10 @@ static struct config *send_config(const struct send *s)
     cfg->tls = SMTP_TLS_REQUIRED;
     cfg->backoff_step = 0.1;
     cfg->backoff_interval_ms = 60000;
+    /* [feedback]'s defaults (config_load's): soft bounces count without
+     * the section too; they need no return path. */
+    cfg->feedback.soft_bounce_limit = 3;
+    cfg->feedback.soft_bounce_window_ms = 7 * 86400000ull;
     return cfg;
 }
 

@@ -57,6 +57,16 @@ void send_result_db(struct send *s, struct send_msg *m, const struct pool_attemp
         send_copy(r.peer_sha256, sizeof r.peer_sha256, a->tls->sha256);
     }
     r.data_in_flight = a->data_in_flight;
+    struct bounce_result b;
+    if (send_bounce(s, a, &b)) {
+        /* Every failure with a word on it, a deferral too (a 4xx is soft,
+         * with its category): the row says what --records says. */
+        send_copy(r.category, sizeof r.category, bounce_category_name(b.category));
+        send_copy(r.bounce, sizeof r.bounce, bounce_kind_name(b.kind));
+        send_bounce_rule(&b, r.bounce_rule, sizeof r.bounce_rule);
+        r.suppress = a->final && a->outcome == SMTP_OUTCOME_REJECTED && bounce_suppresses(&b);
+    }
+    r.soft_bounce = send_soft_bounce(s, a);
     loader_result(s->loader, &r);
 }
 
@@ -298,6 +308,8 @@ int send_campaign_start(struct send *s, struct pool_options *po)
         .batch = s->o.batch,
         .lease_s = s->o.lease_s,
         .resend_ambiguous = s->o.resend_ambiguous,
+        .soft_bounce_limit = s->feedback.soft_bounce_limit,
+        .soft_bounce_window_ms = s->feedback.soft_bounce_window_ms,
     };
     s->loader = loader_start(&lo, err, sizeof err);
     if (!s->loader) {

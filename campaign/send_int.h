@@ -199,7 +199,22 @@ void send_record(struct send *s, const char *rcpt, const struct pool_attempt *a,
 int send_bounce(const struct send *s, const struct pool_attempt *a, struct bounce_result *out);
 /* send_bounce_category - send_bounce's category, or other */
 enum bounce_category send_bounce_category(const struct send *s, const struct pool_attempt *a);
-/* send_suppress - a permanent rejection: never send to rcpt again */
+/* send_bounce_rule - b's rule as records and delivery rows say it:
+ * "rfc3463: X.1.1 bad destination mailbox" */
+void send_bounce_rule(const struct bounce_result *b, char *dst, size_t cap);
+/* send_bounce_suppresses - a is a final rejection that condemns the
+ * address: a hard bad-mailbox, bad-domain or inactive-mailbox bounce */
+int send_bounce_suppresses(const struct send *s, const struct pool_attempt *a);
+/* send_soft_bounce - a is a final soft bounce that counts toward [feedback]
+ * soft_bounce_limit: a rejection classified soft (552 5.2.2), or an expiry
+ * whose last reply is; never a policy, spam, content, routing or protocol
+ * one (about the sender, not the mailbox) */
+int send_soft_bounce(const struct send *s, const struct pool_attempt *a);
+/* send_list_bounce - a final failure for rcpt: suppressed (the set and
+ * --suppress) when it condemns the address; in list mode also a soft
+ * bounce at soft_bounce_limit, counted within the run */
+void send_list_bounce(struct send *s, const char *rcpt, const struct pool_attempt *a);
+/* send_suppress - never send to rcpt again (this run, and --suppress) */
 void send_suppress(struct send *s, const char *rcpt);
 /* send_files_close - the list, the message, the set, the output files */
 void send_files_close(struct send *s);

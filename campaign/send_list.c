@@ -282,6 +282,36 @@ enum bounce_category send_bounce_category(const struct send *s, const struct poo
     return send_bounce(s, a, &r) ? r.category : BOUNCE_OTHER;
 }
 
+void send_bounce_rule(const struct bounce_result *b, char *dst, size_t cap)
+{
+    snprintf(dst, cap, "%s: %s", b->source, b->rule);
+}
+
+int send_bounce_suppresses(const struct send *s, const struct pool_attempt *a)
+{
+    struct bounce_result b;
+    return a->final && a->outcome == SMTP_OUTCOME_REJECTED && send_bounce(s, a, &b) &&
+           bounce_suppresses(&b);
+}
+
+int send_soft_bounce(const struct send *s, const struct pool_attempt *a)
+{
+    struct bounce_result b;
+    if (!a->final || a->ambiguous) {
+        return 0;
+    }
+    if (a->outcome == SMTP_OUTCOME_REJECTED) {
+        return send_bounce(s, a, &b) && bounce_soft_counts(&b);
+    }
+    if (a->outcome == SMTP_OUTCOME_DEFERRED && a->expired && a->code >= 400) {
+        /* Expired: the last reply decides (DNS or connection trouble until
+         * max_age says nothing about the mailbox). */
+        bounce_classify(&s->bounce_rules, a->code, a->enhanced, a->text, &b);
+        return bounce_soft_counts(&b);
+    }
+    return 0;
+}
+
 void send_record(struct send *s, const char *rcpt, const struct pool_attempt *a,
                  const char *outcome)
 {
@@ -323,8 +353,8 @@ void send_record(struct send *s, const char *rcpt, const struct pool_attempt *a,
     json_object_set_new(j, "data_in_flight", json_boolean(a->data_in_flight));
     struct bounce_result b;
     if (send_bounce(s, a, &b)) {
-        char why[BOUNCE_PATTERN_MAX + 32];
-        snprintf(why, sizeof why, "%s: %s", b.source, b.rule);
+        char why[LOADER_RULE_MAX];
+        send_bounce_rule(&b, why, sizeof why);
         json_object_set_new(j, "category", json_string(bounce_category_name(b.category)));
         json_object_set_new(j, "bounce", json_string(bounce_kind_name(b.kind)));
         json_object_set_new(j, "bounce_rule", json_string(why));
@@ -423,6 +453,17 @@ void send_list_feed(struct send *s)
         pool_submit(s->pool, &m->m);
     }
     send_list_maybe_finish(s);
+}
+
+void send_list_bounce(struct send *s, const char *rcpt, const struct pool_attempt *a)
+{
+    if (send_bounce_suppresses(s, a)) {
+        send_suppress(s, rcpt);
+    } else if (!s->loader && send_soft_bounce(s, a) && s->feedback.soft_bounce_limit <= 1) {
+        /* The run sends each address once (duplicates are skipped), so
+         * within it an address has at most this one soft bounce. */
+        send_suppress(s, rcpt);
+    }
 }
 
 void send_suppress(struct send *s, const char *rcpt)

@@ -327,6 +327,13 @@ void bounce_classify(const struct bounce_rules *rules, int code, const char *enh
     bounce_set(out, c, c == BOUNCE_QUOTA_ISSUES ? BOUNCE_SOFT : kind, "code", rule);
 }
 
+int bounce_soft_counts(const struct bounce_result *r)
+{
+    enum bounce_category c = r->category;
+    return r->kind == BOUNCE_SOFT && c != BOUNCE_POLICY_RELATED && c != BOUNCE_SPAM_RELATED &&
+           c != BOUNCE_CONTENT_RELATED && c != BOUNCE_ROUTING_ERRORS && c != BOUNCE_PROTOCOL_ERRORS;
+}
+
 int bounce_suppresses(const struct bounce_result *r)
 {
     if (r->kind != BOUNCE_HARD) {

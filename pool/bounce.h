@@ -82,6 +82,17 @@ const char *bounce_kind_name(enum bounce_kind k);
  * A code below 400 is not a failure: other, soft, source "code". */
 void bounce_classify(const struct bounce_rules *rules, int code, const char *enhanced,
                      const char *text, struct bounce_result *out);
+/* bounce_soft_counts - a soft bounce that counts towards the address's
+ * soft-bounce limit: one about the mailbox. Policy, spam, content, routing
+ * and protocol bounces are about the sender, the message, the path or the
+ * session, and never condemn a mailbox, alone or in numbers (a block of
+ * the sending IP would otherwise suppress every address of the ISP after
+ * a few campaigns). BOUNCE_SOFT_COUNTS_SQL says the same of a
+ * feedback_event row's category, for the statements that count them. */
+int bounce_soft_counts(const struct bounce_result *r);
+#define BOUNCE_SOFT_COUNTS_SQL(col)                                                                \
+    col " NOT IN ('policy-related', 'spam-related', 'content-related', 'routing-errors',"          \
+        " 'protocol-errors')"
 /* bounce_suppresses - whether this bounce alone suppresses the address */
 int bounce_suppresses(const struct bounce_result *r);
 

@@ -110,8 +110,20 @@ check_eq "soft: the second within the window suppresses (kind soft-bounces)" sof
 check_grep "soft: the suppression says why" '^2 soft bounces within 1d \(last: smtp; 452 4.2.2' \
     <(psql_q "SELECT reason FROM ringmail.suppression WHERE address = 'fb3@x.test'")
 
-# 4. delayed: recorded only
+# A soft bounce about the sender (Yahoo's TSS04: our IP, not the mailbox)
+# never counts towards the limit, however many.
 R4=$(rid 4)
+FM dsn --campaign "$C" --recipient "$R4" --address fb4@x.test --status 4.7.0 \
+    --diag "421 4.7.0 [TSS04] Messages from 127.0.0.1 temporarily deferred due to unexpected volume or user complaints" \
+    >"$E2E_TMP/d4s.eml"
+for i in 1 2 3; do
+    ingest --rcpt "$(FM token b "$C" "$R4")@bounces.sender.test" <"$E2E_TMP/d4s.eml" >/dev/null
+done
+check_eq "soft about the sender: three recorded, soft spam-related (Yahoo's rule), none counts" \
+    "3|spam-related|soft|none|none" \
+    "$(psql_q "SELECT count(*) FROM ringmail.feedback_event WHERE recipient_id = $R4 AND kind = 'bounce'")|$(evs "category, bounce")|$(sup fb4@x.test)|$(fbk fb4@x.test)"
+
+# 4. delayed: recorded only
 FM dsn --campaign "$C" --recipient "$R4" --address fb4@x.test --action delayed --status 4.4.1 \
     --diag "451 4.4.1 No answer from host" >"$E2E_TMP/d4.eml"
 ingest --rcpt "$(FM token b "$C" "$R4")@bounces.sender.test" <"$E2E_TMP/d4.eml" >/dev/null

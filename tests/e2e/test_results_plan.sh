@@ -7,8 +7,9 @@
 # shown a recipient table of one row whose lease owners are all NULL (the
 # statistics right after an import), and the campaign goes through a
 # PostgreSQL stop long enough for several thousand results to wait.
-#   - no plan of the UPDATE (or of the suppression INSERT) reads
-#     ringmail.recipient but by its primary key, one probe per result;
+#   - no plan of the UPDATE (or of the suppression INSERT, or of the soft
+#     bounces' statement) reads ringmail.recipient but by its primary key,
+#     one probe per result; the soft bounces' count probes feedback_event_soft;
 #   - a flush of several thousand results did happen (the outage's batch);
 #   - every recipient ends `sent`, each accepted exactly once at the sink;
 #   - db.write_s per 1,000 results stays small (generous: a shared machine).
@@ -32,6 +33,8 @@ check_eq "auto_explain is loaded in new sessions" "on" \
 
 SINK_PORT=$(free_port)
 check "sink listens" start_sink a 127.0.0.71
+printf '{"name": "full", "perm_reply": "552 5.2.2 Mailbox full"}\n' >"$E2E_TMP/full.json"
+check "sink b (552 5.2.2 to permfail@) listens" start_sink b 127.0.0.72 --profile-file "$E2E_TMP/full.json"
 cat >"$E2E_TMP/c.conf" <<CONF
 [global]
 tls = none
@@ -40,6 +43,10 @@ domains = a.test
 max_connections = 8
 [route a.test]
 server = 127.0.0.71:$SINK_PORT
+[isp b]
+domains = b.test
+[route b.test]
+server = 127.0.0.72:$SINK_PORT
 CONF
 
 printf 'Hello {{first_name|friend}}\n' >"$E2E_TMP/body.txt"
@@ -49,11 +56,12 @@ C=$("$RM" campaign create --db "$PG_URL" --name plan --from news@sender.test \
     echo "email,first_name"
     seq 1 "$N" | sed 's/.*/u&@a.test,U&/'
     echo "permfail@a.test,P" # a 550 at the sink: bounced, so the suppression INSERT runs
+    echo "permfail@b.test,F" # a 552 5.2.2: a soft bounce, so the soft bounces' statement runs
 } >"$E2E_TMP/list.csv"
 t0=$(date +%s%3N)
 "$RM" recipients import --db "$PG_URL" --campaign "$C" --csv "$E2E_TMP/list.csv" >"$E2E_TMP/imp.out"
 echo "# import of $N recipients: $(($(date +%s%3N) - t0)) ms ($(cat "$E2E_TMP/imp.out"))"
-check_eq "import: $N + 1 queued" $((N + 1)) \
+check_eq "import: $N + 2 queued" $((N + 2)) \
     "$(psql_q "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $C AND state = 'queued'")"
 # Statistics that lie: lease_owner all NULL (as analyzed right after the
 # import) and a table of one row on one page; autovacuum must not fix them.
@@ -94,12 +102,14 @@ rc=$?
 sleep 0.3
 check_eq "send: exit 0" 0 "$rc"
 check_grep "send: the writer reconnected" 'database: connected again' "$E2E_TMP/send.err"
-check_eq "every recipient sent, the permfail one bounced" "sent $N bounced 1" \
+check_eq "every recipient sent, the permfail ones bounced" "sent $N bounced 2" \
     "$(psql_q "SELECT string_agg(state || ' ' || n, ' ' ORDER BY state DESC) FROM (SELECT state,
                count(*) AS n FROM ringmail.recipient WHERE campaign_id = $C GROUP BY state) s")"
 check_eq "the bounced address is suppressed" 1 \
     "$(psql_q "SELECT count(*) FROM ringmail.suppression WHERE address = 'permfail@a.test'")"
-check_eq "one delivery row per recipient" $((N + 1)) \
+check_eq "the soft bounce is a feedback_event row" "permfail@b.test soft" \
+    "$(psql_q "SELECT string_agg(address || ' ' || bounce, ',') FROM ringmail.feedback_event")"
+check_eq "one delivery row per recipient" $((N + 2)) \
     "$(psql_q "SELECT count(DISTINCT recipient_id) || '/' || count(*) FROM ringmail.delivery
                WHERE campaign_id = $C" | awk -F/ '$1 == $2 {print $1}')"
 check_eq "the sink accepted each recipient exactly once" "$N [1]" \
@@ -117,7 +127,8 @@ for e in entries:
     q = re.search(r"Query Text: (.*)", e)
     q = q.group(1) if q else ""
     kind = ("results" if q.startswith("UPDATE ringmail.recipient r SET state = x.state")
-            else "suppress" if q.startswith("INSERT INTO ringmail.suppression") else None)
+            else "suppress" if q.startswith("INSERT INTO ringmail.suppression")
+            else "soft" if q.startswith("WITH x AS (SELECT x.*, r.address") else None)
     if not kind:
         continue
     rows = re.search(r"Function Scan on (?:unnest|x).*?actual rows=(\d+)", e)
@@ -128,12 +139,16 @@ for e in entries:
         bad.append("join-not-by-index")
     if not re.search(r"Index Scan using recipient_pkey on recipient r", e):
         bad.append("no-pkey-probe")
+    if kind == "soft" and (re.search(r"Seq Scan on feedback_event", e)
+                           or not re.search(r"Index Only Scan using feedback_event_soft|Index Scan using feedback_event_soft", e)):
+        bad.append("soft-count-not-by-index")
     print(kind, rows.group(1) if rows else "?", ",".join(bad) or "ok")
 PY
 echo "# plans of the results UPDATE (rows, verdict): $(awk '$1 == "results" {printf "%s:%s ", $2, $3}' "$E2E_TMP/plans.txt" | cut -c1-600)"
 check_ge "plans: the results UPDATE was logged" 2 "$(grep -c '^results' "$E2E_TMP/plans.txt")"
 check_ge "plans: the suppression INSERT was logged" 1 "$(grep -c '^suppress' "$E2E_TMP/plans.txt")"
-check_eq "plans: the UPDATE and the INSERT never scan recipient, probe its primary key" 0 \
+check_ge "plans: the soft bounces' statement was logged" 1 "$(grep -c '^soft' "$E2E_TMP/plans.txt")"
+check_eq "plans: the UPDATE and the INSERTs never scan recipient, probe its primary key" 0 \
     "$(grep -vc ' ok$' "$E2E_TMP/plans.txt")"
 check_ge "plans: a flush wrote several thousand results at once (the outage's batch)" 3000 \
     "$(awk '$1 == "results" && $2 + 0 > m {m = $2 + 0} END {print m + 0}' "$E2E_TMP/plans.txt")"
