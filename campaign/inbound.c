@@ -64,11 +64,13 @@
  *     (connecting, schema version), "ringmail inbound: cannot listen on
  *     ADDR: REASON", the TLS context's and inbound_http_start's messages.
  *     While running (stderr): the writer's "database unavailable" /
- *     "database back" and "COMPLAINT GUARD" lines (inbound_writer.c),
+ *     "database back" and "complaint guard" lines (inbound_writer.c),
  *     with --verbose one line per message (inbound_conn.c); at exit one
  *     line "ringmail inbound: summary connections=N ... store_ms=X
  *     store_cpu_ms=X db_wait_ms=X" (the writer's time inside the store,
- *     its CPU, and the difference: waiting for PostgreSQL).
+ *     its CPU, and the difference: waiting for PostgreSQL). A stop that
+ *     cannot finish (a commit stuck for 10 s): "ringmail inbound: N
+ *     sessions still open after 10 s: stopping anyway".
  */
 #include "campaign/inbound.h"
 
