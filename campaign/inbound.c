@@ -326,8 +326,12 @@ static void inbound_writer_arm(struct inbound *ib)
 static void inbound_on_stop_deadline(struct loop_timer *t)
 {
     struct inbound *ib = t->owner;
-    fprintf(stderr, "ringmail inbound: %lu sessions still open after %d s: stopping anyway\n",
-            ib->nconns, INBOUND_STOP_DEADLINE_MS / 1000);
+    unsigned long open = 0;
+    for (struct list_node *n = ib->conns.first; n; n = n->next) {
+        open++;
+    }
+    fprintf(stderr, "ringmail inbound: %lu sessions still open after %d s: stopping anyway\n", open,
+            INBOUND_STOP_DEADLINE_MS / 1000);
     loop_stop(ib->loop);
 }
 
