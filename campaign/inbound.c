@@ -70,7 +70,10 @@
  *     store_cpu_ms=X db_wait_ms=X" (the writer's time inside the store,
  *     its CPU, and the difference: waiting for PostgreSQL). A stop that
  *     cannot finish (a commit stuck for 10 s): "ringmail inbound: N
- *     sessions still open after 10 s: stopping anyway".
+ *     sessions still open after 10 s: stopping anyway", and if the writer
+ *     is still inside PostgreSQL 5 s later: "ringmail inbound: the writer
+ *     still waits for PostgreSQL after 5 s more: exiting without it ..."
+ *     (exit 1).
  */
 #include "campaign/inbound.h"
 
@@ -95,6 +98,7 @@
 #define INBOUND_BACKLOG 1024
 #define INBOUND_BATCH_BYTES (8u * 1024u * 1024u)
 #define INBOUND_STOP_DEADLINE_MS 10000
+#define INBOUND_WRITER_JOIN_MS 5000
 
 /* ---- the command line ---- */
 
@@ -501,8 +505,10 @@ static void inbound_summary(const struct inbound *ib)
 }
 
 /* inbound_cleanup - after loop_run: the writer joined, the ring gone, then
- * the connections (nothing can complete for them any more) */
-static void inbound_cleanup(struct inbound *ib, int summary)
+ * the connections (nothing can complete for them any more). -1 when the
+ * writer does not come back from PostgreSQL: then nothing is freed (it may
+ * still read the connections' messages) and the process just exits. */
+static int inbound_cleanup(struct inbound *ib, int summary)
 {
     if (ib->loop) {
         for (struct list_node *n = ib->conns.first; n; n = n->next) {
@@ -515,7 +521,14 @@ static void inbound_cleanup(struct inbound *ib, int summary)
         }
         loop_timer_cancel(ib->loop, &ib->stop_timer);
     }
-    inbound_writer_join(&ib->writer);
+    if (inbound_writer_join(&ib->writer, INBOUND_WRITER_JOIN_MS) < 0) {
+        fprintf(stderr,
+                "ringmail inbound: the writer still waits for PostgreSQL after %d s more: "
+                "exiting without it (its commit, if it completes, was not answered: the "
+                "senders retry)\n",
+                INBOUND_WRITER_JOIN_MS / 1000);
+        return -1;
+    }
     if (summary) {
         inbound_summary(ib);
     }
@@ -535,6 +548,7 @@ static void inbound_cleanup(struct inbound *ib, int summary)
     }
     tls_ctx_free(ib->tls);
     config_free(ib->cfg);
+    return 0;
 }
 
 /* inbound_run - the loop until a signal; 0 or 1 */
@@ -601,7 +615,9 @@ int inbound_main(int argc, char **argv)
     if (http) {
         inbound_http_stop(http);
     }
-    inbound_cleanup(ib, ran && ib->o.nlisten);
+    if (inbound_cleanup(ib, ran && ib->o.nlisten) < 0) {
+        return 1; /* ib stays: the writer thread may still use it */
+    }
     free(ib);
     return rc;
 }

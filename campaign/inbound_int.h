@@ -201,7 +201,8 @@ struct inbound_job *inbound_writer_take(struct inbound_writer *w);
 /* inbound_writer_request_stop - finish the batch in progress, hand the
  * rest back as INBOUND_JOB_SHUTDOWN, then end (does not wait) */
 void inbound_writer_request_stop(struct inbound_writer *w);
-/* inbound_writer_join - wait for the thread and free the store */
-void inbound_writer_join(struct inbound_writer *w);
+/* inbound_writer_join - stop the thread, wait up to timeout_ms, free the
+ * store; -1 when the thread is still inside PostgreSQL (nothing freed) */
+int inbound_writer_join(struct inbound_writer *w, unsigned timeout_ms);
 
 #endif

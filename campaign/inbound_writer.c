@@ -254,11 +254,21 @@ void inbound_writer_request_stop(struct inbound_writer *w)
     pthread_mutex_unlock(&w->lock);
 }
 
-void inbound_writer_join(struct inbound_writer *w)
+int inbound_writer_join(struct inbound_writer *w, unsigned timeout_ms)
 {
     if (w->started) {
         inbound_writer_request_stop(w);
-        pthread_join(w->thread, NULL);
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += timeout_ms / 1000;
+        ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        if (pthread_timedjoin_np(w->thread, NULL, &ts) != 0) {
+            return -1; /* still inside a call to PostgreSQL: everything stays */
+        }
         w->started = 0;
         pthread_mutex_destroy(&w->lock);
         pthread_cond_destroy(&w->cond);
@@ -271,4 +281,5 @@ void inbound_writer_join(struct inbound_writer *w)
         feedback_store_close(w->store);
         w->store = NULL;
     }
+    return 0;
 }

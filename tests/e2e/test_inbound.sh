@@ -23,7 +23,9 @@
 #      (recorded), 13 MB over the limit (552), the server still serving
 #   6. SIGTERM with the writer stuck behind a table lock: another session
 #      is served meanwhile; the message in the commit gets 250 once it is
-#      through, the queued one 421, an open session 421; exit 0, the summary
+#      through, the queued one 421, an open session 421; exit 0, the summary;
+#      PostgreSQL frozen in a commit: the stop's deadline, then exit 1
+#      without the writer, said on stderr
 set -u
 . "$(dirname "$0")/lib.sh"
 e2e_setup
@@ -435,4 +437,33 @@ check_grep "SIGTERM: says it stops" "^ringmail inbound: Terminated: stopping" "$
 check_grep "SIGTERM: the summary counts the 451s and the commits" \
     "summary .* answered_451=[1-9][0-9]* .* commits=[1-9][0-9]* committed=[1-9][0-9]* events=" "$E2E_TMP/inbound.log"
 e2e_kill "$INBOUND2_PID"
+
+# PostgreSQL stops answering in the middle of a commit (its backend frozen
+# with SIGSTOP): at SIGTERM inbound waits 10 s for the commit, says so,
+# waits 5 s more for the writer, then exits 1 without it.
+IN3_PORT=$(free_port)
+e2e_bg inbound3 "$RM" inbound --listen "127.0.0.1:$IN3_PORT" --db "$PG_URL application_name=inbound3" \
+    --config "$E2E_TMP/fb.conf"
+INBOUND3_PID=$E2E_BG_PID
+wait_port 127.0.0.1 "$IN3_PORT" 10 "$INBOUND3_PID"
+BACKEND=$(psql_q "SELECT pid FROM pg_stat_activity WHERE application_name = 'inbound3'")
+kill -STOP "$BACKEND"
+e2e_cleanup "kill -CONT $BACKEND"
+swaks --server "127.0.0.1:$IN3_PORT" --from '<>' --to "stuck@$RP" --data "@$E2E_TMP/a.eml" \
+    >"$E2E_TMP/swaks.stuck" 2>&1 &
+SWAKS_S=$!
+wait_for_log "$E2E_TMP/swaks.stuck" "^ -> \.$" 5 >/dev/null
+sleep 0.3
+kill -TERM "$INBOUND3_PID"
+wait "$INBOUND3_PID"
+check_eq "frozen database: exit 1" 1 "$?"
+check_grep "frozen database: the stop's deadline is said" \
+    "^ringmail inbound: 1 sessions still open after 10 s: stopping anyway$" "$E2E_TMP/inbound3.log"
+check_grep "frozen database: exits without the writer, and says so" \
+    "^ringmail inbound: the writer still waits for PostgreSQL after 5 s more: exiting without it" \
+    "$E2E_TMP/inbound3.log"
+check_no_grep "frozen database: the message was never answered 250" "<- +250 2.0.0 Ok: recorded" \
+    "$E2E_TMP/swaks.stuck"
+kill -CONT "$BACKEND"
+wait "$SWAKS_S"
 e2e_finish
