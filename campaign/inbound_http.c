@@ -590,7 +590,8 @@ struct inbound_http *inbound_http_start(const char *addr, const char *conninfo,
         (size_t)INBOUND_HTTP_CONN_MEMORY, MHD_OPTION_NOTIFY_COMPLETED, http_completed, h,
         MHD_OPTION_EXTERNAL_LOGGER, http_mhd_log, h, MHD_OPTION_END);
     if (!h->daemon) {
-        close(fd);
+        /* fd is not closed here: MHD closes it on some of its failure
+         * paths, and closing a descriptor twice may close another's. */
         snprintf(err, errlen, "--http %s: cannot start the HTTP server", addr);
         inbound_http_stop(h);
         return NULL;

@@ -11,7 +11,8 @@
 #   3. a forged token (one character changed), a truncated one, garbage, a
 #      bounce token: 404 "Not Found", no detail; nothing written
 #   4. another body 400, PUT 405 (with Allow), an unknown path 404, a body
-#      over 4 KB 413, /healthz 200 "ok"
+#      over 4 KB 413 (chunked: closed), the bare text (text/plain) accepted,
+#      /healthz 200 "ok"
 #   5. PostgreSQL stopped: POST 503 "try again later", /healthz 503; after
 #      a restart the same POST 200 and the rows are there
 #   6. headless Chromium (over the DevTools protocol, tests/e2e/cdp.py)
@@ -56,10 +57,10 @@ CONF
 
 start_postgres "$E2E_TMP/pg" || { check "postgres starts" false; e2e_finish; exit 1; }
 "$RM" db migrate --db "$PG_URL" >/dev/null
-C=$(new_campaign c 5 x.test)
+C=$(new_campaign c 6 x.test)
 timeout 60 "$RM" send --db "$PG_URL" --campaign "$C" --config "$CONF" --node n1 \
     --journal "$E2E_TMP/n1.journal" --json >"$E2E_TMP/send.json" 2>"$E2E_TMP/send.err"
-check_eq "the campaign is sent" 5 "$(count_state "$C" sent)"
+check_eq "the campaign is sent" 6 "$(count_state "$C" sent)"
 
 # URLS: "ADDRESS URL MAIL_FROM" per message, from the List-Unsubscribe header.
 "$E2E_PY" - "$E2E_TMP/ai.jsonl" "$EML" >"$E2E_TMP/urls" <<'PY'
@@ -181,7 +182,16 @@ check_grep "405 says what is allowed" '^Allow: GET, HEAD, POST' "$E2E_TMP/put.h"
 check_eq "DELETE /u/TOKEN: 405" 405 "$(req del -X DELETE "$U3")"
 check_eq "a body over 4 KB: 413" 413 \
     "$(req big -X POST --data-raw "List-Unsubscribe=One-Click&x=$(head -c 5000 /dev/zero | tr '\0' x)" "$U3")"
+head -c 5000 /dev/zero | tr '\0' x >"$E2E_TMP/big.txt"
+check_eq "a chunked body over 4 KB: the connection is closed" 000 \
+    "$(req chunked -X POST -H 'Transfer-Encoding: chunked' --data-binary @"$E2E_TMP/big.txt" "$U3" \
+        2>/dev/null)"
 check_eq "those wrote nothing" "$BEFORE" "$(written)"
+check_eq "POST the bare text List-Unsubscribe=One-Click (text/plain): 200" 200 \
+    "$(req plain -H 'Content-Type: text/plain' --data-raw 'List-Unsubscribe=One-Click' \
+        "$(url_of c6@x.test)")"
+check_eq "text/plain: committed" "1 unsubscribe unsubscribe" "$(rows c6@x.test)"
+BEFORE=$(written)
 check_eq "GET /nowhere: 404" 404 "$(req nowhere "$BASE/nowhere")"
 check_eq "GET /: 404" 404 "$(req root "$BASE/")"
 check_eq "GET /healthz: 200" 200 "$(req health "$BASE/healthz")"
