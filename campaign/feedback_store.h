@@ -92,7 +92,7 @@ struct feedback_store_outcome {
     size_t bounces, soft_bounces, delays, complaints, unsubscribes, auto_replies, unmatched;
     size_t suppressed;  /* addresses that joined the suppression list */
     size_t held;        /* (campaign, ISP) pairs the complaint guard held */
-    char held_why[320]; /* the last hold: "campaign 7, isp gmail: 3 complaints over 1000
+    char held_why[640]; /* the last hold: "campaign 7, isp gmail: 3 complaints over 1000
                          * delivered in 24 h (0.30% > 0.20%): sending to gmail held" */
 };
 

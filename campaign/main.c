@@ -24,6 +24,7 @@
 #include "campaign/blast.h"
 #include "campaign/campaign_cmd.h"
 #include "campaign/db.h"
+#include "campaign/feedback_cmd.h"
 #include "campaign/import.h"
 #include "campaign/report.h"
 #include "campaign/resolve.h"
@@ -44,6 +45,8 @@ static void main_usage(FILE *f)
                "  blast   deliver generated messages to one SMTP server (ringmail blast --help)\n"
                "  sink    run the io_uring TLS SMTP sink (ringmail sink --help)\n"
                "  resolve show MX order, addresses and ISP of domains (ringmail resolve --help)\n"
+               "  feedback record bounces, complaints, unsubscribes from files or a pipe\n"
+               "          (ringmail feedback --help)\n"
                "  version print the version\n");
 }
 
@@ -78,6 +81,9 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "resolve") == 0) {
         return resolve_main(argc - 1, argv + 1);
+    }
+    if (strcmp(cmd, "feedback") == 0) {
+        return feedback_main(argc - 1, argv + 1);
     }
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("ringmail 0.1.0\n");

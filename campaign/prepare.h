@@ -35,7 +35,7 @@ struct prepare_item {
 /* [feedback]'s unsubscribe token, offered to the templates as the merge
  * variable PREPARE_TOKEN_VAR (TOKEN of u-TOKEN, campaign/feedback.h); key
  * NULL: no such variable. */
-#define PREPARE_TOKEN_VAR "ringmail_unsubscribe_token"
+#define PREPARE_TOKEN_VAR RENDER_TOKEN_VAR
 struct prepare_token {
     const uint8_t *key; /* borrowed */
     size_t keylen;

@@ -360,8 +360,12 @@ static int render_expand(struct render_call *c, const struct render_tpl *t, enum
     return 0;
 }
 
-static void render_message_id(const struct render_template *t, buf_t *out, time_t now)
+/* With [feedback], the recipient's unsubscribe token starts the
+ * Message-ID ("<u-TOKEN.HEX.TIME@domain>"): an abuse report that returns
+ * only the Message-ID still names its recipient, with a MAC. */
+static void render_message_id(const struct render_call *c, buf_t *out, time_t now)
 {
+    const struct render_template *t = c->t;
     if (t->fixed_message_id) {
         buf_appendf(out, "Message-ID: %s\r\n", t->fixed_message_id);
         return;
@@ -374,6 +378,14 @@ static void render_message_id(const struct render_template *t, buf_t *out, time_
         hex[2 * i + 1] = "0123456789abcdef"[r[i] & 15];
     }
     hex[sizeof hex - 1] = '\0';
+    buf_t *tok = &c->s->field;
+    buf_reset(tok);
+    if (c->vars && c->vars->lookup && c->vars->lookup(c->vars->ctx, RENDER_TOKEN_VAR, tok) == 1 &&
+        buf_len(tok) > 0 && buf_len(tok) < 64) {
+        buf_appendf(out, "Message-ID: <u-%.*s.%s.%lld@%s>\r\n", (int)buf_len(tok),
+                    (const char *)buf_data(tok), hex, (long long)now, t->from_domain);
+        return;
+    }
     buf_appendf(out, "Message-ID: <%s.%lld@%s>\r\n", hex, (long long)now, t->from_domain);
 }
 
@@ -629,7 +641,7 @@ static int render_headers(struct render_call *c, buf_t *out, time_t now)
     render_hdr_end(&h);
 
     render_date(out, now);
-    render_message_id(t, out, now);
+    render_message_id(c, out, now);
     buf_append_str(out, "MIME-Version: 1.0\r\n");
     if (t->unsubscribe.src) {
         buf_reset(field);

@@ -57,6 +57,11 @@ struct render_spec {
 
 struct render_template;
 
+/* The merge variable of [feedback]'s unsubscribe token (campaign/prepare.h
+ * offers it). When the recipient has it, the Message-ID starts with
+ * "u-TOKEN." so a complaint that returns only the Message-ID is matched. */
+#define RENDER_TOKEN_VAR "ringmail_unsubscribe_token"
+
 /* Where merge variables come from. lookup appends the value of name to
  * value and returns 1, or returns 0 when the recipient has no such variable. */
 struct render_vars {

@@ -119,6 +119,31 @@ if start_postgres "$E2E_TMP/pg"; then
         grep -q "definitely lost: 0 bytes\|no leaks are possible" "$E2E_TMP/valgrind-campaign.log"
     check_eq "valgrind: campaign: 150 sent, 1 bounced, 1 failed (tempfail expired)" "150 1 1" \
         "$(psql_q "SELECT count(*) FILTER (WHERE state = 'sent') || ' ' || count(*) FILTER (WHERE state = 'bounced') || ' ' || count(*) FILTER (WHERE state = 'failed') FROM ringmail.recipient WHERE campaign_id = $CID")"
+    # The feedback store under memcheck: GMime parsing of a DSN, an ARF
+    # report and garbage, token checks, one transaction.
+    head -c 40 /dev/urandom >"$E2E_TMP/fb.secret"
+    chmod 600 "$E2E_TMP/fb.secret"
+    printf '[feedback]\nreturn_path = bounces.sender.test\nsecret_file = %s\n' \
+        "$E2E_TMP/fb.secret" >"$E2E_TMP/fb.conf"
+    RID=$(psql_q "SELECT id FROM ringmail.recipient WHERE address = 'user1@vg.test'")
+    FMAIL="$(dirname "$0")/e2e/feedback_mail.py"
+    python3 "$FMAIL" dsn --secret "$E2E_TMP/fb.secret" --campaign "$CID" --recipient "$RID" \
+        --address user1@vg.test >"$E2E_TMP/fb1.eml"
+    python3 "$FMAIL" arf --secret "$E2E_TMP/fb.secret" --campaign "$CID" --recipient "$RID" \
+        --address user1@vg.test >"$E2E_TMP/fb2.eml"
+    head -c 200000 /dev/urandom >"$E2E_TMP/fb3.eml"
+    timeout 600 valgrind --error-exitcode=9 --leak-check=full \
+        --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect \
+        "$BUILD/ringmail" feedback ingest --db "$PG_URL" --config "$E2E_TMP/fb.conf" \
+        "$E2E_TMP/fb1.eml" "$E2E_TMP/fb2.eml" "$E2E_TMP/fb3.eml" \
+        >"$E2E_TMP/ingest.out" 2>"$E2E_TMP/valgrind-ingest.log"
+    rc=$?
+    tail -12 "$E2E_TMP/valgrind-ingest.log"
+    check_eq "valgrind: feedback ingest exits 0 with no memcheck error" 0 "$rc"
+    check "valgrind: feedback ingest has no definite leak" \
+        grep -q "definitely lost: 0 bytes\|no leaks are possible" "$E2E_TMP/valgrind-ingest.log"
+    check "valgrind: feedback ingest recorded a bounce, a complaint and an unmatched message" \
+        grep -q '1 bounce, .* 1 complaint, .* 1 unmatched' "$E2E_TMP/ingest.out"
 else
     check "valgrind: a private PostgreSQL starts" false
 fi

@@ -99,6 +99,9 @@ for line in open(ai):
                       r"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n", body)
         if not h or h.group(1) != h.group(2) or token("u", h.group(1)) != ids:
             bad.append("List-Unsubscribe of %s: %s" % (rcpt, h and h.group(0)))
+        mid = re.search(r"\nMessage-ID: <u-([a-z2-7]+)\.[0-9a-f]{20}\.[0-9]+@sender\.test>\r\n", body)
+        if not mid or token("u", mid.group(1)) != ids:
+            bad.append("Message-ID of %s does not start with its u- token: %s" % (rcpt, mid))
 if seen != {a: 1 for a in want}:
     bad.append("recipients seen %s, want each of %d once" % (sorted(seen.items())[:3], len(want)))
 if len(froms) != len(want):
