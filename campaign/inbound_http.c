@@ -572,13 +572,15 @@ struct inbound_http *inbound_http_start(const char *addr, const char *conninfo,
     memcpy(h->secret, fb->secret, fb->secret_len);
     h->secret_len = fb->secret_len;
     http_prefix_of(fb->unsubscribe_url, h->prefix, sizeof h->prefix);
-    h->store = feedback_store_open(conninfo, fb, NULL, err, errlen);
-    if (!h->store) {
+    /* The address first: a typo is told without waiting for the database. */
+    int fd = http_listen(addr, err, errlen);
+    if (fd < 0) {
         inbound_http_stop(h);
         return NULL;
     }
-    int fd = http_listen(addr, err, errlen);
-    if (fd < 0) {
+    h->store = feedback_store_open(conninfo, fb, NULL, err, errlen);
+    if (!h->store) {
+        close(fd);
         inbound_http_stop(h);
         return NULL;
     }

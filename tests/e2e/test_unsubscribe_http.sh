@@ -83,6 +83,19 @@ INBOUND_LOG=$E2E_TMP/inbound.log
 wait_port 127.0.0.1 "$HTTP_PORT" 10 "$INBOUND_PID" ||
     { check "ringmail inbound --http listens" false; cat "$INBOUND_LOG" >&2; e2e_finish; exit 1; }
 
+# refused NAME HTTP_ARG TEXT: a second inbound exits 1 and says TEXT.
+refused() {
+    timeout 20 "$RM" inbound --http "$2" --db "$PG_URL" --config "$CONF" \
+        >/dev/null 2>"$E2E_TMP/refused.err"
+    check_eq "--http $1: exit 1" 1 "$?"
+    check_grep "--http $1: says why" "$3" "$E2E_TMP/refused.err"
+}
+refused "on a port in use" "127.0.0.1:$HTTP_PORT" \
+    "^ringmail inbound: --http 127\.0\.0\.1:$HTTP_PORT: cannot bind: Address already in use$"
+refused "with a bad port" "127.0.0.1:x" "^ringmail inbound: --http 127\.0\.0\.1:x: bad port in '127\.0\.0\.1:x'$"
+refused "without a port" "127.0.0.1" \
+    "^ringmail inbound: --http 127\.0\.0\.1: bad address '127\.0\.0\.1' \(want host:port\)$"
+
 # req NAME CURL_ARGS...: the status code; headers in $E2E_TMP/NAME.h, body in NAME.b.
 req() {
     local name=$1
@@ -135,6 +148,8 @@ check_eq "GET and HEAD wrote nothing (events, suppressions, recipients with feed
 check_eq "POST List-Unsubscribe=One-Click: 200" 200 "$(req post "${ONE_CLICK[@]}" "$U1")"
 check_eq "POST: the event (unsubscribe, http), feedback and suppression are committed" \
     "1 unsubscribe unsubscribe" "$(rows c1@x.test)"
+check_eq "POST: the event records the client" "127.0.0.1" \
+    "$(psql_q "SELECT DISTINCT client FROM ringmail.feedback_event")"
 check_grep "POST: the confirmation page" '<h1>You are unsubscribed</h1>' "$E2E_TMP/post.b"
 check_grep "POST: Cache-Control: no-store" '^Cache-Control: no-store' "$E2E_TMP/post.h"
 check_eq "POST again: 200 (already unsubscribed)" 200 "$(req post2 "${ONE_CLICK[@]}" "$U1")"
