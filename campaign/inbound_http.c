@@ -44,8 +44,11 @@
  *     and feedback_store_open's. While serving, one line on stderr per
  *     unsubscribe ("ringmail inbound: http: 127.0.0.1 unsubscribed
  *     recipient 12 of campaign 3"), per refused token ("... 127.0.0.1
- *     POST: bad token: forged token (MAC mismatch)") and per database error
- *     ("... unsubscribe: database error, answered 503: ...").
+ *     POST: bad token: forged token (MAC mismatch)"), per database error
+ *     ("... unsubscribe: database error, answered 503: ...", "healthz:
+ *     database unavailable: ...") and per body cut off ("... POST: a body
+ *     over 4096 bytes or not a form: connection closed"); libpq's
+ *     multi-line messages are joined into the one line.
  */
 #include "campaign/inbound_http.h"
 
@@ -185,7 +188,7 @@ static void http_prefix_of(const char *url, char *out, size_t outlen)
 
 /* ---------------------------------------------------------------- responses */
 
-/* http_log - one line on stderr */
+/* http_log - one line on stderr (libpq's multi-line messages joined) */
 __attribute__((format(printf, 1, 2))) static void http_log(const char *fmt, ...)
 {
     char line[768];
@@ -193,6 +196,17 @@ __attribute__((format(printf, 1, 2))) static void http_log(const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
+    size_t o = 0;
+    for (size_t i = 0; line[i]; i++) {
+        char c = (unsigned char)line[i] < ' ' ? ' ' : line[i];
+        if (c != ' ' || (o > 0 && line[o - 1] != ' ')) {
+            line[o++] = c;
+        }
+    }
+    while (o > 0 && line[o - 1] == ' ') {
+        o--;
+    }
+    line[o] = '\0';
     fprintf(stderr, "ringmail inbound: http: %s\n", line);
 }
 
@@ -489,6 +503,10 @@ static enum MHD_Result http_request(void *cls, struct MHD_Connection *c, const c
     if (*upload_size) {
         /* Over the limit without a Content-Length (chunked): close. */
         if (http_body(r, upload, *upload_size) < 0) {
+            char client[64];
+            http_client(c, client, sizeof client);
+            http_log("%s POST: a body over %d bytes or not a form: connection closed", client,
+                     INBOUND_HTTP_BODY_MAX);
             return MHD_NO;
         }
         *upload_size = 0;
@@ -584,13 +602,14 @@ struct inbound_http *inbound_http_start(const char *addr, const char *conninfo,
         inbound_http_stop(h);
         return NULL;
     }
+    /* The logger first: MHD reports options given before it on its own. */
     h->daemon = MHD_start_daemon(
         MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL, http_request, h,
-        MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)INBOUND_HTTP_CONNECTIONS, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)INBOUND_HTTP_TIMEOUT_S, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)INBOUND_HTTP_CONN_MEMORY, MHD_OPTION_NOTIFY_COMPLETED, http_completed, h,
-        MHD_OPTION_EXTERNAL_LOGGER, http_mhd_log, h, MHD_OPTION_END);
+        MHD_OPTION_EXTERNAL_LOGGER, http_mhd_log, h, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)INBOUND_HTTP_CONNECTIONS,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)INBOUND_HTTP_TIMEOUT_S,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)INBOUND_HTTP_CONN_MEMORY,
+        MHD_OPTION_NOTIFY_COMPLETED, http_completed, h, MHD_OPTION_END);
     if (!h->daemon) {
         /* fd is not closed here: MHD closes it on some of its failure
          * paths, and closing a descriptor twice may close another's. */

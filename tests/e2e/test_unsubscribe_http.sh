@@ -201,6 +201,9 @@ head -c 5000 /dev/zero | tr '\0' x >"$E2E_TMP/big.txt"
 check_eq "a chunked body over 4 KB: the connection is closed" 000 \
     "$(req chunked -X POST -H 'Transfer-Encoding: chunked' --data-binary @"$E2E_TMP/big.txt" "$U3" \
         2>/dev/null)"
+check_grep "the log says why the connection was closed" \
+    "^ringmail inbound: http: 127\.0\.0\.1 POST: a body over 4096 bytes or not a form: connection closed$" \
+    "$INBOUND_LOG"
 check_eq "those wrote nothing" "$BEFORE" "$(written)"
 check_eq "POST the bare text List-Unsubscribe=One-Click (text/plain): 200" 200 \
     "$(req plain -H 'Content-Type: text/plain' --data-raw 'List-Unsubscribe=One-Click' \
@@ -259,5 +262,10 @@ check_eq "chromium: the click committed the unsubscribe" "1 unsubscribe unsubscr
 check_eq "c5 (never clicked) is untouched" "0 - -" "$(rows c5@x.test)"
 
 e2e_kill "$INBOUND_PID"
+check_no_grep "inbound stopped without a sanitizer report (an ASan build)" \
+    'AddressSanitizer|LeakSanitizer|runtime error' "$INBOUND_LOG"
+check_eq "inbound's log: one line per event, each ringmail inbound: ..." 0 \
+    "$(grep -vc '^ringmail inbound: ' "$INBOUND_LOG")"
+check_no_grep "inbound's log: nothing from libmicrohttpd about its options" 'MHD_OPTION' "$INBOUND_LOG"
 stop_aiosmtpd
 e2e_finish
