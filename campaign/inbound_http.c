@@ -186,6 +186,18 @@ static void http_prefix_of(const char *url, char *out, size_t outlen)
     snprintf(out, outlen, "%s/", p ? p : "");
 }
 
+int inbound_http_token_of(const char *unsubscribe_url, const char *path, char *token,
+                          size_t tokenlen)
+{
+    char prefix[INBOUND_HTTP_PREFIX_MAX + 2], t[FEEDBACK_LOCAL_MAX];
+    http_prefix_of(unsubscribe_url, prefix, sizeof prefix);
+    if (http_route_of(prefix, path, t) != HTTP_TOKEN) {
+        return -1;
+    }
+    snprintf(token, tokenlen, "%s", t);
+    return 0;
+}
+
 /* ---------------------------------------------------------------- responses */
 
 /* http_log - one line on stderr (libpq's multi-line messages joined) */
