@@ -115,7 +115,7 @@ class Browser:
             if "method" in m:
                 self.events.append((m.get("sessionId"), m["method"], m.get("params", {})))
 
-    def wait_event(self, method, session, since, timeout=10):
+    def wait_event(self, method, session, since, timeout=20):
         """The first event named method at or after events[since]."""
         until = min(self.deadline, time.monotonic() + timeout)
         i = since

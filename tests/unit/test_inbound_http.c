@@ -1,7 +1,8 @@
 /*
  * test_inbound_http - which request paths `ringmail inbound --http` reads
  * as a token, under each shape of [feedback] unsubscribe_url, and the
- * paths it refuses (404). The HTTP side itself is tested end to end
+ * paths it refuses (404); inbound_http_start's refusals before the
+ * database. The HTTP side itself is tested end to end
  * (tests/e2e/test_unsubscribe_http.sh).
  */
 #include <setjmp.h>
@@ -14,6 +15,7 @@
 #include <cmocka.h>
 
 #include "campaign/inbound_http.h"
+#include "pool/config.h"
 
 #define TOK "aebthxqq5gspwjjkm2wonry"
 
@@ -74,11 +76,25 @@ static void test_segments(void **state)
     assert_token(u, path, want);
 }
 
+/* inbound_http_start's refusals that come before the database */
+static void test_start_refused(void **state)
+{
+    (void)state;
+    static struct config cfg; /* no [feedback] */
+    char err[256] = "";
+    assert_null(inbound_http_start("127.0.0.1:0", "dbname=none", &cfg, err, sizeof err));
+    assert_string_equal(err, "--http needs a [feedback] section (its secret checks the tokens)");
+    cfg.feedback.enabled = 1;
+    assert_null(inbound_http_start("127.0.0.1", "dbname=none", &cfg, err, sizeof err));
+    assert_string_equal(err, "--http 127.0.0.1: bad address '127.0.0.1' (want host:port)");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_prefixes),
         cmocka_unit_test(test_segments),
+        cmocka_unit_test(test_start_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
