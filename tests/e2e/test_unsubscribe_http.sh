@@ -23,7 +23,7 @@ set -u
 e2e_setup
 e2e_require curl chromium psql || { e2e_finish; exit 1; }
 
-OUT=${E2E_OUT:-$PWD/tests/e2e/out}/unsubscribe_http
+OUT=${E2E_OUT:-$E2E_DIR/out}/unsubscribe_http
 rm -rf "$OUT"
 mkdir -p "$OUT"
 
