@@ -44,7 +44,7 @@
  *     --timeout SECONDS      idle time allowed between commands (default 60)
  *     --session-timeout SECONDS  a whole session's limit (default 600)
  *     --batch N              messages per commit at most (default 256)
- *     --verbose              one line per message and a summary at exit
+ *     --verbose              one line per message
  *
  *     SIGTERM or SIGINT stops it: no new connection is accepted, the
  *     messages being committed are answered, the ones not yet tried get
@@ -65,7 +65,10 @@
  *     ADDR: REASON", the TLS context's and inbound_http_start's messages.
  *     While running (stderr): the writer's "database unavailable" /
  *     "database back" and "COMPLAINT GUARD" lines (inbound_writer.c),
- *     with --verbose one line per message (inbound_conn.c) and a summary.
+ *     with --verbose one line per message (inbound_conn.c); at exit one
+ *     line "ringmail inbound: summary connections=N ... store_ms=X
+ *     store_cpu_ms=X db_wait_ms=X" (the writer's time inside the store,
+ *     its CPU, and the difference: waiting for PostgreSQL).
  */
 #include "campaign/inbound.h"
 
@@ -115,7 +118,10 @@ static void inbound_usage(FILE *f)
                "  --timeout SECONDS      idle time between commands (default 60)\n"
                "  --session-timeout SECONDS  a whole session (default 600)\n"
                "  --batch N              messages per database commit at most (default 256)\n"
-               "  --verbose              one line per message on stderr, a summary at exit\n");
+               "  --verbose              one line per message on stderr\n"
+               "\n"
+               "At exit (SIGTERM, SIGINT) a summary line on stderr: sessions, messages, answers,\n"
+               "commits, events, and the time spent in the store (CPU and database wait).\n");
 }
 
 enum {
@@ -568,6 +574,7 @@ int inbound_main(int argc, char **argv)
         return rc < 0 ? 0 : rc;
     }
     struct inbound_http *http = NULL;
+    int ran = 0;
     rc = 1;
     if (inbound_signals(ib) == 0 && inbound_setup(ib) == 0) {
         char err[512];
@@ -579,12 +586,13 @@ int inbound_main(int argc, char **argv)
         }
         if (!ib->o.http || http) {
             rc = inbound_run(ib);
+            ran = 1;
         }
     }
     if (http) {
         inbound_http_stop(http);
     }
-    inbound_cleanup(ib, ib->o.verbose && ib->o.nlisten);
+    inbound_cleanup(ib, ran && ib->o.nlisten);
     free(ib);
     return rc;
 }

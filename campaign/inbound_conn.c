@@ -425,23 +425,21 @@ static void inbound_conn_on_timer(struct loop_timer *t)
     struct inbound_conn *c = t->owner;
     struct inbound *ib = c->ib;
     uint64_t now = loop_now_ms(ib->loop);
-    if (c->state == INBOUND_CONN_CLOSING || c->state == INBOUND_CONN_HANDSHAKE) {
-        inbound_conn_abort(c); /* not reading its goodbye, or stuck in the handshake */
-        inbound_conn_check(c);
-        return;
-    }
     uint64_t session_end = c->started_ms + ib->o.session_ms;
     uint64_t idle_end = c->active_ms + ib->o.timeout_ms;
-    if (c->job_busy) {
+    if (c->state == INBOUND_CONN_CLOSING) {
+        inbound_conn_abort(c); /* it does not read its goodbye */
+    } else if (c->job_busy) {
         loop_timer_set(ib->loop, t, ib->o.timeout_ms); /* the wait is ours, not the client's */
-    } else if (now >= session_end) {
-        inbound_conn_log(c, "event=session_timeout");
+    } else if (now >= session_end || now >= idle_end) {
         ib->timeouts++;
-        inbound_conn_refuse(c, inbound_reply_session);
-    } else if (now >= idle_end) {
-        inbound_conn_log(c, "event=idle_timeout");
-        ib->timeouts++;
-        inbound_conn_refuse(c, inbound_reply_timeout);
+        inbound_conn_log(c, "event=%s", now >= session_end ? "session_timeout" : "idle_timeout");
+        if (c->state == INBOUND_CONN_HANDSHAKE) {
+            inbound_conn_abort(c); /* no SMTP to say it in */
+        } else {
+            inbound_conn_refuse(c,
+                                now >= session_end ? inbound_reply_session : inbound_reply_timeout);
+        }
     } else {
         uint64_t next = idle_end < session_end ? idle_end : session_end;
         loop_timer_set(ib->loop, t, next - now);

@@ -18,8 +18,9 @@
  *
  * Diagnostics (stderr, always): "ringmail inbound: database unavailable:
  * ERROR; answering 451 until it is back", "ringmail inbound: database
- * back: committing again", "ringmail inbound: COMPLAINT GUARD: WHY" for
- * every hold the store reports.
+ * back: committing again", "ringmail inbound: complaint guard: WHY" for
+ * every hold the store reports (the store's words: campaign, ISP, the
+ * rate, and how to lift the hold).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -77,8 +78,12 @@ static int inbound_writer_store(struct inbound_writer *w, const struct feedback_
         w->events += out->events;
         w->suppressed += out->suppressed;
         w->held += out->held;
-        if (out->held) {
-            fprintf(stderr, "ringmail inbound: COMPLAINT GUARD: %s\n", out->held_why);
+        if (out->held == 1) {
+            fprintf(stderr, "ringmail inbound: complaint guard: %s\n", out->held_why);
+        } else if (out->held > 1) {
+            fprintf(stderr,
+                    "ringmail inbound: complaint guard: %zu holds in one commit, the last: %s\n",
+                    out->held, out->held_why);
         }
         if (w->db_down) {
             w->db_down = 0;

@@ -11,14 +11,14 @@
 #      the recipient's feedback 'bounce', a suppression row
 #   3. the server: relay denied, the null sender, SIZE over the limit
 #      (552), STARTTLS, two messages pipelined on one connection (each
-#      answered after its own commit), the per-client limit, the idle
-#      timeout
+#      answered after its own commit), a complaint that holds the ISP
+#      (said on stderr), the per-client limit, the idle timeout
 #   4. PostgreSQL stopped: a message gets 451 and the session goes on;
 #      Postfix's bounce is deferred (451) and queued; PostgreSQL back: the
 #      same message gets 250, Postfix's retry is delivered: one row each
 #   5. bad input: 10 MB of garbage (recorded unmatched), malformed MIME
 #      (recorded), 13 MB over the limit (552), the server still serving
-#   6. SIGTERM: a clean stop, exit 0, the summary
+#   6. SIGTERM: a clean stop, exit 0, an open session hears 421, the summary
 set -u
 . "$(dirname "$0")/lib.sh"
 e2e_setup
@@ -54,6 +54,8 @@ server = 127.0.0.1:$PF_PORT
 [feedback]
 return_path = $RP
 secret_file = $SECRET
+complaint_pause = 20%
+complaint_min_sample = 1
 CONF
 
 # ============================================================ 1. usage
@@ -64,7 +66,7 @@ check_grep "--help: names --listen and --http" "--listen ADDR:PORT.*--db URL" "$
 check_eq "no --listen nor --http: exit 2" 2 "$?"
 check_grep "no --listen nor --http: says so" \
     "^ringmail inbound: give --listen ADDR:PORT or --http ADDR:PORT$" "$E2E_TMP/u1.err"
-grep -v -e '^\[feedback\]' -e '^return_path' -e '^secret_file' "$E2E_TMP/fb.conf" >"$E2E_TMP/nofb.conf"
+sed '/^\[feedback\]/,$d' "$E2E_TMP/fb.conf" >"$E2E_TMP/nofb.conf"
 "$RM" inbound --listen "127.0.0.1:$IN_PORT" --db "$PG_URL" --config "$E2E_TMP/nofb.conf" \
     >/dev/null 2>"$E2E_TMP/u2.err"
 check_eq "config without [feedback]: exit 1" 1 "$?"
@@ -213,6 +215,17 @@ check_eq "two messages pipelined: two rows" 2 "$(rows "campaign_id = $C2 AND kin
 check_eq "two messages pipelined: two commits of one message each" $((BEFORE + 2)) \
     "$(grep -c "250 recorded (batch of 1" "$E2E_TMP/inbound.log")"
 
+# A complaint about the campaign's one delivered recipient: over 20%, held, said loudly.
+FM arf --campaign "$C1" --recipient "$R1" --address pf1@x.test >"$E2E_TMP/arf.eml"
+swaks --server "127.0.0.1:$IN_PORT" --from '<>' --to "abuse@$RP" --data "@$E2E_TMP/arf.eml" \
+    >"$E2E_TMP/swaks.arf" 2>&1
+check_grep "complaint: recorded (250)" "<- +250 2.0.0 Ok: recorded" "$E2E_TMP/swaks.arf"
+check_eq "complaint: the ISP is held for the campaign" x \
+    "$(psql_q "SELECT isp FROM ringmail.isp_hold WHERE campaign_id = $C1")"
+check_grep "complaint: the hold is said on stderr" \
+    "^ringmail inbound: complaint guard: campaign $C1, isp x: 1 complaints over 1 delivered .*held" \
+    "$E2E_TMP/inbound.log"
+
 # A second inbound with small limits: 2 sessions per client, 1 s idle.
 IN2_PORT=$(free_port)
 start_inbound inbound2 "$IN2_PORT" --max-per-client 2 --timeout 1 ||
@@ -302,9 +315,25 @@ check_grep "13 MB over --max-size: 552 after the data" "<\*\* +552 5.3.4 Message
 check "still serving afterwards" probe '<220' '>EHLO c.test' '<250' '>QUIT' '<221'
 
 # ============================================================ 6. SIGTERM
+# An open session hears 421 when inbound stops.
+"$E2E_PY" - "$IN_PORT" "$E2E_TMP/open.ready" >"$E2E_TMP/open.out" 2>&1 <<'PY' &
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.settimeout(10)
+s.recv(512)
+s.sendall(b"EHLO c.test\r\n")
+s.recv(512)
+open(sys.argv[2], "w").close()
+print("open: " + s.recv(512).decode().strip())
+PY
+OPEN_PID=$!
+for _ in $(seq 1 100); do [ -f "$E2E_TMP/open.ready" ] && break; sleep 0.05; done
 kill -TERM "$INBOUND_PID"
 wait "$INBOUND_PID"
 check_eq "SIGTERM: exit 0" 0 "$?"
+wait "$OPEN_PID"
+check_grep "SIGTERM: an open session hears 421" "^open: 421 4.3.2 Shutting down, try again later$" \
+    "$E2E_TMP/open.out"
 check_grep "SIGTERM: says it stops" "^ringmail inbound: Terminated: stopping" "$E2E_TMP/inbound.log"
 check_grep "SIGTERM: the summary counts the 451s and the commits" \
     "summary .* answered_451=[1-9][0-9]* .* commits=[1-9][0-9]* committed=[1-9][0-9]* events=" "$E2E_TMP/inbound.log"
