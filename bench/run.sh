@@ -25,9 +25,11 @@
 #   7. RCPT batching (runs before 6): ringmail send --message, one body for
 #      BATCH_COUNT recipients of one domain, 20 connections, verified
 #      STARTTLS, max_rcpts_per_msg 1 against 50, side by side (A B A B)
+#   8. inbound (runs before 6): 10,000 DSNs through `ringmail inbound`,
+#      events/s, CPU and database time per event (bench/inbound.sh)
 #
 # Environment (defaults in brackets):
-#   STEPS ["1 2 3 4 5 6 7"]  which steps to run, e.g. STEPS="3 5"
+#   STEPS ["1 2 3 4 5 6 7 8"]  which steps to run, e.g. STEPS="3 5"
 #   RUNS [3]               runs per point (medians)
 #   COUNT [100000]         messages per ringmail-alone run in step 1
 #   COMPARE [run]          "skip": step 1 reuses bench/results/compare.json
@@ -41,6 +43,7 @@
 #   SIZES ["2048 20480 102400"], SIZE_COUNT [20000]
 #   CAMPAIGN_SIZES ["100000 1000000"]  step 6
 #   BATCH_COUNT [100000]   step 7
+#   INBOUND_COUNT [10000]  step 8: DSNs per run
 set -u
 BUILD=${1:-build}
 cd "$(dirname "$0")/.." || exit 1
@@ -48,7 +51,7 @@ case "$BUILD" in /*) ;; *) BUILD=$PWD/$BUILD ;; esac
 RM=$BUILD/ringmail
 RUNS=${RUNS:-3}
 COUNT=${COUNT:-100000}
-STEPS=${STEPS:-1 2 3 4 5 6 7}
+STEPS=${STEPS:-1 2 3 4 5 6 7 8}
 COMPARE=${COMPARE:-run}
 COMPARE_COUNT=${COMPARE_COUNT:-10000}
 THROUGHPUT_CONCS=${THROUGHPUT_CONCS:-20 50 100}
@@ -586,6 +589,15 @@ if 1 in res["medians"] and 50 in res["medians"]:
 json.dump(res, open("bench/results/batch.json", "w"), indent=1)
 sys.exit(bad)
 PY
+fi
+
+# ---------------------------------------------------------------- inbound
+
+if want 8; then
+    echo
+    echo "8. inbound: DSNs through ringmail inbound into PostgreSQL (bench/inbound.sh)"
+    RUNS=$RUNS COUNT=${INBOUND_COUNT:-10000} bench/inbound.sh "$BUILD" ||
+        { echo "  inbound bench FAILED"; STATUS=1; }
 fi
 
 # ---------------------------------------------------------------- targets

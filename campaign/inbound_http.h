@@ -33,4 +33,13 @@ struct inbound_http *inbound_http_start(const char *addr, const char *conninfo,
 /* inbound_http_stop - stop serving (requests in progress finish) and free */
 void inbound_http_stop(struct inbound_http *h);
 
+/* inbound_http_token_of - the token a request path names, as the server
+ * reads it: path must be the path of unsubscribe_url ("https://HOST/u",
+ * "" for the default "/u") plus "/" and one segment of letters, digits and
+ * '-'; that segment goes into token as "K-TOKEN" ("u-" added when it has
+ * no kind). 0 when it is a token's path (its MAC is not checked here),
+ * -1 when not (the server answers 404). */
+int inbound_http_token_of(const char *unsubscribe_url, const char *path, char *token,
+                          size_t tokenlen);
+
 #endif

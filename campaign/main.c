@@ -8,6 +8,8 @@
  *   ringmail recipients ...  import a campaign's recipients (CSV or SQL)
  *   ringmail report ...      a campaign's outcomes, TLS and throughput
  *   ringmail blast ...       deliver generated messages to one server (load, tests)
+ *   ringmail inbound ...     the return path's SMTP server: bounces, complaints,
+ *                            unsubscribes recorded in PostgreSQL
  *   ringmail sink ...        the TLS SMTP sink for tests and benchmarks
  *   ringmail resolve ...     MX order, addresses and ISP of domains
  *   ringmail version         print the version
@@ -26,6 +28,7 @@
 #include "campaign/db.h"
 #include "campaign/feedback_cmd.h"
 #include "campaign/import.h"
+#include "campaign/inbound.h"
 #include "campaign/report.h"
 #include "campaign/resolve.h"
 #include "campaign/send.h"
@@ -43,6 +46,8 @@ static void main_usage(FILE *f)
                "  recipients import a campaign's recipients (ringmail recipients --help)\n"
                "  report  a campaign's outcomes, TLS and throughput (ringmail report --help)\n"
                "  blast   deliver generated messages to one SMTP server (ringmail blast --help)\n"
+               "  inbound the return path's SMTP server: bounces, complaints, unsubscribes\n"
+               "          recorded in PostgreSQL (ringmail inbound --help)\n"
                "  sink    run the io_uring TLS SMTP sink (ringmail sink --help)\n"
                "  resolve show MX order, addresses and ISP of domains (ringmail resolve --help)\n"
                "  feedback record bounces, complaints, unsubscribes from files or a pipe\n"
@@ -75,6 +80,9 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "send") == 0) {
         return send_main(argc - 1, argv + 1);
+    }
+    if (strcmp(cmd, "inbound") == 0) {
+        return inbound_main(argc - 1, argv + 1);
     }
     if (strcmp(cmd, "sink") == 0) {
         return sink_main(argc - 1, argv + 1);

@@ -486,6 +486,23 @@ static int render_compile_headers(struct render_template *t, const struct render
     return 0;
 }
 
+/* render_http_loopback - http:// to 127.0.0.1, [::1] or localhost: what
+ * [feedback] unsubscribe_url accepts to test with (pool/config_feedback.c) */
+static int render_http_loopback(const char *u)
+{
+    static const char *const hosts[] = {"127.0.0.1", "[::1]", "localhost"};
+    if (strncasecmp(u, "http://", 7) != 0) {
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof hosts / sizeof hosts[0]; i++) {
+        size_t n = strlen(hosts[i]);
+        if (strncasecmp(u + 7, hosts[i], n) == 0 && strchr(":/", u[7 + n])) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static int render_compile_templates(struct render_template *t, const struct render_spec *spec,
                                     char *err, size_t errlen)
 {
@@ -506,7 +523,7 @@ static int render_compile_templates(struct render_template *t, const struct rend
     }
     if (spec->list_unsubscribe) {
         const char *u = spec->list_unsubscribe;
-        t->one_click = strncasecmp(u, "https://", 8) == 0;
+        t->one_click = strncasecmp(u, "https://", 8) == 0 || render_http_loopback(u);
         if (!t->one_click && strncasecmp(u, "mailto:", 7) != 0) {
             snprintf(err, errlen, "list_unsubscribe: must start with https:// or mailto:");
             return -1;

@@ -41,8 +41,9 @@ struct render_spec {
     const char *subject;   /* template (required) */
     const char *text;      /* template of the text/plain part; NULL: none */
     const char *html;      /* template of the text/html part; NULL: none (one is required) */
-    const char
-        *list_unsubscribe; /* template: "https://..." (adds One-Click Post) or "mailto:..." */
+    /* template: "https://..." (adds One-Click Post; also "http://" to 127.0.0.1, [::1] or
+     * localhost, to test with) or "mailto:..." */
+    const char *list_unsubscribe;
     /* template of a second List-Unsubscribe URI, "mailto:..." (after the
      * first: "<https://...>, <mailto:...>"); NULL: none */
     const char *list_unsubscribe_mailto;

@@ -29,6 +29,7 @@
 #define SMTP_SERVER_DEFAULT_LINE 1000u
 #define SMTP_SERVER_DEFAULT_RCPTS 1000u
 #define SMTP_SERVER_MIN_LINE 64u
+#define SMTP_SERVER_KEEP_DATA (64u * 1024u) /* content storage kept after an answer */
 
 enum smtp_server_state {
     SMTP_SERVER_STATE_INIT,            /* greeting sent (or TLS just started): EHLO expected */
@@ -37,6 +38,7 @@ enum smtp_server_state {
     SMTP_SERVER_STATE_RCPT,            /* at least one recipient accepted */
     SMTP_SERVER_STATE_DATA,            /* reading message content */
     SMTP_SERVER_STATE_DATA_DROP,       /* 354 sent; close when content arrives */
+    SMTP_SERVER_STATE_DEFERRED,        /* message received, its reply is the owner's */
     SMTP_SERVER_STATE_AUTH_PLAIN,      /* "334 " sent, PLAIN response expected */
     SMTP_SERVER_STATE_AUTH_LOGIN_USER, /* username prompt sent */
     SMTP_SERVER_STATE_AUTH_LOGIN_PASS, /* password prompt sent */
@@ -621,8 +623,31 @@ static void smtp_server_data_done(struct smtp_server *s, buf_t *out)
     if (s->hooks->message) {
         s->hooks->message(s->user, &m, &d);
     }
+    if (d.verdict == SMTP_SERVER_DEFER) {
+        s->state = SMTP_SERVER_STATE_DEFERRED; /* the message stays as it is */
+        return;
+    }
     smtp_server_decided(out, &d, "250 2.0.0 Ok: queued");
     smtp_server_reset_transaction(s);
+}
+
+int smtp_server_deferred(const struct smtp_server *s)
+{
+    return s->state == SMTP_SERVER_STATE_DEFERRED;
+}
+
+void smtp_server_answer(struct smtp_server *s, buf_t *out, const char *line)
+{
+    if (s->state != SMTP_SERVER_STATE_DEFERRED) {
+        return;
+    }
+    struct smtp_server_decision d = {line, SMTP_SERVER_ANSWER};
+    smtp_server_decided(out, &d, line);
+    s->state = SMTP_SERVER_STATE_READY;
+    smtp_server_reset_transaction(s);
+    /* A kept message may have been megabytes: an idle session keeps little. */
+    buf_reset(&s->data);
+    buf_shrink(&s->data, SMTP_SERVER_KEEP_DATA);
 }
 
 /* ---- STARTTLS ---- */
@@ -901,6 +926,8 @@ enum smtp_server_action smtp_server_input(struct smtp_server *s, buf_t *in, buf_
         case SMTP_SERVER_STATE_STALLED:
             buf_reset(in);
             return SMTP_SERVER_WAIT;
+        case SMTP_SERVER_STATE_DEFERRED:
+            return SMTP_SERVER_WAIT; /* the input waits for smtp_server_answer */
         case SMTP_SERVER_STATE_CLOSED:
             buf_reset(in);
             return SMTP_SERVER_CLOSE;

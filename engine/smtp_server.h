@@ -1,9 +1,9 @@
 /*
  * smtp_server - the server side of SMTP as a pure state machine
  *
- * No sockets and no TLS here. The owner (bench/sink's connection) appends
- * the plaintext the client sent to an input buf_t and calls
- * smtp_server_input(); the machine consumes every complete command line
+ * No sockets and no TLS here. The owner (a connection of bench/sink or of
+ * `ringmail inbound`) appends the plaintext the client sent to an input
+ * buf_t and calls smtp_server_input(); the machine consumes every complete command line
  * (PIPELINING, RFC 2920: all of them, replies batched in order into the
  * output buf_t), leaves an incomplete line where it is, and returns what
  * the owner must do next: keep reading, switch to TLS, or close. Decisions
@@ -31,6 +31,14 @@
  * no CR.CR: the SMTP smuggling class). Content is kept only with
  * keep_data; otherwise it is counted. Buffers grow once and are reused:
  * no allocation per message.
+ *
+ * Answering later: the message hook may return SMTP_SERVER_DEFER (the
+ * owner stores the message somewhere slow, a database). The machine then
+ * sends nothing and consumes no more input: what the client pipelined
+ * after the terminator stays in the input buffer. The message (mail_from,
+ * rcpts, data) stays valid and unchanged until the owner calls
+ * smtp_server_answer() with the final reply; the owner then calls
+ * smtp_server_input() again for the commands that waited.
  *
  * Diagnostics: protocol errors are replies to the client (500, 501, 503,
  * 554, ...); after SMTP_SERVER_MAX_ERRORS of them the machine answers
@@ -64,6 +72,7 @@ enum smtp_server_verdict {
     SMTP_SERVER_ANSWER = 0, /* reply with .reply (or the default) */
     SMTP_SERVER_STALL,      /* mail hook: never answer again, ignore all input */
     SMTP_SERVER_DROP,       /* data hook: send 354, then close as soon as content arrives */
+    SMTP_SERVER_DEFER,      /* message hook: no reply now; smtp_server_answer() gives it */
 };
 
 struct smtp_server_decision {
@@ -72,7 +81,8 @@ struct smtp_server_decision {
     enum smtp_server_verdict verdict;
 };
 
-/* Valid during the message hook only. */
+/* Valid during the message hook only; after SMTP_SERVER_DEFER, until
+ * smtp_server_answer() or smtp_server_free(). */
 struct smtp_server_message {
     const char *mail_from;    /* envelope sender without <>; "" for the null sender */
     const char *const *rcpts; /* accepted recipients, in order */
@@ -119,5 +129,15 @@ void smtp_server_refuse(struct smtp_server *s, buf_t *out, const char *line);
 enum smtp_server_action smtp_server_input(struct smtp_server *s, buf_t *in, buf_t *out);
 
 int smtp_server_tls_active(const struct smtp_server *s);
+
+/* 1 while a deferred message waits for smtp_server_answer(). */
+int smtp_server_deferred(const struct smtp_server *s);
+/* Append the deferred message's final reply (line without CRLF, any class)
+ * and end its transaction; the message's memory is the machine's again
+ * (content storage over 64 KB is freed: a session that took a big message
+ * does not keep its size while idle).
+ * Then call smtp_server_input() for input that waited. Nothing happens
+ * when no message is deferred (after smtp_server_refuse, say). */
+void smtp_server_answer(struct smtp_server *s, buf_t *out, const char *line);
 
 #endif

@@ -144,6 +144,33 @@ if start_postgres "$E2E_TMP/pg"; then
         grep -q "definitely lost: 0 bytes\|no leaks are possible" "$E2E_TMP/valgrind-ingest.log"
     check "valgrind: feedback ingest recorded a bounce, a complaint and an unmatched message" \
         grep -q '1 bounce, .* 1 complaint, .* 1 unmatched' "$E2E_TMP/ingest.out"
+    # ringmail inbound under memcheck: the ring, STARTTLS, the writer
+    # thread's commits, a relay refusal, an open session at SIGTERM.
+    IPORT=$(free_port)
+    valgrind --error-exitcode=9 --leak-check=full --show-leak-kinds=definite,indirect \
+        --errors-for-leak-kinds=definite,indirect "$BUILD/ringmail" inbound \
+        --listen "127.0.0.1:$IPORT" --db "$PG_URL" --config "$E2E_TMP/fb.conf" --verbose \
+        --tls-cert "$E2E_TMP/certs/server.pem" --tls-key "$E2E_TMP/certs/server.key" \
+        >/dev/null 2>"$E2E_TMP/valgrind-inbound.log" &
+    INBOUND=$!
+    wait_port 127.0.0.1 "$IPORT" 60 "$INBOUND"
+    for f in fb1 fb2 fb3; do
+        swaks --server "127.0.0.1:$IPORT" --from '<>' --to "b-x@bounces.sender.test" \
+            --data "@$E2E_TMP/$f.eml" >/dev/null 2>&1
+    done
+    swaks --server "127.0.0.1:$IPORT" --tls --from '<>' --to "b-x@bounces.sender.test" \
+        --data "@$E2E_TMP/fb1.eml" >/dev/null 2>&1
+    swaks --server "127.0.0.1:$IPORT" --to x@other.test >/dev/null 2>&1
+    exec 7<>"/dev/tcp/127.0.0.1/$IPORT"
+    sleep 1
+    kill -TERM "$INBOUND"
+    wait "$INBOUND"
+    rc=$?
+    exec 7>&-
+    tail -12 "$E2E_TMP/valgrind-inbound.log"
+    check_eq "valgrind: inbound exits 0 with no memcheck error" 0 "$rc"
+    check "valgrind: inbound recorded 4 messages" \
+        grep -q "summary .* answered_250=4 .* relay_denied=1 " "$E2E_TMP/valgrind-inbound.log"
 else
     check "valgrind: a private PostgreSQL starts" false
 fi

@@ -158,6 +158,25 @@ static void test_golden_text_only(void **state)
     buf_free(&out);
 }
 
+/* http:// only to a loopback host, as [feedback] unsubscribe_url allows
+ * to test with: still One-Click */
+static void test_loopback_http_one_click(void **state)
+{
+    (void)state;
+    struct render_spec spec = base_spec();
+    spec.text = "x";
+    spec.list_unsubscribe = "http://127.0.0.1:8080/u/{{id}}";
+    buf_t out = BUF_INIT;
+    char err[256];
+    assert_int_equal(render_json(&spec, "ann@example.org", "{\"id\":42}", &out, err, sizeof err),
+                     0);
+    buf_append(&out, "", 1);
+    assert_non_null(strstr(buf_data(&out),
+                           "List-Unsubscribe: <http://127.0.0.1:8080/u/42>\r\n"
+                           "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"));
+    buf_free(&out);
+}
+
 static void test_golden_html_only_escapes_values(void **state)
 {
     (void)state;
@@ -658,6 +677,8 @@ static void test_compile_errors(void **state)
     s.subject = "x";
     s.list_unsubscribe = "http://acme.example/u";
     assert_compile_error(&s, "list_unsubscribe: must start with https:// or mailto:");
+    s.list_unsubscribe = "http://localhost.acme.example/u";
+    assert_compile_error(&s, "list_unsubscribe: must start with https:// or mailto:");
     s.list_unsubscribe = NULL;
     s.from_addr = "News <news@acme.example>";
     assert_compile_error(&s, "from_addr: contains a space");
@@ -685,6 +706,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_golden_text_only),
+        cmocka_unit_test(test_loopback_http_one_click),
         cmocka_unit_test(test_golden_html_only_escapes_values),
         cmocka_unit_test(test_golden_multipart),
         cmocka_unit_test(test_golden_chinese_subject_names_and_body),

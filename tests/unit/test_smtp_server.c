@@ -32,6 +32,9 @@ struct fixture {
     buf_t data; /* content of the last message */
     enum smtp_server_verdict mail_verdict;
     enum smtp_server_verdict data_verdict;
+    enum smtp_server_verdict message_verdict;
+    const char *kept_data; /* the last message's data pointer (deferred: must stay valid) */
+    const char *kept_from;
 };
 
 /* ---- hooks ---- */
@@ -73,7 +76,9 @@ static void test_message(void *user, const struct smtp_server_message *m,
     if (m->data) {
         buf_append(&f->data, m->data, m->size);
     }
-    (void)d;
+    f->kept_data = m->data;
+    f->kept_from = m->mail_from;
+    d->verdict = f->message_verdict;
 }
 
 static int test_auth(void *user, const char *mechanism, const char *authzid, const char *username,
@@ -542,6 +547,111 @@ static void test_bare_lf_and_nul(void **state)
     assert_string_equal(output(f), "500 5.5.2 Error: bad character in command\r\n");
 }
 
+/* The message hook defers: nothing is answered and nothing more is read
+ * until smtp_server_answer; the message stays valid meanwhile; what was
+ * pipelined after it is processed once the owner feeds the machine again. */
+static void test_defer_pipelined(void **state)
+{
+    struct fixture *f = *state;
+    f->message_verdict = SMTP_SERVER_DEFER;
+    assert_int_equal(feed_str(f, "EHLO c\r\n"), SMTP_SERVER_WAIT);
+    output(f);
+    assert_int_equal(smtp_server_deferred(f->s), 0);
+    assert_int_equal(feed_str(f, "MAIL FROM:<>\r\nRCPT TO:<b-1@r.test>\r\nDATA\r\n"
+                                 "Subject: one\r\n\r\nfirst\r\n.\r\n"
+                                 "MAIL FROM:<x@y>\r\nRCPT TO:<b-2@r.test>\r\nDATA\r\n"
+                                 "Subject: two\r\n\r\nsecond\r\n.\r\nQUIT\r\n"),
+                     SMTP_SERVER_WAIT);
+    assert_string_equal(output(f), "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n"
+                                   "354 End data with <CR><LF>.<CR><LF>\r\n");
+    assert_int_equal(f->messages, 1);
+    assert_int_equal(smtp_server_deferred(f->s), 1);
+    /* More input while deferred: kept, not read; the message is untouched. */
+    assert_int_equal(feed_str(f, "NOOP\r\n"), SMTP_SERVER_WAIT);
+    assert_int_equal(buf_len(&f->out), 0);
+    assert_true(buf_len(&f->in) > 0);
+    assert_memory_equal(f->kept_data, "Subject: one\r\n\r\nfirst\r\n", 23);
+    assert_string_equal(f->kept_from, "");
+    smtp_server_answer(f->s, &f->out, "250 2.0.0 Ok: recorded");
+    assert_string_equal(output(f), "250 2.0.0 Ok: recorded\r\n");
+    assert_int_equal(smtp_server_deferred(f->s), 0);
+    /* The second message, answered after its own deferral. */
+    assert_int_equal(smtp_server_input(f->s, &f->in, &f->out), SMTP_SERVER_WAIT);
+    assert_string_equal(output(f), "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n"
+                                   "354 End data with <CR><LF>.<CR><LF>\r\n");
+    assert_int_equal(f->messages, 2);
+    assert_string_equal(f->from, "x@y");
+    assert_string_equal(f->rcpts, "b-2@r.test");
+    assert_memory_equal(f->kept_data, "Subject: two\r\n\r\nsecond\r\n", 24);
+    smtp_server_answer(f->s, &f->out, "451 4.3.0 Try again later");
+    assert_int_equal(smtp_server_input(f->s, &f->in, &f->out), SMTP_SERVER_CLOSE);
+    assert_string_equal(output(f), "451 4.3.0 Try again later\r\n221 2.0.0 Bye\r\n");
+}
+
+/* After a deferred 4xx the session goes on: a new transaction works. */
+static void test_defer_then_new_transaction(void **state)
+{
+    struct fixture *f = *state;
+    f->message_verdict = SMTP_SERVER_DEFER;
+    feed_str(f, "EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<a@r.test>\r\nDATA\r\nx\r\n.\r\n");
+    output(f);
+    smtp_server_answer(f->s, &f->out, "451 4.3.0 Try again later");
+    assert_string_equal(output(f), "451 4.3.0 Try again later\r\n");
+    /* RCPT without MAIL: the transaction is over. */
+    f->message_verdict = SMTP_SERVER_ANSWER;
+    assert_int_equal(feed_str(f, "RCPT TO:<a@r.test>\r\nMAIL FROM:<>\r\nRCPT TO:<a@r.test>\r\n"
+                                 "DATA\r\ny\r\n.\r\n"),
+                     SMTP_SERVER_WAIT);
+    assert_string_equal(output(f), "503 5.5.1 Error: need MAIL command\r\n250 2.1.0 Ok\r\n"
+                                   "250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n"
+                                   "250 2.0.0 Ok: queued\r\n");
+    assert_int_equal(f->messages, 2);
+}
+
+/* A big deferred message: its storage is given back at the answer, and the
+ * next message's content is whole. */
+static void test_defer_big_then_small(void **state)
+{
+    struct fixture *f = *state;
+    f->message_verdict = SMTP_SERVER_DEFER;
+    feed_str(f, "EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<a@r.test>\r\nDATA\r\n");
+    static char line[1002];
+    memset(line, 'x', 998);
+    memcpy(line + 998, "\r\n", 3);
+    for (int i = 0; i < 300; i++) {
+        feed_str(f, line);
+    }
+    feed_str(f, ".\r\nMAIL FROM:<>\r\nRCPT TO:<a@r.test>\r\nDATA\r\nsmall\r\n.\r\n");
+    assert_int_equal(f->size, 300 * 1000);
+    output(f);
+    smtp_server_answer(f->s, &f->out, "250 2.0.0 Ok: recorded");
+    assert_int_equal(smtp_server_input(f->s, &f->in, &f->out), SMTP_SERVER_WAIT);
+    assert_int_equal(f->messages, 2);
+    assert_int_equal(f->size, 7);
+    assert_memory_equal(f->kept_data, "small\r\n", 7);
+    smtp_server_answer(f->s, &f->out, "250 2.0.0 Ok: recorded");
+    assert_string_equal(output(f), "250 2.0.0 Ok: recorded\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n"
+                                   "354 End data with <CR><LF>.<CR><LF>\r\n"
+                                   "250 2.0.0 Ok: recorded\r\n");
+}
+
+/* Answering with nothing deferred, or after a refusal, does nothing. */
+static void test_defer_answer_ignored(void **state)
+{
+    struct fixture *f = *state;
+    smtp_server_answer(f->s, &f->out, "250 2.0.0 Ok");
+    assert_int_equal(buf_len(&f->out), 0);
+    f->message_verdict = SMTP_SERVER_DEFER;
+    feed_str(f, "EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<a@r.test>\r\nDATA\r\nx\r\n.\r\nQUIT\r\n");
+    output(f);
+    smtp_server_refuse(f->s, &f->out, "421 4.3.2 Shutting down");
+    smtp_server_answer(f->s, &f->out, "250 2.0.0 Ok");
+    assert_string_equal(output(f), "421 4.3.2 Shutting down\r\n");
+    assert_int_equal(smtp_server_deferred(f->s), 0);
+    assert_int_equal(smtp_server_input(f->s, &f->in, &f->out), SMTP_SERVER_CLOSE);
+    assert_int_equal(buf_len(&f->out), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -565,6 +675,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_drop_in_data, setup_default, teardown),
         cmocka_unit_test_setup_teardown(test_refuse, setup_default, teardown),
         cmocka_unit_test_setup_teardown(test_bare_lf_and_nul, setup_default, teardown),
+        cmocka_unit_test_setup_teardown(test_defer_pipelined, setup_default, teardown),
+        cmocka_unit_test_setup_teardown(test_defer_then_new_transaction, setup_default, teardown),
+        cmocka_unit_test_setup_teardown(test_defer_big_then_small, setup_default, teardown),
+        cmocka_unit_test_setup_teardown(test_defer_answer_ignored, setup_default, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
