@@ -527,7 +527,8 @@ static int campaign_holds(int argc, char **argv)
         PGresult *r = campaign_query(
             c, "holds",
             "SELECT campaign_id, isp, " CAMPAIGN_HELD_AT ", reason FROM ringmail.isp_hold"
-            " WHERE $1::bigint IS NULL OR campaign_id = $1::bigint ORDER BY campaign_id, isp",
+            " WHERE ($1::bigint IS NULL OR campaign_id = $1::bigint) AND resumed_at IS NULL"
+            " ORDER BY campaign_id, isp",
             1, p, PGRES_TUPLES_OK);
         if (!r) {
             rc = 1;
@@ -549,7 +550,8 @@ static int campaign_holds(int argc, char **argv)
     return rc;
 }
 
-/* `ringmail campaign resume --db URL ID --isp NAME`: delete the hold */
+/* `ringmail campaign resume --db URL ID --isp NAME`: lift the hold (the
+ * row stays, with resumed_at: the complaint guard counts from then on) */
 static int campaign_resume(int argc, char **argv)
 {
     const char *url = NULL, *isp = NULL, *id = NULL;
@@ -577,8 +579,8 @@ static int campaign_resume(int argc, char **argv)
         const char *p[] = {id, isp};
         PGresult *r = campaign_query(
             c, "resume",
-            "DELETE FROM ringmail.isp_hold WHERE campaign_id = $1::bigint AND isp = $2"
-            " RETURNING " CAMPAIGN_HELD_AT ", reason",
+            "UPDATE ringmail.isp_hold SET resumed_at = now() WHERE campaign_id = $1::bigint"
+            " AND isp = $2 AND resumed_at IS NULL RETURNING " CAMPAIGN_HELD_AT ", reason",
             2, p, PGRES_TUPLES_OK);
         if (r && pq.PQntuples(r) == 1) {
             printf("campaign %s: isp %s resumed (it was held since %s: %s)\n", id, isp,
@@ -588,7 +590,7 @@ static int campaign_resume(int argc, char **argv)
             PGresult *h =
                 campaign_query(c, "resume",
                                "SELECT string_agg(isp, ', ' ORDER BY isp) FROM ringmail.isp_hold"
-                               " WHERE campaign_id = $1::bigint",
+                               " WHERE campaign_id = $1::bigint AND resumed_at IS NULL",
                                1, p, PGRES_TUPLES_OK);
             const char *held = h && !pq.PQgetisnull(h, 0, 0) ? pq.PQgetvalue(h, 0, 0) : NULL;
             fprintf(stderr, "ringmail campaign resume: campaign %s: isp %s is not held%s%s%s\n", id,

@@ -132,7 +132,9 @@ static const char *const db_migrations[] = {
      * same transaction as the recipient's feedback and the suppression
      * list. Delivery rows carry the bounce classifier's word; a complaint
      * rate over [feedback] complaint_pause holds an ISP for a campaign
-     * (isp_hold) until `ringmail campaign resume ID --isp NAME`. */
+     * (isp_hold, in force while resumed_at is NULL) until `ringmail
+     * campaign resume ID --isp NAME`, which keeps the row: the guard's
+     * window starts again at resumed_at. */
     "ALTER TABLE ringmail.delivery ADD COLUMN category text,"
     "  ADD COLUMN bounce text CHECK (bounce IN ('hard', 'soft')),"
     "  ADD COLUMN bounce_rule text;"
@@ -173,6 +175,7 @@ static const char *const db_migrations[] = {
     "  isp text NOT NULL,"
     "  reason text NOT NULL,"
     "  held_at timestamptz NOT NULL DEFAULT now(),"
+    "  resumed_at timestamptz,"
     "  PRIMARY KEY (campaign_id, isp));",
 };
 

@@ -89,19 +89,26 @@ static const struct {
                        " AND bounce = 'soft' AND received_at > now() - $2::bigint * interval '1 ms'"
                        " AND " BOUNCE_SOFT_COUNTS_SQL("category"),
                        2},
-    /* $1 campaign, $2 isp, $3 window in ms: delivered, complaints */
+    /* $1 campaign, $2 isp, $3 window in ms: delivered, complaints. The
+     * window starts at its length ago, or at the operator's last resume
+     * of this ISP if that is later (a resume is a fresh start, not a hold
+     * again at the next complaint). */
     [ST_GUARD_COUNT] = {"fb_guard_count",
-                        "SELECT (SELECT count(*) FROM ringmail.delivery WHERE campaign_id = $1"
-                        "   AND isp = $2 AND outcome = 'accepted'"
-                        "   AND at > now() - $3::bigint * interval '1 ms'),"
-                        " (SELECT count(*) FROM ringmail.feedback_event WHERE campaign_id = $1"
-                        "   AND isp = $2 AND kind = 'complaint'"
-                        "   AND received_at > now() - $3::bigint * interval '1 ms')",
+                        "WITH w AS (SELECT greatest(now() - $3::bigint * interval '1 ms',"
+                        "  (SELECT resumed_at FROM ringmail.isp_hold WHERE campaign_id = $1"
+                        "   AND isp = $2)) AS since)"
+                        " SELECT (SELECT count(*) FROM ringmail.delivery, w WHERE campaign_id = $1"
+                        "   AND isp = $2 AND outcome = 'accepted' AND at > w.since),"
+                        " (SELECT count(*) FROM ringmail.feedback_event, w WHERE campaign_id = $1"
+                        "   AND isp = $2 AND kind = 'complaint' AND received_at > w.since)",
                         3},
-    [ST_HOLD] = {"fb_hold",
-                 "INSERT INTO ringmail.isp_hold (campaign_id, isp, reason) VALUES ($1, $2, $3)"
-                 " ON CONFLICT (campaign_id, isp) DO NOTHING RETURNING 1",
-                 3},
+    [ST_HOLD] =
+        {"fb_hold",
+         "INSERT INTO ringmail.isp_hold (campaign_id, isp, reason) VALUES ($1, $2, $3)"
+         " ON CONFLICT (campaign_id, isp) DO UPDATE SET reason = excluded.reason,"
+         "  held_at = now(), resumed_at = NULL WHERE ringmail.isp_hold.resumed_at IS NOT NULL"
+         " RETURNING 1",
+         3},
 };
 
 struct feedback_store {

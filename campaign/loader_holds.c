@@ -118,7 +118,7 @@ static int loader_holds_read(struct loader_holds *h, char *err, size_t errlen)
                                "SELECT isp, reason, to_char(held_at AT TIME ZONE 'UTC',"
                                " 'YYYY-MM-DD HH24:MI:SS') || ' UTC'"
                                " FROM ringmail.isp_hold WHERE campaign_id = $1::bigint"
-                               " ORDER BY isp LIMIT 64",
+                               " AND resumed_at IS NULL ORDER BY isp LIMIT 64",
                                1, p, PGRES_TUPLES_OK, err, errlen);
     _Static_assert(LOADER_HOLDS_MAX == 64, "the LIMIT above");
     if (!r) {

@@ -126,7 +126,8 @@ static void report_feedback_sql(buf_t *b)
         "  GROUP BY 1) AS a ON a.recipient_id = u.recipient_id) AS x),"
         "'holds', (SELECT coalesce(json_agg(json_build_object('isp', isp, 'held_at',"
         " to_char(held_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), 'reason', reason)"
-        " ORDER BY isp), '[]') FROM ringmail.isp_hold WHERE campaign_id = $1::bigint)");
+        " ORDER BY isp), '[]') FROM ringmail.isp_hold WHERE campaign_id = $1::bigint"
+        " AND resumed_at IS NULL)");
 }
 
 static void report_sql(buf_t *b)

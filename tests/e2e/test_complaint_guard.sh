@@ -63,8 +63,9 @@ campaign() {
 }
 # hold ID ISP REASON: what the feedback store writes
 hold() {
-    psql_q "INSERT INTO ringmail.isp_hold (campaign_id, isp, reason) VALUES ($1, '$2', '$3')" \
-        >/dev/null
+    psql_q "INSERT INTO ringmail.isp_hold (campaign_id, isp, reason) VALUES ($1, '$2', '$3')
+        ON CONFLICT (campaign_id, isp) DO UPDATE SET reason = excluded.reason, held_at = now(),
+        resumed_at = NULL" >/dev/null
 }
 # once ID: recipients sent but not accepted exactly once by the sinks, plus
 # addresses of the campaign the sinks accepted that are not sent
@@ -254,7 +255,7 @@ check_grep "holds: --isp is refused: says so" "\-\-isp belongs to campaign resum
 check_eq "holds: no such campaign: exit 1" 1 "$?"
 check_grep "holds: no such campaign: says so" "^ringmail campaign holds: no campaign 999999" "$E2E_TMP/r3.err"
 check_eq "refused: the hold on b is still there" 1 \
-    "$(psql_q "SELECT count(*) FROM ringmail.isp_hold WHERE campaign_id = $C2")"
+    "$(psql_q "SELECT count(*) FROM ringmail.isp_hold WHERE campaign_id = $C2 AND resumed_at IS NULL")"
 "$RM" campaign resume --db "$PG_URL" "$C2" --isp b >/dev/null 2>&1
 "$RM" campaign holds --db "$PG_URL" "$C2" >"$E2E_TMP/holds3.txt" 2>&1
 check_grep "campaign holds: none left" "^campaign $C2: no ISP is held$" "$E2E_TMP/holds3.txt"
@@ -276,7 +277,7 @@ check_eq "stop while held: a's recipients queued again, never attempted" "$N4" \
     "$(psql_q "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $C4 AND state = 'queued' AND attempts = 0 AND address LIKE '%@a.test'")"
 check_eq "stop while held: nothing left claimed" 0 "$(count_state "$C4" claimed)"
 check_eq "stop while held: the hold stays" 1 \
-    "$(psql_q "SELECT count(*) FROM ringmail.isp_hold WHERE campaign_id = $C4")"
+    "$(psql_q "SELECT count(*) FROM ringmail.isp_hold WHERE campaign_id = $C4 AND resumed_at IS NULL")"
 # Again, and kill -9 while a's claims are parked: the node's next start
 # (after the resume) queues them again and sends them, once.
 send_bg g4 "$C4"
@@ -349,7 +350,7 @@ R6=$(psql_q "SELECT d.recipient_id || ' ' || r.address FROM ringmail.delivery d
 check_eq "the whole loop: the complaint is recorded (ingest exit 0)" 0 "$?"
 t0=$(now_ms)
 check_eq "the whole loop: the store held a" 1 \
-    "$(psql_q "SELECT count(*) FROM ringmail.isp_hold WHERE campaign_id = $C6 AND isp = 'a'")"
+    "$(psql_q "SELECT count(*) FROM ringmail.isp_hold WHERE campaign_id = $C6 AND isp = 'a' AND resumed_at IS NULL")"
 check "the whole loop: the running send holds a, saying the store's reason" \
     wait_for_log "$E2E_TMP/g6.err" \
     "^ringmail: campaign $C6: isp a held: 1 complaints over [0-9]+ delivered in 24h \([0-9.]+% > 5\.00%\); \`ringmail campaign resume $C6 --isp a\` lifts it$" 5

@@ -195,6 +195,12 @@ ingest --rcpt abuse@bounces.sender.test <"$E2E_TMP/a12.eml" >/dev/null 2>"$E2E_T
 check_grep "guard: a loud line when it holds" \
     "^ringmail: complaint guard: campaign $C, isp x: 4 complaints over 12 delivered in 24h \(33.33% > 20.00%\): sending to x held; \`ringmail campaign resume $C --isp x\` lifts it" \
     "$E2E_TMP/guard.err"
+"$RM" campaign resume --db "$PG_URL" "$C" --isp x >"$E2E_TMP/resume.out" 2>&1
+check_grep "guard: campaign resume lifts it" "^campaign $C: isp x resumed \(it was held since .*: 4 complaints over 12" \
+    "$E2E_TMP/resume.out"
+ingest --rcpt abuse@bounces.sender.test <"$E2E_TMP/a12.eml" >/dev/null 2>"$E2E_TMP/guard1.err"
+check_eq "guard: a resume starts the window again (one complaint, nothing delivered since: no hold)" \
+    "0|" "$(psql_q "SELECT count(*) FROM ringmail.isp_hold WHERE resumed_at IS NULL")|$(cat "$E2E_TMP/guard1.err")"
 sed -i 's/^complaint_min_sample = 5/complaint_min_sample = 100/' "$E2E_TMP/fb.conf"
 psql_q "DELETE FROM ringmail.isp_hold" >/dev/null
 ingest --rcpt abuse@bounces.sender.test <"$E2E_TMP/a12.eml" >/dev/null 2>"$E2E_TMP/guard2.err"
