@@ -138,6 +138,13 @@ static int loader_check_done(struct loader *l, char *err, size_t errlen)
             loader_signal(l);
         }
         l->nothing_due_until_ms = now + 200;
+    } else if (waiting == 0 && others == 0 && ours > 0 &&
+               (long long)atomic_load(&l->parked) >= ours) {
+        /* Only claims parked behind a held ISP: nothing changes before a
+         * resume, when the holds thread queues them again; this count is
+         * a scan of the campaign's rows, not worth doing five times a second
+         * for as long as a hold lasts. */
+        l->nothing_due_until_ms = now + LOADER_HOLDS_POLL_MS;
     } else {
         /* Deferred ones later, or another node's work in progress: look again. */
         uint64_t wait = due_in > 0 ? (uint64_t)(due_in * 1000) : 200;

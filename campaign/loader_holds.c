@@ -46,7 +46,7 @@ struct loader_parked {
 };
 
 struct loader_holds {
-    struct loader *l; /* the loop thread's (arms); the thread never touches it */
+    struct loader *l; /* the loop thread's (arms); the thread touches only l->parked */
     char *url, *node;
     char campaign[32], incarnation[32];
     PGconn *c; /* the thread's (and the first read's) */
@@ -187,6 +187,7 @@ static int loader_holds_requeue(struct loader_holds *h, char *err, size_t errlen
             }
         }
         h->nparked = k;
+        atomic_store(&h->l->parked, k);
         pthread_mutex_unlock(&h->mu);
         if (!ntake) {
             return 0;
@@ -222,6 +223,7 @@ static int loader_holds_requeue(struct loader_holds *h, char *err, size_t errlen
             }
             memcpy(h->parked + h->nparked, take, ntake * sizeof *take);
             h->nparked += ntake;
+            atomic_store(&h->l->parked, h->nparked);
         }
         pthread_mutex_unlock(&h->mu);
         pq.PQclear(r);
@@ -384,6 +386,7 @@ void loader_holds_park(struct loader_holds *h, int64_t id, uint64_t arm_seq, con
         }
     }
     h->parked[h->nparked++] = (struct loader_parked){id, k};
+    atomic_store(&h->l->parked, h->nparked);
     pthread_mutex_unlock(&h->mu);
 }
 

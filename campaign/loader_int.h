@@ -26,6 +26,7 @@
 #define RINGMAIL_LOADER_INT_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -98,6 +99,9 @@ struct loader {
     size_t writing; /* results taken by the writer, not yet committed */
     int stopping;
     int exhausted;
+    /* claims parked behind a held ISP (loader_holds.c stores it, the
+     * claimer reads it: only those left, it looks again less often) */
+    _Atomic size_t parked;
     int db_up[3]; /* claimer's, writer's and heartbeat's connections */
     /* arms, under amu: ids whose bodies may go out once committed (loader_arm) */
     int64_t *arm_ids; /* waiting for the next arm statement */
