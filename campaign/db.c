@@ -192,6 +192,19 @@ void db_trim(char *msg)
     while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == ' ')) {
         msg[--n] = '\0';
     }
+    /* One line: libpq's "\n\tIs the server running ...", a syntax error's
+     * "\nLINE 1: ..." become " Is the server ...", " LINE 1: ...". */
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (msg[i] == '\n' || msg[i] == '\t' || msg[i] == '\r') {
+            if (o > 0 && msg[o - 1] != ' ') {
+                msg[o++] = ' ';
+            }
+            continue;
+        }
+        msg[o++] = msg[i];
+    }
+    msg[o] = '\0';
 }
 
 static void db_notice(void *arg, const char *message)

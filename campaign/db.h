@@ -16,7 +16,8 @@
 
 /* Connect (loading libpq first); NULL with the reason in err. */
 PGconn *db_connect(const char *url, char *err, size_t errlen);
-/* Strip the newline and spaces libpq leaves at the end of its messages. */
+/* Strip the newline and spaces libpq leaves at the end of its messages,
+ * and make a message of several lines one line (logs stay one line each). */
 void db_trim(char *msg);
 /* Run sql (no result rows wanted); 0, or -1 with the server's message in err. */
 int db_exec(PGconn *c, const char *sql, char *err, size_t errlen);

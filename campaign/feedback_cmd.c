@@ -164,17 +164,6 @@ static int feedback_load(int argc, char **argv, const struct feedback_opts *o, b
     return -1;
 }
 
-/* feedback_one_line - libpq's multi-line messages on one line */
-static const char *feedback_one_line(char *s)
-{
-    for (char *p = s; *p; p++) {
-        if (*p == '\n' || *p == '\t') {
-            *p = ' ';
-        }
-    }
-    return s;
-}
-
 static int feedback_ingest(int argc, char **argv)
 {
     struct feedback_opts o = {0};
@@ -219,7 +208,7 @@ static int feedback_ingest(int argc, char **argv)
             fprintf(stderr,
                     "ringmail feedback ingest: database: %s: nothing recorded (exit 75: the "
                     "sender keeps the message and retries)\n",
-                    feedback_one_line(err));
+                    err);
             rc = EX_TEMPFAIL;
         }
     }
@@ -234,7 +223,7 @@ static int feedback_ingest(int argc, char **argv)
             fprintf(stderr,
                     "ringmail feedback ingest: database: %s: nothing recorded (exit 75: the "
                     "sender keeps the message and retries)\n",
-                    feedback_one_line(err));
+                    err);
             rc = EX_TEMPFAIL;
         } else {
             printf("recorded %zu message%s: %zu event%s: %zu bounce%s, %zu soft bounce%s, "

@@ -380,5 +380,30 @@ check_eq "the whole loop: every recipient sent" $((2 * N6)) "$(count_state "$C6"
 check_eq "the whole loop: a and b each got theirs once" "$((A0 + N6)) $((B0 + N6)) 0" \
     "$(sj a accepted_rcpts) $(sj b accepted_rcpts) $(once "$C6")"
 
+# ============================================================ 7. the holds table unreadable
+# At start: the send refuses (it cannot know what is held). While running:
+# one line per outage, the holds last read stay, one line when it is back.
+C7=$(campaign seven 100)
+psql_q "ALTER TABLE ringmail.isp_hold RENAME TO isp_hold_away" >/dev/null
+"$RM" send --db "$PG_URL" --campaign "$C7" --config "$E2E_TMP/g.conf" --node g7 \
+    --journal "$E2E_TMP/g7.journal" >/dev/null 2>"$E2E_TMP/g7.err"
+check_ne "holds unreadable at start: the send refuses" 0 "$?"
+check_grep "holds unreadable at start: says why" \
+    "^ringmail send: campaign $C7: reading the campaign's ISP holds: .*isp_hold.* does not exist" "$E2E_TMP/g7.err"
+check_eq "holds unreadable at start: nothing was sent" 0 "$(count_state "$C7" sent)"
+psql_q "ALTER TABLE ringmail.isp_hold_away RENAME TO isp_hold" >/dev/null
+send_bg g7b "$C7"
+some_sent7() { [ "$(count_state "$C7" sent)" -gt 0 ]; }
+wait_until some_sent7 10
+psql_q "ALTER TABLE ringmail.isp_hold RENAME TO isp_hold_away" >/dev/null
+check "holds unreadable while running: one line, the holds last read stay" \
+    wait_for_log "$E2E_TMP/g7b.err" \
+    "^ringmail: database: holds: reading ringmail.isp_hold: .*does not exist.* \(retrying; the holds last read stay\)$" 5
+psql_q "ALTER TABLE ringmail.isp_hold_away RENAME TO isp_hold" >/dev/null
+check "holds readable again: says so" wait_for_log "$E2E_TMP/g7b.err" "^ringmail: database: holds: reading again$" 5
+wait_exit "$SEND_PID" 20
+check_eq "holds outage: the run ends by itself, exit 0, every recipient sent" "0 200" \
+    "$RC $(count_state "$C7" sent)"
+
 echo "# test_complaint_guard.sh: $(($(now_ms) - T_START)) ms"
 e2e_finish
