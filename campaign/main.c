@@ -42,7 +42,7 @@ static void main_usage(FILE *f)
                "  send    deliver to a recipient list: MX routing, per-ISP throttles, retries\n"
                "          (ringmail send --help)\n"
                "  db      create or upgrade the PostgreSQL schema (ringmail db migrate --db URL)\n"
-               "  campaign   create or list campaigns (ringmail campaign --help)\n"
+               "  campaign   create or list campaigns, list and lift ISP holds (ringmail campaign --help)\n"
                "  recipients import a campaign's recipients (ringmail recipients --help)\n"
                "  report  a campaign's outcomes, TLS and throughput (ringmail report --help)\n"
                "  blast   deliver generated messages to one SMTP server (ringmail blast --help)\n"
