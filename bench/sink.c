@@ -29,6 +29,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "engine/netaddr.h"
+
 #define SINK_RING_ENTRIES 4096
 #define SINK_LISTEN_BACKLOG 4096
 
@@ -125,7 +127,7 @@ static int sink_workers_start(struct sink *sk)
             w->listeners[j].fd = sink_listen_socket(&sk->cfg.listen[j]);
             if (w->listeners[j].fd < 0) {
                 char text[80];
-                sink_format_address((struct sockaddr *)&sk->cfg.listen[j].addr, text, sizeof text);
+                netaddr_format((struct sockaddr *)&sk->cfg.listen[j].addr, text, sizeof text);
                 fprintf(stderr, "sink: cannot listen on %s: %s\n", text, strerror(errno));
                 return -1;
             }
@@ -302,7 +304,7 @@ static void sink_print_listening(const struct sink *sk)
 {
     for (unsigned i = 0; i < sk->cfg.nlisten; i++) {
         char text[80];
-        sink_format_address((const struct sockaddr *)&sk->cfg.listen[i].addr, text, sizeof text);
+        netaddr_format((const struct sockaddr *)&sk->cfg.listen[i].addr, text, sizeof text);
         printf("sink: listening on %s\n", text);
     }
     fflush(stdout);

@@ -28,6 +28,8 @@
  */
 #include "bench/sink_int.h"
 
+#include "engine/netaddr.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -90,27 +92,6 @@ static int sink_local_part_is(const char *address, const char *word)
     size_t n = strlen(word);
     return strncasecmp(address, word, n) == 0 &&
            (address[n] == '@' || address[n] == '+' || address[n] == '\0');
-}
-
-/* The IP address alone ("127.0.0.2", "::1"); returns the port. */
-static unsigned sink_format_host(const struct sockaddr *sa, char host[INET6_ADDRSTRLEN])
-{
-    snprintf(host, INET6_ADDRSTRLEN, "?");
-    if (sa->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
-        inet_ntop(AF_INET6, &s6->sin6_addr, host, INET6_ADDRSTRLEN);
-        return ntohs(s6->sin6_port);
-    }
-    const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
-    inet_ntop(AF_INET, &s4->sin_addr, host, INET6_ADDRSTRLEN);
-    return ntohs(s4->sin_port);
-}
-
-void sink_format_address(const struct sockaddr *sa, char *out, size_t outlen)
-{
-    char host[INET6_ADDRSTRLEN];
-    unsigned port = sink_format_host(sa, host);
-    snprintf(out, outlen, sa->sa_family == AF_INET6 ? "[%s]:%u" : "%s:%u", host, port);
 }
 
 /* Wall-clock milliseconds, for timestamps a test compares with its own
@@ -800,9 +781,9 @@ static void sink_conn_new(struct sink_worker *w, int fd)
     char source[INET6_ADDRSTRLEN];
     int known = getpeername(fd, (struct sockaddr *)&peer, &len) == 0;
     if (known) {
-        sink_format_host((struct sockaddr *)&peer, source);
+        netaddr_format_host((struct sockaddr *)&peer, source);
         if (cfg->verbose) {
-            sink_format_address((struct sockaddr *)&peer, c->peer, sizeof c->peer);
+            netaddr_format((struct sockaddr *)&peer, c->peer, sizeof c->peer);
         }
     }
     sink_conn_count(c, known ? source : NULL);

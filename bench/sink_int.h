@@ -247,8 +247,6 @@ extern const struct smtp_server_hooks sink_conn_hooks;
 void sink_conn_release(struct sink_conn *c);
 /* sink_listener_start - arm l's multishot accept on its worker's loop */
 void sink_listener_start(struct sink_listener *l);
-/* sink_format_address - "127.0.0.1:25", "[::1]:25" */
-void sink_format_address(const struct sockaddr *sa, char *out, size_t outlen);
 
 /* sink_stats.c */
 

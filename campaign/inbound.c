@@ -411,7 +411,7 @@ static int inbound_setup_smtp(struct inbound *ib)
         ib->listeners[i].ib = ib;
         ib->listeners[i].fd = inbound_listen_socket(&ib->o.listen[i]);
         if (ib->listeners[i].fd < 0) {
-            inbound_format_address((const struct sockaddr *)&o->listen[i].addr, err, sizeof err);
+            netaddr_format((const struct sockaddr *)&o->listen[i].addr, err, sizeof err);
             fprintf(stderr, "ringmail inbound: cannot listen on %s: %s\n", err, strerror(errno));
             return -1;
         }
@@ -563,7 +563,7 @@ static int inbound_run(struct inbound *ib)
     for (unsigned i = 0; i < ib->o.nlisten; i++) {
         inbound_listener_start(&ib->listeners[i]);
         char addr[80];
-        inbound_format_address((const struct sockaddr *)&ib->o.listen[i].addr, addr, sizeof addr);
+        netaddr_format((const struct sockaddr *)&ib->o.listen[i].addr, addr, sizeof addr);
         fprintf(stderr, "ringmail inbound: listening on %s for mail to %s\n", addr,
                 ib->cfg->feedback.return_path);
     }

@@ -39,6 +39,8 @@
 #include <unistd.h>
 
 #include "campaign/inbound_int.h"
+
+#include "engine/netaddr.h"
 #include "pool/config.h"
 
 #define INBOUND_RECV_SIZE 16384
@@ -72,27 +74,6 @@ static void inbound_conn_log(const struct inbound_conn *c, const char *fmt, ...)
     va_end(ap);
     fprintf(stderr, "ringmail inbound: conn=%" PRIu64 " client=%s %s\n", c->id,
             c->client[0] ? c->client : "-", text);
-}
-
-/* inbound_format_host - the IP address alone; returns the port */
-static unsigned inbound_format_host(const struct sockaddr *sa, char host[INET6_ADDRSTRLEN])
-{
-    snprintf(host, INET6_ADDRSTRLEN, "?");
-    if (sa->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
-        inet_ntop(AF_INET6, &s6->sin6_addr, host, INET6_ADDRSTRLEN);
-        return ntohs(s6->sin6_port);
-    }
-    const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
-    inet_ntop(AF_INET, &s4->sin_addr, host, INET6_ADDRSTRLEN);
-    return ntohs(s4->sin_port);
-}
-
-void inbound_format_address(const struct sockaddr *sa, char *out, size_t outlen)
-{
-    char host[INET6_ADDRSTRLEN];
-    unsigned port = inbound_format_host(sa, host);
-    snprintf(out, outlen, sa->sa_family == AF_INET6 ? "[%s]:%u" : "%s:%u", host, port);
 }
 
 /* ---- the table of client addresses (loop thread only: no lock) ---- */
@@ -618,7 +599,7 @@ static void inbound_conn_new(struct inbound *ib, int fd)
     socklen_t len = sizeof peer;
     int known = getpeername(fd, (struct sockaddr *)&peer, &len) == 0;
     if (known) {
-        inbound_format_host((struct sockaddr *)&peer, c->client);
+        netaddr_format_host((struct sockaddr *)&peer, c->client);
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);

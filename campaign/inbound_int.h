@@ -186,8 +186,6 @@ void inbound_conn_answer(struct inbound_conn *c);
 /* inbound_conn_shutdown - shutting down: a connection with no message out
  * gets 421 and closes; one with a message out closes after its answer */
 void inbound_conn_shutdown(struct inbound_conn *c);
-/* inbound_format_address - "127.0.0.1:25", "[::1]:25" */
-void inbound_format_address(const struct sockaddr *sa, char *out, size_t outlen);
 
 /* inbound_writer.c */
 

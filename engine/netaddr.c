@@ -58,16 +58,23 @@ int netaddr_parse(const char *spec, struct sockaddr_storage *addr, socklen_t *ad
     return 0;
 }
 
-void netaddr_format(const struct sockaddr *addr, char *out, size_t outlen)
+unsigned netaddr_format_host(const struct sockaddr *addr, char *host)
 {
-    char ip[INET6_ADDRSTRLEN] = "?";
+    _Static_assert(NETADDR_HOST_MAX == INET6_ADDRSTRLEN, "NETADDR_HOST_MAX");
+    snprintf(host, NETADDR_HOST_MAX, "?");
     if (addr->sa_family == AF_INET6) {
         const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)addr;
-        inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof ip);
-        snprintf(out, outlen, "[%s]:%u", ip, ntohs(a->sin6_port));
-    } else {
-        const struct sockaddr_in *a = (const struct sockaddr_in *)addr;
-        inet_ntop(AF_INET, &a->sin_addr, ip, sizeof ip);
-        snprintf(out, outlen, "%s:%u", ip, ntohs(a->sin_port));
+        inet_ntop(AF_INET6, &a->sin6_addr, host, NETADDR_HOST_MAX);
+        return ntohs(a->sin6_port);
     }
+    const struct sockaddr_in *a = (const struct sockaddr_in *)addr;
+    inet_ntop(AF_INET, &a->sin_addr, host, NETADDR_HOST_MAX);
+    return ntohs(a->sin_port);
+}
+
+void netaddr_format(const struct sockaddr *addr, char *out, size_t outlen)
+{
+    char ip[NETADDR_HOST_MAX];
+    unsigned port = netaddr_format_host(addr, ip);
+    snprintf(out, outlen, addr->sa_family == AF_INET6 ? "[%s]:%u" : "%s:%u", ip, port);
 }

@@ -20,5 +20,9 @@ int netaddr_parse(const char *spec, struct sockaddr_storage *addr, socklen_t *ad
                   size_t hostlen, char *err, size_t errlen);
 /* "127.0.0.1:2525" / "[::1]:465" */
 void netaddr_format(const struct sockaddr *addr, char *out, size_t outlen);
+/* The address alone ("127.0.0.1", "::1") into host, at least
+ * NETADDR_HOST_MAX bytes; returns the port. */
+#define NETADDR_HOST_MAX 46 /* INET6_ADDRSTRLEN */
+unsigned netaddr_format_host(const struct sockaddr *addr, char *host);
 
 #endif
