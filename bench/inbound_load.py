@@ -15,11 +15,14 @@ final reply before its next message. Prints one JSON object: sent, ok
 """
 import argparse
 import asyncio
-import base64
-import hashlib
-import hmac
 import json
+import os
+import sys
 import time
+
+# The VERP token as campaign/feedback.c makes it: one Python copy, the tests'.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "e2e"))
+from feedback_mail import token  # noqa: E402
 
 DSN = """Return-Path: <>\r
 From: MAILER-DAEMON@mx.receiver.test (Mail Delivery System)\r
@@ -69,24 +72,6 @@ Message-ID: <{n}.campaign@sender.test>\r
 \r
 --B{n}/mx.receiver.test--\r
 """
-
-
-def varint(n):
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def token(key, kind, campaign, recipient):
-    payload = varint(campaign) + varint(recipient)
-    mac = hmac.new(key, kind.encode() + payload, hashlib.sha256).digest()[:12]
-    return kind + "-" + base64.b32encode(payload + mac).decode().rstrip("=").lower()
 
 
 async def reply(reader):
