@@ -236,6 +236,11 @@ static int feedback_ingest(int argc, char **argv)
                    out.unsubscribes == 1 ? "" : "s", out.auto_replies,
                    out.auto_replies == 1 ? "y" : "ies", out.unmatched, out.suppressed,
                    out.suppressed == 1 ? "" : "es");
+            if (out.duplicates) {
+                printf("skipped %zu message%s recorded before (the same bytes to the same "
+                       "recipient: a retry)\n",
+                       out.duplicates, out.duplicates == 1 ? "" : "s");
+            }
             if (out.held) {
                 fprintf(stderr, "ringmail: complaint guard: %s\n", out.held_why);
             }

@@ -31,6 +31,7 @@
 #include "campaign/db.h"
 #include "campaign/feedback.h"
 #include "campaign/feedback_parse.h"
+#include "engine/crypto.h"
 #include "engine/num.h"
 #include "pool/bounce.h"
 #include "pool/config.h"
@@ -39,6 +40,7 @@
 #define STORE_LOCK_TIMEOUT "10s"
 
 enum {
+    ST_SEEN,
     ST_RECIPIENT,
     ST_SUPPRESS,
     ST_FEEDBACK,
@@ -53,6 +55,11 @@ static const struct {
     const char *name, *sql;
     int nparams;
 } store_sql[ST_N] = {
+    /* $1 digest: this message to this recipient was recorded before */
+    [ST_SEEN] = {"fb_seen",
+                 "SELECT 1 FROM ringmail.feedback_event WHERE digest = $1 AND digest IS NOT NULL"
+                 " LIMIT 1",
+                 1},
     /* $1 recipient id, $2 campaign: its address and the ISP of its last
      * accepted delivery (else of its last attempt). */
     [ST_RECIPIENT] = {"fb_recipient",
@@ -80,9 +87,9 @@ static const struct {
                   "INSERT INTO ringmail.feedback_event (kind, source, campaign_id, recipient_id,"
                   " address, isp, category, bounce, bounce_rule, status, diagnostic, reason,"
                   " suppressed, reporting_mta, remote_mta, client, envelope_from, envelope_to,"
-                  " message_id, raw) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,"
-                  " $13, $14, $15, $16, $17, $18, $19, $20)",
-                  20},
+                  " message_id, raw, digest) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
+                  " $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
+                  21},
     /* $1 address, $2 window in ms: the soft bounces already recorded */
     [ST_SOFT_COUNT] = {"fb_soft_count",
                        "SELECT count(*) FROM ringmail.feedback_event WHERE address = $1"
@@ -123,6 +130,9 @@ struct feedback_store {
     unsigned soft_bounce_limit;
     uint64_t soft_bounce_window_ms;
     struct bounce_rules rules;
+    /* the message being written: its digest goes on each of its events */
+    uint8_t digest[CRYPTO_SHA256_LEN];
+    int has_digest;
 };
 
 /* ---- the connection ---- */
@@ -599,7 +609,7 @@ static int store_write(struct feedback_store *s, struct store_event *e,
     }
     size_t rawlen =
         m && m->raw ? (m->len < FEEDBACK_STORE_RAW_MAX ? m->len : FEEDBACK_STORE_RAW_MAX) : 0;
-    const char *v[20] = {
+    const char *v[21] = {
         e->kind,
         e->source,
         matched ? cb : NULL,
@@ -620,10 +630,13 @@ static int store_write(struct feedback_store *s, struct store_event *e,
         store_text(rcpt, to, sizeof to),
         e->message_id,
         m && m->raw ? m->raw : NULL,
+        s->has_digest ? (const char *)s->digest : NULL,
     };
-    int lengths[20] = {0}, formats[20] = {0};
+    int lengths[21] = {0}, formats[21] = {0};
     lengths[19] = (int)rawlen;
     formats[19] = 1;
+    lengths[20] = CRYPTO_SHA256_LEN;
+    formats[20] = 1;
     PGresult *r = store_exec(s, ST_EVENT, v, lengths, formats, PGRES_COMMAND_OK, err, errlen);
     if (!r) {
         return -1;
@@ -803,10 +816,39 @@ static void store_rollback(struct feedback_store *s)
     }
 }
 
+/* store_seen - this message to rcpt was recorded before: 1; 0; -1 on a
+ * database error. Leaves its digest in s for the events to carry. */
+static int store_seen(struct feedback_store *s, const struct feedback_msg *m, const char *rcpt,
+                      char *err, size_t errlen)
+{
+    struct crypto_sha256 h;
+    crypto_sha256_init(&h);
+    crypto_sha256_update(&h, rcpt ? rcpt : "", rcpt ? strlen(rcpt) + 1 : 1);
+    crypto_sha256_update(&h, m->raw ? m->raw : "", m->raw ? m->len : 0);
+    crypto_sha256_final(&h, s->digest);
+    s->has_digest = 1;
+    const char *v[1] = {(const char *)s->digest};
+    int lengths[1] = {CRYPTO_SHA256_LEN}, formats[1] = {1};
+    PGresult *r = store_exec(s, ST_SEEN, v, lengths, formats, PGRES_TUPLES_OK, err, errlen);
+    if (!r) {
+        return -1;
+    }
+    int seen = pq.PQntuples(r) > 0;
+    pq.PQclear(r);
+    return seen;
+}
+
 /* store_message - one message for one of its recipients */
 static int store_message(struct feedback_store *s, const struct feedback_msg *m, const char *rcpt,
                          struct feedback_store_outcome *o, char *err, size_t errlen)
 {
+    int seen = store_seen(s, m, rcpt, err, errlen);
+    if (seen != 0) {
+        if (seen > 0 && o) {
+            o->duplicates++;
+        }
+        return seen < 0 ? -1 : 0;
+    }
     int u = store_mailto(s, m, rcpt, o, err, errlen);
     if (u != 0) {
         return u < 0 ? -1 : 0;
@@ -837,7 +879,9 @@ int feedback_store_messages(struct feedback_store *s, const struct feedback_msg 
         const struct feedback_msg *m = &msgs[i];
         for (size_t k = 0; k < (m->nrcpt ? m->nrcpt : 1); k++) {
             const char *rcpt = m->nrcpt ? m->rcpts[k] : NULL;
-            if (store_message(s, m, rcpt, &o, err, errlen) < 0) {
+            int rc = store_message(s, m, rcpt, &o, err, errlen);
+            s->has_digest = 0;
+            if (rc < 0) {
                 store_rollback(s);
                 return -1;
             }

@@ -60,6 +60,14 @@
  *     List-mode tokens (campaign 0) have no row: the event keeps the
  *     report's address and the suppression list uses it.
  *
+ *     A message is recorded once: its events carry the SHA-256 of the
+ *     envelope recipient and the whole message (digest), and the same
+ *     bytes to the same recipient again (an MTA's retry when our 250 was
+ *     lost, or a stop gave up on a commit that landed) are skipped and
+ *     counted in duplicates, so complaints and soft bounces are not
+ *     counted twice. One-click unsubscribes (no message) are recorded
+ *     each time.
+ *
  * DIAGNOSTICS
  *     feedback_store_open: "connecting to PostgreSQL: ...", "the database
  *     schema is at version N and this ringmail needs version M: run
@@ -95,6 +103,7 @@ struct feedback_store_outcome {
     size_t bounces, soft_bounces, delays, complaints, unsubscribes, auto_replies, unmatched;
     size_t suppressed;  /* addresses that joined the suppression list */
     size_t held;        /* (campaign, ISP) pairs the complaint guard held */
+    size_t duplicates;  /* messages recorded before (a retry after a lost 250): skipped */
     char held_why[640]; /* the last hold: "campaign 7, isp gmail: 3 complaints over 1000
                          * delivered in 24 h (0.30% > 0.20%): sending to gmail held" */
 };

@@ -23,6 +23,7 @@ import argparse
 import base64
 import hashlib
 import hmac
+import os
 import sys
 from email.message import EmailMessage
 from email.mime.message import MIMEMessage
@@ -32,6 +33,7 @@ from email import message_from_string
 from email.policy import SMTP
 
 DOMAIN = "bounces.sender.test"
+NONCE = os.urandom(6).hex()  # each report made is a new message (the store skips repeats)
 
 
 def varint(n):
@@ -79,7 +81,7 @@ def dsn(o, key):
         "MIME-Version: 1.0",
         "Content-Type: multipart/report; report-type=delivery-status;",
         '\tboundary="%s"' % b,
-        "Message-Id: <20261206.%d.%d@mx.receiver.test>" % (o.campaign, o.recipient),
+        "Message-Id: <20261206.%d.%d.%s@mx.receiver.test>" % (o.campaign, o.recipient, NONCE),
         "",
         "This is a MIME-encapsulated message.",
         "",
@@ -129,7 +131,7 @@ def arf(o, key):
     m["From"] = "Yahoo! Mail AntiSpam Feedback <feedback@arf.mail.yahoo.test>"
     m["To"] = "abuse@%s" % DOMAIN
     m["Subject"] = "FW: Hello"
-    m["Message-ID"] = "<arf.%d@yahoo.test>" % o.recipient
+    m["Message-ID"] = "<arf.%d.%s@yahoo.test>" % (o.recipient, NONCE)
     m.attach(MIMEText("This is an email abuse report for an email message received from IP "
                       "127.0.0.1 on Sun, 06 Dec 2026 10:00:00 +0000.\n"))
     fr = MIMEText("", "plain")
@@ -154,6 +156,7 @@ def vacation(o, key):
     m["Subject"] = "Out of Office: Hello"
     m["Auto-Submitted"] = "auto-replied"
     m["X-Autoreply"] = "yes"
+    m["Message-ID"] = "<ooo.%d.%s@x.test>" % (o.recipient, NONCE)
     m.set_content("I am out of the office until Monday.\n")
     return m.as_string(policy=SMTP)
 

@@ -104,7 +104,9 @@ T3=$(FM token b "$C" "$R3")
 ingest --rcpt "$T3@bounces.sender.test" <"$E2E_TMP/d3.eml" >/dev/null
 check_eq "soft: a soft quota-issues bounce, not suppressed yet" "quota-issues|soft|false|none|soft-bounce" \
     "$(evs "category, bounce, suppressed")|$(sup fb3@x.test)|$(fbk fb3@x.test)"
-out=$(ingest --rcpt "$T3@bounces.sender.test" <"$E2E_TMP/d3.eml")
+FM dsn --campaign "$C" --recipient "$R3" --address fb3@x.test --status 4.2.2 \
+    --diag "452 4.2.2 The email account that you tried to reach is over quota." >"$E2E_TMP/d3b.eml"
+out=$(ingest --rcpt "$T3@bounces.sender.test" <"$E2E_TMP/d3b.eml")
 check_grep "soft: the second one says it suppressed" '1 soft bounce, .*1 address suppressed' <(echo "$out")
 check_eq "soft: the second within the window suppresses (kind soft-bounces)" soft-bounces "$(sup fb3@x.test)"
 check_grep "soft: the suppression says why" '^2 soft bounces within 1d \(last: smtp; 452 4.2.2' \
@@ -113,10 +115,10 @@ check_grep "soft: the suppression says why" '^2 soft bounces within 1d \(last: s
 # A soft bounce about the sender (Yahoo's TSS04: our IP, not the mailbox)
 # never counts towards the limit, however many.
 R4=$(rid 4)
-FM dsn --campaign "$C" --recipient "$R4" --address fb4@x.test --status 4.7.0 \
-    --diag "421 4.7.0 [TSS04] Messages from 127.0.0.1 temporarily deferred due to unexpected volume or user complaints" \
-    >"$E2E_TMP/d4s.eml"
 for i in 1 2 3; do
+    FM dsn --campaign "$C" --recipient "$R4" --address fb4@x.test --status 4.7.0 \
+        --diag "421 4.7.0 [TSS04] Messages from 127.0.0.1 temporarily deferred due to unexpected volume or user complaints" \
+        >"$E2E_TMP/d4s.eml"
     ingest --rcpt "$(FM token b "$C" "$R4")@bounces.sender.test" <"$E2E_TMP/d4s.eml" >/dev/null
 done
 check_eq "soft about the sender: three recorded, soft spam-related (Yahoo's rule), none counts" \
@@ -198,17 +200,20 @@ check_grep "guard: a loud line when it holds" \
 "$RM" campaign resume --db "$PG_URL" "$C" --isp x >"$E2E_TMP/resume.out" 2>&1
 check_grep "guard: campaign resume lifts it" "^campaign $C: isp x resumed \(it was held since .*: 4 complaints over 12" \
     "$E2E_TMP/resume.out"
-ingest --rcpt abuse@bounces.sender.test <"$E2E_TMP/a12.eml" >/dev/null 2>"$E2E_TMP/guard1.err"
+FM arf --campaign "$C" --recipient "$(rid 12)" --address fb12@x.test >"$E2E_TMP/a12b.eml"
+ingest --rcpt abuse@bounces.sender.test <"$E2E_TMP/a12b.eml" >/dev/null 2>"$E2E_TMP/guard1.err"
 check_eq "guard: a resume starts the window again (one complaint, nothing delivered since: no hold)" \
     "0|" "$(psql_q "SELECT count(*) FROM ringmail.isp_hold WHERE resumed_at IS NULL")|$(cat "$E2E_TMP/guard1.err")"
 sed -i 's/^complaint_min_sample = 5/complaint_min_sample = 100/' "$E2E_TMP/fb.conf"
 psql_q "DELETE FROM ringmail.isp_hold" >/dev/null
-ingest --rcpt abuse@bounces.sender.test <"$E2E_TMP/a12.eml" >/dev/null 2>"$E2E_TMP/guard2.err"
+FM arf --campaign "$C" --recipient "$(rid 12)" --address fb12@x.test >"$E2E_TMP/a12c.eml"
+ingest --rcpt abuse@bounces.sender.test <"$E2E_TMP/a12c.eml" >/dev/null 2>"$E2E_TMP/guard2.err"
 check_eq "guard: under the minimum sample, no hold" 0 "$(psql_q "SELECT count(*) FROM ringmail.isp_hold")"
 
 # 9. what an MTA's pipe transport reads
+FM dsn --campaign "$C" --recipient "$R1" --address fb1@x.test >"$E2E_TMP/d1b.eml"
 stop_postgres "$E2E_TMP/pg"
-ingest --rcpt "$T1@bounces.sender.test" <"$E2E_TMP/d1.eml" >/dev/null 2>"$E2E_TMP/away.err"
+ingest --rcpt "$T1@bounces.sender.test" <"$E2E_TMP/d1b.eml" >/dev/null 2>"$E2E_TMP/away.err"
 check_eq "database away: exit 75 (EX_TEMPFAIL: the MTA retries)" 75 "$?"
 check_grep "database away: says nothing was recorded and why" \
     '^ringmail feedback ingest: database: connecting to PostgreSQL: .*: nothing recorded \(exit 75: the sender keeps the message and retries\)$' \
@@ -216,9 +221,18 @@ check_grep "database away: says nothing was recorded and why" \
 _pg_as "'$(pg_bin)/pg_ctl' -D '$E2E_TMP/pg/data' -w -t 30 -l '$E2E_TMP/pg/pg.log' \
     -o \"-p $PG_PORT -k '$E2E_TMP/pg' -c listen_addresses=127.0.0.1 -c fsync=off\" start" >/dev/null 2>&1
 before=$(nev)
-ingest --rcpt "$T1@bounces.sender.test" <"$E2E_TMP/d1.eml" >"$E2E_TMP/back.out" 2>&1
+ingest --rcpt "$T1@bounces.sender.test" <"$E2E_TMP/d1b.eml" >"$E2E_TMP/back.out" 2>&1
 check_eq "database back: exit 0" 0 "$?"
 check_eq "database back: the retried message is recorded once" "$((before + 1))" "$(nev)"
+# Its 250 lost, the MTA sends it again: the same bytes to the same address
+# are recorded once (a complaint or a soft bounce is not counted twice).
+out=$(ingest --rcpt "$T1@bounces.sender.test" <"$E2E_TMP/d1b.eml")
+check_eq "a retry of a recorded message: exit 0 (the MTA is done with it)" 0 "$?"
+check_eq "a retry of a recorded message: no new row" "$((before + 1))" "$(nev)"
+check_grep "a retry of a recorded message: says it skipped it" \
+    '^skipped 1 message recorded before \(the same bytes to the same recipient: a retry\)$' <(echo "$out")
+out=$(ingest --rcpt "postmaster@bounces.sender.test" <"$E2E_TMP/d1b.eml")
+check_eq "the same message to another recipient: recorded" "$((before + 2))" "$(nev)"
 head -c 100 /dev/zero | tr '\0' 'x' >"$E2E_TMP/big"
 ingest --max-size 50 "$E2E_TMP/big" >/dev/null 2>"$E2E_TMP/big.err"
 check_eq "over --max-size: exit 65" 65 "$?"
