@@ -392,6 +392,35 @@ static int store_same_address(const char *report, const char *row)
     return n == strlen(row) && strncasecmp(p, row, n) == 0;
 }
 
+/* store_recipient - the row id names in its campaign: its address and ISP
+ * into address/isp (isp "" when it has no delivery): 1; 0 when there is no
+ * such row (why in reason); -1 on a database error */
+static int store_recipient(struct feedback_store *s, const struct feedback_id *id, char *address,
+                           size_t addrlen, char *isp, size_t isplen, char *reason, size_t reasonlen,
+                           char *err, size_t errlen)
+{
+    char cb[24], rb[24];
+    snprintf(cb, sizeof cb, "%" PRIu64, id->campaign);
+    snprintf(rb, sizeof rb, "%" PRIu64, id->recipient);
+    const char *v[2] = {rb, cb};
+    PGresult *r = store_exec(s, ST_RECIPIENT, v, NULL, NULL, PGRES_TUPLES_OK, err, errlen);
+    if (!r) {
+        return -1;
+    }
+    int found = pq.PQntuples(r) == 1;
+    if (found) {
+        snprintf(address, addrlen, "%s", pq.PQgetvalue(r, 0, 0));
+        snprintf(isp, isplen, "%s", pq.PQgetisnull(r, 0, 1) ? "" : pq.PQgetvalue(r, 0, 1));
+    } else {
+        snprintf(reason, reasonlen,
+                 "the token names recipient %" PRIu64 " of campaign %" PRIu64
+                 ", which does not exist",
+                 id->recipient, id->campaign);
+    }
+    pq.PQclear(r);
+    return found;
+}
+
 /* store_resolve - who the event is about: e.campaign/recipient/address/isp;
  * an event that cannot be matched becomes unmatched with the reason.
  * -1 on a database error. */
@@ -423,28 +452,12 @@ static int store_resolve(struct feedback_store *s, const struct feedback_report 
         }
         return 1;
     }
-    char cb[24], rb[24];
-    snprintf(cb, sizeof cb, "%" PRIu64, id.campaign);
-    snprintf(rb, sizeof rb, "%" PRIu64, id.recipient);
-    const char *v[2] = {rb, cb};
-    PGresult *r = store_exec(s, ST_RECIPIENT, v, NULL, NULL, PGRES_TUPLES_OK, err, errlen);
-    if (!r) {
-        return -1;
-    }
-    if (pq.PQntuples(r) != 1) {
-        pq.PQclear(r);
-        snprintf(e->reason, sizeof e->reason,
-                 "the token names recipient %" PRIu64 " of campaign %" PRIu64
-                 ", which does not exist",
-                 id.recipient, id.campaign);
-        return 0;
-    }
     char address[320];
-    snprintf(address, sizeof address, "%s", pq.PQgetvalue(r, 0, 0));
-    if (!pq.PQgetisnull(r, 0, 1)) {
-        snprintf(e->isp, sizeof e->isp, "%s", pq.PQgetvalue(r, 0, 1));
+    int found = store_recipient(s, &id, address, sizeof address, e->isp, sizeof e->isp, e->reason,
+                                sizeof e->reason, err, errlen);
+    if (found <= 0) {
+        return found;
     }
-    pq.PQclear(r);
     if (pe->recipient && !store_same_address(pe->recipient, address) &&
         !(pe->original_recipient && store_same_address(pe->original_recipient, address))) {
         char t[200];
@@ -750,32 +763,19 @@ static int store_unsubscribe_id(struct feedback_store *s, const struct feedback_
                  id->recipient);
         return store_write(s, &e, m, rcpt, o, err, errlen) < 0 ? -1 : 1;
     }
-    char cb[24], rb[24];
-    snprintf(cb, sizeof cb, "%" PRIu64, id->campaign);
-    snprintf(rb, sizeof rb, "%" PRIu64, id->recipient);
-    const char *v[2] = {rb, cb};
-    PGresult *r = store_exec(s, ST_RECIPIENT, v, NULL, NULL, PGRES_TUPLES_OK, err, errlen);
-    if (!r) {
+    int found = store_recipient(s, id, e.address, sizeof e.address, e.isp, sizeof e.isp, e.reason,
+                                sizeof e.reason, err, errlen);
+    if (found < 0) {
         return -1;
     }
-    if (pq.PQntuples(r) != 1) {
-        pq.PQclear(r);
+    if (!found) {
         if (!unmatched_too) {
             return 0;
         }
         e.kind = "unmatched";
         e.recipient = 0;
-        snprintf(e.reason, sizeof e.reason,
-                 "the token names recipient %" PRIu64 " of campaign %" PRIu64
-                 ", which does not exist",
-                 id->recipient, id->campaign);
         return store_write(s, &e, m, rcpt, o, err, errlen) < 0 ? -1 : 0;
     }
-    snprintf(e.address, sizeof e.address, "%s", pq.PQgetvalue(r, 0, 0));
-    if (!pq.PQgetisnull(r, 0, 1)) {
-        snprintf(e.isp, sizeof e.isp, "%s", pq.PQgetvalue(r, 0, 1));
-    }
-    pq.PQclear(r);
     e.campaign = (int64_t)id->campaign;
     e.feedback = "unsubscribe";
     e.suppress = "unsubscribe";
