@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/opt.h"
 #include "engine/num.h"
 
 const char sink_reply_tempfail[] = "451 4.7.1 Temporary failure (sink tempfail)";
@@ -376,7 +377,7 @@ static int sink_parse_profile(struct sink_config *cfg, int argc, char **argv)
     int opt;
     opterr = 0; /* the second pass reports bad options */
     optind = 0;
-    while ((opt = getopt_long(argc, argv, "", sink_options, NULL)) != -1) {
+    while ((opt = opt_getopt(argc, argv, sink_options)) != -1) {
         if (opt == SINK_OPT_PROFILE) {
             name = optarg;
         } else if (opt == SINK_OPT_PROFILE_FILE) {
@@ -405,7 +406,7 @@ int sink_parse_args(struct sink_config *cfg, int argc, char **argv)
     }
     optind = 0; /* campaign/main may have run getopt already */
     int opt;
-    while ((opt = getopt_long(argc, argv, "", sink_options, NULL)) != -1) {
+    while ((opt = opt_getopt(argc, argv, sink_options)) != -1) {
         if (opt == SINK_OPT_HELP) {
             sink_usage(stdout);
             return -1;

@@ -31,6 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "engine/opt.h"
 #include "engine/buf.h"
 #include "engine/client_conn.h"
 #include "engine/clock.h"
@@ -558,7 +559,7 @@ static int blast_parse(int argc, char **argv, struct blast_options *o)
     unsigned long v;
     int ch;
     optind = 1;
-    while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+    while ((ch = opt_getopt(argc, argv, longopts)) != -1) {
         switch (ch) {
         case BLAST_OPT_SERVER:
             o->server = optarg;

@@ -17,6 +17,7 @@
 #include "campaign/db.h"
 #include "campaign/import.h"
 #include "campaign/render.h"
+#include "engine/opt.h"
 #include "engine/buf.h"
 #include "engine/num.h"
 
@@ -195,7 +196,7 @@ static int campaign_create_parse(int argc, char **argv, struct campaign_spec *s)
     dest['k'] = &s->dkim_key_path;
     int ch;
     optind = 1;
-    while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+    while ((ch = opt_getopt(argc, argv, longopts)) != -1) {
         if (ch == 'h') {
             campaign_create_usage(stdout);
             return 0;
@@ -312,7 +313,7 @@ static int campaign_create(int argc, char **argv)
     rc = campaign_read_files(&s, files);
     char err[1024];
     PGconn *c = NULL;
-    if (rc == 0 && !(c = db_connect(s.url, err, sizeof err))) {
+    if (rc == 0 && !(c = db_connect_current(s.url, err, sizeof err))) {
         fprintf(stderr, "ringmail campaign create: %s\n", err);
         rc = 1;
     }
@@ -354,7 +355,7 @@ static int campaign_list(int argc, char **argv)
     const char *url = NULL;
     int ch;
     optind = 1;
-    while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+    while ((ch = opt_getopt(argc, argv, longopts)) != -1) {
         if (ch == 'd') {
             url = optarg;
         } else {
@@ -368,7 +369,7 @@ static int campaign_list(int argc, char **argv)
         return 2;
     }
     char err[1024];
-    PGconn *c = db_connect(url, err, sizeof err);
+    PGconn *c = db_connect_current(url, err, sizeof err);
     if (!c) {
         fprintf(stderr, "ringmail campaign list: %s\n", err);
         return 1;
@@ -440,7 +441,7 @@ static int campaign_hold_args(const char *cmd, int argc, char **argv, const char
     };
     int ch;
     optind = 1;
-    while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+    while ((ch = opt_getopt(argc, argv, longopts)) != -1) {
         if (ch == 'd') {
             *url = optarg;
         } else if (ch == 'i') {
@@ -513,7 +514,7 @@ static int campaign_holds(int argc, char **argv)
         return 2;
     }
     char err[1024];
-    PGconn *c = db_connect(url, err, sizeof err);
+    PGconn *c = db_connect_current(url, err, sizeof err);
     if (!c) {
         fprintf(stderr, "ringmail campaign holds: %s\n", err);
         return 1;
@@ -567,7 +568,7 @@ static int campaign_resume(int argc, char **argv)
         return 2;
     }
     char err[1024];
-    PGconn *c = db_connect(url, err, sizeof err);
+    PGconn *c = db_connect_current(url, err, sizeof err);
     if (!c) {
         fprintf(stderr, "ringmail campaign resume: %s\n", err);
         return 1;
@@ -618,6 +619,9 @@ int campaign_main(int argc, char **argv)
         return campaign_resume(argc - 1, argv + 1);
     }
     int help = argc >= 2 && strcmp(argv[1], "--help") == 0;
+    if (!help) {
+        opt_no_subcommand("campaign", argc >= 2 ? argv[1] : NULL, "create, list, holds, resume");
+    }
     campaign_create_usage(help ? stdout : stderr);
     return help ? 0 : 2;
 }

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/opt.h"
 #include "engine/num.h"
 
 /* Append-only: a released version is never edited, only followed. */
@@ -180,6 +181,54 @@ static const char *const db_migrations[] = {
     "  held_at timestamptz NOT NULL DEFAULT now(),"
     "  resumed_at timestamptz,"
     "  PRIMARY KEY (campaign_id, isp));",
+    /* 5: what an operator and a marketer steer and read. A campaign's
+     * status is its life cycle: draft (created), scheduled (start_at in the
+     * future), running (a send may claim), paused (sends claim nothing,
+     * in-flight messages finish), done (every recipient final), cancelled
+     * (never sends again); status_at and status_reason say when and why it
+     * changed. An operator's per-ISP pause is an isp_hold row like the
+     * complaint guard's. A deferral past max_age is its own final state,
+     * `expired`, not `failed`. delivery.conn_first marks the first attempt
+     * on its connection (counts connections and TLS handshakes, so
+     * resumption is a share of handshakes, not of attempts). isp_suspend
+     * keeps an ISP's suspension (S3150, a suspend rule) across restarts and
+     * nodes. seed_delivery records `campaign test` sends, apart from the
+     * campaign's recipients and delivery rows. */
+    "ALTER TABLE ringmail.campaign DROP CONSTRAINT campaign_status_check;"
+    "UPDATE ringmail.campaign SET status = 'draft' WHERE status = 'ready';"
+    "ALTER TABLE ringmail.campaign ALTER COLUMN status SET DEFAULT 'draft',"
+    "  ADD CONSTRAINT campaign_status_check CHECK (status IN ('draft', 'scheduled', 'running',"
+    "    'paused', 'done', 'cancelled')),"
+    "  ADD COLUMN start_at timestamptz,"
+    "  ADD COLUMN from_name text,"
+    "  ADD COLUMN reply_to text,"
+    "  ADD COLUMN status_at timestamptz NOT NULL DEFAULT now(),"
+    "  ADD COLUMN status_reason text;"
+    "ALTER TABLE ringmail.recipient DROP CONSTRAINT recipient_state_check;"
+    "ALTER TABLE ringmail.recipient ADD CONSTRAINT recipient_state_check CHECK (state IN ("
+    "  'queued', 'claimed', 'sent', 'deferred', 'bounced', 'failed', 'expired', 'invalid',"
+    "  'suppressed', 'ambiguous'));"
+    "ALTER TABLE ringmail.delivery ADD COLUMN conn_first boolean;"
+    "CREATE TABLE ringmail.isp_suspend ("
+    "  isp text PRIMARY KEY,"
+    "  until timestamptz NOT NULL,"
+    "  reason text NOT NULL,"
+    "  node text,"
+    "  at timestamptz NOT NULL DEFAULT now());"
+    "CREATE TABLE ringmail.seed_delivery ("
+    "  id bigserial PRIMARY KEY,"
+    "  campaign_id bigint NOT NULL REFERENCES ringmail.campaign(id) ON DELETE CASCADE,"
+    "  address text NOT NULL,"
+    "  at timestamptz NOT NULL DEFAULT now(),"
+    "  outcome text NOT NULL,"
+    "  reason text,"
+    "  code int,"
+    "  enhanced text,"
+    "  reply text,"
+    "  mx text,"
+    "  tls_version text,"
+    "  tls_cipher text,"
+    "  message_id text);",
 };
 
 #define DB_NMIGRATIONS (int)(sizeof db_migrations / sizeof db_migrations[0])
@@ -379,6 +428,30 @@ PGconn *db_connect(const char *url, char *err, size_t errlen)
     return c;
 }
 
+PGconn *db_connect_current(const char *url, char *err, size_t errlen)
+{
+    PGconn *c = db_connect(url, err, errlen);
+    if (!c) {
+        return NULL;
+    }
+    int v = db_schema_version(c);
+    if (v < db_schema_latest()) {
+        if (v <= 0) {
+            snprintf(err, errlen,
+                     "the database has no ringmail schema (or it cannot be read): run `ringmail "
+                     "db migrate --db URL` first");
+        } else {
+            snprintf(err, errlen,
+                     "the database schema is at version %d and this ringmail needs version %d: "
+                     "run `ringmail db migrate --db URL` first",
+                     v, db_schema_latest());
+        }
+        pq.PQfinish(c);
+        return NULL;
+    }
+    return c;
+}
+
 static void db_result_error(PGresult *r, PGconn *c, char *err, size_t errlen)
 {
     const char *m = r ? pq.PQresultErrorMessage(r) : pq.PQerrorMessage(c);
@@ -477,6 +550,9 @@ static void db_usage(FILE *f)
 int db_main(int argc, char **argv)
 {
     if (argc < 2 || strcmp(argv[1], "migrate") != 0) {
+        if (argc < 2 || strcmp(argv[1], "--help") != 0) {
+            opt_no_subcommand("db", argc >= 2 ? argv[1] : NULL, "migrate");
+        }
         db_usage(argc >= 2 && strcmp(argv[1], "--help") == 0 ? stdout : stderr);
         return argc >= 2 && strcmp(argv[1], "--help") == 0 ? 0 : 2;
     }
@@ -489,7 +565,7 @@ int db_main(int argc, char **argv)
     const char *url = NULL;
     int to = 0, ch;
     optind = 1;
-    while ((ch = getopt_long(argc - 1, argv + 1, "", longopts, NULL)) != -1) {
+    while ((ch = opt_getopt(argc - 1, argv + 1, longopts)) != -1) {
         if (ch == 'd') {
             url = optarg;
         } else if (ch == 't') {

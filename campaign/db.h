@@ -16,6 +16,9 @@
 
 /* Connect (loading libpq first); NULL with the reason in err. */
 PGconn *db_connect(const char *url, char *err, size_t errlen);
+/* db_connect, then the schema checked: NULL with "... run `ringmail db migrate
+ * --db URL` first" in err when it is missing or older than this binary's. */
+PGconn *db_connect_current(const char *url, char *err, size_t errlen);
 /* Strip the newline and spaces libpq leaves at the end of its messages,
  * and make a message of several lines one line (logs stay one line each). */
 void db_trim(char *msg);

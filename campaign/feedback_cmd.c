@@ -44,6 +44,7 @@
 
 #include "campaign/feedback_parse.h"
 #include "campaign/feedback_store.h"
+#include "engine/opt.h"
 #include "engine/buf.h"
 #include "engine/num.h"
 #include "pool/config.h"
@@ -99,7 +100,7 @@ static int feedback_parse_opts(int argc, char **argv, struct feedback_opts *o, c
     optind = 1;
     int ch;
     unsigned long v;
-    while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+    while ((ch = opt_getopt(argc, argv, longopts)) != -1) {
         switch (ch) {
         case 'd':
             o->db = optarg;
@@ -319,6 +320,9 @@ int feedback_main(int argc, char **argv)
         return feedback_parse_cmd(argc - 1, argv + 1);
     }
     int help = argc >= 2 && strcmp(argv[1], "--help") == 0;
+    if (!help) {
+        opt_no_subcommand("feedback", argc >= 2 ? argv[1] : NULL, "ingest, parse");
+    }
     feedback_usage(help ? stdout : stderr);
     return help ? 0 : 2;
 }

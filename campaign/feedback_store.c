@@ -162,18 +162,9 @@ static int store_connect(struct feedback_store *s, char *err, size_t errlen)
     }
     store_disconnect(s);
     char why[512];
-    s->c = db_connect(s->conninfo, why, sizeof why);
+    s->c = db_connect_current(s->conninfo, why, sizeof why);
     if (!s->c) {
         snprintf(err, errlen, "connecting to PostgreSQL: %s", why);
-        return -1;
-    }
-    int v = db_schema_version(s->c);
-    if (v < db_schema_latest()) {
-        snprintf(err, errlen,
-                 "the database schema is at version %d and this ringmail needs version %d: run "
-                 "`ringmail db migrate --db URL` first",
-                 v < 0 ? 0 : v, db_schema_latest());
-        store_disconnect(s);
         return -1;
     }
     if (db_exec(s->c,

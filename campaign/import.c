@@ -24,6 +24,7 @@
 
 #include "campaign/campaign_cmd.h"
 #include "campaign/db.h"
+#include "engine/opt.h"
 #include "engine/buf.h"
 #include "engine/num.h"
 
@@ -540,7 +541,7 @@ static int import_parse(int argc, char **argv, struct import_options *o)
     };
     int ch;
     optind = 1;
-    while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+    while ((ch = opt_getopt(argc, argv, longopts)) != -1) {
         switch (ch) {
         case 'd':
             o->url = optarg;
@@ -606,6 +607,9 @@ int import_main(int argc, char **argv)
 {
     if (argc < 2 || strcmp(argv[1], "import") != 0) {
         int help = argc >= 2 && strcmp(argv[1], "--help") == 0;
+        if (!help) {
+            opt_no_subcommand("recipients", argc >= 2 ? argv[1] : NULL, "import");
+        }
         import_usage(help ? stdout : stderr);
         return help ? 0 : 2;
     }
@@ -615,7 +619,7 @@ int import_main(int argc, char **argv)
         return rc;
     }
     char err[2048];
-    PGconn *c = db_connect(o.url, err, sizeof err);
+    PGconn *c = db_connect_current(o.url, err, sizeof err);
     if (!c) {
         fprintf(stderr, "ringmail recipients import: %s\n", err);
         return 1;

@@ -90,6 +90,7 @@
 
 #include "campaign/inbound_http.h"
 #include "campaign/inbound_int.h"
+#include "engine/opt.h"
 #include "engine/netaddr.h"
 #include "engine/num.h"
 #include "pool/config.h"
@@ -260,7 +261,7 @@ static int inbound_parse_args(struct inbound_options *o, int argc, char **argv)
     o->batch_bytes = INBOUND_BATCH_BYTES;
     optind = 1;
     int opt;
-    while ((opt = getopt_long(argc, argv, "", inbound_long_options, NULL)) != -1) {
+    while ((opt = opt_getopt(argc, argv, inbound_long_options)) != -1) {
         int rc = inbound_option(o, opt, optarg);
         if (rc) {
             return rc;

@@ -93,7 +93,7 @@ static int loader_holds_up(struct loader_holds *h, char *err, size_t errlen)
     if (h->c) {
         pq.PQfinish(h->c);
     }
-    h->c = db_connect(h->url, err, errlen);
+    h->c = db_connect_current(h->url, err, errlen);
     if (!h->c) {
         return 0;
     }

@@ -206,17 +206,8 @@ int loader_connect(struct loader *l, int which, char *err, size_t errlen)
         return 0;
     }
     loader_disconnect(l, which);
-    *pc = db_connect(l->url, err, errlen);
+    *pc = db_connect_current(l->url, err, errlen);
     if (!*pc) {
-        return -1;
-    }
-    int v = db_schema_version(*pc);
-    if (v < db_schema_latest()) {
-        snprintf(err, errlen,
-                 "the database schema is at version %d and this ringmail needs version %d: run "
-                 "`ringmail db migrate --db URL` first",
-                 v < 0 ? 0 : v, db_schema_latest());
-        loader_disconnect(l, which);
         return -1;
     }
     for (int k = 0; k < LOADER_NSQL; k++) {

@@ -20,6 +20,7 @@
 
 #include "campaign/campaign_cmd.h"
 #include "campaign/db.h"
+#include "engine/opt.h"
 #include "engine/buf.h"
 #include "engine/num.h"
 
@@ -450,7 +451,7 @@ static int report_parse(int argc, char **argv, const char **url, const char **ca
     };
     int ch;
     optind = 1;
-    while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+    while ((ch = opt_getopt(argc, argv, longopts)) != -1) {
         if (ch == 'd') {
             *url = optarg;
         } else if (ch == 'c') {
@@ -531,7 +532,7 @@ int report_main(int argc, char **argv)
         return rc;
     }
     char err[1024];
-    PGconn *c = db_connect(url, err, sizeof err);
+    PGconn *c = db_connect_current(url, err, sizeof err);
     if (!c) {
         fprintf(stderr, "ringmail report: %s\n", err);
         return 1;

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/opt.h"
 #include "engine/loop.h"
 #include "engine/num.h"
 #include "engine/netaddr.h"
@@ -138,7 +139,7 @@ int resolve_main(int argc, char **argv)
     unsigned timeout_ms = 2000;
     int ch;
     optind = 1;
-    while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+    while ((ch = opt_getopt(argc, argv, longopts)) != -1) {
         if (ch == 'r') {
             resolver = optarg;
         } else if (ch == 'c') {

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "campaign/send_int.h"
+#include "engine/opt.h"
 #include "engine/num.h"
 
 void send_options_init(struct send_options *o)
@@ -156,7 +157,7 @@ int send_parse(int argc, char **argv, struct send_options *o)
     };
     int ch;
     optind = 1;
-    while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+    while ((ch = opt_getopt(argc, argv, longopts)) != -1) {
         switch (ch) {
         case SEND_OPT_RCPTS:
             o->recipients = optarg;

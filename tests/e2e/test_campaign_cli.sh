@@ -12,6 +12,30 @@ T=$E2E_TMP
 start_postgres "$T/pg" || { check "postgres starts" false; e2e_finish; exit 1; }
 check "db migrate" "$RM" db migrate --db "$PG_URL"
 
+# ---- words of the command line: whole option names, named subcommands,
+# a database without the schema ---------------------------------------------
+"$RM" send --conf /dev/null --recipients /dev/null >"$T/abbr.out" 2>"$T/abbr.err"
+check_eq "send --conf: refused (exit 2), nothing sent" "2 0" "$? $(wc -c <"$T/abbr.out")"
+check_grep "send --conf: names the option it abbreviates" \
+    "^ringmail: unknown option '--conf' \(options are spelled in full: did you mean --config\?\)$" "$T/abbr.err"
+"$RM" campaign list --d "$PG_URL" 2>"$T/abbr2.err"
+check_eq "campaign list --d: exit 2" 2 "$?"
+check_grep "campaign list --d: did you mean --db" "did you mean --db\?" "$T/abbr2.err"
+"$RM" campaign frobnicate 2>"$T/sub.err"
+check_eq "campaign frobnicate: exit 2" 2 "$?"
+check_grep "campaign frobnicate: names it and the subcommands" \
+    "^ringmail campaign: unknown subcommand 'frobnicate' \(one of: create, list" "$T/sub.err"
+"$RM" db 2>"$T/sub2.err"
+check_grep "db without a subcommand: says one is required" \
+    "^ringmail db: a subcommand is required \(one of: migrate\)$" "$T/sub2.err"
+psql_q "CREATE DATABASE bare" >/dev/null
+BARE_URL="${PG_URL/dbname=postgres/dbname=bare}"
+"$RM" report --db "$BARE_URL" --campaign 1 >/dev/null 2>"$T/bare.err"
+check_eq "report before db migrate: exit 1" 1 "$?"
+check_grep "report before db migrate: says to migrate, not a missing relation" \
+    'no ringmail schema .*run `ringmail db migrate --db URL` first' "$T/bare.err"
+check_no_grep "report before db migrate: no PostgreSQL relation error" "does not exist" "$T/bare.err"
+
 # ---- campaign create ------------------------------------------------------
 printf 'Hello {{first_name|friend}},\nspring is here.\n' >"$T/body.txt"
 printf '<p>Hello {{first_name|friend}}</p>\n' >"$T/body.html"
@@ -23,7 +47,7 @@ C1=$("$RM" campaign create --db "$PG_URL" --name "Spring sale 春季" --from new
 check_eq "create: exit 0" 0 "$?"
 check_grep "create: prints the id alone" '^[0-9]+$' <(echo "$C1")
 check_eq "create: bodies, headers and DKIM stored as given" \
-    "$(md5sum <"$T/body.txt" | cut -d' ' -f1) $(md5sum <"$T/body.html" | cut -d' ' -f1) t https://example.com/u?e={{email}} spring:ringmail example.com s2024 ready" \
+    "$(md5sum <"$T/body.txt" | cut -d' ' -f1) $(md5sum <"$T/body.html" | cut -d' ' -f1) t https://example.com/u?e={{email}} spring:ringmail example.com s2024 draft" \
     "$(psql_q "SELECT md5(text_body), md5(html_body), dkim_key = \$\$$(cat "$T/dkim.pem")
 \$\$, list_unsubscribe, feedback_id, dkim_domain, dkim_selector, status FROM ringmail.campaign WHERE id = $C1" | tr '\t' ' ')"
 C2=$("$RM" campaign create --db "$PG_URL" --name "HTML only" --from "Ops@Example.org" \
@@ -159,7 +183,7 @@ check_grep "sql import: syntax error reported" 'syntax error' "$T/sqlsyn.err"
 # ---- campaign list ----------------------------------------------------------------
 "$RM" campaign list --db "$PG_URL" >"$T/list.out" 2>&1
 check_eq "list: exit 0" 0 "$?"
-check_grep "list: counts by state" "^ *$C1  ready  +13  +4  +0  +0  +0  +0  +0  +7  +2  +0  Spring sale 春季$" "$T/list.out"
+check_grep "list: counts by state" "^ *$C1  draft  +13  +4  +0  +0  +0  +0  +0  +7  +2  +0  Spring sale 春季$" "$T/list.out"
 
 # ---- report -----------------------------------------------------------------------
 psql_q "INSERT INTO ringmail.delivery (campaign_id, recipient_id, attempt, outcome, final, at, isp, mx, peer,

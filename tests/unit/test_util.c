@@ -15,6 +15,7 @@
 #include "engine/heap.h"
 #include "engine/list.h"
 #include "engine/num.h"
+#include "engine/opt.h"
 
 static void test_num_accepts_plain_decimals_in_range(void **state)
 {
@@ -49,6 +50,35 @@ struct item {
     int heap_index;
     struct list_node node;
 };
+
+static const struct option test_opts[] = {
+    {"config", required_argument, 0, 'c'},
+    {"db", required_argument, 0, 'd'},
+    {"dry-run", no_argument, 0, 'n'},
+    {0, 0, 0, 0},
+};
+
+/* Whole names are options; a prefix glibc would take is refused; a value
+ * that looks like an option is a value. */
+static void test_opt_takes_whole_names_only(void **state)
+{
+    (void)state;
+    char *ok[] = {"x", "--config", "--conf", "--db=u", "--dry-run", "--", "--d", NULL};
+    optind = 1;
+    assert_int_equal(opt_getopt(7, ok, test_opts), 'c');
+    assert_string_equal(optarg, "--conf");
+    assert_int_equal(opt_getopt(7, ok, test_opts), 'd');
+    assert_int_equal(opt_getopt(7, ok, test_opts), 'n');
+    assert_int_equal(opt_getopt(7, ok, test_opts), -1);
+
+    char *abbrev[] = {"x", "--db", "u", "--conf", "f", NULL};
+    optind = 1;
+    assert_int_equal(opt_getopt(5, abbrev, test_opts), '?');
+    assert_int_equal(optind, 5);
+    char *prefix2[] = {"x", "--d=u", NULL};
+    optind = 1;
+    assert_int_equal(opt_getopt(2, prefix2, test_opts), '?');
+}
 
 static void test_list_push_unlink_keeps_order_and_len(void **state)
 {
@@ -129,6 +159,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_num_accepts_plain_decimals_in_range),
         cmocka_unit_test(test_num_refuses_everything_else),
+        cmocka_unit_test(test_opt_takes_whole_names_only),
         cmocka_unit_test(test_list_push_unlink_keeps_order_and_len),
         cmocka_unit_test(test_heap_pops_in_key_order_with_removals_and_rekeys),
     };
