@@ -82,13 +82,6 @@ static void import_pg_error(PGresult *r, PGconn *c, char *err, size_t errlen)
     }
 }
 
-/* buf_t does not keep a terminating NUL; libpq and printf need one. */
-static const char *import_cstr(buf_t *b)
-{
-    *buf_reserve(b, 1) = '\0';
-    return buf_data(b);
-}
-
 /* Run sql with the campaign id as $1 and expect rows or a command. */
 static PGresult *import_exec(PGconn *c, const char *sql, const char *campaign, char *err,
                              size_t errlen)
@@ -210,7 +203,7 @@ int import_address_problem(PGconn *c, const char *address, char *reason, size_t 
     buf_append_str(&sql, "SELECT k.problem FROM (");
     import_sql_checked(&sql, "(SELECT 1::bigint AS ord, $1::text AS raw, '{}'::jsonb AS vars)");
     buf_append_str(&sql, ") AS k");
-    PGresult *r = import_exec(c, import_cstr(&sql), address, reason, reasonlen);
+    PGresult *r = import_exec(c, buf_cstr(&sql), address, reason, reasonlen);
     buf_free(&sql);
     if (!r) {
         return -1;
@@ -301,14 +294,14 @@ static int import_csv_copy(PGconn *c, FILE *f, const char *path, buf_t *head, si
         buf_appendf(&sql, ", c%zu text", i);
     }
     buf_append_str(&sql, ") ON COMMIT DROP");
-    int rc = db_exec(c, import_cstr(&sql), err, errlen) < 0 ? IMPORT_DB_ERROR : IMPORT_OK;
+    int rc = db_exec(c, buf_cstr(&sql), err, errlen) < 0 ? IMPORT_DB_ERROR : IMPORT_OK;
     buf_reset(&sql);
     buf_append_str(&sql, "COPY ringmail_import (");
     for (size_t i = 1; i <= fields; i++) {
         buf_appendf(&sql, "%sc%zu", i > 1 ? ", " : "", i);
     }
     buf_append_str(&sql, ") FROM STDIN WITH (FORMAT csv, HEADER false)");
-    PGresult *r = rc == IMPORT_OK ? pq.PQexec(c, import_cstr(&sql)) : NULL;
+    PGresult *r = rc == IMPORT_OK ? pq.PQexec(c, buf_cstr(&sql)) : NULL;
     buf_free(&sql);
     if (rc != IMPORT_OK) {
         return rc;
@@ -448,12 +441,12 @@ static int import_csv(PGconn *c, const struct import_options *o, struct import_c
 
     buf_t src = BUF_INIT, rows = BUF_INIT, sql = BUF_INIT;
     buf_appendf(&src, "SELECT t.ord, t.c%d AS raw, %s AS vars FROM ringmail_import AS t", email_col,
-                import_cstr(&vars));
+                buf_cstr(&vars));
     buf_appendf(&src, " WHERE t.ord > %lld", header_ord);
     buf_appendf(&rows, "%lld", records - 1);
-    import_sql_insert(&sql, import_cstr(&src), import_cstr(&rows));
+    import_sql_insert(&sql, buf_cstr(&src), buf_cstr(&rows));
     if (rc == IMPORT_OK) {
-        rc = import_run_insert(c, import_cstr(&sql), o->campaign, n, err, errlen);
+        rc = import_run_insert(c, buf_cstr(&sql), o->campaign, n, err, errlen);
     }
     buf_free(&vars);
     buf_free(&src);
@@ -480,7 +473,7 @@ static int import_query(PGconn *c, const struct import_options *o, struct import
     /* The newline ends a trailing "-- comment" before our parenthesis. */
     buf_appendf(&sql, "SELECT * FROM (%.*s\n) AS q LIMIT 0", (int)len, o->sql);
     char why[1024];
-    PGresult *r = import_exec(c, import_cstr(&sql), NULL, why, sizeof why);
+    PGresult *r = import_exec(c, buf_cstr(&sql), NULL, why, sizeof why);
     buf_reset(&sql);
     if (!r) {
         snprintf(err, errlen, "--sql: %s", why);
@@ -504,8 +497,8 @@ static int import_query(PGconn *c, const struct import_options *o, struct import
                 " FROM (%.*s\n) AS q(address%s)",
                 columns == 2 ? "coalesce(q.vars::text::jsonb, '{}'::jsonb)" : "'{}'::jsonb",
                 (int)len, o->sql, columns == 2 ? ", vars" : "");
-    import_sql_insert(&sql, import_cstr(&src), "(SELECT count(*) FROM ringmail_src)");
-    int rc = import_run_insert(c, import_cstr(&sql), o->campaign, n, err, errlen);
+    import_sql_insert(&sql, buf_cstr(&src), "(SELECT count(*) FROM ringmail_src)");
+    int rc = import_run_insert(c, buf_cstr(&sql), o->campaign, n, err, errlen);
     buf_free(&src);
     buf_free(&sql);
     return rc;

@@ -590,6 +590,22 @@ void render_free(struct render_template *t)
     free(t);
 }
 
+void render_fields(const struct render_template *t, render_field_cb cb, void *user)
+{
+    const struct render_tpl *tpls[] = {&t->to_name, &t->subject,     &t->text,
+                                       &t->html,    &t->unsubscribe, &t->unsubscribe_mailto};
+    static const char *const where[] = {
+        "display name", "subject", "text", "html", "list-unsubscribe", "list-unsubscribe mailto"};
+    for (size_t k = 0; k < sizeof tpls / sizeof tpls[0]; k++) {
+        for (size_t i = 0; tpls[k]->src && i < tpls[k]->n; i++) {
+            const struct render_seg *s = &tpls[k]->segs[i];
+            if (s->kind == RENDER_FIELD) {
+                cb(user, where[k], s->name, s->has_default);
+            }
+        }
+    }
+}
+
 /* ---------------------------------------------------------------- per recipient */
 
 /* One List-Unsubscribe URI merged and appended to field; its length in *n. */

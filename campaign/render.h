@@ -93,6 +93,12 @@ int render_utf8_ok(const char *s, size_t n);
 struct render_template *render_compile(const struct render_spec *spec, char *err, size_t errlen);
 void render_free(struct render_template *t);
 
+/* Every merge field of the templates, in order (repeats included): WHERE is
+ * "subject", "text", "html", "display name", "list-unsubscribe" or
+ * "list-unsubscribe mailto"; NAME the field; HAS_DEFAULT for {{name|x}}. */
+typedef void (*render_field_cb)(void *user, const char *where, const char *name, int has_default);
+void render_fields(const struct render_template *t, render_field_cb cb, void *user);
+
 /*
  * Append the message for rcpt to out. vars may be NULL (no variables);
  * scratch may be NULL (temporary memory, freed before returning). Returns

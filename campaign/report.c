@@ -51,13 +51,6 @@ static const struct report_section {
 #define REPORT_CONNECTED                                                                           \
     "(coalesce(peer, '') <> '' OR coalesce(tls_version, '') <> '' OR code IS NOT NULL)"
 
-/* buf_t does not keep a terminating NUL; libpq and printf need one. */
-static const char *report_cstr(buf_t *b)
-{
-    *buf_reserve(b, 1) = '\0';
-    return buf_data(b);
-}
-
 /* A synchronous bounce: a delivery row's final rejection or expiry, hard or
  * soft by its classifier column; a row written before the classifier filled
  * it counts a rejection hard and an expiry soft (message-expired). */
@@ -257,7 +250,7 @@ static void report_text_table(const char *title, const json_t *rows)
                 report_cell(v, &cell);
                 /* the last column, left-aligned, is not padded: no trailing blanks */
                 int w = left[j] && j + 1 == ncol ? 0 : (int)width[j];
-                printf(left[j] ? " %-*s" : " %*s", w, report_cstr(&cell));
+                printf(left[j] ? " %-*s" : " %*s", w, buf_cstr(&cell));
             }
             j++;
         }
@@ -367,7 +360,7 @@ static void report_csv_row(const char *section, const char *key, const char *met
     putchar(',');
     report_csv_field(metric);
     putchar(',');
-    report_csv_field(report_cstr(&cell));
+    report_csv_field(buf_cstr(&cell));
     putchar('\n');
     buf_free(&cell);
 }
@@ -378,8 +371,8 @@ static void report_csv(const json_t *r)
     const json_t *c = json_object_get(r, "campaign");
     buf_t key = BUF_INIT;
     report_cell(json_object_get(c, "id"), &key);
-    report_csv_row("campaign", report_cstr(&key), "name", json_object_get(c, "name"));
-    report_csv_row("campaign", report_cstr(&key), "status", json_object_get(c, "status"));
+    report_csv_row("campaign", buf_cstr(&key), "name", json_object_get(c, "name"));
+    report_csv_row("campaign", buf_cstr(&key), "status", json_object_get(c, "status"));
     const char *k;
     const json_t *v;
     json_object_foreach(json_object_get(r, "recipients"), k, v)
@@ -404,8 +397,8 @@ static void report_csv(const json_t *r)
                         report_cell(v, &key);
                     }
                 } else {
-                    report_csv_row(report_sections[s].name,
-                                   buf_len(&key) ? report_cstr(&key) : "none", k, v);
+                    report_csv_row(report_sections[s].name, buf_len(&key) ? buf_cstr(&key) : "none",
+                                   k, v);
                 }
                 j++;
             }
@@ -500,7 +493,7 @@ static json_t *report_load(PGconn *c, const char *campaign, char *err, size_t er
     buf_t sql = BUF_INIT;
     report_sql(&sql);
     const char *params[1] = {campaign};
-    PGresult *r = pq.PQexecParams(c, report_cstr(&sql), 1, NULL, params, NULL, NULL, 0);
+    PGresult *r = pq.PQexecParams(c, buf_cstr(&sql), 1, NULL, params, NULL, NULL, 0);
     buf_free(&sql);
     json_t *doc = NULL;
     if (!r || pq.PQresultStatus(r) != PGRES_TUPLES_OK || pq.PQntuples(r) != 1) {

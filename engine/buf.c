@@ -110,3 +110,9 @@ void buf_shrink(buf_t *b, size_t keep)
         buf_init(b);
     }
 }
+
+const char *buf_cstr(buf_t *b)
+{
+    *buf_reserve(b, 1) = '\0';
+    return buf_data(b);
+}

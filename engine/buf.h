@@ -30,6 +30,8 @@ void buf_init(buf_t *b);
 void buf_free(buf_t *b);
 /* Ensure room for n more bytes after the end; returns the write pointer. */
 char *buf_reserve(buf_t *b, size_t n);
+/* The data with a NUL after it (not counted in buf_len), for libpq and printf. */
+const char *buf_cstr(buf_t *b);
 /* Mark n bytes written at the pointer buf_reserve returned. */
 void buf_commit(buf_t *b, size_t n);
 void buf_append(buf_t *b, const void *p, size_t n);
