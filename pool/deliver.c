@@ -292,6 +292,11 @@ size_t pool_isp_stats(struct pool *p, struct pool_isp_stats *out, size_t max)
         s->paused = 0;
         s->held = isp->held;
         s->held_why = isp->held ? isp->held_why : NULL;
+        s->pause_left_ms = 0;
+        s->suspended = 0;
+        s->pause_why[0] = '\0';
+        s->retry_waiting = 0;
+        s->retry_next_ms = 0;
         for (size_t k = 0; k < isp->nlanes; k++) {
             struct pool_lane *l = &isp->lanes[k];
             double f = backoff_factor(&l->bo, now);
@@ -304,6 +309,9 @@ size_t pool_isp_stats(struct pool *p, struct pool_isp_stats *out, size_t max)
                 s->backoff = f;
             }
             s->paused |= backoff_paused(&l->bo, now); /* a hold is s->held */
+            if (backoff_paused(&l->bo, now) && l->bo.paused_until - now > s->pause_left_ms) {
+                s->pause_left_ms = l->bo.paused_until - now;
+            }
         }
     }
     return p->nisps;

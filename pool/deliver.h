@@ -145,6 +145,14 @@ struct pool_isp_stats {
     int held;             /* held by pool_isp_hold (the complaint guard) */
     const char *held_why; /* pool_isp_hold's why while held, else NULL */
     uint64_t parked;      /* messages handed back to on_held while held */
+    /* Why it waits (the live line, `ringmail top`, the metrics): */
+    uint64_t pause_left_ms; /* until the longest pause of its lanes ends (backoff or suspension); 0
+                               none */
+    int suspended; /* that pause is a suspension (a suspend rule, or one kept in PostgreSQL) */
+    char pause_why[200]; /* what started it: the rule and the reply that matched; "" unknown */
+    size_t
+        retry_waiting; /* messages waiting for their retry time (list mode: the pool's retries) */
+    uint64_t retry_next_ms; /* until the earliest of them is due; 0 none */
 };
 
 struct pool *pool_new(struct loop *loop, const struct pool_options *o, char *err, size_t errlen);
