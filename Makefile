@@ -53,7 +53,12 @@ LDLIBS  += -Wl,--no-as-needed -ljemalloc -Wl,--as-needed
 endif
 
 LIB_SRC  := $(wildcard engine/*.c pool/*.c) $(filter-out campaign/main.c,$(wildcard campaign/*.c))
-LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o) $(BUILD)/gen/report_embed.o
+# What `report --format html` inlines into its page, compiled in as byte
+# arrays by xxd -i (each file's variable name beside it).
+REPORT_EMBED := report_vendor_uplot_js:campaign/vendor/uplot/uPlot.iife.min.js \
+                report_vendor_uplot_css:campaign/vendor/uplot/uPlot.min.css \
+                report_vendor_app_js:campaign/report_html.js
 # The sink (`ringmail sink`) is linked into the binary only, not the library.
 BENCH_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard bench/*.c))
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
@@ -67,6 +72,13 @@ all: $(BUILD)/ringmail $(UNIT_BIN)
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/gen/report_embed.c: $(foreach e,$(REPORT_EMBED),$(lastword $(subst :, ,$(e))))
+	@mkdir -p $(dir $@)
+	for e in $(REPORT_EMBED); do xxd -i -n $${e%%:*} $${e#*:} || exit 1; done > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/gen/report_embed.o: $(BUILD)/gen/report_embed.c
+	$(CC) $(CFLAGS) -c $< -o $@
 
 $(BUILD)/libringmail.a: $(LIB_OBJ)
 	@rm -f $@

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """cdp.py - drive headless Chromium over the DevTools protocol (CDP) to test a page.
 
-    cdp.py [--chromium PATH] [--timeout S] [--no-click] URL OUTDIR
+    cdp.py [--chromium PATH] [--timeout S] [--no-click] [--full-page] [--eval JS] URL OUTDIR
 
 Opens URL in Debian's chromium (--headless=new), records every console
 error, uncaught exception and failed load, saves a screenshot of the page
@@ -16,7 +16,12 @@ one JSON object on stdout:
 
 and exits 0 (the caller judges), or 2 with a reason on stderr when the
 browser could not be driven at all. With --no-click it stops after the
-first screenshot (no "after").
+first screenshot (no "after"). --full-page takes the first screenshot of
+the whole page, not the window. --eval JS evaluates the expression JS once
+the page has loaded (after the click, if any) and puts its value (returned
+by value: a JSON-able one) in "eval". "requests" lists every URL the page
+asked for besides URL itself (a self-contained page asks for none). A
+dialog (alert, confirm) is dismissed and counted as an error.
 
 CDP goes over --remote-debugging-pipe (JSON messages ending in NUL on file
 descriptors 3 and 4), not a TCP port: Debian's python3 has no websocket
@@ -99,7 +104,8 @@ class Browser:
     def call(self, method, params=None, session=None, timeout=None):
         """Send a command and wait for its answer (events meanwhile are kept)."""
         self.next_id += 1
-        msg = {"id": self.next_id, "method": method, "params": params or {}}
+        my_id = self.next_id  # a dialog dismissed meanwhile takes the next one
+        msg = {"id": my_id, "method": method, "params": params or {}}
         if session:
             msg["sessionId"] = session
         os.write(self.to_chrome, json.dumps(msg).encode() + b"\0")
@@ -108,12 +114,18 @@ class Browser:
             m = self._read_one(until)
             if m is None:
                 raise CdpError("no answer to %s" % method)
-            if m.get("id") == self.next_id:
+            if m.get("id") == my_id:
                 if "error" in m:
                     raise CdpError("%s: %s" % (method, m["error"].get("message")))
                 return m.get("result", {})
             if "method" in m:
-                self.events.append((m.get("sessionId"), m["method"], m.get("params", {})))
+                self.event(m)
+
+    def event(self, m):
+        """Keep an event; dismiss a dialog at once, which would stop the page."""
+        self.events.append((m.get("sessionId"), m["method"], m.get("params", {})))
+        if m["method"] == "Page.javascriptDialogOpening":
+            self.dismiss(m.get("sessionId"))
 
     def wait_event(self, method, session, since, timeout=20):
         """The first event named method at or after events[since]."""
@@ -129,7 +141,14 @@ class Browser:
             if m is None:
                 raise CdpError("no %s within %d s" % (method, timeout))
             if "method" in m:
-                self.events.append((m.get("sessionId"), m["method"], m.get("params", {})))
+                self.event(m)
+
+    def dismiss(self, session):
+        """Close an open dialog (its answer is not awaited)."""
+        self.next_id += 1
+        msg = {"id": self.next_id, "method": "Page.handleJavaScriptDialog",
+               "params": {"accept": False}, "sessionId": session}
+        os.write(self.to_chrome, json.dumps(msg).encode() + b"\0")
 
 
 def errors_of(events):
@@ -147,6 +166,8 @@ def errors_of(events):
             out.append("log %s: %s %s" % (e.get("source"), e.get("text"), e.get("url", "")))
         elif name == "Network.loadingFailed" and not p.get("canceled"):
             out.append("load failed: %s" % p.get("errorText"))
+        elif name == "Page.javascriptDialogOpening":
+            out.append("dialog %s: %s" % (p.get("type"), p.get("message")))
     return out
 
 
@@ -179,14 +200,20 @@ def snapshot(b, session):
     return json.loads(r["result"]["value"])
 
 
-def screenshot(b, session, path):
-    r = b.call("Page.captureScreenshot", {"format": "png"}, session)
+def screenshot(b, session, path, full_page=False):
+    params = {"format": "png"}
+    if full_page:
+        size = b.call("Page.getLayoutMetrics", {}, session)["cssContentSize"]
+        params["captureBeyondViewport"] = True
+        params["clip"] = {"x": 0, "y": 0, "width": size["width"],
+                          "height": min(size["height"], 16000), "scale": 1}
+    r = b.call("Page.captureScreenshot", params, session)
     with open(path, "wb") as f:
         f.write(base64.b64decode(r["data"]))
     return path
 
 
-def run(chromium, url, outdir, timeout, click):
+def run(chromium, url, outdir, timeout, click, full_page=False, expr=None):
     os.makedirs(outdir, exist_ok=True)
     profile = tempfile.mkdtemp(prefix="ringmail-chromium.")
     b = Browser(chromium, profile, time.monotonic() + timeout)
@@ -202,7 +229,8 @@ def run(chromium, url, outdir, timeout, click):
         b.wait_event("Page.loadEventFired", session, mark)
         out["page"] = snapshot(b, session)
         out["page"]["status"] = document_status(b.events, mark, session)
-        out["screenshots"].append(screenshot(b, session, os.path.join(outdir, "1-page.png")))
+        out["screenshots"].append(
+            screenshot(b, session, os.path.join(outdir, "1-page.png"), full_page))
 
         if click:
             mark = len(b.events)
@@ -216,7 +244,16 @@ def run(chromium, url, outdir, timeout, click):
 
         time.sleep(0.2)  # late console messages
         b.call("Runtime.evaluate", {"expression": "1"}, session)
+        if expr:
+            r = b.call("Runtime.evaluate", {"expression": expr, "returnByValue": True}, session)
+            if "exceptionDetails" in r:
+                out["eval_error"] = r["exceptionDetails"].get("exception", {}).get(
+                    "description", r["exceptionDetails"].get("text"))
+            out["eval"] = r.get("result", {}).get("value")
         out["errors"] = errors_of(b.events)
+        out["requests"] = [p["request"]["url"] for s, name, p in b.events
+                           if s == session and name == "Network.requestWillBeSent"
+                           and p["request"]["url"] not in (url, "about:blank")]
         return out
     finally:
         b.close()
@@ -225,6 +262,7 @@ def run(chromium, url, outdir, timeout, click):
 
 def main(argv):
     chromium, timeout, click = shutil.which("chromium") or "chromium", 30.0, True
+    full_page, expr = False, None
     args = []
     it = iter(argv)
     for a in it:
@@ -234,13 +272,17 @@ def main(argv):
             timeout = float(next(it))
         elif a == "--no-click":
             click = False
+        elif a == "--full-page":
+            full_page = True
+        elif a == "--eval":
+            expr = next(it)
         else:
             args.append(a)
     if len(args) != 2:
         print(__doc__.split("\n\n")[1], file=sys.stderr)
         return 2
     try:
-        out = run(chromium, args[0], args[1], timeout, click)
+        out = run(chromium, args[0], args[1], timeout, click, full_page, expr)
     except (CdpError, OSError, KeyError, ValueError) as e:
         print("cdp.py: %s" % e, file=sys.stderr)
         return 2
