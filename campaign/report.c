@@ -303,7 +303,7 @@ int report_main(int argc, char **argv)
     }
     FILE *out = stdout;
     if (o.out && !(out = outfile_open(o.out, 0, err, sizeof err))) {
-        fprintf(stderr, "ringmail report: %s\n", err);
+        fprintf(stderr, "ringmail report: cannot write --out %s: %s\n", o.out, err);
         json_decref(doc);
         return 1;
     }
@@ -320,7 +320,8 @@ int report_main(int argc, char **argv)
     json_decref(doc);
     rc = 0;
     if (out != stdout ? fclose(out) != 0 : fflush(out) != 0) {
-        fprintf(stderr, "ringmail report: cannot write %s: %m\n", o.out ? o.out : "the report");
+        fprintf(stderr, "ringmail report: cannot write %s: %m\n",
+                o.out ? o.out : "to standard output");
         rc = 1;
     }
     return rc;

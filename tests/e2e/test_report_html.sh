@@ -147,6 +147,14 @@ check_grep "html: the campaign name escaped in the title" \
     '<title>ringmail report: campaign [0-9]+: Spring &lt;b&gt;&quot;sale&quot;&lt;/b&gt; &amp; &#39;more&#39; 春' "$H"
 check_grep "html: uPlot's licence line is in the page" 'https://github.com/leeoniya/uPlot \(v1\.6\.32\)' "$H"
 
+"$RM" report --db "$PG_URL" --campaign "$C" --format html --out "$T/no/such/dir/r.html" 2>"$T/nodir.err"
+check_eq "html: --out in a missing directory: exit 1" 1 "$?"
+check_eq "html: --out in a missing directory: says which file and why" \
+    "ringmail report: cannot write --out $T/no/such/dir/r.html: No such file or directory" "$(cat "$T/nodir.err")"
+"$RM" report --db "$PG_URL" --campaign "$C" --format pdf 2>"$T/fmt.err"
+check_eq "--format pdf: exit 2, names the formats" "2 ringmail report: --format is text, csv, json or html, not 'pdf'" \
+    "$? $(cat "$T/fmt.err")"
+
 # ============================================================ 3. headless Chromium
 JS='(() => {
   const D = JSON.parse(document.getElementById("report-data").textContent);
@@ -192,6 +200,17 @@ check_eq "chromium: every chart drawn: a canvas painted, its series in colour" "
     "$(cj '[c for c in d["eval"]["charts"] if not (c["drawn"] and c["canvas"] and c["points"] > 0 and c["painted"] > 1000 and c["coloured"] > 50)]')"
 check_eq "chromium: the per-minute charts have the 20 minutes" "[]" \
     "$(cj '[c["id"] for c in d["eval"]["charts"] if (c["id"].startswith("chart-isp") or c["id"] == "chart-all") and c["points"] != 20]')"
+# A campaign with nothing sent yet: no chart but the queue's, tables of (none), no error.
+E=$(psql_q "INSERT INTO ringmail.campaign (name, mail_from, subject, text_body)
+    VALUES ('empty', 'news@sender.test', 'Hi', 'Body') RETURNING id")
+psql_q "INSERT INTO ringmail.recipient (campaign_id, address) VALUES ($E, 'a@x.test')" >/dev/null
+"$RM" report --db "$PG_URL" --campaign "$E" --format html --out "$T/empty.html" 2>"$T/e.err"
+check_eq "html, nothing sent: exit 0" 0 "$?"
+timeout 60 "$E2E_PY" "$E2E_DIR/cdp.py" --no-click --eval '(window.reportCharts || []).map(c => c.id)' \
+    "file://$T/empty.html" "$T/empty-shot" >"$T/cdp-e.json" 2>"$T/cdp-e.err"
+check_eq "chromium, nothing sent: driven, no error, the queue age chart alone" '0 [] ["chart-queue-age"]' \
+    "$? $(jeval "$T/cdp-e.json" 'd["errors"]') $(jeval "$T/cdp-e.json" 'd["eval"]')"
+
 SHOT=$(cj 'd["screenshots"][0]')
 check "chromium: a screenshot kept" test -s "$SHOT"
 echo "# screenshot: $SHOT"
