@@ -12,6 +12,7 @@
  * attempt to its last, every one of them, so a stall shows as minutes of
  * zeros instead of vanishing from the table.
  */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -162,7 +163,9 @@ static void report_attempts_sql(buf_t *b)
         "  WHEN coalesce(tls_version, '') <> '' THEN 'TLS, certificate not verified'"
         "  ELSE 'plaintext' END AS p,"
         " CASE WHEN reason = 'tls_verify_failed' THEN 'verify'"
-        "  WHEN reason IN " REPORT_TLS_REFUSED " THEN 'required or verify'"
+        "  WHEN reason IN ('tls_not_offered', 'starttls_refused', 'tls_handshake_failed')"
+        "  THEN 'required or verify'"
+        "  WHEN reason IN " REPORT_TLS_REFUSED " THEN 'any'"
         "  WHEN coalesce(tls_version, '') <> '' AND tls_verify = 'ok' THEN 'any'"
         "  WHEN coalesce(tls_version, '') <> '' THEN 'required or opportunistic'"
         "  ELSE 'opportunistic or none' END AS pol"
@@ -375,7 +378,9 @@ void report_cell(const json_t *v, buf_t *out)
     } else if (json_is_integer(v)) {
         buf_appendf(out, "%lld", (long long)json_integer_value(v));
     } else if (json_is_real(v)) {
-        buf_appendf(out, "%g", json_real_value(v));
+        /* 950, 18933600, 0.333333: whole seconds are never 1.89e+07 */
+        double x = json_real_value(v);
+        buf_appendf(out, fabs(x) < 1e15 && x == floor(x) ? "%.0f" : "%.10g", x);
     } else if (json_is_true(v) || json_is_false(v)) {
         buf_append_str(out, json_is_true(v) ? "true" : "false");
     } else {
