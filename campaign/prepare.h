@@ -18,6 +18,11 @@
  * waiting for the loop); their rows stay `claimed` under this node's
  * lease until the loop has sent them, so a stop releases them with the
  * loader's other unsent claims.
+ *
+ * Diagnostics: prepare_compile returns NULL with render_compile's reason;
+ * a recipient that cannot be rendered gets its reason in it->err (the
+ * caller marks it `invalid`); a merge field rendered empty is warned on
+ * stderr, once per field, and prepare_token_done says the totals.
  */
 #ifndef RINGMAIL_PREPARE_H
 #define RINGMAIL_PREPARE_H

@@ -29,9 +29,12 @@
  * < > " '.
  *
  * Diagnostics: render_compile and render_message return a reason in err;
- * a recipient whose message cannot be rendered (a merge value with CR or
+ * a template's syntax error names the template and where it is
+ * ("subject: unterminated merge field '{{first_name' at character 4").
+ * A recipient whose message cannot be rendered (a merge value with CR or
  * LF bound for a header, invalid UTF-8, a bad address) is the caller's to
- * mark `invalid`.
+ * mark `invalid`. A field rendered empty for want of a value is no error:
+ * the scratch names it, the caller warns.
  */
 #ifndef RINGMAIL_RENDER_H
 #define RINGMAIL_RENDER_H

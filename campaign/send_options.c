@@ -162,7 +162,7 @@ int send_parse_with(int argc, char **argv, struct send_options *o, const struct 
         {0, 0, 0, 0},
     };
     /* The other command's options first: getopt takes the first name that matches. */
-    static struct option table[128];
+    struct option table[128];
     const struct option *opts = longopts;
     if (extra) {
         size_t ne = 0, ns = sizeof longopts / sizeof longopts[0]; /* its end mark included */
