@@ -187,6 +187,8 @@ check_grep "test without --to: says so" "^ringmail campaign test: --to ADDR is r
 check_grep "test --window: not one of its options" "^ringmail campaign test: --window is not an option of campaign test$" "$T/t6.err"
 "$RM" campaign test "$C" --to a@seed.test --vars '[1]' --db "$PG_URL" >/dev/null 2>"$T/t7.err"
 check_eq "test --vars not an object: exit 2" 2 "$?"
+check_grep "test --vars not an object: says what it wants" \
+    '^ringmail campaign test: --vars must be a JSON object, \{"first_name": "Ann"\}$' "$T/t7.err"
 "$RM" campaign test 999999 --to a@seed.test --db "$PG_URL" >/dev/null 2>"$T/t8.err"
 check_eq "test of no campaign: exit 1" 1 "$?"
 check_grep "test of no campaign: says so" "^ringmail campaign test: no campaign 999999" "$T/t8.err"
@@ -229,6 +231,10 @@ check_grep "preview: the missing field said on stderr" \
 check_grep "preview: rendered empty" $'^Subject: Hi\r$' "$T/p2.eml"
 "$RM" campaign preview "$C" --to a@seed.test --db "$PG_URL" >/dev/null 2>"$T/p3.err"
 check_eq "preview without --out: exit 2" 2 "$?"
+check_grep "preview without --out: says so" '^ringmail campaign preview: --out FILE.eml is required$' "$T/p3.err"
+"$RM" campaign preview "$C" --to a@seed.test --to b@seed.test --out "$T/p4.eml" --db "$PG_URL" >/dev/null 2>"$T/p4.err"
+check_grep "preview for two addresses: refused" '^ringmail campaign preview: one --to for a preview$' "$T/p4.err"
+check "preview refused: no file written" test ! -e "$T/p4.eml"
 
 # With [feedback]: VERP and the token List-Unsubscribe, both naming recipient 0
 # (no row), and the preview still the same message.
