@@ -299,9 +299,16 @@ int campaign_main(int argc, char **argv)
     if (argc >= 2 && strcmp(argv[1], "resume") == 0) {
         return campaign_resume(argc - 1, argv + 1);
     }
+    if (argc >= 2 && strcmp(argv[1], "test") == 0) {
+        return campaign_test(argc - 1, argv + 1);
+    }
+    if (argc >= 2 && strcmp(argv[1], "preview") == 0) {
+        return campaign_preview(argc - 1, argv + 1);
+    }
     int help = argc >= 2 && strcmp(argv[1], "--help") == 0;
     if (!help) {
-        opt_no_subcommand("campaign", argc >= 2 ? argv[1] : NULL, "create, list, holds, resume");
+        opt_no_subcommand("campaign", argc >= 2 ? argv[1] : NULL,
+                          "create, list, holds, resume, test, preview");
     }
     campaign_create_usage(help ? stdout : stderr);
     return help ? 0 : 2;

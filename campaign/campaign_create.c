@@ -2,15 +2,29 @@
  * campaign_create - `ringmail campaign create`: options checked, template
  * files read, the campaign row inserted. See campaign_cmd.h.
  *
+ * Nothing is stored until everything checks out: the addresses (--from,
+ * --reply-to) by the import's rules, every template compiled as send
+ * compiles it, a syntax error named by option and position ("--subject:
+ * unterminated merge field '{{first_name' at character 4", "--text
+ * body.txt: ... at line 3, character 7"), the DKIM key loaded, --start-at
+ * a time to come.
+ *
+ * --from takes "addr" or "Display Name <addr>" (the name stored apart, in
+ * from_name, like --from-name; giving both is refused). --start-at stores
+ * the time and makes the campaign `scheduled` (a `send` waits for it),
+ * said on stderr: "campaign 7 scheduled for 2026-12-06 14:00:00 UTC".
+ *
  * A DKIM key is stored in the campaign row (the senders read it from
  * there); it is never printed, not even in an error.
  */
 #include <errno.h>
 #include <getopt.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "campaign/campaign_int.h"
 #include "campaign/db.h"
@@ -19,6 +33,7 @@
 #include "engine/buf.h"
 #include "engine/num.h"
 #include "engine/opt.h"
+#include "pool/throttle.h"
 
 #define CAMPAIGN_FILE_MAX (32 * 1024 * 1024)
 
@@ -26,7 +41,180 @@ struct campaign_spec {
     const char *url, *name, *from, *subject;
     const char *text_path, *html_path, *list_unsubscribe, *feedback_id;
     const char *dkim_domain, *dkim_selector, *dkim_key_path;
+    const char *from_name, *reply_to, *start_at;
+    /* from --from split: the address, and its display name (or --from-name) */
+    char from_addr[320], from_display[400];
+    int has_start;
+    time_t start; /* --start-at */
 };
+
+/* ---- --from "Name <addr>" ---- */
+
+/* The display name of "Name <addr>" (or "\"Name\" <addr>") into dst,
+ * unquoted; "" when from is a bare address. The address into addr. -1
+ * when it does not fit. */
+static int campaign_split_from(const char *from, char *addr, size_t addrlen, char *dst,
+                               size_t dstlen)
+{
+    size_t n = strlen(from);
+    while (n > 0 && (from[n - 1] == ' ' || from[n - 1] == '\t')) {
+        n--;
+    }
+    const char *lt = n > 0 && from[n - 1] == '>' ? memrchr(from, '<', n) : NULL;
+    if (!lt) {
+        dst[0] = '\0';
+        return (size_t)snprintf(addr, addrlen, "%.*s", (int)n, from) < addrlen ? 0 : -1;
+    }
+    const char *a = lt + 1, *ae = from + n - 1;
+    if ((size_t)snprintf(addr, addrlen, "%.*s", (int)(ae - a), a) >= addrlen) {
+        return -1;
+    }
+    const char *p = from, *e = lt;
+    while (p < e && (*p == ' ' || *p == '\t')) {
+        p++;
+    }
+    while (e > p && (e[-1] == ' ' || e[-1] == '\t')) {
+        e--;
+    }
+    if (e - p >= 2 && *p == '"' && e[-1] == '"') { /* a quoted string: \x is x */
+        p++;
+        e--;
+    }
+    size_t o = 0;
+    for (; p < e && o + 1 < dstlen; p++) {
+        if (*p == '\\' && p + 1 < e) {
+            p++;
+        }
+        dst[o++] = *p;
+    }
+    dst[o] = '\0';
+    return p == e ? 0 : -1;
+}
+
+/* ---- --start-at ---- */
+
+/* n digits at *p into *v (the cursor moved past them): 0, or -1. */
+static int campaign_digits(const char **p, int n, int *v)
+{
+    *v = 0;
+    for (int i = 0; i < n; i++) {
+        if ((*p)[i] < '0' || (*p)[i] > '9') {
+            return -1;
+        }
+        *v = *v * 10 + ((*p)[i] - '0');
+    }
+    *p += n;
+    return 0;
+}
+
+/* ISO 8601: YYYY-MM-DD, then [T or space]HH:MM[:SS[.fraction]], then Z,
+ * +HH[:MM] or -HH[:MM]; no zone is UTC. 0, or -1. */
+static int campaign_parse_iso(const char *s, time_t *out)
+{
+    const char *p = s;
+    struct tm tm = {0};
+    int y, mo, d, h = 0, mi = 0, sec = 0, oh = 0, om = 0, sign = 0;
+    if (campaign_digits(&p, 4, &y) < 0 || *p++ != '-' || campaign_digits(&p, 2, &mo) < 0 ||
+        *p++ != '-' || campaign_digits(&p, 2, &d) < 0) {
+        return -1;
+    }
+    if (*p == 'T' || *p == 't' || *p == ' ') {
+        p++;
+        if (campaign_digits(&p, 2, &h) < 0 || *p++ != ':' || campaign_digits(&p, 2, &mi) < 0) {
+            return -1;
+        }
+        if (*p == ':') {
+            p++;
+            if (campaign_digits(&p, 2, &sec) < 0) {
+                return -1;
+            }
+            if (*p == '.' || *p == ',') {
+                p++;
+                if (*p < '0' || *p > '9') {
+                    return -1;
+                }
+                while (*p >= '0' && *p <= '9') {
+                    p++; /* a fraction of a second: dropped */
+                }
+            }
+        }
+        while (*p == ' ') {
+            p++;
+        }
+        if (*p == 'Z' || *p == 'z') {
+            p++;
+        } else if (*p == '+' || *p == '-') {
+            sign = *p++ == '-' ? -1 : 1;
+            if (campaign_digits(&p, 2, &oh) < 0) {
+                return -1;
+            }
+            if (*p == ':') {
+                p++;
+            }
+            if (*p && campaign_digits(&p, 2, &om) < 0) {
+                return -1;
+            }
+        }
+    }
+    if (*p || mo < 1 || mo > 12 || d < 1 || h > 23 || mi > 59 || sec > 59 || oh > 23 || om > 59) {
+        return -1;
+    }
+    tm.tm_year = y - 1900;
+    tm.tm_mon = mo - 1;
+    tm.tm_mday = d;
+    tm.tm_hour = h;
+    tm.tm_min = mi;
+    tm.tm_sec = sec;
+    time_t t = timegm(&tm);
+    if (t == (time_t)-1 || tm.tm_mday != d || tm.tm_mon != mo - 1) {
+        return -1; /* February 30th: timegm moved it */
+    }
+    *out = t - sign * (oh * 3600 + om * 60);
+    return 0;
+}
+
+/* "2026-12-06 14:00:00 UTC" */
+static void campaign_utc(time_t t, char *dst, size_t n)
+{
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(dst, n, "%Y-%m-%d %H:%M:%S UTC", &tm);
+}
+
+/* --start-at: "+10m" from now, or an ISO 8601 date and time; NULL, or what
+ * is wrong (in buf). */
+static const char *campaign_start_problem(struct campaign_spec *s, char *buf, size_t n)
+{
+    time_t now = time(NULL);
+    const char *v = s->start_at;
+    if (v[0] == '+') {
+        uint64_t ms;
+        char why[200];
+        if (throttle_duration_parse(v + 1, &ms, why, sizeof why) < 0 ||
+            ms > 100ull * 366 * 86400000) {
+            snprintf(buf, n, "--start-at %s: a delay is +10m, +2h or +1d", v);
+            return buf;
+        }
+        s->start = now + (time_t)((ms + 999) / 1000);
+    } else if (campaign_parse_iso(v, &s->start) < 0) {
+        snprintf(buf, n,
+                 "--start-at %s: not a time (\"2026-12-06 14:00\" in UTC, "
+                 "\"2026-12-06T14:00:00+01:00\", or from now: +10m, +2h)",
+                 v);
+        return buf;
+    }
+    if (s->start < now) {
+        char at[64], cur[64];
+        campaign_utc(s->start, at, sizeof at);
+        campaign_utc(now, cur, sizeof cur);
+        snprintf(buf, n, "--start-at %s: that is in the past (%s; it is %s now)", v, at, cur);
+        return buf;
+    }
+    s->has_start = 1;
+    return NULL;
+}
+
+/* ---- checks ---- */
 
 /* The whole file in out, NUL-terminated. PostgreSQL text cannot hold a NUL
  * byte, so a file with one is refused here rather than cut short there. */
@@ -85,8 +273,44 @@ static int campaign_name_chars(const char *s, const char *extra)
     return 1;
 }
 
-/* The checks that need no database; NULL, or what is wrong. */
-static const char *campaign_spec_problem(const struct campaign_spec *s)
+/* --from into from_addr and from_display (with --from-name); NULL, or what
+ * is wrong (in buf). */
+static const char *campaign_from_problem(struct campaign_spec *s, char *buf, size_t n)
+{
+    if (campaign_split_from(s->from, s->from_addr, sizeof s->from_addr, s->from_display,
+                            sizeof s->from_display) < 0) {
+        return "--from is too long";
+    }
+    if (!campaign_bytes_within(s->from_addr, 0x21, 0x7e) || !s->from_addr[0]) {
+        return "--from must be an ASCII address (an IDN domain as its A-label), alone or as "
+               "\"Display Name <addr>\"";
+    }
+    if (s->from_display[0] && s->from_name) {
+        snprintf(buf, n,
+                 "--from has a display name (\"%s\") and --from-name gives one too: give the "
+                 "name once",
+                 s->from_display);
+        return buf;
+    }
+    if (s->from_name) {
+        if ((size_t)snprintf(s->from_display, sizeof s->from_display, "%s", s->from_name) >=
+            sizeof s->from_display) {
+            return "--from-name is too long";
+        }
+        if (!s->from_name[0]) {
+            return "--from-name is empty";
+        }
+    }
+    if (strpbrk(s->from_display, "\r\n") ||
+        !render_utf8_ok(s->from_display, strlen(s->from_display))) {
+        return s->from_name ? "--from-name must be one line of UTF-8 text"
+                            : "--from: the display name must be one line of UTF-8 text";
+    }
+    return NULL;
+}
+
+/* The checks that need no database; NULL, or what is wrong (maybe in buf). */
+static const char *campaign_spec_problem(struct campaign_spec *s, char *buf, size_t n)
 {
     int dkim = !!s->dkim_domain + !!s->dkim_selector + !!s->dkim_key_path;
     if (!s->url) {
@@ -98,9 +322,12 @@ static const char *campaign_spec_problem(const struct campaign_spec *s)
     if (!s->from || !*s->from) {
         return "--from ADDR is required";
     }
-    if (!campaign_bytes_within(s->from, 0x21, 0x7e)) {
-        return "--from must be a bare ASCII address (an IDN domain as its A-label), "
-               "without a display name or spaces";
+    const char *from = campaign_from_problem(s, buf, n);
+    if (from) {
+        return from;
+    }
+    if (s->reply_to && (!*s->reply_to || !campaign_bytes_within(s->reply_to, 0x21, 0x7e))) {
+        return "--reply-to must be a bare ASCII address (an IDN domain as its A-label)";
     }
     if (!s->subject || !*s->subject) {
         return "--subject is required";
@@ -130,6 +357,9 @@ static const char *campaign_spec_problem(const struct campaign_spec *s)
     if (dkim && (!*s->dkim_selector || !campaign_name_chars(s->dkim_selector, "-._"))) {
         return "--dkim-selector must be letters, digits, '-', '_' or '.'";
     }
+    if (s->start_at) {
+        return campaign_start_problem(s, buf, n);
+    }
     return NULL;
 }
 
@@ -147,14 +377,25 @@ void campaign_create_usage(FILE *f)
     fprintf(f,
             "usage: ringmail campaign create --db URL --name NAME --from ADDR --subject TEMPLATE\n"
             "           [--text FILE] [--html FILE] [--list-unsubscribe URL_TEMPLATE]\n"
+            "           [--from-name NAME] [--reply-to ADDR] [--start-at TIME]\n"
             "           [--feedback-id ID] [--dkim-domain D --dkim-selector S --dkim-key FILE]\n"
             "\n"
             "  At least one of --text and --html (template files, UTF-8). Prints the new\n"
-            "  campaign's id. Templates use {{name}} / {{name|default}} merge fields.\n"
+            "  campaign's id. Templates use {{name}} / {{name|default}} merge fields,\n"
+            "  checked now. --from \"Acme News <news@acme.test>\" or --from-name gives the\n"
+            "  sender's display name. --start-at \"2026-12-06 14:00\" (UTC unless it says\n"
+            "  Z or +01:00) or +2h: the campaign is scheduled; a send waits for the time.\n"
+            "       ringmail campaign test --db URL ID --to ADDR [--to ADDR ...]\n"
+            "           [--vars JSON | --as RECIPIENT] [send options: --config --relay ...]\n"
+            "       ringmail campaign preview --db URL ID --to ADDR --out FILE.eml\n"
+            "           [--vars JSON | --as RECIPIENT] [--config FILE]\n"
             "       ringmail campaign list --db URL\n"
             "       ringmail campaign holds --db URL [ID]\n"
             "       ringmail campaign resume --db URL ID --isp NAME\n"
             "\n"
+            "  test: the campaign's message, exactly as its recipients get it, to seed\n"
+            "  addresses (one attempt each, recorded in ringmail.seed_delivery, the\n"
+            "  campaign untouched). preview: that message written to a file.\n"
             "  holds: the ISPs the complaint guard holds ([feedback] complaint_pause), per\n"
             "  campaign. resume: lift one; a running send sees it within seconds.\n");
 }
@@ -173,6 +414,9 @@ static int campaign_create_parse(int argc, char **argv, struct campaign_spec *s)
         {"dkim-domain", required_argument, 0, 'D'},
         {"dkim-selector", required_argument, 0, 'S'},
         {"dkim-key", required_argument, 0, 'k'},
+        {"from-name", required_argument, 0, 'N'},
+        {"reply-to", required_argument, 0, 'r'},
+        {"start-at", required_argument, 0, 'a'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -180,7 +424,8 @@ static int campaign_create_parse(int argc, char **argv, struct campaign_spec *s)
     dest['d'] = &s->url, dest['n'] = &s->name, dest['f'] = &s->from, dest['s'] = &s->subject;
     dest['t'] = &s->text_path, dest['H'] = &s->html_path, dest['u'] = &s->list_unsubscribe;
     dest['i'] = &s->feedback_id, dest['D'] = &s->dkim_domain, dest['S'] = &s->dkim_selector;
-    dest['k'] = &s->dkim_key_path;
+    dest['k'] = &s->dkim_key_path, dest['N'] = &s->from_name, dest['r'] = &s->reply_to;
+    dest['a'] = &s->start_at;
     int ch;
     optind = 1;
     while ((ch = opt_getopt(argc, argv, longopts)) != -1) {
@@ -194,7 +439,9 @@ static int campaign_create_parse(int argc, char **argv, struct campaign_spec *s)
         }
         *dest[ch] = optarg;
     }
-    const char *problem = optind < argc ? "unexpected argument" : campaign_spec_problem(s);
+    char buf[512];
+    const char *problem =
+        optind < argc ? "unexpected argument" : campaign_spec_problem(s, buf, sizeof buf);
     if (problem) {
         fprintf(stderr, "ringmail campaign create: %s\n", problem);
         return 2;
@@ -224,10 +471,39 @@ static int campaign_read_files(const struct campaign_spec *s, buf_t files[3])
 /* What send would refuse, refused now: the templates compile as send
  * compiles them, and the DKIM key loads (PEM armour with garbage inside
  * passes campaign_looks_like_pem_key, not the signer). */
+/* render_compile's reason, its template named by its option: "subject: x"
+ * is "--subject: x", "text: x" is "--text FILE: x". */
+static void campaign_template_error(const struct campaign_spec *s, const char *err)
+{
+    const struct {
+        const char *what, *option, *value;
+    } names[] = {
+        {"subject", "--subject", NULL},
+        {"text", "--text", s->text_path},
+        {"html", "--html", s->html_path},
+        {"list_unsubscribe", "--list-unsubscribe", NULL},
+        {"from_addr", "--from", NULL},
+        {"from_name", s->from_name ? "--from-name" : "--from", NULL},
+        {"reply_to", "--reply-to", NULL},
+        {"feedback_id", "--feedback-id", NULL},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        size_t n = strlen(names[i].what);
+        if (strncmp(err, names[i].what, n) == 0 && err[n] == ':') {
+            fprintf(stderr, "ringmail campaign create: %s%s%s%s\n", names[i].option,
+                    names[i].value ? " " : "", names[i].value ? names[i].value : "", err + n);
+            return;
+        }
+    }
+    fprintf(stderr, "ringmail campaign create: %s\n", err);
+}
+
 static int campaign_check(const struct campaign_spec *s, buf_t files[3])
 {
     struct render_spec spec = {
-        .from_addr = s->from,
+        .from_addr = s->from_addr,
+        .from_name = s->from_display[0] ? s->from_display : NULL,
+        .reply_to = s->reply_to,
         .subject = s->subject,
         .text = s->text_path ? buf_data(&files[0]) : NULL,
         .html = s->html_path ? buf_data(&files[1]) : NULL,
@@ -237,7 +513,7 @@ static int campaign_check(const struct campaign_spec *s, buf_t files[3])
     char err[512];
     struct render_template *t = render_compile(&spec, err, sizeof err);
     if (!t) {
-        fprintf(stderr, "ringmail campaign create: template %s\n", err);
+        campaign_template_error(s, err);
         return 2;
     }
     render_free(t);
@@ -260,9 +536,11 @@ static int campaign_check(const struct campaign_spec *s, buf_t files[3])
 
 static int campaign_insert(PGconn *c, const struct campaign_spec *s, buf_t files[3])
 {
-    const char *values[10] = {
+    char start[32];
+    snprintf(start, sizeof start, "%lld", (long long)s->start);
+    const char *values[13] = {
         s->name,
-        s->from,
+        s->from_addr,
         s->subject,
         s->text_path ? buf_data(&files[0]) : NULL,
         s->html_path ? buf_data(&files[1]) : NULL,
@@ -271,13 +549,23 @@ static int campaign_insert(PGconn *c, const struct campaign_spec *s, buf_t files
         s->dkim_domain,
         s->dkim_selector,
         s->dkim_key_path ? buf_data(&files[2]) : NULL,
+        s->from_display[0] ? s->from_display : NULL,
+        s->reply_to,
+        start,
     };
+    /* status: the default (draft), or scheduled with its time */
     PGresult *r = pq.PQexecParams(
         c,
-        "INSERT INTO ringmail.campaign (name, mail_from, subject, text_body, html_body,"
-        " list_unsubscribe, feedback_id, dkim_domain, dkim_selector, dkim_key)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
-        10, NULL, values, NULL, NULL, 0);
+        s->has_start
+            ? "INSERT INTO ringmail.campaign (name, mail_from, subject, text_body, html_body,"
+              " list_unsubscribe, feedback_id, dkim_domain, dkim_selector, dkim_key, from_name,"
+              " reply_to, start_at, status) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
+              " $11, $12, to_timestamp($13::bigint), 'scheduled') RETURNING id"
+            : "INSERT INTO ringmail.campaign (name, mail_from, subject, text_body, html_body,"
+              " list_unsubscribe, feedback_id, dkim_domain, dkim_selector, dkim_key, from_name,"
+              " reply_to) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+              " RETURNING id",
+        s->has_start ? 13 : 12, NULL, values, NULL, NULL, 0);
     if (!r || pq.PQresultStatus(r) != PGRES_TUPLES_OK || pq.PQntuples(r) != 1) {
         const char *m = r ? pq.PQresultErrorMessage(r) : pq.PQerrorMessage(c);
         fprintf(stderr, "ringmail campaign create: %.*s\n", (int)strcspn(m, "\n"), m);
@@ -285,6 +573,11 @@ static int campaign_insert(PGconn *c, const struct campaign_spec *s, buf_t files
         return 1;
     }
     printf("%s\n", pq.PQgetvalue(r, 0, 0));
+    if (s->has_start) {
+        char at[64];
+        campaign_utc(s->start, at, sizeof at);
+        fprintf(stderr, "campaign %s scheduled for %s\n", pq.PQgetvalue(r, 0, 0), at);
+    }
     pq.PQclear(r);
     return 0;
 }
@@ -308,10 +601,12 @@ int campaign_create(int argc, char **argv)
         fprintf(stderr, "ringmail campaign create: %s\n", err);
         rc = 1;
     }
-    if (rc == 0) {
-        int bad = import_address_problem(c, s.from, err, sizeof err);
+    const char *addrs[2][2] = {{"--from", s.from_addr}, {"--reply-to", s.reply_to}};
+    for (int i = 0; i < 2 && rc == 0 && addrs[i][1]; i++) {
+        int bad = import_address_problem(c, addrs[i][1], err, sizeof err);
         if (bad != 0) {
-            fprintf(stderr, "ringmail campaign create: %s%s\n", bad > 0 ? "--from: " : "", err);
+            fprintf(stderr, "ringmail campaign create: %s%s%s\n", bad > 0 ? addrs[i][0] : "",
+                    bad > 0 ? ": " : "", err);
             rc = bad > 0 ? 2 : 1;
         }
     }

@@ -65,40 +65,43 @@ void loader_wait_on(pthread_mutex_t *mu, pthread_cond_t *cv, unsigned ms)
 
 /* ---- start ---- */
 
-/* loader_load_campaign - the campaign's row into l->camp */
-static int loader_load_campaign(struct loader *l, char *err, size_t errlen)
+/* loader_campaign_read - see loader.h */
+int loader_campaign_read(PGconn *conn, int64_t id, struct loader_campaign *c, char *err,
+                         size_t errlen)
 {
-    char id[32];
-    snprintf(id, sizeof id, "%" PRId64, l->o.campaign);
-    const char *p[] = {id};
-    PGresult *r =
-        loader_query(l->c,
-                     "SELECT name, mail_from, subject, text_body, html_body,"
-                     " list_unsubscribe, feedback_id, dkim_domain, dkim_selector, dkim_key"
-                     " FROM ringmail.campaign WHERE id = $1",
-                     1, p, PGRES_TUPLES_OK, err, errlen);
+    char idtext[32];
+    snprintf(idtext, sizeof idtext, "%" PRId64, id);
+    const char *p[] = {idtext};
+    PGresult *r = loader_query(conn,
+                               "SELECT name, mail_from, subject, text_body, html_body,"
+                               " list_unsubscribe, feedback_id, dkim_domain, dkim_selector,"
+                               " dkim_key, from_name, reply_to"
+                               " FROM ringmail.campaign WHERE id = $1",
+                               1, p, PGRES_TUPLES_OK, err, errlen);
     if (!r) {
         return -1;
     }
     if (pq.PQntuples(r) != 1) {
-        snprintf(err, errlen, "no campaign %s", id);
+        snprintf(err, errlen, "no campaign %s", idtext);
         pq.PQclear(r);
-        return -1;
+        return 1;
     }
-    struct loader_campaign *c = &l->camp;
-    c->id = l->o.campaign;
-    c->name = loader_strdup_or_null(r, 0, 0);
-    c->mail_from = loader_strdup_or_null(r, 0, 1);
-    c->subject = loader_strdup_or_null(r, 0, 2);
-    c->text_body = loader_strdup_or_null(r, 0, 3);
-    c->html_body = loader_strdup_or_null(r, 0, 4);
-    c->list_unsubscribe = loader_strdup_or_null(r, 0, 5);
-    c->feedback_id = loader_strdup_or_null(r, 0, 6);
-    c->dkim_domain = loader_strdup_or_null(r, 0, 7);
-    c->dkim_selector = loader_strdup_or_null(r, 0, 8);
-    c->dkim_key = loader_strdup_or_null(r, 0, 9);
+    memset(c, 0, sizeof *c);
+    c->id = id;
+    char **col[] = {&c->name,          &c->mail_from,        &c->subject,     &c->text_body,
+                    &c->html_body,     &c->list_unsubscribe, &c->feedback_id, &c->dkim_domain,
+                    &c->dkim_selector, &c->dkim_key,         &c->from_name,   &c->reply_to};
+    for (int i = 0; i < (int)(sizeof col / sizeof col[0]); i++) {
+        *col[i] = loader_strdup_or_null(r, 0, i);
+    }
     pq.PQclear(r);
     return 0;
+}
+
+/* loader_load_campaign - the campaign's row into l->camp */
+static int loader_load_campaign(struct loader *l, char *err, size_t errlen)
+{
+    return loader_campaign_read(l->c, l->o.campaign, &l->camp, err, errlen) == 0 ? 0 : -1;
 }
 
 /* loader_join - ask the threads to stop and join those started (n of them: writer,
@@ -175,8 +178,8 @@ fail:
     return NULL;
 }
 
-/* loader_campaign_free - the campaign's strings */
-static void loader_campaign_free(struct loader_campaign *c)
+/* loader_campaign_free - see loader.h */
+void loader_campaign_free(struct loader_campaign *c)
 {
     free(c->name);
     free(c->mail_from);
@@ -188,6 +191,8 @@ static void loader_campaign_free(struct loader_campaign *c)
     free(c->dkim_domain);
     free(c->dkim_selector);
     free(c->dkim_key);
+    free(c->from_name);
+    free(c->reply_to);
 }
 
 /* loader_now_ms - the clock of loader_stop_by's deadline */

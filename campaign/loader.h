@@ -61,6 +61,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "campaign/pq.h"
 #include "pool/bounce.h"
 
 #define LOADER_TEXT_MAX 512
@@ -107,7 +108,16 @@ struct loader_campaign {
     int64_t id;
     char *name, *mail_from, *subject, *text_body, *html_body, *list_unsubscribe, *feedback_id;
     char *dkim_domain, *dkim_selector, *dkim_key; /* NULL when unset */
+    char *from_name, *reply_to;                   /* NULL when unset */
 };
+
+/* Campaign id's row on c into *out (its strings owned): 0; 1 when there is
+ * no such campaign; -1 + err on a database error. What the loader reads,
+ * for `campaign test` and `campaign preview` too. */
+int loader_campaign_read(PGconn *c, int64_t id, struct loader_campaign *out, char *err,
+                         size_t errlen);
+/* The strings of a loader_campaign_read. */
+void loader_campaign_free(struct loader_campaign *c);
 
 struct loader_options {
     const char *url;

@@ -10,6 +10,7 @@
 #include "campaign/prepare.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -60,10 +61,160 @@ static int prepare_lookup(void *ctx, const char *name, buf_t *value)
     return v->json.lookup && v->json.lookup(v->json.ctx, name, value);
 }
 
+/* ---- templates ---- */
+
+struct render_template *prepare_compile(const struct loader_campaign *c,
+                                        const struct config_feedback *f, const char *who,
+                                        struct prepare_token *token, char *err, size_t errlen)
+{
+    struct dkim_spec dk = {
+        .domain = c->dkim_domain,
+        .selector = c->dkim_selector,
+        .key_pem = c->dkim_key,
+    };
+    struct render_spec spec = {
+        .from_addr = c->mail_from,
+        .from_name = c->from_name,
+        .reply_to = c->reply_to,
+        .subject = c->subject,
+        .text = c->text_body,
+        .html = c->html_body,
+        .list_unsubscribe = c->list_unsubscribe,
+        .feedback_id = c->feedback_id,
+        .dkim = c->dkim_domain && c->dkim_selector && c->dkim_key ? &dk : NULL,
+    };
+    memset(token, 0, sizeof *token);
+    token->campaign = (uint64_t)c->id;
+    char url[CONFIG_URL_MAX + 64], mailto[CONFIG_DOMAIN_MAX + 64];
+    if (f && f->enabled && f->unsubscribe_url[0]) {
+        /* [feedback] unsubscribe_url: the one-click URL and the mailto name
+         * the recipient by token, and `ringmail inbound` honours both. */
+        if (c->list_unsubscribe) {
+            fprintf(stderr,
+                    "%s: [feedback] unsubscribe_url replaces campaign %" PRId64
+                    "'s list_unsubscribe\n",
+                    who, c->id);
+        }
+        snprintf(url, sizeof url, "%s/{{" PREPARE_TOKEN_VAR "}}", f->unsubscribe_url);
+        snprintf(mailto, sizeof mailto, "mailto:u-{{" PREPARE_TOKEN_VAR "}}@%s", f->return_path);
+        spec.list_unsubscribe = url;
+        spec.list_unsubscribe_mailto = mailto;
+        token->key = f->secret;
+        token->keylen = f->secret_len;
+    }
+    struct render_template *t = render_compile(&spec, err, errlen);
+    if (t) {
+        token->missing = prepare_missing_new(c->id, who);
+    }
+    return t;
+}
+
+void prepare_token_done(struct prepare_token *token)
+{
+    if (token->missing) {
+        prepare_missing_report(token->missing);
+        prepare_missing_free(token->missing);
+        token->missing = NULL;
+    }
+}
+
+/* ---- missing merge values ---- */
+
+struct prepare_missing_field {
+    char *name;
+    uint64_t recipients;
+};
+
+struct prepare_missing {
+    int64_t campaign;
+    char *who;
+    pthread_mutex_t mu;
+    struct prepare_missing_field *fields; /* under mu */
+    size_t n, cap;
+};
+
+struct prepare_missing *prepare_missing_new(int64_t campaign, const char *who)
+{
+    struct prepare_missing *m = calloc(1, sizeof *m);
+    if (!m || !(m->who = strdup(who))) {
+        abort();
+    }
+    m->campaign = campaign;
+    pthread_mutex_init(&m->mu, NULL);
+    return m;
+}
+
+/* The warning's advice: the field with a default. */
+#define PREPARE_MISSING_ADVICE "(rendered empty; give it a default: {{%s|there}})"
+
+void prepare_missing_note(struct prepare_missing *m, const struct render_scratch *s,
+                          const char *rcpt)
+{
+    if (!m || s->nmissing == 0) {
+        return;
+    }
+    pthread_mutex_lock(&m->mu);
+    for (size_t i = 0; i < s->nmissing; i++) {
+        size_t k = 0;
+        while (k < m->n && strcmp(m->fields[k].name, s->missing[i]) != 0) {
+            k++;
+        }
+        if (k == m->n) {
+            if (m->n == m->cap) {
+                m->cap = m->cap ? 2 * m->cap : 8;
+                m->fields = realloc(m->fields, m->cap * sizeof *m->fields);
+                if (!m->fields) {
+                    abort();
+                }
+            }
+            m->fields[m->n++] = (struct prepare_missing_field){strdup(s->missing[i]), 0};
+            fprintf(stderr,
+                    "%s: warning: campaign %" PRId64
+                    ": {{%s}} has no value for %s " PREPARE_MISSING_ADVICE "\n",
+                    m->who, m->campaign, s->missing[i], rcpt, s->missing[i]);
+        }
+        m->fields[k].recipients++;
+    }
+    pthread_mutex_unlock(&m->mu);
+}
+
+void prepare_missing_report(const struct prepare_missing *m)
+{
+    for (size_t k = 0; m && k < m->n; k++) {
+        const struct prepare_missing_field *f = &m->fields[k];
+        fprintf(stderr,
+                "%s: warning: campaign %" PRId64 ": {{%s}} has no value for %" PRIu64
+                " recipient%s " PREPARE_MISSING_ADVICE "\n",
+                m->who, m->campaign, f->name, f->recipients, f->recipients == 1 ? "" : "s",
+                f->name);
+    }
+}
+
+void prepare_missing_free(struct prepare_missing *m)
+{
+    if (!m) {
+        return;
+    }
+    for (size_t k = 0; k < m->n; k++) {
+        free(m->fields[k].name);
+    }
+    free(m->fields);
+    free(m->who);
+    pthread_mutex_destroy(&m->mu);
+    free(m);
+}
+
+/* ---- one recipient ---- */
+
 void prepare_render(const struct render_template *tpl, struct render_scratch *scratch,
                     const char *(*address_problem)(const char *), const struct prepare_token *token,
                     struct prepare_item *it)
 {
+    struct render_scratch local;
+    if (!scratch) {
+        render_scratch_init(&local);
+    }
+    struct render_scratch *rs = scratch ? scratch : &local;
     buf_init(&it->body);
     it->err[0] = '\0';
     const char *problem = address_problem ? address_problem(it->r.address) : NULL;
@@ -82,17 +233,22 @@ void prepare_render(const struct render_template *tpl, struct render_scratch *sc
             pv.token = local + 2; /* TOKEN of "u-TOKEN" */
         }
         struct render_vars rv = {prepare_lookup, &pv};
-        if (render_message(tpl, it->r.address, vars || pv.token ? &rv : NULL, scratch, &it->body,
+        if (render_message(tpl, it->r.address, vars || pv.token ? &rv : NULL, rs, &it->body,
                            it->err, sizeof it->err) < 0) {
             buf_free(&it->body);
             if (!it->err[0]) {
                 snprintf(it->err, sizeof it->err, "cannot render the message");
             }
+        } else if (token) {
+            prepare_missing_note(token->missing, rs, it->r.address);
         }
         json_decref(vars);
     }
     free(it->r.vars);
     it->r.vars = NULL;
+    if (!scratch) {
+        render_scratch_free(&local);
+    }
 }
 
 static void *prepare_run(void *arg)

@@ -17,7 +17,11 @@
  *     Header templates (subject, display name, List-Unsubscribe) may not
  *     contain a line break, so a CR or LF in a merged header can only have
  *     come from a merge value: the recipient is refused with a reason,
- *     nothing is written. Every merge value must be UTF-8 without NUL.
+ *     nothing is written (a value inside a URL is percent-encoded, so it
+ *     has none left). Every merge value must be UTF-8 without NUL. Each
+ *     field is marked at compile time as inside a URL or not
+ *     (render_url.c). A field without a default that a recipient has no
+ *     value for renders empty and is named in the scratch's missing[].
  *
  *     Headers. Text that is printable ASCII (no "=?", no word over 900
  *     octets) is written as it is, folded at its own whitespace before
@@ -44,9 +48,10 @@
  *     Date is RFC 5322 in UTC with English names (no locale).
  *
  * DIAGNOSTICS
- *     render_compile: "subject: unterminated {{ at offset N", "text: bad
- *     merge field name", "subject: a line break in a header template",
- *     "from_addr: not a plain address", "extra header: ...",
+ *     render_compile: "subject: unterminated merge field '{{first_name' at
+ *     character 4", "text: bad merge field name '{{first name}}' at line
+ *     2, character 7 (...)", "subject: a line break in a header template",
+ *     "from_addr: not a plain address", "reply_to: ...", "extra header: ...",
  *     "list_unsubscribe: must start with https:// or mailto:", DKIM key
  *     errors. render_message: "Subject: merge field NAME contains CR or LF
  *     (header injection refused)", "text: merge field NAME is not UTF-8
@@ -73,6 +78,7 @@ struct render_seg {
     size_t len;
     const char *name; /* field: NUL-terminated inside the template's copy */
     int has_default;
+    enum render_url url; /* field: inside a URL (percent-encoded) or not */
 };
 
 struct render_tpl {
@@ -193,6 +199,64 @@ static int render_field_name_ok(const char *s, size_t n)
     return 1;
 }
 
+/* Where the octet at AT of template SRC is, for an error: "character C"
+ * in a one-line template, else "line L, character C" (UTF-8 characters
+ * from 1; CRLF, CR and LF end a line). */
+static void render_where(const char *src, const char *at, char *dst, size_t cap)
+{
+    size_t line = 1, col = 1;
+    for (const char *p = src; p < at; p++) {
+        if (*p == '\n' || (*p == '\r' && p[1] != '\n')) {
+            line++;
+            col = 1;
+        } else if (*p != '\r' && ((unsigned char)*p & 0xC0) != 0x80) {
+            col++;
+        }
+    }
+    if (strpbrk(src, "\r\n")) {
+        snprintf(dst, cap, "line %zu, character %zu", line, col);
+    } else {
+        snprintf(dst, cap, "character %zu", col);
+    }
+}
+
+/* The field as written, from its "{{" (at most 40 characters and the end of
+ * its line; "..." when cut), for an error. */
+static void render_excerpt(const char *open, const char *end, char *dst, size_t cap)
+{
+    size_t chars = 0, o = 0;
+    const char *p = open;
+    while (p < end && *p && *p != '\r' && *p != '\n' && chars < 40) {
+        size_t k = 1;
+        while (((unsigned char)p[k] & 0xC0) == 0x80 && p + k < end) {
+            k++;
+        }
+        if (o + k + 4 > cap) {
+            break;
+        }
+        memcpy(dst + o, p, k);
+        o += k;
+        p += k;
+        chars++;
+    }
+    if (p < end && *p && *p != '\r' && *p != '\n' && o + 4 <= cap) {
+        memcpy(dst + o, "...", 3);
+        o += 3;
+    }
+    dst[o] = '\0';
+}
+
+/* A template error about the field written at OPEN ("{{"), up to END. */
+static void render_field_error(const struct render_tpl *t, const char *open, const char *end,
+                               const char *what, const char *problem, const char *hint, char *err,
+                               size_t errlen)
+{
+    char where[64], excerpt[200];
+    render_where(t->src, open, where, sizeof where);
+    render_excerpt(open, end, excerpt, sizeof excerpt);
+    snprintf(err, errlen, "%s: %s '%s' at %s%s", what, problem, excerpt, where, hint);
+}
+
 /* One "{{...}}" at open (after "{{"), closing at close; a field segment. */
 static int render_tpl_field(struct render_tpl *t, char *open, char *close, const char *what,
                             char *err, size_t errlen)
@@ -205,25 +269,27 @@ static int render_tpl_field(struct render_tpl *t, char *open, char *close, const
     size_t dflt_len = (size_t)(close - dflt);
     render_trim(&name, &name_len);
     render_trim(&dflt, &dflt_len);
-    if (!render_field_name_ok(name, name_len)) {
-        snprintf(err, errlen, "%s: bad merge field name at offset %zu (letters, digits, _ - .)",
-                 what, (size_t)(open - 2 - t->src));
+    if (memchr(open, '{', inner)) {
+        render_field_error(t, open - 2, close + 2, what, "'{' inside the merge field", "", err,
+                           errlen);
         return -1;
     }
-    if (memchr(open, '{', inner)) {
-        snprintf(err, errlen, "%s: '{' inside the merge field at offset %zu", what,
-                 (size_t)(open - 2 - t->src));
+    if (!render_field_name_ok(name, name_len)) {
+        render_field_error(t, open - 2, close + 2, what, "bad merge field name",
+                           " (a name is letters, digits, _ - .)", err, errlen);
         return -1;
     }
     ((char *)name)[name_len] = '\0'; /* a space, '|' or '}': never literal text */
-    t->segs[t->n++] = (struct render_seg){RENDER_FIELD, dflt, dflt_len, name, bar != NULL};
+    t->segs[t->n++] =
+        (struct render_seg){RENDER_FIELD, dflt, dflt_len, name, bar != NULL, RENDER_URL_NONE};
     return 0;
 }
 
-static int render_tpl_compile(struct render_tpl *t, const char *src, const char *what, int header,
-                              char *err, size_t errlen)
+static int render_tpl_compile(struct render_tpl *t, const char *src, const char *what,
+                              enum render_tpl_kind kind, char *err, size_t errlen)
 {
     size_t len = strlen(src), fields = 0;
+    int header = kind == RENDER_TPL_HEADER || kind == RENDER_TPL_URL;
     if (!render_utf8_ok(src, len)) {
         snprintf(err, errlen, "%s: template is not UTF-8 text", what);
         return -1;
@@ -241,26 +307,31 @@ static int render_tpl_compile(struct render_tpl *t, const char *src, const char 
         snprintf(err, errlen, "out of memory");
         return -1;
     }
+    struct render_url_scan scan;
+    render_url_scan_init(&scan, kind);
     char *p = t->src;
     for (;;) {
         char *open = strstr(p, "{{");
         char *lit_end = open ? open : p + strlen(p);
         if (lit_end > p) {
-            t->segs[t->n++] =
-                (struct render_seg){RENDER_LITERAL, p, (size_t)(lit_end - p), NULL, 0};
+            t->segs[t->n++] = (struct render_seg){RENDER_LITERAL, p, (size_t)(lit_end - p),
+                                                  NULL,           0, RENDER_URL_NONE};
+            render_url_literal(&scan, p, (size_t)(lit_end - p));
         }
         if (!open) {
             return 0;
         }
         char *close = strstr(open + 2, "}}");
-        if (!close) {
-            snprintf(err, errlen, "%s: unterminated {{ at offset %zu", what,
-                     (size_t)(open - t->src));
+        char *eol = strpbrk(open + 2, "\r\n"); /* a field is on one line */
+        if (!close || (eol && eol < close)) {
+            render_field_error(t, open, open + strlen(open), what, "unterminated merge field", "",
+                               err, errlen);
             return -1;
         }
         if (render_tpl_field(t, open + 2, close, what, err, errlen) < 0) {
             return -1;
         }
+        t->segs[t->n - 1].url = render_url_field(&scan);
         p = close + 2;
     }
 }
@@ -303,6 +374,21 @@ static void render_append_html(buf_t *dst, const char *p, size_t n)
     }
 }
 
+/* A field without a default rendered empty: named once in the scratch. */
+static void render_note_missing(struct render_scratch *s, const char *name)
+{
+    for (size_t i = 0; i < s->nmissing; i++) {
+        if (strcmp(s->missing[i], name) == 0) {
+            return;
+        }
+    }
+    if (s->nmissing < RENDER_MISSING_MAX) {
+        s->missing[s->nmissing++] = name;
+    } else {
+        s->missing_more = 1;
+    }
+}
+
 /* The value of one field: the recipient's, else the default, else empty. */
 static int render_field_value(struct render_call *c, const struct render_seg *seg,
                               enum render_ctx ctx, const char *what, const char **v, size_t *vn)
@@ -321,6 +407,9 @@ static int render_field_value(struct render_call *c, const struct render_seg *se
     if (*vn == 0) {
         *v = seg->text; /* the default, checked at compile time */
         *vn = seg->has_default ? seg->len : 0;
+        if (!seg->has_default) {
+            render_note_missing(c->s, seg->name);
+        }
         return 0;
     }
     if (!render_utf8_ok(*v, *vn)) {
@@ -328,7 +417,7 @@ static int render_field_value(struct render_call *c, const struct render_seg *se
                  seg->name);
         return -1;
     }
-    if (ctx == RENDER_CTX_HEADER && render_has_line_break(*v, *vn)) {
+    if (ctx == RENDER_CTX_HEADER && !seg->url && render_has_line_break(*v, *vn)) {
         snprintf(c->err, c->errlen,
                  "%s: merge field %s contains CR or LF (header injection refused)", what,
                  seg->name);
@@ -351,7 +440,9 @@ static int render_expand(struct render_call *c, const struct render_tpl *t, enum
         if (render_field_value(c, seg, ctx, what, &v, &vn) < 0) {
             return -1;
         }
-        if (ctx == RENDER_CTX_HTML) {
+        if (seg->url) {
+            render_append_url(dst, v, vn, seg->url); /* no HTML or header character left */
+        } else if (ctx == RENDER_CTX_HTML) {
             render_append_html(dst, v, vn);
         } else {
             buf_append(dst, v, vn);
@@ -392,6 +483,7 @@ static void render_message_id(const struct render_call *c, buf_t *out, time_t no
 /* ---------------------------------------------------------------- compile */
 
 static const char *const render_own_headers[] = {"from",
+                                                 "reply-to",
                                                  "to",
                                                  "subject",
                                                  "date",
@@ -461,6 +553,16 @@ static int render_compile_headers(struct render_template *t, const struct render
     render_hdr_start(&h, &t->from_line, "From");
     render_hdr_mailbox(&h, name, strlen(name), spec->from_addr);
     render_hdr_end(&h);
+    if (spec->reply_to) {
+        why = render_address_problem(spec->reply_to);
+        if (why) {
+            snprintf(err, errlen, "reply_to: %s", why);
+            return -1;
+        }
+        render_hdr_start(&h, &t->from_line, "Reply-To");
+        render_hdr_mailbox(&h, "", 0, spec->reply_to);
+        render_hdr_end(&h);
+    }
     if (spec->feedback_id) {
         size_t n = strlen(spec->feedback_id);
         if (n == 0 || n > RENDER_RAW_WORD_MAX || !render_printable(spec->feedback_id, n)) {
@@ -514,11 +616,14 @@ static int render_compile_templates(struct render_template *t, const struct rend
         snprintf(err, errlen, "text, html: a message needs one of them");
         return -1;
     }
-    if (render_tpl_compile(&t->subject, spec->subject, "subject", 1, err, errlen) < 0 ||
-        (spec->to_name &&
-         render_tpl_compile(&t->to_name, spec->to_name, "to_name", 1, err, errlen) < 0) ||
-        (spec->text && render_tpl_compile(&t->text, spec->text, "text", 0, err, errlen) < 0) ||
-        (spec->html && render_tpl_compile(&t->html, spec->html, "html", 0, err, errlen) < 0)) {
+    if (render_tpl_compile(&t->subject, spec->subject, "subject", RENDER_TPL_HEADER, err, errlen) <
+            0 ||
+        (spec->to_name && render_tpl_compile(&t->to_name, spec->to_name, "to_name",
+                                             RENDER_TPL_HEADER, err, errlen) < 0) ||
+        (spec->text &&
+         render_tpl_compile(&t->text, spec->text, "text", RENDER_TPL_TEXT, err, errlen) < 0) ||
+        (spec->html &&
+         render_tpl_compile(&t->html, spec->html, "html", RENDER_TPL_HTML, err, errlen) < 0)) {
         return -1;
     }
     if (spec->list_unsubscribe) {
@@ -528,7 +633,8 @@ static int render_compile_templates(struct render_template *t, const struct rend
             snprintf(err, errlen, "list_unsubscribe: must start with https:// or mailto:");
             return -1;
         }
-        if (render_tpl_compile(&t->unsubscribe, u, "list_unsubscribe", 1, err, errlen) < 0) {
+        if (render_tpl_compile(&t->unsubscribe, u, "list_unsubscribe", RENDER_TPL_URL, err,
+                               errlen) < 0) {
             return -1;
         }
     }
@@ -539,8 +645,8 @@ static int render_compile_templates(struct render_template *t, const struct rend
                  "list_unsubscribe");
         return -1;
     }
-    if (m && render_tpl_compile(&t->unsubscribe_mailto, m, "list_unsubscribe_mailto", 1, err,
-                                errlen) < 0) {
+    if (m && render_tpl_compile(&t->unsubscribe_mailto, m, "list_unsubscribe_mailto",
+                                RENDER_TPL_URL, err, errlen) < 0) {
         return -1;
     }
     return 0;
@@ -727,6 +833,8 @@ static int render_body(struct render_call *c, buf_t *out)
 static int render_run(struct render_call *c, buf_t *out)
 {
     const struct render_template *t = c->t;
+    c->s->nmissing = 0;
+    c->s->missing_more = 0;
     const char *why = c->rcpt ? render_address_problem(c->rcpt) : "missing";
     if (why) {
         snprintf(c->err, c->errlen, "recipient address: %s", why);
@@ -808,6 +916,8 @@ void render_scratch_init(struct render_scratch *s)
     buf_init(&s->part[0]);
     buf_init(&s->part[1]);
     buf_init(&s->message);
+    s->nmissing = 0;
+    s->missing_more = 0;
 }
 
 void render_scratch_free(struct render_scratch *s)

@@ -63,6 +63,23 @@ void send_attempt_words(const struct pool_attempt *a, const char **outcome, cons
     }
 }
 
+/* A prepared message's attempt (send_prepared_run): what became of it. */
+static void send_prepared_result(struct send *s, const struct send_msg *m,
+                                 const struct pool_attempt *a, const char *outcome)
+{
+    struct send_prepared *p = &s->prepared[m->id];
+    p->done = 1;
+    p->outcome = a->outcome;
+    p->code = a->code;
+    snprintf(p->word, sizeof p->word, "%s", outcome);
+    snprintf(p->reason, sizeof p->reason, "%s", a->reason ? a->reason : "");
+    snprintf(p->enhanced, sizeof p->enhanced, "%s", a->enhanced ? a->enhanced : "");
+    snprintf(p->reply, sizeof p->reply, "%s", a->text ? a->text : "");
+    snprintf(p->mx, sizeof p->mx, "%s", a->mx ? a->mx : "");
+    snprintf(p->tls_version, sizeof p->tls_version, "%s", a->tls ? a->tls->version : "");
+    snprintf(p->tls_cipher, sizeof p->tls_cipher, "%s", a->tls ? a->tls->cipher : "");
+}
+
 /* The pool's word on one attempt, in either mode: counted, recorded, and
  * at the message's release the window moves on. */
 static void send_on_result(void *user, struct pool_msg *pm, const struct pool_attempt *a)
@@ -78,6 +95,9 @@ static void send_on_result(void *user, struct pool_msg *pm, const struct pool_at
     send_record(s, m->rcpt, a, outcome);
     if (s->loader) {
         send_result_db(s, m, a, outcome);
+    }
+    if (s->prepared && a->released) {
+        send_prepared_result(s, m, a, outcome);
     }
     if (!a->released) {
         return;
@@ -253,6 +273,7 @@ static int send_setup(struct send *s)
         .sources = s->o.sources,
         .nsources = s->o.nsources,
         .max_connections = s->o.max_connections,
+        .external_retry = s->prepared != NULL, /* one attempt each: a deferral is their word */
         .on_result = send_on_result,
         .user = s,
     };
@@ -359,6 +380,33 @@ int send_main(int argc, char **argv)
     if (send_setup(s) == 0) {
         send_run(s);
         send_report(s, clock_s() - s->t0);
+        rc = send_exit_status(s);
+    }
+    rc = send_stop_all(s, rc);
+    send_free(s);
+    return rc;
+}
+
+int send_prepared_run(const struct send_options *o, struct send_prepared *msgs, size_t n,
+                      int64_t campaign)
+{
+    struct send *s = send_new();
+    s->o = *o;
+    s->prepared = msgs;
+    s->prepared_campaign = campaign;
+    s->lines = calloc(n ? n : 1, sizeof *s->lines);
+    if (!s->lines) {
+        abort();
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!(s->lines[i] = strdup(msgs[i].rcpt))) {
+            abort();
+        }
+    }
+    s->nlines = n;
+    int rc = 2;
+    if (send_setup(s) == 0) {
+        send_run(s);
         rc = send_exit_status(s);
     }
     rc = send_stop_all(s, rc);

@@ -246,43 +246,13 @@ static int send_prepare_start(struct send *s, char *err, size_t errlen)
     return s->prep ? 0 : -1;
 }
 
-/* Compile the campaign's templates (and its DKIM key). */
+/* Compile the campaign's templates (and its DKIM key), as `campaign test`
+ * and `campaign preview` do (prepare_compile). */
 static int send_templates(struct send *s, char *err, size_t errlen)
 {
     const struct loader_campaign *c = loader_campaign(s->loader);
-    struct dkim_spec dk = {
-        .domain = c->dkim_domain,
-        .selector = c->dkim_selector,
-        .key_pem = c->dkim_key,
-    };
-    struct render_spec spec = {
-        .from_addr = c->mail_from,
-        .subject = c->subject,
-        .text = c->text_body,
-        .html = c->html_body,
-        .list_unsubscribe = c->list_unsubscribe,
-        .feedback_id = c->feedback_id,
-        .dkim = c->dkim_domain && c->dkim_selector && c->dkim_key ? &dk : NULL,
-    };
-    char url[CONFIG_URL_MAX + 64], mailto[CONFIG_DOMAIN_MAX + 64];
-    const struct config_feedback *f = &s->feedback;
-    if (f->enabled && f->unsubscribe_url[0]) {
-        /* [feedback] unsubscribe_url: the one-click URL and the mailto name
-         * the recipient by token, and `ringmail inbound` honours both. */
-        if (c->list_unsubscribe) {
-            fprintf(stderr,
-                    "ringmail send: [feedback] unsubscribe_url replaces campaign %lld's "
-                    "list_unsubscribe\n",
-                    s->o.campaign);
-        }
-        snprintf(url, sizeof url, "%s/{{" PREPARE_TOKEN_VAR "}}", f->unsubscribe_url);
-        snprintf(mailto, sizeof mailto, "mailto:u-{{" PREPARE_TOKEN_VAR "}}@%s", f->return_path);
-        spec.list_unsubscribe = url;
-        spec.list_unsubscribe_mailto = mailto;
-        s->token = (struct prepare_token){f->secret, f->secret_len, (uint64_t)s->o.campaign};
-    }
     s->o.from = c->mail_from;
-    s->tpl = render_compile(&spec, err, errlen);
+    s->tpl = prepare_compile(c, &s->feedback, "ringmail send", &s->token, err, errlen);
     render_scratch_init(&s->scratch);
     return s->tpl ? 0 : -1;
 }
@@ -402,6 +372,7 @@ int send_campaign_stop(struct send *s, int rc)
 
 void send_campaign_free(struct send *s)
 {
+    prepare_token_done(&s->token); /* the missing merge values' totals */
     if (s->tpl) {
         render_free(s->tpl);
         render_scratch_free(&s->scratch);

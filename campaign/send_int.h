@@ -14,10 +14,15 @@
  *   send_status.c    signals (reload, stop, the stop's guard thread), the
  *                    status line and /metrics
  *   send_report.c    the summary: the per-ISP table, or one JSON object
+ *
+ * `ringmail campaign test` (campaign_test.c) delivers its seed messages
+ * through the same pool with send_prepared_run: list mode fed with
+ * messages it rendered, each one attempt (a deferral is not retried).
  */
 #ifndef RINGMAIL_SEND_INT_H
 #define RINGMAIL_SEND_INT_H
 
+#include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stddef.h>
@@ -97,6 +102,22 @@ struct send_msg {
     char verp[FEEDBACK_LOCAL_MAX + CONFIG_DOMAIN_MAX + 1];
 };
 
+/* A message rendered by the caller (send_prepared_run) and what became of it. */
+struct send_prepared {
+    const char *rcpt;  /* borrowed */
+    const buf_t *body; /* borrowed: the whole message */
+    /* out: its attempt (done 0: never attempted, the run was stopped) */
+    int done;
+    enum smtp_outcome outcome;
+    char word[16];   /* "accepted", "rejected", "deferred", "failed", "ambiguous" */
+    char reason[64]; /* "accepted", "rcpt_rejected", "connect_failed" ... */
+    int code;        /* 0: no reply */
+    char enhanced[16];
+    char reply[512];
+    char mx[256];
+    char tls_version[32], tls_cipher[128]; /* "" without TLS */
+};
+
 struct send_set { /* suppression list: open addressing on lower-case addresses */
     char **slots;
     size_t cap, n;
@@ -170,17 +191,38 @@ struct send {
     char node_buf[128], journal_buf[512];
     /* campaign mode: the complaint guard's holds (send_hold.c) */
     struct send_hold *hold;
+    /* send_prepared_run: the messages list mode sends (one each per line) */
+    struct send_prepared *prepared;
+    int64_t prepared_campaign; /* their VERP tokens name it, and recipient 0 (no row) */
 };
 
 /* send.c */
 /* send_feed - top the pool up to --window from the list or the campaign */
 void send_feed(struct send *s);
 
+/* send_prepared_run - deliver msgs[0..n) (their rcpt and body) through
+ * the pool with options o (--config, --relay, --tls ...), one attempt each
+ * (a deferral is not retried), filling in what became of each; with
+ * [feedback], MAIL FROM is b-TOKEN for (campaign, recipient 0). Returns
+ * 0, 1 when stopped by a signal before the end, 2 on bad options or
+ * config (the reason printed). No summary is printed. */
+int send_prepared_run(const struct send_options *o, struct send_prepared *msgs, size_t n,
+                      int64_t campaign);
+
 /* send_options.c */
 /* send_options_init - the defaults */
 void send_options_init(struct send_options *o);
 /* send_parse - argv into *o; -1 (the reason printed) on a bad command line */
 int send_parse(int argc, char **argv, struct send_options *o);
+/* Codes of the options another command adds to send's (send_parse_with). */
+#define SEND_OPT_EXTRA 1000
+/* send_parse_with - argv into *o for a command that takes send's options
+ * and its own (EXTRA, codes from SEND_OPT_EXTRA up; first, so a name of
+ * send's it repeats is its own), handed to on_extra (-1: refused, it said
+ * why). Arguments that are not options are left from optind on; none of
+ * send's checks of the whole line are made. -1 on a bad command line. */
+int send_parse_with(int argc, char **argv, struct send_options *o, const struct option *extra,
+                    int (*on_extra)(void *user, int ch, const char *arg), void *user);
 
 /* send_list.c */
 /* send_address_problem - NULL when addr is a deliverable address, else why not */

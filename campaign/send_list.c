@@ -438,8 +438,15 @@ void send_list_feed(struct send *s)
         }
         m->rcpt = rcpt;
         m->m.rcpt = m->rcpt;
-        send_mail_from(s, m, 0, s->line_numbers[i]);
-        if (s->o.message_path) {
+        /* send_prepared_run: the caller's message for this line; its VERP
+         * token names the campaign and no recipient */
+        send_mail_from(s, m, s->prepared ? (uint64_t)s->prepared_campaign : 0,
+                       s->prepared ? 0 : s->line_numbers[i]);
+        if (s->prepared) {
+            m->id = (int64_t)i;
+            m->m.data = buf_data(s->prepared[i].body);
+            m->m.len = buf_len(s->prepared[i].body);
+        } else if (s->o.message_path) {
             /* One body for all: the pool may give a transaction several RCPTs. */
             m->m.data = buf_data(&s->message);
             m->m.len = buf_len(&s->message);

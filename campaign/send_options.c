@@ -120,6 +120,12 @@ static int send_number(const char *name, const char *v, unsigned long min, unsig
 
 int send_parse(int argc, char **argv, struct send_options *o)
 {
+    return send_parse_with(argc, argv, o, NULL, NULL, NULL);
+}
+
+int send_parse_with(int argc, char **argv, struct send_options *o, const struct option *extra,
+                    int (*on_extra)(void *user, int ch, const char *arg), void *user)
+{
     static const struct option longopts[] = {
         {"recipients", required_argument, 0, SEND_OPT_RCPTS},
         {"config", required_argument, 0, SEND_OPT_CONFIG},
@@ -155,9 +161,30 @@ int send_parse(int argc, char **argv, struct send_options *o)
         {"help", no_argument, 0, SEND_OPT_HELP},
         {0, 0, 0, 0},
     };
+    /* The other command's options first: getopt takes the first name that matches. */
+    struct option table[128];
+    const struct option *opts = longopts;
+    if (extra) {
+        size_t ne = 0, ns = sizeof longopts / sizeof longopts[0]; /* its end mark included */
+        while (extra[ne].name) {
+            ne++;
+        }
+        if (ne + ns > sizeof table / sizeof table[0]) {
+            abort();
+        }
+        memcpy(table, extra, ne * sizeof *table);
+        memcpy(table + ne, longopts, ns * sizeof *table);
+        opts = table;
+    }
     int ch;
     optind = 1;
-    while ((ch = opt_getopt(argc, argv, longopts)) != -1) {
+    while ((ch = opt_getopt(argc, argv, opts)) != -1) {
+        if (extra && ch >= SEND_OPT_EXTRA) {
+            if (on_extra(user, ch, optarg) < 0) {
+                return -1;
+            }
+            continue;
+        }
         switch (ch) {
         case SEND_OPT_RCPTS:
             o->recipients = optarg;
@@ -283,9 +310,14 @@ int send_parse(int argc, char **argv, struct send_options *o)
             send_usage(stdout);
             exit(0);
         default:
-            send_usage(stderr);
+            if (!extra) {
+                send_usage(stderr); /* the other command says its own */
+            }
             return -1;
         }
+    }
+    if (extra) {
+        return 0; /* the other command checks its line */
     }
     if (optind < argc) {
         fprintf(stderr, "ringmail send: unexpected argument '%s'\n", argv[optind]);

@@ -70,7 +70,11 @@ base=(--db "$PG_URL" --name x --subject s)
 check "create: no body -> 2" create_fails 2 'at least one of --text' "${base[@]}" --from a@example.com
 check "create: --from without '@' -> 2" create_fails 2 "--from: no '@'" "${base[@]}" --from nobody --text "$T/body.txt"
 check "create: --from with a bad domain -> 2" create_fails 2 "--from: domain label starts or ends" "${base[@]}" --from a@-x.com --text "$T/body.txt"
-check "create: --from with a display name -> 2" create_fails 2 'bare ASCII address' "${base[@]}" --from 'News <a@example.com>' --text "$T/body.txt"
+check "create: --from with a space in the address -> 2" create_fails 2 'must be an ASCII address' "${base[@]}" --from 'a b@example.com' --text "$T/body.txt"
+check "create: --from with a display name and --from-name -> 2" create_fails 2 'give the name once' "${base[@]}" --from 'News <a@example.com>' \
+    --from-name News --text "$T/body.txt"
+check "create: a template that does not compile -> 2" create_fails 2 "^ringmail campaign create: --subject: unterminated merge field '\{\{first_name' at character 4$" \
+    --db "$PG_URL" --name x --subject 'Hi {{first_name' --from a@example.com --text "$T/body.txt"
 check "create: missing --from -> 2" create_fails 2 '--from ADDR is required' "${base[@]}" --text "$T/body.txt"
 check "create: unreadable --text -> 2" create_fails 2 'nope.txt: No such file' "${base[@]}" --from a@example.com --text "$T/nope.txt"
 check "create: DKIM options incomplete -> 2" create_fails 2 'go together' "${base[@]}" --from a@example.com --text "$T/body.txt" --dkim-domain example.com

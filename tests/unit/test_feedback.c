@@ -138,7 +138,7 @@ static void test_unsubscribe_header(void **state)
     char err[256] = "";
     struct render_template *tpl = render_compile(&spec, err, sizeof err);
     assert_non_null(tpl);
-    struct prepare_token tok = {key, KEYLEN, 5};
+    struct prepare_token tok = {key, KEYLEN, 5, NULL};
     struct prepare_item it = {.r = {.id = 42, .address = "ann@x.test", .vars = NULL}};
     it.r.vars = strdup("{\"name\": \"Ann\"}");
     prepare_render(tpl, NULL, NULL, &tok, &it);

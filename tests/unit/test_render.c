@@ -3,7 +3,9 @@
  * and Chinese messages (fixed Date and Message-ID), merge fields and their
  * defaults, HTML escaping, the transfer encoding chosen by content (7bit,
  * quoted-printable, base64), RFC 2047 headers folded under 78 columns,
- * header injection refused, template and spec errors at compile time.
+ * header injection refused, template and spec errors at compile time
+ * (with their position), merge values percent-encoded inside URLs, and the
+ * fields a recipient had no value for named in the scratch.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -210,7 +212,8 @@ static void test_golden_multipart(void **state)
 {
     (void)state;
     struct render_spec spec = base_spec();
-    const char *extra[] = {"Reply-To: help@acme.example", NULL};
+    spec.reply_to = "help@acme.example";
+    const char *extra[] = {"X-Campaign: spring", NULL};
     spec.extra_headers = extra;
     spec.text = "Hi {{first_name|there}}\r\n";
     spec.html = "<p>Hi {{first_name|there}}</p>\n";
@@ -219,12 +222,13 @@ static void test_golden_multipart(void **state)
     assert_int_equal(
         render_json(&spec, "bo@example.org", "{\"first_name\":\"\"}", &out, err, sizeof err), 0);
     assert_message(&out, "From: Acme News <news@acme.example>\r\n"
+                         "Reply-To: help@acme.example\r\n"
                          "To: bo@example.org\r\n"
                          "Subject: Hello there\r\n"
                          "Date: Tue, 14 Nov 2023 22:13:20 +0000\r\n"
                          "Message-ID: <t1@acme.example>\r\n"
                          "MIME-Version: 1.0\r\n"
-                         "Reply-To: help@acme.example\r\n"
+                         "X-Campaign: spring\r\n"
                          "Content-Type: multipart/alternative; boundary=\"=_ringmail-alt\"\r\n"
                          "\r\n"
                          "--=_ringmail-alt\r\n"
@@ -564,6 +568,199 @@ static void test_generated_date_and_message_id(void **state)
     render_free(t);
 }
 
+/* ---------------------------------------------------------------- URLs */
+
+/* Render with a scratch; the message as a C string in out. */
+static void render_ok(const struct render_spec *spec, const char *rcpt, const char *json,
+                      buf_t *out)
+{
+    char err[256] = "";
+    if (render_json(spec, rcpt, json, out, err, sizeof err) != 0) {
+        print_error("render failed: %s\n", err);
+        fail();
+    }
+    cstr(out);
+}
+
+static void assert_has(buf_t *msg, const char *want)
+{
+    if (!strstr(cstr(msg), want)) {
+        print_error("want\n%s\nin\n%s\n", want, cstr(msg));
+        fail();
+    }
+}
+
+static void test_url_list_unsubscribe_encoded(void **state)
+{
+    (void)state;
+    struct render_spec spec = base_spec();
+    spec.text = "x";
+    spec.list_unsubscribe = "https://acme.example/u?e={{email}}&n={{name}}&d={{none|a b}}";
+    buf_t out = BUF_INIT;
+    render_ok(&spec, "a+b@ex.org", "{\"name\":\"Zoë & co/ü~._-\"}", &out);
+    /* Unreserved characters stay; UTF-8 octet by octet; the default too. */
+    assert_has(&out, "List-Unsubscribe: <https://acme.example/u?e=a%2Bb%40ex.org&n="
+                     "Zo%C3%AB%20%26%20co%2F%C3%BC~._-&d=a%20b>\r\n");
+    buf_free(&out);
+    /* In a mailto: address '@' stays; after its '?' it is encoded. */
+    spec.list_unsubscribe = "mailto:{{box}}?subject=stop%20{{email}}";
+    buf_init(&out);
+    render_ok(&spec, "a+b@ex.org", "{\"box\":\"list+x@acme.example\"}", &out);
+    assert_has(&out, "List-Unsubscribe: <mailto:list%2Bx@acme.example?subject=stop%20a%2Bb%40"
+                     "ex.org>\r\n");
+    buf_free(&out);
+}
+
+static void test_url_html_href_src_encoded(void **state)
+{
+    (void)state;
+    struct render_spec spec = base_spec();
+    spec.html = "<a href=\"https://x.test/t?u={{email}}&amp;n={{name}}\">{{name}}</a>\n"
+                "<img src='https://x.test/p/{{name}}.png' alt=\"{{name}}\">\n"
+                "<a href=\"{{link}}\">whole URL</a> <A HREF={{link}}>unquoted</A>\n"
+                "<a title=\"x {{name}}\" href=x>not a URL attribute</a>\n"
+                "<a href=\"mailto:{{rep}}?subject={{name}}\">m</a>\n"
+                "<!-- <a href=\"x{{name}}\"> --> <p data-src=\"y{{name}}\">\n"
+                "<a href=\"{{link}}?u={{name}}\">after a whole URL</a>\n"
+                "text https://x.test/{{name}} is not a link in HTML\n";
+    buf_t out = BUF_INIT;
+    render_ok(&spec, "a+b@ex.org",
+              "{\"name\":\"A&B \\\"C\\\"\",\"link\":\"https://y.test/?a=1&b=2\","
+              "\"rep\":\"rep@x.test\"}",
+              &out);
+    const char *body = body_after(&out, "Content-Type: text/html");
+    const char *want = "<a href=\"https://x.test/t?u=a%2Bb%40ex.org&amp;n=A%26B%20%22C%22\">"
+                       "A&amp;B &quot;C&quot;</a>\r\n"
+                       "<img src='https://x.test/p/A%26B%20%22C%22.png' alt=\"A&amp;B &quot;C"
+                       "&quot;\">\r\n"
+                       "<a href=\"https://y.test/?a=1&amp;b=2\">whole URL</a> "
+                       "<A HREF=https://y.test/?a=1&amp;b=2>unquoted</A>\r\n"
+                       "<a title=\"x A&amp;B &quot;C&quot;\" href=x>not a URL attribute</a>\r\n"
+                       "<a href=\"mailto:rep@x.test?subject=A%26B%20%22C%22\">m</a>\r\n"
+                       "<!-- <a href=\"xA&amp;B &quot;C&quot;\"> --> <p data-src=\"yA&amp;B "
+                       "&quot;C&quot;\">\r\n"
+                       "<a href=\"https://y.test/?a=1&amp;b=2?u=A%26B%20%22C%22\">after a whole "
+                       "URL</a>\r\n"
+                       "text https://x.test/A&amp;B &quot;C&quot; is not a link in HTML\r\n";
+    /* Lines over 78 octets: quoted-printable; decode the soft breaks and =XX. */
+    buf_t plain = BUF_INIT;
+    for (const char *p = body; *p;) {
+        if (p[0] == '=' && p[1] == '\r' && p[2] == '\n') {
+            p += 3;
+        } else if (p[0] == '=' && p[1] && p[2]) {
+            char hex[3] = {p[1], p[2], 0};
+            char c = (char)strtol(hex, NULL, 16);
+            buf_append(&plain, &c, 1);
+            p += 3;
+        } else {
+            buf_append(&plain, p++, 1);
+        }
+    }
+    if (strcmp(cstr(&plain), want) != 0) {
+        print_error("got:\n%s\nwant:\n%s\n", cstr(&plain), want);
+        fail();
+    }
+    buf_free(&plain);
+    buf_free(&out);
+}
+
+static void test_url_text_encoded(void **state)
+{
+    (void)state;
+    struct render_spec spec = base_spec();
+    spec.text = "Hi {{name}}\n"
+                "https://x.test/?n={{name}} and {{name}}\n"
+                "<HTTPS://x.test/{{name}}>\n"
+                "see:http://y.test/{{name}}\n"
+                "{{link}}\n"
+                "xhttps://no.test/{{name}} ftp://z.test/{{name}}\n";
+    buf_t out = BUF_INIT;
+    render_ok(&spec, "a@b.example", "{\"name\":\"A B/é\",\"link\":\"https://l.test/?a b\"}", &out);
+    const char *body = body_after(&out, "Content-Transfer-Encoding");
+    assert_string_equal(body, "Hi A B/=C3=A9\r\n"
+                              "https://x.test/?n=3DA%20B%2F%C3%A9 and A B/=C3=A9\r\n"
+                              "<HTTPS://x.test/A%20B%2F%C3%A9>\r\n"
+                              "see:http://y.test/A%20B%2F%C3%A9\r\n"
+                              "https://l.test/?a b\r\n"
+                              "xhttps://no.test/A B/=C3=A9 ftp://z.test/A B/=C3=A9\r\n");
+    buf_free(&out);
+}
+
+/* ---------------------------------------------------------------- missing values */
+
+static void test_missing_fields_named(void **state)
+{
+    (void)state;
+    struct render_spec spec = base_spec();
+    spec.subject = "Hi {{first_name}}";
+    spec.to_name = "{{last_name}}";
+    spec.text = "{{a}} {{b|dflt}} {{c}} {{a}} {{email}} {{d}} {{first_name}}";
+    char err[256];
+    struct render_template *t = render_compile(&spec, err, sizeof err);
+    assert_non_null(t);
+    struct render_scratch scratch;
+    render_scratch_init(&scratch);
+    buf_t out = BUF_INIT;
+    /* Missing, null and empty are missing; a default or {{email}} never is. */
+    json_t *vars = json_loads("{\"c\":\"\",\"d\":\"x\",\"last_name\":null}", 0, NULL);
+    struct render_vars rv;
+    render_vars_json(&rv, vars);
+    assert_int_equal(render_message(t, "a@b.example", &rv, &scratch, &out, err, sizeof err), 0);
+    assert_int_equal(scratch.nmissing, 4);
+    assert_string_equal(scratch.missing[0], "last_name"); /* To, Subject, then the body */
+    assert_string_equal(scratch.missing[1], "first_name");
+    assert_string_equal(scratch.missing[2], "a");
+    assert_string_equal(scratch.missing[3], "c");
+    json_decref(vars);
+    /* The next recipient has them all: nothing is left from the last. */
+    vars =
+        json_loads("{\"a\":1,\"c\":2,\"d\":3,\"first_name\":\"F\",\"last_name\":\"L\"}", 0, NULL);
+    render_vars_json(&rv, vars);
+    assert_int_equal(render_message(t, "a@b.example", &rv, &scratch, &out, err, sizeof err), 0);
+    assert_int_equal(scratch.nmissing, 0);
+    json_decref(vars);
+    /* No variables at all; and a refused recipient names nothing. */
+    assert_int_equal(render_message(t, "a@b.example", NULL, &scratch, &out, err, sizeof err), 0);
+    assert_int_equal(scratch.nmissing, 5);
+    assert_int_equal(render_message(t, "nobody", NULL, &scratch, &out, err, sizeof err), -1);
+    assert_int_equal(scratch.nmissing, 0);
+    buf_free(&out);
+    render_scratch_free(&scratch);
+    render_free(t);
+}
+
+/* More missing fields than the scratch names: the first named, the others said. */
+static void test_missing_fields_many(void **state)
+{
+    (void)state;
+    struct render_spec spec = base_spec();
+    buf_t text = BUF_INIT;
+    for (int i = 0; i < RENDER_MISSING_MAX + 5; i++) {
+        buf_appendf(&text, "{{f%d}} {{f%d}}\n", i, i);
+    }
+    spec.text = cstr(&text);
+    char err[256];
+    struct render_template *t = render_compile(&spec, err, sizeof err);
+    assert_non_null(t);
+    struct render_scratch scratch;
+    render_scratch_init(&scratch);
+    buf_t out = BUF_INIT;
+    assert_int_equal(render_message(t, "a@b.example", NULL, &scratch, &out, err, sizeof err), 0);
+    assert_int_equal(scratch.nmissing, RENDER_MISSING_MAX);
+    assert_true(scratch.missing_more);
+    assert_string_equal(scratch.missing[RENDER_MISSING_MAX - 1], "f15");
+    spec.text = "{{f0}}";
+    render_free(t);
+    t = render_compile(&spec, err, sizeof err);
+    assert_int_equal(render_message(t, "a@b.example", NULL, &scratch, &out, err, sizeof err), 0);
+    assert_int_equal(scratch.nmissing, 1);
+    assert_false(scratch.missing_more);
+    buf_free(&out);
+    buf_free(&text);
+    render_scratch_free(&scratch);
+    render_free(t);
+}
+
 /* ---------------------------------------------------------------- refusals */
 
 static void assert_refused(const struct render_spec *spec, const char *rcpt, const char *json,
@@ -600,10 +797,16 @@ static void test_header_injection_refused(void **state)
                    "Subject: merge field first_name contains CR or LF");
     assert_refused(&spec, "a@b.example", "{\"last_name\":\"Lee\\rX\"}",
                    "To: merge field last_name contains CR or LF");
-    assert_refused(&spec, "a@b.example", "{\"id\":\"1>\\r\\nBcc: x@evil.example\"}",
-                   "List-Unsubscribe: merge field id contains CR or LF");
-    assert_refused(&spec, "a@b.example", "{\"id\":\"1> <https://evil.example\"}",
-                   "List-Unsubscribe: the merged URL has a space");
+    /* Inside the URL a value is percent-encoded: nothing of it can end the
+     * header or the <...>. */
+    assert_int_equal(render_json(&spec, "a@b.example",
+                                 "{\"id\":\"1> <https://evil.example>\\r\\nBcc: x@evil.example\"}",
+                                 &out, err, sizeof err),
+                     0);
+    assert_non_null(strstr(cstr(&out), "List-Unsubscribe: <https://acme.example/u/"
+                                       "1%3E%20%3Chttps%3A%2F%2Fevil.example%3E%0D%0ABcc%3A%20"
+                                       "x%40evil.example>\r\n"));
+    buf_free(&out);
     assert_refused(&spec, "a@b.example\r\nBcc: x@evil.example", NULL,
                    "recipient address: contains CR or LF");
     assert_refused(&spec, "<a@b.example>", NULL, "recipient address: contains a space");
@@ -658,13 +861,33 @@ static void test_compile_errors(void **state)
     (void)state;
     struct render_spec s = base_spec();
     s.text = "Hi {{first_name";
-    assert_compile_error(&s, "text: unterminated {{ at offset 3");
+    assert_compile_error(&s, "text: unterminated merge field '{{first_name' at character 4");
     s.text = "Hi {{first name}}";
-    assert_compile_error(&s, "text: bad merge field name at offset 3");
+    assert_compile_error(&s, "text: bad merge field name '{{first name}}' at character 4 "
+                             "(a name is letters, digits, _ - .)");
     s.text = "Hi {{}}";
-    assert_compile_error(&s, "text: bad merge field name");
+    assert_compile_error(&s, "text: bad merge field name '{{}}' at character 4");
     s.text = "Hi {{a|{{b}}";
-    assert_compile_error(&s, "text: '{' inside the merge field");
+    assert_compile_error(&s, "text: '{' inside the merge field '{{a|{{b}}' at character 4");
+    /* Several lines: line and character (UTF-8 characters, CRLF one line end). */
+    s.text = "Dear all,\r\n\r\nZoë said {{x}} and {{y\nthe end {{z}}";
+    assert_compile_error(&s, "text: unterminated merge field '{{y' at line 3, character 20");
+    s.text = "line one\n  {{bad name|x}} here, and more text after it than fits in an excerpt";
+    assert_compile_error(&s, "text: bad merge field name '{{bad name|x}}' at line 2, character 3");
+    s.text = "x {{y and a long run of text without the closing braces, on and on and on";
+    assert_compile_error(&s, "text: unterminated merge field '{{y and a long run of text without "
+                             "the c...' at character 3"); /* 40 characters */
+    s.text = "x";
+    s.subject = "Hi {{first_name";
+    assert_compile_error(&s, "subject: unterminated merge field '{{first_name' at character 4");
+    s.subject = "Hi";
+    s.list_unsubscribe = "https://acme.example/u?e={{email";
+    assert_compile_error(&s,
+                         "list_unsubscribe: unterminated merge field '{{email' at character 26");
+    s.list_unsubscribe = NULL;
+    s.reply_to = "help desk@acme.example";
+    assert_compile_error(&s, "reply_to: contains a space");
+    s.reply_to = NULL;
     s.text = "\xff";
     assert_compile_error(&s, "text: template is not UTF-8 text");
     s.text = NULL;
@@ -689,6 +912,9 @@ static void test_compile_errors(void **state)
     const char *dup[] = {"X-Campaign: 42", "subject: again", NULL};
     s.extra_headers = dup;
     assert_compile_error(&s, "extra header: subject is written by the renderer");
+    const char *reply[] = {"Reply-To: x@acme.example", NULL};
+    s.extra_headers = reply;
+    assert_compile_error(&s, "extra header: Reply-To is written by the renderer");
     const char *bad[] = {"No colon here", NULL};
     s.extra_headers = bad;
     assert_compile_error(&s, "extra header: \"Name: value\"");
@@ -724,6 +950,11 @@ int main(void)
         cmocka_unit_test(test_header_injection_refused),
         cmocka_unit_test(test_invalid_utf8_value_refused),
         cmocka_unit_test(test_compile_errors),
+        cmocka_unit_test(test_url_list_unsubscribe_encoded),
+        cmocka_unit_test(test_url_html_href_src_encoded),
+        cmocka_unit_test(test_url_text_encoded),
+        cmocka_unit_test(test_missing_fields_named),
+        cmocka_unit_test(test_missing_fields_many),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
