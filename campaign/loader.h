@@ -28,7 +28,7 @@
  * Results: every attempt becomes a delivery row (with the bounce
  * classifier's category, hard or soft, and rule for a failure), and the
  * recipient's state follows (sent, deferred with next_attempt_at, bounced,
- * failed, invalid). A hard bounce that condemns the mailbox joins the
+ * failed, expired, invalid). A hard bounce that condemns the mailbox joins the
  * suppression list (kind 'bounce'); a final soft bounce is a
  * ringmail.feedback_event row, and the address joins the list (kind
  * 'soft-bounces') once soft_bounce_limit of them fall within

@@ -285,22 +285,24 @@ unsigned pool_open_connections(const struct pool *p)
  * destination had no ISP yet (DNS failed) counts for "default". */
 static void pool_retry_stats(struct pool *p, struct pool_isp_stats *out, size_t n, uint64_t now)
 {
+    const struct pool_isp *dflt = pool_isp_named(p, "default");
+    size_t k = 0; /* out[k] is p->isps[k]: the last ISP found (heap neighbours often share one) */
     for (size_t i = 0; i < heap_len(&p->retry); i++) {
         const struct pool_msg *m = p->retry.items[i];
-        const struct pool_isp *isp = m->dest && m->dest->isp ? m->dest->isp : NULL;
-        const char *name = isp ? isp->name : "default";
-        for (size_t k = 0; k < n; k++) {
-            struct pool_isp_stats *s = &out[k];
-            if (strcmp(s->name, name) != 0) {
-                continue;
+        const struct pool_isp *isp = m->dest && m->dest->isp ? m->dest->isp : dflt;
+        if (k >= n || p->isps[k] != isp) {
+            for (k = 0; k < n && p->isps[k] != isp; k++) {
             }
-            uint64_t left = m->due_ms > now ? m->due_ms - now : 1;
-            if (!s->retry_waiting || left < s->retry_next_ms) {
-                s->retry_next_ms = left;
-            }
-            s->retry_waiting++;
-            break;
         }
+        if (k >= n) {
+            continue;
+        }
+        struct pool_isp_stats *s = &out[k];
+        uint64_t left = m->due_ms > now ? m->due_ms - now : 1;
+        if (!s->retry_waiting || left < s->retry_next_ms) {
+            s->retry_next_ms = left;
+        }
+        s->retry_waiting++;
     }
 }
 
