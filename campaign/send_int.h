@@ -140,7 +140,8 @@ struct send_view {
     uint64_t sample_ms[SEND_VIEW_SAMPLES];
     unsigned long sample_final[SEND_VIEW_SAMPLES];
     size_t nsamples, sample_at;
-    unsigned lines_printed; /* stderr not a terminal: status lines printed */
+    unsigned lines_printed;       /* stderr not a terminal: status lines printed */
+    unsigned long long final_max; /* the most recipients shown final so far */
 };
 
 struct send;

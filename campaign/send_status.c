@@ -384,6 +384,11 @@ static ssize_t send_term_write(void *cookie, const char *buf, size_t n)
     return (ssize_t)n;
 }
 
+/* The block stderr writes through: it lives until the process ends (lines
+ * printed after the run, and at exit, still pass it), so it is kept
+ * reachable here, not in struct send, which is freed before. */
+static struct send_term *volatile send_term_stderr; /* volatile: never read, never dropped */
+
 /* send_term_open - stderr through a new status block; NULL: stderr as it was */
 static struct send_term *send_term_open(void)
 {
@@ -403,6 +408,7 @@ static struct send_term *send_term_open(void)
     setvbuf(f, NULL, _IONBF, 0);
     fflush(stderr);
     stderr = f;
+    send_term_stderr = t;
     return t;
 }
 
@@ -634,6 +640,13 @@ static void send_progress(struct send *s, const struct pool_isp_stats *st, size_
     if (p->total && p->final > p->total) {
         p->final = p->total;
     }
+    /* Final states are final: a count that lags the results written since
+     * (a deferral leaves this node's claims before the database counts it
+     * queued) must not take the line back. */
+    if (p->final < s->view.final_max) {
+        p->final = s->view.final_max;
+    }
+    s->view.final_max = p->final;
     if (p->total && p->waiting > p->total - p->final) {
         p->waiting = p->total - p->final; /* a count older than the results since */
     }
@@ -753,7 +766,9 @@ static uint64_t send_eta(struct send *s, const struct send_progress *p, uint64_t
     }
     size_t oldest = v->nsamples < SEND_VIEW_SAMPLES ? 0 : v->sample_at;
     uint64_t dt = now - v->sample_ms[oldest];
-    unsigned long done = v->sample_final[i] - v->sample_final[oldest];
+    unsigned long done = v->sample_final[i] > v->sample_final[oldest]
+                             ? v->sample_final[i] - v->sample_final[oldest]
+                             : 0;
     if (!dt || !done || !p->total || p->final >= p->total) {
         return 0;
     }
@@ -923,19 +938,20 @@ static void send_metrics_render(void *user, buf_t *out)
     metrics_help(out, "ringmail_campaign_remaining", "gauge",
                  "Recipients of the campaign not yet final in the database.");
     metrics_line(out, "ringmail_campaign_remaining", camp, (double)p.remaining);
+    /* The node's own series (its lease, its arms) carry no campaign label. */
     metrics_help(out, "ringmail_connections_waiting_arm", "gauge",
                  "Connections whose next transaction waits for its arm commit.");
-    metrics_line(out, "ringmail_connections_waiting_arm", camp,
+    metrics_line(out, "ringmail_connections_waiting_arm", NULL,
                  (double)pool_gated_connections(s->pool));
     metrics_help(out, "ringmail_node_lease_ok", "gauge",
                  "1 while the node's heartbeat renews its lease (0: nothing new starts).");
-    metrics_line(out, "ringmail_node_lease_ok", camp, loader_lease_ok(s->loader) ? 1.0 : 0.0);
+    metrics_line(out, "ringmail_node_lease_ok", NULL, loader_lease_ok(s->loader) ? 1.0 : 0.0);
     metrics_help(out, "ringmail_arms_total", "counter", "Arm statements committed.");
-    metrics_line(out, "ringmail_arms_total", camp, (double)ls.arms);
+    metrics_line(out, "ringmail_arms_total", NULL, (double)ls.arms);
     metrics_help(out, "ringmail_armed_total", "counter", "Recipients armed.");
-    metrics_line(out, "ringmail_armed_total", camp, (double)ls.armed);
+    metrics_line(out, "ringmail_armed_total", NULL, (double)ls.armed);
     metrics_help(out, "ringmail_takeovers_total", "counter", "Dead nodes taken over.");
-    metrics_line(out, "ringmail_takeovers_total", camp, (double)ls.taken_over_nodes);
+    metrics_line(out, "ringmail_takeovers_total", NULL, (double)ls.taken_over_nodes);
     send_hold_metrics(s, out);
 }
 

@@ -170,6 +170,22 @@ psql_q "INSERT INTO ringmail.recipient (campaign_id, address)
     SELECT $C2, 'd' || g || '@d.test' FROM generate_series(1, 5) g
     UNION ALL SELECT $C2, 'v' || g || '@v.test' FROM generate_series(1, 4) g" >/dev/null
 N2=69
+# List mode beside it: five recipients that always defer, waiting in the
+# pool's retry heap (retry 6s, max_age 13s: attempts at 0, 6 and 12 s).
+cat >"$E2E_TMP/l.conf" <<CONF
+[global]
+tls = none
+retry = 6s
+max_age = 13s
+[isp d]
+domains = d.test
+[route d.test]
+server = 127.0.0.83:$SINK_PORT
+CONF
+for i in 1 2 3 4 5; do echo "l$i@d.test"; done >"$E2E_TMP/l.rcpts"
+timeout 40 "$RM" send --recipients "$E2E_TMP/l.rcpts" --config "$E2E_TMP/l.conf" \
+    >"$E2E_TMP/l.out" 2>"$E2E_TMP/l.err" &
+LIST_PID=$!
 timeout 40 "$RM" send --db "$PG_URL" --campaign "$C2" --config "$E2E_TMP/b.conf" --node v2 \
     --journal "$E2E_TMP/v2.journal" >"$E2E_TMP/v2.out" 2>"$E2E_TMP/v2.err"
 check_eq "log file: the send exits 0" 0 "$?"
@@ -185,6 +201,15 @@ check_grep "log file: the loud line for tls_verify_failed, with max_age and what
     "$E2E_TMP/v2.err"
 check_grep "log file: the last status line at exit says 100%" \
     "^ringmail send: $N2 / $N2 recipients final \(100.0%\)" "$E2E_TMP/v2.err"
+wait "$LIST_PID"
+check_eq "list mode: the send exits 0" 0 "$?"
+check_grep "list mode: waiting for retry, from the pool's retry heap" \
+    "^ringmail send: 0 / 5 recipients final \(0.0%\)  .*  waiting for retry 5 \(next in [0-9]+s\)" "$E2E_TMP/l.err"
+check_grep "list mode: the ISP says why it waits" \
+    "^ringmail send:   d: all due recipients wait for their retry \(next in [0-9]+s\)" "$E2E_TMP/l.err"
+check_grep "list mode: the exit line says expired" \
+    "^recipients 5: accepted 0, rejected 0, failed 0, expired 5, ambiguous 0, suppressed 0; 15 attempts, 15 deferrals" \
+    "$E2E_TMP/l.out"
 EXP=$(count_state "$C2" expired)
 ACC=$(count_state "$C2" sent)
 check_eq "expired: the always-deferred and the unverifiable end 'expired' in the database" 9 \
