@@ -6,6 +6,15 @@
  * the config, SIGINT/SIGTERM stop. From the first stop signal on, a guard
  * thread takes SIGINT/SIGTERM over and bounds the stop: a second signal,
  * or SEND_STOP_MS passing, ends the process at once.
+ *
+ * The live view: once a second, total, final, %, ETA and why each ISP
+ * waits (the README's "The live view"). On a terminal stderr is replaced
+ * by a stream that erases the status block before any line and draws it
+ * again after, whichever thread prints; elsewhere the view is printed as
+ * whole lines every 10 s.
+ *
+ * Diagnostics: none of its own beyond the stop's and the reload's lines;
+ * the view degrades to this run's counts when the database's are missing.
  */
 #include <errno.h>
 #include <poll.h>
