@@ -28,7 +28,7 @@
  * Results: every attempt becomes a delivery row (with the bounce
  * classifier's category, hard or soft, and rule for a failure), and the
  * recipient's state follows (sent, deferred with next_attempt_at, bounced,
- * failed, invalid). A hard bounce that condemns the mailbox joins the
+ * failed, expired, invalid). A hard bounce that condemns the mailbox joins the
  * suppression list (kind 'bounce'); a final soft bounce is a
  * ringmail.feedback_event row, and the address joins the list (kind
  * 'soft-bounces') once soft_bounce_limit of them fall within
@@ -96,6 +96,7 @@ struct loader_result {
     int tls_resumed;
     char peer_subject[256], peer_issuer[256], peer_sha256[65];
     int data_in_flight;
+    int conn_first; /* the first attempt its connection carried (delivery.conn_first) */
     /* The bounce classifier's word on a failed attempt ("" for an accepted
      * one, or a deferral without a reply): category ("bad-mailbox" ...),
      * bounce ("hard" or "soft") and bounce_rule ("rfc3463: X.1.1 ..."). */
@@ -148,6 +149,19 @@ struct loader_stats {
     int db_up;
 };
 
+/* The campaign in the database, for the live line and /metrics: counted
+ * at start (total and final, one scan) and then every few seconds by the
+ * heartbeat thread through the due index (cheap: queued and deferred rows
+ * only), never on the loop. */
+struct loader_counts {
+    int known;               /* the periodic count has come back at least once */
+    uint64_t total;          /* the campaign's recipients, at start */
+    uint64_t final_at_start; /* of them in a final state at start */
+    uint64_t unclaimed;      /* queued or deferred (not final, not claimed) at the last count */
+    uint64_t waiting;        /* deferred with next_attempt_at in the future */
+    uint64_t next_at_ms;     /* loader_now_ms() when the first of them is due; 0: none */
+};
+
 /* Connects, recovers this node's leases, loads the campaign. NULL + err. */
 struct loader *loader_start(const struct loader_options *o, char *err, size_t errlen);
 /* Flush every result (waiting for the database as long as it takes unless
@@ -190,6 +204,8 @@ size_t loader_backlog(struct loader *l);
 int loader_exhausted(struct loader *l);
 void loader_stats(struct loader *l, struct loader_stats *out);
 const struct loader_campaign *loader_campaign(const struct loader *l);
+/* The last counts of the campaign in the database (see struct loader_counts). */
+void loader_counts(struct loader *l, struct loader_counts *out);
 /* The body of this recipient is about to be sent (crash journal). */
 void loader_journal_mark(struct loader *l, int64_t id);
 /* Ask for recipient id to be armed (committed as possibly sent before its

@@ -120,6 +120,8 @@ struct loader {
     void (*notify)(void *); /* also told when rows are ready (loader_set_notify) */
     void *notify_arg;
     struct loader_stats st;
+    struct loader_counts counts; /* loader_node.c: at start, then by the heartbeat */
+    uint64_t count_cost_ms;      /* heartbeat thread only: the last count's time */
     /* claimer thread only */
     uint64_t nothing_due_until_ms, next_reclaim_ms, last_claim_ms;
     /* writer thread only */
@@ -180,7 +182,7 @@ struct loader_rec {
     uint32_t len; /* the whole record */
     uint32_t attempt;
     int32_t final, code, connect_ms, tls_ms, transaction_ms, tls, tls_resumed, data_in_flight;
-    int32_t suppress, soft_bounce;
+    int32_t suppress, soft_bounce, conn_first;
 };
 
 /* loader_pack - r appended to b as one record */

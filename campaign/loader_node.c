@@ -33,6 +33,80 @@
 
 #define LOADER_DEAD_CHECK_MS 500 /* how often the heartbeat thread looks for dead nodes */
 
+/* ---- the campaign's counts (the live line's total, remaining, waiting) ---- */
+
+/* How often the heartbeat thread counts, at least; a count that took d ms
+ * waits LOADER_COUNT_COST times d before the next, so a large campaign's
+ * count never takes more than a sliver of the thread that commits arms. */
+#define LOADER_COUNT_MS 2000
+#define LOADER_COUNT_COST 50
+
+/* loader_count_start - the campaign's size and how much of it is final,
+ * once at start (one scan of its rows): the live line's total and the
+ * starting point of its "final". A failure leaves them 0 (the line then
+ * shows this run's counts only). */
+static void loader_count_start(struct loader *l)
+{
+    char camp[32], err[256];
+    snprintf(camp, sizeof camp, "%" PRId64, l->o.campaign);
+    const char *p[] = {camp};
+    PGresult *r = loader_query(l->c,
+                               "SELECT count(*), count(*) FILTER (WHERE state NOT IN"
+                               " ('queued', 'claimed', 'deferred'))"
+                               " FROM ringmail.recipient WHERE campaign_id = $1::bigint",
+                               1, p, PGRES_TUPLES_OK, err, sizeof err);
+    if (!r) {
+        return;
+    }
+    pthread_mutex_lock(&l->mu);
+    l->counts.total = strtoull(pq.PQgetvalue(r, 0, 0), NULL, 10);
+    l->counts.final_at_start = strtoull(pq.PQgetvalue(r, 0, 1), NULL, 10);
+    pthread_mutex_unlock(&l->mu);
+    pq.PQclear(r);
+}
+
+/* loader_count - the periodic count, on the heartbeat's connection: rows
+ * with a next_attempt_at (queued or deferred, the due index's rows, read
+ * from the index), and of them the deferred ones not due yet with the
+ * first one's time (an index range). Claimed rows are not counted here:
+ * the loop knows its own. */
+static void loader_count(struct loader *l)
+{
+    char camp[32], err[256];
+    snprintf(camp, sizeof camp, "%" PRId64, l->o.campaign);
+    const char *p[] = {camp};
+    uint64_t t0 = loader_now_ms();
+    PGresult *r = loader_query(
+        l->hc,
+        "SELECT (SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $1::bigint"
+        "   AND next_attempt_at IS NOT NULL),"
+        " w.n, coalesce(round(extract(epoch FROM w.first - now()) * 1000), 0)"
+        " FROM (SELECT count(*) AS n, min(next_attempt_at) AS first FROM ringmail.recipient"
+        "   WHERE campaign_id = $1::bigint AND next_attempt_at > now() AND state = 'deferred') w",
+        1, p, PGRES_TUPLES_OK, err, sizeof err);
+    if (!r) {
+        return; /* the connection is checked again on the next turn */
+    }
+    uint64_t now = loader_now_ms();
+    double in_ms = atof(pq.PQgetvalue(r, 0, 2));
+    pthread_mutex_lock(&l->mu);
+    l->counts.known = 1;
+    l->counts.unclaimed = strtoull(pq.PQgetvalue(r, 0, 0), NULL, 10);
+    l->counts.waiting = strtoull(pq.PQgetvalue(r, 0, 1), NULL, 10);
+    l->counts.next_at_ms = l->counts.waiting ? now + (uint64_t)(in_ms > 0 ? in_ms : 0) : 0;
+    pthread_mutex_unlock(&l->mu);
+    pq.PQclear(r);
+    l->count_cost_ms = now - t0;
+}
+
+/* loader_counts - the last counts */
+void loader_counts(struct loader *l, struct loader_counts *out)
+{
+    pthread_mutex_lock(&l->mu);
+    *out = l->counts;
+    pthread_mutex_unlock(&l->mu);
+}
+
 /* ---- the node: one live process per name ---- */
 
 /* loader_register - become the node's live incarnation: ringmail.node gets a fresh
@@ -108,6 +182,7 @@ int loader_register(struct loader *l, struct loader_prev *prev, char *err, size_
     }
     snprintf(l->incarnation, sizeof l->incarnation, "%s", pq.PQgetvalue(r, 0, 0));
     pq.PQclear(r);
+    loader_count_start(l);
     return 0;
 }
 
@@ -364,7 +439,7 @@ static void loader_take_over(struct loader *l)
 void *loader_heart(void *arg)
 {
     struct loader *l = arg;
-    uint64_t next_connect = 0, next_beat = 0, next_dead = 0;
+    uint64_t next_connect = 0, next_beat = 0, next_dead = 0, next_count = 0;
     int64_t *cur = NULL; /* the arm being committed (kept until it is) */
     size_t ncur = 0;
     uint64_t cur_seq = 0;
@@ -403,6 +478,11 @@ void *loader_heart(void *arg)
         if (up && now >= next_dead) {
             loader_take_over(l);
             next_dead = now + LOADER_DEAD_CHECK_MS;
+        }
+        if (up && !ncur && now >= next_count) {
+            loader_count(l); /* between arms, never holding one back */
+            uint64_t wait = l->count_cost_ms * LOADER_COUNT_COST;
+            next_count = now + (wait > LOADER_COUNT_MS ? wait : LOADER_COUNT_MS);
         }
         if (!loader_up(l->hc)) {
             loader_disconnect(l, 2);

@@ -85,6 +85,7 @@ void loader_pack(buf_t *b, const struct loader_result *r)
         .data_in_flight = r->data_in_flight,
         .suppress = r->suppress,
         .soft_bounce = r->soft_bounce,
+        .conn_first = r->conn_first,
     };
     size_t start = buf_len(b);
     buf_append(b, &h, sizeof h);
@@ -117,6 +118,7 @@ size_t loader_unpack(const char *p, struct loader_result *r)
     r->data_in_flight = h.data_in_flight;
     r->suppress = h.suppress;
     r->soft_bounce = h.soft_bounce;
+    r->conn_first = h.conn_first;
     const char *q = p + sizeof h;
     for (size_t k = 0; k < LOADER_NSTRS; k++) {
         size_t n = strlen(q);
@@ -323,6 +325,8 @@ static void loader_copy_row(buf_t *d, const char *camp, const char *node,
     loader_copy_field(d, x->category[0] ? x->category : NULL, 0);
     loader_copy_field(d, x->bounce[0] ? x->bounce : NULL, 0);
     loader_copy_field(d, x->bounce_rule[0] ? x->bounce_rule : NULL, 0);
+    /* NULL for an attempt no connection carried (DNS, every exchanger down) */
+    loader_copy_field(d, x->peer[0] ? (x->conn_first ? "t" : "f") : NULL, 0);
     loader_copy_field(d, node, 1);
 }
 
@@ -444,7 +448,7 @@ int loader_write(struct loader *l, PGconn *c, const buf_t *packed, char *err, si
                     " reason, connect_ms, tls_ms, transaction_ms, isp, mx, peer, source, code,"
                     " enhanced, reply, tls_version, tls_cipher, tls_group, tls_resumed,"
                     " tls_verify, peer_subject, peer_issuer, peer_sha256, data_in_flight,"
-                    " category, bounce, bounce_rule, node) FROM STDIN",
+                    " category, bounce, bounce_rule, conn_first, node) FROM STDIN",
                     &b.copy, err, errlen) < 0) {
         goto out;
     }

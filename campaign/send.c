@@ -54,7 +54,12 @@ void send_attempt_words(const struct pool_attempt *a, const char **outcome, cons
         break;
     case SMTP_OUTCOME_DEFERRED:
         *outcome = a->ambiguous ? "ambiguous" : a->expired ? "expired" : "deferred";
-        *state = a->ambiguous ? "ambiguous" : a->final ? "failed" : "deferred";
+        /* A deferral past max_age is its own final state (schema 5), as
+         * the summary and --records say it: expired, not failed. */
+        *state = a->ambiguous ? "ambiguous"
+                 : a->expired ? "expired"
+                 : a->final   ? "failed"
+                              : "deferred";
         break;
     default:
         *outcome = "failed";

@@ -45,6 +45,7 @@ void send_result_db(struct send *s, struct send_msg *m, const struct pool_attemp
     r.connect_ms = a->connect_ms;
     r.tls_ms = a->tls_ms;
     r.transaction_ms = a->transaction_ms;
+    r.conn_first = a->conn_first;
     if (a->tls) {
         r.tls = 1;
         send_copy(r.tls_version, sizeof r.tls_version, a->tls->version);

@@ -129,6 +129,42 @@ struct send_totals {
     unsigned long bounce_categories[BOUNCE_CATEGORIES]; /* final rejections by category */
 };
 
+/* The live view (send_status.c): what the status line shows and how it
+ * counts. */
+#define SEND_VIEW_STREAKS 64 /* ISPs followed for deferrals that will keep coming */
+#define SEND_VIEW_SAMPLES 30 /* seconds of finals behind the ETA */
+
+/* An ISP whose deferrals since its last other outcome all had one reason
+ * that no retry fixes (tls_verify_failed ...). */
+struct send_streak {
+    char isp[64];
+    char reason[48]; /* "" : the last outcome was not such a deferral */
+    unsigned long n;
+};
+
+struct send_term; /* the terminal's status block (send_status.c) */
+
+struct send_view {
+    struct send_term *term; /* stderr is a terminal (not --json): the block drawn there */
+    uint64_t max_age_ms;    /* of the config in force: the loud line says it */
+    /* distinct recipients: each address deferred in this run, so its later
+     * attempts are not counted again (a claim after a deferral is the same
+     * recipient); recipients counts the addresses attempted */
+    struct send_set deferred;
+    unsigned long recipients;
+    struct send_streak streaks[SEND_VIEW_STREAKS];
+    size_t nstreaks;
+    /* the tick: msgs/s over the last second, finals over the last samples */
+    uint64_t last_tick_ms, last_line_ms;
+    unsigned long last_attempts;
+    double msgs_rate;
+    uint64_t sample_ms[SEND_VIEW_SAMPLES];
+    unsigned long sample_final[SEND_VIEW_SAMPLES];
+    size_t nsamples, sample_at;
+    unsigned lines_printed;       /* stderr not a terminal: status lines printed */
+    unsigned long long final_max; /* the most recipients shown final so far */
+};
+
 struct send;
 
 struct send_watch {
@@ -161,7 +197,7 @@ struct send {
     struct loop_op sig_op;
     int sig_armed;
     struct loop_timer status_timer;
-    unsigned long status_last;
+    struct send_view view;
     int interrupted, finishing;
     int fenced; /* campaign mode: another node took this one over */
     int done;   /* campaign mode: the loader had nothing left when the loop ended */
@@ -289,6 +325,14 @@ void send_signals_block(struct send *s);
 int send_signals_watch(struct send *s);
 /* send_status_start - the status line, on a terminal without --json */
 void send_status_start(struct send *s);
+/* send_view_attempt - the live view counts one attempt of rcpt (from
+ * send_record, which sees every attempt of both modes) */
+void send_view_attempt(struct send *s, const struct pool_attempt *a);
+/* send_view_config - the config in force now (at start, after a reload) */
+void send_view_config(struct send *s, const struct config *cfg);
+/* send_view_recipients - distinct recipients this run (campaign mode: with
+ * the invalid ones and those suppressed at claim) */
+unsigned long send_view_recipients(struct send *s);
 /* send_metrics_start - --metrics; -1 (reason printed) */
 int send_metrics_start(struct send *s);
 /* send_warn_opportunistic - which ISPs may get mail in plaintext */

@@ -312,9 +312,28 @@ int send_soft_bounce(const struct send *s, const struct pool_attempt *a)
     return 0;
 }
 
+/* send_count_recipient - one more distinct recipient unless rcpt was
+ * deferred before in this run (a campaign claims it again: the same
+ * recipient); a deferral is remembered for that. Addresses are unique in a
+ * campaign and in a list (duplicates are skipped). */
+static void send_count_recipient(struct send *s, const char *rcpt, const struct pool_attempt *a)
+{
+    struct send_view *v = &s->view;
+    if (send_set_has(&v->deferred, rcpt)) {
+        return;
+    }
+    v->recipients++;
+    if (a->outcome == SMTP_OUTCOME_DEFERRED && !a->final) {
+        send_set_add(&v->deferred, rcpt);
+    }
+}
+
 void send_record(struct send *s, const char *rcpt, const struct pool_attempt *a,
                  const char *outcome)
 {
+    /* Every attempt of both modes passes here: the live view counts it. */
+    send_count_recipient(s, rcpt, a);
+    send_view_attempt(s, a);
     if (!s->records) {
         return;
     }
@@ -351,6 +370,9 @@ void send_record(struct send *s, const char *rcpt, const struct pool_attempt *a,
         json_object_set_new(j, "transaction_ms", json_integer(a->transaction_ms));
     }
     json_object_set_new(j, "data_in_flight", json_boolean(a->data_in_flight));
+    if (a->mx && a->mx[0]) {
+        json_object_set_new(j, "conn_first", json_boolean(a->conn_first));
+    }
     struct bounce_result b;
     if (send_bounce(s, a, &b)) {
         char why[LOADER_RULE_MAX];
@@ -535,6 +557,7 @@ static int send_read_message(const char *path, buf_t *out)
 int send_files_open(struct send *s)
 {
     s->feedback = s->cfg->feedback;
+    send_view_config(s, s->cfg);
     if (s->o.recipients) {
         struct send_set once = {0};
         int rc = send_read_lines(s->o.recipients, &s->lines, &s->nlines, &once, &s->line_numbers);
@@ -586,6 +609,8 @@ void send_files_close(struct send *s)
     s->nlines = 0;
     buf_free(&s->message);
     send_set_free(&s->suppressed);
+    send_set_free(&s->view.deferred);
+    s->view.deferred = (struct send_set){0};
     if (s->records) {
         fclose(s->records);
         s->records = NULL;

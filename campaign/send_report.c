@@ -5,6 +5,7 @@
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/resource.h>
 #include <sys/time.h>
 
@@ -25,16 +26,34 @@ void send_report(struct send *s, double wall)
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     double cpu = send_tv(&ru.ru_utime) + send_tv(&ru.ru_stime);
+    /* The README's vocabulary: recipients are distinct (a campaign claims a
+     * deferred one again: the same recipient), each in one final state or
+     * still waiting for its retry. */
+    struct loader_stats ls;
+    memset(&ls, 0, sizeof ls);
+    if (s->loader) {
+        loader_stats(s->loader, &ls);
+    }
+    unsigned long recipients = send_view_recipients(s);
+    unsigned long suppressed = s->t.suppressed + (unsigned long)ls.suppressed;
+    unsigned long final =
+        s->t.accepted + s->t.rejected + s->t.failed + s->t.expired + s->t.ambiguous + suppressed;
+    unsigned long waiting = s->loader && recipients > final ? recipients - final : 0;
     if (!s->o.json) {
         printf("recipients %lu: accepted %lu, rejected %lu, failed %lu, expired %lu, ambiguous "
-               "%lu, suppressed %lu; %lu attempts, %lu deferrals\n",
-               s->t.recipients, s->t.accepted, s->t.rejected, s->t.failed, s->t.expired,
-               s->t.ambiguous, s->t.suppressed, s->t.attempts, s->t.deferrals);
+               "%lu, suppressed %lu",
+               recipients, s->t.accepted, s->t.rejected, s->t.failed, s->t.expired, s->t.ambiguous,
+               suppressed);
         if (s->loader) {
-            struct loader_stats ls;
-            loader_stats(s->loader, &ls);
-            printf("database: %llu claimed (deferrals are claimed again), %llu results written, "
-                   "%llu waiting, %llu errors\n",
+            printf(", waiting for retry %lu", waiting);
+        }
+        printf("; %lu attempts, %lu deferrals\n", s->t.attempts, s->t.deferrals);
+        if (s->loader) {
+            struct loader_counts c;
+            loader_counts(s->loader, &c);
+            printf("campaign %lld: %llu recipients\n", s->o.campaign, (unsigned long long)c.total);
+            printf("database: %llu claimed (a deferred recipient is claimed again), %llu results "
+                   "written, %llu waiting, %llu errors\n",
                    (unsigned long long)ls.claimed, (unsigned long long)ls.written,
                    (unsigned long long)ls.backlog, (unsigned long long)ls.db_errors);
         }
@@ -61,6 +80,8 @@ void send_report(struct send *s, double wall)
                    tls ? 100.0 * (double)x->tls_resumed / (double)tls : 0.0,
                    (unsigned long long)x->backoff_triggers);
         }
+        printf("resumed%%: resumed TLS handshakes of all TLS handshakes (one per connection "
+               "with TLS)\n");
         send_hold_text(s);
         printf("wall %.3f s, cpu %.3f s, peak rss %ld KB\n", wall, cpu, ru.ru_maxrss);
         return;
@@ -87,10 +108,10 @@ void send_report(struct send *s, double wall)
     }
     json_t *j = json_pack(
         "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:f, s:f, s:I}", "recipients",
-        (json_int_t)s->t.recipients, "accepted", (json_int_t)s->t.accepted, "rejected",
+        (json_int_t)recipients, "accepted", (json_int_t)s->t.accepted, "rejected",
         (json_int_t)s->t.rejected, "failed", (json_int_t)s->t.failed, "expired",
         (json_int_t)s->t.expired, "ambiguous", (json_int_t)s->t.ambiguous, "suppressed",
-        (json_int_t)s->t.suppressed, "invalid", (json_int_t)s->t.invalid, "attempts",
+        (json_int_t)suppressed, "invalid", (json_int_t)s->t.invalid, "attempts",
         (json_int_t)s->t.attempts, "deferrals", (json_int_t)s->t.deferrals, "unsent",
         (json_int_t)(s->t.recipients - s->t.accepted - s->t.rejected - s->t.failed - s->t.expired -
                      s->t.ambiguous - s->t.suppressed + (s->nlines - s->next)),
@@ -103,10 +124,13 @@ void send_report(struct send *s, double wall)
     json_object_set_new(j, "bounce_categories", categories);
     if (s->loader) {
         /* Campaign mode: a deferral goes back to the database and is claimed
-         * again, so "recipients" counts claims; the database has the states. */
-        struct loader_stats ls;
-        loader_stats(s->loader, &ls);
+         * again; "recipients" are distinct, "claims" counts the claims. */
+        struct loader_counts c;
+        loader_counts(s->loader, &c);
         json_object_del(j, "unsent");
+        json_object_set_new(j, "waiting_for_retry", json_integer((json_int_t)waiting));
+        json_object_set_new(j, "claims", json_integer((json_int_t)s->t.recipients));
+        json_object_set_new(j, "campaign_recipients", json_integer((json_int_t)c.total));
         json_object_set_new(
             j, "db",
             json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, "

@@ -279,6 +279,33 @@ unsigned pool_open_connections(const struct pool *p)
     return p->open;
 }
 
+/* pool_retry_stats - the retry heap by ISP into out[0..n): how many wait
+ * and when the first is due (the live view's "waits for its retry"). One
+ * pass over the heap: cheap beside a status line a second. A message whose
+ * destination had no ISP yet (DNS failed) counts for "default". */
+static void pool_retry_stats(struct pool *p, struct pool_isp_stats *out, size_t n, uint64_t now)
+{
+    const struct pool_isp *dflt = pool_isp_named(p, "default");
+    size_t k = 0; /* out[k] is p->isps[k]: the last ISP found (heap neighbours often share one) */
+    for (size_t i = 0; i < heap_len(&p->retry); i++) {
+        const struct pool_msg *m = p->retry.items[i];
+        const struct pool_isp *isp = m->dest && m->dest->isp ? m->dest->isp : dflt;
+        if (k >= n || p->isps[k] != isp) {
+            for (k = 0; k < n && p->isps[k] != isp; k++) {
+            }
+        }
+        if (k >= n) {
+            continue;
+        }
+        struct pool_isp_stats *s = &out[k];
+        uint64_t left = m->due_ms > now ? m->due_ms - now : 1;
+        if (!s->retry_waiting || left < s->retry_next_ms) {
+            s->retry_next_ms = left;
+        }
+        s->retry_waiting++;
+    }
+}
+
 size_t pool_isp_stats(struct pool *p, struct pool_isp_stats *out, size_t max)
 {
     uint64_t now = pool_now(p);
@@ -314,6 +341,7 @@ size_t pool_isp_stats(struct pool *p, struct pool_isp_stats *out, size_t max)
             }
         }
     }
+    pool_retry_stats(p, out, p->nisps < max ? p->nisps : max, now);
     return p->nisps;
 }
 
@@ -339,6 +367,12 @@ void pool_metrics(struct pool *p, buf_t *out)
          "1 while the ISP is held for the campaign (the complaint guard)."},
         {"ringmail_isp_parked_total", "counter",
          "Messages handed back, never attempted, because their ISP was held."},
+        {"ringmail_isp_paused_seconds", "gauge",
+         "Seconds until the ISP's longest lane pause (backoff or suspension) ends; 0 none."},
+        {"ringmail_isp_suspended", "gauge",
+         "1 while that pause is a suspension (a suspend rule, or one kept in PostgreSQL)."},
+        {"ringmail_isp_retry_waiting", "gauge",
+         "Messages of the ISP waiting for their retry time in the pool (list mode)."},
     };
     for (size_t h = 0; h < sizeof heads / sizeof heads[0]; h++) {
         buf_appendf(out, "# HELP %s %s\n# TYPE %s %s\n", heads[h].name, heads[h].help,
@@ -388,6 +422,16 @@ void pool_metrics(struct pool *p, buf_t *out)
                 break;
             case 9:
                 buf_appendf(out, "%s{isp=\"%s\"} %d\n", heads[h].name, isp, s->held);
+                break;
+            case 11:
+                buf_appendf(out, "%s{isp=\"%s\"} %.3f\n", heads[h].name, isp,
+                            (double)s->pause_left_ms / 1000.0);
+                break;
+            case 12:
+                buf_appendf(out, "%s{isp=\"%s\"} %d\n", heads[h].name, isp, s->suspended);
+                break;
+            case 13:
+                buf_appendf(out, "%s{isp=\"%s\"} %zu\n", heads[h].name, isp, s->retry_waiting);
                 break;
             default:
                 buf_appendf(out, "%s{isp=\"%s\"} %llu\n", heads[h].name, isp,

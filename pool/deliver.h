@@ -77,6 +77,8 @@ struct pool_attempt {
     const char *rule;           /* the reply rule that matched, or NULL */
     int connect_ms, tls_ms;     /* of the connection that carried it; -1 without one */
     int transaction_ms;         /* MAIL to the final reply; -1 when none started */
+    int conn_first;             /* the first attempt its connection carried (so attempts with
+                                 * conn_first count connections, and TLS handshakes) */
 };
 
 /* After a final attempt (or any attempt with external_retry) the pool lets

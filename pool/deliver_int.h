@@ -185,6 +185,7 @@ struct pool_conn {
      * for it after all. */
     int tls_counted;
     int yielding;
+    int carried; /* an attempt of it was settled (the next one is not conn_first) */
     /* The waiting and gated lists are stacks the waker takes whole (a
      * session that must wait again joins the new one): singly linked. */
     struct pool_conn *wnext;      /* lane's waiting list (WAITING) */

@@ -72,6 +72,12 @@ void pool_settle(struct pool *p, struct pool_msg *m, struct pool_conn *c,
         .data_in_flight = data_in_flight,
     };
     a.connect_ms = a.tls_ms = a.transaction_ms = -1;
+    if (c) {
+        /* One attempt per connection says so: the delivery rows count
+         * connections and handshakes, not attempts. */
+        a.conn_first = !c->carried;
+        c->carried = 1;
+    }
     if (c && c->conn) {
         const struct client_conn_times *tm = client_conn_times(c->conn);
         a.connect_ms = (int)tm->connect_ms;

@@ -102,15 +102,15 @@ check_eq "one: 554 5.7.1 likely unsolicited bounced, spam-related hard (gmail)" 
 check_eq "one: 552 5.2.2 bounced, quota-issues soft" \
     "bounced|quota-issues|soft|rfc3463: X.2.2 mailbox full" \
     "$(state "$C1" permfail@full.test)|$(row "$C1" permfail@full.test "d.category || '|' || d.bounce || '|' || d.bounce_rule")"
-check_eq "one: 503 to RCPT failed at max_age: the final row is message-expired soft" \
-    "failed|expired|message-expired|soft|ringmail: max_age passed" \
+check_eq "one: 503 to RCPT expired at max_age: the final row is message-expired soft" \
+    "expired|expired|message-expired|soft|ringmail: max_age passed" \
     "$(state "$C1" permfail@seq.test)|$(row "$C1" permfail@seq.test "d.outcome || '|' || d.category || '|' || d.bounce || '|' || d.bounce_rule")"
 check_ge "one: 503's deferrals are protocol-errors (503 bad sequence of commands)" 1 \
     "$(psql_q "SELECT count(*) FROM ringmail.delivery d JOIN ringmail.recipient r ON r.id = d.recipient_id
         WHERE d.campaign_id = $C1 AND r.address = 'permfail@seq.test' AND d.outcome = 'deferred'
         AND d.category = 'protocol-errors' AND d.bounce_rule = 'protocol: 503 bad sequence of commands'")"
-check_eq "one: 452 4.2.2 over quota until max_age: failed, the final row message-expired soft" \
-    "failed|expired|message-expired|soft" \
+check_eq "one: 452 4.2.2 over quota until max_age: expired, the final row message-expired soft" \
+    "expired|expired|message-expired|soft" \
     "$(state "$C1" tempfail@full.test)|$(row "$C1" tempfail@full.test "d.outcome || '|' || d.category || '|' || d.bounce")"
 check_ge "one: its deferrals are quota-issues soft (gmail's text)" 1 \
     "$(psql_q "SELECT count(*) FROM ringmail.delivery d JOIN ringmail.recipient r ON r.id = d.recipient_id

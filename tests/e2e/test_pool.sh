@@ -677,8 +677,8 @@ recipients "$E2E_TMP/tty.rcpts" t tty.test 150
 script -qec "$RM send --recipients $E2E_TMP/tty.rcpts --config $E2E_TMP/tty.conf" /dev/null \
     >"$E2E_TMP/tty.out" 2>&1
 stop_sink tty
-check "terminal: a live status line (rate, outcomes, connections)" \
-    grep -Eq "msgs/s +accepted [0-9]+ +deferred 0 +rejected 0 +failed 0 +connections [0-9]+" \
+check "terminal: a live status line (done / total, %, rate, outcomes, connections)" \
+    grep -Eq "[0-9,]+ / 150 recipients final \([0-9.]+%\)  [0-9,]+ msgs/s .*accepted [0-9,]+  deferrals 0  in flight [0-9,]+  connections [0-9]+" \
     "$E2E_TMP/tty.out"
 check "terminal: the exit table has the ISP with its limit and delivered rate" \
     grep -Eq "^slow +150 +150 +0 +0 +0 +[0-9.]+ +60\.0 " "$E2E_TMP/tty.out"

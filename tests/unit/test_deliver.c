@@ -466,11 +466,19 @@ static void test_retry_heap_order(void **state)
     }
     assert_int_equal(pool_retry_depth(fx.p), 5);
     assert_null(d->head);
+    /* The live view's "waits for its retry": all five, the first due at 1m. */
+    struct pool_isp_stats st[2];
+    const struct pool_isp_stats *w = isp_stats(fx.p, "default", st, 2);
+    assert_int_equal(w->retry_waiting, 5);
+    assert_int_equal(w->retry_next_ms, t0 + retry_due[0] - fake_now);
 
     /* At t0 + 310 s three are due, and come back in due order. */
     fake_now = t0 + 310000;
     pool_retry_due(&fx.p->retry_timer);
     assert_int_equal(pool_retry_depth(fx.p), 2);
+    w = isp_stats(fx.p, "default", st, 2);
+    assert_int_equal(w->retry_waiting, 2);
+    assert_int_equal(w->retry_next_ms, 10000); /* m[4], due at 320 s */
     struct pool_msg *want[] = {&m[0], &m[3], &m[2], &m[4], &m[1]};
     struct pool_msg *x = d->head;
     for (int i = 0; i < 3; i++, x = x->next) {
