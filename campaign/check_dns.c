@@ -217,6 +217,128 @@ static void cd_dkim_publish(const struct check_dns_input *in, const char *name, 
     }
 }
 
+/* The key records among a's TXT records (v=DKIM1 first, or a p= tag):
+ * how many, the first in *key. */
+static size_t cd_dkim_keys(const struct check_dns_answer *a, const char **key)
+{
+    size_t n = 0;
+    *key = NULL;
+    for (size_t i = 0; i < a->n; i++) {
+        char v[8];
+        if (cd_first_tag_is(a->records[i], "v", "DKIM1") ||
+            check_dns_tag(a->records[i], "p", v, sizeof v)) {
+            *key = *key ? *key : a->records[i];
+            n++;
+        }
+    }
+    return n;
+}
+
+/* The key of the record key, checked: its type in k, p= decoded in der,
+ * the RSA modulus bits in *bits. 0, or -1 and what is wrong in why. */
+static int cd_dkim_parse(const char *key, char k[32], buf_t *der, int *bits, char *why,
+                         size_t whylen)
+{
+    char v[32] = "", h[128] = "";
+    size_t plen = strlen(key) + 1;
+    char *p = malloc(plen);
+    if (!p) {
+        snprintf(why, whylen, "out of memory");
+        return -1;
+    }
+    snprintf(k, 32, "rsa"); /* the default (RFC 6376 3.6.1) */
+    check_dns_tag(key, "k", k, 32);
+    int has_v = check_dns_tag(key, "v", v, sizeof v);
+    int has_h = check_dns_tag(key, "h", h, sizeof h);
+    int has_p = check_dns_tag(key, "p", p, plen);
+    int rsa = strcasecmp(k, "rsa") == 0;
+    *bits = 0;
+    why[0] = '\0';
+    if (has_v && !cd_first_tag_is(key, "v", "DKIM1")) {
+        snprintf(why, whylen, "v=%s: a key record starts with v=DKIM1", v);
+    } else if (!has_p) {
+        snprintf(why, whylen, "no p= tag (the public key)");
+    } else if (!*p) {
+        snprintf(why, whylen, "p= is empty: the key is revoked");
+    } else if (!rsa && strcasecmp(k, "ed25519") != 0) {
+        snprintf(why, whylen, "k=%s: not a key type verifiers know (rsa, ed25519)", k);
+    } else if (has_h && !strstr(h, "sha256")) {
+        snprintf(why, whylen, "h=%s: signatures are rsa-sha256/ed25519-sha256", h);
+    } else if (cd_base64(p, der) < 0) {
+        snprintf(why, whylen, "p= is not base64");
+    } else if (rsa && (*bits = crypto_spki_rsa_bits(buf_data(der), buf_len(der))) < 0) {
+        snprintf(why, whylen, "p= is not an RSA public key (DER SubjectPublicKeyInfo)");
+    } else if (rsa && *bits < 1024) {
+        snprintf(why, whylen,
+                 "RSA key of %d bits: Gmail and Yahoo need 1024 or more (2048 advised)", *bits);
+    } else if (!rsa && buf_len(der) != 32) {
+        snprintf(why, whylen,
+                 "k=ed25519 with a p= of %zu bytes: an Ed25519 key is 32 bytes (RFC 8463)",
+                 buf_len(der));
+    }
+    free(p);
+    return why[0] ? -1 : 0;
+}
+
+/* 1 when the published key (type k, der) is not the one of --dkim-key. */
+static int cd_dkim_mismatch(const struct check_dns_input *in, const char *k, const buf_t *der)
+{
+    char mk[32] = "", mp[2048] = "";
+    buf_t mine = BUF_INIT;
+    check_dns_tag(in->key_record, "k", mk, sizeof mk);
+    check_dns_tag(in->key_record, "p", mp, sizeof mp);
+    int differ = cd_base64(mp, &mine) < 0 || strcasecmp(mk, k) != 0 ||
+                 buf_len(&mine) != buf_len(der) ||
+                 memcmp(buf_data(&mine), buf_data(der), buf_len(der)) != 0;
+    buf_free(&mine);
+    return differ;
+}
+
+/* The line of a usable key record: OK, or WARN in testing mode. */
+static void cd_dkim_good(const struct check_dns_input *in, struct cd_report *r, const char *key,
+                         const char *k, int bits)
+{
+    char t[64] = "", v[8];
+    int testing = check_dns_tag(key, "t", t, sizeof t) && strchr(t, 'y');
+    buf_t line = BUF_INIT;
+    buf_appendf(&line, "DKIM %s: v=DKIM1, k=%s", in->dkim.name,
+                strcasecmp(k, "rsa") == 0 ? "rsa" : "ed25519");
+    if (bits > 0) {
+        buf_appendf(&line, ", %d-bit key%s", bits, bits < 2048 ? " (2048 advised)" : "");
+    }
+    if (in->key_file) {
+        buf_appendf(&line, ", the public key of %s", in->key_file);
+    }
+    if (!check_dns_tag(key, "v", v, sizeof v)) {
+        buf_append_str(&line, "; publish v=DKIM1 first (recommended)");
+    }
+    if (testing) {
+        buf_append_str(&line, "; t=y (testing): verifiers may treat the mail as unsigned, "
+                              "remove it when done");
+    }
+    cd_line(r, testing ? CD_WARN : CD_OK, "%s", buf_cstr(&line));
+    buf_free(&line);
+}
+
+/* No key record at the name: MISSING, or ERROR when other TXT records are there. */
+static void cd_dkim_missing(const struct check_dns_input *in, struct cd_report *r)
+{
+    const struct check_dns_answer *a = &in->dkim;
+    buf_t line = BUF_INIT, q = BUF_INIT;
+    if (a->n > 0) {
+        buf_appendf(&line, "DKIM %s: no DKIM key among its TXT records (%s)", a->name,
+                    cd_quote(&q, a->records[0], 60));
+    } else {
+        buf_appendf(&line, "DKIM %s: no key record%s", a->name,
+                    a->status == DNS_NXDOMAIN ? " (NXDOMAIN)" : "");
+    }
+    cd_dkim_publish(in, a->name, &line);
+    cd_line(r, a->n > 0 ? CD_ERROR : CD_MISSING, "%s", buf_cstr(&line));
+    cd_fail(r, "DKIM missing");
+    buf_free(&line);
+    buf_free(&q);
+}
+
 /* The DKIM key record: 1 when it is there and usable. */
 static int cd_dkim(const struct check_dns_input *in, struct cd_report *r)
 {
@@ -231,30 +353,11 @@ static int cd_dkim(const struct check_dns_input *in, struct cd_report *r)
     if (cd_lookup_failed(r, "DKIM", a)) {
         return 0;
     }
-    buf_t line = BUF_INIT, q = BUF_INIT;
-    const char *key = NULL;
-    size_t nkeys = 0;
-    for (size_t i = 0; i < a->n; i++) {
-        char v[64];
-        if (cd_first_tag_is(a->records[i], "v", "DKIM1") ||
-            check_dns_tag(a->records[i], "p", v, sizeof v)) {
-            key = key ? key : a->records[i];
-            nkeys++;
-        }
-    }
-    int ok = 0;
+    const char *key;
+    size_t nkeys = cd_dkim_keys(a, &key);
     if (nkeys == 0) {
-        if (a->n > 0) {
-            buf_appendf(&line, "DKIM %s: no DKIM key among its TXT records (%s)", a->name,
-                        cd_quote(&q, a->records[0], 60));
-        } else {
-            buf_appendf(&line, "DKIM %s: no key record%s", a->name,
-                        a->status == DNS_NXDOMAIN ? " (NXDOMAIN)" : "");
-        }
-        cd_dkim_publish(in, a->name, &line);
-        cd_line(r, a->n > 0 ? CD_ERROR : CD_MISSING, "%s", buf_cstr(&line));
-        cd_fail(r, "DKIM missing");
-        goto out;
+        cd_dkim_missing(in, r);
+        return 0;
     }
     if (nkeys > 1) {
         cd_line(r, CD_ERROR,
@@ -262,96 +365,81 @@ static int cd_dkim(const struct check_dns_input *in, struct cd_report *r)
                 "key you sign with",
                 a->name, nkeys);
         cd_fail(r, "DKIM has several key records");
-        goto out;
+        return 0;
     }
-    char v[32] = "", k[32] = "rsa", h[128] = "", t[64] = "";
-    char *p = malloc(strlen(key) + 1);
-    if (!p) {
-        goto out;
-    }
-    int has_v = check_dns_tag(key, "v", v, sizeof v);
-    check_dns_tag(key, "k", k, sizeof k);
-    int has_h = check_dns_tag(key, "h", h, sizeof h);
-    int has_t = check_dns_tag(key, "t", t, sizeof t);
-    int has_p = check_dns_tag(key, "p", p, strlen(key) + 1);
-    buf_t der = BUF_INIT;
-    const char *problem = NULL;
-    char detail[256] = "";
-    if (has_v && !cd_first_tag_is(key, "v", "DKIM1")) {
-        snprintf(detail, sizeof detail, "v=%s: a key record starts with v=DKIM1", v);
-    } else if (!has_p) {
-        problem = "no p= tag (the public key)";
-    } else if (!*p) {
-        problem = "p= is empty: the key is revoked";
-    } else if (strcasecmp(k, "rsa") != 0 && strcasecmp(k, "ed25519") != 0) {
-        snprintf(detail, sizeof detail, "k=%s: not a key type verifiers know (rsa, ed25519)", k);
-    } else if (has_h && !strstr(h, "sha256")) {
-        snprintf(detail, sizeof detail, "h=%s: signatures are rsa-sha256/ed25519-sha256", h);
-    } else if (cd_base64(p, &der) < 0) {
-        problem = "p= is not base64";
-    }
-    int bits = 0;
-    if (!problem && !detail[0]) {
-        if (strcasecmp(k, "rsa") == 0) {
-            bits = crypto_spki_rsa_bits(buf_data(&der), buf_len(&der));
-            if (bits < 0) {
-                problem = "p= is not an RSA public key (DER SubjectPublicKeyInfo)";
-            } else if (bits < 1024) {
-                snprintf(detail, sizeof detail,
-                         "RSA key of %d bits: Gmail and Yahoo need 1024 or more (2048 advised)",
-                         bits);
-            }
-        } else if (buf_len(&der) != 32) {
-            snprintf(detail, sizeof detail,
-                     "k=ed25519 with a p= of %zu bytes: an Ed25519 key is 32 bytes (RFC 8463)",
-                     buf_len(&der));
-        }
-    }
-    int mismatch = 0;
-    if (!problem && !detail[0] && in->key_record) {
-        char mk[32] = "", mp[2048] = "";
-        buf_t mine = BUF_INIT;
-        check_dns_tag(in->key_record, "k", mk, sizeof mk);
-        check_dns_tag(in->key_record, "p", mp, sizeof mp);
-        mismatch = cd_base64(mp, &mine) < 0 || strcasecmp(mk, k) != 0 ||
-                   buf_len(&mine) != buf_len(&der) ||
-                   memcmp(buf_data(&mine), buf_data(&der), buf_len(&der)) != 0;
-        buf_free(&mine);
-    }
-    if (problem || detail[0]) {
-        buf_appendf(&line, "DKIM %s: %s", a->name, problem ? problem : detail);
+    char k[32], why[256];
+    int bits, ok = 0;
+    buf_t der = BUF_INIT, line = BUF_INIT;
+    if (cd_dkim_parse(key, k, &der, &bits, why, sizeof why) < 0) {
+        buf_appendf(&line, "DKIM %s: %s", a->name, why);
         cd_dkim_publish(in, a->name, &line);
         cd_line(r, CD_ERROR, "%s", buf_cstr(&line));
         cd_fail(r, "DKIM record invalid");
-    } else if (mismatch) {
+    } else if (in->key_record && cd_dkim_mismatch(in, k, &der)) {
         buf_appendf(&line, "DKIM %s: the published key (k=%s) is not the public key of %s", a->name,
                     k, in->key_file);
         cd_dkim_publish(in, a->name, &line);
         cd_line(r, CD_ERROR, "%s", buf_cstr(&line));
         cd_fail(r, "DKIM key does not match --dkim-key");
     } else {
+        cd_dkim_good(in, r, key, k, bits);
         ok = 1;
-        buf_appendf(&line, "DKIM %s: v=DKIM1, k=%s", a->name,
-                    strcasecmp(k, "rsa") == 0 ? "rsa" : "ed25519");
-        if (bits > 0) {
-            buf_appendf(&line, ", %d-bit key%s", bits, bits < 2048 ? " (2048 advised)" : "");
-        }
-        if (in->key_file) {
-            buf_appendf(&line, ", the public key of %s", in->key_file);
-        }
-        if (!has_v) {
-            buf_append_str(&line, "; publish v=DKIM1 first (recommended)");
-        }
-        if (has_t && strchr(t, 'y')) {
-            buf_append_str(&line, "; t=y (testing): verifiers may treat the mail as unsigned, "
-                                  "remove it when done");
-        }
-        cd_line(r, has_t && strchr(t, 'y') ? CD_WARN : CD_OK, "%s", buf_cstr(&line));
     }
     buf_free(&der);
-    free(p);
-out:
     buf_free(&line);
+    return ok;
+}
+
+/* No SPF record at a: MISSING (the return path) or WARN, with one to publish. */
+static void cd_spf_missing(const struct check_dns_input *in, struct cd_report *r,
+                           const struct check_dns_answer *a, int required, const char *why)
+{
+    buf_t zone = BUF_INIT, txt = BUF_INIT;
+    buf_appendf(&txt, "v=spf1 %s -all", in->spf_hint ? in->spf_hint : "ip4:YOUR-SENDING-IP");
+    dkim_zone_txt(a->name, buf_data(&txt), buf_len(&txt), &zone);
+    cd_line(r, required ? CD_MISSING : CD_WARN, "SPF %s: no v=spf1 record%s%s; publish  %s%s",
+            a->name, a->status == DNS_NXDOMAIN ? " (NXDOMAIN: no such domain)" : "", why,
+            buf_cstr(&zone),
+            in->spf_hint ? "" : " (the addresses ringmail sends from: [global] source)");
+    buf_free(&zone);
+    buf_free(&txt);
+    if (required) {
+        cd_fail(r, "SPF missing");
+    }
+}
+
+/* The one SPF record rec at a, judged by how it ends: 1 unless +all. */
+static int cd_spf_one(struct cd_report *r, const struct check_dns_answer *a, const char *rec,
+                      int required, const char *why)
+{
+    char end[300];
+    buf_t q = BUF_INIT;
+    check_dns_spf_ending(rec, end, sizeof end);
+    const char *shown = cd_quote(&q, rec, 120);
+    int ok = 1;
+    if (strcmp(end, "-all") == 0 || strcmp(end, "~all") == 0) {
+        cd_line(r, CD_OK, "SPF %s: %s ends with %s (other senders %s)", a->name, shown, end,
+                end[0] == '-' ? "fail" : "softfail");
+    } else if (strcmp(end, "?all") == 0) {
+        cd_line(r, CD_WARN,
+                "SPF %s: %s ends with ?all (neutral: it refuses no one); end it with ~all or -all",
+                a->name, shown);
+    } else if (strcmp(end, "+all") == 0) {
+        cd_line(r, required ? CD_ERROR : CD_WARN,
+                "SPF %s: %s ends with +all: anyone may send as %s%s; end it with ~all or -all",
+                a->name, shown, a->name, why);
+        if (required) {
+            cd_fail(r, "SPF +all");
+        }
+        ok = 0;
+    } else if (end[0]) {
+        cd_line(r, CD_OK, "SPF %s: %s, %s decides (not followed here)", a->name, shown, end);
+    } else {
+        cd_line(r, CD_WARN,
+                "SPF %s: %s has no all mechanism (other senders get neutral); end it with ~all "
+                "or -all",
+                a->name, shown);
+    }
     buf_free(&q);
     return ok;
 }
@@ -364,9 +452,10 @@ static int cd_spf(const struct check_dns_input *in, struct cd_report *r,
     if (cd_lookup_failed(r, "SPF", a)) {
         return 0;
     }
-    buf_t q = BUF_INIT, why = BUF_INIT;
+    char why[400] = "";
     if (!required) {
-        buf_appendf(&why, " (not required: SPF is checked on the return path %s)", in->return_path);
+        snprintf(why, sizeof why, " (not required: SPF is checked on the return path %.300s)",
+                 in->return_path);
     }
     size_t nspf = 0;
     const char *rec = NULL;
@@ -376,63 +465,21 @@ static int cd_spf(const struct check_dns_input *in, struct cd_report *r,
             nspf++;
         }
     }
-    int ok = 0;
     if (nspf == 0) {
-        buf_t zone = BUF_INIT, txt = BUF_INIT;
-        buf_appendf(&txt, "v=spf1 %s -all", in->spf_hint ? in->spf_hint : "ip4:YOUR-SENDING-IP");
-        dkim_zone_txt(a->name, buf_data(&txt), buf_len(&txt), &zone);
-        cd_line(r, required ? CD_MISSING : CD_WARN, "SPF %s: no v=spf1 record%s%s; publish  %s%s",
-                a->name, a->status == DNS_NXDOMAIN ? " (NXDOMAIN: no such domain)" : "",
-                buf_cstr(&why), buf_cstr(&zone),
-                in->spf_hint ? "" : " (the addresses ringmail sends from: [global] source)");
-        buf_free(&zone);
-        buf_free(&txt);
-        if (required) {
-            cd_fail(r, "SPF missing");
-        }
-    } else if (nspf > 1) {
+        cd_spf_missing(in, r, a, required, why);
+        return 0;
+    }
+    if (nspf > 1) {
         cd_line(r, required ? CD_ERROR : CD_WARN,
                 "SPF %s: %zu v=spf1 records: permerror, receivers fail SPF for the domain%s; "
                 "merge them into one record",
-                a->name, nspf, buf_cstr(&why));
+                a->name, nspf, why);
         if (required) {
             cd_fail(r, "SPF permerror (several v=spf1 records)");
         }
-    } else {
-        char end[300];
-        check_dns_spf_ending(rec, end, sizeof end);
-        const char *shown = cd_quote(&q, rec, 120);
-        if (strcmp(end, "-all") == 0 || strcmp(end, "~all") == 0) {
-            ok = 1;
-            cd_line(r, CD_OK, "SPF %s: %s ends with %s (other senders %s)", a->name, shown, end,
-                    end[0] == '-' ? "fail" : "softfail");
-        } else if (strcmp(end, "?all") == 0) {
-            ok = 1;
-            cd_line(r, CD_WARN,
-                    "SPF %s: %s ends with ?all (neutral: it refuses no one); end it with ~all "
-                    "or -all",
-                    a->name, shown);
-        } else if (strcmp(end, "+all") == 0) {
-            cd_line(r, required ? CD_ERROR : CD_WARN,
-                    "SPF %s: %s ends with +all: anyone may send as %s%s; end it with ~all or -all",
-                    a->name, shown, a->name, buf_cstr(&why));
-            if (required) {
-                cd_fail(r, "SPF +all");
-            }
-        } else if (end[0]) {
-            ok = 1;
-            cd_line(r, CD_OK, "SPF %s: %s, %s decides (not followed here)", a->name, shown, end);
-        } else {
-            ok = 1;
-            cd_line(r, CD_WARN,
-                    "SPF %s: %s has no all mechanism (other senders get neutral); end it with "
-                    "~all or -all",
-                    a->name, shown);
-        }
+        return 0;
     }
-    buf_free(&q);
-    buf_free(&why);
-    return ok;
+    return cd_spf_one(r, a, rec, required, why);
 }
 
 struct cd_dmarc {
@@ -440,15 +487,72 @@ struct cd_dmarc {
     int adkim_s, aspf_s; /* strict alignment asked for */
 };
 
+static int cd_dmarc_policy_ok(const char *p)
+{
+    return strcasecmp(p, "none") == 0 || strcasecmp(p, "quarantine") == 0 ||
+           strcasecmp(p, "reject") == 0;
+}
+
+/* The one DMARC record rec at a; inherited: a parent's, for the From domain. */
+static struct cd_dmarc cd_dmarc_one(const struct check_dns_input *in, struct cd_report *r,
+                                    const struct check_dns_answer *a, const char *rec,
+                                    const char *inherited)
+{
+    struct cd_dmarc d = {0};
+    char p[32] = "", sp[32] = "", rua[256] = "", pct[16] = "", al[8];
+    int has_p = check_dns_tag(rec, "p", p, sizeof p);
+    int has_sp = inherited[0] && check_dns_tag(rec, "sp", sp, sizeof sp);
+    int has_rua = check_dns_tag(rec, "rua", rua, sizeof rua) && rua[0];
+    check_dns_tag(rec, "pct", pct, sizeof pct);
+    d.adkim_s = check_dns_tag(rec, "adkim", al, sizeof al) && strcasecmp(al, "s") == 0;
+    d.aspf_s = check_dns_tag(rec, "aspf", al, sizeof al) && strcasecmp(al, "s") == 0;
+    const char *tag = has_sp ? "sp" : "p", *policy = has_sp ? sp : p;
+    if (!has_p || !cd_dmarc_policy_ok(p) || (has_sp && !cd_dmarc_policy_ok(sp))) {
+        int p_bad = !has_p || !cd_dmarc_policy_ok(p);
+        buf_t q = BUF_INIT;
+        cd_line(r, CD_ERROR, "DMARC %s: %s%s: %s=%s is not none, quarantine or reject%s", a->name,
+                cd_quote(&q, rec, 120), inherited, p_bad ? "p" : "sp",
+                !has_p  ? "(missing)"
+                : p_bad ? p
+                        : sp,
+                has_p ? "" : "; p= is required");
+        cd_fail(r, "DMARC invalid (p=)");
+        buf_free(&q);
+        return d;
+    }
+    d.ok = 1;
+    buf_t line = BUF_INIT;
+    buf_appendf(&line, "DMARC %s: %s=%s", a->name, tag, policy);
+    if (has_rua) {
+        buf_appendf(&line, ", rua=%s", rua);
+    }
+    buf_append_str(&line, inherited);
+    if (strcasecmp(policy, "none") == 0) {
+        buf_append_str(&line, "; monitoring only (meets Gmail and Yahoo): move to quarantine "
+                              "or reject when the reports are clean");
+    }
+    if (pct[0] && strcmp(pct, "100") != 0) {
+        buf_appendf(&line, "; pct=%s: the policy applies to that share of failing mail", pct);
+    }
+    if (!has_rua) {
+        buf_appendf(&line,
+                    "; no rua=: no aggregate reports reach you (add "
+                    "rua=mailto:dmarc-reports@%s)",
+                    in->from);
+    }
+    cd_line(r, has_rua ? CD_OK : CD_WARN, "%s", buf_cstr(&line));
+    buf_free(&line);
+    return d;
+}
+
 /* DMARC: the nearest record from _dmarc.FROM up. */
 static struct cd_dmarc cd_dmarc(const struct check_dns_input *in, struct cd_report *r)
 {
-    struct cd_dmarc d = {0};
-    buf_t q = BUF_INIT;
+    struct cd_dmarc none = {0};
     for (size_t i = 0; i < in->ndmarc; i++) {
         const struct check_dns_answer *a = &in->dmarc[i];
         if (cd_lookup_failed(r, "DMARC", a)) {
-            goto out;
+            return none;
         }
         size_t n = 0;
         const char *rec = NULL;
@@ -458,77 +562,31 @@ static struct cd_dmarc cd_dmarc(const struct check_dns_input *in, struct cd_repo
                 n++;
             }
         }
-        if (n == 0) {
-            continue;
-        }
         char inherited[400] = "";
-        if (i > 0) {
+        if (n > 0 && i > 0) {
             snprintf(inherited, sizeof inherited, " (none at %.255s: this one applies to %.100s)",
                      in->dmarc[0].name, in->from);
+        }
+        if (n == 1) {
+            return cd_dmarc_one(in, r, a, rec, inherited);
         }
         if (n > 1) {
             cd_line(r, CD_ERROR, "DMARC %s: %zu v=DMARC1 records%s: receivers apply none; keep one",
                     a->name, n, inherited);
             cd_fail(r, "DMARC invalid (several records)");
-            goto out;
+            return none;
         }
-        char p[32] = "", sp[32] = "", rua[256] = "", pct[16] = "", al[8];
-        int has_p = check_dns_tag(rec, "p", p, sizeof p);
-        int has_sp = i > 0 && check_dns_tag(rec, "sp", sp, sizeof sp);
-        int has_rua = check_dns_tag(rec, "rua", rua, sizeof rua) && rua[0];
-        check_dns_tag(rec, "pct", pct, sizeof pct);
-        d.adkim_s = check_dns_tag(rec, "adkim", al, sizeof al) && strcasecmp(al, "s") == 0;
-        d.aspf_s = check_dns_tag(rec, "aspf", al, sizeof al) && strcasecmp(al, "s") == 0;
-        const char *policy = has_sp ? sp : p;
-        const char *ptag = has_sp ? "sp" : "p";
-        if ((!has_p || (strcasecmp(p, "none") != 0 && strcasecmp(p, "quarantine") != 0 &&
-                        strcasecmp(p, "reject") != 0)) ||
-            (has_sp && strcasecmp(sp, "none") != 0 && strcasecmp(sp, "quarantine") != 0 &&
-             strcasecmp(sp, "reject") != 0)) {
-            cd_line(r, CD_ERROR, "DMARC %s: %s%s: %s=%s is not none, quarantine or reject%s",
-                    a->name, cd_quote(&q, rec, 120), inherited, has_p || has_sp ? ptag : "p",
-                    has_p || has_sp ? policy : "(missing)", has_p ? "" : "; p= is required");
-            cd_fail(r, "DMARC invalid (p=)");
-            goto out;
-        }
-        d.ok = 1;
-        buf_t line = BUF_INIT;
-        buf_appendf(&line, "DMARC %s: %s=%s", a->name, ptag, policy);
-        if (has_rua) {
-            buf_appendf(&line, ", rua=%s", rua);
-        }
-        buf_append_str(&line, inherited);
-        if (strcasecmp(policy, "none") == 0) {
-            buf_append_str(&line, "; monitoring only (meets Gmail and Yahoo): move to quarantine "
-                                  "or reject when the reports are clean");
-        }
-        if (pct[0] && strcmp(pct, "100") != 0) {
-            buf_appendf(&line, "; pct=%s: the policy applies to that share of failing mail", pct);
-        }
-        if (!has_rua) {
-            buf_appendf(&line,
-                        "; no rua=: no aggregate reports reach you (add "
-                        "rua=mailto:dmarc-reports@%s)",
-                        in->from);
-        }
-        cd_line(r, has_rua ? CD_OK : CD_WARN, "%s", buf_cstr(&line));
-        buf_free(&line);
-        goto out;
     }
-    {
-        buf_t zone = BUF_INIT, txt = BUF_INIT;
-        const char *name = in->ndmarc > 0 ? in->dmarc[0].name : "_dmarc";
-        buf_appendf(&txt, "v=DMARC1; p=none; rua=mailto:dmarc-reports@%s", in->from);
-        dkim_zone_txt(name, buf_data(&txt), buf_len(&txt), &zone);
-        cd_line(r, CD_MISSING, "DMARC %s: no v=DMARC1 record%s; publish  %s", name,
-                in->ndmarc > 1 ? " (nor at its parents)" : "", buf_cstr(&zone));
-        buf_free(&zone);
-        buf_free(&txt);
-        cd_fail(r, "DMARC missing");
-    }
-out:
-    buf_free(&q);
-    return d;
+    buf_t zone = BUF_INIT, txt = BUF_INIT;
+    const char *name = in->ndmarc > 0 ? in->dmarc[0].name : "_dmarc";
+    buf_appendf(&txt, "v=DMARC1; p=none; rua=mailto:dmarc-reports@%s", in->from);
+    dkim_zone_txt(name, buf_data(&txt), buf_len(&txt), &zone);
+    cd_line(r, CD_MISSING, "DMARC %s: no v=DMARC1 record%s; publish  %s", name,
+            in->ndmarc > 1 ? " (nor at its parents)" : "", buf_cstr(&zone));
+    cd_fail(r, "DMARC missing");
+    buf_free(&zone);
+    buf_free(&txt);
+    return none;
 }
 
 /* How d stands to the From domain, for an OK line. */
@@ -537,52 +595,54 @@ static const char *cd_relation(const char *d, const char *from)
     if (dkim_domains_align(d, from, 1)) {
         return "is the From domain";
     }
-    size_t dn = strlen(d), fn = strlen(from);
-    return dn > fn ? "is under the From domain" : "is a parent of the From domain";
+    return strlen(d) > strlen(from) ? "is under the From domain" : "is a parent of the From domain";
+}
+
+/* The SPF and DKIM alignment lines; DMARC needs one of the two to count. */
+static void cd_alignment(const struct check_dns_input *in, struct cd_report *r, int spf_ok,
+                         int dkim_ok, const struct cd_dmarc *dm)
+{
+    int spf_aligned = dkim_domains_align(in->return_path, in->from, dm->aspf_s);
+    int dkim_aligned = in->selector && dkim_domains_align(in->dkim_domain, in->from, dm->adkim_s);
+    int spf_counts = spf_ok && spf_aligned, dkim_counts = dkim_ok && dkim_aligned;
+    if (spf_aligned) {
+        cd_line(r, CD_OK, "SPF alignment: return path %s (%s) %s %s", in->return_path,
+                in->return_path_from, cd_relation(in->return_path, in->from), in->from);
+    } else {
+        cd_line(r, dkim_counts ? CD_WARN : CD_ERROR,
+                "SPF alignment: return path %s (%s) does not align with the From domain %s%s: "
+                "SPF does not count for DMARC%s; use a return path at or under %s ([feedback] "
+                "return_path)",
+                in->return_path, in->return_path_from, in->from,
+                dm->aspf_s ? " (aspf=s: it must be the same domain)" : "",
+                dkim_counts ? " (DKIM carries it)" : "", in->from);
+    }
+    if (in->selector && dkim_aligned) {
+        cd_line(r, CD_OK, "DKIM alignment: d=%s %s %s", in->dkim_domain,
+                cd_relation(in->dkim_domain, in->from), in->from);
+    } else if (in->selector) {
+        cd_line(r, spf_counts ? CD_WARN : CD_ERROR,
+                "DKIM alignment: d=%s does not align with the From domain %s%s: DKIM does not "
+                "count for DMARC%s; sign with d=%s (campaign create --dkim-domain %s)",
+                in->dkim_domain, in->from,
+                dm->adkim_s ? " (adkim=s: it must be the same domain)" : "",
+                spf_counts ? " (SPF carries it)" : "", in->from, in->from);
+    }
+    if (!spf_aligned && !dkim_aligned) {
+        cd_fail(r, "neither DKIM nor SPF aligned with the From domain");
+    }
 }
 
 int check_dns_report(const struct check_dns_input *in, FILE *out)
 {
     struct cd_report r = {.out = out, .reasons = BUF_INIT};
     int dkim_ok = cd_dkim(in, &r);
-    int same = strcasecmp(in->return_path, in->from) == 0;
     int spf_ok = cd_spf(in, &r, &in->spf_rp, 1);
-    if (!same) {
+    if (strcasecmp(in->return_path, in->from) != 0) {
         cd_spf(in, &r, &in->spf_from, 0);
     }
     struct cd_dmarc dm = cd_dmarc(in, &r);
-
-    int spf_aligned = dkim_domains_align(in->return_path, in->from, dm.aspf_s);
-    int dkim_aligned = in->selector && dkim_domains_align(in->dkim_domain, in->from, dm.adkim_s);
-    int spf_counts = spf_ok && spf_aligned, dkim_counts = dkim_ok && dkim_aligned;
-    if (spf_aligned) {
-        cd_line(&r, CD_OK, "SPF alignment: return path %s (%s) %s %s", in->return_path,
-                in->return_path_from, cd_relation(in->return_path, in->from), in->from);
-    } else {
-        cd_line(&r, dkim_counts ? CD_WARN : CD_ERROR,
-                "SPF alignment: return path %s (%s) does not align with the From domain %s%s: "
-                "SPF does not count for DMARC%s; use a return path at or under %s ([feedback] "
-                "return_path)",
-                in->return_path, in->return_path_from, in->from,
-                dm.aspf_s ? " (aspf=s: it must be the same domain)" : "",
-                dkim_counts ? " (DKIM carries it)" : "", in->from);
-    }
-    if (in->selector) {
-        if (dkim_aligned) {
-            cd_line(&r, CD_OK, "DKIM alignment: d=%s %s %s", in->dkim_domain,
-                    cd_relation(in->dkim_domain, in->from), in->from);
-        } else {
-            cd_line(&r, spf_counts ? CD_WARN : CD_ERROR,
-                    "DKIM alignment: d=%s does not align with the From domain %s%s: DKIM does not "
-                    "count for DMARC%s; sign with d=%s (campaign create --dkim-domain %s)",
-                    in->dkim_domain, in->from,
-                    dm.adkim_s ? " (adkim=s: it must be the same domain)" : "",
-                    spf_counts ? " (SPF carries it)" : "", in->from, in->from);
-        }
-    }
-    if (!spf_aligned && !dkim_aligned) {
-        cd_fail(&r, "neither DKIM nor SPF aligned with the From domain");
-    }
+    cd_alignment(in, &r, spf_ok, dkim_ok, &dm);
     if (r.failed) {
         fprintf(out, "Gmail and Yahoo bulk-sender requirements: not met: %s\n",
                 buf_cstr(&r.reasons));
@@ -706,6 +766,21 @@ struct cd_opts {
 };
 
 /* 0 parsed, 2 refused, 1 --help done (exit 0). */
+/* What is wrong with the options once they are read; NULL if nothing. */
+static const char *cd_opts_problem(const struct cd_opts *o)
+{
+    if (!o->from) {
+        return "--from DOMAIN is required";
+    }
+    if (o->selector && !cd_selector_ok(o->selector)) {
+        return "--dkim-selector must be letters, digits, '-', '_' or '.'";
+    }
+    if ((o->key_file || o->dkim_domain) && !o->selector) {
+        return "--dkim-key and --dkim-domain need --dkim-selector S";
+    }
+    return NULL;
+}
+
 static int cd_parse(int argc, char **argv, struct cd_opts *o)
 {
     static const struct option longopts[] = {{"from", required_argument, 0, 'f'},
@@ -718,64 +793,33 @@ static int cd_parse(int argc, char **argv, struct cd_opts *o)
                                              {"timeout-ms", required_argument, 0, 't'},
                                              {"help", no_argument, 0, 'h'},
                                              {0, 0, 0, 0}};
+    const char **dest[128] = {0};
+    dest['f'] = &o->from, dest['s'] = &o->selector, dest['D'] = &o->dkim_domain;
+    dest['k'] = &o->key_file, dest['r'] = &o->return_path, dest['R'] = &o->resolver;
+    dest['c'] = &o->config;
     o->timeout_ms = 2000;
     int ch;
     optind = 1;
     while ((ch = opt_getopt(argc, argv, longopts)) != -1) {
         unsigned long v;
-        switch (ch) {
-        case 'f':
-            o->from = optarg;
-            break;
-        case 's':
-            o->selector = optarg;
-            break;
-        case 'D':
-            o->dkim_domain = optarg;
-            break;
-        case 'k':
-            o->key_file = optarg;
-            break;
-        case 'r':
-            o->return_path = optarg;
-            break;
-        case 'R':
-            o->resolver = optarg;
-            break;
-        case 'c':
-            o->config = optarg;
-            break;
-        case 't':
-            if (num_parse_ulong(optarg, 1, 600000, &v) < 0) {
-                fprintf(stderr,
-                        "ringmail check-dns: bad value for --timeout-ms: '%s' (want 1..600000)\n",
-                        optarg);
-                return 2;
-            }
+        if (ch > 0 && ch < 128 && dest[ch]) {
+            *dest[ch] = optarg;
+        } else if (ch == 't' && num_parse_ulong(optarg, 1, 600000, &v) == 0) {
             o->timeout_ms = (unsigned)v;
-            break;
-        case 'h':
-            cd_usage(stdout);
-            return 1;
-        default:
-            cd_usage(stderr);
+        } else if (ch == 't') {
+            fprintf(stderr,
+                    "ringmail check-dns: bad value for --timeout-ms: '%s' (want 1..600000)\n",
+                    optarg);
             return 2;
+        } else {
+            cd_usage(ch == 'h' ? stdout : stderr);
+            return ch == 'h' ? 1 : 2;
         }
     }
-    const char *problem = NULL;
-    if (optind < argc) {
-        fprintf(stderr, "ringmail check-dns: unexpected argument '%s'\n", argv[optind]);
-        return 2;
-    }
-    if (!o->from) {
-        problem = "--from DOMAIN is required";
-    } else if (o->selector && !cd_selector_ok(o->selector)) {
-        problem = "--dkim-selector must be letters, digits, '-', '_' or '.'";
-    } else if ((o->key_file || o->dkim_domain) && !o->selector) {
-        problem = "--dkim-key and --dkim-domain need --dkim-selector S";
-    }
+    const char *problem = optind < argc ? "unexpected argument" : cd_opts_problem(o);
     if (problem) {
-        fprintf(stderr, "ringmail check-dns: %s\n", problem);
+        fprintf(stderr, "ringmail check-dns: %s%s%s%s\n", problem, optind < argc ? " '" : "",
+                optind < argc ? argv[optind] : "", optind < argc ? "'" : "");
         return 2;
     }
     return 0;
@@ -797,6 +841,127 @@ static char *cd_spf_hint(const struct config *c)
     return s;
 }
 
+/* What check_dns_main owns while it runs. */
+struct cd_main {
+    struct check_dns_input in;
+    char from[256], dkim_domain[256], rp[256];
+    buf_t key;                                              /* owned: in.key_record */
+    buf_t rp_from;                                          /* owned: in.return_path_from */
+    char *hint;                                             /* owned: in.spf_hint */
+    struct check_dns_answer *asks[3 + CHECK_DNS_DMARC_MAX]; /* borrowed from in */
+    struct cd_lookup looks[3 + CHECK_DNS_DMARC_MAX];
+    size_t nasks;
+};
+
+/* The domains, the return path, the key's record and the SPF hint into
+ * m->in; 0, or 2 after saying what is wrong. */
+static int cd_setup(struct cd_main *m, const struct cd_opts *o)
+{
+    struct check_dns_input *in = &m->in;
+    if (cd_domain_opt("--from", o->from, m->from, sizeof m->from) < 0 ||
+        (o->dkim_domain && cd_domain_opt("--dkim-domain", o->dkim_domain, m->dkim_domain,
+                                         sizeof m->dkim_domain) < 0) ||
+        (o->return_path &&
+         cd_domain_opt("--return-path", o->return_path, m->rp, sizeof m->rp) < 0)) {
+        return 2;
+    }
+    char err[512];
+    struct config *cfg = NULL;
+    if (o->config && !(cfg = config_load(o->config, err, sizeof err))) {
+        fprintf(stderr, "ringmail check-dns: %s\n", err);
+        return 2;
+    }
+    in->from = m->from;
+    in->dkim_domain = o->dkim_domain ? m->dkim_domain : m->from;
+    in->selector = o->selector;
+    in->key_file = o->key_file;
+    if (o->return_path) {
+        buf_append_str(&m->rp_from, "--return-path");
+    } else if (cfg && cfg->feedback.enabled && cfg->feedback.return_path[0]) {
+        snprintf(m->rp, sizeof m->rp, "%s", cfg->feedback.return_path);
+        buf_appendf(&m->rp_from, "[feedback] return_path of %s", o->config);
+    } else {
+        snprintf(m->rp, sizeof m->rp, "%s", m->from);
+        buf_append_str(&m->rp_from, "MAIL FROM is the From address");
+    }
+    in->return_path = m->rp;
+    in->return_path_from = buf_cstr(&m->rp_from);
+    m->hint = cd_spf_hint(cfg);
+    in->spf_hint = m->hint;
+    config_free(cfg);
+    if (o->key_file) {
+        struct dkim_spec spec = {.key_file = o->key_file};
+        if (dkim_key_record(&spec, NULL, &m->key, err, sizeof err) < 0) {
+            fprintf(stderr, "ringmail check-dns: --dkim-key %s: %s\n", o->key_file, err);
+            return 2;
+        }
+        in->key_record = buf_cstr(&m->key);
+    }
+    return 0;
+}
+
+/* Every name to ask: the DKIM key, SPF at the return path and the From
+ * domain, DMARC at _dmarc.FROM and its parents. */
+static void cd_names(struct cd_main *m)
+{
+    struct check_dns_input *in = &m->in;
+    if (in->selector) {
+        snprintf(in->dkim.name, sizeof in->dkim.name, "%s._domainkey.%s", in->selector,
+                 in->dkim_domain);
+        m->asks[m->nasks++] = &in->dkim;
+    }
+    snprintf(in->spf_rp.name, sizeof in->spf_rp.name, "%s", in->return_path);
+    m->asks[m->nasks++] = &in->spf_rp;
+    if (strcasecmp(in->return_path, in->from) != 0) {
+        snprintf(in->spf_from.name, sizeof in->spf_from.name, "%s", in->from);
+        m->asks[m->nasks++] = &in->spf_from;
+    }
+    for (const char *d = in->from; strchr(d, '.') && in->ndmarc < CHECK_DNS_DMARC_MAX;
+         d = strchr(d, '.') + 1) {
+        snprintf(in->dmarc[in->ndmarc].name, sizeof in->dmarc[0].name, "_dmarc.%s", d);
+        m->asks[m->nasks++] = &in->dmarc[in->ndmarc++];
+    }
+}
+
+/* Ask every name at once and wait for the answers; 0, or 2 when no
+ * resolver can be set up. */
+static int cd_lookup_all(struct cd_main *m, const char *resolver, unsigned timeout_ms)
+{
+    char err[512];
+    struct cd_run run = {0};
+    run.loop = loop_new(256);
+    run.dns = run.loop ? dns_new(run.loop, resolver, timeout_ms, err, sizeof err) : NULL;
+    if (!run.dns) {
+        fprintf(stderr, "ringmail check-dns: %s\n", run.loop ? err : "io_uring setup failed");
+        loop_free(run.loop);
+        return 2;
+    }
+    loop_timer_init(&run.done, cd_on_done, &run);
+    run.pending = (unsigned)m->nasks + 1; /* held while the queries start */
+    for (size_t i = 0; i < m->nasks; i++) {
+        m->looks[i] = (struct cd_lookup){.run = &run, .a = m->asks[i]};
+        dns_resolve_txt(run.dns, m->asks[i]->name, cd_on_txt, &m->looks[i]);
+    }
+    if (--run.pending == 0) {
+        loop_timer_set(run.loop, &run.done, 0);
+    }
+    loop_run(run.loop);
+    loop_free(run.loop);
+    return 0;
+}
+
+static void cd_main_free(struct cd_main *m)
+{
+    for (size_t i = 0; i < m->nasks; i++) {
+        cd_answer_free(m->asks[i]);
+        free(m->looks[i].error);
+    }
+    free(m->hint);
+    buf_free(&m->key);
+    buf_free(&m->rp_from);
+    free(m);
+}
+
 int check_dns_main(int argc, char **argv)
 {
     struct cd_opts o = {0};
@@ -804,100 +969,21 @@ int check_dns_main(int argc, char **argv)
     if (rc != 0) {
         return rc == 1 ? 0 : rc;
     }
-    char from[256], dkim_domain[256], rp[256];
-    if (cd_domain_opt("--from", o.from, from, sizeof from) < 0 ||
-        (o.dkim_domain &&
-         cd_domain_opt("--dkim-domain", o.dkim_domain, dkim_domain, sizeof dkim_domain) < 0) ||
-        (o.return_path && cd_domain_opt("--return-path", o.return_path, rp, sizeof rp) < 0)) {
-        return 2;
+    struct cd_main *m = calloc(1, sizeof *m);
+    if (!m) {
+        fprintf(stderr, "ringmail check-dns: out of memory\n");
+        return 1;
     }
-    char err[512];
-    struct config *cfg = NULL;
-    if (o.config && !(cfg = config_load(o.config, err, sizeof err))) {
-        fprintf(stderr, "ringmail check-dns: %s\n", err);
-        return 2;
+    m->key = (buf_t)BUF_INIT;
+    m->rp_from = (buf_t)BUF_INIT;
+    rc = cd_setup(m, &o);
+    if (rc == 0) {
+        cd_names(m);
+        rc = cd_lookup_all(m, o.resolver, o.timeout_ms);
     }
-    struct check_dns_input in = {.from = from, .selector = o.selector, .key_file = o.key_file};
-    in.dkim_domain = o.dkim_domain ? dkim_domain : from;
-    buf_t key = BUF_INIT, rp_from = BUF_INIT;
-    if (o.return_path) {
-        buf_append_str(&rp_from, "--return-path");
-    } else if (cfg && cfg->feedback.enabled && cfg->feedback.return_path[0]) {
-        snprintf(rp, sizeof rp, "%s", cfg->feedback.return_path);
-        buf_appendf(&rp_from, "[feedback] return_path of %s", o.config);
-    } else {
-        snprintf(rp, sizeof rp, "%s", from);
-        buf_append_str(&rp_from, "MAIL FROM is the From address");
+    if (rc == 0) {
+        rc = check_dns_report(&m->in, stdout);
     }
-    in.return_path = rp;
-    in.return_path_from = buf_cstr(&rp_from);
-    if (o.key_file) {
-        struct dkim_spec spec = {.key_file = o.key_file};
-        if (dkim_key_record(&spec, NULL, &key, err, sizeof err) < 0) {
-            fprintf(stderr, "ringmail check-dns: --dkim-key %s: %s\n", o.key_file, err);
-            config_free(cfg);
-            buf_free(&key);
-            buf_free(&rp_from);
-            return 2;
-        }
-        in.key_record = buf_cstr(&key);
-    }
-    char *hint = cd_spf_hint(cfg);
-    in.spf_hint = hint;
-    config_free(cfg);
-
-    struct cd_run run = {0};
-    run.loop = loop_new(256);
-    run.dns = run.loop ? dns_new(run.loop, o.resolver, o.timeout_ms, err, sizeof err) : NULL;
-    if (!run.dns) {
-        fprintf(stderr, "ringmail check-dns: %s\n", run.loop ? err : "io_uring setup failed");
-        loop_free(run.loop);
-        free(hint);
-        buf_free(&key);
-        buf_free(&rp_from);
-        return 2;
-    }
-    loop_timer_init(&run.done, cd_on_done, &run);
-
-    /* Every name to ask, then every question at once. */
-    struct check_dns_answer *asks[3 + CHECK_DNS_DMARC_MAX];
-    size_t nasks = 0;
-    if (in.selector) {
-        snprintf(in.dkim.name, sizeof in.dkim.name, "%s._domainkey.%s", in.selector,
-                 in.dkim_domain);
-        asks[nasks++] = &in.dkim;
-    }
-    snprintf(in.spf_rp.name, sizeof in.spf_rp.name, "%s", rp);
-    asks[nasks++] = &in.spf_rp;
-    if (strcasecmp(rp, from) != 0) {
-        snprintf(in.spf_from.name, sizeof in.spf_from.name, "%s", from);
-        asks[nasks++] = &in.spf_from;
-    }
-    for (const char *d = from; d && strchr(d, '.') && in.ndmarc < CHECK_DNS_DMARC_MAX;
-         d = strchr(d, '.') + 1) {
-        snprintf(in.dmarc[in.ndmarc].name, sizeof in.dmarc[0].name, "_dmarc.%s", d);
-        asks[nasks++] = &in.dmarc[in.ndmarc++];
-    }
-    struct cd_lookup looks[3 + CHECK_DNS_DMARC_MAX];
-    run.pending = (unsigned)nasks + 1; /* held while the queries start */
-    for (size_t i = 0; i < nasks; i++) {
-        looks[i] = (struct cd_lookup){.run = &run, .a = asks[i]};
-        dns_resolve_txt(run.dns, asks[i]->name, cd_on_txt, &looks[i]);
-    }
-    if (--run.pending == 0) {
-        loop_timer_set(run.loop, &run.done, 0);
-    }
-    loop_run(run.loop);
-    loop_free(run.loop);
-
-    rc = check_dns_report(&in, stdout);
-
-    for (size_t i = 0; i < nasks; i++) {
-        cd_answer_free(asks[i]);
-        free(looks[i].error);
-    }
-    free(hint);
-    buf_free(&key);
-    buf_free(&rp_from);
+    cd_main_free(m);
     return rc;
 }

@@ -28,6 +28,14 @@
  *
  * Exit status: 0 all required checks pass, 1 some do not (or could not be
  * checked), 2 bad options.
+ *
+ * Diagnostics: bad options are one line on stderr, "ringmail check-dns:
+ * --from DOMAIN is required", "--from: 'X' is not a domain name (...)",
+ * "--dkim-key and --dkim-domain need --dkim-selector S", "--dkim-key FILE:
+ * cannot read a private key ...", "bad value for --timeout-ms", a config
+ * error with its line, "unexpected argument 'X'" (exit 2). A failed lookup
+ * is a report line: "ERROR   DMARC _dmarc.example.com: lookup failed
+ * (timeout: the resolver did not answer): could not be checked".
  */
 #ifndef RINGMAIL_CHECK_DNS_H
 #define RINGMAIL_CHECK_DNS_H

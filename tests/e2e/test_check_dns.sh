@@ -308,7 +308,9 @@ bad "--dkim-key not a key" "^ringmail check-dns: --dkim-key $T/body.txt: cannot 
     --from good.test --dkim-selector s1 --dkim-key "$T/body.txt"
 bad "--dkim-selector with a space" 'dkim-selector must be' --from good.test --dkim-selector 'a b'
 bad "--conf (abbreviation)" "unknown option '--conf'" --from good.test --conf "$T/rm.conf"
-bad "a config with an error" '^ringmail check-dns: ' --from good.test --config "$T/body.txt"
+bad "a config with an error" "^ringmail check-dns: $T/body.txt:1: syntax error" \
+    --from good.test --config "$T/body.txt"
+bad "a stray argument" "^ringmail check-dns: unexpected argument 'extra'\$" --from good.test extra
 "$RM" check-dns --help >"$T/help.out" 2>&1
 check_eq "--help: exit 0" 0 "$?"
 check_grep "--help: the usage" '^usage: ringmail check-dns --from DOMAIN' "$T/help.out"
