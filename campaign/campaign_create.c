@@ -616,6 +616,10 @@ int campaign_create(int argc, char **argv)
     if (rc == 0) {
         rc = campaign_insert(c, &s, files);
     }
+    if (rc == 0) { /* the DKIM record to publish, and d= against the From domain */
+        dkim_create_advice(stderr, s.from, s.dkim_domain, s.dkim_selector,
+                           s.dkim_key_path ? buf_data(&files[2]) : NULL);
+    }
     if (c) {
         pq.PQfinish(c);
     }

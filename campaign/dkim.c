@@ -34,6 +34,13 @@
  *     The cryptography (key reading, SHA-256, signing, base64) is
  *     engine/crypto.h's; this file includes no BoringSSL header.
  *
+ *     DNS onboarding: dkim_key_record is the TXT record of a key's public
+ *     half (crypto_key_public: DER SubjectPublicKeyInfo for RSA, the raw
+ *     32 bytes for Ed25519), dkim_zone_txt the zone line cut into 255-byte
+ *     strings, dkim_domains_align DMARC's identifier alignment;
+ *     dkim_create_advice puts them together for `campaign create`, and
+ *     campaign/check_dns.c uses them against what DNS answers.
+ *
  * DIAGNOSTICS
  *     dkim_signer_new: "cannot read a private key from FILE" (missing,
  *     encrypted or not PEM), "RSA key of N bits ...", "unsupported key
@@ -242,9 +249,10 @@ static struct crypto_key *dkim_load_key(const struct dkim_spec *spec, char *err,
                          : crypto_key_load_pem(spec->key_file, err, errlen);
 }
 
-static int dkim_take_key(struct dkim_signer *s, struct crypto_key *key, char *err, size_t errlen)
+/* The algorithm key signs with; -1 and why when DKIM cannot use it. */
+static int dkim_key_algorithm(const struct crypto_key *key, enum dkim_algorithm *alg, char *err,
+                              size_t errlen)
 {
-    s->key = key;
     if (crypto_key_type(key) == CRYPTO_KEY_RSA) {
         unsigned bits = crypto_key_bits(key);
         if (bits < 1024 || bits > 8192) {
@@ -252,15 +260,21 @@ static int dkim_take_key(struct dkim_signer *s, struct crypto_key *key, char *er
                      bits);
             return -1;
         }
-        s->algorithm = DKIM_RSA_SHA256;
+        *alg = DKIM_RSA_SHA256;
         return 0;
     }
     if (crypto_key_type(key) == CRYPTO_KEY_ED25519) {
-        s->algorithm = DKIM_ED25519_SHA256;
+        *alg = DKIM_ED25519_SHA256;
         return 0;
     }
     dkim_error(err, errlen, "unsupported key type (DKIM keys are RSA or Ed25519)");
     return -1;
+}
+
+static int dkim_take_key(struct dkim_signer *s, struct crypto_key *key, char *err, size_t errlen)
+{
+    s->key = key;
+    return dkim_key_algorithm(key, &s->algorithm, err, errlen);
 }
 
 static int dkim_take_names(struct dkim_signer *s, const char *const *names, char *err,
@@ -365,15 +379,23 @@ enum dkim_algorithm dkim_signer_algorithm(const struct dkim_signer *s)
     return s->algorithm;
 }
 
-void dkim_signer_dns_record(const struct dkim_signer *s, buf_t *out)
+/* "v=DKIM1; k=...; p=..." for key, appended to out; 0, or -1 with out as it was. */
+static int dkim_append_record(const struct crypto_key *key, enum dkim_algorithm alg, buf_t *out)
 {
     buf_t pub = BUF_INIT;
-    if (crypto_key_public(s->key, &pub) == 0) {
-        buf_append_str(out, s->algorithm == DKIM_ED25519_SHA256 ? "v=DKIM1; k=ed25519; p="
-                                                                : "v=DKIM1; k=rsa; p=");
+    int rc = crypto_key_public(key, &pub);
+    if (rc == 0) {
+        buf_append_str(out, alg == DKIM_ED25519_SHA256 ? "v=DKIM1; k=ed25519; p="
+                                                       : "v=DKIM1; k=rsa; p=");
         crypto_base64_append(out, buf_data(&pub), buf_len(&pub));
     }
     buf_free(&pub);
+    return rc;
+}
+
+void dkim_signer_dns_record(const struct dkim_signer *s, buf_t *out)
+{
+    dkim_append_record(s->key, s->algorithm, out);
 }
 
 /* ---------------------------------------------------------------- signing */
@@ -542,4 +564,149 @@ int dkim_sign(const struct dkim_signer *s, const char *msg, size_t len, time_t t
     dkim_put_b(&fold, sig, sig_len);
     buf_append(out, "\r\n", 2);
     return 0;
+}
+
+/* ---------------------------------------------------------------- DNS onboarding */
+
+int dkim_key_record(const struct dkim_spec *spec, enum dkim_algorithm *alg, buf_t *out, char *err,
+                    size_t errlen)
+{
+    struct crypto_key *key = dkim_load_key(spec, err, errlen);
+    enum dkim_algorithm a;
+    int rc = key ? dkim_key_algorithm(key, &a, err, errlen) : -1;
+    if (rc == 0 && dkim_append_record(key, a, out) < 0) {
+        dkim_error(err, errlen, "cannot encode the public key");
+        rc = -1;
+    }
+    if (rc == 0 && alg) {
+        *alg = a;
+    }
+    crypto_key_free(key);
+    return rc;
+}
+
+void dkim_zone_txt(const char *name, const char *text, size_t len, buf_t *out)
+{
+    size_t n = strlen(name);
+    buf_append(out, name, n);
+    if (n == 0 || name[n - 1] != '.') {
+        buf_append(out, ".", 1);
+    }
+    buf_append_str(out, " IN TXT");
+    size_t at = 0;
+    do {
+        size_t chunk = len - at < DKIM_TXT_STRING_MAX ? len - at : DKIM_TXT_STRING_MAX;
+        buf_append(out, " \"", 2);
+        for (size_t i = at; i < at + chunk; i++) {
+            unsigned char c = (unsigned char)text[i];
+            if (c == '"' || c == '\\') {
+                buf_appendf(out, "\\%c", c);
+            } else if (c < 0x20 || c >= 0x7f) {
+                buf_appendf(out, "\\%03u", c);
+            } else {
+                buf_append(out, &text[i], 1);
+            }
+        }
+        buf_append(out, "\"", 1);
+        at += chunk;
+    } while (at < len);
+}
+
+void dkim_address_domain(const char *addr, char *out, size_t outlen)
+{
+    if (outlen == 0) {
+        return;
+    }
+    out[0] = '\0';
+    const char *at = strrchr(addr, '@');
+    const char *p = at ? at + 1 : addr;
+    size_t n = strcspn(p, "> \t\r\n");
+    while (n > 0 && p[n - 1] == '.') {
+        n--;
+    }
+    if (n == 0 || n >= outlen || memchr(p, '@', n)) {
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char c = p[i];
+        out[i] = (char)(c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c);
+    }
+    out[n] = '\0';
+}
+
+/* Length of d without one trailing dot. */
+static size_t dkim_domain_len(const char *d)
+{
+    size_t n = strlen(d);
+    return n > 0 && d[n - 1] == '.' ? n - 1 : n;
+}
+
+/* 1 when sub[0..sn) is a proper subdomain of parent[0..pn) (case-insensitive). */
+static int dkim_is_subdomain(const char *sub, size_t sn, const char *parent, size_t pn)
+{
+    return pn > 0 && sn > pn + 1 && sub[sn - pn - 1] == '.' &&
+           strncasecmp(sub + sn - pn, parent, pn) == 0;
+}
+
+int dkim_domains_align(const char *d, const char *from, int strict)
+{
+    size_t dn = dkim_domain_len(d), fn = dkim_domain_len(from);
+    if (dn == 0 || fn == 0) {
+        return 0;
+    }
+    if (dn == fn && strncasecmp(d, from, dn) == 0) {
+        return 1;
+    }
+    return !strict && (dkim_is_subdomain(from, fn, d, dn) || dkim_is_subdomain(d, dn, from, fn));
+}
+
+const char *dkim_shared_parent(const char *a, const char *b)
+{
+    size_t an = dkim_domain_len(a), bn = dkim_domain_len(b);
+    /* Walk a's parents from the longest: the first one b is under (or is). */
+    for (const char *p = strchr(a, '.'); p && p < a + an; p = strchr(p + 1, '.')) {
+        const char *parent = p + 1;
+        size_t pn = an - (size_t)(parent - a);
+        if (!memchr(parent, '.', pn)) {
+            return NULL; /* a top-level domain is no one's organizational domain */
+        }
+        if ((bn == pn && strncasecmp(b, parent, pn) == 0) || dkim_is_subdomain(b, bn, parent, pn)) {
+            return parent;
+        }
+    }
+    return NULL;
+}
+
+void dkim_create_advice(FILE *f, const char *from, const char *domain, const char *selector,
+                        const char *key_pem)
+{
+    if (!domain || !selector || !key_pem) {
+        return;
+    }
+    const struct dkim_spec one = {.domain = domain, .selector = selector, .key_pem = key_pem};
+    const struct dkim_spec *spec = &one;
+    buf_t txt = BUF_INIT, line = BUF_INIT, name = BUF_INIT;
+    char err[256];
+    if (dkim_key_record(spec, NULL, &txt, err, sizeof err) == 0) {
+        buf_appendf(&name, "%s._domainkey.%s", spec->selector, spec->domain);
+        dkim_zone_txt(buf_cstr(&name), buf_data(&txt), buf_len(&txt), &line);
+        fprintf(f, "publish this DNS record for DKIM:\n  %s\n", buf_cstr(&line));
+    } else {
+        fprintf(f, "cannot derive the DKIM DNS record: %s\n", err);
+    }
+    char fd[256];
+    dkim_address_domain(from ? from : "", fd, sizeof fd);
+    if (fd[0] && !dkim_domains_align(spec->domain, fd, 0)) {
+        const char *common = dkim_shared_parent(spec->domain, fd);
+        fprintf(f,
+                "warning: DKIM d=%s does not align with the From domain %s%s%s%s: DMARC will "
+                "fail for Gmail/Yahoo bulk-sender rules (they need the DKIM d= or the SPF "
+                "return path aligned with From); sign with --dkim-domain %s or a parent domain "
+                "of it\n",
+                spec->domain, fd, common ? " (unless their common parent " : "",
+                common ? common : "", common ? " is the organizational domain)" : "", fd);
+    }
+    buf_free(&txt);
+    buf_free(&line);
+    buf_free(&name);
 }

@@ -21,6 +21,7 @@
 #define RINGMAIL_DKIM_H
 
 #include <stddef.h>
+#include <stdio.h>
 #include <time.h>
 
 #include "engine/buf.h"
@@ -62,6 +63,48 @@ void dkim_signer_dns_record(const struct dkim_signer *s, buf_t *out);
  */
 int dkim_sign(const struct dkim_signer *s, const char *msg, size_t len, time_t t, buf_t *out,
               char *err, size_t errlen);
+
+/* ---- DNS onboarding (campaign create, ringmail check-dns) ---- */
+
+/* The longest character-string of a TXT record (RFC 1035 3.3). */
+#define DKIM_TXT_STRING_MAX 255
+
+/* The TXT record for the public half of spec's key (key_pem or key_file;
+ * domain, selector and headers are not looked at), appended to out:
+ * "v=DKIM1; k=rsa; p=<base64 DER SubjectPublicKeyInfo>" or
+ * "v=DKIM1; k=ed25519; p=<base64 of the raw 32-byte key>" (RFC 8463).
+ * The algorithm in *alg (may be NULL). 0, or -1 and why in err. */
+int dkim_key_record(const struct dkim_spec *spec, enum dkim_algorithm *alg, buf_t *out, char *err,
+                    size_t errlen);
+
+/* One zone-file line for text[0..len) at name, appended to out (no newline):
+ * NAME. IN TXT "..." "..." - cut into strings of at most DKIM_TXT_STRING_MAX
+ * bytes (a TXT string holds no more; verifiers join them), '"' and '\'
+ * escaped, other bytes outside printable ASCII as \DDD. */
+void dkim_zone_txt(const char *name, const char *text, size_t len, buf_t *out);
+
+/* The domain of an address ("a@b.example", "Name <a@b.example>", or a bare
+ * domain) in lower case without a trailing dot; "" when there is none. */
+void dkim_address_domain(const char *addr, char *out, size_t outlen);
+
+/* DMARC identifier alignment (RFC 7489 3.1) of d (DKIM d=, or the SPF return
+ * path's domain) with the From domain: strict, the same domain; relaxed, the
+ * same or one a subdomain of the other (the organizational domain is not
+ * looked up: a parent is taken to be at or below it). Case-insensitive. */
+int dkim_domains_align(const char *d, const char *from, int strict);
+
+/* The longest parent of a that b is (or is under), if it has at least two
+ * labels: siblings like mail.acme.example and news.acme.example share
+ * "acme.example" (a pointer into a); NULL otherwise. */
+const char *dkim_shared_parent(const char *a, const char *b);
+
+/* `campaign create` with a DKIM key (PEM text): print to f the TXT record to
+ * publish at SELECTOR._domainkey.DOMAIN ("publish this DNS record for DKIM:"
+ * and the zone line) and, when DOMAIN (d=) does not align with the domain of
+ * from, a warning naming both that DMARC will fail for Gmail/Yahoo
+ * bulk-sender rules. Nothing when one of domain, selector, key_pem is NULL. */
+void dkim_create_advice(FILE *f, const char *from, const char *domain, const char *selector,
+                        const char *key_pem);
 
 /* Relaxed canonical form (RFC 6376 3.4.2) of one header field, given
  * with its folding but without its final CRLF; appends "name:value\r\n". */

@@ -12,6 +12,7 @@
  *                            unsubscribes recorded in PostgreSQL
  *   ringmail sink ...        the TLS SMTP sink for tests and benchmarks
  *   ringmail resolve ...     MX order, addresses and ISP of domains
+ *   ringmail check-dns ...   a From domain's DKIM, SPF and DMARC records and alignment
  *   ringmail version         print the version
  *
  * RINGMAIL_TRACE=1 in the environment turns engine/trace.h's state
@@ -25,6 +26,7 @@
 #include "bench/sink.h" /* sink_main: the one thing of bench/ campaign code uses */
 #include "campaign/blast.h"
 #include "campaign/campaign_cmd.h"
+#include "campaign/check_dns.h"
 #include "campaign/db.h"
 #include "campaign/feedback_cmd.h"
 #include "campaign/import.h"
@@ -51,6 +53,7 @@ static void main_usage(FILE *f)
                "          recorded in PostgreSQL (ringmail inbound --help)\n"
                "  sink    run the io_uring TLS SMTP sink (ringmail sink --help)\n"
                "  resolve show MX order, addresses and ISP of domains (ringmail resolve --help)\n"
+               "  check-dns a From domain's DKIM, SPF, DMARC and alignment (check-dns --help)\n"
                "  feedback record bounces, complaints, unsubscribes from files or a pipe\n"
                "          (ringmail feedback --help)\n"
                "  version print the version\n");
@@ -90,6 +93,9 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "resolve") == 0) {
         return resolve_main(argc - 1, argv + 1);
+    }
+    if (strcmp(cmd, "check-dns") == 0) {
+        return check_dns_main(argc - 1, argv + 1);
     }
     if (strcmp(cmd, "feedback") == 0) {
         return feedback_main(argc - 1, argv + 1);

@@ -221,6 +221,21 @@ int crypto_key_public(const struct crypto_key *k, buf_t *out)
     return 0;
 }
 
+/* crypto_spki_rsa_bits - the modulus size of an RSA SubjectPublicKeyInfo. */
+int crypto_spki_rsa_bits(const void *der, size_t len)
+{
+    CBS cbs;
+    CBS_init(&cbs, der, len);
+    EVP_PKEY *pkey = EVP_parse_public_key(&cbs);
+    int bits = -1;
+    if (pkey && CBS_len(&cbs) == 0 && EVP_PKEY_id(pkey) == EVP_PKEY_RSA) {
+        bits = EVP_PKEY_bits(pkey);
+    }
+    EVP_PKEY_free(pkey);
+    ERR_clear_error();
+    return bits > 0 ? bits : -1;
+}
+
 /* crypto_sign_sha256 - sign a SHA-256 digest with k (RSA PKCS#1 v1.5 or PureEd25519). */
 int crypto_sign_sha256(const struct crypto_key *k, const uint8_t digest[CRYPTO_SHA256_LEN],
                        uint8_t *sig, size_t size, size_t *siglen)

@@ -91,6 +91,9 @@ unsigned crypto_key_bits(const struct crypto_key *k);
 /* Append the public key: RSA as DER SubjectPublicKeyInfo, Ed25519 as its
  * raw 32 bytes (RFC 8463). 0, or -1 with out as it was. */
 int crypto_key_public(const struct crypto_key *k, buf_t *out);
+/* The modulus bits of an RSA public key given as DER SubjectPublicKeyInfo
+ * (a DKIM k=rsa p= value, decoded); -1 when der is not one. */
+int crypto_spki_rsa_bits(const void *der, size_t len);
 /*
  * Sign a SHA-256 digest: RSA as RSASSA-PKCS1-v1_5 with SHA-256, Ed25519
  * as PureEd25519 over the 32 digest bytes (RFC 8463's ed25519-sha256).

@@ -306,8 +306,9 @@ static void dns_destroy(struct dns *d)
 struct dns_query {
     struct dns *d;
     struct dns_query *next; /* pending list */
-    dns_mx_cb mx_cb;        /* one of the two is set */
+    dns_mx_cb mx_cb;        /* one of the three is set */
     dns_addr_cb addr_cb;
+    dns_txt_cb txt_cb;
     void *user;
     unsigned rounds;       /* our own rounds after c-ares's tries timed out */
     uint64_t seq;          /* d->sent_seq when it was last sent */
@@ -334,12 +335,17 @@ struct dns_addrs {
 
 static void dns_on_mx(void *arg, int status, int timeouts, unsigned char *abuf, int alen);
 static void dns_on_addr(void *arg, int status, int timeouts, struct ares_addrinfo *res);
+static void dns_on_txt(void *arg, int status, int timeouts, unsigned char *abuf, int alen);
 
 /* Put q on the wire (its slot already counted in d->inflight). */
 static void dns_query_send(struct dns_query *q)
 {
     if (q->mx_cb) {
         ares_query(q->d->channel, q->ascii, ns_c_in, ns_t_mx, dns_on_mx, q);
+        return;
+    }
+    if (q->txt_cb) {
+        ares_query(q->d->channel, q->ascii, ns_c_in, ns_t_txt, dns_on_txt, q);
         return;
     }
     struct ares_addrinfo_hints hints = {.ai_family = q->acc->family, .ai_socktype = SOCK_STREAM};
@@ -765,6 +771,10 @@ static void dns_pending_cancel(struct dns *d)
                                       .ascii_domain = q->ascii,
                                       .error = "resolver shutting down"};
             q->mx_cb(q->user, &r);
+        } else if (q->txt_cb) {
+            struct dns_txt_result r = {
+                .status = DNS_TEMPFAIL, .ascii_name = q->ascii, .error = "resolver shutting down"};
+            q->txt_cb(q->user, &r);
         } else {
             struct dns_addr_result r = {.status = DNS_TEMPFAIL, .error = "resolver shutting down"};
             q->addr_cb(q->user, &r);
@@ -772,4 +782,108 @@ static void dns_pending_cancel(struct dns *d)
         }
         free(q);
     }
+}
+
+/* ---- TXT ---- */
+
+#define DNS_TXT_MAX 64 /* records kept of one answer */
+
+/* Why a lookup got no answer, in the words an operator knows. */
+static const char *dns_fail_reason(int status)
+{
+    switch (status) {
+    case ARES_ESERVFAIL:
+        return "SERVFAIL";
+    case ARES_EREFUSED:
+        return "REFUSED by the resolver";
+    case ARES_ETIMEOUT:
+        return "timeout: the resolver did not answer";
+    case ARES_ECONNREFUSED: /* c-ares 1.18 says this for both */
+        return "SERVFAIL or REFUSED from the resolver, or no resolver at its address";
+    case ARES_EDESTRUCTION:
+        return "resolver shutting down";
+    default:
+        return ares_strerror(status);
+    }
+}
+
+static void dns_on_txt(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
+{
+    (void)timeouts;
+    struct dns_query *q = arg;
+    if (dns_query_retry(q, status)) {
+        return;
+    }
+    struct dns *d = q->d;
+    struct dns_txt_result r = {.ascii_name = q->ascii};
+    char *recs[DNS_TXT_MAX];
+    size_t lens[DNS_TXT_MAX];
+    struct ares_txt_ext *txt = NULL;
+    int prc = status == ARES_SUCCESS ? ares_parse_txt_reply_ext(abuf, alen, &txt) : status;
+    if (prc == ARES_SUCCESS) {
+        int keep = 0; /* the current record is one of the first DNS_TXT_MAX */
+        for (struct ares_txt_ext *t = txt; t; t = t->next) {
+            if (t->record_start || r.n == 0) {
+                char *empty = r.n < DNS_TXT_MAX ? calloc(1, 1) : NULL;
+                keep = empty != NULL;
+                if (keep) {
+                    recs[r.n] = empty;
+                    lens[r.n++] = 0;
+                }
+            }
+            if (!keep) {
+                continue;
+            }
+            char *grown = realloc(recs[r.n - 1], lens[r.n - 1] + t->length + 1);
+            if (!grown) {
+                keep = 0;
+                continue;
+            }
+            memcpy(grown + lens[r.n - 1], t->txt, t->length);
+            lens[r.n - 1] += t->length;
+            grown[lens[r.n - 1]] = '\0';
+            recs[r.n - 1] = grown;
+        }
+    } else if (prc == ARES_ENOTFOUND) {
+        r.status = DNS_NXDOMAIN;
+        r.error = "NXDOMAIN: no such name";
+    } else if (prc != ARES_ENODATA) {
+        r.status = DNS_TEMPFAIL;
+        r.error = dns_fail_reason(prc);
+    }
+    r.records = (const char *const *)recs;
+    r.lens = lens;
+    q->txt_cb(q->user, &r);
+    for (size_t i = 0; i < r.n; i++) {
+        free(recs[i]);
+    }
+    ares_free_data(txt);
+    free(q);
+    dns_pending_run(d);
+}
+
+void dns_resolve_txt(struct dns *d, const char *name, dns_txt_cb cb, void *user)
+{
+    char *why = NULL;
+    struct dns_query *q = dns_query_new(name, &why);
+    if (!q) {
+        struct dns_txt_result r = {.status = DNS_BAD_NAME, .ascii_name = name, .error = why};
+        cb(user, &r);
+        return;
+    }
+    if (d->dying) {
+        struct dns_txt_result r = {
+            .status = DNS_TEMPFAIL, .ascii_name = q->ascii, .error = "resolver shutting down"};
+        cb(user, &r);
+        free(q);
+        return;
+    }
+    q->txt_cb = cb;
+    q->user = user;
+    d->depth++;
+    dns_submit(d, q);
+    if (dns_leave(d)) {
+        return;
+    }
+    dns_schedule(d);
 }

@@ -20,6 +20,9 @@
  * out after c-ares's tries is asked once more, a refused one four times,
  * before it is DNS_TEMPFAIL. An address lookup asks A, then AAAA, so a
  * timeout or refusal of one is DNS_TEMPFAIL, never "no address".
+ *
+ * TXT lookups (SPF, DKIM, DMARC records: `ringmail check-dns`) go in line
+ * with MX lookups; a failed one is DNS_TEMPFAIL, never "no record".
  */
 #ifndef RINGMAIL_DNS_H
 #define RINGMAIL_DNS_H
@@ -62,8 +65,23 @@ struct dns_addr_result {
     const char *error;
 };
 
+/* A TXT answer: each record's character-strings joined into one string
+ * (RFC 7208 3.3, RFC 6376 3.6.2.2), in answer order. status DNS_OK with n 0:
+ * the name exists without TXT records (NODATA); DNS_NXDOMAIN: no such name;
+ * DNS_TEMPFAIL: SERVFAIL, REFUSED or timeout, error says which: nothing is
+ * known about the name. */
+struct dns_txt_result {
+    enum dns_status status;
+    const char *const *records; /* valid during the callback; NUL-terminated */
+    const size_t *lens;         /* each record's length (a NUL byte inside stays) */
+    size_t n;
+    const char *ascii_name; /* the A-label form that was queried */
+    const char *error;      /* human reason when status != DNS_OK */
+};
+
 typedef void (*dns_mx_cb)(void *user, const struct dns_mx_result *res);
 typedef void (*dns_addr_cb)(void *user, const struct dns_addr_result *res);
+typedef void (*dns_txt_cb)(void *user, const struct dns_txt_result *res);
 
 /* server: "127.0.0.1:5353" (or NULL: the system's resolv.conf). timeout_ms per try. */
 struct dns *dns_new(struct loop *loop, const char *server, unsigned timeout_ms, char *err,
@@ -73,6 +91,9 @@ void dns_free(struct dns *d);
 /* Exactly one callback per call, possibly before this returns (bad name). */
 void dns_resolve_mx(struct dns *d, const char *domain, dns_mx_cb cb, void *user);
 void dns_resolve_addr(struct dns *d, const char *host, dns_addr_cb cb, void *user);
+/* The TXT records at name (underscore labels allowed: _dmarc, S._domainkey).
+ * Not cached; queued and retried as MX lookups are. */
+void dns_resolve_txt(struct dns *d, const char *name, dns_txt_cb cb, void *user);
 const char *dns_status_name(enum dns_status s);
 /* MX queries sent and MX lookups answered from the TTL cache. */
 void dns_stats(const struct dns *d, uint64_t *queries, uint64_t *cache_hits);
