@@ -4,6 +4,12 @@
  * encodings, the rejects file), import_progress.c (the terminal's progress
  * line), import_fields.c (merge fields the data does not provide) and
  * recipients_list.c (`recipients list`).
+ *
+ * Diagnostics: the reader's and the rejects file's functions return -1
+ * with one line in err (the file's path first); a bad row is not an error
+ * of the reader but a record with `problem` set or a value that
+ * import_value refuses, worded by import_value_problem_text. The progress
+ * line writes to stderr only when stderr is a terminal.
  */
 #ifndef RINGMAIL_IMPORT_INT_H
 #define RINGMAIL_IMPORT_INT_H

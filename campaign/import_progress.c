@@ -23,6 +23,7 @@
 #include <time.h>
 
 #include "campaign/import_int.h"
+#include "engine/clock.h"
 
 #define PROGRESS_INTERVAL 0.25 /* at most four updates a second */
 #define PROGRESS_TICK 0.5      /* the thread's redraw, while nothing else draws */
@@ -32,13 +33,6 @@
 #define W_SORT 0.06
 #define W_STORE 0.35
 #define W_BEFORE_TAIL (W_READ + W_CHECK + W_SORT + W_STORE)
-
-static double progress_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 /* n with thousands separators ("1,234,567"). */
 static const char *progress_count(long long n, char *out, size_t outlen)
@@ -74,7 +68,7 @@ void import_progress_init(struct import_progress *p, int on, long long size)
     memset(p, 0, sizeof *p);
     p->on = on;
     p->size = size;
-    p->start = p->last = p->phase_at = progress_now();
+    p->start = p->last = p->phase_at = clock_s();
     pthread_mutex_init(&p->lock, NULL);
 }
 
@@ -172,7 +166,7 @@ void import_progress_read(struct import_progress *p, long long rows, long long b
     pthread_mutex_lock(&p->lock);
     p->rows = rows;
     p->bytes = bytes;
-    double now = progress_now();
+    double now = clock_s();
     if (now - p->last >= PROGRESS_INTERVAL) {
         progress_draw(p, now);
     }
@@ -193,7 +187,7 @@ void import_progress_db(struct import_progress *p, int phase, long line)
         return;
     }
     pthread_mutex_lock(&p->lock);
-    double now = progress_now();
+    double now = clock_s();
     if (phase > p->phase) {
         p->phase = phase;
         p->phase_at = now;
@@ -225,7 +219,7 @@ static void *progress_ticker(void *arg)
             pthread_mutex_unlock(&p->lock);
             return NULL;
         }
-        double now = progress_now();
+        double now = clock_s();
         if (now - p->last >= PROGRESS_TICK) {
             progress_draw(p, now);
         }
@@ -263,7 +257,7 @@ void import_progress_clear(struct import_progress *p)
     if (p->shown) {
         fputs("\r\033[K", stderr);
         p->shown = 0;
-        p->last = progress_now(); /* the line comes back at the next interval, not at once */
+        p->last = clock_s(); /* the line comes back at the next interval, not at once */
     }
     pthread_mutex_unlock(&p->lock);
 }
@@ -276,7 +270,7 @@ void import_progress_end(struct import_progress *p, int ok)
     }
     if (ok) {
         char rows[32], rate[32], took[32], line[256];
-        double elapsed = progress_now() - p->start;
+        double elapsed = clock_s() - p->start;
         size_t n = (size_t)snprintf(line, sizeof line, "read %s rows",
                                     progress_count(p->rows, rows, sizeof rows));
         if (p->size > 0) {
