@@ -1,17 +1,25 @@
 /*
  * import - `ringmail recipients import`: a campaign's recipients from a CSV
- * file or from an SQL query, checked and inserted inside PostgreSQL
+ * file or from an SQL query, checked and inserted inside PostgreSQL; and
+ * `ringmail recipients list`
  *
  * Both forms end in one INSERT ... SELECT that normalizes each address
  * (trimmed, domain lower-cased), marks undeliverable ones `invalid` with
  * the reason ringmail send would give, marks those on the suppression list
  * `suppressed`, and keeps the first of several rows with one address (in
- * the file, or already in the campaign). The CSV file is streamed with
- * COPY into a temporary table first; nothing is parsed row by row here.
+ * the file, or already in the campaign). The CSV file is parsed here
+ * first (RFC 4180; --delimiter, --encoding through iconv) and its good
+ * rows streamed with COPY into a temporary table; a bad row is named by
+ * its line and column ("line 17: column 'city': unterminated quoted
+ * field") and either stops the import with nothing stored or, with
+ * --skip-bad-rows FILE, is written to FILE with its reason. Merge fields
+ * the templates use without a default and the data does not provide are
+ * warned about. On a terminal a progress line shows rows/s, % and ETA.
  *
- * Diagnostics: `ringmail recipients import` exits 2 on bad options or an
- * unreadable file, 1 on a database error (the server's message, with the
- * CSV line number when COPY names one) or a campaign that does not exist.
+ * Diagnostics: `ringmail recipients import` prints "read N rows: imported
+ * Q (queued), invalid I, suppressed S, duplicates D, skipped B" and exits
+ * 0, or 3 when bad rows were skipped; 2 on bad options, an unreadable file
+ * or a bad row; 1 on a database error or a campaign that does not exist.
  */
 #ifndef RINGMAIL_IMPORT_H
 #define RINGMAIL_IMPORT_H
@@ -25,7 +33,12 @@
  * error in reason. */
 int import_address_problem(PGconn *c, const char *address, char *reason, size_t reasonlen);
 
-/* `ringmail recipients import --db URL --campaign ID (--csv FILE | --sql QUERY)` */
+/* `ringmail recipients import|list ...` (argv[0] is "recipients") */
 int import_main(int argc, char **argv);
+
+/* `ringmail recipients list --db URL --campaign ID [--state STATE] [--limit N]`
+ * (argv[0] is "list"): one line per recipient; exit 2 on bad options or an
+ * unknown state, 1 on a database error or no such campaign. */
+int recipients_list_main(int argc, char **argv);
 
 #endif

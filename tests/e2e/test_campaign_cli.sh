@@ -112,7 +112,10 @@ psql_q "INSERT INTO ringmail.suppression (address, reason) VALUES ('Blocked@Exam
 } >"$T/list.csv"
 "$RM" recipients import --db "$PG_URL" --campaign "$C1" --csv "$T/list.csv" >"$T/imp1.out" 2>"$T/imp1.err"
 check_eq "csv import: exit 0" 0 "$?"
-check_eq "csv import: summary" "imported 11: queued 3, invalid 6, suppressed 1, duplicates 1" "$(cat "$T/imp1.out")"
+check_eq "csv import: summary" "read 11 rows: imported 3 (queued), invalid 6, suppressed 1, duplicates 1, skipped 0" "$(cat "$T/imp1.out")"
+# The subject's {{first_name}} has no default and the file says "First Name".
+check_grep "csv import: a merge field the CSV lacks is named" \
+    "warning: the templates use \{\{first_name\}\} \(subject\) but the CSV has no column first_name: it renders empty for every recipient$" "$T/imp1.err"
 q() { psql_q "SELECT $1 FROM ringmail.recipient WHERE campaign_id = $C1 AND address = \$\$$2\$\$"; }
 check_eq "csv: address trimmed, domain lower-cased, queued" "queued" "$(q state 'zhang.wei@example.cn')"
 check_eq "csv: UTF-8 merge variables, quoted fields" '{"city": "北京", "First Name": "张伟", "note, \"quoted\"": "said \"hi\", then left"}' \
@@ -131,26 +134,26 @@ check_eq "csv: local part over 64 octets" "invalid|local part longer than 64 oct
 check_eq "csv: suppressed (case-insensitive match)" "suppressed|suppressed" "$(q "state || '|' || reason" 'blocked@example.com')"
 check_eq "csv: rows stored" 10 "$(psql_q "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $C1")"
 
-"$RM" recipients import --db "$PG_URL" --campaign "$C1" --csv "$T/list.csv" >"$T/imp2.out" 2>&1
-check_eq "csv import again: everything is a duplicate" "imported 11: queued 0, invalid 0, suppressed 0, duplicates 11" "$(cat "$T/imp2.out")"
+"$RM" recipients import --db "$PG_URL" --campaign "$C1" --csv "$T/list.csv" >"$T/imp2.out" 2>"$T/imp2.err"
+check_eq "csv import again: everything is a duplicate" "read 11 rows: imported 0 (queued), invalid 0, suppressed 0, duplicates 11, skipped 0" "$(cat "$T/imp2.out")"
 check_eq "csv import again: no new rows" 10 "$(psql_q "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $C1")"
 
 # Excel's kind of file: byte order mark and CRLF line endings throughout.
 printf '\xef\xbb\xbfemail,name\r\ncrlf1@example.com,"One, Two"\r\ncrlf2@example.com,Three\r\n' >"$T/crlf.csv"
-check_grep "csv: CRLF file" '^imported 2: queued 2,' <("$RM" recipients import --db "$PG_URL" --campaign "$C2" --csv "$T/crlf.csv" 2>&1)
+check_grep "csv: CRLF file" '^read 2 rows: imported 2 \(queued\),' <("$RM" recipients import --db "$PG_URL" --campaign "$C2" --csv "$T/crlf.csv" 2>&1)
 check_eq "csv: CRLF file, no CR left in the last field" '{"name": "Three"}' "$(psql_q "SELECT vars FROM ringmail.recipient WHERE address = 'crlf2@example.com'")"
 
 # email is the first column when no column is named so; no other columns -> {}.
 printf 'address\nsolo@example.com\n' >"$T/one.csv"
-check_grep "csv: without an 'email' column the first one is the address" '^imported 1: queued 1,' \
+check_grep "csv: without an 'email' column the first one is the address" '^read 1 row: imported 1 \(queued\),' \
     <("$RM" recipients import --db "$PG_URL" --campaign "$C2" --csv "$T/one.csv" 2>&1)
 check_eq "csv: no other columns, empty variables" '{}' "$(psql_q "SELECT vars FROM ringmail.recipient WHERE address = 'solo@example.com'")"
 
 # Errors: all or nothing.
 printf 'email,name\nok1@example.com,A\nok2@example.com,B,extra\n' >"$T/bad.csv"
 "$RM" recipients import --db "$PG_URL" --campaign "$C2" --csv "$T/bad.csv" >/dev/null 2>"$T/bad.err"
-check_eq "csv: a malformed row fails the import (exit 1)" 1 "$?"
-check_grep "csv: the error names the line" 'extra data after last expected column at line 3' "$T/bad.err"
+check_eq "csv: a malformed row fails the import (exit 2)" 2 "$?"
+check_grep "csv: the error names the line and the header" "bad\.csv: line 3: 3 fields, the header has 2 \(email, name\)$" "$T/bad.err"
 check_eq "csv: a failed import adds nothing" 0 "$(psql_q "SELECT count(*) FROM ringmail.recipient WHERE address LIKE 'ok_@example.com'")"
 "$RM" recipients import --db "$PG_URL" --campaign 999999 --csv "$T/list.csv" >/dev/null 2>"$T/nocamp.err"
 check_eq "import: unknown campaign -> 1" 1 "$?"
@@ -169,15 +172,15 @@ psql_q "CREATE TABLE public.customers (mail text, first text, tier int);
           ('broken', 'B', 3), ('BLOCKED@example.com', 'X', 4), ('new.one@example.NET', 'Dup', 5)" >/dev/null
 out=$("$RM" recipients import --db "$PG_URL" --campaign "$C1" \
     --sql "SELECT mail, jsonb_build_object('first_name', first, 'tier', tier) FROM customers ORDER BY tier;" 2>&1)
-check_eq "sql import: summary (existing address, in-query duplicate)" "imported 5: queued 1, invalid 1, suppressed 1, duplicates 2" "$out"
+check_eq "sql import: summary (existing address, in-query duplicate)" "read 5 rows: imported 1 (queued), invalid 1, suppressed 1, duplicates 2, skipped 0" "$out"
 check_eq "sql import: variables as jsonb" '{"tier": 2, "first_name": "New"}' \
     "$(psql_q "SELECT vars FROM ringmail.recipient WHERE campaign_id = $C1 AND address = 'new.one@example.net'")"
 check_eq "sql import: the CSV's row was kept" "张伟" \
     "$(psql_q "SELECT vars->>'First Name' FROM ringmail.recipient WHERE campaign_id = $C1 AND address = 'zhang.wei@example.cn'")"
 out=$("$RM" recipients import --db "$PG_URL" --campaign "$C2" --sql "SELECT mail FROM customers" 2>&1)
-check_eq "sql import: address column only" "imported 5: queued 2, invalid 1, suppressed 1, duplicates 1" "$out"
+check_eq "sql import: address column only" "read 5 rows: imported 2 (queued), invalid 1, suppressed 1, duplicates 1, skipped 0" "$out"
 out=$("$RM" recipients import --db "$PG_URL" --campaign "$C2" --sql "SELECT mail, '{\"k\": 1}'::text FROM customers" 2>&1)
-check_eq "sql import again: all duplicates" "imported 5: queued 0, invalid 0, suppressed 0, duplicates 5" "$out"
+check_eq "sql import again: all duplicates" "read 5 rows: imported 0 (queued), invalid 0, suppressed 0, duplicates 5, skipped 0" "$out"
 "$RM" recipients import --db "$PG_URL" --campaign "$C2" --sql "SELECT mail, first, tier FROM customers" >/dev/null 2>"$T/sql3.err"
 check_eq "sql import: three columns -> 2" 2 "$?"
 "$RM" recipients import --db "$PG_URL" --campaign "$C2" --sql "SELEC mail FROM customers" >/dev/null 2>"$T/sqlsyn.err"
@@ -254,7 +257,7 @@ t0=$(date +%s%N)
 out=$("$RM" recipients import --db "$PG_URL" --campaign "$CB" --csv "$T/big.csv" 2>&1)
 ms=$((($(date +%s%N) - t0) / 1000000))
 dup=$((N / 1000)) inv=$(((N + 500) / 1000))
-check_eq "big import: counts" "imported $N: queued $((N - dup - inv)), invalid $inv, suppressed 0, duplicates $dup" "$out"
+check_eq "big import: counts" "read $N rows: imported $((N - dup - inv)) (queued), invalid $inv, suppressed 0, duplicates $dup, skipped 0" "$out"
 echo "# CSV import of $N rows (4 columns): $ms ms ($((N * 1000 / (ms > 0 ? ms : 1))) rows/s)"
 check_le "big import: under 60 s" 60000 "$ms"
 e2e_finish
