@@ -12,6 +12,7 @@
  *                            unsubscribes recorded in PostgreSQL
  *   ringmail sink ...        the TLS SMTP sink for tests and benchmarks
  *   ringmail resolve ...     MX order, addresses and ISP of domains
+ *   ringmail top ...         the live view per ISP of the campaigns being sent
  *   ringmail version         print the version
  *
  * RINGMAIL_TRACE=1 in the environment turns engine/trace.h's state
@@ -32,6 +33,7 @@
 #include "campaign/report.h"
 #include "campaign/resolve.h"
 #include "campaign/send.h"
+#include "campaign/top.h"
 #include "engine/trace.h"
 
 static void main_usage(FILE *f)
@@ -51,6 +53,7 @@ static void main_usage(FILE *f)
                "          recorded in PostgreSQL (ringmail inbound --help)\n"
                "  sink    run the io_uring TLS SMTP sink (ringmail sink --help)\n"
                "  resolve show MX order, addresses and ISP of domains (ringmail resolve --help)\n"
+               "  top     the live view per ISP of the campaigns being sent (ringmail top --help)\n"
                "  feedback record bounces, complaints, unsubscribes from files or a pipe\n"
                "          (ringmail feedback --help)\n"
                "  version print the version\n");
@@ -90,6 +93,9 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "resolve") == 0) {
         return resolve_main(argc - 1, argv + 1);
+    }
+    if (strcmp(cmd, "top") == 0) {
+        return top_main(argc - 1, argv + 1);
     }
     if (strcmp(cmd, "feedback") == 0) {
         return feedback_main(argc - 1, argv + 1);
