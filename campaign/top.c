@@ -210,6 +210,7 @@ static void top_refresh(struct top *t)
 
 /* ---- the terminal ---- */
 
+/* The terminal's state is the process's (atexit restores it), not the view's. */
 static struct {
     int active; /* the view owns the screen */
     int raw;    /* stdin is in non-canonical mode */
@@ -291,7 +292,69 @@ static void top_draw(struct top *t)
     buf_free(&screen);
 }
 
-/* The view on a terminal until q or a signal; the exit status. */
+/* The loop's state: when to refresh next, and how it ends. */
+struct top_loop {
+    double next;  /* clock_s() of the next refresh; 0: now */
+    int status;   /* >= 0: the exit status, the loop ends */
+    int quit_sig; /* a signal to raise again once the terminal is restored */
+};
+
+/* top_on_signal - what a signal read from the signalfd does to the view */
+static void top_on_signal(struct top *t, struct top_loop *lp, int sig)
+{
+    if (sig == SIGINT) {
+        lp->status = 0;
+    } else if (sig == SIGTERM || sig == SIGHUP || sig == SIGQUIT) {
+        lp->status = 128 + sig;
+        lp->quit_sig = sig;
+    } else if (sig == SIGTSTP) {
+        /* Stop with the terminal as it was; `fg` comes back here. */
+        top_term_restore();
+        raise(SIGSTOP);
+        top_term_enter();
+        top_draw(t);
+    } else if (sig == SIGCONT) {
+        top_term_restore(); /* the shell may have reset the terminal */
+        top_term_enter();
+        top_draw(t);
+    } else {
+        top_draw(t); /* SIGWINCH: the same snapshot at the new size */
+    }
+}
+
+/* top_on_keys - the keys typed since the last look */
+static void top_on_keys(struct top *t, struct top_loop *lp)
+{
+    char keys[64];
+    ssize_t k = read(STDIN_FILENO, keys, sizeof keys);
+    for (ssize_t i = 0; i < k; i++) {
+        if (keys[i] == 'q' || keys[i] == 'Q') {
+            lp->status = 0;
+        } else if (keys[i] == ' ') {
+            lp->next = 0;
+        } else if (keys[i] == 's') {
+            t->o.sort = (enum top_sort)((t->o.sort + 1) % 3);
+            top_draw(t);
+        }
+    }
+}
+
+/* top_tick - refresh and draw when it is time. The database's time stays
+ * under a tenth of the view's: a refresh that took 300 ms comes back after
+ * 3 s at the earliest. */
+static void top_tick(struct top *t, struct top_loop *lp)
+{
+    if (clock_s() < lp->next) {
+        return;
+    }
+    top_refresh(t);
+    t->paced_ms = t->query_ms * TOP_PACE > t->o.interval_ms ? t->query_ms * TOP_PACE : 0;
+    lp->next = clock_s() + (t->paced_ms > 0 ? t->paced_ms : t->o.interval_ms) / 1000.0;
+    top_draw(t);
+}
+
+/* top_interactive - the view on a terminal until q or a signal; the exit
+ * status */
 static int top_interactive(struct top *t)
 {
     sigset_t set;
@@ -308,78 +371,38 @@ static int top_interactive(struct top *t)
     }
     atexit(top_term_restore);
     top_term_enter();
-    int status = -1, quit_sig = 0;
-    double next = 0;
-    while (status < 0) {
-        if (clock_s() >= next) {
-            top_refresh(t);
-            /* The database's time stays under a tenth of the view's: a
-             * refresh that took 300 ms comes back after 3 s at the earliest. */
-            double wait_s = t->o.interval_ms / 1000.0;
-            t->paced_ms = t->query_ms * TOP_PACE > t->o.interval_ms ? t->query_ms * TOP_PACE : 0;
-            next = clock_s() + (t->paced_ms > 0 ? t->paced_ms / 1000.0 : wait_s);
-            top_draw(t);
-        }
+    struct top_loop lp = {0, -1, 0};
+    while (lp.status < 0) {
+        top_tick(t, &lp);
         struct pollfd p[2] = {{sfd, POLLIN, 0}, {STDIN_FILENO, POLLIN, 0}};
         int np = top_term.raw ? 2 : 1;
-        int wait = (int)((next - clock_s()) * 1000.0) + 1;
+        int wait = (int)((lp.next - clock_s()) * 1000.0) + 1;
         int n = poll(p, (nfds_t)np, wait > 0 ? wait : 0);
         if (n < 0 && errno != EINTR) {
-            status = 1;
-            break;
-        }
-        if (n > 0 && (p[0].revents & POLLIN)) {
+            lp.status = 1;
+        } else if (n > 0 && (p[0].revents & POLLIN)) {
             struct signalfd_siginfo si;
             if (read(sfd, &si, sizeof si) == (ssize_t)sizeof si) {
-                int sig = (int)si.ssi_signo;
-                if (sig == SIGINT) {
-                    status = 0;
-                } else if (sig == SIGTERM || sig == SIGHUP || sig == SIGQUIT) {
-                    status = 128 + sig;
-                    quit_sig = sig;
-                } else if (sig == SIGTSTP) {
-                    /* Stop with the terminal as it was; `fg` comes back here. */
-                    top_term_restore();
-                    raise(SIGSTOP);
-                    top_term_enter();
-                    top_draw(t);
-                } else if (sig == SIGCONT) {
-                    top_term_restore(); /* the shell may have reset the terminal */
-                    top_term_enter();
-                    top_draw(t);
-                } else {
-                    top_draw(t); /* SIGWINCH: the same snapshot, the new size */
-                }
+                top_on_signal(t, &lp, (int)si.ssi_signo);
             }
         }
         if (np == 2 && n > 0 && (p[1].revents & (POLLHUP | POLLERR | POLLNVAL))) {
-            status = 0; /* the terminal is gone */
+            lp.status = 0; /* the terminal is gone */
         } else if (np == 2 && n > 0 && (p[1].revents & POLLIN)) {
-            char keys[64];
-            ssize_t k = read(STDIN_FILENO, keys, sizeof keys);
-            for (ssize_t i = 0; i < k; i++) {
-                if (keys[i] == 'q' || keys[i] == 'Q') {
-                    status = 0;
-                } else if (keys[i] == ' ') {
-                    next = 0;
-                } else if (keys[i] == 's') {
-                    t->o.sort = (enum top_sort)((t->o.sort + 1) % 3);
-                    top_draw(t);
-                }
-            }
+            top_on_keys(t, &lp);
         }
     }
     top_term_restore();
     close(sfd);
-    if (quit_sig) {
-        signal(quit_sig, SIG_DFL);
+    if (lp.quit_sig) {
+        signal(lp.quit_sig, SIG_DFL);
         sigset_t one;
         sigemptyset(&one);
-        sigaddset(&one, quit_sig);
+        sigaddset(&one, lp.quit_sig);
         sigprocmask(SIG_UNBLOCK, &one, NULL);
-        raise(quit_sig);
+        raise(lp.quit_sig);
     }
-    return status;
+    return lp.status;
 }
 
 /* One snapshot on stdout: text fitted to a terminal (or $COLUMNS), or JSON. */

@@ -172,14 +172,14 @@ static int top_limit(const struct top_isp *i, double *limit, const char **from)
     return 0;
 }
 
-static enum top_sort top_sort_by;
-
-static int top_cmp(const void *a, const void *b)
+/* top_cmp - the order of rows by sort (a pointer to enum top_sort): the
+ * key descending, then the name */
+static int top_cmp(const void *a, const void *b, void *sort)
 {
     const struct top_isp *x = *(const struct top_isp *const *)a;
     const struct top_isp *y = *(const struct top_isp *const *)b;
     double kx, ky;
-    switch (top_sort_by) {
+    switch (*(const enum top_sort *)sort) {
     case TOP_SORT_RATE:
         kx = (double)x->answered_1m;
         ky = (double)y->answered_1m;
@@ -212,8 +212,7 @@ static struct top_isp **top_rows(struct top *t, size_t *n)
             rows[(*n)++] = &t->isps[i];
         }
     }
-    top_sort_by = t->o.sort;
-    qsort(rows, *n, sizeof *rows, top_cmp);
+    qsort_r(rows, *n, sizeof *rows, top_cmp, &t->o.sort);
     return rows;
 }
 
@@ -394,6 +393,107 @@ static void top_header(struct top *t, buf_t *out, int width, int interactive, in
 }
 
 #define TOP_FIXED_COLS " %8s %8s %6s %7s %9s %6s %5s %7s"
+#define TOP_FIXED_WIDTH 64 /* of TOP_FIXED_COLS */
+
+/* The widths of the table's text columns. */
+struct top_layout {
+    int name_w, state_w, err_w; /* err_w < 8: no LAST ERROR column */
+};
+
+/* top_layout_fit - share what the fixed columns leave of width (0: no
+ * limit) between STATE and LAST ERROR: each what it needs when both fit,
+ * else one what it needs when that is at most half, else STATE three
+ * fifths (why it waits before what the server said) */
+static void top_layout_fit(struct top_layout *l, int width, int state_d, int err_d)
+{
+    if (width <= 0) {
+        l->state_w = state_d > TOP_STATE_MAX ? TOP_STATE_MAX : state_d;
+        l->err_w = TOP_ERROR_MAX;
+        return;
+    }
+    int room = width - l->name_w - TOP_FIXED_WIDTH - 2;
+    int half = (room - 2) / 2;
+    if (state_d + 2 + err_d <= room) {
+        l->state_w = state_d;
+        l->err_w = err_d;
+    } else if (state_d <= half) {
+        l->state_w = state_d;
+        l->err_w = room - 2 - state_d;
+    } else if (err_d <= half) {
+        l->err_w = err_d;
+        l->state_w = room - 2 - err_d;
+    } else {
+        l->state_w = room * 3 / 5 < state_d ? room * 3 / 5 : state_d;
+        l->state_w = l->state_w > half ? l->state_w : half;
+        l->err_w = room - 2 - l->state_w;
+    }
+    if (l->err_w < 8) {
+        l->state_w = room; /* too narrow for both: the state alone */
+    }
+}
+
+/* top_layout_make - the layout for rows, from what their texts need */
+static void top_layout_make(const struct top *t, struct top_isp *const *rows, size_t n, int width,
+                            struct top_layout *l)
+{
+    int state_d = 5, err_d = 10;
+    l->name_w = 3;
+    for (size_t i = 0; i < n; i++) {
+        buf_t st = BUF_INIT, er = BUF_INIT;
+        top_state(t, rows[i], &st, 0);
+        top_error_text(t, &rows[i]->err, &er);
+        int c = top_cols(rows[i]->name), s = top_cols(buf_cstr(&st)), e = top_cols(buf_cstr(&er));
+        l->name_w = c > l->name_w ? c : l->name_w;
+        state_d = s > state_d ? s : state_d;
+        err_d = e > err_d ? e : err_d;
+        buf_free(&st);
+        buf_free(&er);
+    }
+    l->name_w = l->name_w > 24 ? 24 : l->name_w;
+    top_layout_fit(l, width, state_d, err_d);
+}
+
+/* top_row - one ISP's line (without its newline) */
+static void top_row(const struct top *t, const struct top_isp *x, const struct top_layout *l,
+                    buf_t *line)
+{
+    char q[24], due[24], inf[24], rate[24], lim[24] = "-", dp[16] = "-", conn[24] = "-",
+                                            old[24] = "-";
+    snprintf(q, sizeof q, "%lld", x->due + x->waiting);
+    snprintf(due, sizeof due, "%lld", x->due);
+    snprintf(inf, sizeof inf, "%lld", x->in_flight);
+    snprintf(rate, sizeof rate, "%.1f", top_rate(x));
+    double limit, pct = top_defer_pct(x);
+    const char *from;
+    if (top_limit(x, &limit, &from) && limit < 0) {
+        snprintf(lim, sizeof lim, "unlimited");
+    } else if (from) {
+        snprintf(lim, sizeof lim, "%.4g", limit);
+    }
+    if (pct >= 0) {
+        snprintf(dp, sizeof dp, "%.1f%%", pct);
+    }
+    if (x->m_seen) {
+        snprintf(conn, sizeof conn, "%.0f", x->m_conns);
+    }
+    if (x->oldest_s >= 0) {
+        top_duration(old, sizeof old, x->oldest_s);
+    }
+    top_put_pad(line, x->name, l->name_w);
+    buf_appendf(line, TOP_FIXED_COLS "  ", q, due, inf, rate, lim, dp, conn, old);
+    buf_t st = BUF_INIT, er = BUF_INIT;
+    top_state(t, x, &st, l->state_w);
+    if (l->err_w >= 8) {
+        top_put_pad(line, buf_cstr(&st), l->state_w);
+        buf_append_str(line, "  ");
+        top_error_text(t, &x->err, &er);
+        top_put(line, buf_cstr(&er), l->err_w);
+    } else {
+        top_put(line, buf_cstr(&st), l->state_w);
+    }
+    buf_free(&st);
+    buf_free(&er);
+}
 
 void top_view_text(struct top *t, buf_t *out, int width, int height, int interactive)
 {
@@ -402,135 +502,37 @@ void top_view_text(struct top *t, buf_t *out, int width, int height, int interac
     if (!t->ok) {
         return;
     }
-    size_t n;
+    size_t n, shown = 0;
     struct top_isp **rows = top_rows(t, &n);
+    struct top_layout l;
+    top_layout_make(t, rows, n, width, &l);
     top_line_end(out, &lines);
-    int name_w = 3;
-    for (size_t i = 0; i < n; i++) {
-        int c = top_cols(rows[i]->name);
-        name_w = c > name_w ? c : name_w;
-    }
-    name_w = name_w > 24 ? 24 : name_w;
-    /* The free columns: STATE, then LAST ERROR, in what the fixed ones leave. */
-    buf_t *states = calloc(n + 1, sizeof *states), *errs = calloc(n + 1, sizeof *errs);
-    int state_d = 5, err_d = 10;
-    for (size_t i = 0; i < n; i++) {
-        top_state(t, rows[i], &states[i], 0);
-        top_error_text(t, &rows[i]->err, &errs[i]);
-        int s = top_cols(buf_cstr(&states[i])), e = top_cols(buf_cstr(&errs[i]));
-        state_d = s > state_d ? s : state_d;
-        err_d = e > err_d ? e : err_d;
-    }
-    int fixed = name_w + 64; /* TOP_FIXED_COLS */
-    int state_w, err_w;
-    if (width <= 0) {
-        state_w = state_d > TOP_STATE_MAX ? TOP_STATE_MAX : state_d;
-        err_w = TOP_ERROR_MAX;
-    } else {
-        int room = width - fixed - 2;
-        /* Each gets what it needs when both fit, else half the room at
-         * least, or all that the other leaves. */
-        int half = (room - 2) / 2;
-        if (state_d + 2 + err_d <= room) {
-            state_w = state_d;
-            err_w = err_d;
-        } else if (state_d <= half) {
-            state_w = state_d;
-            err_w = room - 2 - state_w;
-        } else if (err_d <= half) {
-            err_w = err_d;
-            state_w = room - 2 - err_w;
-        } else {
-            /* Why it waits before what the server said. */
-            state_w = room * 3 / 5 < state_d ? room * 3 / 5 : state_d;
-            state_w = state_w > half ? state_w : half;
-            err_w = room - 2 - state_w;
-        }
-        if (err_w < 8) {
-            state_w = room; /* too narrow for both: the state alone */
-        }
-    }
     buf_t line = BUF_INIT;
-    top_put_pad(&line, "ISP", name_w);
-    buf_appendf(&line, TOP_FIXED_COLS, "QUEUED", "DUE", "INFLT", "RATE/s", "LIMIT", "DEFER%",
+    top_put_pad(&line, "ISP", l.name_w);
+    buf_appendf(&line, TOP_FIXED_COLS "  ", "QUEUED", "DUE", "INFLT", "RATE/s", "LIMIT", "DEFER%",
                 "CONN", "OLDEST");
-    buf_append_str(&line, "  ");
-    top_put_pad(&line, "STATE", state_w > 0 ? state_w : 0);
-    if (err_w >= 8) {
-        buf_append_str(&line, "  LAST ERROR");
-    }
+    top_put_pad(&line, "STATE", l.err_w >= 8 ? l.state_w : 0);
+    buf_append_str(&line, l.err_w >= 8 ? "  LAST ERROR" : "");
     top_put(out, buf_cstr(&line), width);
     top_line_end(out, &lines);
-    size_t shown = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (height > 0 && lines >= height - 1 && i + 1 < n) {
-            break;
-        }
-        const struct top_isp *x = rows[i];
-        char q[24], due[24], inf[24], rate[24], lim[24], dp[16], conn[24], old[24];
-        snprintf(q, sizeof q, "%lld", x->due + x->waiting);
-        snprintf(due, sizeof due, "%lld", x->due);
-        snprintf(inf, sizeof inf, "%lld", x->in_flight);
-        snprintf(rate, sizeof rate, "%.1f", top_rate(x));
-        double limit;
-        const char *from;
-        if (!top_limit(x, &limit, &from)) {
-            snprintf(lim, sizeof lim, "-");
-        } else if (limit < 0) {
-            snprintf(lim, sizeof lim, "unlimited");
-        } else {
-            snprintf(lim, sizeof lim, "%.4g", limit);
-        }
-        double pct = top_defer_pct(x);
-        if (pct < 0) {
-            snprintf(dp, sizeof dp, "-");
-        } else {
-            snprintf(dp, sizeof dp, "%.1f%%", pct);
-        }
-        if (x->m_seen) {
-            snprintf(conn, sizeof conn, "%.0f", x->m_conns);
-        } else {
-            snprintf(conn, sizeof conn, "-");
-        }
-        if (x->oldest_s < 0) {
-            snprintf(old, sizeof old, "-");
-        } else {
-            top_duration(old, sizeof old, x->oldest_s);
-        }
+    /* On a terminal, as many rows as fit; the last line says how many not. */
+    for (; shown < n && !(height > 0 && lines >= height - 1 && shown + 1 < n); shown++) {
         buf_reset(&line);
-        top_put_pad(&line, x->name, name_w);
-        buf_appendf(&line, TOP_FIXED_COLS, q, due, inf, rate, lim, dp, conn, old);
-        buf_append_str(&line, "  ");
-        buf_t st = BUF_INIT;
-        top_state(t, x, &st, state_w);
-        if (err_w >= 8) {
-            top_put_pad(&line, buf_cstr(&st), state_w);
-            buf_append_str(&line, "  ");
-            top_put(&line, buf_cstr(&errs[i]), err_w);
-        } else {
-            top_put(&line, buf_cstr(&st), state_w);
-        }
-        buf_free(&st);
+        top_row(t, rows[shown], &l, &line);
         top_put(out, buf_cstr(&line), width);
         top_line_end(out, &lines);
-        shown++;
     }
+    buf_reset(&line);
     if (n == 0) {
-        top_put(out, "(no ISP has recipients waiting, in flight or recent attempts)", width);
-        top_line_end(out, &lines);
+        buf_append_str(&line, "(no ISP has recipients waiting, in flight or recent attempts)");
     } else if (shown < n) {
-        buf_reset(&line);
         buf_appendf(&line, "... %zu more ISPs (a taller terminal shows them)", n - shown);
+    }
+    if (buf_len(&line)) {
         top_put(out, buf_cstr(&line), width);
         top_line_end(out, &lines);
     }
     buf_free(&line);
-    for (size_t i = 0; i < n; i++) {
-        buf_free(&states[i]);
-        buf_free(&errs[i]);
-    }
-    free(states);
-    free(errs);
     free(rows);
 }
 
