@@ -24,10 +24,11 @@
  * attempt is TOP_SETTLE_S seconds old (its `at`, the writing transaction's
  * start) is read one last time, added per second to the ISP's kept slots
  * (or its kept last error), and the statement reads only ids above the
- * highest kept id afterwards (delivery's primary key). A row is kept only
- * when every row read with a higher id is settled too: a transaction that
- * took ids before another committed after it cannot fall below the kept
- * id unless it ran longer than TOP_SETTLE_S (the writers' statements time
+ * highest kept id afterwards (delivery's primary key). Rows are kept up
+ * to the lowest id of a row not settled yet, so the kept id never passes a
+ * row that is still counted live: a transaction that took ids before
+ * another committed after it cannot fall below the kept id unless it ran
+ * longer than TOP_SETTLE_S (the writers' statements time
  * out after 30 s). The first refresh (and --once) reads all the rows.
  */
 #include <inttypes.h>
@@ -400,87 +401,98 @@ static void top_read_recipients(struct top *t, PGresult *r)
 
 /* ---- statement 3: delivery rows ---- */
 
-#define TOP_ANSWERED "d.outcome IN ('accepted', 'deferred', 'rejected', 'expired')"
-#define TOP_ERROR "d.outcome IN ('deferred', 'rejected', 'expired', 'failed')"
-#define TOP_OLD "s.sec <= s.now_s - $3::int"
+#define TOP_ANSWERED "r.outcome IN ('accepted', 'deferred', 'rejected', 'expired')"
+#define TOP_ERROR "r.outcome IN ('deferred', 'rejected', 'expired', 'failed')"
 
 /* $1 the campaigns, $2 the highest kept id, $3 TOP_SETTLE_S, $4 TOP_DEFER_S.
- * Per ISP, settled or not, and epoch second (0: before the deferral
- * window): attempts answered, deferred (an expiry is a deferral past
- * max_age), final; the newest error's row, read only for the newest of
- * each ISP and kind (LIMIT 1 keeps the probe a nested loop on the key). */
+ * The rows above the kept id (r); the lowest id of those not settled yet
+ * (b.lim: every row below it is settled and is kept now). Per ISP, kept or
+ * not, and epoch second (0: before the deferral window): attempts answered,
+ * deferred (an expiry is a deferral past max_age), final; the newest
+ * error's row, read only for the newest of each ISP and kind (LIMIT 1
+ * keeps the probe a nested loop on the primary key). */
 static const char top_sql_deliveries[] =
-    "SELECT g.isp, g.old, g.sec, g.answered, g.deferred, g.final, g.max_old, g.min_new, e.id,"
+    "WITH r AS MATERIALIZED (SELECT d.id, coalesce(nullif(d.isp, ''), '" TOP_NO_ISP "') AS isp,"
+    "  d.outcome, d.final, floor(date_part('epoch', d.at))::bigint AS sec"
+    "  FROM ringmail.delivery d WHERE d.campaign_id = ANY($1::bigint[]) AND d.id > $2::bigint),"
+    " n AS (SELECT floor(date_part('epoch', now()))::bigint AS now_s),"
+    " b AS (SELECT coalesce(min(r.id) FILTER (WHERE r.sec > n.now_s - $3::int), max(r.id) + 1)"
+    "  AS lim FROM r, n GROUP BY n.now_s)"
+    " SELECT g.isp, g.keep, g.sec, g.answered, g.deferred, g.final, g.lim, e.id,"
     " to_char(e.at AT TIME ZONE 'UTC', " TOP_ISO "), e.outcome, e.code, e.enhanced, e.reply,"
     " e.reason"
-    " FROM (SELECT *, max(eid) OVER (PARTITION BY isp, old) AS top_eid FROM ("
-    "  SELECT coalesce(nullif(d.isp, ''), '" TOP_NO_ISP "') AS isp, " TOP_OLD " AS old,"
-    "   CASE WHEN s.sec > s.now_s - $4::int THEN s.sec ELSE 0 END AS sec,"
+    " FROM (SELECT *, max(eid) OVER (PARTITION BY isp, keep) AS top_eid FROM ("
+    "  SELECT r.isp, r.id < b.lim AS keep,"
+    "   CASE WHEN r.sec > n.now_s - $4::int THEN r.sec ELSE 0 END AS sec,"
     "   count(*) FILTER (WHERE " TOP_ANSWERED ") AS answered,"
-    "   count(*) FILTER (WHERE d.outcome IN ('deferred', 'expired')) AS deferred,"
-    "   count(*) FILTER (WHERE d.final) AS final,"
-    "   max(d.id) FILTER (WHERE " TOP_OLD ") AS max_old,"
-    "   min(d.id) FILTER (WHERE NOT " TOP_OLD ") AS min_new,"
-    "   max(d.id) FILTER (WHERE " TOP_ERROR ") AS eid"
-    "  FROM ringmail.delivery d CROSS JOIN LATERAL (SELECT"
-    "   floor(date_part('epoch', d.at))::bigint AS sec,"
-    "   floor(date_part('epoch', now()))::bigint AS now_s) AS s"
-    "  WHERE d.campaign_id = ANY($1::bigint[]) AND d.id > $2::bigint"
-    "  GROUP BY 1, 2, 3) AS g0) AS g"
+    "   count(*) FILTER (WHERE r.outcome IN ('deferred', 'expired')) AS deferred,"
+    "   count(*) FILTER (WHERE r.final) AS final,"
+    "   max(r.id) FILTER (WHERE " TOP_ERROR ") AS eid, b.lim"
+    "  FROM r, b, n GROUP BY 1, 2, 3, b.lim) AS g0) AS g"
     " LEFT JOIN LATERAL (SELECT * FROM ringmail.delivery e"
     "  WHERE g.eid = g.top_eid AND e.id = g.eid LIMIT 1) AS e ON true";
 
 static void top_err_read(struct top_err *e, PGresult *r, int i)
 {
-    e->id = atoll(pq.PQgetvalue(r, i, 8));
-    top_copy(e->at, sizeof e->at, pq.PQgetvalue(r, i, 9));
-    top_copy(e->outcome, sizeof e->outcome, pq.PQgetvalue(r, i, 10));
-    e->code = pq.PQgetisnull(r, i, 11) ? 0 : atoi(pq.PQgetvalue(r, i, 11));
-    top_copy(e->enhanced, sizeof e->enhanced, pq.PQgetvalue(r, i, 12));
-    top_copy(e->text, sizeof e->text, pq.PQgetvalue(r, i, 13));
-    top_copy(e->reason, sizeof e->reason, pq.PQgetvalue(r, i, 14));
+    e->id = atoll(pq.PQgetvalue(r, i, 7));
+    top_copy(e->at, sizeof e->at, pq.PQgetvalue(r, i, 8));
+    top_copy(e->outcome, sizeof e->outcome, pq.PQgetvalue(r, i, 9));
+    e->code = pq.PQgetisnull(r, i, 10) ? 0 : atoi(pq.PQgetvalue(r, i, 10));
+    top_copy(e->enhanced, sizeof e->enhanced, pq.PQgetvalue(r, i, 11));
+    top_copy(e->text, sizeof e->text, pq.PQgetvalue(r, i, 12));
+    top_copy(e->reason, sizeof e->reason, pq.PQgetvalue(r, i, 13));
+}
+
+/* top_keep - a settled group's attempts into the ISP's kept slots */
+static void top_keep(struct top_isp *isp, long long sec, unsigned answered, unsigned deferred)
+{
+    if (sec <= 0) {
+        return; /* before the deferral window: only its error counts */
+    }
+    struct top_slot *s = &isp->kept[sec % TOP_DEFER_S];
+    if (sec > s->sec) {
+        s->sec = sec;
+        s->answered = s->deferred = 0;
+    }
+    if (s->sec == sec) {
+        s->answered += answered;
+        s->deferred += deferred;
+    }
+}
+
+/* top_windows - the ISP's windows: this refresh's rows (added while read)
+ * plus its kept slots; its last error, this refresh's or the kept one */
+static void top_windows(struct top *t, struct top_isp *isp, long long now_s)
+{
+    for (size_t k = 0; k < TOP_DEFER_S; k++) {
+        if (isp->kept[k].sec > now_s - TOP_DEFER_S) {
+            isp->answered_5m += isp->kept[k].answered;
+            isp->deferred_5m += isp->kept[k].deferred;
+        }
+    }
+    if (isp->err.id == 0) {
+        isp->err = isp->kept_err;
+    }
+    t->answered_1m += isp->answered_1m;
+    t->final_1m += isp->final_1m;
 }
 
 static void top_read_deliveries(struct top *t, PGresult *r)
 {
-    long long now_s = (long long)t->now_epoch;
-    /* Keep the settled rows only when no unsettled row read has a lower id. */
-    long long max_old = 0, min_new = 0;
-    int n = pq.PQntuples(r);
-    for (int i = 0; i < n; i++) {
-        if (!pq.PQgetisnull(r, i, 6)) {
-            long long v = atoll(pq.PQgetvalue(r, i, 6));
-            max_old = v > max_old ? v : max_old;
-        }
-        if (!pq.PQgetisnull(r, i, 7)) {
-            long long v = atoll(pq.PQgetvalue(r, i, 7));
-            min_new = !min_new || v < min_new ? v : min_new;
-        }
-    }
-    int keep = max_old > 0 && (min_new == 0 || max_old < min_new);
-    for (int i = 0; i < n; i++) {
+    long long now_s = (long long)t->now_epoch, lim = 0;
+    for (int i = 0; i < pq.PQntuples(r); i++) {
         struct top_isp *isp = top_isp_get(t, pq.PQgetvalue(r, i, 0));
-        int old = strcmp(pq.PQgetvalue(r, i, 1), "t") == 0;
+        int keep = strcmp(pq.PQgetvalue(r, i, 1), "t") == 0;
         long long sec = atoll(pq.PQgetvalue(r, i, 2));
         unsigned answered = (unsigned)atoll(pq.PQgetvalue(r, i, 3));
         unsigned deferred = (unsigned)atoll(pq.PQgetvalue(r, i, 4));
-        long long fin = atoll(pq.PQgetvalue(r, i, 5));
+        lim = atoll(pq.PQgetvalue(r, i, 6));
         struct top_err e = {0};
-        if (!pq.PQgetisnull(r, i, 8)) {
+        if (!pq.PQgetisnull(r, i, 7)) {
             top_err_read(&e, r, i);
         }
-        if (old && keep) {
-            if (sec > 0) {
-                struct top_slot *s = &isp->kept[sec % TOP_DEFER_S];
-                if (s->sec != sec && sec > s->sec) {
-                    s->sec = sec;
-                    s->answered = s->deferred = 0;
-                }
-                if (s->sec == sec) {
-                    s->answered += answered;
-                    s->deferred += deferred;
-                }
-            }
+        if (keep) {
+            top_keep(isp, sec, answered, deferred);
             if (e.id > isp->kept_err.id) {
                 isp->kept_err = e;
             }
@@ -488,7 +500,7 @@ static void top_read_deliveries(struct top *t, PGresult *r)
         }
         if (sec > now_s - TOP_RATE_S) {
             isp->answered_1m += answered;
-            isp->final_1m += fin;
+            isp->final_1m += atoll(pq.PQgetvalue(r, i, 5));
         }
         if (sec > now_s - TOP_DEFER_S) {
             isp->answered_5m += answered;
@@ -498,22 +510,11 @@ static void top_read_deliveries(struct top *t, PGresult *r)
             isp->err = e;
         }
     }
-    if (keep && max_old > t->kept_id) {
-        t->kept_id = max_old;
+    if (lim - 1 > t->kept_id) {
+        t->kept_id = lim - 1; /* every row below lim was settled, and is kept */
     }
     for (size_t i = 0; i < t->nisps; i++) {
-        struct top_isp *isp = &t->isps[i];
-        for (size_t k = 0; k < TOP_DEFER_S; k++) {
-            if (isp->kept[k].sec > now_s - TOP_DEFER_S) {
-                isp->answered_5m += isp->kept[k].answered;
-                isp->deferred_5m += isp->kept[k].deferred;
-            }
-        }
-        if (isp->err.id == 0) {
-            isp->err = isp->kept_err;
-        }
-        t->answered_1m += isp->answered_1m;
-        t->final_1m += isp->final_1m;
+        top_windows(t, &t->isps[i], now_s);
     }
 }
 

@@ -6,6 +6,11 @@
  *   top_db.c       the three statements of a refresh and the delivery windows
  *   top_metrics.c  scraping senders' /metrics (Prometheus text)
  *   top_view.c     the screen, the text snapshot and the JSON document
+ *
+ * Diagnostics: nothing here prints. A refresh that fails says why in err
+ * (the database's message, one line); an endpoint that does not answer and
+ * a lost database become problem lines of the view (top_problem), shown
+ * above the table and in the JSON document's "problems".
  */
 #ifndef RINGMAIL_TOP_INT_H
 #define RINGMAIL_TOP_INT_H
