@@ -203,7 +203,7 @@ static void top_refresh(struct top *t)
         t->ok = 0;
     }
     if (rc < 0) {
-        top_problem(t, "database: %s", err);
+        top_problem(t, "database (retrying): %s", err);
     }
     top_metrics_refresh(t);
 }

@@ -451,8 +451,31 @@ err_case "bad --sort" 2 "^ringmail top: --sort is queued, rate or deferrals, not
 err_case "no --db" 2 "^ringmail top: --db URL is required$" --once
 err_case "abbreviated option" 2 "unknown option '--camp'" --db "$PG_URL" --camp 1
 
+# Without --campaign: the campaigns a live node works on.
+check_eq "no --campaign: the campaign the live node sends" "$C" \
+    "$("$RM" top --db "$PG_URL" --format json | "$E2E_PY" -c 'import json, sys
+print(" ".join(str(c["id"]) for c in json.load(sys.stdin)["campaigns"]))')"
+
 kill -TERM "$SEND_PID" 2>/dev/null
 wait "$SEND_PID" 2>/dev/null
 check_no_grep "no sanitizer report from send" Sanitizer "$E2E_TMP/send.err"
+check_grep "after the stop, no campaign is running: the header says what to do" \
+    '^no campaign running, paused or worked on by a live node \(--campaign ID shows one\)$' \
+    <("$RM" top --db "$PG_URL" --once)
+
+# The database goes away under a running view: a line in the view, no exit.
+term tty5 "${TOP[@]}" --interval 300ms
+shows5() { pane tty5 | grep -q '^ISP '; }
+check "database lost: the view appears" wait_until shows5 10
+stop_postgres "$E2E_TMP/pg"
+says_lost() { pane tty5 | grep -q '^database (retrying): '; }
+check "database lost: the view says so (database (retrying): ...) and keeps running" \
+    wait_until says_lost 10
+pane tty5 | grep '^database ' | head -1 | sed 's/^/#   /'
+rc5() { rc_file tty5; }
+"${TM[@]}" send-keys -t tty5 q
+check "database lost: q still quits" wait_until rc5 5
+check_eq "database lost: exit 0, terminal settings back" "0 same" \
+    "$(cat "$E2E_TMP/tty5.rc" 2>/dev/null) $(cmp -s "$E2E_TMP/tty5.before" "$E2E_TMP/tty5.after" && echo same)"
 echo "# test_top.sh: $(($(now_ms) - T_START)) ms"
 e2e_finish
