@@ -49,10 +49,13 @@ static size_t top_utf8_len(const unsigned char *s, size_t n)
             return 0;
         }
     }
-    if (len == 2 && s[0] == 0xc2 && s[1] < 0xa0) {
-        return 0; /* C1 controls */
-    }
     return len;
+}
+
+/* A character that must not reach a terminal: C0, DEL, C1 (U+0080..U+009F). */
+static int top_control(const unsigned char *s, size_t len)
+{
+    return (len == 1 && (s[0] < 0x20 || s[0] == 0x7f)) || (len == 2 && s[0] == 0xc2 && s[1] < 0xa0);
 }
 
 /* s made safe for a terminal into out, at most cols columns (0: no limit),
@@ -72,7 +75,7 @@ static int top_put(buf_t *out, const char *s, int cols)
     int used = 0;
     for (size_t i = 0; i < n && used < keep;) {
         size_t l = p[i] >= 0x80 ? top_utf8_len(p + i, n - i) : 1;
-        if (l == 0 || (l == 1 && (p[i] < 0x20 || p[i] == 0x7f))) {
+        if (l == 0 || top_control(p + i, l)) {
             buf_append(out, "?", 1);
             i += l ? l : 1;
         } else {

@@ -398,6 +398,14 @@ COLUMNS=160 "${TOP2[@]}" --once >"$E2E_TMP/kept.once2"
 check_eq "kept: new rows are counted on top of the kept ones (= a fresh snapshot)"     "$(rows "$E2E_TMP/kept.once2")" "$(rows "$E2E_TMP/tty4.screen2")"
 check_grep "kept: xisp: 16 deferred of 66 attempts; the newest error"     "^xisp .* 0\.4 +- +24\.2% .* 451 4\.3\.0 x fresh error" "$E2E_TMP/tty4.screen2"
 "${TM[@]}" send-keys -t tty4 q
+# A reply text is the server's: escape sequences in it must not reach the terminal.
+psql_q "INSERT INTO ringmail.delivery (campaign_id, recipient_id, attempt, outcome, final, isp,
+    code, enhanced, reply) VALUES ($C2, 0, 1, 'deferred', false, 'zisp', 451, '4.3.0',
+    E'4.3.0 evil \\x1b]0;pwned\\x07\\x1b[2J text \\xc2\\x9b1m end')" >/dev/null
+"${TOP2[@]}" --once >"$E2E_TMP/evil.txt"
+check_grep "text: control characters of a reply are shown as ?" \
+    '^zisp .*451 4\.3\.0 evil \?\]0;pwned\?\?\[2J text \?1m end$' "$E2E_TMP/evil.txt"
+check_no_grep "text: no escape byte reaches the output" $'\x1b' "$E2E_TMP/evil.txt"
 
 term tty2 "${TOP[@]}" --interval 500ms
 shows2() { pane tty2 | grep -q '^ISP '; }
