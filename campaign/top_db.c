@@ -28,10 +28,13 @@
  * to the lowest id of a row not settled yet, so the kept id never passes a
  * row that is still counted live: a transaction that took ids before
  * another committed after it cannot fall below the kept id unless it ran
- * longer than TOP_SETTLE_S (the writers' statements time
- * out after 30 s). The first refresh (and --once) reads all the rows.
+ * longer than TOP_SETTLE_S (the writers' statements time out after 30 s).
+ * The first refresh (and --once) reads all the rows.
+ *
+ * Diagnostics: a statement that fails ends the refresh with the server's
+ * message (one line, db_trim) and rolls the transaction back; nothing is
+ * printed here.
  */
-#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
