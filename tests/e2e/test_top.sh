@@ -311,7 +311,7 @@ psql_q "DELETE FROM ringmail.isp_suspend" >/dev/null
 kill -CONT "$SEND_PID"
 
 # ============================================================ 4. on a terminal
-TM=(tmux -L "ringmail-top-$$" -f /dev/null)
+TM=(tmux -S "$E2E_TMP/tmux.sock" -f /dev/null) # a server of its own, its socket in the temp dir
 e2e_cleanup "${TM[*]} kill-server"
 # term NAME ARGS...: top in a 160x40 tmux pane; the terminal's settings
 # before and after it (stty -g), and its exit status, in $E2E_TMP/NAME.*
