@@ -13,6 +13,7 @@
  *   ringmail sink ...        the TLS SMTP sink for tests and benchmarks
  *   ringmail resolve ...     MX order, addresses and ISP of domains
  *   ringmail check-dns ...   a From domain's DKIM, SPF and DMARC records and alignment
+ *   ringmail top ...         the live view per ISP of the campaigns being sent
  *   ringmail version         print the version
  *
  * RINGMAIL_TRACE=1 in the environment turns engine/trace.h's state
@@ -34,29 +35,32 @@
 #include "campaign/report.h"
 #include "campaign/resolve.h"
 #include "campaign/send.h"
+#include "campaign/top.h"
 #include "engine/trace.h"
 
 static void main_usage(FILE *f)
 {
-    fprintf(f, "usage: ringmail COMMAND [OPTIONS]\n"
-               "\n"
-               "commands:\n"
-               "  send    deliver to a recipient list: MX routing, per-ISP throttles, retries\n"
-               "          (ringmail send --help)\n"
-               "  db      create or upgrade the PostgreSQL schema (ringmail db migrate --db URL)\n"
-               "  campaign   create or list campaigns, list and lift ISP holds (ringmail campaign "
-               "--help)\n"
-               "  recipients import a campaign's recipients (ringmail recipients --help)\n"
-               "  report  a campaign's outcomes, TLS and throughput (ringmail report --help)\n"
-               "  blast   deliver generated messages to one SMTP server (ringmail blast --help)\n"
-               "  inbound the return path's SMTP server: bounces, complaints, unsubscribes\n"
-               "          recorded in PostgreSQL (ringmail inbound --help)\n"
-               "  sink    run the io_uring TLS SMTP sink (ringmail sink --help)\n"
-               "  resolve show MX order, addresses and ISP of domains (ringmail resolve --help)\n"
-               "  check-dns a From domain's DKIM, SPF, DMARC and alignment (check-dns --help)\n"
-               "  feedback record bounces, complaints, unsubscribes from files or a pipe\n"
-               "          (ringmail feedback --help)\n"
-               "  version print the version\n");
+    fprintf(f,
+            "usage: ringmail COMMAND [OPTIONS]\n"
+            "\n"
+            "commands:\n"
+            "  send    deliver to a recipient list: MX routing, per-ISP throttles, retries\n"
+            "          (ringmail send --help)\n"
+            "  db      create or upgrade the PostgreSQL schema (ringmail db migrate --db URL)\n"
+            "  campaign   create, show, test, pause, resume or cancel campaigns (ringmail campaign "
+            "--help)\n"
+            "  recipients import or list a campaign's recipients (ringmail recipients --help)\n"
+            "  report  a campaign's outcomes, TLS and throughput (ringmail report --help)\n"
+            "  blast   deliver generated messages to one SMTP server (ringmail blast --help)\n"
+            "  inbound the return path's SMTP server: bounces, complaints, unsubscribes\n"
+            "          recorded in PostgreSQL (ringmail inbound --help)\n"
+            "  sink    run the io_uring TLS SMTP sink (ringmail sink --help)\n"
+            "  resolve show MX order, addresses and ISP of domains (ringmail resolve --help)\n"
+            "  check-dns a From domain's DKIM, SPF, DMARC and alignment (check-dns --help)\n"
+            "  top     the live view per ISP of the campaigns being sent (ringmail top --help)\n"
+            "  feedback record bounces, complaints, unsubscribes from files or a pipe\n"
+            "          (ringmail feedback --help)\n"
+            "  version print the version\n");
 }
 
 int main(int argc, char **argv)
@@ -96,19 +100,21 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "check-dns") == 0) {
         return check_dns_main(argc - 1, argv + 1);
+        if (strcmp(cmd, "top") == 0) {
+            return top_main(argc - 1, argv + 1);
+        }
+        if (strcmp(cmd, "feedback") == 0) {
+            return feedback_main(argc - 1, argv + 1);
+        }
+        if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+            printf("ringmail 0.1.0\n");
+            return 0;
+        }
+        if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+            main_usage(stdout);
+            return 0;
+        }
+        fprintf(stderr, "ringmail: unknown command '%s'\n", cmd);
+        main_usage(stderr);
+        return 2;
     }
-    if (strcmp(cmd, "feedback") == 0) {
-        return feedback_main(argc - 1, argv + 1);
-    }
-    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
-        printf("ringmail 0.1.0\n");
-        return 0;
-    }
-    if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
-        main_usage(stdout);
-        return 0;
-    }
-    fprintf(stderr, "ringmail: unknown command '%s'\n", cmd);
-    main_usage(stderr);
-    return 2;
-}
