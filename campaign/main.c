@@ -100,21 +100,22 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "check-dns") == 0) {
         return check_dns_main(argc - 1, argv + 1);
-        if (strcmp(cmd, "top") == 0) {
-            return top_main(argc - 1, argv + 1);
-        }
-        if (strcmp(cmd, "feedback") == 0) {
-            return feedback_main(argc - 1, argv + 1);
-        }
-        if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
-            printf("ringmail 0.1.0\n");
-            return 0;
-        }
-        if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
-            main_usage(stdout);
-            return 0;
-        }
-        fprintf(stderr, "ringmail: unknown command '%s'\n", cmd);
-        main_usage(stderr);
-        return 2;
     }
+    if (strcmp(cmd, "top") == 0) {
+        return top_main(argc - 1, argv + 1);
+    }
+    if (strcmp(cmd, "feedback") == 0) {
+        return feedback_main(argc - 1, argv + 1);
+    }
+    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+        printf("ringmail 0.1.0\n");
+        return 0;
+    }
+    if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+        main_usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "ringmail: unknown command '%s'\n", cmd);
+    main_usage(stderr);
+    return 2;
+}
