@@ -113,7 +113,7 @@ static void send_reload(struct send *s)
     s->bounce_rules = c->bounce.rules;
     pool_reload(s->pool, c);
     send_warn_opportunistic(s, c);
-    fprintf(stderr, "ringmail send: config reloaded from %s\n", s->o.config_path);
+    config_reload_say(stderr, s->o.config_path, c); /* c is the pool's now: what changed */
 }
 /* End now (a second signal, or the stop's bound passed), saying truly
  * what is where. */
