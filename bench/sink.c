@@ -202,6 +202,11 @@ static int sink_check_config(struct sink_config *cfg)
     }
     cfg->defer_closes = strncmp(cfg->defer_reply, "421", 3) == 0;
     cfg->temp_closes = strncmp(cfg->temp_reply, "421", 3) == 0;
+    if (!cfg->rate_reply[0]) {
+        snprintf(cfg->rate_reply, sizeof cfg->rate_reply, "%s",
+                 cfg->profile[0] ? cfg->temp_reply : sink_reply_rate);
+    }
+    cfg->rate_closes = strncmp(cfg->rate_reply, "421", 3) == 0;
     if (cfg->tls_required && (!cfg->cert_file || (cfg->no_starttls && !cfg->implicit_tls))) {
         fprintf(stderr,
                 "sink: profile %s requires TLS: it needs --tls-cert and --tls-key, and "

@@ -611,8 +611,8 @@ static void sink_on_rcpt(void *user, const char *rcpt, struct smtp_server_decisi
     } else if (cfg->source_rate && c->peer_stats &&
                !sink_peers_take(&w->sink->peers, c->peer_stats, cfg->source_rate,
                                 loop_now_ms(w->loop))) {
-        d->reply = cfg->temp_reply; /* the provider's answer to a sender over its rate */
-        closes = cfg->temp_closes;
+        d->reply = cfg->rate_reply; /* the provider's answer to a sender over its rate */
+        closes = cfg->rate_closes;
     } else if (cfg->defer_pct || cfg->reject_pct) {
         unsigned r = sink_percent(w);
         if (r < cfg->defer_pct) {

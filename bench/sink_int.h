@@ -49,6 +49,7 @@
 /* The replies without a profile (sink_options.c); a profile starts from them. */
 extern const char sink_reply_tempfail[];
 extern const char sink_reply_reject[];
+extern const char sink_reply_rate[]; /* over --source-rate without a profile: Gmail's 421 4.7.28 */
 
 enum sink_fault {
     SINK_FAULT_NONE = 0,
@@ -85,6 +86,8 @@ struct sink_config {
     char profile[SINK_PROFILE_NAME_MAX];   /* "" without --profile/--profile-file */
     int tls_required;                      /* MAIL outside TLS gets 530 5.7.0 */
     char temp_reply[SINK_REPLY_MAX + 1];   /* tempfail@; 4xx */
+    char rate_reply[SINK_REPLY_MAX + 1];   /* over --source-rate; 4xx ("": see sink.c) */
+    int rate_closes;                       /* rate_reply is a 421: close after it */
     char perm_reply[SINK_REPLY_MAX + 1];   /* permfail@; 5xx */
     int temp_closes;                       /* temp_reply is a 421: close after it */
 };

@@ -23,6 +23,9 @@
 
 const char sink_reply_tempfail[] = "451 4.7.1 Temporary failure (sink tempfail)";
 const char sink_reply_reject[] = "550 5.1.1 User unknown (sink)";
+const char sink_reply_rate[] =
+    "421 4.7.28 [{ip}] Our system has detected an unusual rate of unsolicited mail originating "
+    "from your IP address (sink --source-rate)";
 static const char sink_reply_defer[] = "451 4.3.0 Temporary failure (sink)";
 
 static const char *const sink_fault_names[] = {"none", "garbage", "stall", "starttls-inject",
@@ -56,6 +59,7 @@ enum sink_option {
     SINK_OPT_VERBOSE,
     SINK_OPT_DEFER_REPLY,
     SINK_OPT_REJECT_REPLY,
+    SINK_OPT_RATE_REPLY,
     SINK_OPT_PROFILE,
     SINK_OPT_PROFILE_FILE,
     SINK_OPT_HELP,
@@ -89,6 +93,7 @@ static const struct option sink_options[] = {
     {"verbose", no_argument, NULL, SINK_OPT_VERBOSE},
     {"defer-reply", required_argument, NULL, SINK_OPT_DEFER_REPLY},
     {"reject-reply", required_argument, NULL, SINK_OPT_REJECT_REPLY},
+    {"rate-reply", required_argument, NULL, SINK_OPT_RATE_REPLY},
     {"profile", required_argument, NULL, SINK_OPT_PROFILE},
     {"profile-file", required_argument, NULL, SINK_OPT_PROFILE_FILE},
     {"help", no_argument, NULL, SINK_OPT_HELP},
@@ -109,7 +114,9 @@ static void sink_usage(FILE *f)
           "  --latency-ms N          delay every reply by N ms\n"
           "  --latency-jitter-ms N   ... plus a uniform random 0..N ms (a spread of round trips)\n"
           "  --source-rate N         at most N messages/s per client address; over it RCPT\n"
-          "                          gets the profile's temporary reply (gmail: 421 4.7.28)\n"
+          "                          gets the --rate-reply\n"
+          "  --rate-reply \"CODE TEXT\"  4xx; default: the profile's temporary reply, without\n"
+          "                          one Gmail's \"421 4.7.28 [{ip}] ... unusual rate ...\"\n"
           "  --defer-pct N           N% of RCPTs get the --defer-reply\n"
           "  --defer-reply \"CODE TEXT\"  4xx, default \"451 4.3.0 Temporary failure (sink)\";\n"
           "                          a 421 also closes the connection\n"
@@ -349,6 +356,8 @@ static int sink_parse_option(struct sink_config *cfg, int opt, const char *arg)
         return sink_parse_reply(arg, '4', cfg->defer_reply, sizeof cfg->defer_reply);
     case SINK_OPT_REJECT_REPLY:
         return sink_parse_reply(arg, '5', cfg->reject_reply, sizeof cfg->reject_reply);
+    case SINK_OPT_RATE_REPLY:
+        return sink_parse_reply(arg, '4', cfg->rate_reply, sizeof cfg->rate_reply);
     default:
         return sink_parse_number(cfg, opt, arg);
     }
@@ -359,6 +368,7 @@ static const char *sink_option_hint(int opt)
 {
     switch (opt) {
     case SINK_OPT_DEFER_REPLY:
+    case SINK_OPT_RATE_REPLY:
         return " (want \"4xx TEXT\": a 3-digit 4xx code, a space, the text; one line of at most "
                "510 characters)";
     case SINK_OPT_REJECT_REPLY:

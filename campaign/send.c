@@ -280,12 +280,13 @@ static int send_setup(struct send *s)
         .max_connections = s->o.max_connections,
         .external_retry = s->prepared != NULL, /* one attempt each: a deferral is their word */
         .on_result = send_on_result,
+        .on_suspend = send_suspend_note,
         .user = s,
     };
     if (s->o.db_url && send_campaign_start(s, &po) < 0) {
         return -1;
     }
-    if (send_pool_start(s, &po) < 0) {
+    if (send_pool_start(s, &po) < 0 || send_suspend_start(s) < 0) {
         return -1;
     }
     if (s->o.metrics_addr && send_metrics_start(s) < 0) {

@@ -321,6 +321,7 @@ void send_campaign_watch(struct send *s)
 
 int send_campaign_stop(struct send *s, int rc)
 {
+    send_suspend_stop(s); /* the ISP suspensions kept in PostgreSQL: written */
     if (s->prep) {
         prepare_stop(s->prep); /* what it still holds stays claimed: released below */
         s->prep = NULL;

@@ -230,6 +230,8 @@ struct send {
     /* send_prepared_run: the messages list mode sends (one each per line) */
     struct send_prepared *prepared;
     int64_t prepared_campaign; /* their VERP tokens name it, and recipient 0 (no row) */
+    /* campaign mode: ISP suspensions kept in PostgreSQL (send_suspend.c) */
+    struct send_suspend *suspend;
 };
 
 /* send.c */
@@ -360,6 +362,15 @@ struct json_t *send_hold_json(const struct send *s);
 void send_hold_text(const struct send *s);
 /* send_hold_metrics - the guard's lines of /metrics */
 void send_hold_metrics(const struct send *s, buf_t *out);
+
+/* send_suspend.c: ISP suspensions kept in PostgreSQL (campaign mode) */
+/* send_suspend_start - after the pool: apply the suspensions kept (said on
+ * stderr), start the writer; 0 without --db; -1 (reason printed) */
+int send_suspend_start(struct send *s);
+/* send_suspend_note - the pool's on_suspend: queued for the writer */
+void send_suspend_note(void *user, const char *isp, int64_t until_ms, const char *reason);
+/* send_suspend_stop - what is queued written (within 3 s), the writer gone */
+void send_suspend_stop(struct send *s);
 
 /* send_report.c */
 /* send_report - the summary on stdout: the per-ISP table, or one JSON object */

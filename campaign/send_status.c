@@ -128,7 +128,7 @@ static void send_reload(struct send *s)
     send_view_config(s, c);
     pool_reload(s->pool, c);
     send_warn_opportunistic(s, c);
-    fprintf(stderr, "ringmail send: config reloaded from %s\n", s->o.config_path);
+    config_reload_say(stderr, s->o.config_path, c); /* c is the pool's now: what changed */
 }
 /* End now (a second signal, or the stop's bound passed), saying truly
  * what is where. */

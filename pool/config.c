@@ -228,9 +228,22 @@ static int config_rule_parse(struct config_parse *p, struct config_isp *isp, con
 }
 
 /* A rate: unlimited, or at least CONFIG_RATE_MIN per second. */
-static int config_rate(struct config_parse *p, const char *name, const char *v, double *rate)
+static int config_rate(struct config_parse *p, const char *name, const char *v, double *rate,
+                       char text[CONFIG_RATE_TEXT_MAX])
 {
     char err[200];
+    char *end;
+    double zero = strtod(v, &end);
+    if (end != v && zero == 0 && (*end == '\0' || *end == '/')) {
+        /* 0 once meant unlimited, the opposite of what it says: neither is taken. */
+        return config_fail(p,
+                           strcmp(name, "conn_rate") == 0
+                               ? "%s = %s would open no connection; write 'unlimited' or a rate "
+                                 "such as 10/s"
+                               : "%s = %s would send nothing; write 'unlimited' or a rate such as "
+                                 "100/s",
+                           name, v);
+    }
     if (throttle_rate_parse(v, rate, err, sizeof err) != 0) {
         return config_fail(p, "%s%s", err, "");
     }
@@ -240,6 +253,37 @@ static int config_rate(struct config_parse *p, const char *name, const char *v, 
                            "'unlimited' for no limit",
                            name, v);
     }
+    snprintf(text, CONFIG_RATE_TEXT_MAX, "%s", v);
+    return 1;
+}
+
+/* backoff_threshold: "5%" (0% .. under 100%; 0%: any matching reply cuts) */
+static int config_threshold(struct config_parse *p, const char *v, double *out)
+{
+    char *end;
+    double x = strtod(v, &end);
+    if (end == v || strcmp(end, "%") != 0 || !(x >= 0 && x < 100)) {
+        return config_fail(p,
+                           "backoff_threshold: '%s' is not a percentage from 0%% up to 100%%, "
+                           "like 5%%%s",
+                           v, "");
+    }
+    *out = x / 100;
+    return 1;
+}
+
+/* backoff_window: a duration of 1 s .. 1 day */
+static int config_window(struct config_parse *p, const char *v, uint64_t *out)
+{
+    char err[200];
+    uint64_t ms;
+    if (throttle_duration_parse(v, &ms, err, sizeof err) != 0) {
+        return config_fail(p, "%s%s", err, "");
+    }
+    if (ms < 1000 || ms > 86400000) {
+        return config_fail(p, "backoff_window: '%s' is not 1s .. 1d%s", v, "");
+    }
+    *out = ms;
     return 1;
 }
 
@@ -275,7 +319,9 @@ static int config_isp_entry(struct config_parse *p, struct config_isp *isp, size
         }
     }
     if (strcmp(name, "msg_rate") == 0 || strcmp(name, "conn_rate") == 0) {
-        return config_rate(p, name, v, name[0] == 'm' ? &isp->msg_rate : &isp->conn_rate);
+        int msgs = name[0] == 'm';
+        return config_rate(p, name, v, msgs ? &isp->msg_rate : &isp->conn_rate,
+                           msgs ? isp->msg_rate_text : isp->conn_rate_text);
     }
     if (strcmp(name, "tls") == 0) {
         p->tls_set[index] = 1;
@@ -291,6 +337,12 @@ static int config_isp_entry(struct config_parse *p, struct config_isp *isp, size
     }
     if (strcmp(name, "rule") == 0) {
         return config_rule_parse(p, isp, v);
+    }
+    if (strcmp(name, "backoff_threshold") == 0) {
+        return config_threshold(p, v, &isp->backoff_threshold);
+    }
+    if (strcmp(name, "backoff_window") == 0) {
+        return config_window(p, v, &isp->backoff_window_ms);
     }
     return config_fail(p, "unknown setting '%s' in an [isp] section%s", name, "");
 }
@@ -320,6 +372,7 @@ static struct config_isp *config_isp_get(struct config_parse *p, const char *nam
     snprintf(isp->name, sizeof isp->name, "%s", name);
     isp->msg_rate = isp->conn_rate = -1;
     isp->tls = SMTP_TLS_REQUIRED;
+    isp->backoff_threshold = -1; /* [global]'s */
     p->tls_set[c->nisps] = 0;
     *index = c->nisps++;
     return isp;
@@ -381,6 +434,12 @@ static int config_global_entry(struct config_parse *p, const char *name, const c
         return throttle_duration_parse(v, &c->backoff_interval_ms, err, sizeof err) == 0
                    ? 1
                    : config_fail(p, "%s%s", err, "");
+    }
+    if (strcmp(name, "backoff_threshold") == 0) {
+        return config_threshold(p, v, &c->backoff_threshold);
+    }
+    if (strcmp(name, "backoff_window") == 0) {
+        return config_window(p, v, &c->backoff_window_ms);
     }
     if (strcmp(name, "source") == 0) {
         return config_source_entry(p, v);
@@ -506,7 +565,8 @@ static int config_lane_entry(struct config_parse *p, const char *isp_name, const
     }
     if (strcmp(name, "msg_rate") == 0 || strcmp(name, "conn_rate") == 0) {
         int msgs = name[0] == 'm';
-        if (!config_rate(p, name, v, msgs ? &l->msg_rate : &l->conn_rate)) {
+        if (!config_rate(p, name, v, msgs ? &l->msg_rate : &l->conn_rate,
+                         msgs ? l->msg_rate_text : l->conn_rate_text)) {
             return 0;
         }
         l->set |= msgs ? CONFIG_LANE_MSG_RATE : CONFIG_LANE_CONN_RATE;
@@ -559,6 +619,27 @@ static int config_on_entry(void *user, const char *section, const char *name, co
                        section, "");
 }
 
+void config_defaults(struct config *c)
+{
+    retry_schedule_init(&c->retry);
+    c->tls = SMTP_TLS_REQUIRED;
+    c->backoff_step = 0.1;
+    c->backoff_interval_ms = 60000;
+    c->backoff_threshold = 0.05;
+    c->backoff_window_ms = 30000;
+    config_feedback_defaults(&c->feedback);
+}
+
+double config_backoff_threshold(const struct config *c, const struct config_isp *isp)
+{
+    return isp && isp->backoff_threshold >= 0 ? isp->backoff_threshold : c->backoff_threshold;
+}
+
+uint64_t config_backoff_window_ms(const struct config *c, const struct config_isp *isp)
+{
+    return isp && isp->backoff_window_ms ? isp->backoff_window_ms : c->backoff_window_ms;
+}
+
 struct config *config_load(const char *path, char *err, size_t errlen)
 {
     struct config *c = calloc(1, sizeof *c);
@@ -567,11 +648,7 @@ struct config *config_load(const char *path, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    retry_schedule_init(&c->retry);
-    c->tls = SMTP_TLS_REQUIRED;
-    c->backoff_step = 0.1;
-    c->backoff_interval_ms = 60000;
-    config_feedback_defaults(&c->feedback);
+    config_defaults(c);
     int rc = -1;
     p.f = fopen(path, "r");
     if (p.f) {
@@ -613,6 +690,7 @@ void config_free(struct config *c)
     if (c) {
         free(c->isps);
         free(c->routes);
+        free(c->changes);
         free(c);
     }
 }

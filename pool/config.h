@@ -3,10 +3,12 @@
  *
  * An INI file read with inih. Sections:
  *   [global]          retry, max_age, tls, backoff_step, backoff_interval,
+ *                     backoff_threshold, backoff_window,
  *                     source = ADDR [WEIGHT] (repeatable)
  *   [isp NAME]        domains, mx (MX host patterns: MX rollup), max_connections,
  *                     max_msgs_per_conn, max_rcpts_per_msg, msg_rate, conn_rate,
- *                     tls, timeout, rule (repeatable)
+ *                     tls, timeout, backoff_threshold, backoff_window (over
+ *                     [global]'s), rule (repeatable)
  *   [isp NAME source ADDR]  max_connections, max_msgs_per_conn, msg_rate,
  *                     conn_rate for that source address only (a warming IP)
  *   [route DOMAIN]    server = HOST:PORT (overrides DNS for that domain; a
@@ -21,21 +23,27 @@
  *                     nothing of it happens
  * A rule is "PATTERN => ACTION": PATTERN is matched, case-insensitively, as
  * a substring of "CODE ENHANCED TEXT" of a reply ("421 4.7.28", "TSS04");
- * ACTION is "backoff CUT PAUSE", "suspend DURATION" or "bounce".
+ * ACTION is "backoff CUT PAUSE", "suspend DURATION" or "bounce". A backoff
+ * rule cuts only when the share of matching replies over backoff_window
+ * passes backoff_threshold (pool/throttle.h); a suspend rule acts at once.
  * An ISP named "default" takes every recipient no other ISP claims.
  * Errors carry the file's line number; a config with an error is refused
  * whole (on reload, the old one stays). Refused besides bad values: a line
  * longer than inih's buffer (199 characters) or with a NUL byte, a section
  * given twice, a setting given twice in one section (lists excepted:
  * source, domains, mx, rule add up), max_connections or max_msgs_per_conn
- * of 0, a rate below 0.001/s, a route server without a port 1..65535.
+ * of 0, a rate of 0 ("msg_rate = 0 would send nothing; write 'unlimited'
+ * or a rate such as 100/s") or below 0.001/s, a route server without a
+ * port 1..65535.
  */
 #ifndef RINGMAIL_CONFIG_H
 #define RINGMAIL_CONFIG_H
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
+#include "engine/buf.h"
 #include "engine/smtp_client.h"
 #include "pool/bounce.h"
 #include "pool/retry.h"
@@ -64,11 +72,14 @@ enum {
     CONFIG_LANE_CONN_RATE = 8,
 };
 
+#define CONFIG_RATE_TEXT_MAX 32
+
 struct config_lane {
     char source[CONFIG_NAME_MAX]; /* numeric IPv4 or IPv6, as written */
     unsigned set;                 /* CONFIG_LANE_* bits */
     unsigned max_connections, max_msgs_per_conn;
     double msg_rate, conn_rate;
+    char msg_rate_text[CONFIG_RATE_TEXT_MAX], conn_rate_text[CONFIG_RATE_TEXT_MAX]; /* as written */
 };
 
 struct config_isp {
@@ -82,8 +93,12 @@ struct config_isp {
     unsigned max_rcpts_per_msg; /* RCPTs per transaction for messages that share a body; 0: 50 */
     double msg_rate;            /* per second, < 0 unlimited */
     double conn_rate;
+    /* the rates as written ("20000/h"); "" when not given (unlimited) */
+    char msg_rate_text[CONFIG_RATE_TEXT_MAX], conn_rate_text[CONFIG_RATE_TEXT_MAX];
     enum smtp_tls_policy tls;
     uint64_t timeout_ms;
+    double backoff_threshold;   /* a fraction; < 0: [global]'s */
+    uint64_t backoff_window_ms; /* 0: [global]'s */
     struct config_rule rules[CONFIG_RULES_MAX];
     size_t nrules;
     struct config_lane lanes[CONFIG_SOURCES_MAX];
@@ -131,7 +146,9 @@ struct config {
     enum smtp_tls_policy tls; /* the default for ISPs that set none */
     double backoff_step;
     uint64_t backoff_interval_ms;
-    struct config_isp *isps; /* owned; isps[nisps-1] may be "default" */
+    double backoff_threshold;   /* share of matching replies that cuts (0.05); 0: any */
+    uint64_t backoff_window_ms; /* the window that share is measured over (30 s) */
+    struct config_isp *isps;    /* owned; isps[nisps-1] may be "default" */
     size_t nisps;
     struct config_route *routes; /* owned */
     size_t nroutes;
@@ -139,6 +156,10 @@ struct config {
     size_t nsources;
     struct config_bounce bounce;
     struct config_feedback feedback;
+    /* What this config changed over the one it replaced in a pool
+     * (pool_reload): config_diff's lines, owned; NULL and 0 before a reload. */
+    char *changes;
+    int nchanges;
 };
 
 /* Load path; NULL and "LINE: reason" in err on error. */
@@ -152,6 +173,24 @@ const struct config_isp *config_isp_for(const struct config *c, const char *doma
 int config_address_equal(const char *a, const char *b);
 /* isp's own limits for source address addr ([isp NAME source ADDR]), or NULL. */
 const struct config_lane *config_lane_for(const struct config_isp *isp, const char *addr);
+/* isp's backoff settings: its own, else [global]'s (isp may be NULL). */
+double config_backoff_threshold(const struct config *c, const struct config_isp *isp);
+uint64_t config_backoff_window_ms(const struct config *c, const struct config_isp *isp);
+/* config_defaults - what a config without a file has (config_load starts from it) */
+void config_defaults(struct config *c);
+/* config_rule_text - r as written: "421 4.7.28 => backoff 0.5 10m" */
+void config_rule_text(const struct config_rule *r, char *out, size_t outlen);
+/* config_duration_text - ms as a config writes it: "10m", "1h", "1500ms" */
+void config_duration_text(uint64_t ms, char *out, size_t outlen);
+/* config_rate_text - per second as a config writes it: "100/s", "20/h", "unlimited" */
+void config_rate_text(double per_sec, char *out, size_t outlen);
+/* config_diff - one line per setting that differs from old to new, into out
+ * ("isp gmail: msg_rate 100/s -> 50/s", "isp yahoo: added", "global: retry
+ * 5m,15m -> 1m,5m"); returns how many */
+int config_diff(const struct config *old, const struct config *new, buf_t *out);
+/* config_reload_say - "ringmail send: config reloaded from PATH: N changes"
+ * and c->changes, one indented line each (or ": no changes") on f */
+void config_reload_say(FILE *f, const char *path, const struct config *c);
 /* The first rule of isp whose pattern matches the reply, or NULL. */
 const struct config_rule *config_rule_match(const struct config_isp *isp, int code,
                                             const char *enhanced, const char *text);

@@ -421,7 +421,7 @@ static void pool_message_done(void *owner, struct smtp_message *sm)
         const struct config_rule *rule =
             config_rule_match(c->lane->isp->cfg, why->code, why->enhanced, why->text);
         if (rule && rule->action != CONFIG_ACTION_BOUNCE) {
-            pool_backoff(p, c->lane, rule);
+            pool_backoff(p, c->lane, rule, why->code, why->enhanced, why->text);
         }
     }
     for (size_t i = 0; i < n; i++) {
@@ -466,7 +466,7 @@ static void pool_session_failed(void *owner, enum smtp_outcome o, const char *re
         const struct config_rule *rule =
             config_rule_match(c->lane->isp->cfg, why.code, why.enhanced, why.text);
         if (rule && rule->action != CONFIG_ACTION_BOUNCE) {
-            pool_backoff(p, c->lane, rule);
+            pool_backoff(p, c->lane, rule, why.code, why.enhanced, why.text);
         }
     }
     if (pool_reason_is_auth(reason)) {

@@ -338,6 +338,8 @@ size_t pool_isp_stats(struct pool *p, struct pool_isp_stats *out, size_t max)
             s->paused |= backoff_paused(&l->bo, now); /* a hold is s->held */
             if (backoff_paused(&l->bo, now) && l->bo.paused_until - now > s->pause_left_ms) {
                 s->pause_left_ms = l->bo.paused_until - now;
+                s->suspended = backoff_suspended(&l->bo, now);
+                snprintf(s->pause_why, sizeof s->pause_why, "%s", l->why);
             }
         }
     }

@@ -126,6 +126,10 @@ struct pool_options {
      * owner's window. Called from the pump: it must not call back into the
      * pool. NULL: held messages wait in their queues. */
     void (*on_held)(void *user, struct pool_msg *m, const char *isp);
+    /* Optional: a suspend rule suspended isp until until_ms (CLOCK_REALTIME
+     * milliseconds) for reason (the reply and the rule), to be kept across a
+     * restart (pool_isp_suspend restores it). Called on the loop: no waiting. */
+    void (*on_suspend)(void *user, const char *isp, int64_t until_ms, const char *reason);
     void *user;
     /* Optional seams for tests. resolve: the lookups (NULL: pool/dns.c with
      * `resolver` above). clock: the pool's milliseconds for rates, backoff,
@@ -198,6 +202,11 @@ void pool_isp_hold(struct pool *p, const char *isp, const char *why);
 int pool_isp_release(struct pool *p, const char *isp);
 /* 1 while isp is held. */
 int pool_isp_held(struct pool *p, const char *isp);
+/* Suspend the ISP called isp for ms from now (one kept from an earlier run:
+ * on_suspend is not called), as a suspend rule would: every lane paused,
+ * pool_isp_stats says suspended and why. An ISP the config does not name
+ * is added, with no domains. A longer pause in force stays. */
+void pool_isp_suspend(struct pool *p, const char *isp, uint64_t ms, const char *why);
 /* Prometheus exposition of the per-ISP counters and gauges. */
 void pool_metrics(struct pool *p, buf_t *out);
 

@@ -61,6 +61,8 @@
 #define POOL_GATE_AHEAD 64
 /* pool_isp_hold's why, kept for statistics and metrics. */
 #define POOL_HELD_WHY_MAX 384
+/* What started a lane's pause (pool_isp_stats' pause_why). */
+#define POOL_PAUSE_WHY_MAX 200
 
 struct pool_conn;
 
@@ -73,6 +75,9 @@ struct pool_lane {
     double msg_rate, conn_rate;
     struct token_bucket msgs, conns;
     struct backoff bo;
+    /* What started the current pause (a cut or a suspension): the reply and
+     * the rule, "421 4.7.28 ... (rule 421 4.7.28 => backoff 0.5 10m; ...)" */
+    char why[POOL_PAUSE_WHY_MAX];
     struct pool_conn *waiting; /* idle connections waiting for a message token */
     struct loop_timer timer;   /* wakes the waiting connections */
     struct list_head idle;     /* lingering sessions of the lane (idle_node), for yielding */
@@ -228,6 +233,9 @@ struct pool {
     size_t pending;
     int stopped;
     char relay_host[256];
+    /* The config pool_isps_sync last made the ISPs match: at a reload, the
+     * one being replaced (still alive then), to say what changed. */
+    const struct config *synced;
 };
 
 /* What one attempt of a message came to, as pool_settle takes it. */
@@ -280,8 +288,12 @@ struct pool_lane *pool_lane_pick(struct pool *p, struct pool_isp *isp, uint64_t 
                                  uint64_t *wake);
 /* pool_lane_starved - an idle session of l should give its slot up now */
 int pool_lane_starved(const struct pool_lane *l);
-/* pool_backoff - reply rule r matched on l: cut its rate and pause it */
-void pool_backoff(struct pool *p, struct pool_lane *l, const struct config_rule *r);
+/* pool_backoff - a reply (code, enhanced, text) on l: counted in its
+ * backoff window; r, the backoff or suspend rule it matched (NULL: none),
+ * cuts the rate and pauses l when the share of matching replies passes the
+ * threshold, or suspends the ISP at once (on_suspend) */
+void pool_backoff(struct pool *p, struct pool_lane *l, const struct config_rule *r, int code,
+                  const char *enhanced, const char *text);
 /* pool_held_hand_back - d's ISP is held: every message queued on d goes to
  * on_held (none without one: they wait there) */
 void pool_held_hand_back(struct pool *p, struct pool_dest *d);

@@ -7,6 +7,14 @@
  * connection token bucket, and backoff. New connections take a lane by
  * weighted round robin over the source addresses.
  *
+ * Backoff (pool/throttle.h): every reply of a lane counts in its window;
+ * a backoff rule's match cuts the lane's rate and pauses it only when the
+ * share of matching replies passes the ISP's backoff_threshold. A suspend
+ * rule pauses every lane of the ISP at once and is reported (on_suspend)
+ * to be kept across a restart; pool_isp_suspend restores one. Each lane
+ * remembers what started its pause (the reply and the rule) for the live
+ * view.
+ *
  * Holds (the complaint guard, pool_isp_hold): a held ISP's lanes count as
  * paused until pool_isp_release, whatever their backoff says; its queued
  * messages go back to the owner (on_held) or wait.
@@ -14,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "pool/deliver_int.h"
 
@@ -26,6 +35,20 @@ double pool_lane_rate(struct pool_lane *l, uint64_t now)
 int pool_lane_paused(struct pool_lane *l, uint64_t now)
 {
     return l->isp->held || backoff_paused(&l->bo, now);
+}
+
+/* The lane's backoff settings: [global]'s step and interval, the ISP's
+ * threshold and window (else [global]'s). */
+static void pool_lane_backoff_params(const struct pool *p, const struct config_isp *cfg,
+                                     struct backoff_params *par)
+{
+    *par = (struct backoff_params){
+        .step = p->config->backoff_step,
+        .interval_ms = p->config->backoff_interval_ms,
+        .threshold = config_backoff_threshold(p->config, cfg),
+        .window_ms = config_backoff_window_ms(p->config, cfg),
+        .floor = BACKOFF_FLOOR,
+    };
 }
 
 static void pool_isp_apply(struct pool *p, struct pool_isp *isp, const struct config_isp *cfg)
@@ -59,8 +82,9 @@ static void pool_isp_apply(struct pool *p, struct pool_isp *isp, const struct co
             set & CONFIG_LANE_MAX_MSGS_PER_CONN ? own->max_msgs_per_conn : isp->max_msgs_per_conn;
         l->msg_rate = set & CONFIG_LANE_MSG_RATE ? own->msg_rate : isp->msg_rate;
         l->conn_rate = set & CONFIG_LANE_CONN_RATE ? own->conn_rate : isp->conn_rate;
-        l->bo.step = p->config->backoff_step;
-        l->bo.interval_ms = p->config->backoff_interval_ms;
+        struct backoff_params par;
+        pool_lane_backoff_params(p, cfg, &par);
+        backoff_configure(&l->bo, &par, now);
         token_bucket_set_rate(&l->msgs, pool_lane_rate(l, now), now);
         token_bucket_set_rate(&l->conns, l->conn_rate, now);
     }
@@ -83,7 +107,9 @@ static struct pool_isp *pool_isp_add(struct pool *p, const char *name, const str
         struct pool_lane *l = &isp->lanes[i];
         l->isp = isp;
         l->source = i;
-        backoff_init(&l->bo, p->config->backoff_step, p->config->backoff_interval_ms);
+        struct backoff_params par;
+        pool_lane_backoff_params(p, cfg, &par);
+        backoff_init(&l->bo, &par, now);
         token_bucket_init(&l->msgs, -1, 0, now);
         token_bucket_init(&l->conns, -1, 0, now);
         loop_timer_init(&l->timer, pool_lane_wake, l);
@@ -103,9 +129,27 @@ struct pool_isp *pool_isp_named(struct pool *p, const char *name)
     return NULL;
 }
 
+/* A reload: what the new config changes, kept in it for the reload's message. */
+static void pool_config_changes(struct pool *p)
+{
+    if (!p->synced || p->synced == p->config) {
+        return;
+    }
+    buf_t diff = BUF_INIT;
+    p->config->nchanges = config_diff(p->synced, p->config, &diff);
+    free(p->config->changes);
+    p->config->changes = p->config->nchanges ? strdup(buf_cstr(&diff)) : NULL;
+    if (p->config->nchanges && !p->config->changes) {
+        abort();
+    }
+    buf_free(&diff);
+}
+
 /* Make the ISP list match the config: update, add, and detach removed ones. */
 void pool_isps_sync(struct pool *p)
 {
+    pool_config_changes(p);
+    p->synced = p->config;
     for (size_t i = 0; i < p->nisps; i++) {
         p->isps[i]->cfg = NULL;
     }
@@ -180,21 +224,125 @@ struct pool_lane *pool_lane_pick(struct pool *p, struct pool_isp *isp, uint64_t 
     return NULL;
 }
 
-void pool_backoff(struct pool *p, struct pool_lane *l, const struct config_rule *r)
+/* A reply's text cut to fit n bytes: its start and its end (where
+ * Microsoft puts "(S3150)") with " ... " between. */
+static void pool_reply_fit(char *out, size_t n, const char *text)
+{
+    size_t len = strlen(text);
+    if (len < n) {
+        memcpy(out, text, len + 1);
+        return;
+    }
+    size_t tail = n / 3, head = n - tail - 6; /* " ... " and the NUL */
+    memcpy(out, text, head);
+    memcpy(out + head, " ... ", 5);
+    memcpy(out + head + 5, text + len - tail, tail);
+    out[head + 5 + tail] = '\0';
+}
+
+/* "CODE ENHANCED TEXT (rule RULE[; EVIDENCE])" into why, within its size. */
+static void pool_pause_why(char *why, size_t n, const struct config_rule *r, int code,
+                           const char *enhanced, const char *text, const char *evidence)
+{
+    char rule[256], tail[400], reply[POOL_PAUSE_WHY_MAX];
+    config_rule_text(r, rule, sizeof rule);
+    snprintf(tail, sizeof tail, " (rule %s%s%s)", rule, evidence[0] ? "; " : "", evidence);
+    size_t budget = n > strlen(tail) + 16 ? n - strlen(tail) : 16;
+    char full[1200];
+    size_t elen = enhanced ? strlen(enhanced) : 0;
+    if (elen && text && strncmp(text, enhanced, elen) == 0 && (!text[elen] || text[elen] == ' ')) {
+        enhanced = NULL; /* the text starts with it already */
+    }
+    snprintf(full, sizeof full, "%d%s%s%s%s", code, enhanced && enhanced[0] ? " " : "",
+             enhanced ? enhanced : "", text && text[0] ? " " : "", text ? text : "");
+    pool_reply_fit(reply, budget < sizeof reply ? budget : sizeof reply, full);
+    snprintf(why, n, "%s%s", reply, tail);
+}
+
+static int64_t pool_wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A suspend rule: every lane of the ISP paused at once, reported to be kept. */
+static void pool_suspend_rule(struct pool *p, struct pool_lane *l, const struct config_rule *r,
+                              int code, const char *enhanced, const char *text)
 {
     uint64_t now = pool_now(p);
-    double cut = r->action == CONFIG_ACTION_BACKOFF ? r->cut : 1.0;
-    backoff_trigger(&l->bo, cut, r->pause_ms, now);
+    struct pool_isp *isp = l->isp;
+    if (backoff_suspended(&l->bo, now)) {
+        return; /* a reply to what was in flight when it was suspended */
+    }
+    char why[POOL_PAUSE_WHY_MAX];
+    pool_pause_why(why, sizeof why, r, code, enhanced, text, "");
+    int started = 0;
+    for (size_t i = 0; i < isp->nlanes; i++) {
+        struct pool_lane *k = &isp->lanes[i];
+        if (backoff_suspend(&k->bo, r->pause_ms, now)) {
+            snprintf(k->why, sizeof k->why, "%s", why);
+            started = 1;
+        }
+    }
+    if (!started) {
+        return;
+    }
+    isp->st.backoff_triggers++;
+    char d[32];
+    config_duration_text(r->pause_ms, d, sizeof d);
+    fprintf(stderr, "ringmail: %s: suspended for %s: %s\n", isp->name, d, why);
+    if (p->opt.on_suspend) {
+        p->opt.on_suspend(p->opt.user, isp->name, pool_wall_ms() + (int64_t)r->pause_ms, why);
+    }
+}
+
+void pool_backoff(struct pool *p, struct pool_lane *l, const struct config_rule *r, int code,
+                  const char *enhanced, const char *text)
+{
+    if (r && r->action == CONFIG_ACTION_SUSPEND) {
+        pool_suspend_rule(p, l, r, code, enhanced, text);
+        return;
+    }
+    uint64_t now = pool_now(p);
+    int matches = r && r->action == CONFIG_ACTION_BACKOFF;
+    double before = matches ? pool_lane_rate(l, now) : 0;
+    if (!backoff_reply(&l->bo, matches, matches ? r->cut : 1.0, matches ? r->pause_ms : 0, now)) {
+        return;
+    }
+    char evidence[96];
+    snprintf(evidence, sizeof evidence, "%u of %u replies matched, over %g%%", l->bo.cut_match,
+             l->bo.cut_n, l->bo.par.threshold * 100);
+    pool_pause_why(l->why, sizeof l->why, r, code, enhanced, text, evidence);
     token_bucket_set_rate(&l->msgs, pool_lane_rate(l, now), now);
     l->isp->st.backoff_triggers++;
-    if (l->bo.triggers == 1 || (l->bo.triggers & (l->bo.triggers - 1)) == 0) {
-        /* Loud, but not once per deferral: the 1st, 2nd, 4th, 8th ... time. */
-        fprintf(stderr,
-                "ringmail: %s: %s on \"%s\": rate factor now %.2f, paused %.1f s (%u time%s)\n",
-                l->isp->name, r->action == CONFIG_ACTION_BACKOFF ? "backoff" : "suspend",
-                r->pattern, backoff_factor(&l->bo, now), (double)r->pause_ms / 1000.0,
-                l->bo.triggers, l->bo.triggers == 1 ? "" : "s");
+    unsigned t = l->bo.triggers;
+    if (t == 1 || (t & (t - 1)) == 0) {
+        /* Loud, but not at every cut: the 1st, 2nd, 4th, 8th ... time. */
+        char was[48], is[48];
+        config_rate_text(before, was, sizeof was);
+        config_rate_text(pool_lane_rate(l, now), is, sizeof is);
+        fprintf(stderr, "ringmail: %s: backoff: rate %s -> %s, paused %.1f s: %s (%u time%s)\n",
+                l->isp->name, was, is, (double)r->pause_ms / 1000.0, l->why, t, t == 1 ? "" : "s");
     }
+}
+
+void pool_isp_suspend(struct pool *p, const char *name, uint64_t ms, const char *why)
+{
+    struct pool_isp *isp = pool_isp_named(p, name);
+    if (!isp) {
+        isp = pool_isp_add(p, name, NULL); /* no domains: nothing is routed to it */
+    }
+    /* The clock read now, not the loop's last: before the loop runs that is
+     * when it was made, and the end would come early by the setup's time. */
+    uint64_t now = pool_clock_ms(p);
+    for (size_t i = 0; i < isp->nlanes; i++) {
+        struct pool_lane *l = &isp->lanes[i];
+        if (backoff_suspend(&l->bo, ms, now)) {
+            snprintf(l->why, sizeof l->why, "%s", why ? why : "");
+        }
+    }
+    pool_kick(p); /* the pump sets its timer to the pause's end */
 }
 
 /* Should an idle session of l give its slot up now? Only when l is full

@@ -95,13 +95,15 @@ void pool_settle(struct pool *p, struct pool_msg *m, struct pool_conn *c,
         a.rule = rule->pattern;
         if (rule->action == CONFIG_ACTION_BOUNCE) {
             a.outcome = o = SMTP_OUTCOME_REJECTED;
-        } else if (c) {
-            pool_backoff(p, c->lane, rule);
-        } else {
+        } else if (!c) {
             for (size_t i = 0; i < isp->nlanes; i++) {
-                pool_backoff(p, &isp->lanes[i], rule);
+                pool_backoff(p, &isp->lanes[i], rule, code, enhanced, text);
             }
         }
+    }
+    if (c && code > 0) { /* every reply counts in the lane's backoff window */
+        pool_backoff(p, c->lane, rule && rule->action != CONFIG_ACTION_BOUNCE ? rule : NULL, code,
+                     enhanced, text);
     }
     switch (o) {
     case SMTP_OUTCOME_ACCEPTED:

@@ -11,12 +11,19 @@
 
 int throttle_rate_parse(const char *s, double *per_sec, char *err, size_t errlen)
 {
-    if (strcasecmp(s, "unlimited") == 0 || strcmp(s, "0") == 0) {
+    if (strcasecmp(s, "unlimited") == 0) {
         *per_sec = -1;
         return 0;
     }
     char *end;
     double n = strtod(s, &end);
+    if (end != s && n == 0 && (*end == '\0' || *end == '/')) {
+        /* "0" used to mean unlimited: the opposite of what it says. */
+        snprintf(err, errlen,
+                 "a rate of 0 would send nothing; write 'unlimited' or a rate such "
+                 "as 100/s");
+        return -1;
+    }
     if (end == s || n <= 0 || !isfinite(n) || *end != '/') {
         snprintf(err, errlen, "bad rate '%s' (want N/s, N/min, N/h, N/d or unlimited)", s);
         return -1;
@@ -126,47 +133,283 @@ uint64_t token_bucket_wait_ms(struct token_bucket *b, double n, uint64_t now_ms)
     return (uint64_t)ceil((n - b->tokens) * 1000.0 / b->rate);
 }
 
-void backoff_init(struct backoff *b, double step, uint64_t interval_ms)
+/* ---- backoff ---- */
+
+#define BACKOFF_Z 2.33 /* one-sided 99%: how sure a share above the threshold must be */
+
+static const struct backoff_params backoff_defaults = {
+    .step = 0.1,
+    .interval_ms = 60000,
+    .threshold = 0.05,
+    .window_ms = 30000,
+    .floor = BACKOFF_FLOOR,
+};
+
+static void backoff_params_set(struct backoff *b, const struct backoff_params *par)
 {
-    memset(b, 0, sizeof *b);
-    b->factor = 1.0;
-    b->floor = 0.01;
-    b->step = step > 0 ? step : 0.1;
-    b->interval_ms = interval_ms ? interval_ms : 60000;
+    b->par = par ? *par : backoff_defaults;
+    if (!(b->par.step > 0)) {
+        b->par.step = backoff_defaults.step;
+    }
+    if (!b->par.interval_ms) {
+        b->par.interval_ms = backoff_defaults.interval_ms;
+    }
+    if (!(b->par.threshold >= 0 && b->par.threshold < 1)) {
+        b->par.threshold = backoff_defaults.threshold;
+    }
+    if (b->par.window_ms < BACKOFF_SLOTS) {
+        b->par.window_ms = backoff_defaults.window_ms;
+    }
+    if (!(b->par.floor > 0 && b->par.floor <= 1)) {
+        b->par.floor = backoff_defaults.floor;
+    }
 }
 
-void backoff_trigger(struct backoff *b, double cut, uint64_t pause_ms, uint64_t now_ms)
+static uint64_t backoff_slot_ms(const struct backoff *b)
 {
-    b->triggers++;
-    if (now_ms < b->paused_until) {
-        /* Replies to messages sent before the cut: they say nothing about
-         * the new rate, so one cut per pause (as PowerMTA's backoff mode). */
+    return b->par.window_ms / BACKOFF_SLOTS;
+}
+
+static void backoff_window_clear(struct backoff *b)
+{
+    memset(b->total, 0, sizeof b->total);
+    memset(b->match, 0, sizeof b->match);
+    b->recent = 0;
+    b->nrecent = 0;
+}
+
+/* Slide the window to now: the slots that fell out of it are emptied. */
+static void backoff_window_advance(struct backoff *b, uint64_t now_ms)
+{
+    uint64_t epoch = now_ms / backoff_slot_ms(b);
+    if (epoch <= b->epoch) {
         return;
     }
-    backoff_factor(b, now_ms); /* settle recovery earned so far */
-    b->factor *= cut > 0 && cut <= 1 ? cut : 0.5;
-    if (b->factor < b->floor) {
-        b->factor = b->floor;
+    if (epoch - b->epoch >= BACKOFF_SLOTS) {
+        memset(b->total, 0, sizeof b->total);
+        memset(b->match, 0, sizeof b->match);
+    } else {
+        for (uint64_t e = b->epoch + 1; e <= epoch; e++) {
+            b->total[e % BACKOFF_SLOTS] = 0;
+            b->match[e % BACKOFF_SLOTS] = 0;
+        }
     }
-    if (now_ms + pause_ms > b->paused_until) {
-        b->paused_until = now_ms + pause_ms;
+    b->epoch = epoch;
+}
+
+/* The evidence now: the window, or the last replies when it holds fewer than a decision needs. */
+static void backoff_evidence(struct backoff *b, uint64_t now_ms, uint32_t *n, uint32_t *m)
+{
+    backoff_window_advance(b, now_ms);
+    uint32_t tn = 0, tm = 0;
+    for (size_t i = 0; i < BACKOFF_SLOTS; i++) {
+        tn += b->total[i];
+        tm += b->match[i];
     }
-    b->next_step_ms = b->paused_until + b->interval_ms;
+    if (tn < BACKOFF_MIN_SAMPLE && b->nrecent > tn) {
+        tn = b->nrecent;
+        tm = (uint32_t)__builtin_popcount(b->recent);
+    }
+    *n = tn;
+    *m = tm;
+}
+
+/* m matching replies of n: above the threshold, and surely so. */
+static int backoff_over(const struct backoff *b, uint32_t n, uint32_t m)
+{
+    double t = b->par.threshold;
+    if (m == 0) {
+        return 0;
+    }
+    if (t <= 0) {
+        return 1; /* threshold 0: any matching reply */
+    }
+    if (n < BACKOFF_MIN_SAMPLE) {
+        return 0;
+    }
+    double expect = t * n;
+    return (double)m > expect + BACKOFF_Z * sqrt(expect * (1 - t));
+}
+
+void backoff_init(struct backoff *b, const struct backoff_params *par, uint64_t now_ms)
+{
+    memset(b, 0, sizeof *b);
+    backoff_params_set(b, par);
+    b->factor = 1.0;
+    b->epoch = now_ms / backoff_slot_ms(b);
+    b->next_step_ms = now_ms + b->par.interval_ms;
+}
+
+void backoff_configure(struct backoff *b, const struct backoff_params *par, uint64_t now_ms)
+{
+    uint64_t window = b->par.window_ms, interval = b->par.interval_ms;
+    backoff_params_set(b, par);
+    if (b->par.window_ms != window) {
+        backoff_window_clear(b);
+        b->epoch = now_ms / backoff_slot_ms(b);
+    }
+    if (b->par.interval_ms != interval) {
+        uint64_t from = now_ms > b->paused_until ? now_ms : b->paused_until;
+        b->next_step_ms = from + b->par.interval_ms;
+    }
+    if (b->factor < b->par.floor) {
+        b->factor = b->par.floor;
+    }
+}
+
+/* One recovery step: grow when the interval's replies stayed under the threshold. */
+static void backoff_step(struct backoff *b)
+{
+    uint32_t n = b->step_total, m = b->step_match;
+    b->step_total = b->step_match = 0;
+    if ((double)m > b->par.threshold * n) {
+        return; /* above the threshold, if not surely so: hold */
+    }
+    if (n >= BACKOFF_MIN_SAMPLE && b->factor > b->good) {
+        b->good = b->factor; /* this rate was taken without complaint */
+    }
+    if (b->factor >= 1.0) {
+        return;
+    }
+    double f = b->factor, step = b->par.step;
+    if (b->good > f + 1e-9) {
+        /* Back to the last good rate: by half, at least a step, never past it. */
+        f = f * 1.5 > f + step ? f * 1.5 : f + step;
+        if (f > b->good) {
+            f = b->good;
+        }
+    } else {
+        /* Beyond it, carefully: half the way to the last cut when that is nearer. */
+        double inc = step;
+        if (b->good > 0 && b->bad > f) {
+            double half = (b->bad - f) / 2;
+            inc = half < 0.01 ? 0.01 : half < step ? half : step;
+        }
+        f += inc;
+        if (b->bad > 0 && f >= b->bad) {
+            b->bad = 0; /* past the last cut without a new one: forget it */
+        }
+    }
+    b->factor = f < 1.0 ? f : 1.0;
 }
 
 double backoff_factor(struct backoff *b, uint64_t now_ms)
 {
-    while (b->factor < 1.0 && now_ms >= b->next_step_ms) {
-        b->factor += b->step;
-        b->next_step_ms += b->interval_ms;
-    }
-    if (b->factor > 1.0) {
-        b->factor = 1.0;
+    if (now_ms >= b->next_step_ms && now_ms >= b->paused_until) {
+        uint64_t steps = (now_ms - b->next_step_ms) / b->par.interval_ms + 1;
+        /* Lazily: the first step judges the replies since the last one; the
+         * others saw none (an idle lane recovers too). At most what a climb
+         * from the floor to 1.0 can need. */
+        for (uint64_t i = 0; i < steps && (i == 0 || b->factor < 1.0) && i < 1000; i++) {
+            backoff_step(b);
+        }
+        b->next_step_ms += steps * b->par.interval_ms;
     }
     return b->factor;
+}
+
+/* The cut. share: the share of matching replies that called for it (< 0:
+ * unknown): what the receiver took, factor x (1 - share), bounds the last
+ * good rate, which would otherwise lead recovery straight back into the
+ * same deferrals. */
+static void backoff_cut(struct backoff *b, double cut, uint64_t pause_ms, uint64_t now_ms,
+                        double share)
+{
+    backoff_factor(b, now_ms); /* settle recovery earned so far */
+    b->triggers++;
+    double took = share >= 0 ? b->factor * (1 - share) : 0;
+    if (b->good >= b->factor - 1e-9 || b->good > took) {
+        b->good = took; /* cut at a rate once good: the receiver's limit fell (0: unknown) */
+    }
+    b->bad = b->factor;
+    b->factor *= cut > 0 && cut <= 1 ? cut : 0.5;
+    if (b->factor < b->par.floor) {
+        b->factor = b->par.floor;
+    }
+    if (b->good > 0 && b->good < b->par.floor) {
+        b->good = b->par.floor;
+    }
+    if (now_ms + pause_ms > b->paused_until) {
+        b->paused_until = now_ms + pause_ms;
+        b->suspended = 0;
+    }
+    b->next_step_ms = b->paused_until + b->par.interval_ms;
+    backoff_window_clear(b);
+    b->step_total = b->step_match = 0;
+}
+
+void backoff_trigger(struct backoff *b, double cut, uint64_t pause_ms, uint64_t now_ms)
+{
+    backoff_cut(b, cut, pause_ms, now_ms, -1);
+}
+
+int backoff_reply(struct backoff *b, int matches, double cut, uint64_t pause_ms, uint64_t now_ms)
+{
+    if (now_ms < b->paused_until) {
+        /* A reply to a message sent before the pause: it says nothing
+         * about the rate that follows. */
+        return 0;
+    }
+    backoff_factor(b, now_ms);
+    backoff_window_advance(b, now_ms);
+    size_t slot = (size_t)(b->epoch % BACKOFF_SLOTS);
+    b->total[slot]++;
+    b->step_total++;
+    b->recent = (b->recent << 1 | (matches ? 1u : 0u)) & ((1u << BACKOFF_MIN_SAMPLE) - 1);
+    if (b->nrecent < BACKOFF_MIN_SAMPLE) {
+        b->nrecent++;
+    }
+    if (!matches) {
+        return 0;
+    }
+    b->match[slot]++;
+    b->step_match++;
+    uint32_t n, m;
+    backoff_evidence(b, now_ms, &n, &m);
+    if (!backoff_over(b, n, m)) {
+        return 0;
+    }
+    /* What the receiver took: at this factor (the replies since the last
+     * step) when there are enough of them, else over the window. */
+    double share =
+        b->step_total >= BACKOFF_MIN_SAMPLE ? (double)b->step_match / b->step_total : (double)m / n;
+    backoff_cut(b, cut, pause_ms, now_ms, share);
+    b->cut_match = m;
+    b->cut_n = n;
+    return 1;
+}
+
+int backoff_suspend(struct backoff *b, uint64_t pause_ms, uint64_t now_ms)
+{
+    if (now_ms + pause_ms <= b->paused_until) {
+        return 0; /* a pause as long is in force */
+    }
+    backoff_factor(b, now_ms);
+    b->triggers++;
+    b->paused_until = now_ms + pause_ms;
+    b->suspended = 1;
+    b->next_step_ms = b->paused_until + b->par.interval_ms;
+    backoff_window_clear(b);
+    b->step_total = b->step_match = 0;
+    return 1;
 }
 
 int backoff_paused(const struct backoff *b, uint64_t now_ms)
 {
     return now_ms < b->paused_until;
+}
+
+int backoff_suspended(const struct backoff *b, uint64_t now_ms)
+{
+    return b->suspended && now_ms < b->paused_until;
+}
+
+double backoff_share(struct backoff *b, uint64_t now_ms, unsigned *n)
+{
+    uint32_t tn, tm;
+    backoff_evidence(b, now_ms, &tn, &tm);
+    if (n) {
+        *n = tn;
+    }
+    return tn ? (double)tm / tn : 0;
 }

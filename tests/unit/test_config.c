@@ -204,6 +204,20 @@ static void test_bounds_refused(void **state)
         {"[isp a source ::1]\nmsg_rate = 1e-300/s\n", ":2: msg_rate: '1e-300/s' is below"},
         {"[isp a]\nmsg_rate = 1/s\nmx = *.a.test\nmax_connections\n",
          ":4: syntax error (want 'NAME = VALUE' or '[SECTION]')"},
+        /* 0 once meant unlimited: now refused, saying what to write. */
+        {"[isp a]\nmsg_rate = 0\n",
+         ":2: msg_rate = 0 would send nothing; write 'unlimited' or a rate such as 100/s"},
+        {"[isp a]\nmsg_rate = 0/s\n",
+         ":2: msg_rate = 0/s would send nothing; write 'unlimited' or a rate such as 100/s"},
+        {"[isp a source ::1]\nmsg_rate = 0\n", ":2: msg_rate = 0 would send nothing"},
+        {"[isp a]\nconn_rate = 0\n",
+         ":2: conn_rate = 0 would open no connection; write 'unlimited' or a rate such as 10/s"},
+        {"[global]\nbackoff_threshold = 5\n",
+         ":2: backoff_threshold: '5' is not a percentage from 0% up to 100%, like 5%"},
+        {"[isp a]\nbackoff_threshold = 100%\n", ":2: backoff_threshold: '100%' is not"},
+        {"[isp a]\nbackoff_window = 10ms\n", ":2: backoff_window: '10ms' is not 1s .. 1d"},
+        {"[global]\nbackoff_window = soon\n", ":2: bad duration 'soon'"},
+        {"[isp a source ::1]\nbackoff_window = 5s\n", ":2: 'backoff_window' cannot be set per"},
     };
     char err[256];
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
@@ -492,6 +506,132 @@ static void test_feedback_values_refused(void **state)
     unlink(secret);
 }
 
+/* backoff_threshold and backoff_window: [global]'s defaults, an ISP's own over them. */
+static void test_backoff_settings(void **state)
+{
+    (void)state;
+    char err[256] = "";
+    struct config *c = load_text("[isp a]\ndomains = a.test\n", err, sizeof err);
+    assert_non_null(c);
+    assert_true(c->backoff_threshold == 0.05);
+    assert_int_equal(c->backoff_window_ms, 30000);
+    assert_true(config_backoff_threshold(c, &c->isps[0]) == 0.05);
+    assert_int_equal(config_backoff_window_ms(c, &c->isps[0]), 30000);
+    assert_true(config_backoff_threshold(c, NULL) == 0.05);
+    config_free(c);
+    c = load_text("[global]\nbackoff_threshold = 10%\nbackoff_window = 1m\n"
+                  "[isp a]\nbackoff_threshold = 2.5%\n[isp b]\nbackoff_window = 5s\n"
+                  "[isp c]\nbackoff_threshold = 0%\n",
+                  err, sizeof err);
+    assert_non_null(c);
+    assert_true(config_backoff_threshold(c, &c->isps[0]) == 0.025);
+    assert_int_equal(config_backoff_window_ms(c, &c->isps[0]), 60000);
+    assert_true(config_backoff_threshold(c, &c->isps[1]) == 0.10);
+    assert_int_equal(config_backoff_window_ms(c, &c->isps[1]), 5000);
+    assert_true(config_backoff_threshold(c, &c->isps[2]) == 0); /* any matching reply */
+    config_free(c);
+}
+
+static char *diff_of(const char *a, const char *b, int *n)
+{
+    char err[256] = "";
+    struct config *x = load_text(a, err, sizeof err);
+    assert_non_null(x);
+    struct config *y = load_text(b, err, sizeof err);
+    assert_non_null(y);
+    buf_t out = BUF_INIT;
+    *n = config_diff(x, y, &out);
+    char *s = strdup(buf_cstr(&out));
+    buf_free(&out);
+    config_free(x);
+    config_free(y);
+    return s;
+}
+
+/* What a reload says it changed: one line per setting, in the file's words. */
+static void test_config_diff(void **state)
+{
+    (void)state;
+    static const char base[] =
+        "[global]\nretry = 5m, 15m\nbackoff_interval = 60s\n"
+        "[isp gmail]\ndomains = gmail.com, googlemail.com\nmsg_rate = 100/s\n"
+        "max_connections = 20\nrule = 421 4.7.28 => backoff 0.5 10m\nrule = S3150 => suspend 1h\n"
+        "[isp microsoft]\ndomains = outlook.com\nmsg_rate = 20000/h\n"
+        "[route gmail.com]\nserver = 127.0.0.1:2525\n";
+    int n;
+    char *d = diff_of(base, base, &n);
+    assert_int_equal(n, 0);
+    assert_string_equal(d, "");
+    free(d);
+    d = diff_of(base,
+                "[global]\nretry = 1m, 5m\nbackoff_interval = 60s\nbackoff_threshold = 10%\n"
+                "[isp gmail]\ndomains = googlemail.com, gmail.com, gmail.test\nmsg_rate = 50/s\n"
+                "max_connections = 20\nrule = S3150 => suspend 1h\n"
+                "rule = 421 4.7.28 => backoff 0.5 5m\n"
+                "[isp yahoo]\ndomains = yahoo.com\n"
+                "[route gmail.com]\nserver = 127.0.0.1:2526\n",
+                &n);
+    assert_string_equal(d, "global: retry 5m,15m -> 1m,5m\n"
+                           "global: backoff_threshold 5% -> 10%\n"
+                           "isp gmail: domains added: gmail.test\n"
+                           "isp gmail: msg_rate 100/s -> 50/s\n"
+                           "isp gmail: backoff_threshold 5% -> 10%\n"
+                           "isp gmail: rule added: 421 4.7.28 => backoff 0.5 5m\n"
+                           "isp gmail: rule removed: 421 4.7.28 => backoff 0.5 10m\n"
+                           "isp yahoo: added\n"
+                           "isp microsoft: removed\n"
+                           "route gmail.com: server 127.0.0.1:2525 -> 127.0.0.1:2526\n");
+    assert_int_equal(n, 10);
+    free(d);
+    /* Rates in the unit they were written in; a reordered rule list is said; per-source limits. */
+    d = diff_of("[isp a]\nmsg_rate = 20000/h\nconn_rate = 10/s\nrule = 421 => backoff 0.5 1m\n"
+                "rule = 451 => backoff 0.7 1m\n[isp a source 192.0.2.1]\nmsg_rate = 20/h\n",
+                "[isp a]\nmsg_rate = 30000/h\nconn_rate = unlimited\n"
+                "rule = 451 => backoff 0.7 1m\nrule = 421 => backoff 0.5 1m\n"
+                "[isp a source 192.0.2.1]\nmsg_rate = 50/h\n[isp a source 192.0.2.2]\n"
+                "max_connections = 2\n",
+                &n);
+    assert_string_equal(d, "isp a: msg_rate 20000/h -> 30000/h\n"
+                           "isp a: conn_rate 10/s -> unlimited\n"
+                           "isp a: rules reordered (the first that matches a reply acts)\n"
+                           "isp a source 192.0.2.1: msg_rate 20/h -> 50/h\n"
+                           "isp a source 192.0.2.2: added\n");
+    assert_int_equal(n, 5);
+    free(d);
+    /* The reload's message. */
+    char err[256] = "";
+    struct config *c = load_text(base, err, sizeof err);
+    assert_non_null(c);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    config_reload_say(f, "r.conf", c);
+    c->changes = strdup("isp gmail: msg_rate 100/s -> 50/s\nisp yahoo: added\n");
+    c->nchanges = 2;
+    config_reload_say(f, "r.conf", c);
+    fclose(f);
+    assert_string_equal(text, "ringmail send: config reloaded from r.conf: no changes\n"
+                              "ringmail send: config reloaded from r.conf: 2 changes\n"
+                              "  isp gmail: msg_rate 100/s -> 50/s\n"
+                              "  isp yahoo: added\n");
+    free(text);
+    config_free(c);
+    /* Durations and rates as a file writes them. */
+    char t[64];
+    config_duration_text(600000, t, sizeof t);
+    assert_string_equal(t, "10m");
+    config_duration_text(1500, t, sizeof t);
+    assert_string_equal(t, "1500ms");
+    config_duration_text(7200000, t, sizeof t);
+    assert_string_equal(t, "2h");
+    config_rate_text(1.0 / 60, t, sizeof t);
+    assert_string_equal(t, "1/min");
+    config_rate_text(0.5, t, sizeof t);
+    assert_string_equal(t, "30/min");
+    config_rate_text(-1, t, sizeof t);
+    assert_string_equal(t, "unlimited");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -501,6 +641,8 @@ int main(void)
         cmocka_unit_test(test_errors_name_the_line),
         cmocka_unit_test(test_defaults_and_routes),
         cmocka_unit_test(test_bounds_refused),
+        cmocka_unit_test(test_backoff_settings),
+        cmocka_unit_test(test_config_diff),
         cmocka_unit_test(test_bounce_rules),
         cmocka_unit_test(test_feedback_off_and_defaults),
         cmocka_unit_test(test_feedback_secret_refused),

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -132,6 +133,10 @@ struct fixture {
     char held_rcpts[4][64]; /* what on_held got, and for which ISP */
     char held_isp[4][32];
     size_t nheld;
+    int with_on_suspend; /* fx_start gives the pool on_suspend */
+    char suspended_isp[32], suspended_why[256];
+    int64_t suspended_until;
+    unsigned nsuspended;
 };
 
 static void on_result(void *user, struct pool_msg *m, const struct pool_attempt *a)
@@ -167,6 +172,15 @@ static void on_held(void *user, struct pool_msg *m, const char *isp)
     snprintf(fx->held_rcpts[fx->nheld], sizeof fx->held_rcpts[0], "%s", m->rcpt);
     snprintf(fx->held_isp[fx->nheld], sizeof fx->held_isp[0], "%s", isp);
     fx->nheld++;
+}
+
+static void on_suspend(void *user, const char *isp, int64_t until_ms, const char *why)
+{
+    struct fixture *fx = user;
+    snprintf(fx->suspended_isp, sizeof fx->suspended_isp, "%s", isp);
+    snprintf(fx->suspended_why, sizeof fx->suspended_why, "%s", why);
+    fx->suspended_until = until_ms;
+    fx->nsuspended++;
 }
 
 static struct config *config_text(const char *text)
@@ -220,6 +234,7 @@ static void fx_start(struct fixture *fx, const char *conf, unsigned mx_port, int
         .resolve = &fx->res,
         .clock = real_clock ? NULL : fake_clock,
         .on_held = fx->with_on_held ? on_held : NULL,
+        .on_suspend = fx->with_on_suspend ? on_suspend : NULL,
     };
     char err[256] = "";
     fx->p = pool_new(fx->loop, &o, err, sizeof err);
@@ -365,6 +380,7 @@ static void test_backoff_and_recovery(void **state)
     struct fixture fx = {.dns = {world_mx, world_hosts, 0, 0}};
     fx_start(&fx,
              "[global]\nretry = 1m, 5m\nbackoff_step = 0.25\nbackoff_interval = 60s\n"
+             "backoff_threshold = 0%\n" /* one matching reply cuts (test_throttle: the share) */
              "[isp gmail]\ndomains = gmail.com\nmsg_rate = 100/s\n"
              "rule = 421 4.7.28 => backoff 0.5 30s\n",
              0, 0);
@@ -710,7 +726,7 @@ static void test_isp_hold(void **state)
     const struct config_rule *rule =
         config_rule_match(gmail->cfg, 421, "4.7.28", "unusual rate of traffic");
     assert_non_null(rule);
-    pool_backoff(fx.p, &gmail->lanes[0], rule);
+    pool_backoff(fx.p, &gmail->lanes[0], rule, 421, "4.7.28", "unusual rate of traffic");
     fake_now += 3600 * 1000;
     assert_true(pool_lane_paused(&gmail->lanes[0], fake_now));
     assert_null(pool_lane_pick(fx.p, gmail, fake_now, &wake));
@@ -760,6 +776,99 @@ static void test_isp_hold(void **state)
     assert_int_equal(fx.released, 1); /* c@yahoo.com */
 }
 
+/* ---- a suspend rule: at once, said why, reported to be kept; and restored ---- */
+
+static void test_suspend_kept(void **state)
+{
+    (void)state;
+    struct fixture fx = {.dns = {world_mx, world_hosts, 0, 0}, .with_on_suspend = 1};
+    fx_start(&fx,
+             "[global]\nretry = 1m\n"
+             "[isp gmail]\ndomains = gmail.com\nmsg_rate = 100/s\n"
+             "rule = S3150 => suspend 1h\nrule = 421 4.7.28 => backoff 0.5 30s\n"
+             "[isp yahoo]\ndomains = yahoo.com\n",
+             0, 0);
+    struct pool_msg m[4];
+    msg_init(&m[0], "a@gmail.com");
+    msg_init(&m[1], "b@gmail.com");
+    msg_init(&m[2], "c@gmail.com");
+    msg_init(&m[3], "d@yahoo.com");
+    for (int i = 0; i < 4; i++) {
+        pool_submit(fx.p, &m[i]);
+    }
+    resolve_all(fx.p);
+    struct pool_dest *d = dest_named(fx.p, "gmail.com");
+    struct pool_isp *gmail = pool_isp_named(fx.p, "gmail");
+    struct pool_isp_stats st[8];
+
+    /* One 421 4.7.28 among few replies is no evidence (5% threshold): no cut. */
+    pool_backoff(fx.p, &gmail->lanes[0], config_rule_match(gmail->cfg, 421, "4.7.28", "rate"), 421,
+                 "4.7.28", "rate");
+    const struct pool_isp_stats *s = isp_stats(fx.p, "gmail", st, 8);
+    assert_int_equal(s->paused, 0);
+    assert_true(s->backoff == 1.0);
+
+    /* The S3150 rejection suspends gmail at once, for an hour, and says why. */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t wall = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    static const char s3150[] =
+        "Unfortunately, messages from [192.0.2.1] weren't sent. Please contact your Internet "
+        "service provider since part of their network is on our block list (S3150).";
+    pool_settle(fx.p, pool_dequeue(fx.p, d), NULL,
+                &(struct pool_outcome){.outcome = SMTP_OUTCOME_REJECTED,
+                                       .reason = "rcpt_rejected",
+                                       .code = 550,
+                                       .enhanced = "5.7.1",
+                                       .text = s3150});
+    s = isp_stats(fx.p, "gmail", st, 8);
+    assert_int_equal(s->paused, 1);
+    assert_int_equal(s->suspended, 1);
+    assert_int_equal(s->pause_left_ms, 3600000);
+    assert_int_equal(s->backoff_triggers, 1);
+    assert_true(s->backoff == 1.0); /* a suspension cuts no rate */
+    assert_non_null(strstr(s->pause_why, "550 5.7.1 Unfortunately"));
+    assert_non_null(strstr(s->pause_why, "(S3150). (rule S3150 => suspend 1h)"));
+    assert_true(strlen(s->pause_why) < sizeof s->pause_why);
+    assert_int_equal(fx.nsuspended, 1);
+    assert_string_equal(fx.suspended_isp, "gmail");
+    assert_string_equal(fx.suspended_why, s->pause_why);
+    assert_true(fx.suspended_until >= wall + 3600000 && fx.suspended_until < wall + 3660000);
+    uint64_t wake = UINT64_MAX;
+    assert_null(pool_lane_pick(fx.p, gmail, fake_now, &wake));
+    assert_int_equal(wake, fake_now + 3600000);
+    /* Another S3150 (a reply to what was in flight) neither lengthens it nor is kept again. */
+    fake_now += 1000;
+    pool_settle(fx.p, pool_dequeue(fx.p, d), NULL,
+                &(struct pool_outcome){.outcome = SMTP_OUTCOME_REJECTED,
+                                       .reason = "rcpt_rejected",
+                                       .code = 550,
+                                       .enhanced = "5.7.1",
+                                       .text = s3150});
+    assert_int_equal(fx.nsuspended, 1);
+    assert_int_equal(isp_stats(fx.p, "gmail", st, 8)->pause_left_ms, 3599000);
+    assert_int_equal(isp_stats(fx.p, "gmail", st, 8)->backoff_triggers, 1);
+
+    /* One kept from an earlier run: restored, said, not reported again. */
+    pool_isp_suspend(fx.p, "yahoo", 60000, "421 kept (rule X => suspend 1h)");
+    s = isp_stats(fx.p, "yahoo", st, 8);
+    assert_int_equal(s->suspended, 1);
+    assert_int_equal(s->pause_left_ms, 60000);
+    assert_string_equal(s->pause_why, "421 kept (rule X => suspend 1h)");
+    assert_int_equal(fx.nsuspended, 1);
+    wake = UINT64_MAX;
+    assert_null(pool_lane_pick(fx.p, pool_isp_named(fx.p, "yahoo"), fake_now, &wake));
+    assert_int_equal(wake, fake_now + 60000);
+    fake_now += 60000;
+    s = isp_stats(fx.p, "yahoo", st, 8);
+    assert_int_equal(s->paused, 0);
+    assert_int_equal(s->suspended, 0);
+    /* An ISP the config no longer names: added, so a reload that names it again finds it. */
+    pool_isp_suspend(fx.p, "aol", 60000, "kept");
+    assert_int_equal(isp_stats(fx.p, "aol", st, 8)->suspended, 1);
+    fx_end(&fx);
+}
+
 int main(void)
 {
     trace_init(); /* RINGMAIL_TRACE=1: the connections' state changes on stderr */
@@ -770,6 +879,7 @@ int main(void)
         cmocka_unit_test(test_mx_fallback),
         cmocka_unit_test(test_reload_changes_limits),
         cmocka_unit_test(test_isp_hold),
+        cmocka_unit_test(test_suspend_kept),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
