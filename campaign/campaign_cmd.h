@@ -19,7 +19,7 @@
 #define RINGMAIL_CAMPAIGN_CMD_H
 
 /* The recipient states of the schema, in the order a campaign moves through them. */
-#define CAMPAIGN_NSTATES 9
+#define CAMPAIGN_NSTATES 10
 extern const char *const campaign_states[CAMPAIGN_NSTATES];
 
 /* The largest --campaign ID the commands take: 18 digits, a bigint whatever

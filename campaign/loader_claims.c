@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "campaign/lifecycle.h"
 #include "campaign/loader_int.h"
 #include "engine/clock.h"
 
@@ -128,6 +129,21 @@ static int loader_check_done(struct loader *l, char *err, size_t errlen)
     double due_in = atof(pq.PQgetvalue(r, 0, 3));
     pq.PQclear(r);
     uint64_t now = clock_ms();
+    if (waiting == 0 && others == 0 && ours == 0 && !l->life_marked) {
+        /* Every recipient final: the campaign is done (lifecycle.h), said
+         * in its row before the loop hears it is exhausted. */
+        char why[LOADER_TEXT_MAX];
+        int marked = life_finish(l->c, id, why, sizeof why, err, errlen);
+        if (marked < 0) {
+            return -1;
+        }
+        pthread_mutex_lock(&l->mu);
+        l->life_marked = 1;
+        if (marked) {
+            snprintf(l->life_done, sizeof l->life_done, "%s", why);
+        }
+        pthread_mutex_unlock(&l->mu);
+    }
     if (waiting == 0 && others == 0 && ours == 0) {
         pthread_mutex_lock(&l->mu);
         int changed = !l->exhausted;

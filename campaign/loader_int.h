@@ -120,6 +120,11 @@ struct loader {
     void (*notify)(void *); /* also told when rows are ready (loader_set_notify) */
     void *notify_arg;
     struct loader_stats st;
+    /* the life cycle (lifecycle.h), under mu: the claimer saw every
+     * recipient final and marked the campaign done (life_done: its reason,
+     * "" when it was already done or cancelled) */
+    int life_marked;
+    char life_done[LOADER_TEXT_MAX];
     /* claimer thread only */
     uint64_t nothing_due_until_ms, next_reclaim_ms, last_claim_ms;
     /* writer thread only */

@@ -170,6 +170,13 @@ struct send {
     char node_buf[128], journal_buf[512];
     /* campaign mode: the complaint guard's holds (send_hold.c) */
     struct send_hold *hold;
+    /* campaign mode: the life cycle (lifecycle.h). early_rc: the exit
+     * status when the campaign is not to be sent (complete, cancelled,
+     * interrupted before its start_at), -1 otherwise; paused: an operator
+     * paused it (nothing is fed); cancelled: an operator cancelled it (the
+     * run stops, exit 0). */
+    int early_rc;
+    int paused, cancelled;
 };
 
 /* send.c */
