@@ -6,6 +6,7 @@
  * A campaign's stop is bounded (SEND_STOP_MS): its message says what was
  * written, what waits in the journal and what went back to the queue.
  */
+#include <jansson.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -296,6 +297,25 @@ static int send_templates(struct send *s, char *err, size_t errlen)
 
 /* ---- the campaign's status at start (lifecycle.h) ---- */
 
+/* send_life_reload - SIGHUP before the start: the config read again */
+static void send_life_reload(struct send *s, int tty)
+{
+    char err[512];
+    struct config *c = s->o.config_path ? config_load(s->o.config_path, err, sizeof err) : NULL;
+    if (!s->o.config_path) {
+        fprintf(stderr, "%sringmail send: SIGHUP: no --config to reload\n", tty ? "\n" : "");
+    } else if (!c) {
+        fprintf(stderr,
+                "%sringmail send: config reload refused: %s (keeping the previous config)\n",
+                tty ? "\n" : "", err);
+    } else {
+        config_free(s->cfg);
+        s->cfg = c;
+        fprintf(stderr, "%sringmail send: config reloaded from %s\n", tty ? "\n" : "",
+                s->o.config_path);
+    }
+}
+
 /* send_life_wait - a scheduled campaign: wait for its start_at, reading
  * the row again each second (start_at moved, a cancel, a pause), ended by
  * SIGINT/SIGTERM; 0 to go on, else the exit status (said) */
@@ -324,10 +344,7 @@ static int send_life_wait(struct send *s, PGconn *c, const char *id, struct life
             return 1;
         }
         if (sig == SIGHUP) {
-            fprintf(stderr,
-                    "%sringmail send: SIGHUP: the config is read when the campaign "
-                    "starts\n",
-                    tty ? "\n" : "");
+            send_life_reload(s, tty);
         }
         int found = life_read(c, id, st, err, sizeof err);
         if (found <= 0) {
@@ -372,9 +389,18 @@ static int send_life_start(struct send *s)
         if (strcmp(st.stored, "done") != 0) {
             life_finish(c, id, NULL, 0, err, sizeof err); /* the row says so from now on */
         }
-        printf("ringmail send: campaign %s is complete (%lld recipient%s final: %s); nothing to "
-               "send\n",
-               id, st.total, st.total == 1 ? "" : "s", st.summary);
+        if (s->o.json) {
+            json_t *j = json_pack("{s:I, s:s, s:b, s:I, s:s}", "campaign",
+                                  (json_int_t)s->o.campaign, "status", "done", "complete", 1,
+                                  "recipients", (json_int_t)st.total, "summary", st.summary);
+            json_dumpf(j, stdout, JSON_COMPACT);
+            printf("\n");
+            json_decref(j);
+        } else {
+            printf("ringmail send: campaign %s is complete (%lld recipient%s final: %s); nothing "
+                   "to send\n",
+                   id, st.total, st.total == 1 ? "" : "s", st.summary);
+        }
         rc = 0;
     } else if (send_life_wait(s, c, id, &st) != 0) {
         rc = 1;

@@ -125,6 +125,10 @@ check_eq "complete: it says so and prints no table" \
     "ringmail send: campaign $C1 is complete (20 recipients final: 20 sent); nothing to send" \
     "$(cat "$E2E_TMP/s1b.out")"
 check_eq "complete: nothing more was attempted" 20 "$(deliveries "$C1")"
+"$RM" send --db "$PG_URL" --campaign "$C1" --config "$E2E_TMP/l.conf" --node s1j \
+    --journal "$E2E_TMP/s1j.journal" --json >"$E2E_TMP/s1j.out" 2>"$E2E_TMP/s1j.err"
+check_eq "complete --json: one object, exit 0" "0 $C1 done True 20 20 sent" \
+    "$? $(jeval "$E2E_TMP/s1j.out" '"%d %s %s %d %s" % (d["campaign"], d["status"], d["complete"], d["recipients"], d["summary"])')"
 # A campaign whose rows say running but whose recipients are all final
 # (a send stopped before it saw the last result) is done for list and show.
 psql_q "UPDATE ringmail.campaign SET status = 'running' WHERE id = $C1" >/dev/null
@@ -363,10 +367,24 @@ ctl e15 cancel "$C7" --isp a
 check_grep "cancel --isp: refused" "^ringmail campaign cancel: a campaign is cancelled whole" "$E2E_TMP/e15.err"
 ctl e16 resume "$C1" --isp a
 check_eq "resume --isp on a campaign that holds nothing: exit 1" 1 "$RC"
+# A send started on a paused campaign claims nothing until the resume.
+send_bg s7 "$C7"
+check "paused at start: the send says so" wait_for_log "$E2E_TMP/s7.err" \
+    "^ringmail: campaign $C7 paused \(paused by operator, since [0-9:]+ UTC\)" 5
+sleep 1.5
+check_eq "paused at start: nothing claimed, nothing sent" "0 0" \
+    "$(count_state "$C7" claimed) $(count_state "$C7" sent)"
+ctl r7 resume "$C7"
+wait_exit "$SEND_PID" 15
+check_eq "paused at start: resumed, all sent, exit 0" "0 4 done" \
+    "$RC $(count_state "$C7" sent) $(status "$C7")"
 ctl list2 list
 check_grep "list: a cancelled campaign" "^ *$C4  cancelled  +120  " "$E2E_TMP/list2.out"
-check_grep "list: a paused campaign" "^ *$C7  paused  +4  " "$E2E_TMP/list2.out"
+check_grep "list: a done campaign" "^ *$C7  done  +4  " "$E2E_TMP/list2.out"
 check_grep "list: a scheduled campaign" "^ *$C6  scheduled  +10  " "$E2E_TMP/list2.out"
+ctl e17 pause "$C6"
+ctl list3 list
+check_grep "list: a paused campaign" "^ *$C6  paused  +10  " "$E2E_TMP/list3.out"
 check_grep "list: the EXPIRED column" "^ *ID  STATUS  +TOTAL  QUEUED  CLAIMED  SENT  DEFERRED  BOUNCED  FAILED  EXPIRED  INVALID" \
     "$E2E_TMP/list2.out"
 "$RM" campaign frobnicate 2>"$E2E_TMP/sub.err"
