@@ -1,6 +1,7 @@
 /*
- * campaign_cmd - `ringmail campaign`: list campaigns; list and lift the
- * complaint guard's holds; create is campaign_create.c. See campaign_cmd.h.
+ * campaign_cmd - `ringmail campaign`: list and show campaigns; pause,
+ * resume and cancel them (whole, or one ISP's hold); list the holds;
+ * create is campaign_create.c. See campaign_cmd.h.
  */
 #include "campaign/campaign_cmd.h"
 #include "campaign/campaign_int.h"

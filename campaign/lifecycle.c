@@ -105,12 +105,13 @@ int life_set(PGconn *c, const char *id, const char *from, const char *to, const 
 int life_finish(PGconn *c, const char *id, char *reason, size_t reasonlen, char *err, size_t errlen)
 {
     buf_t sql = BUF_INIT;
-    buf_append_str(&sql, "UPDATE ringmail.campaign SET status = 'done', status_at = now(),"
+    buf_append_str(&sql, "UPDATE ringmail.campaign SET status = 'done', status_at ="
+                         " CASE WHEN status = 'done' THEN status_at ELSE now() END,"
                          " status_reason = 'all ' || (SELECT count(*) FROM ringmail.recipient"
                          " WHERE campaign_id = $1::bigint) || ' recipients final: ' || ");
     life_summary_sql(&sql);
     buf_append_str(&sql,
-                   " WHERE id = $1::bigint AND status NOT IN ('done', 'cancelled')"
+                   " WHERE id = $1::bigint AND status <> 'cancelled'"
                    " AND EXISTS (SELECT 1 FROM ringmail.recipient WHERE campaign_id = $1::bigint)"
                    " AND NOT EXISTS (SELECT 1 FROM ringmail.recipient WHERE campaign_id ="
                    " $1::bigint AND state IN " LIFE_PENDING_SQL ") RETURNING status_reason");
@@ -126,6 +127,22 @@ int life_finish(PGconn *c, const char *id, char *reason, size_t reasonlen, char 
     }
     pq.PQclear(r);
     return n > 0;
+}
+
+long long life_held_by(PGconn *c, const char *id, const char *node, char *err, size_t errlen)
+{
+    const char *p[] = {id, node};
+    PGresult *r =
+        life_query(c,
+                   "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $1::bigint"
+                   " AND state IN ('claimed', 'ambiguous') AND lease_owner = $2",
+                   2, p, PGRES_TUPLES_OK, err, errlen);
+    if (!r) {
+        return -1;
+    }
+    long long n = atoll(pq.PQgetvalue(r, 0, 0));
+    pq.PQclear(r);
+    return n;
 }
 
 void life_duration(double s, char *buf, size_t n)

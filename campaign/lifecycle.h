@@ -55,10 +55,15 @@ int life_read(PGconn *c, const char *id, struct life_status *out, char *err, siz
 int life_set(PGconn *c, const char *id, const char *from, const char *to, const char *reason,
              char *err, size_t errlen);
 /* life_finish - done, with "all N recipients final: ..." as its reason,
- * when every recipient is final and it is neither done nor cancelled yet:
- * 1 marked, 0 not (why into reason when marked), -1 + err */
+ * when every recipient is final and it is not cancelled (a done one gets
+ * its reason counted again, its status_at kept: a restart's recovery may
+ * have settled ambiguous ones): 1 marked, 0 not (why into reason when
+ * marked), -1 + err */
 int life_finish(PGconn *c, const char *id, char *reason, size_t reasonlen, char *err,
                 size_t errlen);
+/* life_held_by - recipients of campaign id that node still holds (claimed,
+ * or ambiguous after a takeover: its journal may settle them); -1 + err */
+long long life_held_by(PGconn *c, const char *id, const char *node, char *err, size_t errlen);
 /* life_duration - "4m 10s", "2h 03m", "12s" into buf */
 void life_duration(double s, char *buf, size_t n);
 

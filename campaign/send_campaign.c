@@ -374,17 +374,25 @@ static int send_life_start(struct send *s)
     }
     struct life_status st;
     int rc = -1, found = life_read(c, id, &st, err, sizeof err);
+    /* What this node still holds (a crash, a takeover) is settled by a run
+     * whatever the status: its journal knows what went out. */
+    long long held = found > 0 ? life_held_by(c, id, s->o.node, err, sizeof err) : 0;
+    if (held < 0) {
+        found = -1;
+    }
     if (found <= 0) {
         fprintf(stderr, "ringmail send: %s%s\n", found < 0 ? "campaign: " : "no campaign ",
                 found < 0 ? err : id);
         rc = found < 0 ? 1 : 2;
+    } else if (strcmp(st.status, "cancelled") == 0 && held > 0) {
+        /* Settled, then stopped at once: the run sees the cancel at start. */
     } else if (strcmp(st.status, "cancelled") == 0) {
         fprintf(stderr,
                 "ringmail send: campaign %s was cancelled (%s%s%s); a cancelled campaign never "
                 "sends again\n",
                 id, st.at, st.reason[0] ? ": " : "", st.reason);
         rc = 2;
-    } else if (strcmp(st.status, "done") == 0 &&
+    } else if (strcmp(st.status, "done") == 0 && held == 0 &&
                !(s->o.resend_ambiguous && strstr(st.summary, "ambiguous"))) {
         if (strcmp(st.stored, "done") != 0) {
             life_finish(c, id, NULL, 0, err, sizeof err); /* the row says so from now on */

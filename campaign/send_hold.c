@@ -18,6 +18,13 @@
  * goes back to the queue when the hold is lifted, or at the stop.
  * Transactions already under way when a hold arrives finish.
  *
+ * The campaign's status comes on the same poll: paused holds every ISP of
+ * the pool (the send_feed of send_campaign.c claims nothing meanwhile;
+ * what the pool held is parked) until it is running again; cancelled
+ * stops the run (send_stop: what is in flight finishes, every claim goes
+ * back at the loader's stop). The status line says "paused by operator
+ * since 14:02:11 UTC".
+ *
  * Diagnostics (stderr, once per change): "ringmail: campaign 7: isp gmail
  * held: REASON; `ringmail campaign resume 7 --isp gmail` lifts it" and
  * "ringmail: campaign 7: isp gmail resumed (it was held since ...); sending

@@ -253,6 +253,20 @@ check_grep "cancelled: says why" \
     "$E2E_TMP/s4b.err"
 check_eq "cancelled: nothing more was sent" "$NOT4" \
     "$(psql_q "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $C4 AND state IN ('queued', 'deferred')")"
+# A node that crashed holding claims of a campaign cancelled since: its
+# next start settles them (back to the queue) and stops, exit 0.
+C9=$(campaign nine 2)
+psql_q "UPDATE ringmail.recipient SET state = 'claimed', lease_owner = 's9', next_attempt_at = NULL,
+    lease_expires_at = now() + interval '10 s' WHERE id IN (SELECT id FROM ringmail.recipient
+    WHERE campaign_id = $C9 ORDER BY id LIMIT 2)" >/dev/null
+ctl c9 cancel "$C9"
+send_fg s9 "$C9"
+check_eq "cancelled, claims left by a crash: the node's restart settles them, exit 0" 0 "$?"
+check_grep "cancelled, claims left by a crash: says what is not sent" \
+    "^ringmail send: campaign $C9 cancelled with 4 recipients not sent \(they stay queued or deferred in the database; 0 claims went back\)" \
+    "$E2E_TMP/s9.err"
+check_eq "cancelled, claims left by a crash: none claimed, none sent" "0 4 0" \
+    "$(count_state "$C9" claimed) $(count_state "$C9" queued) $(deliveries "$C9")"
 ctl show4 show "$C4"
 check_grep "show: cancelled with N recipients not sent" \
     "^  status +cancelled since .*: cancelled by operator; cancelled with $NOT4 recipients not sent$" \
@@ -268,7 +282,7 @@ took=$(($(now_ms) - t0))
 echo "# scheduled: the send took $took ms"
 check_eq "scheduled: the send exits 0" 0 "$RC5"
 check_grep "scheduled: it says when the campaign starts, once" \
-    "^ringmail send: campaign $C5 starts at [0-9-]+ [0-9:]+ UTC \(in [23]s\)$" "$E2E_TMP/s5.err"
+    "^ringmail send: campaign $C5 starts at [0-9-]+ [0-9:]+ UTC \(in [123]s\)$" "$E2E_TMP/s5.err"
 check_eq "scheduled: one such line" 1 "$(grep -c 'starts at' "$E2E_TMP/s5.err")"
 FIRST=$(psql_q "SELECT (extract(epoch FROM min(d.at) - c.start_at) * 1000)::bigint FROM ringmail.delivery d
     JOIN ringmail.campaign c ON c.id = d.campaign_id WHERE d.campaign_id = $C5 GROUP BY c.start_at")
@@ -288,6 +302,18 @@ check_grep "scheduled: SIGINT: says nothing was sent" \
     "^ringmail send: Interrupt: stopped before campaign $C6 started; nothing was sent$" "$E2E_TMP/s6.err"
 check_eq "scheduled: still scheduled, nothing sent" "scheduled 0" \
     "$(status "$C6") $(deliveries "$C6")"
+
+C8=$(campaign eight 2)
+psql_q "UPDATE ringmail.campaign SET status = 'scheduled', start_at = now() + interval '1 hour' WHERE id = $C8" >/dev/null
+send_bg s8 "$C8"
+check "scheduled, then cancelled: the send waits" wait_for_log "$E2E_TMP/s8.err" "starts at" 5
+ctl c8 cancel "$C8"
+wait_exit "$SEND_PID" 4
+check_eq "scheduled, then cancelled: the waiting send refuses, exit 2" 2 "$RC"
+check_grep "scheduled, then cancelled: says so" \
+    "^ringmail send: campaign $C8 was cancelled while waiting to start \(cancelled by operator\)$" \
+    "$E2E_TMP/s8.err"
+check_eq "scheduled, then cancelled: nothing sent" 0 "$(deliveries "$C8")"
 
 # ============================================================ 6. show, list and the refusals
 psql_q "UPDATE ringmail.campaign SET from_name = 'Acme News', reply_to = 'help@sender.test',
