@@ -129,22 +129,6 @@ int life_finish(PGconn *c, const char *id, char *reason, size_t reasonlen, char 
     return n > 0;
 }
 
-long long life_held_by(PGconn *c, const char *id, const char *node, char *err, size_t errlen)
-{
-    const char *p[] = {id, node};
-    PGresult *r =
-        life_query(c,
-                   "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $1::bigint"
-                   " AND state IN ('claimed', 'ambiguous') AND lease_owner = $2",
-                   2, p, PGRES_TUPLES_OK, err, errlen);
-    if (!r) {
-        return -1;
-    }
-    long long n = atoll(pq.PQgetvalue(r, 0, 0));
-    pq.PQclear(r);
-    return n;
-}
-
 void life_duration(double s, char *buf, size_t n)
 {
     long long t = s > 0 ? (long long)(s + 0.5) : 0;

@@ -61,9 +61,6 @@ int life_set(PGconn *c, const char *id, const char *from, const char *to, const 
  * marked), -1 + err */
 int life_finish(PGconn *c, const char *id, char *reason, size_t reasonlen, char *err,
                 size_t errlen);
-/* life_held_by - recipients of campaign id that node still holds (claimed,
- * or ambiguous after a takeover: its journal may settle them); -1 + err */
-long long life_held_by(PGconn *c, const char *id, const char *node, char *err, size_t errlen);
 /* life_duration - "4m 10s", "2h 03m", "12s" into buf */
 void life_duration(double s, char *buf, size_t n);
 

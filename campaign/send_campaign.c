@@ -359,10 +359,10 @@ static int send_life_wait(struct send *s, PGconn *c, const char *id, struct life
     return 0;
 }
 
-/* send_life_start - before anything is claimed: a done campaign is
- * complete (exit 0), a cancelled one refused (exit 2), a scheduled one
- * waited for; then draft and scheduled become running. -1 to go on,
- * else the exit status (said). */
+/* send_life_start - once the loader settled what the node held, before
+ * anything is claimed: a done campaign is complete (exit 0), a cancelled
+ * one refused (exit 2), a scheduled one waited for; then draft and
+ * scheduled become running. -1 to go on, else the exit status (said). */
 static int send_life_start(struct send *s)
 {
     char err[1024], id[32];
@@ -374,26 +374,19 @@ static int send_life_start(struct send *s)
     }
     struct life_status st;
     int rc = -1, found = life_read(c, id, &st, err, sizeof err);
-    /* What this node still holds (a crash, a takeover) is settled by a run
-     * whatever the status: its journal knows what went out. */
-    long long held = found > 0 ? life_held_by(c, id, s->o.node, err, sizeof err) : 0;
-    if (held < 0) {
-        found = -1;
-    }
     if (found <= 0) {
         fprintf(stderr, "ringmail send: %s%s\n", found < 0 ? "campaign: " : "no campaign ",
                 found < 0 ? err : id);
         rc = found < 0 ? 1 : 2;
-    } else if (strcmp(st.status, "cancelled") == 0 && held > 0) {
-        /* Settled, then stopped at once: the run sees the cancel at start. */
     } else if (strcmp(st.status, "cancelled") == 0) {
         fprintf(stderr,
                 "ringmail send: campaign %s was cancelled (%s%s%s); a cancelled campaign never "
                 "sends again\n",
                 id, st.at, st.reason[0] ? ": " : "", st.reason);
         rc = 2;
-    } else if (strcmp(st.status, "done") == 0 && held == 0 &&
-               !(s->o.resend_ambiguous && strstr(st.summary, "ambiguous"))) {
+    } else if (strcmp(st.status, "done") == 0) {
+        /* (--resend-ambiguous queued the ambiguous ones at the loader's
+         * start: a campaign with some is not done then.) */
         if (strcmp(st.stored, "done") != 0) {
             life_finish(c, id, NULL, 0, err, sizeof err); /* the row says so from now on */
         }
@@ -441,11 +434,6 @@ int send_campaign_start(struct send *s, struct pool_options *po)
         snprintf(s->journal_buf, sizeof s->journal_buf, "ringmail-%s.journal", s->o.node);
         s->o.journal = s->journal_buf;
     }
-    int rc = send_life_start(s);
-    if (rc >= 0) {
-        s->early_rc = rc;
-        return -1;
-    }
     struct loader_options lo = {
         .url = s->o.db_url,
         .campaign = s->o.campaign,
@@ -462,10 +450,6 @@ int send_campaign_start(struct send *s, struct pool_options *po)
         fprintf(stderr, "ringmail send: %s\n", err);
         return -1;
     }
-    if (send_templates(s, err, sizeof err) < 0) {
-        fprintf(stderr, "ringmail send: campaign %lld: %s\n", s->o.campaign, err);
-        return -1;
-    }
     struct loader_stats ls;
     loader_stats(s->loader, &ls);
     if (ls.recovered_queued || ls.recovered_ambiguous) {
@@ -475,6 +459,18 @@ int send_campaign_start(struct send *s, struct pool_options *po)
                 s->o.node, (unsigned long long)ls.recovered_queued,
                 (unsigned long long)ls.recovered_ambiguous,
                 s->o.resend_ambiguous ? "; --resend-ambiguous queues them" : "");
+    }
+    /* The life cycle once what the node still held is settled (a
+     * recovery may have finished a campaign, or given a cancelled one's
+     * claims back). */
+    int rc = send_life_start(s);
+    if (rc >= 0) {
+        s->early_rc = rc;
+        return -1;
+    }
+    if (send_templates(s, err, sizeof err) < 0) {
+        fprintf(stderr, "ringmail send: campaign %lld: %s\n", s->o.campaign, err);
+        return -1;
     }
     if (send_prepare_start(s, err, sizeof err) < 0) {
         fprintf(stderr, "ringmail send: %s\n", err);

@@ -8,7 +8,7 @@
  * here (SEND_HOLD_TICK_MS) compares their generation and applies a change
  * to the pool: pool_isp_hold, with one loud line on stderr, or
  * pool_isp_release. So a hold written while `send` runs is in force
- * within about a second and a quarter, and one present at start before
+ * within about 1.1 seconds, and one present at start before
  * the first transaction could start.
  *
  * Held mail leaves the pool: the pool hands each message queued for a
@@ -41,7 +41,7 @@
 
 #include "campaign/send_int.h"
 
-#define SEND_HOLD_TICK_MS 250
+#define SEND_HOLD_TICK_MS 100
 
 struct send_hold {
     struct send *s;

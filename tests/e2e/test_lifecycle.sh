@@ -254,16 +254,19 @@ check_grep "cancelled: says why" \
 check_eq "cancelled: nothing more was sent" "$NOT4" \
     "$(psql_q "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $C4 AND state IN ('queued', 'deferred')")"
 # A node that crashed holding claims of a campaign cancelled since: its
-# next start settles them (back to the queue) and stops, exit 0.
+# next start settles them (back to the queue), then refuses to send.
 C9=$(campaign nine 2)
 psql_q "UPDATE ringmail.recipient SET state = 'claimed', lease_owner = 's9', next_attempt_at = NULL,
     lease_expires_at = now() + interval '10 s' WHERE id IN (SELECT id FROM ringmail.recipient
     WHERE campaign_id = $C9 ORDER BY id LIMIT 2)" >/dev/null
 ctl c9 cancel "$C9"
 send_fg s9 "$C9"
-check_eq "cancelled, claims left by a crash: the node's restart settles them, exit 0" 0 "$?"
-check_grep "cancelled, claims left by a crash: says what is not sent" \
-    "^ringmail send: campaign $C9 cancelled with 4 recipients not sent \(they stay queued or deferred in the database; 0 claims went back\)" \
+check_eq "cancelled, claims left by a crash: the node's restart refuses to send, exit 2" 2 "$?"
+check_grep "cancelled, claims left by a crash: ... once it gave them back" \
+    "^ringmail send: recovered from an earlier stop of node s9: 2 queued again, 0 ambiguous" \
+    "$E2E_TMP/s9.err"
+check_grep "cancelled, claims left by a crash: says why it sends nothing" \
+    "^ringmail send: campaign $C9 was cancelled \(.*\); a cancelled campaign never sends again$" \
     "$E2E_TMP/s9.err"
 check_eq "cancelled, claims left by a crash: none claimed, none sent" "0 4 0" \
     "$(count_state "$C9" claimed) $(count_state "$C9" queued) $(deliveries "$C9")"
