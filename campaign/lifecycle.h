@@ -13,7 +13,8 @@
  * one waits for an operator, not for a send). A campaign whose recipients
  * are all final is done whatever its row still says (a send stopped before
  * it saw the last result): list and show say so (LIFE_EFFECTIVE_SQL), a
- * send refuses to start it and marks it (life_finish).
+ * send refuses to start it and marks it (life_finish). One with recipients
+ * pending again is running, and a send marks it so.
  *
  * Diagnostics: functions return -1 with PostgreSQL's message in err.
  */
@@ -28,10 +29,12 @@
 #define LIFE_PENDING_SQL "('queued', 'claimed', 'deferred')"
 
 /* The status to show for a campaign row with status column st, total
- * recipients and pending (not final) ones: done once every one is final. */
+ * recipients and pending (not final) ones: done once every one is final;
+ * a done row with recipients pending again (a node's recovery queued
+ * some, more were imported) is running. */
 #define LIFE_EFFECTIVE_SQL(st, total, pending)                                                     \
-    "CASE WHEN " st " NOT IN ('done', 'cancelled') AND " total " > 0 AND " pending " = 0"          \
-    " THEN 'done' ELSE " st " END"
+    "CASE WHEN " st " = 'cancelled' THEN " st " WHEN " total " > 0 AND " pending " = 0"            \
+    " THEN 'done' WHEN " st " = 'done' THEN 'running' ELSE " st " END"
 
 struct life_status {
     char status[16];    /* the effective status (done when every recipient is final) */

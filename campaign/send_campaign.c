@@ -362,8 +362,10 @@ static int send_life_wait(struct send *s, PGconn *c, const char *id, struct life
 /* send_life_start - once the loader settled what the node held, before
  * anything is claimed: a done campaign is complete (exit 0), a cancelled
  * one refused (exit 2), a scheduled one waited for; then draft and
- * scheduled become running. -1 to go on, else the exit status (said). */
-static int send_life_start(struct send *s)
+ * scheduled become running. recovered: the start settled something the
+ * node held (a done campaign's run then ends at once with its summary).
+ * -1 to go on, else the exit status (said). */
+static int send_life_start(struct send *s, int recovered)
 {
     char err[1024], id[32];
     snprintf(id, sizeof id, "%lld", s->o.campaign);
@@ -384,6 +386,9 @@ static int send_life_start(struct send *s)
                 "sends again\n",
                 id, st.at, st.reason[0] ? ": " : "", st.reason);
         rc = 2;
+    } else if (strcmp(st.status, "done") == 0 && recovered) {
+        /* The start settled what the node held: the run ends at once, its
+         * summary saying what the recovery wrote, and marks it done. */
     } else if (strcmp(st.status, "done") == 0) {
         /* (--resend-ambiguous queued the ambiguous ones at the loader's
          * start: a campaign with some is not done then.) */
@@ -412,7 +417,8 @@ static int send_life_start(struct send *s)
     } else {
         char why[300];
         snprintf(why, sizeof why, "started by ringmail send on node %s", s->o.node);
-        if (life_set(c, id, "{draft,scheduled}", "running", why, err, sizeof err) < 0) {
+        /* (done here: recipients pending again, a recovery's or an import's) */
+        if (life_set(c, id, "{draft,scheduled,done}", "running", why, err, sizeof err) < 0) {
             fprintf(stderr, "ringmail send: campaign %s: %s\n", id, err);
             rc = 1;
         }
@@ -463,7 +469,8 @@ int send_campaign_start(struct send *s, struct pool_options *po)
     /* The life cycle once what the node still held is settled (a
      * recovery may have finished a campaign, or given a cancelled one's
      * claims back). */
-    int rc = send_life_start(s);
+    int rc =
+        send_life_start(s, ls.recovered_queued || ls.recovered_ambiguous || ls.recovered_results);
     if (rc >= 0) {
         s->early_rc = rc;
         return -1;

@@ -291,6 +291,14 @@ FIRST=$(psql_q "SELECT (extract(epoch FROM min(d.at) - c.start_at) * 1000)::bigi
     JOIN ringmail.campaign c ON c.id = d.campaign_id WHERE d.campaign_id = $C5 GROUP BY c.start_at")
 check_ge "scheduled: nothing was sent before start_at" 0 "$FIRST"
 check_eq "scheduled: then everything was sent, done" "10 done" "$(count_state "$C5" sent) $(status "$C5")"
+# More recipients for a done campaign: it runs again, and is done again.
+psql_q "INSERT INTO ringmail.recipient (campaign_id, address) VALUES ($C5, 'late@a.test')" >/dev/null
+ctl list5 list
+check_grep "list: a done campaign with a recipient pending again is running" "^ *$C5  running  +11  +1  " \
+    "$E2E_TMP/list5.out"
+send_fg s5b "$C5"
+check_eq "done, then one more: the send sends it, exit 0, done again" "0 11 done|all 11 recipients final: 11 sent" \
+    "$? $(count_state "$C5" sent) $(psql_q "SELECT status || '|' || status_reason FROM ringmail.campaign WHERE id = $C5")"
 C6=$(campaign six 5)
 psql_q "UPDATE ringmail.campaign SET status = 'scheduled', start_at = now() + interval '1 hour' WHERE id = $C6" >/dev/null
 send_bg s6 "$C6"
@@ -392,6 +400,15 @@ check_eq "pause --isp an ISP no attempt went to: a note names the ones seen" \
 ctl e14 pause
 check_eq "pause without an id: exit 2" 2 "$RC"
 check_grep "pause without an id: asks which" "^ringmail campaign pause: which campaign\? " "$E2E_TMP/e14.err"
+ctl e18 pause "$C7" --isp ""
+check_eq "pause --isp with no name: exit 2, says so" \
+    "2 ringmail campaign pause: --isp wants the name of an ISP ([isp NAME] in the send's --config)" \
+    "$RC $(cat "$E2E_TMP/e18.err")"
+ctl e19 show "$C7" --isp a
+check_eq "show --isp: refused, exit 2" \
+    "2 ringmail campaign show: --isp belongs to campaign pause and resume" "$RC $(cat "$E2E_TMP/e19.err")"
+ctl e20 resume
+check_grep "resume without an id: asks which" "^ringmail campaign resume: which campaign\? " "$E2E_TMP/e20.err"
 ctl e15 cancel "$C7" --isp a
 check_grep "cancel --isp: refused" "^ringmail campaign cancel: a campaign is cancelled whole" "$E2E_TMP/e15.err"
 ctl e16 resume "$C1" --isp a
