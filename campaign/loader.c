@@ -463,3 +463,13 @@ const struct loader_campaign *loader_campaign(const struct loader *l)
 {
     return &l->camp;
 }
+
+/* loader_life_done - see loader.h */
+int loader_life_done(struct loader *l, char *why, size_t n)
+{
+    pthread_mutex_lock(&l->mu);
+    int done = l->life_done[0] != '\0';
+    snprintf(why, n, "%s", l->life_done);
+    pthread_mutex_unlock(&l->mu);
+    return done;
+}

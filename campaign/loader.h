@@ -206,6 +206,10 @@ void loader_stats(struct loader *l, struct loader_stats *out);
 const struct loader_campaign *loader_campaign(const struct loader *l);
 /* The last counts of the campaign in the database (see struct loader_counts). */
 void loader_counts(struct loader *l, struct loader_counts *out);
+/* 1 once this loader marked its campaign done (every recipient final),
+ * with the status_reason it wrote ("all 5000 recipients final: 4990 sent,
+ * 10 bounced") in why. */
+int loader_life_done(struct loader *l, char *why, size_t n);
 /* The body of this recipient is about to be sent (crash journal). */
 void loader_journal_mark(struct loader *l, int64_t id);
 /* Ask for recipient id to be armed (committed as possibly sent before its
@@ -225,9 +229,10 @@ int loader_fenced(struct loader *l, char *why, size_t n);
 /* ---- ISP holds: the complaint guard's other half (campaign/loader_holds.c) ----
  *
  * ringmail.isp_hold rows (written by the feedback store when an ISP's
- * complaint rate for the campaign passes [feedback] complaint_pause,
- * deleted by `ringmail campaign resume ID --isp NAME`) are read by a
- * thread with a connection of its own, at start and then every
+ * complaint rate for the campaign passes [feedback] complaint_pause, or by
+ * `ringmail campaign pause ID --isp NAME`; lifted by `ringmail campaign
+ * resume ID --isp NAME`) and the campaign's status (paused, cancelled) are
+ * read by a thread with a connection of its own, at start and then every
  * LOADER_HOLDS_POLL_MS. Recipients claimed for a held ISP leave the loop
  * unattempted (loader_holds_park): they stay this node's claims, costing
  * only their id, and go back to `queued` once their ISP is no longer held
@@ -241,13 +246,26 @@ struct loader_hold {
     char since[40]; /* held_at, "2026-05-01 10:00:00 UTC" */
 };
 
+/* The campaign's status as the holds thread last read it (the same poll,
+ * the same generation as the holds): an operator's pause or cancel
+ * (`ringmail campaign pause|cancel ID`) reaches a running send so. */
+struct loader_life {
+    char status[16];  /* draft, scheduled, running, paused, done, cancelled */
+    char reason[320]; /* status_reason, "" when none */
+    char since[40];   /* status_at, "14:02:11 UTC" */
+};
+
 struct loader_holds;
 
 /* Start watching l's campaign's holds (read once before it returns); NULL + err. */
 struct loader_holds *loader_holds_start(struct loader *l, char *err, size_t errlen);
 /* The holds as last read, at most max into out; how many there are. *gen
- * changes whenever the set changes (0 until a first hold is seen). */
+ * changes whenever the set or the campaign's status changes. */
 size_t loader_holds_get(struct loader_holds *h, struct loader_hold *out, size_t max, uint64_t *gen);
+/* The campaign's status as last read (of the generation loader_holds_get
+ * says). While it is paused or cancelled every ISP counts as held: parked
+ * recipients stay parked. */
+void loader_holds_life(struct loader_holds *h, struct loader_life *out);
 /* The loop applied the holds of generation gen: parked recipients of ISPs
  * not held then go back to the queue (not before: the loop would park them
  * again). */

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "campaign/lifecycle.h"
 #include "campaign/loader_int.h"
 #include "engine/clock.h"
 
@@ -128,6 +129,26 @@ static int loader_check_done(struct loader *l, char *err, size_t errlen)
     double due_in = atof(pq.PQgetvalue(r, 0, 3));
     pq.PQclear(r);
     uint64_t now = clock_ms();
+    if (waiting == 0 && others == 0 && ours == 0 && !l->life_marked) {
+        /* Every recipient final: the campaign is done (lifecycle.h), said
+         * in its row before the loop hears it is exhausted. */
+        char why[LOADER_TEXT_MAX], ferr[512];
+        int marked = life_finish(l->c, id, why, sizeof why, ferr, sizeof ferr);
+        if (marked < 0 && !loader_up(l->c)) {
+            snprintf(err, errlen, "%s", ferr);
+            return -1; /* asked again once connected */
+        }
+        if (marked < 0) {
+            /* The run still ends; list and show count it done anyway. */
+            fprintf(stderr, "ringmail: database: marking campaign %s done: %s\n", id, ferr);
+        }
+        pthread_mutex_lock(&l->mu);
+        l->life_marked = 1;
+        if (marked > 0) {
+            snprintf(l->life_done, sizeof l->life_done, "%s", why);
+        }
+        pthread_mutex_unlock(&l->mu);
+    }
     if (waiting == 0 && others == 0 && ours == 0) {
         pthread_mutex_lock(&l->mu);
         int changed = !l->exhausted;

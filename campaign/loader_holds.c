@@ -5,8 +5,9 @@
  * A thread with a PostgreSQL connection of its own (not the writer's, the
  * claimer's or the heartbeat's: a slow statement here delays neither
  * results, claims, arms nor the node's lease) reads the campaign's
- * ringmail.isp_hold rows at start and every LOADER_HOLDS_POLL_MS, and
- * publishes them with a generation number the loop compares on its tick.
+ * ringmail.isp_hold rows and its status (an operator's pause or cancel)
+ * at start and every LOADER_HOLDS_POLL_MS, and publishes them with a
+ * generation number the loop compares on its tick.
  *
  * Parking: a recipient claimed for a held ISP leaves the loop unattempted
  * (no result, no delivery row, attempts unchanged) and is kept here by id
@@ -57,8 +58,9 @@ struct loader_holds {
     int stopping, orphaned, done;
     struct loader_hold holds[LOADER_HOLDS_MAX];
     size_t nholds;
-    uint64_t gen, applied; /* of the holds read, of those the loop applied */
-    char **names;          /* ISP names of parked recipients, interned */
+    struct loader_life life; /* the campaign's status */
+    uint64_t gen, applied;   /* of the holds read, of those the loop applied */
+    char **names;            /* ISP names of parked recipients, interned */
     size_t nnames;
     struct loader_parked *parked;
     size_t nparked, parked_cap;
@@ -134,10 +136,32 @@ static int loader_holds_read(struct loader_holds *h, char *err, size_t errlen)
         snprintf(now[i].since, sizeof now[i].since, "%s", pq.PQgetvalue(r, (int)i, 2));
     }
     pq.PQclear(r);
+    /* The campaign's status, on the same poll: a pause or a cancel. */
+    struct loader_life life;
+    memset(&life, 0, sizeof life);
+    r = loader_query(h->c,
+                     "SELECT status, coalesce(status_reason, ''),"
+                     " to_char(status_at AT TIME ZONE 'UTC', 'HH24:MI:SS') || ' UTC'"
+                     " FROM ringmail.campaign WHERE id = $1::bigint",
+                     1, p, PGRES_TUPLES_OK, err, errlen);
+    if (!r) {
+        return -1;
+    }
+    if (pq.PQntuples(r) == 1) {
+        snprintf(life.status, sizeof life.status, "%s", pq.PQgetvalue(r, 0, 0));
+        snprintf(life.reason, sizeof life.reason, "%s", pq.PQgetvalue(r, 0, 1));
+        snprintf(life.since, sizeof life.since, "%s", pq.PQgetvalue(r, 0, 2));
+    } else {
+        snprintf(life.status, sizeof life.status, "cancelled"); /* deleted: send nothing more */
+        snprintf(life.reason, sizeof life.reason, "the campaign was deleted");
+    }
+    pq.PQclear(r);
     pthread_mutex_lock(&h->mu);
-    if (n != h->nholds || memcmp(now, h->holds, n * sizeof now[0]) != 0) {
+    if (n != h->nholds || memcmp(now, h->holds, n * sizeof now[0]) != 0 ||
+        memcmp(&life, &h->life, sizeof life) != 0) {
         memcpy(h->holds, now, n * sizeof now[0]);
         h->nholds = n;
+        h->life = life;
         h->gen++;
     }
     pthread_mutex_unlock(&h->mu);
@@ -147,6 +171,9 @@ static int loader_holds_read(struct loader_holds *h, char *err, size_t errlen)
 /* loader_holds_is_held - isp is in the published set (under mu) */
 static int loader_holds_is_held(const struct loader_holds *h, const char *isp)
 {
+    if (strcmp(h->life.status, "paused") == 0 || strcmp(h->life.status, "cancelled") == 0) {
+        return 1; /* every ISP waits (a cancel's stop queues them with the rest) */
+    }
     for (size_t i = 0; i < h->nholds; i++) {
         if (strcmp(h->holds[i].isp, isp) == 0) {
             return 1;
@@ -335,6 +362,14 @@ size_t loader_holds_get(struct loader_holds *h, struct loader_hold *out, size_t 
     *gen = h->gen;
     pthread_mutex_unlock(&h->mu);
     return n;
+}
+
+/* loader_holds_life - see loader.h */
+void loader_holds_life(struct loader_holds *h, struct loader_life *out)
+{
+    pthread_mutex_lock(&h->mu);
+    *out = h->life;
+    pthread_mutex_unlock(&h->mu);
 }
 
 /* loader_holds_applied - see loader.h */

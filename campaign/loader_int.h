@@ -122,6 +122,11 @@ struct loader {
     struct loader_stats st;
     struct loader_counts counts; /* loader_node.c: at start, then by the heartbeat */
     uint64_t count_cost_ms;      /* heartbeat thread only: the last count's time */
+    /* the life cycle (lifecycle.h), under mu: the claimer saw every
+     * recipient final and marked the campaign done (life_done: its reason,
+     * "" when it was already done or cancelled) */
+    int life_marked;
+    char life_done[LOADER_TEXT_MAX];
     /* claimer thread only */
     uint64_t nothing_due_until_ms, next_reclaim_ms, last_claim_ms;
     /* writer thread only */

@@ -352,6 +352,7 @@ static struct send *send_new(void)
         abort();
     }
     s->sigfd = -1;
+    s->early_rc = -1;
     send_options_init(&s->o);
     return s;
 }
@@ -387,6 +388,8 @@ int send_main(int argc, char **argv)
         send_run(s);
         send_report(s, clock_s() - s->t0);
         rc = send_exit_status(s);
+    } else if (s->early_rc >= 0) {
+        rc = s->early_rc; /* the campaign is not to be sent now (send_campaign.c said why) */
     }
     rc = send_stop_all(s, rc);
     send_free(s);

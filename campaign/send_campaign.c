@@ -6,12 +6,16 @@
  * A campaign's stop is bounded (SEND_STOP_MS): its message says what was
  * written, what waits in the journal and what went back to the queue.
  */
+#include <jansson.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "campaign/lifecycle.h"
 #include "campaign/send_int.h"
 #include "engine/clock.h"
 
@@ -160,6 +164,10 @@ static size_t send_take_rendered(struct send *s, struct prepare_item *items, siz
 
 void send_campaign_feed(struct send *s)
 {
+    if (s->paused) {
+        loader_want(s->loader, 0); /* an operator's pause: claim nothing (send_hold.c) */
+        return;
+    }
     uint64_t now = loop_now_ms(s->loop);
     struct prepare_item items[SEND_TAKE_MAX];
     while (!s->interrupted && s->inflight < s->o.window &&
@@ -258,6 +266,138 @@ static int send_templates(struct send *s, char *err, size_t errlen)
     return s->tpl ? 0 : -1;
 }
 
+/* ---- the campaign's status at start (lifecycle.h) ---- */
+
+/* send_life_reload - SIGHUP before the start: the config read again */
+static void send_life_reload(struct send *s, int tty)
+{
+    char err[512];
+    struct config *c = s->o.config_path ? config_load(s->o.config_path, err, sizeof err) : NULL;
+    if (!s->o.config_path) {
+        fprintf(stderr, "%sringmail send: SIGHUP: no --config to reload\n", tty ? "\n" : "");
+    } else if (!c) {
+        fprintf(stderr,
+                "%sringmail send: config reload refused: %s (keeping the previous config)\n",
+                tty ? "\n" : "", err);
+    } else {
+        config_free(s->cfg);
+        s->cfg = c;
+        fprintf(stderr, "%sringmail send: config reloaded from %s\n", tty ? "\n" : "",
+                s->o.config_path);
+    }
+}
+
+/* send_life_wait - a scheduled campaign: wait for its start_at, reading
+ * the row again each second (start_at moved, a cancel, a pause), ended by
+ * SIGINT/SIGTERM; 0 to go on, else the exit status (said) */
+static int send_life_wait(struct send *s, PGconn *c, const char *id, struct life_status *st)
+{
+    char shown[40] = "", left[32], err[1024];
+    int tty = !s->o.json && isatty(STDERR_FILENO);
+    while (strcmp(st->status, "scheduled") == 0 && st->start_in_s > 0) {
+        life_duration(st->start_in_s, left, sizeof left);
+        if (strcmp(shown, st->start_at) != 0) {
+            fprintf(stderr, "%sringmail send: campaign %s starts at %s (in %s)\n", tty ? "\r" : "",
+                    id, st->start_at, left);
+            snprintf(shown, sizeof shown, "%s", st->start_at);
+        } else if (tty) {
+            fprintf(stderr, "\rwaiting: campaign %s starts at %s (in %s)   ", id, st->start_at,
+                    left);
+        }
+        double wait = st->start_in_s < 1 ? st->start_in_s : 1;
+        struct timespec ts = {(time_t)wait, (long)((wait - (time_t)wait) * 1e9)};
+        siginfo_t si;
+        int sig = sigtimedwait(&s->sig_mask, &si, &ts);
+        if (sig == SIGINT || sig == SIGTERM) {
+            fprintf(stderr,
+                    "%sringmail send: %s: stopped before campaign %s started; nothing was sent\n",
+                    tty ? "\n" : "", strsignal(sig), id);
+            return 1;
+        }
+        if (sig == SIGHUP) {
+            send_life_reload(s, tty);
+        }
+        int found = life_read(c, id, st, err, sizeof err);
+        if (found <= 0) {
+            fprintf(stderr, "%sringmail send: campaign %s: %s\n", tty ? "\n" : "", id,
+                    found < 0 ? err : "the campaign is gone");
+            return 1;
+        }
+    }
+    if (tty && shown[0]) {
+        fprintf(stderr, "\n");
+    }
+    return 0;
+}
+
+/* send_life_start - once the loader settled what the node held, before
+ * anything is claimed: a done campaign is complete (exit 0), a cancelled
+ * one refused (exit 2), a scheduled one waited for; then draft and
+ * scheduled become running. recovered: the start settled something the
+ * node held (a done campaign's run then ends at once with its summary).
+ * -1 to go on, else the exit status (said). */
+static int send_life_start(struct send *s, int recovered)
+{
+    char err[1024], id[32];
+    snprintf(id, sizeof id, "%lld", s->o.campaign);
+    PGconn *c = db_connect_current(s->o.db_url, err, sizeof err);
+    if (!c) {
+        fprintf(stderr, "ringmail send: %s\n", err);
+        return 1;
+    }
+    struct life_status st;
+    int rc = -1, found = life_read(c, id, &st, err, sizeof err);
+    if (found <= 0) {
+        fprintf(stderr, "ringmail send: %s%s\n", found < 0 ? "campaign: " : "no campaign ",
+                found < 0 ? err : id);
+        rc = found < 0 ? 1 : 2;
+    } else if (strcmp(st.status, "cancelled") == 0) {
+        fprintf(stderr,
+                "ringmail send: campaign %s was cancelled (%s%s%s); a cancelled campaign never "
+                "sends again\n",
+                id, st.at, st.reason[0] ? ": " : "", st.reason);
+        rc = 2;
+    } else if (strcmp(st.status, "done") == 0 && recovered) {
+        /* The start settled what the node held: the run ends at once, its
+         * summary saying what the recovery wrote, and marks it done. */
+    } else if (strcmp(st.status, "done") == 0) {
+        /* (--resend-ambiguous queued the ambiguous ones at the loader's
+         * start: a campaign with some is not done then.) */
+        if (strcmp(st.stored, "done") != 0) {
+            life_finish(c, id, NULL, 0, err, sizeof err); /* the row says so from now on */
+        }
+        if (s->o.json) {
+            json_t *j = json_pack("{s:I, s:s, s:b, s:I, s:s}", "campaign",
+                                  (json_int_t)s->o.campaign, "status", "done", "complete", 1,
+                                  "recipients", (json_int_t)st.total, "summary", st.summary);
+            json_dumpf(j, stdout, JSON_COMPACT);
+            printf("\n");
+            json_decref(j);
+        } else {
+            printf("ringmail send: campaign %s is complete (%lld recipient%s final: %s); nothing "
+                   "to send\n",
+                   id, st.total, st.total == 1 ? "" : "s", st.summary);
+        }
+        rc = 0;
+    } else if (send_life_wait(s, c, id, &st) != 0) {
+        rc = 1;
+    } else if (strcmp(st.status, "cancelled") == 0) {
+        fprintf(stderr, "ringmail send: campaign %s was cancelled while waiting to start (%s)\n",
+                id, st.reason);
+        rc = 2;
+    } else {
+        char why[300];
+        snprintf(why, sizeof why, "started by ringmail send on node %s", s->o.node);
+        /* (done here: recipients pending again, a recovery's or an import's) */
+        if (life_set(c, id, "{draft,scheduled,done}", "running", why, err, sizeof err) < 0) {
+            fprintf(stderr, "ringmail send: campaign %s: %s\n", id, err);
+            rc = 1;
+        }
+    }
+    pq.PQfinish(c);
+    return rc;
+}
+
 int send_campaign_start(struct send *s, struct pool_options *po)
 {
     char err[512];
@@ -287,10 +427,6 @@ int send_campaign_start(struct send *s, struct pool_options *po)
         fprintf(stderr, "ringmail send: %s\n", err);
         return -1;
     }
-    if (send_templates(s, err, sizeof err) < 0) {
-        fprintf(stderr, "ringmail send: campaign %lld: %s\n", s->o.campaign, err);
-        return -1;
-    }
     struct loader_stats ls;
     loader_stats(s->loader, &ls);
     if (ls.recovered_queued || ls.recovered_ambiguous) {
@@ -300,6 +436,19 @@ int send_campaign_start(struct send *s, struct pool_options *po)
                 s->o.node, (unsigned long long)ls.recovered_queued,
                 (unsigned long long)ls.recovered_ambiguous,
                 s->o.resend_ambiguous ? "; --resend-ambiguous queues them" : "");
+    }
+    /* The life cycle once what the node still held is settled (a
+     * recovery may have finished a campaign, or given a cancelled one's
+     * claims back). */
+    int rc =
+        send_life_start(s, ls.recovered_queued || ls.recovered_ambiguous || ls.recovered_results);
+    if (rc >= 0) {
+        s->early_rc = rc;
+        return -1;
+    }
+    if (send_templates(s, err, sizeof err) < 0) {
+        fprintf(stderr, "ringmail send: campaign %lld: %s\n", s->o.campaign, err);
+        return -1;
     }
     if (send_prepare_start(s, err, sizeof err) < 0) {
         fprintf(stderr, "ringmail send: %s\n", err);
@@ -319,6 +468,35 @@ void send_campaign_watch(struct send *s)
     }
 }
 
+/* send_cancelled_say - the run stopped for a cancel: what was written,
+ * what went back and what was not sent; the exit status (0 when every
+ * result is written and every claim given back) */
+static int send_cancelled_say(struct send *s, const struct loader_stop_info *info, int lrc)
+{
+    char err[1024], id[32];
+    snprintf(id, sizeof id, "%lld", s->o.campaign);
+    struct life_status st;
+    PGconn *c = db_connect_current(s->o.db_url, err, sizeof err);
+    int found = c ? life_read(c, id, &st, err, sizeof err) : -1;
+    if (c) {
+        pq.PQfinish(c);
+    }
+    if (lrc < 0 || info->requeued < 0 || found <= 0) {
+        fprintf(stderr,
+                "ringmail send: campaign %lld cancelled; the stop could not write every result "
+                "or give every claim back (%s): node %s settles it at its next start\n",
+                s->o.campaign, found < 0 ? err : "see above", s->o.node);
+        return 1;
+    }
+    fprintf(stderr,
+            "ringmail send: campaign %lld cancelled with %lld recipient%s not sent (they stay "
+            "queued or deferred in the database; %lld claim%s went back); every result is "
+            "written\n",
+            s->o.campaign, st.pending, st.pending == 1 ? "" : "s", info->requeued,
+            info->requeued == 1 ? "" : "s");
+    return 0;
+}
+
 int send_campaign_stop(struct send *s, int rc)
 {
     send_suspend_stop(s); /* the ISP suspensions kept in PostgreSQL: written */
@@ -334,6 +512,8 @@ int send_campaign_stop(struct send *s, int rc)
      * else up to a minute; a stop signal now hurries it. */
     send_guard_start(s);
     send_hold_stop(s); /* before the loader's stop, which queues what it parked */
+    char done_why[LOADER_TEXT_MAX];
+    int life_done = s->done && loader_life_done(s->loader, done_why, sizeof done_why);
     struct loader_stop_info info;
     uint64_t at = __atomic_load_n(&s->stop_at_ms, __ATOMIC_SEQ_CST);
     uint64_t deadline = at ? at + SEND_STOP_DB_MS : clock_ms() + 63000;
@@ -360,8 +540,13 @@ int send_campaign_stop(struct send *s, int rc)
                     s->done && info.requeued == 0 ? "" : "; run again to resume");
             rc = s->done && info.requeued == 0 ? 0 : 1;
         }
+    } else if (s->cancelled && !s->fenced) {
+        rc = send_cancelled_say(s, &info, lrc);
     } else if (lrc < 0 && rc == 0) {
         rc = 1;
+    }
+    if (life_done && rc == 0) {
+        fprintf(stderr, "ringmail send: campaign %lld is done: %s\n", s->o.campaign, done_why);
     }
     if (info.abandoned) {
         /* Database threads are stuck in libpq: they keep the loader's

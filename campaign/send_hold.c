@@ -8,7 +8,7 @@
  * here (SEND_HOLD_TICK_MS) compares their generation and applies a change
  * to the pool: pool_isp_hold, with one loud line on stderr, or
  * pool_isp_release. So a hold written while `send` runs is in force
- * within about a second and a quarter, and one present at start before
+ * within about 1.1 seconds, and one present at start before
  * the first transaction could start.
  *
  * Held mail leaves the pool: the pool hands each message queued for a
@@ -17,6 +17,13 @@
  * fills with held mail and the other ISPs keep sending; what was parked
  * goes back to the queue when the hold is lifted, or at the stop.
  * Transactions already under way when a hold arrives finish.
+ *
+ * The campaign's status comes on the same poll: paused holds every ISP of
+ * the pool (the send_feed of send_campaign.c claims nothing meanwhile;
+ * what the pool held is parked) until it is running again; cancelled
+ * stops the run (send_stop: what is in flight finishes, every claim goes
+ * back at the loader's stop). The status line says "paused by operator
+ * since 14:02:11 UTC".
  *
  * Diagnostics (stderr, once per change): "ringmail: campaign 7: isp gmail
  * held: REASON; `ringmail campaign resume 7 --isp gmail` lifts it" and
@@ -34,7 +41,7 @@
 
 #include "campaign/send_int.h"
 
-#define SEND_HOLD_TICK_MS 250
+#define SEND_HOLD_TICK_MS 100
 
 struct send_hold {
     struct send *s;
@@ -44,6 +51,10 @@ struct send_hold {
     struct loader_hold held[LOADER_HOLDS_MAX];
     size_t nheld;
     int feed; /* parked since the last tick: the window has room */
+    /* The campaign's status applied (the one before a pause, while paused
+     * the pause's): paused holds every ISP of the pool. */
+    struct loader_life life;
+    int paused;
 };
 
 /* send_hold_find - the hold on isp in set (n of them), or NULL */
@@ -58,6 +69,36 @@ static const struct loader_hold *send_hold_find(const struct loader_hold *set, s
     return NULL;
 }
 
+/* send_hold_sync - the pool's holds as the set in force says: every ISP
+ * while the campaign is paused, else the held ones */
+static void send_hold_sync(struct send *s)
+{
+    struct send_hold *h = s->hold;
+    struct pool_isp_stats *st = calloc(SEND_MAX_ISPS, sizeof *st);
+    if (!st) {
+        abort();
+    }
+    size_t n = pool_isp_stats(s->pool, st, SEND_MAX_ISPS);
+    n = n < SEND_MAX_ISPS ? n : SEND_MAX_ISPS;
+    char why[400];
+    snprintf(why, sizeof why, "campaign %s: %s", h->life.status,
+             h->life.reason[0] ? h->life.reason : "by operator");
+    for (size_t i = 0; i < n; i++) {
+        const struct loader_hold *held = send_hold_find(h->held, h->nheld, st[i].name);
+        if (held) {
+            pool_isp_hold(s->pool, st[i].name, held->reason);
+        } else if (h->paused) {
+            pool_isp_hold(s->pool, st[i].name, why);
+        } else if (st[i].held) {
+            pool_isp_release(s->pool, st[i].name);
+        }
+    }
+    for (size_t i = 0; i < h->nheld; i++) {
+        pool_isp_hold(s->pool, h->held[i].isp, h->held[i].reason); /* one the pool lacks: added */
+    }
+    free(st);
+}
+
 /* send_hold_apply - the holds read now (n of them) into the pool, saying
  * each change on stderr */
 static void send_hold_apply(struct send *s, const struct loader_hold *now, size_t n)
@@ -67,7 +108,6 @@ static void send_hold_apply(struct send *s, const struct loader_hold *now, size_
         const struct loader_hold *was = &h->held[i];
         const struct loader_hold *is = send_hold_find(now, n, was->isp);
         if (!is || strcmp(is->since, was->since) != 0) {
-            pool_isp_release(s->pool, was->isp);
             fprintf(stderr,
                     "ringmail: campaign %lld: isp %s resumed (it was held since %s); sending to "
                     "it again, its parked recipients go back to the queue\n",
@@ -80,7 +120,6 @@ static void send_hold_apply(struct send *s, const struct loader_hold *now, size_
         if (was && strcmp(is->since, was->since) == 0) {
             continue;
         }
-        pool_isp_hold(s->pool, is->isp, is->reason);
         fprintf(stderr,
                 "ringmail: campaign %lld: isp %s held: %s; `ringmail campaign resume %lld --isp "
                 "%s` lifts it\n",
@@ -88,6 +127,39 @@ static void send_hold_apply(struct send *s, const struct loader_hold *now, size_
     }
     memcpy(h->held, now, n * sizeof *now);
     h->nheld = n;
+}
+
+/* send_hold_life - the campaign's status read now: a pause holds every
+ * ISP and stops the feeding, a resume undoes it, a cancel stops the run */
+static void send_hold_life(struct send *s, const struct loader_life *life)
+{
+    struct send_hold *h = s->hold;
+    int paused = strcmp(life->status, "paused") == 0;
+    int cancelled = strcmp(life->status, "cancelled") == 0;
+    if (paused && !h->paused) {
+        fprintf(stderr,
+                "ringmail: campaign %lld paused (%s, since %s): transactions in flight finish, "
+                "nothing new starts; `ringmail campaign resume %lld` continues\n",
+                s->o.campaign, life->reason[0] ? life->reason : "by operator", life->since,
+                s->o.campaign);
+    } else if (!paused && h->paused && !cancelled) {
+        fprintf(stderr, "ringmail: campaign %lld resumed (it was paused since %s); sending again\n",
+                s->o.campaign, h->life.since);
+    }
+    h->paused = paused;
+    s->paused = paused || cancelled;
+    if (paused || !cancelled) {
+        h->life = *life;
+    }
+    if (cancelled && !s->cancelled) {
+        fprintf(stderr,
+                "ringmail: campaign %lld cancelled (%s): transactions in flight finish, every "
+                "claim goes back to the queue, the send stops\n",
+                s->o.campaign, life->reason[0] ? life->reason : "by operator");
+        s->cancelled = 1;
+        s->interrupted = 1; /* feed nothing more */
+        send_stop(s);
+    }
 }
 
 /* send_hold_tick - a change of the holds reaches the pool; parked mail
@@ -103,9 +175,20 @@ static void send_hold_tick(struct loop_timer *t)
     uint64_t gen;
     size_t n = loader_holds_get(h->lh, now, LOADER_HOLDS_MAX, &gen);
     if (gen != h->gen) {
+        struct loader_life life;
+        loader_holds_life(h->lh, &life);
         h->gen = gen;
+        int was_paused = h->paused;
         send_hold_apply(s, now, n < LOADER_HOLDS_MAX ? n : LOADER_HOLDS_MAX);
+        send_hold_life(s, &life);
+        if (s->finishing) {
+            return; /* cancelled: the stop queues what is parked */
+        }
+        send_hold_sync(s);
         loader_holds_applied(h->lh, gen); /* parked mail of a released ISP may go back */
+        if (was_paused && !h->paused) {
+            h->feed = 1; /* resumed: claim and send again */
+        }
     }
     if (h->feed) {
         h->feed = 0;
@@ -150,6 +233,10 @@ int send_hold_start(struct send *s, struct pool_options *po)
         return -1;
     }
     s->hold = h;
+    struct loader_life life;
+    loader_holds_life(h->lh, &life);
+    /* Paused already: nothing is fed before the first tick says so. */
+    s->paused = strcmp(life.status, "paused") == 0 || strcmp(life.status, "cancelled") == 0;
     po->on_held = send_on_held;
     loop_timer_init(&h->timer, send_hold_tick, h);
     /* The first tick applies the holds present at start: it runs before
@@ -183,10 +270,18 @@ void send_hold_status(const struct send *s, char *buf, size_t n)
 {
     buf[0] = '\0';
     const struct send_hold *h = s->hold;
-    if (!h || !h->nheld) {
+    if (!h) {
         return;
     }
-    size_t k = (size_t)snprintf(buf, n, "  held:");
+    size_t k = 0;
+    if (h->paused) {
+        /* The operator's pause: nothing moves until a resume. */
+        k = (size_t)snprintf(buf, n, "  %s since %s", h->life.reason[0] ? h->life.reason : "paused",
+                             h->life.since);
+    }
+    if (k < n && h->nheld) {
+        k += (size_t)snprintf(buf + k, n - k, "  held:");
+    }
     for (size_t i = 0; i < h->nheld && k < n; i++) {
         k += (size_t)snprintf(buf + k, n - k, "%s %s", i ? "," : "", h->held[i].isp);
     }

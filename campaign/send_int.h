@@ -232,6 +232,13 @@ struct send {
     int64_t prepared_campaign; /* their VERP tokens name it, and recipient 0 (no row) */
     /* campaign mode: ISP suspensions kept in PostgreSQL (send_suspend.c) */
     struct send_suspend *suspend;
+    /* campaign mode: the life cycle (lifecycle.h). early_rc: the exit
+     * status when the campaign is not to be sent (complete, cancelled,
+     * interrupted before its start_at), -1 otherwise; paused: an operator
+     * paused it (nothing is fed); cancelled: an operator cancelled it (the
+     * run stops, exit 0). */
+    int early_rc;
+    int paused, cancelled;
 };
 
 /* send.c */

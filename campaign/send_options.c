@@ -66,7 +66,11 @@ static void send_usage(FILE *f)
             "  --render-threads N     threads rendering and DKIM-signing (default one per core;\n"
             "                         0: on the delivery thread)\n"
             "  --lease SECONDS        the node's lease: renewed every half, taken over by\n"
-            "                         another node when it runs out (default 10)\n");
+            "                         another node when it runs out (default 10)\n"
+            "  A scheduled campaign is waited for (until its start time); a paused one waits\n"
+            "  for `ringmail campaign resume`. Exit 0 when the campaign is done (a done one:\n"
+            "  \"is complete\", nothing sent) or cancelled while running; 2 for a cancelled\n"
+            "  campaign (never sent again) or bad options; 1 when work is left.\n");
 }
 
 enum {

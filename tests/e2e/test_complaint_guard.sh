@@ -252,8 +252,9 @@ check_grep "refused: ... and names the ISPs that are held" \
 check_eq "refused: no such campaign: exit 1" 1 "$?"
 check_grep "refused: no such campaign: says so" "no campaign 999999" "$E2E_TMP/r3.err"
 "$RM" campaign resume --db "$PG_URL" "$C2" >"$E2E_TMP/r3.out" 2>"$E2E_TMP/r3.err"
-check_eq "refused: no --isp: exit 2" 2 "$?"
-check_grep "refused: no --isp: says so" "\-\-isp NAME is required" "$E2E_TMP/r3.err"
+check_eq "refused: no --isp, and the campaign is not paused: exit 1" 1 "$?"
+check_grep "refused: no --isp: says so, and names the held ISPs" \
+    "campaign $C2 is not paused \(it is done\); held ISPs: b \(--isp NAME resumes one\)$" "$E2E_TMP/r3.err"
 "$RM" campaign resume --db "$PG_URL" seven --isp a >"$E2E_TMP/r3.out" 2>"$E2E_TMP/r3.err"
 check_eq "refused: a campaign that is not a number: exit 2" 2 "$?"
 check_grep "refused: a campaign that is not a number: says so" "numeric id" "$E2E_TMP/r3.err"
