@@ -273,17 +273,11 @@ void send_hold_status(const struct send *s, char *buf, size_t n)
     if (!h) {
         return;
     }
-    size_t k = 0;
     if (h->paused) {
-        /* The operator's pause: nothing moves until a resume. */
-        k = (size_t)snprintf(buf, n, "  %s since %s", h->life.reason[0] ? h->life.reason : "paused",
-                             h->life.since);
-    }
-    if (k < n && h->nheld) {
-        k += (size_t)snprintf(buf + k, n - k, "  held:");
-    }
-    for (size_t i = 0; i < h->nheld && k < n; i++) {
-        k += (size_t)snprintf(buf + k, n - k, "%s %s", i ? "," : "", h->held[i].isp);
+        /* The operator's pause: nothing moves until a resume. (Held ISPs
+         * are the pool's to say: pool_isp_stats' held_why.) */
+        snprintf(buf, n, "%s since %s", h->life.reason[0] ? h->life.reason : "paused",
+                 h->life.since);
     }
 }
 

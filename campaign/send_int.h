@@ -360,7 +360,8 @@ int send_hold_start(struct send *s, struct pool_options *po);
 void send_hold_quiet(struct send *s);
 /* send_hold_stop - the watcher's thread gone (before the loader's stop) */
 void send_hold_stop(struct send *s);
-/* send_hold_status - " held: a, b" for the status line into buf ("" when none) */
+/* send_hold_status - "paused by operator since 14:02:11 UTC" for the live
+ * line into buf while the campaign is paused, else "" */
 void send_hold_status(const struct send *s, char *buf, size_t n);
 /* send_hold_json - the holds in force and what they parked, for --json */
 struct json_t;

@@ -744,6 +744,11 @@ static size_t send_whys(struct send *s, const struct pool_isp_stats *st, size_t 
                          x->rate_limit);
         }
     }
+    char paused[160];
+    send_hold_status(s, paused, sizeof paused);
+    if (paused[0]) {
+        send_why_add(w, &k, max, 6, "campaign %s", paused);
+    }
     if (p->db && p->waiting && s->inflight == 0) {
         /* Campaign mode: nothing in the pool, and the rest waits in the
          * database for its next attempt time. */
