@@ -391,13 +391,12 @@ void campaign_create_usage(FILE *f)
             "           [--vars JSON | --as RECIPIENT] [--config FILE]\n"
             "       ringmail campaign list --db URL\n"
             "       ringmail campaign holds --db URL [ID]\n"
-            "       ringmail campaign resume --db URL ID --isp NAME\n"
             "\n"
             "  test: the campaign's message, exactly as its recipients get it, to seed\n"
             "  addresses (one attempt each, recorded in ringmail.seed_delivery, the\n"
             "  campaign untouched). preview: that message written to a file.\n"
-            "  holds: the ISPs the complaint guard holds ([feedback] complaint_pause), per\n"
-            "  campaign. resume: lift one; a running send sees it within seconds.\n");
+            "  holds: the ISPs held for a campaign: by the complaint guard ([feedback]\n"
+            "  complaint_pause) or by an operator (pause --isp); resume --isp lifts one.\n");
 }
 
 static int campaign_create_parse(int argc, char **argv, struct campaign_spec *s)
