@@ -93,11 +93,14 @@ if start_postgres "$T/pg"; then
         }
     }
     check "create: an unclosed {{ in --text -> 2, nothing stored" create_fails \
-        "template text: unterminated {{ at offset 6" --subject s --text "$T/unclosed.txt"
+        "--text $T/unclosed.txt: unterminated merge field '{{first_name' at line 1, character 7" \
+        --subject s --text "$T/unclosed.txt"
     check "create: {{ }} in --text -> 2, nothing stored" create_fails \
-        "template text: bad merge field name at offset 6" --subject s --text "$T/empty.txt"
+        "--text $T/empty.txt: bad merge field name '{{ }}' at line 1, character 7" \
+        --subject s --text "$T/empty.txt"
     check "create: an unclosed {{ in --subject -> 2" create_fails \
-        "template subject: unterminated {{" --subject 'Hi {{name' --text "$T/ok.txt"
+        "--subject: unterminated merge field '{{name' at character 4" --subject 'Hi {{name' \
+        --text "$T/ok.txt"
     check "create: PEM armour with garbage inside -> 2, nothing stored" create_fails \
         "--dkim-key $T/garbage.pem: cannot read a private key" --subject s --text "$T/ok.txt" \
         --dkim-domain example.com --dkim-selector s1 --dkim-key "$T/garbage.pem"

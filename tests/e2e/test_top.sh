@@ -467,7 +467,13 @@ print(" ".join(str(c["id"]) for c in json.load(sys.stdin)["campaigns"]))')"
 kill -TERM "$SEND_PID" 2>/dev/null
 wait "$SEND_PID" 2>/dev/null
 check_no_grep "no sanitizer report from send" Sanitizer "$E2E_TMP/send.err"
-check_grep "after the stop, no campaign is running: the header says what to do" \
+# Stopped with recipients left, the campaign is still running (no node
+# sends it now): top still shows it. Cancelled, it is not shown any more.
+check_eq "after the stop: the campaign is still running, so top still shows it" "$C" \
+    "$("$RM" top --db "$PG_URL" --format json | "$E2E_PY" -c 'import json, sys
+print(" ".join(str(c["id"]) for c in json.load(sys.stdin)["campaigns"]))')"
+"$RM" campaign cancel --db "$PG_URL" "$C" >/dev/null 2>&1
+check_grep "after a cancel, no campaign is running: the header says what to do" \
     '^no campaign running, paused or worked on by a live node \(--campaign ID shows one\)$' \
     <("$RM" top --db "$PG_URL" --once)
 
