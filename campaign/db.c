@@ -459,6 +459,16 @@ static void db_result_error(PGresult *r, PGconn *c, char *err, size_t errlen)
     db_trim(err);
 }
 
+PGresult *db_checked(PGconn *c, PGresult *r, ExecStatusType want, char *err, size_t errlen)
+{
+    if (!r || pq.PQresultStatus(r) != want) {
+        db_result_error(r, c, err, errlen);
+        pq.PQclear(r);
+        return NULL;
+    }
+    return r;
+}
+
 int db_exec(PGconn *c, const char *sql, char *err, size_t errlen)
 {
     PGresult *r = pq.PQexec(c, sql);

@@ -22,6 +22,9 @@ PGconn *db_connect_current(const char *url, char *err, size_t errlen);
 /* Strip the newline and spaces libpq leaves at the end of its messages,
  * and make a message of several lines one line (logs stay one line each). */
 void db_trim(char *msg);
+/* R if its status is WANT; else NULL, R freed and the server's (or the
+ * connection's) message, one line, in err. */
+PGresult *db_checked(PGconn *c, PGresult *r, ExecStatusType want, char *err, size_t errlen);
 /* Run sql (no result rows wanted); 0, or -1 with the server's message in err. */
 int db_exec(PGconn *c, const char *sql, char *err, size_t errlen);
 /* Apply every missing migration up to version to (0: the latest); *applied

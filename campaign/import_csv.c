@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 
 #include "campaign/import_int.h"
+#include "campaign/render.h"
 
 #ifndef CSV_WINDOW_MIN
 #define CSV_WINDOW_MIN (1024 * 1024)
@@ -380,26 +381,6 @@ static const unsigned char csv_class[128] = {
     [0] = 2, ['\t'] = 1, ['\n'] = 1, ['\r'] = 1, ['\\'] = 1, ['"'] = 4,
 };
 
-/* The length of the UTF-8 sequence at p (before end), 0 when it is not one. */
-static size_t csv_utf8_len(const unsigned char *p, const unsigned char *end)
-{
-    unsigned c = *p;
-    size_t k = c >= 0xF0 ? 3 : c >= 0xE0 ? 2 : c >= 0xC2 ? 1 : 0;
-    if (k == 0 || c > 0xF4 || (size_t)(end - p) <= k) {
-        return 0;
-    }
-    for (size_t i = 1; i <= k; i++) {
-        if ((p[i] & 0xC0) != 0x80) {
-            return 0;
-        }
-    }
-    if ((c == 0xE0 && p[1] < 0xA0) || (c == 0xED && p[1] >= 0xA0) || (c == 0xF0 && p[1] < 0x90) ||
-        (c == 0xF4 && p[1] >= 0x90)) {
-        return 0;
-    }
-    return k + 1;
-}
-
 /* The offset of p in the field's value: bytes, less one per doubled quote
  * (or characters, when the file was converted). */
 static size_t csv_value_offset(const struct import_csv *r, const struct import_field *f,
@@ -445,7 +426,7 @@ int import_value(const struct import_csv *r, const struct import_field *f, int c
             pb->byte = 0;
             return -1;
         case 3: {
-            size_t k = csv_utf8_len(p, end);
+            size_t k = render_utf8_len(p, end);
             if (k == 0) {
                 if (c == IMPORT_MARK && import_csv_converts(r) && end - p >= 3) {
                     pb->kind = IMPORT_VALUE_UNCONVERTED;

@@ -14,14 +14,8 @@
 static PGresult *life_query(PGconn *c, const char *sql, int n, const char *const *params,
                             ExecStatusType want, char *err, size_t errlen)
 {
-    PGresult *r = pq.PQexecParams(c, sql, n, NULL, params, NULL, NULL, 0);
-    if (!r || pq.PQresultStatus(r) != want) {
-        snprintf(err, errlen, "%s", r ? pq.PQresultErrorMessage(r) : pq.PQerrorMessage(c));
-        db_trim(err);
-        pq.PQclear(r);
-        return NULL;
-    }
-    return r;
+    return db_checked(c, pq.PQexecParams(c, sql, n, NULL, params, NULL, NULL, 0), want, err,
+                      errlen);
 }
 
 /* life_summary_sql - "n state, ..." of campaign $1's recipients, in the

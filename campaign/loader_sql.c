@@ -148,27 +148,13 @@ static const struct {
          10},
 };
 
-/* loader_pq_checked - R if its status is WANT; else NULL, R freed and the
- * server's (or the connection's) message in ERR */
-static PGresult *loader_pq_checked(PGconn *c, PGresult *r, ExecStatusType want, char *err,
-                                   size_t errlen)
-{
-    if (!r || pq.PQresultStatus(r) != want) {
-        snprintf(err, errlen, "%s", r ? pq.PQresultErrorMessage(r) : pq.PQerrorMessage(c));
-        db_trim(err);
-        pq.PQclear(r);
-        return NULL;
-    }
-    return r;
-}
-
 /* loader_prepared - run prepared statement `which`; NULL + err unless want */
 PGresult *loader_prepared(PGconn *c, int which, const char *const *params, ExecStatusType want,
                           char *err, size_t errlen)
 {
     PGresult *r = pq.PQexecPrepared(c, loader_sql[which].name, loader_sql[which].nparams, params,
                                     NULL, NULL, 0);
-    return loader_pq_checked(c, r, want, err, errlen);
+    return db_checked(c, r, want, err, errlen);
 }
 
 /* ---- the connection ---- */
@@ -253,7 +239,7 @@ PGresult *loader_query(PGconn *c, const char *sql, int n, const char *const *par
                        ExecStatusType want, char *err, size_t errlen)
 {
     PGresult *r = pq.PQexecParams(c, sql, n, NULL, params, NULL, NULL, 0);
-    return loader_pq_checked(c, r, want, err, errlen);
+    return db_checked(c, r, want, err, errlen);
 }
 
 /* PostgreSQL bigint array literals of ids. */

@@ -120,32 +120,41 @@ static void render_truncate(buf_t *b, size_t len)
 
 /* ---------------------------------------------------------------- text checks */
 
+size_t render_utf8_len(const unsigned char *p, const unsigned char *end)
+{
+    unsigned c = *p;
+    size_t k = c >= 0xF0 ? 3 : c >= 0xE0 ? 2 : c >= 0xC2 ? 1 : 0;
+    if (k == 0 || c > 0xF4 || (size_t)(end - p) <= k) {
+        return 0;
+    }
+    for (size_t i = 1; i <= k; i++) {
+        if ((p[i] & 0xC0) != 0x80) {
+            return 0;
+        }
+    }
+    if ((c == 0xE0 && p[1] < 0xA0) || (c == 0xED && p[1] >= 0xA0) || (c == 0xF0 && p[1] < 0x90) ||
+        (c == 0xF4 && p[1] >= 0x90)) {
+        return 0; /* overlong, a surrogate, past U+10FFFF */
+    }
+    return k + 1;
+}
+
 int render_utf8_ok(const char *s, size_t n)
 {
     const unsigned char *p = (const unsigned char *)s, *end = p + n;
     while (p < end) {
-        unsigned c = *p;
-        if (c == 0) {
+        if (*p == 0) {
             return 0;
         }
-        if (c < 0x80) {
+        if (*p < 0x80) {
             p++;
             continue;
         }
-        size_t k = c >= 0xF0 ? 3 : c >= 0xE0 ? 2 : c >= 0xC2 ? 1 : 0;
-        if (k == 0 || c > 0xF4 || (size_t)(end - p) <= k) {
+        size_t k = render_utf8_len(p, end);
+        if (k == 0) {
             return 0;
         }
-        for (size_t i = 1; i <= k; i++) {
-            if ((p[i] & 0xC0) != 0x80) {
-                return 0;
-            }
-        }
-        if ((c == 0xE0 && p[1] < 0xA0) || (c == 0xED && p[1] >= 0xA0) ||
-            (c == 0xF0 && p[1] < 0x90) || (c == 0xF4 && p[1] >= 0x90)) {
-            return 0;
-        }
-        p += k + 1;
+        p += k;
     }
     return 1;
 }

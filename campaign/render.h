@@ -113,6 +113,9 @@ void render_scratch_free(struct render_scratch *s);
 
 /* Well-formed UTF-8 (no overlongs, surrogates or values past U+10FFFF) without NUL. */
 int render_utf8_ok(const char *s, size_t n);
+/* The length (2 to 4) of the well-formed multi-byte UTF-8 sequence at p
+ * (before end), 0 when it is not one. */
+size_t render_utf8_len(const unsigned char *p, const unsigned char *end);
 /* NULL with a reason in err (a template syntax error, a bad address or
  * header, an unreadable DKIM key). A template's error starts with its
  * name ("subject", "text", "html", "to_name", "list_unsubscribe",
