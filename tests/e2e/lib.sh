@@ -53,6 +53,8 @@
 # Clients
 #   smtp_probe PORT STEP...     tests/e2e/smtp_probe.py: a raw scripted SMTP client
 #                               ('<250' '>EHLO x' '+MAIL...' tls eof silent:1 ...)
+#   two_isps CONF RATE          sinks a, b (127.0.0.81/.82) and a config: ISPs a.test, b.test
+#   two_isp_campaign NAME N     a campaign of N a.test + N b.test recipients; its id
 
 E2E_PY=${E2E_PY:-/usr/bin/python3}
 E2E_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -913,6 +915,45 @@ start_sink() {
 stop_sink() { e2e_kill "${SINK_PID[$1]}"; }
 # sj NAME FIELD: a field of a sink's stats.
 sj() { jget "${SINK_STATS[$1]}" "$2"; }
+
+# two_isps CONF MSG_RATE: sinks a (127.0.0.81) and b (127.0.0.82) on a new
+# SINK_PORT, and a config CONF with ISPs a (a.test) and b (b.test), 2
+# connections and MSG_RATE each, routed to them (retry 300ms, max_age 60s).
+two_isps() {
+    SINK_PORT=$(free_port)
+    start_sink a 127.0.0.81
+    start_sink b 127.0.0.82
+    cat >"$1" <<CONF
+[global]
+tls = none
+retry = 300ms
+max_age = 60s
+[isp a]
+domains = a.test
+max_connections = 2
+msg_rate = $2
+[isp b]
+domains = b.test
+max_connections = 2
+msg_rate = $2
+[route a.test]
+server = 127.0.0.81:$SINK_PORT
+[route b.test]
+server = 127.0.0.82:$SINK_PORT
+CONF
+}
+
+# two_isp_campaign NAME N: a campaign with N recipients on a.test and N on
+# b.test, interleaved; prints its id
+two_isp_campaign() {
+    local id
+    id=$(psql_q "INSERT INTO ringmail.campaign (name, mail_from, subject, text_body)
+        VALUES ('$1', 'news@sender.test', 'Hello', 'Campaign $1.') RETURNING id")
+    psql_q "INSERT INTO ringmail.recipient (campaign_id, address)
+        SELECT $id, '$1' || g || '@' || CASE WHEN g % 2 = 0 THEN 'a.test' ELSE 'b.test' END
+        FROM generate_series(1, 2 * $2) g" >/dev/null
+    echo "$id"
+}
 
 # ---- campaigns in the test cluster
 # new_campaign NAME N [DOMAIN]: a campaign of N recipients NAME1@DOMAIN ..

@@ -28,39 +28,9 @@ start_postgres "$E2E_TMP/pg" || { check "postgres starts" false; e2e_finish; exi
 "$RM" db migrate --db "$PG_URL" >/dev/null
 check "schema has ringmail.isp_hold" psql_q "SELECT 1 FROM ringmail.isp_hold LIMIT 0"
 
-SINK_PORT=$(free_port)
-start_sink a 127.0.0.81
-start_sink b 127.0.0.82
+two_isps "$E2E_TMP/g.conf" 20/s
 
-cat >"$E2E_TMP/g.conf" <<CONF
-[global]
-tls = none
-retry = 300ms
-max_age = 60s
-[isp a]
-domains = a.test
-max_connections = 2
-msg_rate = 20/s
-[isp b]
-domains = b.test
-max_connections = 2
-msg_rate = 20/s
-[route a.test]
-server = 127.0.0.81:$SINK_PORT
-[route b.test]
-server = 127.0.0.82:$SINK_PORT
-CONF
-
-# campaign NAME N: N recipients on a.test and N on b.test, interleaved; its id
-campaign() {
-    local id
-    id=$(psql_q "INSERT INTO ringmail.campaign (name, mail_from, subject, text_body)
-        VALUES ('$1', 'news@sender.test', 'Hello', 'Campaign $1.') RETURNING id")
-    psql_q "INSERT INTO ringmail.recipient (campaign_id, address)
-        SELECT $id, '$1' || g || '@' || CASE WHEN g % 2 = 0 THEN 'a.test' ELSE 'b.test' END
-        FROM generate_series(1, 2 * $2) g" >/dev/null
-    echo "$id"
-}
+campaign() { two_isp_campaign "$@"; }
 # hold ID ISP REASON: what the feedback store writes
 hold() {
     psql_q "INSERT INTO ringmail.isp_hold (campaign_id, isp, reason) VALUES ($1, '$2', '$3')

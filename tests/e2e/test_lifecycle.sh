@@ -22,40 +22,10 @@ T_START=$(now_ms)
 start_postgres "$E2E_TMP/pg" || { check "postgres starts" false; e2e_finish; exit 1; }
 "$RM" db migrate --db "$PG_URL" >/dev/null
 
-SINK_PORT=$(free_port)
-start_sink a 127.0.0.81
-start_sink b 127.0.0.82
-
 # 8 messages/s per ISP: a campaign of 2 x 50 takes about 6 s.
-cat >"$E2E_TMP/l.conf" <<CONF
-[global]
-tls = none
-retry = 300ms
-max_age = 60s
-[isp a]
-domains = a.test
-max_connections = 2
-msg_rate = 8/s
-[isp b]
-domains = b.test
-max_connections = 2
-msg_rate = 8/s
-[route a.test]
-server = 127.0.0.81:$SINK_PORT
-[route b.test]
-server = 127.0.0.82:$SINK_PORT
-CONF
+two_isps "$E2E_TMP/l.conf" 8/s
 
-# campaign NAME N: N recipients on a.test and N on b.test, interleaved; its id
-campaign() {
-    local id
-    id=$(psql_q "INSERT INTO ringmail.campaign (name, mail_from, subject, text_body)
-        VALUES ('$1', 'news@sender.test', 'Hello', 'Campaign $1.') RETURNING id")
-    psql_q "INSERT INTO ringmail.recipient (campaign_id, address)
-        SELECT $id, '$1' || g || '@' || CASE WHEN g % 2 = 0 THEN 'a.test' ELSE 'b.test' END
-        FROM generate_series(1, 2 * $2) g" >/dev/null
-    echo "$id"
-}
+campaign() { two_isp_campaign "$@"; }
 status() { psql_q "SELECT status FROM ringmail.campaign WHERE id = $1"; }
 deliveries() { psql_q "SELECT count(*) FROM ringmail.delivery WHERE campaign_id = $1"; }
 # twice ID: recipients with more than one accepted delivery row
