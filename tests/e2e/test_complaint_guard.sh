@@ -286,7 +286,7 @@ N5=5
 C5=$(campaign five "$N5")
 hold "$C5" a "test"
 B0=$(sj b accepted_rcpts)
-script -qfec "$(printf '%q ' "$RM" send --db "$PG_URL" --campaign "$C5" --config "$E2E_TMP/g.conf" \
+script -qfec "exec $(printf '%q ' "$RM" send --db "$PG_URL" --campaign "$C5" --config "$E2E_TMP/g.conf" \
     --node g5 --journal "$E2E_TMP/g5.journal")" "$E2E_TMP/g5.tty" >/dev/null 2>&1 &
 SCRIPT_PID=$!
 e2e_cleanup "e2e_kill $SCRIPT_PID"

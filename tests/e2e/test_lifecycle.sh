@@ -113,7 +113,7 @@ C2=$(campaign two 50)
 A0=$(sj a accepted_rcpts)
 B0=$(sj b accepted_rcpts)
 # On a terminal (script(1) gives it one), for the live line.
-script -qfec "$(printf '%q ' "$RM" send --db "$PG_URL" --campaign "$C2" --config "$E2E_TMP/l.conf" \
+script -qfec "exec $(printf '%q ' "$RM" send --db "$PG_URL" --campaign "$C2" --config "$E2E_TMP/l.conf" \
     --node s2 --journal "$E2E_TMP/s2.journal")" "$E2E_TMP/s2.tty" >/dev/null 2>&1 &
 SEND_PID=$!
 e2e_cleanup "e2e_kill $SEND_PID"

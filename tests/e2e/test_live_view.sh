@@ -80,7 +80,7 @@ CONF
 N1=450
 C1=$(new_campaign live "$N1" a.test)
 MPORT=$(free_port)
-script -qfec "$(printf '%q ' "$RM" send --db "$PG_URL" --campaign "$C1" --config "$E2E_TMP/a.conf" \
+script -qfec "exec $(printf '%q ' "$RM" send --db "$PG_URL" --campaign "$C1" --config "$E2E_TMP/a.conf" \
     --node v1 --journal "$E2E_TMP/v1.journal" --metrics "127.0.0.1:$MPORT")" "$E2E_TMP/v1.tty" \
     >/dev/null 2>&1 &
 SCRIPT_PID=$!
@@ -89,8 +89,14 @@ wait_port 127.0.0.1 "$MPORT" 10
 sleep 1.2
 # A log line while the block is up: the reload's (SIGHUP to the send under script).
 descendants() { local p; for p in $(pgrep -P "$1"); do echo "$p"; descendants "$p"; done; }
+# script(1) runs the command through $SHELL -c; the exec makes the send that
+# shell's process, and the name check makes sure a shell that did not exec
+# (dash as $SHELL) is never the one signalled: its death would hang up the
+# terminal under the send.
 SEND_PID=$(for p in $(descendants "$SCRIPT_PID"); do
+    [ "$(cat "/proc/$p/comm" 2>/dev/null)" = ringmail ] || continue
     tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -q -- '--node v1 ' && echo "$p"; done | head -1)
+check "terminal: the send's process found under script(1)" test -n "$SEND_PID"
 [ -n "$SEND_PID" ] && kill -HUP "$SEND_PID"
 "$E2E_PY" -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen("http://127.0.0.1:'"$MPORT"'/metrics", timeout=5).read().decode())' \
     >"$E2E_TMP/v1.metrics" 2>"$E2E_TMP/v1.metrics.err"
