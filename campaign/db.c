@@ -229,6 +229,54 @@ static const char *const db_migrations[] = {
     "  tls_version text,"
     "  tls_cipher text,"
     "  message_id text);",
+    /* 6: destination TLS policy (MTA-STS, DANE, TLS-RPT). Every attempt
+     * records the policy that applied: tls_policy is 'dane', 'mta-sts' or
+     * 'config'; tls_policy_mode is 'enforce' or 'testing' (mta-sts),
+     * 'enforce' (dane) or the configured policy's name (required, verify,
+     * opportunistic, none); tls_result is the RFC 8460 result type of a
+     * failure (or what would have failed under testing), NULL when the
+     * policy was met; tls_policy_id names the policy's text in
+     * tls_policy_text (the MTA-STS id, or a hash of the TLSA set), so a
+     * TLS-RPT report can quote the policy-string. mta_sts_policy is the
+     * policy cache every node shares (one row per domain: the last good
+     * policy, when it expires, and who fetches it now). tlsrpt_report
+     * records each report sent (once per day, domain and rua). */
+    "ALTER TABLE ringmail.delivery ADD COLUMN tls_policy text,"
+    "  ADD COLUMN tls_policy_mode text,"
+    "  ADD COLUMN tls_result text,"
+    "  ADD COLUMN tls_policy_id text;"
+    "CREATE TABLE ringmail.tls_policy_text ("
+    "  type text NOT NULL CHECK (type IN ('sts', 'tlsa')),"
+    "  domain text NOT NULL,"
+    "  policy_id text NOT NULL,"
+    "  policy text NOT NULL,"
+    "  first_seen timestamptz NOT NULL DEFAULT now(),"
+    "  PRIMARY KEY (type, domain, policy_id));"
+    "CREATE TABLE ringmail.mta_sts_policy ("
+    "  domain text PRIMARY KEY,"
+    "  sts_id text,"
+    "  mode text CHECK (mode IN ('enforce', 'testing', 'none')),"
+    "  mx text[],"
+    "  max_age int,"
+    "  policy text,"
+    "  fetched_at timestamptz,"
+    "  expires_at timestamptz,"
+    "  checked_at timestamptz,"
+    "  last_error text,"
+    "  last_error_type text,"
+    "  fetch_node text,"
+    "  fetch_until timestamptz);"
+    "CREATE TABLE ringmail.tlsrpt_report ("
+    "  id bigserial PRIMARY KEY,"
+    "  day date NOT NULL,"
+    "  domain text NOT NULL,"
+    "  rua text NOT NULL,"
+    "  report_id text NOT NULL,"
+    "  at timestamptz NOT NULL DEFAULT now(),"
+    "  sent_at timestamptz,"
+    "  outcome text,"
+    "  detail text,"
+    "  UNIQUE (day, domain, rua));",
 };
 
 #define DB_NMIGRATIONS (int)(sizeof db_migrations / sizeof db_migrations[0])

@@ -101,6 +101,9 @@ struct loader_result {
      * one, or a deferral without a reply): category ("bad-mailbox" ...),
      * bounce ("hard" or "soft") and bounce_rule ("rfc3463: X.1.1 ..."). */
     char category[24], bounce[8], bounce_rule[LOADER_RULE_MAX];
+    /* The destination TLS policy (pool/tlspolicy.h; delivery.tls_policy,
+     * tls_policy_mode, tls_policy_id, tls_result): "" when none. */
+    char tls_policy[12], tls_policy_mode[16], tls_policy_id[72], tls_result[32];
     int suppress;    /* a hard bounce that condemns the address (bounce_suppresses) */
     int soft_bounce; /* a final soft bounce that counts toward soft_bounce_limit */
 };

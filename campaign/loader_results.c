@@ -57,13 +57,29 @@
 static const struct {
     size_t off, size;
 } loader_strs[] = {
-    LOADER_FIELD(outcome),     LOADER_FIELD(state),        LOADER_FIELD(reason),
-    LOADER_FIELD(enhanced),    LOADER_FIELD(text),         LOADER_FIELD(isp),
-    LOADER_FIELD(mx),          LOADER_FIELD(peer),         LOADER_FIELD(source),
-    LOADER_FIELD(tls_version), LOADER_FIELD(tls_cipher),   LOADER_FIELD(tls_group),
-    LOADER_FIELD(tls_verify),  LOADER_FIELD(peer_subject), LOADER_FIELD(peer_issuer),
-    LOADER_FIELD(peer_sha256), LOADER_FIELD(category),     LOADER_FIELD(bounce),
+    LOADER_FIELD(outcome),
+    LOADER_FIELD(state),
+    LOADER_FIELD(reason),
+    LOADER_FIELD(enhanced),
+    LOADER_FIELD(text),
+    LOADER_FIELD(isp),
+    LOADER_FIELD(mx),
+    LOADER_FIELD(peer),
+    LOADER_FIELD(source),
+    LOADER_FIELD(tls_version),
+    LOADER_FIELD(tls_cipher),
+    LOADER_FIELD(tls_group),
+    LOADER_FIELD(tls_verify),
+    LOADER_FIELD(peer_subject),
+    LOADER_FIELD(peer_issuer),
+    LOADER_FIELD(peer_sha256),
+    LOADER_FIELD(category),
+    LOADER_FIELD(bounce),
     LOADER_FIELD(bounce_rule),
+    LOADER_FIELD(tls_policy),
+    LOADER_FIELD(tls_policy_mode),
+    LOADER_FIELD(tls_policy_id),
+    LOADER_FIELD(tls_result),
 };
 #define LOADER_NSTRS (sizeof loader_strs / sizeof loader_strs[0])
 
@@ -327,6 +343,10 @@ static void loader_copy_row(buf_t *d, const char *camp, const char *node,
     loader_copy_field(d, x->bounce_rule[0] ? x->bounce_rule : NULL, 0);
     /* NULL for an attempt no connection carried (DNS, every exchanger down) */
     loader_copy_field(d, x->peer[0] ? (x->conn_first ? "t" : "f") : NULL, 0);
+    loader_copy_field(d, x->tls_policy[0] ? x->tls_policy : NULL, 0);
+    loader_copy_field(d, x->tls_policy[0] ? x->tls_policy_mode : NULL, 0);
+    loader_copy_field(d, x->tls_policy_id[0] ? x->tls_policy_id : NULL, 0);
+    loader_copy_field(d, x->tls_result[0] ? x->tls_result : NULL, 0);
     loader_copy_field(d, node, 1);
 }
 
@@ -448,7 +468,8 @@ int loader_write(struct loader *l, PGconn *c, const buf_t *packed, char *err, si
                     " reason, connect_ms, tls_ms, transaction_ms, isp, mx, peer, source, code,"
                     " enhanced, reply, tls_version, tls_cipher, tls_group, tls_resumed,"
                     " tls_verify, peer_subject, peer_issuer, peer_sha256, data_in_flight,"
-                    " category, bounce, bounce_rule, conn_first, node) FROM STDIN",
+                    " category, bounce, bounce_rule, conn_first, tls_policy, tls_policy_mode,"
+                    " tls_policy_id, tls_result, node) FROM STDIN",
                     &b.copy, err, errlen) < 0) {
         goto out;
     }

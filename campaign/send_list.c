@@ -373,6 +373,15 @@ void send_record(struct send *s, const char *rcpt, const struct pool_attempt *a,
     if (a->mx && a->mx[0]) {
         json_object_set_new(j, "conn_first", json_boolean(a->conn_first));
     }
+    if (a->tls_policy) {
+        json_object_set_new(j, "tls_policy", json_string(a->tls_policy));
+        json_object_set_new(j, "tls_policy_mode", json_string(a->tls_policy_mode));
+        if (a->tls_policy_id && a->tls_policy_id[0]) {
+            json_object_set_new(j, "tls_policy_id", json_string(a->tls_policy_id));
+        }
+        json_object_set_new(j, "tls_result",
+                            a->tls_result ? json_string(a->tls_result) : json_null());
+    }
     struct bounce_result b;
     if (send_bounce(s, a, &b)) {
         char why[LOADER_RULE_MAX];

@@ -434,3 +434,18 @@ void tls_conn_info(const struct tls_conn *c, struct tls_info *info)
                                               : X509_verify_cert_error_string(info->verify_result));
     tls_peer_cert_info(c, info);
 }
+
+const char *tls_verify_result_type(long verify_result)
+{
+    switch (verify_result) {
+    case X509_V_OK:
+        return NULL;
+    case X509_V_ERR_HOSTNAME_MISMATCH:
+        return "certificate-host-mismatch";
+    case X509_V_ERR_CERT_HAS_EXPIRED:
+    case X509_V_ERR_CERT_NOT_YET_VALID:
+        return "certificate-expired";
+    default:
+        return "certificate-not-trusted";
+    }
+}

@@ -111,4 +111,9 @@ struct tls_info {
 };
 void tls_conn_info(const struct tls_conn *c, struct tls_info *info);
 
+/* The RFC 8460 result type of a verify error (tls_info.verify_result):
+ * "certificate-host-mismatch", "certificate-expired" or
+ * "certificate-not-trusted"; NULL when it verified. */
+const char *tls_verify_result_type(long verify_result);
+
 #endif

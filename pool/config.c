@@ -287,6 +287,12 @@ static int config_window(struct config_parse *p, const char *v, uint64_t *out)
     return 1;
 }
 
+/* "on" 1, "off" 0, else -1 */
+static int config_on_off(const char *v)
+{
+    return strcmp(v, "on") == 0 ? 1 : strcmp(v, "off") == 0 ? 0 : -1;
+}
+
 static int config_isp_entry(struct config_parse *p, struct config_isp *isp, size_t index,
                             const char *name, const char *v)
 {
@@ -322,6 +328,14 @@ static int config_isp_entry(struct config_parse *p, struct config_isp *isp, size
         int msgs = name[0] == 'm';
         return config_rate(p, name, v, msgs ? &isp->msg_rate : &isp->conn_rate,
                            msgs ? isp->msg_rate_text : isp->conn_rate_text);
+    }
+    if (strcmp(name, "mta_sts") == 0 || strcmp(name, "dane") == 0) {
+        int on = config_on_off(v);
+        if (on < 0) {
+            return config_fail(p, "%s: '%s' is not on or off", name, v);
+        }
+        *(name[0] == 'm' ? &isp->mta_sts : &isp->dane) = on;
+        return 1;
     }
     if (strcmp(name, "tls") == 0) {
         p->tls_set[index] = 1;
@@ -373,6 +387,7 @@ static struct config_isp *config_isp_get(struct config_parse *p, const char *nam
     isp->msg_rate = isp->conn_rate = -1;
     isp->tls = SMTP_TLS_REQUIRED;
     isp->backoff_threshold = -1; /* [global]'s */
+    isp->mta_sts = isp->dane = -1;
     p->tls_set[c->nisps] = 0;
     *index = c->nisps++;
     return isp;
@@ -416,6 +431,28 @@ static int config_global_entry(struct config_parse *p, const char *name, const c
         return throttle_duration_parse(v, &c->retry.max_age_ms, err, sizeof err) == 0
                    ? 1
                    : config_fail(p, "%s%s", err, "");
+    }
+    if (strcmp(name, "mta_sts") == 0) {
+        int on = config_on_off(v);
+        if (on < 0) {
+            return config_fail(p, "mta_sts: '%s' is not on or off%s", v, "");
+        }
+        c->mta_sts = on;
+        return 1;
+    }
+    if (strcmp(name, "dnssec_resolver") == 0) {
+        const char *colon = strrchr(v, ':');
+        char *end = NULL;
+        long port = colon ? strtol(colon + 1, &end, 10) : 0;
+        if (!colon || colon == v || !end || *end || port < 1 || port > 65535 ||
+            strlen(v) >= sizeof c->dnssec_resolver) {
+            return config_fail(p,
+                               "dnssec_resolver: '%s' is not ADDR:PORT (a validating "
+                               "resolver, e.g. 127.0.0.1:53)%s",
+                               v, "");
+        }
+        snprintf(c->dnssec_resolver, sizeof c->dnssec_resolver, "%s", v);
+        return 1;
     }
     if (strcmp(name, "tls") == 0) {
         return smtp_tls_policy_parse(v, &c->tls) == 0
@@ -623,6 +660,7 @@ void config_defaults(struct config *c)
 {
     retry_schedule_init(&c->retry);
     c->tls = SMTP_TLS_REQUIRED;
+    c->mta_sts = 1;
     c->backoff_step = 0.1;
     c->backoff_interval_ms = 60000;
     c->backoff_threshold = 0.05;
@@ -633,6 +671,16 @@ void config_defaults(struct config *c)
 double config_backoff_threshold(const struct config *c, const struct config_isp *isp)
 {
     return isp && isp->backoff_threshold >= 0 ? isp->backoff_threshold : c->backoff_threshold;
+}
+
+int config_mta_sts(const struct config *c, const struct config_isp *isp)
+{
+    return isp && isp->mta_sts >= 0 ? isp->mta_sts : c->mta_sts;
+}
+
+int config_dane(const struct config *c, const struct config_isp *isp)
+{
+    return c->dnssec_resolver[0] && !(isp && isp->dane == 0);
 }
 
 uint64_t config_backoff_window_ms(const struct config *c, const struct config_isp *isp)

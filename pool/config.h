@@ -99,6 +99,8 @@ struct config_isp {
     uint64_t timeout_ms;
     double backoff_threshold;   /* a fraction; < 0: [global]'s */
     uint64_t backoff_window_ms; /* 0: [global]'s */
+    int mta_sts;                /* -1: [global]'s; 0 off; 1 on (config_mta_sts) */
+    int dane;                   /* -1 or 1: on when [global] dnssec_resolver is set; 0 off */
     struct config_rule rules[CONFIG_RULES_MAX];
     size_t nrules;
     struct config_lane lanes[CONFIG_SOURCES_MAX];
@@ -144,6 +146,11 @@ struct config_feedback {
 struct config {
     struct retry_schedule retry;
     enum smtp_tls_policy tls; /* the default for ISPs that set none */
+    /* Destination TLS policy (pool/tlspolicy.h): MTA-STS on (default) or
+     * off; dnssec_resolver "ADDR:PORT" a validating resolver whose AD bit is
+     * trusted ("" none: DANE off). */
+    int mta_sts;
+    char dnssec_resolver[CONFIG_NAME_MAX];
     double backoff_step;
     uint64_t backoff_interval_ms;
     double backoff_threshold;   /* share of matching replies that cuts (0.05); 0: any */
@@ -194,5 +201,11 @@ void config_reload_say(FILE *f, const char *path, const struct config *c);
 /* The first rule of isp whose pattern matches the reply, or NULL. */
 const struct config_rule *config_rule_match(const struct config_isp *isp, int code,
                                             const char *enhanced, const char *text);
+
+/* Whether MTA-STS applies to isp's destinations (NULL: [global]'s). */
+int config_mta_sts(const struct config *c, const struct config_isp *isp);
+/* Whether DANE applies to isp's destinations: a dnssec_resolver is set and
+ * the ISP did not turn it off. */
+int config_dane(const struct config *c, const struct config_isp *isp);
 
 #endif

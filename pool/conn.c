@@ -624,6 +624,7 @@ static void pool_conn_open(struct pool *p, struct pool_dest *d, struct pool_lane
     uint64_t tmo = isp->timeout_ms ? isp->timeout_ms : p->opt.timeout_ms;
     cfg->smtp.helo_name = p->opt.helo;
     cfg->smtp.tls_policy = policy;
+    tlsp_config(&c->tlsp, policy);
     cfg->smtp.implicit_tls = d->is_relay && p->opt.relay_implicit_tls;
     cfg->smtp.skip_starttls = d->skip_starttls;
     if (d->is_relay) {

@@ -79,6 +79,12 @@ struct pool_attempt {
     int transaction_ms;         /* MAIL to the final reply; -1 when none started */
     int conn_first;             /* the first attempt its connection carried (so attempts with
                                  * conn_first count connections, and TLS handshakes) */
+    /* The destination TLS policy that applied (pool/tlspolicy.h); NULL when
+     * none was decided (no exchanger found). */
+    const char *tls_policy;      /* "dane", "mta-sts" or "config" */
+    const char *tls_policy_mode; /* "enforce", "testing", or the configured policy's name */
+    const char *tls_policy_id;   /* MTA-STS id or TLSA set hash; "" for config */
+    const char *tls_result;      /* RFC 8460 result type when the policy was not met, else NULL */
 };
 
 /* After a final attempt (or any attempt with external_retry) the pool lets

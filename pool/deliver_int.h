@@ -37,6 +37,7 @@
 #include "engine/heap.h"
 #include "engine/list.h"
 #include "pool/deliver.h"
+#include "pool/tlspolicy.h"
 #include "pool/dns.h"
 #include "pool/throttle.h"
 
@@ -136,6 +137,10 @@ struct pool_dest {
     int addr_tempfail;          /* an exchanger's address lookup failed for now */
     const char *server_name;    /* route/relay: SNI override (points into pool) */
     int is_relay;
+    /* The policy decided for the destination before any connection (what an
+     * attempt records when no connection carried it, e.g. a failed TLSA
+     * lookup); type config with mode "" until one is. */
+    struct tlsp tlsp;
     char fatal_reason[SMTP_REASON_MAX]; /* AUTH refused: fail every message */
     char fatal_text[SMTP_TEXT_MAX + 32];
     struct pool *pool;
@@ -169,6 +174,7 @@ struct pool_conn {
     char addr[64];
     char session_key[400];
     size_t target;
+    struct tlsp tlsp; /* the destination TLS policy it was opened under */
     /* In flight: one transaction of nbatch messages that share a body, one
      * RCPT each (a single message uses the inline one, rcpt1 and sent1). */
     struct pool_msg **batch;

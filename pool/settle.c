@@ -72,6 +72,15 @@ void pool_settle(struct pool *p, struct pool_msg *m, struct pool_conn *c,
         .data_in_flight = data_in_flight,
     };
     a.connect_ms = a.tls_ms = a.transaction_ms = -1;
+    const struct tlsp *tp = c                                           ? &c->tlsp
+                            : d && (d->tlsp.mode[0] || d->tlsp.fail[0]) ? &d->tlsp
+                                                                        : NULL;
+    if (tp) {
+        a.tls_policy = tlsp_type_name(tp->type);
+        a.tls_policy_mode = tp->mode;
+        a.tls_policy_id = tp->policy_id;
+        a.tls_result = tlsp_result(tp, out->reason, a.tls);
+    }
     if (c) {
         /* One attempt per connection says so: the delivery rows count
          * connections and handshakes, not attempts. */

@@ -12,7 +12,7 @@ set -u
 e2e_setup
 start_postgres "$E2E_TMP/pg" || { check "postgres starts" false; e2e_finish; exit 1; }
 "$RM" db migrate --db "$PG_URL" >/dev/null
-check_eq "schema migrated to the latest version" 5 "$(psql_q 'SELECT max(version) FROM ringmail.schema_migrations')"
+check_eq "schema migrated to the latest version" 6 "$(psql_q 'SELECT max(version) FROM ringmail.schema_migrations')"
 
 SINK_PORT=$(free_port)
 
@@ -97,6 +97,9 @@ check_eq "one: exit 0" 0 "$rc"
 check_eq "one: every recipient final" 0 "$(nonfinal "$C1")"
 check_eq "one: sinks saw each sent recipient exactly once" 0 \
     "$(sink_once "$C1" "${SINK_STATS[a]}" "${SINK_STATS[b]}")"
+check_eq "one: every attempt a connection carried records the configured TLS policy (config/none, met)" \
+    "config none 0" \
+    "$(psql_q "SELECT string_agg(DISTINCT tls_policy || ' ' || tls_policy_mode, ',') || ' ' || count(tls_result) FROM ringmail.delivery WHERE campaign_id = $C1 AND peer IS NOT NULL")"
 check_ge "one: some were deferred and retried (attempts > 1 and sent)" 1 \
     "$(psql_q "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $C1 AND state = 'sent' AND attempts > 1")"
 check_eq "one: an address suppressed after the import is not sent" "suppressed" \

@@ -30,16 +30,16 @@ timeout 20 "$RM" send --db "$PG_URL" --campaign "$C" --node old --journal "$E2E_
     >/dev/null 2>"$E2E_TMP/old.err"
 check_eq "send on schema 2: exit 2 (refused at start)" 2 "$?"
 check_grep "send on schema 2: names both versions and the command" \
-    'schema is at version 2 and this ringmail needs version 5: run `ringmail db migrate' "$E2E_TMP/old.err"
+    'schema is at version 2 and this ringmail needs version 6: run `ringmail db migrate' "$E2E_TMP/old.err"
 out=$("$RM" db migrate --db "$PG_URL" 2>&1)
-check_grep "migrate: upgrades version 2 to 5" 'version 5 \(3 migrations applied\)' <(echo "$out")
+check_grep "migrate: upgrades version 2 to 6" 'version 6 \(4 migrations applied\)' <(echo "$out")
 
-check_eq "migrate: the ten tables exist" "armed campaign delivery feedback_event isp_hold isp_suspend node recipient seed_delivery suppression" \
+check_eq "migrate: the thirteen tables exist" "armed campaign delivery feedback_event isp_hold isp_suspend mta_sts_policy node recipient seed_delivery suppression tls_policy_text tlsrpt_report" \
     "$(psql_q "SELECT string_agg(table_name, ' ' ORDER BY table_name) FROM information_schema.tables WHERE table_schema = 'ringmail' AND table_name <> 'schema_migrations'")"
 out=$("$RM" db migrate --db "$PG_URL" 2>&1)
 check_eq "migrate twice: exit 0" 0 "$?"
 check_grep "migrate twice: nothing applied" '0 migrations applied' <(echo "$out")
-check_eq "migrate twice: one row per version" 5 "$(psql_q 'SELECT count(*) FROM ringmail.schema_migrations')"
+check_eq "migrate twice: one row per version" 6 "$(psql_q 'SELECT count(*) FROM ringmail.schema_migrations')"
 
 # Two processes on a fresh database at once: each version applied exactly once.
 psql_q "CREATE DATABASE race" >/dev/null
@@ -48,7 +48,7 @@ RACE="host=$PG_DIR port=$PG_PORT user=postgres dbname=race"
 "$RM" db migrate --db "$RACE" >"$E2E_TMP/r2.log" 2>&1 & p2=$!
 wait $p1; r1=$?; wait $p2; r2=$?
 check_eq "concurrent migrate: both exit 0" "0 0" "$r1 $r2"
-check_eq "concurrent migrate: versions 1 to 5 recorded once each" "1 2 3 4 5" \
+check_eq "concurrent migrate: versions 1 to 6 recorded once each" "1 2 3 4 5 6" \
     "$(psql "$RACE" -X -A -t -c "SELECT string_agg(version::text, ' ' ORDER BY version) FROM ringmail.schema_migrations")"
 
 "$RM" db migrate --db "host=127.0.0.1 port=1 dbname=x connect_timeout=2" >/dev/null 2>"$E2E_TMP/down.err"
