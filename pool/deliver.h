@@ -136,6 +136,18 @@ struct pool_options {
      * milliseconds) for reason (the reply and the rule), to be kept across a
      * restart (pool_isp_suspend restores it). Called on the loop: no waiting. */
     void (*on_suspend)(void *user, const char *isp, int64_t until_ms, const char *reason);
+    /* 1: no destination TLS policy is looked up (MTA-STS, DANE): every
+     * destination uses the configured policy. RFC 8689's TLS-Required: No
+     * (`ringmail tlsrpt --send`: a report about TLS failures must get
+     * through them). */
+    int dest_policy_off;
+    /* Optional: a destination policy was applied whose text may be new:
+     * type "sts" or "tlsa", the recipient domain, its id (tlsp.policy_id)
+     * and its text (the MTA-STS policy, or the TLSA records one per line),
+     * for tls_policy_text (TLS-RPT quotes it). Called on the loop, once per
+     * (type, domain, id) in the pool's life: no waiting. */
+    void (*on_tls_policy)(void *user, const char *type, const char *domain, const char *policy_id,
+                          const char *text);
     void *user;
     /* Optional seams for tests. resolve: the lookups (NULL: pool/dns.c with
      * `resolver` above). clock: the pool's milliseconds for rates, backoff,
