@@ -42,10 +42,11 @@ export RINGMAIL_BUILD=$BUILD RINGMAIL=$BUILD/ringmail
 # cmocka's plain summary format, which is what we parse.
 export CMOCKA_MESSAGE_OUTPUT=stdout
 unset CMOCKA_XML_FILE
-# The shell script(1) and the like run commands with: the same here as on a
-# bare CI machine, where $SHELL is unset and dash (which need not exec a
-# simple command) is used. A developer's bash would hide that difference.
-export SHELL=/bin/sh
+# $SHELL as on a bare CI machine, where it is unset: script(1) then runs
+# commands with /bin/sh (dash, which need not exec a simple command) and
+# tmux with the user's login shell. A developer's SHELL=/bin/bash would
+# hide that difference.
+unset SHELL
 TIMEOUT=${RINGMAIL_E2E_TIMEOUT:-300}
 
 PASS=0
