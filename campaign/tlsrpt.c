@@ -28,6 +28,9 @@ enum {
     TR_OPT_CONTACT,
     TR_OPT_RESEND,
     TR_OPT_HTTPS_TIMEOUT,
+    TR_OPT_DKIM_KEY,
+    TR_OPT_DKIM_SELECTOR,
+    TR_OPT_DKIM_DOMAIN,
     TR_OPT_HELP,
 };
 
@@ -95,6 +98,15 @@ static int tr_option(void *user, int ch, const char *arg)
             return -1;
         }
         c->https_timeout_ms = (unsigned)v;
+        return 0;
+    case TR_OPT_DKIM_KEY:
+        c->dkim_key = arg;
+        return 0;
+    case TR_OPT_DKIM_SELECTOR:
+        c->dkim_selector = arg;
+        return 0;
+    case TR_OPT_DKIM_DOMAIN:
+        c->dkim_domain = arg;
         return 0;
     case TR_OPT_HELP:
         c->help = 1;
@@ -202,6 +214,38 @@ static const char *tr_names(struct tlsrpt_cmd *c, char *buf, size_t cap)
     return NULL;
 }
 
+/* The DKIM signer of --dkim-key (d= --dkim-domain, else the submitter);
+ * NULL or why not. */
+static const char *tr_signer(struct tlsrpt_cmd *c, char *buf, size_t cap)
+{
+    static const char *const headers[] = {
+        "from",
+        "to",
+        "subject",
+        "date",
+        "message-id",
+        "mime-version",
+        "content-type",
+        "tls-report-domain",
+        "tls-report-submitter",
+        "tls-required",
+        NULL,
+    };
+    struct dkim_spec spec = {
+        .domain = c->dkim_domain ? c->dkim_domain : c->submitter,
+        .selector = c->dkim_selector,
+        .key_file = c->dkim_key,
+        .headers = headers,
+    };
+    char err[400];
+    c->signer = dkim_signer_new(&spec, err, sizeof err);
+    if (!c->signer) {
+        snprintf(buf, cap, "--dkim-key %s: %s", c->dkim_key, err);
+        return buf;
+    }
+    return NULL;
+}
+
 /* The command line into *c: -1 parsed, else the exit status (said). */
 static int tr_parse(int argc, char **argv, struct tlsrpt_cmd *c)
 {
@@ -215,6 +259,9 @@ static int tr_parse(int argc, char **argv, struct tlsrpt_cmd *c)
         {"contact", required_argument, 0, TR_OPT_CONTACT},
         {"resend-unfinished", no_argument, 0, TR_OPT_RESEND},
         {"https-timeout-ms", required_argument, 0, TR_OPT_HTTPS_TIMEOUT},
+        {"dkim-key", required_argument, 0, TR_OPT_DKIM_KEY},
+        {"dkim-selector", required_argument, 0, TR_OPT_DKIM_SELECTOR},
+        {"dkim-domain", required_argument, 0, TR_OPT_DKIM_DOMAIN},
         {"help", no_argument, 0, TR_OPT_HELP},
         {0, 0, 0, 0},
     };
@@ -238,6 +285,10 @@ static int tr_parse(int argc, char **argv, struct tlsrpt_cmd *c)
     } else if (refused) {
         snprintf(buf, sizeof buf, "%s is not an option of tlsrpt", refused);
         problem = buf;
+    } else if ((c->dkim_selector || c->dkim_domain) && !c->dkim_key) {
+        problem = "--dkim-selector and --dkim-domain go with --dkim-key FILE";
+    } else if (c->dkim_key && !c->dkim_selector) {
+        problem = "--dkim-key needs --dkim-selector S";
     } else if (c->resend_unfinished && !c->send) {
         problem = "--resend-unfinished goes with --send";
     } else if ((c->so.relay_user || c->so.relay_password_file || c->so.relay_implicit_tls) &&
@@ -249,6 +300,9 @@ static int tr_parse(int argc, char **argv, struct tlsrpt_cmd *c)
     }
     if (!problem) {
         problem = tr_names(c, buf, sizeof buf);
+    }
+    if (!problem && c->dkim_key) {
+        problem = tr_signer(c, buf, sizeof buf);
     }
     if (problem) {
         fprintf(stderr, "%s: %s\n", TLSRPT_WHO, problem);
@@ -574,7 +628,10 @@ static void tr_free(struct tlsrpt_cmd *c)
     }
     free(c->domains);
     free(c->groups);
-    pq.PQclear(c->rows);
+    if (c->rows) { /* libpq is loaded by the connection (campaign/pq.h) */
+        pq.PQclear(c->rows);
+    }
+    dkim_signer_free(c->signer);
     if (c->db) {
         pq.PQfinish(c->db);
     }
@@ -585,12 +642,14 @@ int tlsrpt_main(int argc, char **argv)
     struct tlsrpt_cmd c = {.https_timeout_ms = 30000};
     int rc = tr_parse(argc, argv, &c);
     if (rc >= 0) {
+        tr_free(&c);
         return rc;
     }
     char err[1024];
     c.db = db_connect_current(c.url, err, sizeof err);
     if (!c.db) {
         fprintf(stderr, "%s: %s\n", TLSRPT_WHO, err);
+        tr_free(&c);
         return 2;
     }
     db_exec(c.db, "SET client_encoding = 'UTF8'", err, sizeof err);

@@ -14,6 +14,7 @@
 
 #include <stdint.h>
 
+#include "campaign/dkim.h"
 #include "campaign/pq.h"
 #include "campaign/send_int.h"
 #include "campaign/tlsrpt.h"
@@ -41,6 +42,8 @@ struct tlsrpt_domain {
 
 struct tlsrpt_cmd {
     const char *url, *day, *out, *org, *submitter, *contact;
+    const char *dkim_key, *dkim_selector, *dkim_domain; /* --dkim-*: sign mailto: reports */
+    struct dkim_signer *signer;                         /* owned; NULL without --dkim-key */
     int send, resend_unfinished, help, out_given;
     unsigned https_timeout_ms;
     struct send_options so; /* --send: the pool's options (--config, --resolver, --ca ...) */

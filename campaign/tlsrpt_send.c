@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "campaign/db.h"
 #include "campaign/tlsrpt_int.h"
@@ -215,6 +216,24 @@ static void tr_send_https(struct tlsrpt_cmd *c, struct tr_job *j)
 
 /* ---------------------------------------------------------------- all */
 
+/* j's message (RFC 8460 5.3), DKIM-signed with --dkim-key; 0, or -1
+ * when it cannot be signed (said in j->detail). */
+static int tr_mail(struct tlsrpt_cmd *c, const struct tlsrpt_meta *m, struct tr_job *j)
+{
+    buf_t msg = BUF_INIT;
+    tlsrpt_mail(m, c->contact, j->addr, j->d->file, buf_data(&j->d->gz), buf_len(&j->d->gz), &msg);
+    char err[300];
+    if (c->signer && dkim_sign(c->signer, buf_data(&msg), buf_len(&msg), time(NULL), &j->mail, err,
+                               sizeof err) < 0) {
+        snprintf(j->detail, sizeof j->detail, "not sent: the DKIM signature failed: %s", err);
+        buf_free(&msg);
+        return -1;
+    }
+    buf_append(&j->mail, buf_data(&msg), buf_len(&msg)); /* after its DKIM-Signature field */
+    buf_free(&msg);
+    return 0;
+}
+
 /* Claim each rua of d and make its job; -1 database error. */
 static int tr_jobs_of(struct tlsrpt_cmd *c, struct tlsrpt_domain *d, struct tr_job *jobs, size_t *n,
                       int *rc)
@@ -230,25 +249,29 @@ static int tr_jobs_of(struct tlsrpt_cmd *c, struct tlsrpt_domain *d, struct tr_j
             *rc = 1;
             continue;
         }
-        int claimed = tr_claim(c, d, k);
-        if (claimed < 0) {
-            return -1;
-        }
-        if (claimed == 0) {
-            *rc = strncmp(d->result[k], "already", 7) == 0 ? *rc : 1;
+        struct tlsrpt_meta m = {
+            .org = c->org,
+            .contact = c->contact,
+            .submitter = c->submitter,
+            .domain = d->name,
+            .report_id = d->report_id,
+            .begin = c->begin,
+        };
+        /* the message first: one that cannot be made is never claimed */
+        if (mail && tr_mail(c, &m, j) < 0) {
+            snprintf(d->result[k], sizeof d->result[k], "%s", j->detail);
+            buf_free(&j->mail);
+            *rc = 1;
             continue;
         }
-        if (mail) {
-            struct tlsrpt_meta m = {
-                .org = c->org,
-                .contact = c->contact,
-                .submitter = c->submitter,
-                .domain = d->name,
-                .report_id = d->report_id,
-                .begin = c->begin,
-            };
-            tlsrpt_mail(&m, c->contact, j->addr, d->file, buf_data(&d->gz), buf_len(&d->gz),
-                        &j->mail);
+        int claimed = tr_claim(c, d, k);
+        if (claimed <= 0) {
+            buf_free(&j->mail);
+            if (claimed < 0) {
+                return -1;
+            }
+            *rc = strncmp(d->result[k], "already", 7) == 0 ? *rc : 1;
+            continue;
         }
         (*n)++;
     }
@@ -270,6 +293,16 @@ int tlsrpt_send_all(struct tlsrpt_cmd *c)
         if (c->domains[i].has_record && tr_jobs_of(c, &c->domains[i], jobs, &n, &rc) < 0) {
             rc = 2;
         }
+    }
+    size_t mails = 0;
+    for (size_t i = 0; i < n; i++) {
+        mails += jobs[i].addr[0] != '\0';
+    }
+    if (rc != 2 && mails > 0 && !c->signer) {
+        fprintf(stderr,
+                "%s: warning: the mailto: reports are not DKIM-signed (--dkim-key FILE "
+                "--dkim-selector S): RFC 8460 5.3 has receivers ignore unsigned reports\n",
+                TLSRPT_WHO);
     }
     if (rc != 2) {
         tr_send_mail(c, jobs, n);

@@ -314,7 +314,11 @@ check_eq "the report's header fields" \
 check_eq "files: nothing recorded as sent" 0 "$(psql_q "SELECT count(*) FROM ringmail.tlsrpt_report")"
 
 # ============================================================ 3. --send
-"$RM" tlsrpt "${R[@]}" --send --config "$T/rm.conf" --ca "$CERTS/ca.pem" \
+openssl genpkey -algorithm ed25519 -out "$T/dkim.pem" 2>/dev/null
+echo "v=DKIM1; k=ed25519; p=$(openssl pkey -in "$T/dkim.pem" -pubout -outform DER | tail -c 32 | base64 -w0)" \
+    >"$T/dkim.txt"
+DK=(--dkim-key "$T/dkim.pem" --dkim-selector rpt)
+"$RM" tlsrpt "${R[@]}" --send --config "$T/rm.conf" --ca "$CERTS/ca.pem" "${DK[@]}" \
     >"$T/send1.out" 2>"$T/send1.err"
 check_eq "send 1: exit 1 (wrong.test's endpoint fails)" 1 "$?"
 check_eq "send 1: four mails arrived" 4 "$(wc -l <"$T/ai.jsonl" 2>/dev/null || echo 0)"
@@ -327,6 +331,7 @@ check_eq "send 1: recorded: 5 sent, 1 failed, one row per (day, domain, rua)" "f
     "$(psql_q "SELECT string_agg(outcome || ' ' || n, '|' ORDER BY outcome) FROM (SELECT outcome, count(*) n FROM ringmail.tlsrpt_report WHERE day = '$TODAY' GROUP BY 1) x")"
 check_eq "send 1: the failure's detail and no sent_at" "refused: HTTP 503|true" \
     "$(psql_q "SELECT detail || '|' || (sent_at IS NULL) FROM ringmail.tlsrpt_report WHERE outcome = 'failed'")"
+check_no_grep "send 1: signed: no warning about DKIM" "DKIM" "$T/send1.err"
 check_eq "send 1: no files without --out" 0 "$(ls mail.sender.test* 2>/dev/null | wc -l)"
 
 # The mail of ok.test: headers, and the attachment is the same report.
@@ -336,7 +341,14 @@ cat >"$T/mail.py" <<'PY'
 # mail.py EML FILE.json.gz: the headers that matter, and whether the
 # application/tlsrpt+gzip attachment decodes to FILE's report.
 import email, email.policy, gzip, json, sys
-m = email.message_from_binary_file(open(sys.argv[1], "rb"), policy=email.policy.compat32)
+import dkim
+raw = open(sys.argv[1], "rb").read()
+rec = open(sys.argv[3], "rb").read().strip()
+def dnsfunc(name, timeout=5):
+    name = name.decode() if isinstance(name, bytes) else name
+    return rec if name.rstrip(".") == "rpt._domainkey.mail.sender.test" else None
+print("dkim-verify=%s" % dkim.verify(raw, dnsfunc=dnsfunc))
+m = email.message_from_bytes(raw, policy=email.policy.compat32)
 print("type=%s report-type=%s" % (m.get_content_type(), m.get_param("report-type")))
 for h in ("TLS-Required", "TLS-Report-Domain", "TLS-Report-Submitter", "Subject", "From", "To"):
     print("%s: %s" % (h, " ".join((m.get(h) or "").split())))
@@ -348,7 +360,9 @@ if parts:
     print("filename=%s" % parts[0].get_filename())
     print("same-report=%s" % (got == want))
 PY
-"$E2E_PY" "$T/mail.py" "$OK_EML" "$T/out/mail.sender.test!ok.test!$BEGIN!$((BEGIN + 86399)).json.gz" >"$T/mail.txt" 2>&1
+"$E2E_PY" "$T/mail.py" "$OK_EML" "$T/out/mail.sender.test!ok.test!$BEGIN!$((BEGIN + 86399)).json.gz" \
+    "$T/dkim.txt" >"$T/mail.txt" 2>&1
+check_grep "mail: DKIM-signed for the submitter (python3-dkim verifies it)" '^dkim-verify=True$' "$T/mail.txt"
 check_grep "mail: multipart/report; report-type=tlsrpt" '^type=multipart/report report-type=tlsrpt$' "$T/mail.txt"
 check_grep "mail: TLS-Required: No (RFC 8689)" '^TLS-Required: No$' "$T/mail.txt"
 check_grep "mail: TLS-Report-Domain" '^TLS-Report-Domain: ok\.test$' "$T/mail.txt"
@@ -399,6 +413,9 @@ check_grep "unfinished: said, with the way out" \
 "$RM" tlsrpt "${R[@]}" --send --resend-unfinished --config "$T/rm.conf" --ca "$CERTS/ca.pem" \
     >"$T/send5.out" 2>&1
 check_eq "--resend-unfinished: exit 0, sts.test's report sent again" "0 5" "$? $(wc -l <"$T/ai.jsonl")"
+check_grep "without --dkim-key: the mailto: reports unsigned, said" \
+    '^ringmail tlsrpt: warning: the mailto: reports are not DKIM-signed \(--dkim-key FILE --dkim-selector S\): RFC 8460 5\.3 has receivers ignore unsigned reports$' \
+    "$T/send5.out"
 
 # ============================================================ 4. a resolver that fails
 "$RM" tlsrpt --db "$PG_URL" --day "$TODAY" --resolver "127.0.0.1:$SF_PORT" --submitter s.test \
@@ -433,6 +450,12 @@ bad "--json is send's" '^ringmail tlsrpt: --json is not an option of tlsrpt$' \
     --db "$PG_URL" --day "$TODAY" --submitter s.test --json
 bad "--sub (abbreviation)" "unknown option '--sub'.*did you mean --submitter" --db "$PG_URL" --day "$TODAY" --sub s.test
 bad "a stray argument" "^ringmail tlsrpt: unexpected argument 'extra'$" --db "$PG_URL" --day "$TODAY" extra
+bad "--dkim-key without a selector" '^ringmail tlsrpt: --dkim-key needs --dkim-selector S$' \
+    --db "$PG_URL" --day "$TODAY" --submitter s.test --dkim-key "$T/dkim.pem"
+bad "--dkim-selector without a key" '^ringmail tlsrpt: --dkim-selector and --dkim-domain go with --dkim-key FILE$' \
+    --db "$PG_URL" --day "$TODAY" --submitter s.test --dkim-selector rpt
+bad "--dkim-key not a key" "^ringmail tlsrpt: --dkim-key $T/rm.conf: " \
+    --db "$PG_URL" --day "$TODAY" --submitter s.test --dkim-key "$T/rm.conf" --dkim-selector rpt
 bad "--https-timeout-ms 2s" "^ringmail tlsrpt: bad value for --https-timeout-ms: '2s' \(want 1\.\.600000\)$" \
     --db "$PG_URL" --day "$TODAY" --https-timeout-ms 2s
 psql_q "CREATE DATABASE fresh" >/dev/null
