@@ -426,6 +426,12 @@ check_grep "servfail: the lookup failed, said as such" \
 check_no_grep "servfail: never 'no TLSRPTv1 record'" "no TLSRPTv1 record" "$T/sf.out"
 
 # ============================================================ 5. error texts
+"$RM" tlsrpt "${R[@]}" --out "$T/no/such/dir" >"$T/noout.out" 2>"$T/noout.err"
+check_eq "--out that cannot be written: exit 1" 1 "$?"
+check_grep "--out that cannot be written: said with the path" \
+    "^ringmail tlsrpt: --out $T/no/such/dir: " "$T/noout.err"
+check_grep "--out that cannot be written: the table says not written" \
+    "^ok\.test +mailto:tlsrpt@reports\.test +[0-9]+ +0  not written$" "$T/noout.out"
 bad() { # bad NAME ERE ARGS...: exit 2, ERE on stderr (one line), nothing on stdout
     local name=$1 re=$2
     shift 2
@@ -456,6 +462,8 @@ bad "--dkim-selector without a key" '^ringmail tlsrpt: --dkim-selector and --dki
     --db "$PG_URL" --day "$TODAY" --submitter s.test --dkim-selector rpt
 bad "--dkim-key not a key" "^ringmail tlsrpt: --dkim-key $T/rm.conf: " \
     --db "$PG_URL" --day "$TODAY" --submitter s.test --dkim-key "$T/rm.conf" --dkim-selector rpt
+bad "--relay-user without --relay" '^ringmail tlsrpt: --relay-\* options need --relay HOST:PORT$' \
+    --db "$PG_URL" --day "$TODAY" --submitter s.test --relay-user u
 bad "--https-timeout-ms 2s" "^ringmail tlsrpt: bad value for --https-timeout-ms: '2s' \(want 1\.\.600000\)$" \
     --db "$PG_URL" --day "$TODAY" --https-timeout-ms 2s
 psql_q "CREATE DATABASE fresh" >/dev/null
