@@ -14,14 +14,15 @@
 #      8460 5.1, each validating against an RFC 8460 JSON Schema with the
 #      counts the rows say; norecord.test said and counted
 #   3. --send: the mailto: reports arrive (multipart/report, TLS-Report-*
-#      headers, TLS-Required: No, the gzip attachment is the same report),
+#      headers, TLS-Required: No, a DKIM signature python3-dkim verifies,
+#      the gzip attachment is the same report; unsigned ones said),
 #      the https: ones are POSTed as application/tlsrpt+gzip; a failing
 #      endpoint is recorded 'failed' (exit 1) and retried by the next run;
 #      a run after that sends nothing (said); a row left without outcome
 #      (a crash) is not resent without --resend-unfinished
 #   4. a resolver that fails: "lookup failed", never "no record"
-#   5. error texts: bad --day, a day not begun, database not migrated,
-#      missing options, options not its own
+#   5. error texts: an --out that cannot be written, bad --day, a day not
+#      begun, database not migrated, missing options, options not its own
 set -u
 . "$(dirname "$0")/lib.sh"
 e2e_setup
