@@ -4,7 +4,8 @@
  * the JSON report built from counted session groups (RFC 8460 4:
  * policies, summary, failure details, policy strings and mx-host), the
  * gzip (decoded back with zlib), the file name (5.1), the report id and
- * the mailto: message (5.3, TLS-Required: No).
+ * the mailto: message (5.3, TLS-Required: No), and the result types of
+ * refused certificates (engine/tls.h).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -16,10 +17,12 @@
 
 #include <cmocka.h>
 #include <jansson.h>
+#include <openssl/x509.h>
 #include <zlib.h>
 
 #include "campaign/tlsrpt.h"
 #include "engine/buf.h"
+#include "engine/tls.h"
 
 /* ---------------------------------------------------------------- the record */
 
@@ -275,6 +278,20 @@ static void test_mail(void **state)
     buf_free(&out);
 }
 
+/* The verify results a refused certificate records as its RFC 8460 type. */
+static void test_verify_result_types(void **state)
+{
+    (void)state;
+    assert_null(tls_verify_result_type(X509_V_OK));
+    assert_string_equal(tls_verify_result_type(X509_V_ERR_HOSTNAME_MISMATCH),
+                        "certificate-host-mismatch");
+    assert_string_equal(tls_verify_result_type(X509_V_ERR_IP_ADDRESS_MISMATCH),
+                        "certificate-host-mismatch");
+    assert_string_equal(tls_verify_result_type(X509_V_ERR_CERT_HAS_EXPIRED), "certificate-expired");
+    assert_string_equal(tls_verify_result_type(X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT),
+                        "certificate-not-trusted");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -287,6 +304,7 @@ int main(void)
         cmocka_unit_test(test_gzip_round_trip),
         cmocka_unit_test(test_names),
         cmocka_unit_test(test_mail),
+        cmocka_unit_test(test_verify_result_types),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
