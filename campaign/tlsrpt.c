@@ -17,6 +17,7 @@
 #include "engine/loop.h"
 #include "engine/num.h"
 #include "engine/opt.h"
+#include "pool/config.h"
 
 enum {
     TR_OPT_DB = SEND_OPT_EXTRA,
@@ -303,6 +304,15 @@ static int tr_parse(int argc, char **argv, struct tlsrpt_cmd *c)
     }
     if (!problem && c->dkim_key) {
         problem = tr_signer(c, buf, sizeof buf);
+    }
+    if (!problem && c->so.config_path) { /* before anything is claimed */
+        char err[512];
+        struct config *cfg = config_load(c->so.config_path, err, sizeof err);
+        if (!cfg) {
+            snprintf(buf, sizeof buf, "%s", err);
+            problem = buf;
+        }
+        config_free(cfg);
     }
     if (problem) {
         fprintf(stderr, "%s: %s\n", TLSRPT_WHO, problem);

@@ -465,6 +465,8 @@ bad "--dkim-key not a key" "^ringmail tlsrpt: --dkim-key $T/rm.conf: " \
     --db "$PG_URL" --day "$TODAY" --submitter s.test --dkim-key "$T/rm.conf" --dkim-selector rpt
 bad "--relay-user without --relay" '^ringmail tlsrpt: --relay-\* options need --relay HOST:PORT$' \
     --db "$PG_URL" --day "$TODAY" --submitter s.test --relay-user u
+bad "a config with an error" "^ringmail tlsrpt: $T/schema.json:1: " \
+    --db "$PG_URL" --day "$TODAY" --submitter s.test --send --config "$T/schema.json"
 bad "--https-timeout-ms 2s" "^ringmail tlsrpt: bad value for --https-timeout-ms: '2s' \(want 1\.\.600000\)$" \
     --db "$PG_URL" --day "$TODAY" --https-timeout-ms 2s
 psql_q "CREATE DATABASE fresh" >/dev/null
