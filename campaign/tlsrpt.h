@@ -39,7 +39,8 @@
  *
  *     Each (day, domain, rua) is sent once: its tlsrpt_report row is
  *     inserted (outcome NULL) before the report goes out and gets its
- *     outcome ('sent' or 'failed', and why) after. A rerun skips the sent
+ *     outcome ('sent' or 'failed', and why) after; a mail whose body went
+ *     out with no reply (ambiguous) keeps no outcome. A rerun skips the sent
  *     ones (said), retries the failed ones, and refuses to send again one
  *     whose earlier attempt has no outcome (a crash while it was out)
  *     unless --resend-unfinished.

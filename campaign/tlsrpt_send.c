@@ -26,6 +26,7 @@ struct tr_job {
     buf_t mail;       /* owned: the message (mailto:) */
     char detail[700]; /* what became of it */
     int sent;
+    int unknown; /* the body went out and no reply came: outcome left NULL (unfinished) */
 };
 
 /* ---------------------------------------------------------------- claims */
@@ -94,7 +95,10 @@ static int tr_claim(struct tlsrpt_cmd *c, struct tlsrpt_domain *d, size_t k)
 /* The job's outcome in its row; -1 database error (said). */
 static int tr_record(struct tlsrpt_cmd *c, const struct tr_job *j)
 {
-    const char *p[] = {c->day, j->d->name, j->d->rec.rua[j->k], j->sent ? "sent" : "failed",
+    const char *p[] = {c->day, j->d->name, j->d->rec.rua[j->k],
+                       j->sent      ? "sent"
+                       : j->unknown ? NULL
+                                    : "failed",
                        j->detail};
     char err[1024];
     PGresult *r = db_checked(c->db,
@@ -172,6 +176,8 @@ static void tr_send_mail(struct tlsrpt_cmd *c, struct tr_job *jobs, size_t n)
             struct send_prepared *p = &msgs[i];
             struct tr_job *j = of[i];
             j->sent = run != 2 && p->done && p->outcome == SMTP_OUTCOME_ACCEPTED;
+            /* ambiguous: the server may have it; a rerun must not send it on its own */
+            j->unknown = run != 2 && p->done && strcmp(p->word, "ambiguous") == 0;
             if (run == 2 || !p->done) {
                 snprintf(j->detail, sizeof j->detail, "not sent: %s",
                          run == 2 ? "the delivery could not start (said above)"

@@ -418,6 +418,21 @@ check_grep "without --dkim-key: the mailto: reports unsigned, said" \
     '^ringmail tlsrpt: warning: the mailto: reports are not DKIM-signed \(--dkim-key FILE --dkim-selector S\): RFC 8460 5\.3 has receivers ignore unsigned reports$' \
     "$T/send5.out"
 
+# A report whose body went out with no reply (a server that cuts the
+# connection inside DATA): ambiguous, left unfinished, never "failed".
+DROP_PORT=$(free_port)
+e2e_bg sink.drop "$RM" sink --listen "127.0.0.1:$DROP_PORT" --threads 1 --drop-pct 100 \
+    --tls-cert "$CERTS/server.pem" --tls-key "$CERTS/server.key"
+wait_port 127.0.0.1 "$DROP_PORT" 10 "$E2E_BG_PID"
+sed "s/^server = 127.0.0.1:$AI_PORT\$/server = 127.0.0.1:$DROP_PORT/" "$T/rm.conf" >"$T/drop.conf"
+psql_q "UPDATE ringmail.tlsrpt_report SET outcome = NULL, sent_at = NULL WHERE domain = 'sts.test'" >/dev/null
+"$RM" tlsrpt "${R[@]}" --send --resend-unfinished --config "$T/drop.conf" "${DK[@]}" \
+    >"$T/send6.out" 2>&1
+check_eq "ambiguous: exit 1, nothing in the mailbox" "1 5" "$? $(wc -l <"$T/ai.jsonl")"
+check_grep "ambiguous: said" "^sts\.test +mailto:tlsrpt@reports\.test +1 +1  ambiguous: " "$T/send6.out"
+check_eq "ambiguous: the row keeps no outcome (unfinished), its detail says why" "t ambiguous" \
+    "$(psql_q "SELECT outcome IS NULL, split_part(detail, ':', 1) FROM ringmail.tlsrpt_report WHERE domain = 'sts.test'" | tr '\t' ' ')"
+
 # ============================================================ 4. a resolver that fails
 "$RM" tlsrpt --db "$PG_URL" --day "$TODAY" --resolver "127.0.0.1:$SF_PORT" --submitter s.test \
     --out "$T/out" >"$T/sf.out" 2>&1
