@@ -39,6 +39,7 @@ AI_PORT=$(free_port)
 H_PORT=$(free_port)
 DNS_PORT=$(free_port)
 SF_PORT=$(free_port)
+DEAD_PORT=$(free_port)
 TXT_PORT=$(free_port)
 e2e_bg sink.ok "$RM" sink --listen "127.0.0.1:$OK_PORT" --threads 1 \
     --tls-cert "$CERTS/server.pem" --tls-key "$CERTS/server.key"
@@ -84,6 +85,8 @@ e2e_bg dnsmasq dnsmasq --keep-in-foreground --port="$DNS_PORT" --listen-address=
     --txt-record="_smtp._tls.sts.test,v=TLSRPTv1; rua=mailto:tlsrpt@reports.test" \
     --txt-record="_smtp._tls.dane.test,v=TLSRPTv1; rua=mailto:tlsrpt@reports.test" \
     --txt-record="_smtp._tls.norecord.test,v=spf1 -all" \
+    --txt-record="_smtp._tls.badrua.test,v=TLSRPTv1; rua=mailto:nobody" \
+    --txt-record="_smtp._tls.deadhttps.test,v=TLSRPTv1; rua=https://localhost:$DEAD_PORT/x" \
     --host-record=mx.wrong.test,127.0.0.1
 for _ in $(seq 50); do
     [ -e "$T/posts/ready" ] && ss -Hlun "sport = :$DNS_PORT" 2>/dev/null | grep -q . &&
@@ -432,6 +435,23 @@ check_eq "ambiguous: exit 1, nothing in the mailbox" "1 5" "$? $(wc -l <"$T/ai.j
 check_grep "ambiguous: said" "^sts\.test +mailto:tlsrpt@reports\.test +1 +1  ambiguous: " "$T/send6.out"
 check_eq "ambiguous: the row keeps no outcome (unfinished), its detail says why" "t ambiguous" \
     "$(psql_q "SELECT outcome IS NULL, split_part(detail, ':', 1) FROM ringmail.tlsrpt_report WHERE domain = 'sts.test'" | tr '\t' ' ')"
+
+# INSERTED ROWS for two more domains: a mailto: rua that is no address, an
+# https: rua where nothing listens. Neither is claimed or sent; each says why.
+psql_q "INSERT INTO ringmail.recipient (campaign_id, address, state) VALUES
+    ($C, 'x1@badrua.test', 'sent'), ($C, 'x1@deadhttps.test', 'sent')" >/dev/null
+ins x1@badrua.test mta-sts none NULL true "'192.0.2.30:25'" mx.badrua.test
+ins x1@deadhttps.test mta-sts none NULL true "'192.0.2.31:25'" mx.deadhttps.test
+"$RM" tlsrpt "${R[@]}" --send --config "$T/rm.conf" --ca "$CERTS/ca.pem" "${DK[@]}" \
+    >"$T/send7.out" 2>&1
+check_eq "bad ruas: exit 1" 1 "$?"
+check_grep "bad ruas: a mailto: that is no address, said" \
+    "^badrua\.test +mailto:nobody +1 +0  not sent: mailto:nobody: " "$T/send7.out"
+check_grep "bad ruas: an https: endpoint that does not answer, said" \
+    "^deadhttps\.test +https://localhost:$DEAD_PORT/x +1 +0  not sent: .+" "$T/send7.out"
+check_eq "bad ruas: the bad address is never claimed, the dead endpoint recorded failed" \
+    "deadhttps.test failed" \
+    "$(psql_q "SELECT string_agg(domain || ' ' || outcome, ',') FROM ringmail.tlsrpt_report WHERE domain IN ('badrua.test', 'deadhttps.test')")"
 
 # ============================================================ 4. a resolver that fails
 "$RM" tlsrpt --db "$PG_URL" --day "$TODAY" --resolver "127.0.0.1:$SF_PORT" --submitter s.test \
