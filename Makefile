@@ -36,7 +36,7 @@ CPPFLAGS += -I$(BSSL_INC) -I. -I/usr/include/postgresql -D_GNU_SOURCE $(GMIME_CF
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=gnu11 -Wall -Wextra $(WERROR) -MMD -MP
 LDLIBS   := -L$(BSSL_LIB) -Wl,-rpath,$(BSSL_LIB) -lssl -lcrypto -luring -lcares \
-            -lidn2 -ljansson -linih $(GMIME_LIBS) -lmicrohttpd -lresolv -lm -lpq
+            -lidn2 -ljansson -linih $(GMIME_LIBS) -lmicrohttpd -lresolv -lm -lz -lpq
 
 # jemalloc is the process allocator. Sanitizer and valgrind builds use
 # their own allocator instead (JEMALLOC=0): jemalloc and valgrind's malloc

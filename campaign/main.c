@@ -14,6 +14,7 @@
  *   ringmail resolve ...     MX order, addresses and ISP of domains
  *   ringmail check-dns ...   a From domain's DKIM, SPF and DMARC records and alignment
  *   ringmail top ...         the live view per ISP of the campaigns being sent
+ *   ringmail tlsrpt ...      RFC 8460 TLS reports of a day, written or sent
  *   ringmail version         print the version
  *
  * RINGMAIL_TRACE=1 in the environment turns engine/trace.h's state
@@ -35,6 +36,7 @@
 #include "campaign/report.h"
 #include "campaign/resolve.h"
 #include "campaign/send.h"
+#include "campaign/tlsrpt.h"
 #include "campaign/top.h"
 #include "engine/trace.h"
 
@@ -58,6 +60,7 @@ static void main_usage(FILE *f)
             "  resolve show MX order, addresses and ISP of domains (ringmail resolve --help)\n"
             "  check-dns a From domain's DKIM, SPF, DMARC and alignment (check-dns --help)\n"
             "  top     the live view per ISP of the campaigns being sent (ringmail top --help)\n"
+            "  tlsrpt  RFC 8460 TLS reports of a day, written or sent (ringmail tlsrpt --help)\n"
             "  feedback record bounces, complaints, unsubscribes from files or a pipe\n"
             "          (ringmail feedback --help)\n"
             "  version print the version\n");
@@ -103,6 +106,9 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "top") == 0) {
         return top_main(argc - 1, argv + 1);
+    }
+    if (strcmp(cmd, "tlsrpt") == 0) {
+        return tlsrpt_main(argc - 1, argv + 1);
     }
     if (strcmp(cmd, "feedback") == 0) {
         return feedback_main(argc - 1, argv + 1);

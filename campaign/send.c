@@ -279,6 +279,7 @@ static int send_setup(struct send *s)
         .nsources = s->o.nsources,
         .max_connections = s->o.max_connections,
         .external_retry = s->prepared != NULL, /* one attempt each: a deferral is their word */
+        .dest_policy_off = s->o.dest_policy_off,
         .on_result = send_on_result,
         .on_suspend = send_suspend_note,
         .user = s,

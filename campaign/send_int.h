@@ -89,6 +89,9 @@ struct send_options {
     enum smtp_tls_policy tls;
     int json;
     int verbose; /* --verbose: engine/trace.h's lines on stderr */
+    /* no MTA-STS or DANE (pool_options.dest_policy_off): `ringmail tlsrpt
+     * --send`, whose reports carry TLS-Required: No (RFC 8689); no option */
+    int dest_policy_off;
 };
 
 struct send_msg {

@@ -76,6 +76,7 @@ struct client_conn {
     buf_t sendq;    /* owned: bytes to send next */
     buf_t inflight; /* owned: bytes the kernel is sending */
     struct tls_info tls_info;
+    int tls_failed; /* tls_info holds the facts of a handshake that failed */
     struct client_conn_times times;
 };
 
@@ -336,6 +337,8 @@ static void client_conn_handshake(struct client_conn *c)
     if (r != TLS_OK) {
         char err[200];
         snprintf(err, sizeof err, "%s", tls_conn_error(c->tls));
+        tls_conn_info(c->tls, &c->tls_info);
+        c->tls_failed = 1;
         client_conn_tls_ended(c);
         client_conn_flush(c); /* the alert, if any */
         client_conn_set_state(c, CLIENT_CONN_SMTP, "TLS handshake failed");
@@ -569,6 +572,11 @@ void client_conn_tls_setup(struct tls_ctx *ctx)
 const struct tls_info *client_conn_tls(const struct client_conn *c)
 {
     return c->tls_up ? &c->tls_info : NULL;
+}
+
+const struct tls_info *client_conn_tls_failed(const struct client_conn *c)
+{
+    return c->tls_failed ? &c->tls_info : NULL;
 }
 
 const struct client_conn_times *client_conn_times(const struct client_conn *c)

@@ -70,6 +70,9 @@ void client_conn_resume(struct client_conn *conn);
 int client_conn_idle(const struct client_conn *conn);
 /* TLS facts of the session, or NULL when it runs in plaintext. */
 const struct tls_info *client_conn_tls(const struct client_conn *conn);
+/* The TLS facts of a handshake that failed (its verify result says why a
+ * certificate was refused: RFC 8460's result type), or NULL. */
+const struct tls_info *client_conn_tls_failed(const struct client_conn *conn);
 const struct client_conn_times *client_conn_times(const struct client_conn *conn);
 /* The SMTP machine (for capabilities and the opportunistic-fallback flag). */
 const struct smtp_client *client_conn_smtp(const struct client_conn *conn);

@@ -441,6 +441,7 @@ const char *tls_verify_result_type(long verify_result)
     case X509_V_OK:
         return NULL;
     case X509_V_ERR_HOSTNAME_MISMATCH:
+    case X509_V_ERR_IP_ADDRESS_MISMATCH: /* an exchanger named by its address (a route) */
         return "certificate-host-mismatch";
     case X509_V_ERR_CERT_HAS_EXPIRED:
     case X509_V_ERR_CERT_NOT_YET_VALID:

@@ -510,15 +510,22 @@ static void pool_session_failed(void *owner, enum smtp_outcome o, const char *re
         char text2[SMTP_TEXT_MAX + 96];
         snprintf(text2, sizeof text2, "%s (%s; %zu address%s tried)", why.text, c->addr,
                  d->ntargets, d->ntargets == 1 ? "" : "es");
-        pool_fail_queue(p, d,
-                        &(struct pool_outcome){
-                            .outcome = o == SMTP_OUTCOME_REJECTED ? SMTP_OUTCOME_REJECTED
-                                                                  : SMTP_OUTCOME_DEFERRED,
-                            .reason = reason,
-                            .code = why.code,
-                            .enhanced = why.enhanced,
-                            .text = text2,
-                        });
+        struct pool_outcome out = {
+            .outcome = o == SMTP_OUTCOME_REJECTED ? SMTP_OUTCOME_REJECTED : SMTP_OUTCOME_DEFERRED,
+            .reason = reason,
+            .code = why.code,
+            .enhanced = why.enhanced,
+            .text = text2,
+        };
+        /* A TLS failure is a session of its own (RFC 8460): the first
+         * waiting message's attempt is this connection's (peer, MX, TLS
+         * facts, policy and result type), so TLS-RPT counts it. */
+        struct pool_msg *first =
+            !p->stopped && strncmp(reason, "tls_", 4) == 0 ? pool_dequeue(p, d) : NULL;
+        if (first) {
+            pool_settle(p, first, c, &out);
+        }
+        pool_fail_queue(p, d, &out);
     }
 }
 

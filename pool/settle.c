@@ -79,7 +79,9 @@ void pool_settle(struct pool *p, struct pool_msg *m, struct pool_conn *c,
         a.tls_policy = tlsp_type_name(tp->type);
         a.tls_policy_mode = tp->mode;
         a.tls_policy_id = tp->policy_id;
-        a.tls_result = tlsp_result(tp, out->reason, a.tls);
+        /* a refused certificate: the failed handshake's verify result */
+        const struct tls_info *failed = c && c->conn ? client_conn_tls_failed(c->conn) : NULL;
+        a.tls_result = tlsp_result(tp, out->reason, a.tls ? a.tls : failed);
     }
     if (c) {
         /* One attempt per connection says so: the delivery rows count
