@@ -287,6 +287,9 @@ static void client_conn_start_tls(struct client_conn *c)
         client_conn_apply(c, smtp_client_tls_done(c->smtp, 0, "out of memory"));
         return;
     }
+    if (c->cfg->dane) {
+        tls_conn_set_dane(c->tls, c->cfg->dane, c->cfg->ndane, c->cfg->server_name);
+    }
     if (c->cfg->session_cache && c->cfg->session_key) {
         struct ssl_session_st *s =
             tls_session_cache_take(c->cfg->session_cache, c->cfg->session_key);
@@ -334,7 +337,7 @@ static void client_conn_handshake(struct client_conn *c)
         return;
     }
     if (r != TLS_OK) {
-        char err[200];
+        char err[256];
         snprintf(err, sizeof err, "%s", tls_conn_error(c->tls));
         client_conn_tls_ended(c);
         client_conn_flush(c); /* the alert, if any */
