@@ -8,6 +8,9 @@
 # name can only be DANE's doing.
 #   1. DANE-EE match -> delivered without a name check (the sink's
 #      certificate names other.test) and without an expiry check
+#   1b. DANE-TA: the test CA as trust anchor (2 0 1), the leaf names the MX
+#      host -> delivered with no CA bundle at all; a leaf of that CA for
+#      another name -> deferred (the name check of DANE-TA)
 #   2. TLSA mismatch -> deferred (dane_mismatch, tlsa-invalid), never sent
 #   3. TLSA answer bogus (signature broken: SERVFAIL) -> deferred without
 #      connecting (dane_tlsa_tempfail, dnssec-invalid)
@@ -33,6 +36,20 @@ SEND_TIMEOUT=40
 WRONG=$(spki_sha256 "$CERTS/wrongname.pem")     # the sink of mx1: names other.test only
 EXPIRED=$(spki_sha256 "$CERTS/expired.pem")     # mx5: expired in 2020
 T="_$MX_PORT._tcp"
+# DANE-TA: the test CA's certificate (DER) as the anchor, and a leaf of it
+# for mx6.dane.test (the chain the sink sends: leaf, then the CA).
+CA_HASH=$(openssl x509 -in "$CERTS/ca.pem" -outform DER | openssl dgst -sha256 -binary |
+    od -An -tx1 | tr -d ' \n')
+(
+    cd "$E2E_TMP" &&
+        openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out mx6.key &&
+        openssl req -new -key mx6.key -subj /CN=mx6.dane.test -out mx6.csr &&
+        printf 'subjectAltName=DNS:mx6.dane.test\nextendedKeyUsage=serverAuth\n' >mx6.ext &&
+        openssl x509 -req -in mx6.csr -CA "$CERTS/ca.pem" -CAkey "$CERTS/ca.key" \
+            -CAcreateserial -CAserial mx6.srl -days 30 -extfile mx6.ext -out mx6.leaf.pem &&
+        cat mx6.leaf.pem "$CERTS/ca.pem" >mx6.pem
+) >"$E2E_TMP/mx6.log" 2>&1
+check "testbed: a leaf for mx6.dane.test from the test CA" test -s "$E2E_TMP/mx6.pem"
 dnssec_zone dane.test 1 "
 match IN MX 10 mx1
 mismatch IN MX 10 mx2
@@ -40,6 +57,12 @@ tlsafail IN MX 10 mx3
 bogus IN MX 10 mx4
 expired IN MX 10 mx5
 nodane IN MX 10 mx2
+ta IN MX 10 mx6
+taname IN MX 10 mx7
+mx6 IN A 127.0.0.77
+mx7 IN A 127.0.0.78
+$T.mx6 IN TLSA 2 0 1 $CA_HASH
+$T.mx7 IN TLSA 2 0 1 $CA_HASH
 mx1 IN A 127.0.0.71
 mx2 IN A 127.0.0.72
 mx3 IN A 127.0.0.73
@@ -68,6 +91,8 @@ start_sink mx2 127.0.0.72 --tls-cert "$CERTS/server.pem" --tls-key "$CERTS/serve
 start_sink mx3 127.0.0.73 --tls-cert "$CERTS/wrongname.pem" --tls-key "$CERTS/wrongname.key"
 start_sink mx4 127.0.0.74 --tls-cert "$CERTS/wrongname.pem" --tls-key "$CERTS/wrongname.key"
 start_sink mx5 127.0.0.75 --tls-cert "$CERTS/expired.pem" --tls-key "$CERTS/expired.key"
+start_sink mx6 127.0.0.77 --tls-cert "$E2E_TMP/mx6.pem" --tls-key "$E2E_TMP/mx6.key"
+start_sink mx7 127.0.0.78 --tls-cert "$CERTS/server.pem" --tls-key "$CERTS/server.key"
 start_sink plain 127.0.0.76 --tls-cert "$CERTS/server.pem" --tls-key "$CERTS/server.key"
 
 # ---------------------------------------------------------------- 1-6 with DANE
@@ -87,11 +112,12 @@ tls = required
 dane = off
 CONF
 R=$E2E_TMP/dane.rcpts
-for d in match mismatch tlsafail bogus expired nodane; do echo "a@$d.dane.test"; done >"$R"
+for d in match mismatch tlsafail bogus expired nodane ta taname; do echo "a@$d.dane.test"; done >"$R"
 echo "a@plain.test" >>"$R"
-# --resolver names a server that does not exist: dnssec_resolver answers every lookup.
+# --resolver names a server that does not exist: dnssec_resolver answers
+# every lookup. No --ca: the test CA is in no bundle, only in DNS.
 send_run dane --recipients "$R" --config "$E2E_TMP/dane.conf" --resolver 127.0.0.1:9 \
-    --mx-port "$MX_PORT" --ca "$CERTS/ca.pem"
+    --mx-port "$MX_PORT"
 REC=$E2E_TMP/dane.records
 check_eq "the run ends (no hang)" 1 "$([ "$RC" -ne 124 ] && echo 1)"
 
@@ -113,6 +139,15 @@ check_eq "match: no RFC 8460 result" null "$(last a@match.dane.test ".get('tls_r
 check_eq "match: the sink (a certificate for other.test) got it" 1 "$(got mx1 a@match.dane.test)"
 check_eq "match: the record says DANE verified" "DANE verified" "$(last a@match.dane.test "['verify']")"
 
+check_eq "DANE-TA: delivered (anchor from TLSA, no CA bundle)" accepted \
+    "$(last a@ta.dane.test "['outcome']")"
+check_eq "DANE-TA: policy dane" dane "$(last a@ta.dane.test "['tls_policy']")"
+check_eq "DANE-TA: the sink got it" 1 "$(got mx6 a@ta.dane.test)"
+check_eq "DANE-TA, leaf for another name: reason dane_mismatch" dane_mismatch \
+    "$(last a@taname.dane.test "['reason']")"
+check "DANE-TA, leaf for another name: the text says why" has \
+    "$(last a@taname.dane.test "['text']")" "matched, but the chain does not verify: Hostname mismatch"
+check_eq "DANE-TA, leaf for another name: never sent" 0 "$(got mx7 a@taname.dane.test)"
 check_eq "expired certificate, DANE-EE: delivered (no expiry check)" accepted \
     "$(last a@expired.dane.test "['outcome']")"
 check_eq "expired: policy dane" dane "$(last a@expired.dane.test "['tls_policy']")"
