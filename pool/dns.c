@@ -74,10 +74,12 @@ struct dns {
     struct dns_sock *socks;                      /* owned list */
     struct dns_cached *cache[DNS_CACHE_BUCKETS]; /* owned chains */
     uint64_t cache_hits, queries;
-    unsigned inflight; /* queries on the wire, window at most */
-    unsigned window;   /* DNS_MIN_INFLIGHT .. DNS_MAX_INFLIGHT */
-    unsigned grown;    /* answers since the window last grew */
-    uint64_t sent_seq; /* queries sent so far */
+    uint64_t tlsa_hits, tlsa_queries; /* dns_resolve_tlsa's */
+    struct dns_query *tlsa_inflight;  /* TLSA queries sent or waiting (tnext), not owned */
+    unsigned inflight;                /* queries on the wire, window at most */
+    unsigned window;                  /* DNS_MIN_INFLIGHT .. DNS_MAX_INFLIGHT */
+    unsigned grown;                   /* answers since the window last grew */
+    uint64_t sent_seq;                /* queries sent so far */
     uint64_t
         cut_seq; /* sent_seq at the last cut: losses of queries sent before it are the same event */
     /* Lookups waiting for room, FIFO: address lookups (the second half of a
@@ -321,6 +323,13 @@ static void dns_destroy(struct dns *d)
 
 /* ---- queries ---- */
 
+/* A TLSA lookup that rides on one already asked for the same name. */
+struct dns_waiter {
+    struct dns_waiter *next;
+    dns_tlsa_cb cb;
+    void *user;
+};
+
 struct dns_query {
     struct dns *d;
     struct dns_query *next; /* pending list */
@@ -329,12 +338,14 @@ struct dns_query {
     dns_txt_cb txt_cb;
     dns_tlsa_cb tlsa_cb;
     void *user;
-    int ad;                /* the last answer had AD set (and d->dnssec) */
-    ares_callback handler; /* a raw query's answer goes here (dns_raw_send) */
-    unsigned rounds;       /* our own rounds after c-ares's tries timed out */
-    uint64_t seq;          /* d->sent_seq when it was last sent */
-    struct dns_addrs *acc; /* address lookup: owned, what A and AAAA gave */
-    char ascii[300];       /* TLSA: _PORT._tcp.HOST */
+    int ad;                     /* the last answer had AD set (and d->dnssec) */
+    ares_callback handler;      /* a raw query's answer goes here (dns_raw_send) */
+    struct dns_waiter *waiters; /* owned: TLSA lookups of the same name that wait for this one */
+    struct dns_query *tnext;    /* d->tlsa_inflight */
+    unsigned rounds;            /* our own rounds after c-ares's tries timed out */
+    uint64_t seq;               /* d->sent_seq when it was last sent */
+    struct dns_addrs *acc;      /* address lookup: owned, what A and AAAA gave */
+    char ascii[300];            /* TLSA: _PORT._tcp.HOST */
 };
 
 /* An address lookup asks one family at a time: c-ares's AF_UNSPEC lookup
@@ -926,6 +937,8 @@ void dns_resolve_addr(struct dns *d, const char *host, dns_addr_cb cb, void *use
     dns_schedule(d);
 }
 
+static void dns_tlsa_deliver(struct dns_query *q, const struct dns_tlsa_result *r);
+
 /* dns_free: the lookups still waiting for room get their one callback. */
 static void dns_pending_cancel(struct dns *d)
 {
@@ -943,7 +956,7 @@ static void dns_pending_cancel(struct dns *d)
         } else if (q->tlsa_cb) {
             struct dns_tlsa_result r = {
                 .status = DNS_TEMPFAIL, .name = q->ascii, .error = "resolver shutting down"};
-            q->tlsa_cb(q->user, &r);
+            dns_tlsa_deliver(q, &r);
         } else {
             struct dns_addr_result r = {.status = DNS_TEMPFAIL, .error = "resolver shutting down"};
             q->addr_cb(q->user, &r);
@@ -1069,6 +1082,12 @@ int dns_dnssec(const struct dns *d)
     return d->dnssec;
 }
 
+void dns_tlsa_stats(const struct dns *d, uint64_t *queries, uint64_t *cache_hits)
+{
+    *queries = d->tlsa_queries;
+    *cache_hits = d->tlsa_hits;
+}
+
 int dns_tlsa_parse(const unsigned char *abuf, int alen, struct dns_tlsa_answer *out)
 {
     ns_msg msg;
@@ -1120,6 +1139,26 @@ static struct dns_tlsa_cached *dns_tlsa_cache_get(struct dns *d, const char *nam
     return NULL;
 }
 
+/* q's answer r to its caller and to every lookup that waited for it. q
+ * leaves the in-flight list first: a callback that asks again sends anew. */
+static void dns_tlsa_deliver(struct dns_query *q, const struct dns_tlsa_result *r)
+{
+    struct dns *d = q->d;
+    for (struct dns_query **pp = &d->tlsa_inflight; *pp; pp = &(*pp)->tnext) {
+        if (*pp == q) {
+            *pp = q->tnext;
+            break;
+        }
+    }
+    q->tlsa_cb(q->user, r);
+    for (struct dns_waiter *w = q->waiters, *next; w; w = next) {
+        next = w->next;
+        w->cb(w->user, r);
+        free(w);
+    }
+    q->waiters = NULL;
+}
+
 static void dns_tlsa_answer_cb(const struct dns_tlsa_cached *e, const char *error, dns_tlsa_cb cb,
                                void *user)
 {
@@ -1146,7 +1185,7 @@ static void dns_on_tlsa(void *arg, int status, int timeouts, unsigned char *abuf
     if (!e) {
         struct dns_tlsa_result r = {
             .status = DNS_TEMPFAIL, .name = q->ascii, .error = "out of memory"};
-        q->tlsa_cb(q->user, &r);
+        dns_tlsa_deliver(q, &r);
         free(q);
         dns_pending_run(d);
         return;
@@ -1175,7 +1214,13 @@ static void dns_on_tlsa(void *arg, int status, int timeouts, unsigned char *abuf
         e->next = d->tlsa_cache[b];
         d->tlsa_cache[b] = e;
     }
-    dns_tlsa_answer_cb(e, error, q->tlsa_cb, q->user); /* may free d: nothing of d after */
+    struct dns_tlsa_result res = {.status = e->status,
+                                  .secure = e->secure,
+                                  .recs = e->ans.recs,
+                                  .n = e->ans.n,
+                                  .name = e->name,
+                                  .error = error};
+    dns_tlsa_deliver(q, &res);
     if (!keep) {
         free(e);
     }
@@ -1201,7 +1246,7 @@ void dns_resolve_tlsa(struct dns *d, const char *host, unsigned port, dns_tlsa_c
     if (e || d->dying) {
         d->depth++;
         if (e) {
-            d->cache_hits++;
+            d->tlsa_hits++;
             dns_tlsa_answer_cb(e, e->status == DNS_NXDOMAIN ? "NXDOMAIN: no such name" : NULL, cb,
                                user);
         } else {
@@ -1213,9 +1258,23 @@ void dns_resolve_tlsa(struct dns *d, const char *host, unsigned port, dns_tlsa_c
         dns_leave(d);
         return;
     }
+    for (struct dns_query *x = d->tlsa_inflight; x; x = x->tnext) {
+        struct dns_waiter *w = strcmp(x->ascii, q->ascii) == 0 ? calloc(1, sizeof *w) : NULL;
+        if (w) {
+            /* Asked already (destinations that share an MX host, resolved
+             * at once): one query answers both. */
+            *w = (struct dns_waiter){x->waiters, cb, user};
+            x->waiters = w;
+            d->tlsa_hits++;
+            free(q);
+            return;
+        }
+    }
     q->tlsa_cb = cb;
     q->user = user;
-    d->queries++;
+    q->tnext = d->tlsa_inflight;
+    d->tlsa_inflight = q;
+    d->tlsa_queries++;
     d->depth++;
     dns_submit(d, q);
     if (dns_leave(d)) {

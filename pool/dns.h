@@ -139,6 +139,8 @@ void dns_resolve_tlsa(struct dns *d, const char *host, unsigned port, dns_tlsa_c
 /* Trust the resolver's AD bit: ask for it on every query and report it as
  * `secure`. Only for a resolver named as validating (dnssec_resolver). */
 void dns_set_dnssec(struct dns *d, int on);
+/* TLSA queries sent and TLSA lookups answered from the TTL cache. */
+void dns_tlsa_stats(const struct dns *d, uint64_t *queries, uint64_t *cache_hits);
 /* 1 after dns_set_dnssec(d, 1). */
 int dns_dnssec(const struct dns *d);
 /* Parse the TLSA records of a raw answer (abuf, alen) into out: 0, or -1

@@ -13,6 +13,8 @@
 #   dnssec_start                    nsd on 127.0.0.53:$NSD_PORT, unbound on
 #                                   127.0.0.54:$DNSSEC_PORT (both stopped on exit)
 #   spki_sha256 CERT.pem            hex SHA-256 of the certificate's SPKI (TLSA 3 1 1)
+#   dnssec_queries NAME TYPE        how many queries for NAME TYPE unbound got
+#   (unbound logs every query to $DNSSEC_DIR/unbound.log)
 # shellcheck shell=bash
 
 DNSSEC_DIR=""
@@ -119,6 +121,7 @@ server:
   use-syslog: no
   logfile: "$DNSSEC_DIR/unbound.log"
   verbosity: 1
+  log-queries: yes
   do-not-query-localhost: no
   access-control: 127.0.0.0/8 allow
   trust-anchor-file: "$DNSSEC_DIR/trust-anchors.ds"
@@ -140,4 +143,8 @@ CONF
         cat "$E2E_TMP/unbound.log" "$DNSSEC_DIR/unbound.log" >&2
         return 1
     }
+}
+
+dnssec_queries() {
+    grep -ciE " $1\.? $2 IN" "$DNSSEC_DIR/unbound.log"
 }

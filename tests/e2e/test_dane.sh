@@ -52,6 +52,7 @@ CA_HASH=$(openssl x509 -in "$CERTS/ca.pem" -outform DER | openssl dgst -sha256 -
 check "testbed: a leaf for mx6.dane.test from the test CA" test -s "$E2E_TMP/mx6.pem"
 dnssec_zone dane.test 1 "
 match IN MX 10 mx1
+shared IN MX 10 mx1
 mismatch IN MX 10 mx2
 tlsafail IN MX 10 mx3
 bogus IN MX 10 mx4
@@ -112,7 +113,7 @@ tls = required
 dane = off
 CONF
 R=$E2E_TMP/dane.rcpts
-for d in match mismatch tlsafail bogus expired nodane ta taname; do echo "a@$d.dane.test"; done >"$R"
+for d in match shared mismatch tlsafail bogus expired nodane ta taname; do echo "a@$d.dane.test"; done >"$R"
 echo "a@plain.test" >>"$R"
 # --resolver names a server that does not exist: dnssec_resolver answers
 # every lookup. No --ca: the test CA is in no bundle, only in DNS.
@@ -137,6 +138,9 @@ check "match: the policy id is the set's hash (16 hex)" \
     hex16 "$(last a@match.dane.test "['tls_policy_id']")"
 check_eq "match: no RFC 8460 result" null "$(last a@match.dane.test ".get('tls_result')")"
 check_eq "match: the sink (a certificate for other.test) got it" 1 "$(got mx1 a@match.dane.test)"
+check_eq "shared MX: delivered under DANE" dane "$(last a@shared.dane.test "['tls_policy']")"
+check_eq "one TLSA query for the MX host two domains share (TTL cache)" 1 \
+    "$(dnssec_queries "$T.mx1.dane.test" TLSA)"
 check_eq "match: the record says DANE verified" "DANE verified" "$(last a@match.dane.test "['verify']")"
 
 check_eq "DANE-TA: delivered (anchor from TLSA, no CA bundle)" accepted \
