@@ -12,10 +12,13 @@
 #      host -> delivered with no CA bundle at all; a leaf of that CA for
 #      another name -> deferred (the name check of DANE-TA)
 #   2. TLSA mismatch -> deferred (dane_mismatch, tlsa-invalid), never sent
+#   2b. no STARTTLS under DANE -> deferred (tls_not_offered,
+#      starttls-not-supported), never plaintext
 #   3. TLSA answer bogus (signature broken: SERVFAIL) -> deferred without
 #      connecting (dane_tlsa_tempfail, dnssec-invalid)
 #   4. MX answer bogus -> deferred (dns_tempfail), never connected
-#   5. insecure zone with a (wrong) TLSA record -> the configured policy
+#   5. insecure zone with a (wrong) TLSA record -> the configured policy;
+#      a secure MX host without TLSA records (NODATA) -> the same
 #   6. an ISP with dane = off, and a config without dnssec_resolver -> the
 #      configured policy even where the TLSA set would refuse the server
 set -u
@@ -59,6 +62,11 @@ bogus IN MX 10 mx4
 expired IN MX 10 mx5
 nodane IN MX 10 mx2
 ta IN MX 10 mx6
+starttls IN MX 10 mx8
+notlsa IN MX 10 mx9
+mx8 IN A 127.0.0.79
+mx9 IN A 127.0.0.80
+$T.mx8 IN TLSA 3 1 1 $WRONG
 taname IN MX 10 mx7
 mx6 IN A 127.0.0.77
 mx7 IN A 127.0.0.78
@@ -94,6 +102,9 @@ start_sink mx4 127.0.0.74 --tls-cert "$CERTS/wrongname.pem" --tls-key "$CERTS/wr
 start_sink mx5 127.0.0.75 --tls-cert "$CERTS/expired.pem" --tls-key "$CERTS/expired.key"
 start_sink mx6 127.0.0.77 --tls-cert "$E2E_TMP/mx6.pem" --tls-key "$E2E_TMP/mx6.key"
 start_sink mx7 127.0.0.78 --tls-cert "$CERTS/server.pem" --tls-key "$CERTS/server.key"
+start_sink mx8 127.0.0.79 --tls-cert "$CERTS/wrongname.pem" --tls-key "$CERTS/wrongname.key" \
+    --no-starttls
+start_sink mx9 127.0.0.80 --tls-cert "$CERTS/server.pem" --tls-key "$CERTS/server.key"
 start_sink plain 127.0.0.76 --tls-cert "$CERTS/server.pem" --tls-key "$CERTS/server.key"
 
 # ---------------------------------------------------------------- 1-6 with DANE
@@ -106,6 +117,7 @@ max_age = 2s
 dnssec_resolver = $RESOLVER
 [isp plain]
 domains = plain.test
+domains = notlsa.dane.test
 tls = required
 [isp nodane]
 domains = nodane.dane.test
@@ -113,7 +125,7 @@ tls = required
 dane = off
 CONF
 R=$E2E_TMP/dane.rcpts
-for d in match shared mismatch tlsafail bogus expired nodane ta taname; do echo "a@$d.dane.test"; done >"$R"
+for d in match shared mismatch tlsafail bogus expired nodane ta taname starttls notlsa; do echo "a@$d.dane.test"; done >"$R"
 echo "a@plain.test" >>"$R"
 # --resolver names a server that does not exist: dnssec_resolver answers
 # every lookup. No --ca: the test CA is in no bundle, only in DNS.
@@ -165,6 +177,13 @@ check "mismatch: the text says which record did not match" has \
     "DANE: no TLSA record matches the server's certificate (3 1 1 ${WRONG:0:20}"
 check_eq "mismatch: the sink got nothing" 0 "$(got mx2 a@mismatch.dane.test)"
 
+check_eq "no STARTTLS under DANE: reason tls_not_offered" tls_not_offered \
+    "$(last a@starttls.dane.test "['reason']")"
+check_eq "no STARTTLS under DANE: result starttls-not-supported" starttls-not-supported \
+    "$(last a@starttls.dane.test "['tls_result']")"
+check_eq "no STARTTLS under DANE: policy dane" dane "$(last a@starttls.dane.test "['tls_policy']")"
+check_eq "no STARTTLS under DANE: never sent" 0 "$(got mx8 a@starttls.dane.test)"
+
 check_eq "TLSA bogus: reason dane_tlsa_tempfail" dane_tlsa_tempfail \
     "$(last a@tlsafail.dane.test "['reason']")"
 check_eq "TLSA bogus: result dnssec-invalid" dnssec-invalid \
@@ -181,6 +200,10 @@ check_eq "MX bogus: never connected" 0 "$(sj mx4 connections)"
 check_eq "insecure zone: delivered" accepted "$(last a@plain.test "['outcome']")"
 check_eq "insecure zone: the configured policy" config "$(last a@plain.test "['tls_policy']")"
 check_eq "insecure zone: its mode" required "$(last a@plain.test "['tls_policy_mode']")"
+
+check_eq "secure MX without TLSA: delivered" accepted "$(last a@notlsa.dane.test "['outcome']")"
+check_eq "secure MX without TLSA: the configured policy" config \
+    "$(last a@notlsa.dane.test "['tls_policy']")"
 
 check_eq "dane = off: delivered under the config" accepted "$(last a@nodane.dane.test "['outcome']")"
 check_eq "dane = off: policy config" config "$(last a@nodane.dane.test "['tls_policy']")"
