@@ -119,6 +119,10 @@ dnssec_resolver = $RESOLVER
 domains = plain.test
 domains = notlsa.dane.test
 tls = required
+[isp match]
+domains = match.dane.test
+max_connections = 1
+max_msgs_per_conn = 1
 [isp nodane]
 domains = nodane.dane.test
 tls = required
@@ -127,6 +131,7 @@ CONF
 R=$E2E_TMP/dane.rcpts
 for d in match shared mismatch tlsafail bogus expired nodane ta taname starttls notlsa; do echo "a@$d.dane.test"; done >"$R"
 echo "a@plain.test" >>"$R"
+echo "b@match.dane.test" >>"$R" # one message per connection: b resumes a's session
 # --resolver names a server that does not exist: dnssec_resolver answers
 # every lookup. No --ca: the test CA is in no bundle, only in DNS.
 send_run dane --recipients "$R" --config "$E2E_TMP/dane.conf" --resolver 127.0.0.1:9 \
@@ -150,9 +155,14 @@ check "match: the policy id is the set's hash (16 hex)" \
     hex16 "$(last a@match.dane.test "['tls_policy_id']")"
 check_eq "match: no RFC 8460 result" null "$(last a@match.dane.test ".get('tls_result')")"
 check_eq "match: the sink (a certificate for other.test) got it" 1 "$(got mx1 a@match.dane.test)"
+check_eq "match: two connections" 2 "$(jcount "$REC" "d.get('rcpt', '').endswith('@match.dane.test') and d.get('conn_first')")"
 check_eq "shared MX: delivered under DANE" dane "$(last a@shared.dane.test "['tls_policy']")"
 check_eq "one TLSA query for the MX host two domains share (TTL cache)" 1 \
     "$(dnssec_queries "$T.mx1.dane.test" TLSA)"
+check_eq "match: the next connection resumes the DANE session" true \
+    "$(last b@match.dane.test "['resumed']")"
+check_eq "match: ... and says so" "DANE verified (resumed session)" \
+    "$(last b@match.dane.test "['verify']")"
 check_eq "match: the record says DANE verified" "DANE verified" "$(last a@match.dane.test "['verify']")"
 
 check_eq "DANE-TA: delivered (anchor from TLSA, no CA bundle)" accepted \
