@@ -16,6 +16,9 @@
 #      starttls-not-supported), never plaintext
 #   3. TLSA answer bogus (signature broken: SERVFAIL) -> deferred without
 #      connecting (dane_tlsa_tempfail, dnssec-invalid)
+#   3b. a TLSA lookup that times out (its name is delegated to a server
+#      that does not answer: unbound keeps trying, ringmail gives up after
+#      its tries, ~8 s) -> deferred the same way
 #   4. MX answer bogus -> deferred (dns_tempfail), never connected
 #   5. insecure zone with a (wrong) TLSA record -> the configured policy;
 #      a secure MX host without TLSA records (NODATA) -> the same
@@ -63,6 +66,10 @@ expired IN MX 10 mx5
 nodane IN MX 10 mx2
 ta IN MX 10 mx6
 starttls IN MX 10 mx8
+lame IN MX 10 mx10
+mx10 IN A 127.0.0.70
+$T.mx10 IN NS ns-lame.dane.test.
+ns-lame IN A 127.0.0.59
 notlsa IN MX 10 mx9
 mx8 IN A 127.0.0.79
 mx9 IN A 127.0.0.80
@@ -129,7 +136,7 @@ tls = required
 dane = off
 CONF
 R=$E2E_TMP/dane.rcpts
-for d in match shared mismatch tlsafail bogus expired nodane ta taname starttls notlsa; do echo "a@$d.dane.test"; done >"$R"
+for d in match shared mismatch tlsafail lame bogus expired nodane ta taname starttls notlsa; do echo "a@$d.dane.test"; done >"$R"
 echo "a@plain.test" >>"$R"
 echo "b@match.dane.test" >>"$R" # one message per connection: b resumes a's session
 # --resolver names a server that does not exist: dnssec_resolver answers
@@ -203,6 +210,14 @@ check "TLSA bogus: the text names the TLSA lookup" has \
     "$(last a@tlsafail.dane.test "['text']")" "DANE: TLSA lookup of $T.mx3.dane.test failed"
 check_eq "TLSA bogus: never connected" 0 "$(sj mx3 connections)"
 check_eq "TLSA bogus: final after max_age" expired "$(last a@tlsafail.dane.test "['outcome']")"
+
+check_eq "TLSA timeout: reason dane_tlsa_tempfail" dane_tlsa_tempfail \
+    "$(last a@lame.dane.test "['reason']")"
+check_eq "TLSA timeout: result dnssec-invalid" dnssec-invalid \
+    "$(last a@lame.dane.test "['tls_result']")"
+check "TLSA timeout: the text says timeout" has "$(last a@lame.dane.test "['text']")" \
+    "failed (timeout: the resolver did not answer)"
+check_eq "TLSA timeout: never connected" 0 "$(jcount "$REC" "d.get('addr', '').startswith('127.0.0.70')")"
 
 check_eq "MX bogus: deferred as dns_tempfail" dns_tempfail "$(last a@bogus.dane.test "['reason']")"
 check_eq "MX bogus: never connected" 0 "$(sj mx4 connections)"
