@@ -239,15 +239,27 @@ static void pool_dane_announce(struct pool *p, struct pool_dane *dn, const struc
     p->opt.on_tls_policy(p->opt.user, "tlsa", dn->d->domain, s->id, s->text);
 }
 
+/* The secure TLSA set of d's MX host, or NULL. */
+static struct pool_dane_set *pool_dane_host_set(const struct pool_dest *d, const char *host)
+{
+    const struct pool_dane *dn = d->dane;
+    for (size_t i = 0; dn && i < dn->nhosts; i++) {
+        if (dn->hosts[i].state == POOL_DANE_SET && strcmp(dn->hosts[i].host, host) == 0) {
+            return dn->hosts[i].set;
+        }
+    }
+    return NULL;
+}
+
+int pool_dane_host(const struct pool_dest *d, const char *host)
+{
+    return pool_dane_host_set(d, host) != NULL;
+}
+
 void pool_dane_conn(struct pool *p, struct pool_conn *c)
 {
     struct pool_dane *dn = c->dest->dane;
-    struct pool_dane_set *s = NULL;
-    for (size_t i = 0; dn && i < dn->nhosts && !s; i++) {
-        if (dn->hosts[i].state == POOL_DANE_SET && strcmp(dn->hosts[i].host, c->host) == 0) {
-            s = dn->hosts[i].set;
-        }
-    }
+    struct pool_dane_set *s = pool_dane_host_set(c->dest, c->host);
     if (!s) {
         return;
     }

@@ -357,6 +357,9 @@ int pool_dane_lookup(struct pool *p, struct pool_dest *d, const struct dns_addr_
 /* pool_dane_defer - d has no target: when failed TLSA lookups took them,
  * its queue defers (dane_tlsa_tempfail, dnssec-invalid): 1 */
 int pool_dane_defer(struct pool *p, struct pool_dest *d);
+/* pool_dane_host - 1 when d's MX host has a secure TLSA set: DANE decides
+ * for it, so MTA-STS neither filters it out nor sets its policy (RFC 8461 2) */
+int pool_dane_host(const struct pool_dest *d, const char *host);
 /* pool_dane_conn - c (configured as for its ISP) goes to a DANE host: its
  * policy, TLSA set and session key become DANE's */
 void pool_dane_conn(struct pool *p, struct pool_conn *c);
