@@ -409,6 +409,9 @@ static enum ssl_verify_result_t tls_dane_verify(SSL *ssl, uint8_t *out_alert)
     }
     enum dane_result r =
         dane_match(c->dane, c->ndane, ders, lens, n, c->dane_host, c->error, sizeof c->error, NULL);
+    /* What parsing and chain building left on the thread's error queue must
+     * not make SSL_get_error call a later WANT_READ a failure. */
+    ERR_clear_error();
     if (r != DANE_MATCHED) {
         c->dane_failed = 1;
         *out_alert = SSL_AD_BAD_CERTIFICATE;
