@@ -372,8 +372,14 @@ static void test_pool_dane_verdict(void **state)
     assert_non_null(strstr(out, "none usable: TLS mandatory, unauthenticated"));
     assert_string_equal(pool_dane_verdict(0, 1, &r, out, sizeof out), "insecure");
     assert_string_equal(out, "DANE: no (MX answer insecure: falls back to MTA-STS or the config)");
+    assert_string_equal(pool_dane_verdict(1, 0, &r, out, sizeof out), "insecure");
+    assert_string_equal(out,
+                        "DANE: no (address answer insecure: falls back to MTA-STS or the config)");
     r.secure = 0;
     assert_string_equal(pool_dane_verdict(1, 1, &r, out, sizeof out), "insecure");
+    assert_string_equal(out, "DANE: no (TLSA answer insecure: falls back)");
+    assert_string_equal(pool_dane_verdict(1, 1, NULL, out, sizeof out), "none");
+    assert_string_equal(out, "DANE: TLSA not looked up");
     struct dns_tlsa_result f = {
         .status = DNS_TEMPFAIL, .name = "_25._tcp.mx.example", .error = "SERVFAIL"};
     assert_string_equal(pool_dane_verdict(1, 1, &f, out, sizeof out), "tempfail");
@@ -381,6 +387,7 @@ static void test_pool_dane_verdict(void **state)
                              "this host is deferred");
     struct dns_tlsa_result none = {.status = DNS_NXDOMAIN, .name = "_25._tcp.mx.example"};
     assert_string_equal(pool_dane_verdict(1, 1, &none, out, sizeof out), "none");
+    assert_string_equal(out, "DANE: no TLSA records at _25._tcp.mx.example (falls back)");
 }
 
 int main(void)
