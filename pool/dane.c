@@ -335,3 +335,64 @@ const char *pool_dane_verdict(int mx_secure, int addr_secure, const struct dns_t
              usable == 1 ? "" : "s", id, text);
     return "dane";
 }
+
+/* ---- pool_dane_probe: the pool's steps for one host, for `ringmail resolve` ---- */
+
+struct pool_dane_probe {
+    struct dns *d;
+    unsigned port;
+    int addr_secure;
+    pool_dane_probe_cb cb;
+    void *user;
+    char host[256];
+};
+
+static void pool_dane_probe_end(struct pool_dane_probe *pr, int mx_secure,
+                                const struct dns_tlsa_result *tlsa)
+{
+    char text[600];
+    struct pool_dane_probe_result r = {
+        .host = pr->host, .addr_secure = pr->addr_secure, .tlsa = tlsa};
+    r.verdict = pool_dane_verdict(mx_secure, pr->addr_secure, tlsa, text, sizeof text);
+    r.text = text;
+    pr->cb(pr->user, &r);
+    free(pr);
+}
+
+static void pool_dane_probe_tlsa(void *user, const struct dns_tlsa_result *res)
+{
+    pool_dane_probe_end(user, 1, res);
+}
+
+static void pool_dane_probe_addr(void *user, const struct dns_addr_result *res)
+{
+    struct pool_dane_probe *pr = user;
+    pr->addr_secure = res->status == DNS_OK && res->secure;
+    if (!pr->addr_secure) {
+        pool_dane_probe_end(pr, 1, NULL);
+        return;
+    }
+    dns_resolve_tlsa(pr->d, pr->host, pr->port, pool_dane_probe_tlsa, pr);
+}
+
+void pool_dane_probe(struct dns *d, const char *host, unsigned port, int mx_secure,
+                     pool_dane_probe_cb cb, void *user)
+{
+    if (!dns_dnssec(d)) {
+        struct pool_dane_probe_result r = {
+            .host = host, .verdict = "off", .text = "DANE: off (no dnssec_resolver)"};
+        cb(user, &r);
+        return;
+    }
+    struct pool_dane_probe *pr = pool_xcalloc(1, sizeof *pr);
+    pr->d = d;
+    pr->port = port ? port : 25;
+    pr->cb = cb;
+    pr->user = user;
+    snprintf(pr->host, sizeof pr->host, "%s", host);
+    if (!mx_secure) {
+        pool_dane_probe_end(pr, 0, NULL);
+        return;
+    }
+    dns_resolve_addr(d, host, pool_dane_probe_addr, pr);
+}

@@ -48,6 +48,24 @@
 const char *pool_dane_verdict(int mx_secure, int addr_secure, const struct dns_tlsa_result *tlsa,
                               char *out, size_t outlen);
 
+/* What pool_dane_probe found for one MX host. */
+struct pool_dane_probe_result {
+    const char *host;
+    int addr_secure;                    /* the host's address answer was secure */
+    const struct dns_tlsa_result *tlsa; /* NULL when not looked up */
+    const char *verdict;                /* pool_dane_verdict's, or "off" */
+    const char *text;                   /* its line */
+};
+typedef void (*pool_dane_probe_cb)(void *user, const struct pool_dane_probe_result *r);
+
+/* Find out what DANE makes of MX host host (port: the TLSA name's, 25) on
+ * d, for `ringmail resolve`: without dns_set_dnssec "off" ("DANE: off (no
+ * dnssec_resolver)"); with an insecure MX answer (mx_secure 0) no lookup;
+ * else the host's addresses, then its TLSA records, as the pool does.
+ * Exactly one callback, possibly before this returns. */
+void pool_dane_probe(struct dns *d, const char *host, unsigned port, int mx_secure,
+                     pool_dane_probe_cb cb, void *user);
+
 /* The set's id (16 hex digits) and its text (records one per line,
  * sorted, "3 1 1 HEX") into id (17 bytes at least) and text. */
 void pool_dane_set_id(const struct dane_tlsa *recs, size_t n, char *id, size_t idlen, char *text,

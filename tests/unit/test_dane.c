@@ -14,6 +14,13 @@
 
 #include <cmocka.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
 #include <openssl/ec_key.h>
 #include <openssl/evp.h>
 #include <openssl/mem.h>
@@ -23,6 +30,7 @@
 #include <openssl/x509v3.h>
 
 #include "engine/dane.h"
+#include "engine/loop.h"
 #include "pool/dane.h"
 #include "pool/dns.h"
 
@@ -390,6 +398,205 @@ static void test_pool_dane_verdict(void **state)
     assert_string_equal(out, "DANE: no TLSA records at _25._tcp.mx.example (falls back)");
 }
 
+/* ---- pool_dane_probe over pool/dns.c against a fake validating resolver ---- */
+
+/* A UDP "resolver" on a thread: answers from a fixed table, AD set for the
+ * names of a signed zone, SERVFAIL for a bogus TLSA. */
+struct fake_dns {
+    int fd;
+    unsigned short port;
+    volatile int stop;
+    pthread_t thread;
+};
+
+static size_t fake_answer(const uint8_t *q, size_t qlen, uint8_t *out)
+{
+    char name[256];
+    size_t at = 12, n = 0;
+    while (at < qlen && q[at] && n < sizeof name - 64) {
+        if (n) {
+            name[n++] = '.';
+        }
+        memcpy(name + n, q + at + 1, q[at]);
+        n += q[at];
+        at += q[at] + 1;
+    }
+    name[n] = '\0';
+    if (at + 5 > qlen) {
+        return 0;
+    }
+    unsigned type = (unsigned)(q[at + 1] << 8 | q[at + 2]);
+    size_t qend = at + 5;
+    memcpy(out, q, qend);
+    out[2] = 0x81; /* QR, RD */
+    int ad = strstr(name, "plain.example") == NULL;
+    out[3] = (uint8_t)(0x80 | (ad ? 0x20 : 0)); /* RA, AD */
+    out[6] = out[7] = out[8] = out[9] = out[10] = out[11] = 0;
+    if (type == 52 && strcmp(name, "_25._tcp.bad.example") == 0) {
+        out[3] = 0x82; /* SERVFAIL: what a validator says of a bogus answer */
+        return qend;
+    }
+    uint8_t rd[64];
+    uint16_t rdlen = 0;
+    if (type == 1) {
+        rd[0] = 127, rd[1] = 0, rd[2] = 0, rd[3] = 9;
+        rdlen = 4;
+    } else if (type == 52 && strncmp(name, "_25._tcp.", 9) == 0) {
+        rd[0] = 3, rd[1] = 1, rd[2] = 1;
+        memcpy(rd + 3, h_leaf_spki, 32);
+        rdlen = 35;
+    } else {
+        return qend; /* NODATA (AAAA) */
+    }
+    out[7] = 1;
+    return qend + put_rr(out + qend, (uint16_t)type, 300, rd, rdlen);
+}
+
+static void *fake_dns_run(void *arg)
+{
+    struct fake_dns *f = arg;
+    while (!f->stop) {
+        uint8_t q[512], a[1024];
+        struct sockaddr_in peer;
+        socklen_t plen = sizeof peer;
+        ssize_t n = recvfrom(f->fd, q, sizeof q, 0, (struct sockaddr *)&peer, &plen);
+        if (n < 12) {
+            continue;
+        }
+        size_t alen = fake_answer(q, (size_t)n, a);
+        if (alen) {
+            sendto(f->fd, a, alen, 0, (struct sockaddr *)&peer, plen);
+        }
+    }
+    return NULL;
+}
+
+static void fake_dns_start(struct fake_dns *f)
+{
+    memset(f, 0, sizeof *f);
+    f->fd = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(f->fd, (struct sockaddr *)&sin, sizeof sin), 0);
+    socklen_t len = sizeof sin;
+    getsockname(f->fd, (struct sockaddr *)&sin, &len);
+    f->port = ntohs(sin.sin_port);
+    struct timeval tv = {0, 100000};
+    setsockopt(f->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    assert_int_equal(pthread_create(&f->thread, NULL, fake_dns_run, f), 0);
+}
+
+static void fake_dns_stop(struct fake_dns *f)
+{
+    f->stop = 1;
+    pthread_join(f->thread, NULL);
+    close(f->fd);
+}
+
+/* A run of probes, one after the other on one loop (loop_stop is for good:
+ * one loop per run). */
+struct probe_run {
+    struct loop *loop;
+    struct dns *d;
+    const char *const *hosts;
+    const int *mx_secure;
+    size_t n, next;
+    uint64_t tlsa_queries, tlsa_hits;
+    struct loop_timer timeout;
+    char verdict[8][32], text[8][600];
+    int addr_secure[8];
+};
+
+static void probe_next(struct probe_run *r);
+
+static void probe_cb(void *user, const struct pool_dane_probe_result *res)
+{
+    struct probe_run *r = user;
+    size_t i = r->next++;
+    r->addr_secure[i] = res->addr_secure;
+    snprintf(r->verdict[i], sizeof r->verdict[i], "%s", res->verdict);
+    snprintf(r->text[i], sizeof r->text[i], "%s", res->text);
+    probe_next(r);
+}
+
+static void probe_next(struct probe_run *r)
+{
+    if (r->next < r->n) {
+        pool_dane_probe(r->d, r->hosts[r->next], 25, r->mx_secure[r->next], probe_cb, r);
+        return;
+    }
+    /* Done: the resolver goes (its polls end on the loop), then the loop. */
+    dns_tlsa_stats(r->d, &r->tlsa_queries, &r->tlsa_hits);
+    dns_free(r->d);
+    r->d = NULL;
+    loop_timer_cancel(r->loop, &r->timeout);
+    loop_stop_when_idle(r->loop);
+}
+
+static void probe_timeout(struct loop_timer *t)
+{
+    loop_stop(t->owner);
+}
+
+/* Probe hosts (n of them, mx_secure each) through a resolver at port. */
+static void probe(unsigned short port, int dnssec, const char *const *hosts, const int *mx_secure,
+                  size_t n, struct probe_run *r, uint64_t *tlsa_queries, uint64_t *tlsa_hits)
+{
+    memset(r, 0, sizeof *r);
+    r->loop = loop_new(64);
+    assert_non_null(r->loop);
+    char server[64], err[256];
+    snprintf(server, sizeof server, "127.0.0.1:%u", port);
+    r->d = dns_new(r->loop, server, 500, err, sizeof err);
+    assert_non_null(r->d);
+    dns_set_dnssec(r->d, dnssec);
+    r->hosts = hosts;
+    r->mx_secure = mx_secure;
+    r->n = n;
+    loop_clock_ms(r->loop); /* timers set before loop_run count from now */
+    loop_timer_init(&r->timeout, probe_timeout, r->loop);
+    loop_timer_set(r->loop, &r->timeout, 10000);
+    probe_next(r);
+    assert_int_equal(loop_run(r->loop), 0);
+    assert_int_equal(r->next, n);
+    *tlsa_queries = r->tlsa_queries;
+    *tlsa_hits = r->tlsa_hits;
+    loop_free(r->loop);
+}
+
+static void test_pool_dane_probe(void **state)
+{
+    (void)state;
+    struct fake_dns f;
+    fake_dns_start(&f);
+    struct probe_run r;
+    uint64_t queries, hits;
+    const char *const hosts[] = {"mx.example", "mx.example", "bad.example", "plain.example",
+                                 "mx.example"};
+    const int secure[] = {1, 1, 1, 1, 0};
+
+    probe(f.port, 0, hosts, secure, 1, &r, &queries, &hits); /* no dnssec_resolver */
+    assert_string_equal(r.verdict[0], "off");
+    assert_string_equal(r.text[0], "DANE: off (no dnssec_resolver)");
+
+    probe(f.port, 1, hosts, secure, 5, &r, &queries, &hits);
+    assert_string_equal(r.verdict[0], "dane");
+    assert_true(r.addr_secure[0]);
+    assert_non_null(strstr(r.text[0], "DANE: 1 usable TLSA record, id "));
+    assert_string_equal(r.verdict[1], "dane"); /* again: TLSA from the TTL cache */
+    assert_int_equal(queries, 2);              /* mx and bad */
+    assert_int_equal(hits, 1);
+    assert_string_equal(r.verdict[2], "tempfail");
+    assert_non_null(strstr(r.text[2], "DANE: TLSA lookup of _25._tcp.bad.example failed ("));
+    assert_string_equal(r.verdict[3], "insecure"); /* no AD on its address */
+    assert_false(r.addr_secure[3]);
+    assert_string_equal(r.text[3],
+                        "DANE: no (address answer insecure: falls back to MTA-STS or the config)");
+    assert_string_equal(r.verdict[4], "insecure"); /* an insecure MX answer: nothing asked */
+    assert_string_equal(r.text[4],
+                        "DANE: no (MX answer insecure: falls back to MTA-STS or the config)");
+    fake_dns_stop(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -403,6 +610,7 @@ int main(void)
         cmocka_unit_test(test_dns_tlsa_parse),
         cmocka_unit_test(test_pool_dane_set_id),
         cmocka_unit_test(test_pool_dane_verdict),
+        cmocka_unit_test(test_pool_dane_probe),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
