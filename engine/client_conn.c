@@ -288,6 +288,9 @@ static void client_conn_start_tls(struct client_conn *c)
         client_conn_apply(c, smtp_client_tls_done(c->smtp, 0, "out of memory"));
         return;
     }
+    if (c->cfg->dane) {
+        tls_conn_set_dane(c->tls, c->cfg->dane, c->cfg->ndane, c->cfg->server_name);
+    }
     if (c->cfg->session_cache && c->cfg->session_key) {
         struct ssl_session_st *s =
             tls_session_cache_take(c->cfg->session_cache, c->cfg->session_key);
@@ -335,7 +338,7 @@ static void client_conn_handshake(struct client_conn *c)
         return;
     }
     if (r != TLS_OK) {
-        char err[200];
+        char err[256];
         snprintf(err, sizeof err, "%s", tls_conn_error(c->tls));
         tls_conn_info(c->tls, &c->tls_info);
         c->tls_failed = 1;

@@ -23,6 +23,7 @@
 
 struct tls_session_cache;
 struct client_conn;
+struct dane_tlsa;
 
 struct client_conn_config {
     struct sockaddr_storage addr; /* the server */
@@ -33,6 +34,10 @@ struct client_conn_config {
     struct tls_ctx *tls_ctx; /* NULL only with policy none */
     struct tls_session_cache *session_cache; /* the worker's; NULL: no resumption */
     const char *session_key;                 /* tls_session_cache_key()'s; NULL: none */
+    /* DANE: the TLSA set that authenticates the server (tls_conn_set_dane;
+     * server_name is the TLSA base domain); NULL: none. Borrowed. */
+    const struct dane_tlsa *dane;
+    size_t ndane;
     struct smtp_client_config smtp;
     unsigned timeout_connect_ms;
     unsigned timeout_tls_ms;

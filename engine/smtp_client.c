@@ -468,7 +468,8 @@ enum smtp_action smtp_client_tls_done(struct smtp_client *c, int ok, const char 
 {
     c->waits++;
     if (!ok) {
-        const char *reason = error && strstr(error, "certificate verify failed")
+        const char *reason = error && strncmp(error, "DANE: ", 6) == 0 ? "dane_mismatch"
+                             : error && strstr(error, "certificate verify failed")
                                  ? "tls_verify_failed"
                                  : "tls_handshake_failed";
         smtp_end(c, reason);

@@ -15,6 +15,8 @@
  */
 #include "tls.h"
 
+#include "dane.h"
+
 #include <openssl/base.h>
 #ifndef OPENSSL_IS_BORINGSSL
 #error "ringmail needs BoringSSL headers: put -I/usr/include/android before the system include path"
@@ -47,7 +49,13 @@ struct tls_conn {
     struct tls_ctx *ctx;
     buf_t *in, *out; /* the connection's buffers, not owned */
     void *user;
-    char error[160];
+    char error[256];
+    /* DANE (tls_conn_set_dane): the TLSA set and the MX host, borrowed */
+    const struct dane_tlsa *dane;
+    size_t ndane;
+    const char *dane_host;
+    int dane_failed; /* the verify callback refused the chain: error says why */
+    char dane_verified[48];
 };
 
 static BIO_METHOD *tls_bio_method;
@@ -312,6 +320,9 @@ static enum tls_result tls_fail(struct tls_conn *c, int rc, const char *during)
     default:
         break;
     }
+    if (c->dane_failed) {
+        return TLS_ERROR; /* c->error is the DANE verdict */
+    }
     /* Only a failed verification is a verify error: a handshake that ended
      * before the certificate (a protocol version nobody shares) leaves the
      * verify result at X509_V_ERR_INVALID_CALL, which says nothing. */
@@ -383,6 +394,46 @@ const char *tls_conn_error(const struct tls_conn *c)
     return c->error[0] ? c->error : "tls error";
 }
 
+/* The custom verify callback of a DANE connection: the TLSA set alone
+ * decides (no CA bundle, and for DANE-EE no name or expiry check). */
+static enum ssl_verify_result_t tls_dane_verify(SSL *ssl, uint8_t *out_alert)
+{
+    struct tls_conn *c = SSL_get_ex_data(ssl, tls_conn_index);
+    const STACK_OF(CRYPTO_BUFFER) *chain = SSL_get0_peer_certificates(ssl);
+    const uint8_t *ders[16];
+    size_t lens[16], n = 0;
+    for (size_t i = 0; chain && i < sk_CRYPTO_BUFFER_num(chain) && n < 16; i++) {
+        const CRYPTO_BUFFER *b = sk_CRYPTO_BUFFER_value(chain, i);
+        ders[n] = CRYPTO_BUFFER_data(b);
+        lens[n++] = CRYPTO_BUFFER_len(b);
+    }
+    enum dane_result r =
+        dane_match(c->dane, c->ndane, ders, lens, n, c->dane_host, c->error, sizeof c->error, NULL);
+    /* What parsing and chain building left on the thread's error queue must
+     * not make SSL_get_error call a later WANT_READ a failure. */
+    ERR_clear_error();
+    if (r != DANE_MATCHED) {
+        c->dane_failed = 1;
+        *out_alert = SSL_AD_BAD_CERTIFICATE;
+        return ssl_verify_invalid;
+    }
+    snprintf(c->dane_verified, sizeof c->dane_verified, "DANE verified");
+    return ssl_verify_ok;
+}
+
+void tls_conn_set_dane(struct tls_conn *c, const struct dane_tlsa *recs, size_t n, const char *host)
+{
+    if (dane_usable(recs, n) == 0) {
+        /* An unusable set: TLS is mandatory but unauthenticated (RFC 7672
+         * 2.2); the chain is still checked against the bundle, recorded only. */
+        return;
+    }
+    c->dane = recs;
+    c->ndane = n;
+    c->dane_host = host;
+    SSL_set_custom_verify(c->ssl, SSL_VERIFY_PEER, tls_dane_verify);
+}
+
 static void tls_name_line(X509_NAME *name, char *out, size_t outlen)
 {
     if (!name) {
@@ -430,8 +481,10 @@ void tls_conn_info(const struct tls_conn *c, struct tls_info *info)
     info->resumed = SSL_session_reused(c->ssl);
     info->verify_result = SSL_get_verify_result(c->ssl);
     snprintf(info->verify_text, sizeof info->verify_text, "%s",
-             info->verify_result == X509_V_OK ? "ok"
-                                              : X509_verify_cert_error_string(info->verify_result));
+             info->verify_result != X509_V_OK ? X509_verify_cert_error_string(info->verify_result)
+             : c->dane && info->resumed       ? "DANE verified (resumed session)"
+             : c->dane                        ? c->dane_verified
+                                              : "ok");
     tls_peer_cert_info(c, info);
 }
 

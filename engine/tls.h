@@ -88,6 +88,17 @@ void tls_conn_free(struct tls_conn *c);
 /* Offer a cached session on the next handshake; the caller keeps its reference. */
 void tls_conn_set_session(struct tls_conn *c, struct ssl_session_st *session);
 
+struct dane_tlsa;
+/* DANE (RFC 7672) for a client connection, before its handshake: the
+ * usable records of recs (n of them; borrowed, they must outlive c) alone
+ * authenticate the server, for the MX host name host (DANE-TA's name
+ * check; borrowed). No match fails the handshake and tls_conn_error says
+ * "DANE: no TLSA record matches the server's certificate (3 1 1 ...)";
+ * tls_info.verify_text says "DANE verified" when one matched. A set
+ * without usable records changes nothing: TLS without authentication. */
+void tls_conn_set_dane(struct tls_conn *c, const struct dane_tlsa *recs, size_t n,
+                       const char *host);
+
 enum tls_result tls_handshake(struct tls_conn *c);
 /* Decrypt everything available into plain (appended). TLS_WANT when the
  * inbound buffer is drained (normal); TLS_CLOSED on close_notify. */

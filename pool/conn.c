@@ -507,6 +507,7 @@ static void pool_session_failed(void *owner, enum smtp_outcome o, const char *re
         for (size_t i = 0; i < d->ntargets; i++) {
             d->targets[i].down_until = 0;
         }
+        d->tlsp = c->tlsp; /* the queue's attempts were under c's policy */
         char text2[SMTP_TEXT_MAX + 96];
         snprintf(text2, sizeof text2, "%s (%s; %zu address%s tried)", why.text, c->addr,
                  d->ntargets, d->ntargets == 1 ? "" : "es");
@@ -574,6 +575,7 @@ static void pool_conn_closed(void *owner, struct client_conn *conn)
     c->dest->nconns--;
     p->open--;
     list_unlink(&p->conns, &c->node);
+    pool_dane_conn_done(c);
     free(c);
     pool_kick(p);
 }
@@ -645,6 +647,9 @@ static void pool_conn_open(struct pool *p, struct pool_dest *d, struct pool_lane
     cfg->smtp.timeout_data_done_ms = tmo ? (unsigned)tmo : 60000;
     cfg->timeout_connect_ms = tmo ? (unsigned)tmo : 10000;
     cfg->timeout_tls_ms = tmo ? (unsigned)tmo : 30000;
+    if (d->dane) {
+        pool_dane_conn(p, c); /* DANE for this MX host wins (RFC 8461 2) */
+    }
     c->state = POOL_CONN_CONNECTING; /* the first state, not a change */
     loop_timer_init(&c->linger, pool_linger_over, c);
     c->conn = client_conn_new(p->loop, cfg, &pool_ops, pool_conn_closed, c);

@@ -149,11 +149,15 @@ struct pool *pool_new(struct loop *loop, const struct pool_options *o, char *err
     if (!o->relay && o->resolve) {
         p->res = *o->resolve;
     } else if (!o->relay) {
-        p->dns = dns_new(loop, o->resolver, 0, err, errlen); /* 2 s per try, 2 tries */
+        /* A trusted validating resolver answers every lookup of the pool,
+         * so MX, address and TLSA answers come from the one that validates. */
+        const char *dnssec = p->config->dnssec_resolver[0] ? p->config->dnssec_resolver : NULL;
+        p->dns = dns_new(loop, dnssec ? dnssec : o->resolver, 0, err, errlen); /* 2 s, 2 tries */
         if (!p->dns) {
             pool_free(p);
             return NULL;
         }
+        dns_set_dnssec(p->dns, dnssec != NULL);
         p->res = (struct pool_resolver){pool_dns_mx, pool_dns_addr, p->dns};
     } else {
         p->relay = pool_xcalloc(1, sizeof *p->relay);

@@ -141,6 +141,7 @@ struct pool_dest {
      * attempt records when no connection carried it, e.g. a failed TLSA
      * lookup); type config with mode "" until one is. */
     struct tlsp tlsp;
+    struct pool_dane *dane; /* owned (dane.c): its MX hosts' TLSA state; NULL: none yet */
     char fatal_reason[SMTP_REASON_MAX]; /* AUTH refused: fail every message */
     char fatal_text[SMTP_TEXT_MAX + 32];
     struct pool *pool;
@@ -174,7 +175,8 @@ struct pool_conn {
     char addr[64];
     char session_key[400];
     size_t target;
-    struct tlsp tlsp; /* the destination TLS policy it was opened under */
+    struct tlsp tlsp;           /* the destination TLS policy it was opened under */
+    struct pool_dane_set *dane; /* a reference (dane.c) when opened under DANE, else NULL */
     /* In flight: one transaction of nbatch messages that share a body, one
      * RCPT each (a single message uses the inline one, rcpt1 and sent1). */
     struct pool_msg **batch;
@@ -320,6 +322,8 @@ void pool_dest_resolve(struct pool *p, struct pool_dest *d);
 int pool_dest_fixed(struct pool *p, struct pool_dest *d, const char *server);
 /* pool_target_pick - the first address of d not marked down, in MX order; -1 when all are */
 long pool_target_pick(struct pool_dest *d, uint64_t now);
+/* pool_dest_next_host - d's MX host being resolved is done: the next one's addresses */
+void pool_dest_next_host(struct pool *p, struct pool_dest *d);
 /* pool_dest_free - d and what it owns */
 void pool_dest_free(struct pool_dest *d);
 
@@ -336,6 +340,33 @@ void pool_retry_push(struct pool *p, struct pool_msg *m);
 void pool_retry_init(struct pool *p);
 /* pool_retry_due - retry timer: route every message that came due */
 void pool_retry_due(struct loop_timer *t);
+
+/* ---- dane.c: DANE (RFC 7672, pool/dane.h) ---- */
+
+struct pool_dane;
+struct pool_dane_set;
+/* pool_dane_begin - d's MX answer is in (secure or not): whether DANE may
+ * apply, and the TLSA state of the last answer forgotten */
+void pool_dane_begin(struct pool *p, struct pool_dest *d, int mx_secure);
+/* pool_dane_lookup - the addresses of d's MX host being resolved came in
+ * (res; its targets added from index first on): 1 when a TLSA lookup
+ * started, which goes on with pool_dest_next_host; 0 when DANE does not
+ * apply to the host */
+int pool_dane_lookup(struct pool *p, struct pool_dest *d, const struct dns_addr_result *res,
+                     size_t first);
+/* pool_dane_defer - d has no target: when failed TLSA lookups took them,
+ * its queue defers (dane_tlsa_tempfail, dnssec-invalid): 1 */
+int pool_dane_defer(struct pool *p, struct pool_dest *d);
+/* pool_dane_host - 1 when d's MX host has a secure TLSA set: DANE decides
+ * for it, so MTA-STS neither filters it out nor sets its policy (RFC 8461 2) */
+int pool_dane_host(const struct pool_dest *d, const char *host);
+/* pool_dane_conn - c (configured as for its ISP) goes to a DANE host: its
+ * policy, TLSA set and session key become DANE's */
+void pool_dane_conn(struct pool *p, struct pool_conn *c);
+/* pool_dane_conn_done - c closes: its reference to the TLSA set goes */
+void pool_dane_conn_done(struct pool_conn *c);
+/* pool_dane_free - a destination's DANE state */
+void pool_dane_free(struct pool_dane *dn);
 
 /* ---- conn.c: connections ---- */
 

@@ -158,6 +158,9 @@ static void pool_dest_ready(struct pool *p, struct pool_dest *d, uint32_t ttl)
         d->state = DEST_NEW;
         /* A lookup that timed out is not an answer: "no address" is only
          * said when every exchanger was looked up and had none. */
+        if (pool_dane_defer(p, d)) {
+            return; /* failed TLSA lookups took every exchanger */
+        }
         if (d->addr_tempfail) {
             pool_fail_queue(p, d,
                             &(struct pool_outcome){
@@ -196,6 +199,7 @@ static void pool_dns_addr_cb(void *user, const struct dns_addr_result *res)
     if (res->status == DNS_TEMPFAIL) {
         d->addr_tempfail = 1;
     }
+    size_t first = d->ntargets;
     if (res->status == DNS_OK) {
         for (size_t i = 0; i < res->n; i++) {
             struct sockaddr_storage ss = res->addrs[i];
@@ -205,6 +209,14 @@ static void pool_dns_addr_cb(void *user, const struct dns_addr_result *res)
                                                      : sizeof(struct sockaddr_in));
         }
     }
+    if (pool_dane_lookup(p, d, res, first)) {
+        return; /* the host's TLSA first; pool_dest_next_host goes on */
+    }
+    pool_dest_next_host(p, d);
+}
+
+void pool_dest_next_host(struct pool *p, struct pool_dest *d)
+{
     d->resolving_host++;
     pool_resolve_next_host(p, d);
 }
@@ -225,6 +237,7 @@ static void pool_dns_mx_cb(void *user, const struct dns_mx_result *res)
             d->isp = pool_isp_for(p, d->domain, NULL, 0);
             d->isp->queued += d->queued;
         }
+        pool_dane_begin(p, d, 0);
         pool_fail_queue(p, d,
                         &(struct pool_outcome){
                             .outcome = permanent ? SMTP_OUTCOME_REJECTED : SMTP_OUTCOME_DEFERRED,
@@ -246,6 +259,7 @@ static void pool_dns_mx_cb(void *user, const struct dns_mx_result *res)
         isp->queued += d->queued;
         d->isp = isp;
     }
+    pool_dane_begin(p, d, res->secure); /* DANE decides first (RFC 8461 2) */
     free(d->targets);
     d->targets = NULL;
     d->ntargets = 0;
@@ -450,5 +464,6 @@ void pool_dest_free(struct pool_dest *d)
 {
     free(d->targets);
     free(d->mx);
+    pool_dane_free(d->dane);
     free(d);
 }

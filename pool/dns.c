@@ -4,6 +4,7 @@
 #include "pool/dns.h"
 
 #include <ares.h>
+#include <arpa/inet.h>
 #include <arpa/nameser.h>
 #include <ctype.h>
 #include <idn2.h>
@@ -32,9 +33,20 @@ struct dns_cached {
     uint64_t expires_ms; /* loop clock */
     enum dns_status status;
     int implicit;
+    int secure;
     uint32_t ttl;
     size_t n;
     struct dns_mx_host hosts[]; /* n of them */
+};
+
+/* A TLSA answer kept until its TTL runs out (failures are not kept). */
+struct dns_tlsa_cached {
+    struct dns_tlsa_cached *next;
+    char name[300]; /* _PORT._tcp.HOST */
+    uint64_t expires_ms;
+    enum dns_status status;
+    int secure;
+    struct dns_tlsa_answer ans;
 };
 
 #define DNS_CACHE_BUCKETS 1024
@@ -62,10 +74,12 @@ struct dns {
     struct dns_sock *socks;                      /* owned list */
     struct dns_cached *cache[DNS_CACHE_BUCKETS]; /* owned chains */
     uint64_t cache_hits, queries;
-    unsigned inflight; /* queries on the wire, window at most */
-    unsigned window;   /* DNS_MIN_INFLIGHT .. DNS_MAX_INFLIGHT */
-    unsigned grown;    /* answers since the window last grew */
-    uint64_t sent_seq; /* queries sent so far */
+    uint64_t tlsa_hits, tlsa_queries; /* dns_resolve_tlsa's */
+    struct dns_query *tlsa_inflight;  /* TLSA queries sent or waiting (tnext), not owned */
+    unsigned inflight;                /* queries on the wire, window at most */
+    unsigned window;                  /* DNS_MIN_INFLIGHT .. DNS_MAX_INFLIGHT */
+    unsigned grown;                   /* answers since the window last grew */
+    uint64_t sent_seq;                /* queries sent so far */
     uint64_t
         cut_seq; /* sent_seq at the last cut: losses of queries sent before it are the same event */
     /* Lookups waiting for room, FIFO: address lookups (the second half of a
@@ -75,6 +89,8 @@ struct dns {
     int depth;        /* inside our callbacks: dns_free waits until the outermost returns */
     int dying;        /* dns_free was called during a callback */
     uint64_t shuffle; /* xorshift state: equal MX preferences in random order */
+    int dnssec;       /* dns_set_dnssec: ask for AD and trust it */
+    struct dns_tlsa_cached *tlsa_cache[DNS_CACHE_BUCKETS]; /* owned chains */
 };
 
 static void dns_destroy(struct dns *d);
@@ -285,6 +301,10 @@ static void dns_destroy(struct dns *d)
             next = e->next;
             free(e);
         }
+        for (struct dns_tlsa_cached *e = d->tlsa_cache[b], *next; e; e = next) {
+            next = e->next;
+            free(e);
+        }
     }
     loop_timer_cancel(d->loop, &d->timer);
     /* Sockets still polled are closed by ares_destroy; their polls complete
@@ -303,17 +323,29 @@ static void dns_destroy(struct dns *d)
 
 /* ---- queries ---- */
 
+/* A TLSA lookup that rides on one already asked for the same name. */
+struct dns_waiter {
+    struct dns_waiter *next;
+    dns_tlsa_cb cb;
+    void *user;
+};
+
 struct dns_query {
     struct dns *d;
     struct dns_query *next; /* pending list */
     dns_mx_cb mx_cb;        /* one of the three is set */
     dns_addr_cb addr_cb;
     dns_txt_cb txt_cb;
+    dns_tlsa_cb tlsa_cb;
     void *user;
-    unsigned rounds;       /* our own rounds after c-ares's tries timed out */
-    uint64_t seq;          /* d->sent_seq when it was last sent */
-    struct dns_addrs *acc; /* address lookup: owned, what A and AAAA gave */
-    char ascii[256];
+    int ad;                     /* the last answer had AD set (and d->dnssec) */
+    ares_callback handler;      /* a raw query's answer goes here (dns_raw_send) */
+    struct dns_waiter *waiters; /* owned: TLSA lookups of the same name that wait for this one */
+    struct dns_query *tnext;    /* d->tlsa_inflight */
+    unsigned rounds;            /* our own rounds after c-ares's tries timed out */
+    uint64_t seq;               /* d->sent_seq when it was last sent */
+    struct dns_addrs *acc;      /* address lookup: owned, what A and AAAA gave */
+    char ascii[300];            /* TLSA: _PORT._tcp.HOST */
 };
 
 /* An address lookup asks one family at a time: c-ares's AF_UNSPEC lookup
@@ -322,6 +354,7 @@ struct dns_query {
 struct dns_addrs {
     int family; /* AF_INET, then AF_INET6 */
     int failed; /* a c-ares status that was not an answer, or 0 */
+    int secure; /* every answer so far had AD (dns_on_addr_raw) */
     size_t n;
     struct sockaddr_storage addrs[32];
 };
@@ -337,15 +370,81 @@ static void dns_on_mx(void *arg, int status, int timeouts, unsigned char *abuf, 
 static void dns_on_addr(void *arg, int status, int timeouts, struct ares_addrinfo *res);
 static void dns_on_txt(void *arg, int status, int timeouts, unsigned char *abuf, int alen);
 
+static void dns_on_tlsa(void *arg, int status, int timeouts, unsigned char *abuf, int alen);
+static void dns_on_addr_raw(void *arg, int status, int timeouts, unsigned char *abuf, int alen);
+
+/* A raw answer: note its AD bit, then turn its rcode into the status
+ * ares_query would give (c-ares's own qcallback does the same), for
+ * q->handler. */
+static void dns_on_raw(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
+{
+    struct dns_query *q = arg;
+    q->ad = 0;
+    if (status == ARES_SUCCESS && alen >= HFIXEDSZ) {
+        q->ad = q->d->dnssec && (abuf[3] & 0x20) != 0; /* the AD bit of the header */
+        switch (abuf[3] & 0x0f) {
+        case ns_r_noerror:
+            status = (abuf[6] << 8 | abuf[7]) > 0 ? ARES_SUCCESS : ARES_ENODATA;
+            break;
+        case ns_r_formerr:
+            status = ARES_EFORMERR;
+            break;
+        case ns_r_servfail:
+            status = ARES_ESERVFAIL;
+            break;
+        case ns_r_nxdomain:
+            status = ARES_ENOTFOUND;
+            break;
+        case ns_r_notimpl:
+            status = ARES_ENOTIMP;
+            break;
+        case ns_r_refused:
+            status = ARES_EREFUSED;
+            break;
+        default:
+            break;
+        }
+    }
+    q->handler(q, status, timeouts, abuf, alen);
+}
+
+/* Build q's query for type, with the AD bit when the resolver is trusted
+ * (RFC 6840 5.7: AD in a query asks for AD in the answer), and send it. */
+static void dns_raw_send(struct dns_query *q, int type, ares_callback handler)
+{
+    unsigned char *buf = NULL;
+    int len = 0;
+    q->handler = handler;
+    int rc = ares_create_query(q->ascii, ns_c_in, type, 0, 1, &buf, &len, 0);
+    if (rc != ARES_SUCCESS) {
+        handler(q, rc, 0, NULL, 0);
+        return;
+    }
+    if (q->d->dnssec && len >= HFIXEDSZ) {
+        buf[3] |= 0x20;
+    }
+    ares_send(q->d->channel, buf, len, dns_on_raw, q);
+    ares_free_string(buf);
+}
+
 /* Put q on the wire (its slot already counted in d->inflight). */
 static void dns_query_send(struct dns_query *q)
 {
     if (q->mx_cb) {
-        ares_query(q->d->channel, q->ascii, ns_c_in, ns_t_mx, dns_on_mx, q);
+        dns_raw_send(q, ns_t_mx, dns_on_mx);
         return;
     }
     if (q->txt_cb) {
         ares_query(q->d->channel, q->ascii, ns_c_in, ns_t_txt, dns_on_txt, q);
+        return;
+    }
+    if (q->tlsa_cb) {
+        dns_raw_send(q, 52 /* TLSA, RFC 6698 */, dns_on_tlsa);
+        return;
+    }
+    if (q->d->dnssec) {
+        /* A and AAAA asked here, so their AD bits can be read. */
+        dns_raw_send(q, q->acc->family == AF_INET ? ns_t_a : ns_t_aaaa, dns_on_addr_raw);
         return;
     }
     struct ares_addrinfo_hints hints = {.ai_family = q->acc->family, .ai_socktype = SOCK_STREAM};
@@ -392,7 +491,7 @@ static void dns_pending_run(struct dns *d)
 static void dns_submit(struct dns *d, struct dns_query *q)
 {
     q->d = d;
-    if (q->addr_cb) {
+    if (q->addr_cb || q->tlsa_cb) {
         if (d->pend_addr_tail) {
             d->pend_addr_tail->next = q;
         } else {
@@ -452,8 +551,9 @@ static int dns_query_retry(struct dns_query *q, int status)
 static void dns_query_requeue(struct dns_query *q)
 {
     struct dns *d = q->d;
-    struct dns_query **head = q->addr_cb ? &d->pend_addr : &d->pend_mx;
-    struct dns_query **tail = q->addr_cb ? &d->pend_addr_tail : &d->pend_mx_tail;
+    int second = q->addr_cb || q->tlsa_cb;
+    struct dns_query **head = second ? &d->pend_addr : &d->pend_mx;
+    struct dns_query **tail = second ? &d->pend_addr_tail : &d->pend_mx_tail;
     q->next = *head;
     *head = q;
     if (!*tail) {
@@ -552,6 +652,7 @@ static void dns_cache_put(struct dns *d, const struct dns_mx_result *r, uint32_t
     e->expires_ms = loop_clock_ms(d->loop) + (uint64_t)ttl * 1000;
     e->status = r->status;
     e->implicit = r->implicit;
+    e->secure = r->secure;
     e->ttl = ttl;
     e->n = r->n;
     if (r->n > 0) {
@@ -598,7 +699,7 @@ static void dns_on_mx(void *arg, int status, int timeouts, unsigned char *abuf, 
     }
     struct dns *d = q->d;
     struct dns_mx_host hosts[64];
-    struct dns_mx_result r = {.ascii_domain = q->ascii};
+    struct dns_mx_result r = {.ascii_domain = q->ascii, .secure = q->ad};
     struct ares_mx_reply *mx = NULL;
     int prc = status == ARES_SUCCESS ? ares_parse_mx_reply(abuf, alen, &mx) : status;
     if (prc == ARES_SUCCESS && mx) {
@@ -616,7 +717,7 @@ static void dns_on_mx(void *arg, int status, int timeouts, unsigned char *abuf, 
             r.hosts = hosts;
         }
     } else if (prc == ARES_ENODATA || (prc == ARES_SUCCESS && !mx)) {
-        snprintf(hosts[0].name, sizeof hosts[0].name, "%s", q->ascii);
+        snprintf(hosts[0].name, sizeof hosts[0].name, "%.255s", q->ascii);
         hosts[0].pref = 0;
         r.hosts = hosts;
         r.n = 1;
@@ -654,6 +755,7 @@ void dns_resolve_mx(struct dns *d, const char *domain, dns_mx_cb cb, void *user)
         dns_mx_order(d, hosts, n); /* equal preferences spread again on every use */
         struct dns_mx_result r = {.status = e->status,
                                   .implicit = e->implicit,
+                                  .secure = e->secure,
                                   .hosts = hosts,
                                   .n = n,
                                   .ttl = e->ttl,
@@ -687,6 +789,46 @@ void dns_resolve_mx(struct dns *d, const char *domain, dns_mx_cb cb, void *user)
     dns_schedule(d);
 }
 
+static void dns_addr_step(struct dns_query *q, int status);
+
+/* A or AAAA asked by dns_raw_send (DNSSEC): the addresses of the answer
+ * (CNAMEs followed within it) and its AD bit. */
+static void dns_on_addr_raw(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
+{
+    (void)timeouts;
+    struct dns_query *q = arg;
+    struct dns_addrs *a = q->acc;
+    if (dns_query_retry(q, status)) {
+        return;
+    }
+    int ad = q->ad;
+    if (status == ARES_SUCCESS) {
+        struct ares_addrttl v4[32];
+        struct ares_addr6ttl v6[32];
+        int n = 32;
+        status = a->family == AF_INET ? ares_parse_a_reply(abuf, alen, NULL, v4, &n)
+                                      : ares_parse_aaaa_reply(abuf, alen, NULL, v6, &n);
+        for (int i = 0; status == ARES_SUCCESS && i < n && a->n < 32; i++) {
+            struct sockaddr_storage *ss = &a->addrs[a->n++];
+            memset(ss, 0, sizeof *ss);
+            if (a->family == AF_INET) {
+                struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+                sin->sin_family = AF_INET;
+                sin->sin_addr = v4[i].ipaddr;
+            } else {
+                struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+                sin6->sin6_family = AF_INET6;
+                memcpy(&sin6->sin6_addr, &v6[i].ip6addr, sizeof sin6->sin6_addr);
+            }
+        }
+    }
+    if (status != ARES_SUCCESS && status != ARES_ENOTFOUND && status != ARES_ENODATA) {
+        a->failed = status;
+    }
+    a->secure = a->secure && ad;
+    dns_addr_step(q, status);
+}
+
 static void dns_on_addr(void *arg, int status, int timeouts, struct ares_addrinfo *res)
 {
     (void)timeouts;
@@ -696,7 +838,6 @@ static void dns_on_addr(void *arg, int status, int timeouts, struct ares_addrinf
         ares_freeaddrinfo(res);
         return;
     }
-    struct dns *d = q->d;
     if (status == ARES_SUCCESS && res) {
         for (struct ares_addrinfo_node *n = res->nodes; n && a->n < 32; n = n->ai_next) {
             if (n->ai_addrlen <= sizeof a->addrs[0]) {
@@ -708,6 +849,14 @@ static void dns_on_addr(void *arg, int status, int timeouts, struct ares_addrinf
         a->failed = status; /* no answer: not the same as "no address" */
     }
     ares_freeaddrinfo(res);
+    dns_addr_step(q, status);
+}
+
+/* One family's answer is in (status): ask the other, or call back. */
+static void dns_addr_step(struct dns_query *q, int status)
+{
+    struct dns *d = q->d;
+    struct dns_addrs *a = q->acc;
     /* A that timed out or was refused through every round: the zone's
      * servers are away, and AAAA would only double the wait. */
     if (a->family == AF_INET && !d->dying && status != ARES_ETIMEOUT &&
@@ -717,7 +866,7 @@ static void dns_on_addr(void *arg, int status, int timeouts, struct ares_addrinf
         dns_query_requeue(q);
         return;
     }
-    struct dns_addr_result r = {.addrs = a->addrs, .n = a->n};
+    struct dns_addr_result r = {.addrs = a->addrs, .n = a->n, .secure = a->secure && !a->failed};
     if (r.n == 0) {
         r.status = a->failed ? DNS_TEMPFAIL : DNS_NXDOMAIN;
         r.error = a->failed ? ares_strerror(a->failed) : "no addresses";
@@ -726,6 +875,24 @@ static void dns_on_addr(void *arg, int status, int timeouts, struct ares_addrinf
     free(a);
     free(q);
     dns_pending_run(d);
+}
+
+/* host is an address literal: into a->addrs[0], 1. */
+static int dns_addr_numeric(const char *host, struct dns_addrs *a)
+{
+    struct sockaddr_in *sin = (struct sockaddr_in *)&a->addrs[0];
+    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&a->addrs[0];
+    memset(&a->addrs[0], 0, sizeof a->addrs[0]);
+    if (inet_pton(AF_INET, host, &sin->sin_addr) == 1) {
+        sin->sin_family = AF_INET;
+        return 1;
+    }
+    memset(&a->addrs[0], 0, sizeof a->addrs[0]);
+    if (inet_pton(AF_INET6, host, &sin6->sin6_addr) == 1) {
+        sin6->sin6_family = AF_INET6;
+        return 1;
+    }
+    return 0;
 }
 
 void dns_resolve_addr(struct dns *d, const char *host, dns_addr_cb cb, void *user)
@@ -751,6 +918,15 @@ void dns_resolve_addr(struct dns *d, const char *host, dns_addr_cb cb, void *use
         return;
     }
     q->acc->family = AF_INET;
+    q->acc->secure = d->dnssec;
+    if (d->dnssec && dns_addr_numeric(host, q->acc)) {
+        /* Its own answer, and no DNSSEC one: insecure. */
+        struct dns_addr_result r = {.addrs = q->acc->addrs, .n = 1};
+        cb(user, &r);
+        free(q->acc);
+        free(q);
+        return;
+    }
     q->addr_cb = cb;
     q->user = user;
     d->depth++; /* c-ares may answer at once (numeric host, hosts file) */
@@ -760,6 +936,8 @@ void dns_resolve_addr(struct dns *d, const char *host, dns_addr_cb cb, void *use
     }
     dns_schedule(d);
 }
+
+static void dns_tlsa_deliver(struct dns_query *q, const struct dns_tlsa_result *r);
 
 /* dns_free: the lookups still waiting for room get their one callback. */
 static void dns_pending_cancel(struct dns *d)
@@ -775,6 +953,10 @@ static void dns_pending_cancel(struct dns *d)
             struct dns_txt_result r = {
                 .status = DNS_TEMPFAIL, .ascii_name = q->ascii, .error = "resolver shutting down"};
             q->txt_cb(q->user, &r);
+        } else if (q->tlsa_cb) {
+            struct dns_tlsa_result r = {
+                .status = DNS_TEMPFAIL, .name = q->ascii, .error = "resolver shutting down"};
+            dns_tlsa_deliver(q, &r);
         } else {
             struct dns_addr_result r = {.status = DNS_TEMPFAIL, .error = "resolver shutting down"};
             q->addr_cb(q->user, &r);
@@ -880,6 +1062,219 @@ void dns_resolve_txt(struct dns *d, const char *name, dns_txt_cb cb, void *user)
     }
     q->txt_cb = cb;
     q->user = user;
+    d->depth++;
+    dns_submit(d, q);
+    if (dns_leave(d)) {
+        return;
+    }
+    dns_schedule(d);
+}
+
+/* ---- TLSA (DANE) ---- */
+
+void dns_set_dnssec(struct dns *d, int on)
+{
+    d->dnssec = on;
+}
+
+int dns_dnssec(const struct dns *d)
+{
+    return d->dnssec;
+}
+
+void dns_tlsa_stats(const struct dns *d, uint64_t *queries, uint64_t *cache_hits)
+{
+    *queries = d->tlsa_queries;
+    *cache_hits = d->tlsa_hits;
+}
+
+int dns_tlsa_parse(const unsigned char *abuf, int alen, struct dns_tlsa_answer *out)
+{
+    ns_msg msg;
+    ns_rr rr;
+    size_t used = 0;
+    out->n = 0;
+    out->ttl = 0;
+    if (ns_initparse(abuf, alen, &msg) < 0) {
+        return -1;
+    }
+    uint32_t ttl = UINT32_MAX;
+    for (int i = 0; i < ns_msg_count(msg, ns_s_an); i++) {
+        if (ns_parserr(&msg, ns_s_an, i, &rr) < 0) {
+            return -1;
+        }
+        if (ns_rr_type(rr) != 52 || ns_rr_class(rr) != ns_c_in || ns_rr_rdlen(rr) < 3) {
+            continue; /* the CNAMEs and RRSIGs beside them, or a broken record */
+        }
+        const unsigned char *rd = ns_rr_rdata(rr);
+        size_t len = (size_t)ns_rr_rdlen(rr) - 3;
+        if (out->n >= DNS_TLSA_MAX || used + len > sizeof out->data) {
+            break;
+        }
+        memcpy(out->data + used, rd + 3, len);
+        out->recs[out->n++] = (struct dane_tlsa){rd[0], rd[1], rd[2], out->data + used, len};
+        used += len;
+        ttl = ns_rr_ttl(rr) < ttl ? ns_rr_ttl(rr) : ttl;
+    }
+    out->ttl = ttl == UINT32_MAX ? 0 : ttl;
+    return 0;
+}
+
+static struct dns_tlsa_cached *dns_tlsa_cache_get(struct dns *d, const char *name)
+{
+    uint64_t now = loop_clock_ms(d->loop);
+    for (struct dns_tlsa_cached **pp = &d->tlsa_cache[dns_cache_bucket(name)]; *pp;
+         pp = &(*pp)->next) {
+        struct dns_tlsa_cached *e = *pp;
+        if (strcmp(e->name, name) != 0) {
+            continue;
+        }
+        if (e->expires_ms > now) {
+            return e;
+        }
+        *pp = e->next;
+        free(e);
+        return NULL;
+    }
+    return NULL;
+}
+
+/* q's answer r to its caller and to every lookup that waited for it. q
+ * leaves the in-flight list first: a callback that asks again sends anew. */
+static void dns_tlsa_deliver(struct dns_query *q, const struct dns_tlsa_result *r)
+{
+    struct dns *d = q->d;
+    for (struct dns_query **pp = &d->tlsa_inflight; *pp; pp = &(*pp)->tnext) {
+        if (*pp == q) {
+            *pp = q->tnext;
+            break;
+        }
+    }
+    q->tlsa_cb(q->user, r);
+    for (struct dns_waiter *w = q->waiters, *next; w; w = next) {
+        next = w->next;
+        w->cb(w->user, r);
+        free(w);
+    }
+    q->waiters = NULL;
+}
+
+static void dns_tlsa_answer_cb(const struct dns_tlsa_cached *e, const char *error, dns_tlsa_cb cb,
+                               void *user)
+{
+    struct dns_tlsa_result r = {.status = e->status,
+                                .secure = e->secure,
+                                .recs = e->ans.recs,
+                                .n = e->ans.n,
+                                .name = e->name,
+                                .error = error};
+    cb(user, &r);
+}
+
+static void dns_on_tlsa(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
+{
+    (void)timeouts;
+    struct dns_query *q = arg;
+    if (dns_query_retry(q, status)) {
+        return;
+    }
+    struct dns *d = q->d;
+    /* One entry, kept in the cache or freed after the callback. */
+    struct dns_tlsa_cached *e = calloc(1, sizeof *e);
+    const char *error = NULL;
+    if (!e) {
+        struct dns_tlsa_result r = {
+            .status = DNS_TEMPFAIL, .name = q->ascii, .error = "out of memory"};
+        dns_tlsa_deliver(q, &r);
+        free(q);
+        dns_pending_run(d);
+        return;
+    }
+    snprintf(e->name, sizeof e->name, "%s", q->ascii);
+    e->secure = q->ad;
+    uint32_t ttl = 300; /* NXDOMAIN, NODATA */
+    if (status == ARES_SUCCESS && dns_tlsa_parse(abuf, alen, &e->ans) < 0) {
+        status = ARES_EBADRESP;
+    }
+    if (status == ARES_SUCCESS) {
+        ttl = e->ans.ttl;
+    } else if (status == ARES_ENOTFOUND) {
+        e->status = DNS_NXDOMAIN;
+        error = "NXDOMAIN: no such name";
+    } else if (status != ARES_ENODATA) {
+        e->status = DNS_TEMPFAIL;
+        e->secure = 0;
+        error = dns_fail_reason(status);
+    }
+    int keep = status != ARES_EDESTRUCTION && e->status != DNS_TEMPFAIL && ttl > 0 &&
+               !dns_tlsa_cache_get(d, e->name);
+    if (keep) {
+        e->expires_ms = loop_clock_ms(d->loop) + (uint64_t)ttl * 1000;
+        size_t b = dns_cache_bucket(e->name);
+        e->next = d->tlsa_cache[b];
+        d->tlsa_cache[b] = e;
+    }
+    struct dns_tlsa_result res = {.status = e->status,
+                                  .secure = e->secure,
+                                  .recs = e->ans.recs,
+                                  .n = e->ans.n,
+                                  .name = e->name,
+                                  .error = error};
+    dns_tlsa_deliver(q, &res);
+    if (!keep) {
+        free(e);
+    }
+    free(q);
+    dns_pending_run(d);
+}
+
+void dns_resolve_tlsa(struct dns *d, const char *host, unsigned port, dns_tlsa_cb cb, void *user)
+{
+    char *why = NULL;
+    struct dns_query *q = dns_query_new(host, &why);
+    if (!q || strlen(q->ascii) + 16 >= sizeof q->ascii) {
+        struct dns_tlsa_result r = {
+            .status = DNS_BAD_NAME, .name = host, .error = q ? "name too long" : why};
+        free(q);
+        cb(user, &r);
+        return;
+    }
+    char base[256];
+    snprintf(base, sizeof base, "%.255s", q->ascii);
+    snprintf(q->ascii, sizeof q->ascii, "_%u._tcp.%s", port & 0xffff, base);
+    struct dns_tlsa_cached *e = dns_tlsa_cache_get(d, q->ascii);
+    if (e || d->dying) {
+        d->depth++;
+        if (e) {
+            d->tlsa_hits++;
+            dns_tlsa_answer_cb(e, e->status == DNS_NXDOMAIN ? "NXDOMAIN: no such name" : NULL, cb,
+                               user);
+        } else {
+            struct dns_tlsa_result r = {
+                .status = DNS_TEMPFAIL, .name = q->ascii, .error = "resolver shutting down"};
+            cb(user, &r);
+        }
+        free(q);
+        dns_leave(d);
+        return;
+    }
+    for (struct dns_query *x = d->tlsa_inflight; x; x = x->tnext) {
+        struct dns_waiter *w = strcmp(x->ascii, q->ascii) == 0 ? calloc(1, sizeof *w) : NULL;
+        if (w) {
+            /* Asked already (destinations that share an MX host, resolved
+             * at once): one query answers both. */
+            *w = (struct dns_waiter){x->waiters, cb, user};
+            x->waiters = w;
+            d->tlsa_hits++;
+            free(q);
+            return;
+        }
+    }
+    q->tlsa_cb = cb;
+    q->user = user;
+    q->tnext = d->tlsa_inflight;
+    d->tlsa_inflight = q;
+    d->tlsa_queries++;
     d->depth++;
     dns_submit(d, q);
     if (dns_leave(d)) {

@@ -39,6 +39,9 @@ const char *tlsp_result(const struct tlsp *t, const char *reason, const struct t
                    ? NULL
                    : "starttls-not-supported";
     }
+    if (reason && strcmp(reason, "dane_mismatch") == 0) {
+        return "tlsa-invalid"; /* RFC 8460 4.3.2.1: no record of the set was valid */
+    }
     if (reason && strcmp(reason, "tls_handshake_failed") == 0) {
         return "validation-failure";
     }

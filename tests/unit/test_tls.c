@@ -15,6 +15,8 @@
 
 #include <cmocka.h>
 
+#include "engine/crypto.h"
+#include "engine/dane.h"
 #include "engine/tls.h"
 #include "engine/tls_session_cache.h"
 
@@ -216,12 +218,83 @@ static void test_cache_keeps_destinations_apart(void **state)
     tls_session_cache_free(cache);
 }
 
+/* The unit certificate's DER, from its PEM. */
+static size_t unit_cert_der(uint8_t *out, size_t size)
+{
+    const char *b = strchr(unit_cert, '\n') + 1, *e = strstr(unit_cert, "-----END");
+    char b64[2048];
+    size_t n = 0, got = 0;
+    for (; b < e && n < sizeof b64; b++) {
+        if (*b != '\n') {
+            b64[n++] = *b;
+        }
+    }
+    assert_int_equal(crypto_base64_decode(out, size, &got, b64, n), 0);
+    return got;
+}
+
+static void test_dane_authenticates_by_tlsa_alone(void **state)
+{
+    (void)state;
+    char err[256];
+    /* As the pool does: a context that verifies nothing by itself. */
+    struct tls_client_options plain = {0};
+    struct tls_ctx *pctx = tls_client_ctx_new(&plain, err, sizeof err);
+    struct tls_ctx *sctx = server_ctx(0);
+    struct tls_session_cache *cache = tls_session_cache_new();
+    uint8_t der[1024], digest[CRYPTO_SHA256_LEN], wrong[CRYPTO_SHA256_LEN];
+    struct crypto_sha256 h;
+    crypto_sha256_init(&h);
+    crypto_sha256_update(&h, der, unit_cert_der(der, sizeof der));
+    crypto_sha256_final(&h, digest);
+    memcpy(wrong, digest, sizeof wrong);
+    wrong[0] ^= 1;
+    struct dane_tlsa good = {3, 0, 1, digest, sizeof digest};
+    struct dane_tlsa bad = {3, 0, 1, wrong, sizeof wrong};
+    struct dane_tlsa pkix = {1, 0, 1, wrong, sizeof wrong}; /* unusable for SMTP */
+    struct pair p;
+    struct tls_info info;
+
+    /* a match: no CA and no name check ("unit.test" is not the MX's name here) */
+    pair_open(&p, pctx, sctx, cache);
+    tls_conn_set_dane(p.client, &good, 1, "mx.example");
+    assert_int_equal(pair_handshake(&p), TLS_OK);
+    tls_conn_info(p.client, &info);
+    assert_int_equal(info.verify_result, 0);
+    assert_string_equal(info.verify_text, "DANE verified");
+    pair_close(&p);
+
+    /* no match: the handshake fails, whatever the context allows */
+    pair_open(&p, pctx, sctx, cache);
+    tls_conn_set_dane(p.client, &bad, 1, "mx.example");
+    assert_int_equal(pair_handshake(&p), TLS_ERROR);
+    char want[120];
+    snprintf(want, sizeof want,
+             "DANE: no TLSA record matches the server's certificate (3 0 1 %02x%02x", wrong[0],
+             wrong[1]);
+    assert_true(strncmp(tls_conn_error(p.client), want, strlen(want)) == 0);
+    pair_close(&p);
+
+    /* an unusable set changes nothing: TLS, unauthenticated */
+    pair_open(&p, pctx, sctx, cache);
+    tls_conn_set_dane(p.client, &pkix, 1, "mx.example");
+    assert_int_equal(pair_handshake(&p), TLS_OK);
+    tls_conn_info(p.client, &info);
+    assert_string_not_equal(info.verify_text, "DANE verified");
+    pair_close(&p);
+
+    tls_session_cache_free(cache);
+    tls_ctx_free(pctx);
+    tls_ctx_free(sctx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_handshake_records_facts_and_resumes),
         cmocka_unit_test(test_verify_refuses_untrusted_and_old_tls),
         cmocka_unit_test(test_cache_keeps_destinations_apart),
+        cmocka_unit_test(test_dane_authenticates_by_tlsa_alone),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
