@@ -15,6 +15,7 @@
 #include "engine/num.h"
 #include "engine/netaddr.h"
 #include "pool/config.h"
+#include "pool/dane.h"
 #include "pool/dns.h"
 
 struct resolve_run {
@@ -25,6 +26,7 @@ struct resolve_run {
     char **domains;
     int ndomains, at;
     int failures;
+    unsigned mx_port; /* the TLSA name's port (_PORT._tcp.HOST): 25, or --mx-port */
 };
 
 struct resolve_domain {
@@ -37,7 +39,28 @@ struct resolve_domain {
 struct resolve_host {
     struct resolve_domain *dom;
     json_t *addrs; /* borrowed */
+    json_t *mx;    /* borrowed: the MX host's object */
 };
+
+static void resolve_finish_domain(struct resolve_domain *dom);
+
+static void resolve_done_one(struct resolve_domain *dom)
+{
+    if (--dom->pending == 0) {
+        resolve_finish_domain(dom);
+    }
+}
+
+/* DANE's verdict on one MX host (pool_dane_probe) into its object. */
+static void resolve_on_dane(void *user, const struct pool_dane_probe_result *r)
+{
+    struct resolve_host *h = user;
+    json_object_set_new(h->mx, "dane",
+                        json_pack("{s:s, s:s}", "verdict", r->verdict, "text", r->text));
+    struct resolve_domain *dom = h->dom;
+    free(h);
+    resolve_done_one(dom);
+}
 
 static void resolve_finish_domain(struct resolve_domain *dom)
 {
@@ -64,9 +87,7 @@ static void resolve_on_addr(void *user, const struct dns_addr_result *r)
     }
     struct resolve_domain *dom = h->dom;
     free(h);
-    if (--dom->pending == 0) {
-        resolve_finish_domain(dom);
-    }
+    resolve_done_one(dom);
 }
 
 static void resolve_on_mx(void *user, const struct dns_mx_result *r)
@@ -79,6 +100,11 @@ static void resolve_on_mx(void *user, const struct dns_mx_result *r)
         dom->run->failures++;
     }
     json_object_set_new(dom->out, "implicit_mx", json_boolean(r->implicit));
+    if (dns_dnssec(dom->run->dns)) {
+        json_object_set_new(dom->out, "mx_secure", json_boolean(r->secure));
+    } else {
+        json_object_set_new(dom->out, "dane", json_string("off (no dnssec_resolver in [global])"));
+    }
     json_object_set_new(dom->out, "ttl", json_integer(r->ttl));
     dom->mxes = json_array();
     json_object_set_new(dom->out, "mx", dom->mxes);
@@ -99,12 +125,19 @@ static void resolve_on_mx(void *user, const struct dns_mx_result *r)
         json_array_append_new(dom->mxes, mx);
         h->dom = dom;
         h->addrs = json_object_get(mx, "addrs");
+        h->mx = mx;
         dom->pending++;
         dns_resolve_addr(dom->run->dns, r->hosts[i].name, resolve_on_addr, h);
+        if (dns_dnssec(dom->run->dns)) {
+            struct resolve_host *dh = calloc(1, sizeof *dh);
+            dh->dom = dom;
+            dh->mx = mx;
+            dom->pending++;
+            pool_dane_probe(dom->run->dns, r->hosts[i].name, dom->run->mx_port, r->secure,
+                            resolve_on_dane, dh);
+        }
     }
-    if (--dom->pending == 0) {
-        resolve_finish_domain(dom);
-    }
+    resolve_done_one(dom);
 }
 
 /* Domains go one after another, so a repeated domain comes from the cache. */
@@ -133,10 +166,11 @@ int resolve_main(int argc, char **argv)
     static const struct option longopts[] = {{"resolver", required_argument, 0, 'r'},
                                              {"config", required_argument, 0, 'c'},
                                              {"timeout-ms", required_argument, 0, 't'},
+                                             {"mx-port", required_argument, 0, 'p'},
                                              {"help", no_argument, 0, 'h'},
                                              {0, 0, 0, 0}};
     const char *resolver = NULL, *config_path = NULL;
-    unsigned timeout_ms = 2000;
+    unsigned timeout_ms = 2000, mx_port = 25;
     int ch;
     optind = 1;
     while ((ch = opt_getopt(argc, argv, longopts)) != -1) {
@@ -144,6 +178,14 @@ int resolve_main(int argc, char **argv)
             resolver = optarg;
         } else if (ch == 'c') {
             config_path = optarg;
+        } else if (ch == 'p') {
+            unsigned long v;
+            if (num_parse_ulong(optarg, 1, 65535, &v) < 0) {
+                fprintf(stderr, "ringmail resolve: bad value for --mx-port: '%s' (want 1..65535)\n",
+                        optarg);
+                return 2;
+            }
+            mx_port = (unsigned)v;
         } else if (ch == 't') {
             unsigned long v;
             if (num_parse_ulong(optarg, 1, 600000, &v) < 0) {
@@ -156,7 +198,7 @@ int resolve_main(int argc, char **argv)
         } else {
             fprintf(ch == 'h' ? stdout : stderr,
                     "usage: ringmail resolve [--resolver ADDR:PORT] [--config FILE] "
-                    "[--timeout-ms MS] DOMAIN...\n");
+                    "[--timeout-ms MS] [--mx-port N] DOMAIN...\n");
             return ch == 'h' ? 0 : 2;
         }
     }
@@ -170,8 +212,16 @@ int resolve_main(int argc, char **argv)
         fprintf(stderr, "ringmail resolve: %s\n", err);
         return 2;
     }
+    run.mx_port = mx_port;
+    /* A trusted validating resolver answers every lookup, as in send. */
+    const char *dnssec =
+        run.config && run.config->dnssec_resolver[0] ? run.config->dnssec_resolver : NULL;
     run.loop = loop_new(256);
-    run.dns = run.loop ? dns_new(run.loop, resolver, timeout_ms, err, sizeof err) : NULL;
+    run.dns = run.loop ? dns_new(run.loop, dnssec ? dnssec : resolver, timeout_ms, err, sizeof err)
+                       : NULL;
+    if (run.dns && dnssec) {
+        dns_set_dnssec(run.dns, 1);
+    }
     if (!run.dns) {
         fprintf(stderr, "ringmail resolve: %s\n", run.loop ? err : "io_uring setup failed");
         loop_free(run.loop);

@@ -234,6 +234,27 @@ check_eq "dane = off: delivered under the config" accepted "$(last a@nodane.dane
 check_eq "dane = off: policy config" config "$(last a@nodane.dane.test "['tls_policy']")"
 check_eq "mx2's sink got the dane = off message" 1 "$(got mx2 a@nodane.dane.test)"
 
+# ---------------------------------------------------------------- ringmail resolve
+"$RM" resolve --config "$E2E_TMP/dane.conf" --mx-port "$MX_PORT" match.dane.test \
+    tlsafail.dane.test notlsa.dane.test plain.test >"$E2E_TMP/resolve.json" 2>"$E2E_TMP/resolve.err"
+# rv DOMAIN PYEXPR: PYEXPR of DOMAIN's line (d: that object)
+rv() { "$E2E_PY" -c 'import json,sys
+for l in open(sys.argv[1]):
+    d = json.loads(l)
+    if d["domain"] == sys.argv[2]: print(eval(sys.argv[3]))' "$E2E_TMP/resolve.json" "$1" "$2"; }
+check_eq "resolve: a signed zone's MX answer is secure" True "$(rv match.dane.test 'd["mx_secure"]')"
+check_eq "resolve: DANE usable for match's MX host" dane "$(rv match.dane.test 'd["mx"][0]["dane"]["verdict"]')"
+check "resolve: the line names the usable record" has \
+    "$(rv match.dane.test 'd["mx"][0]["dane"]["text"]')" "usable TLSA record"
+check_eq "resolve: a failed TLSA lookup is tempfail" tempfail \
+    "$(rv tlsafail.dane.test 'd["mx"][0]["dane"]["verdict"]')"
+check_eq "resolve: a secure MX host without TLSA" none "$(rv notlsa.dane.test 'd["mx"][0]["dane"]["verdict"]')"
+check_eq "resolve: an unsigned zone is not secure, DANE insecure" "False insecure" \
+    "$(rv plain.test 'd["mx_secure"], d["mx"][0]["dane"]["verdict"]' | tr -d "(),'")"
+"$RM" resolve --resolver "$RESOLVER" match.dane.test >"$E2E_TMP/resolve-off.json" 2>&1
+check_grep "resolve: without a dnssec_resolver DANE is off, said" \
+    '"dane": *"off \(no dnssec_resolver in \[global\]\)"' "$E2E_TMP/resolve-off.json"
+
 # ---------------------------------------------------------------- without dnssec_resolver
 
 cat >"$E2E_TMP/nodnssec.conf" <<CONF
