@@ -266,6 +266,7 @@ static int send_setup(struct send *s)
     struct pool_options po = {
         .resolver = s->o.resolver,
         .mx_port = s->o.mx_port,
+        .mta_sts_port = s->o.mta_sts_port,
         .relay = s->o.relay,
         .relay_implicit_tls = s->o.relay_implicit_tls,
         .auth_user = s->o.relay_user,

@@ -78,6 +78,7 @@ struct send_options {
     const char *sources[SEND_MAX_SOURCES];
     size_t nsources;
     unsigned mx_port;
+    unsigned mta_sts_port; /* --mta-sts-port (tests) */
     unsigned size;
     int size_set;
     unsigned window;

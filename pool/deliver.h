@@ -38,6 +38,7 @@
 
 struct pool;
 struct pool_dest;
+struct sts_job;
 
 struct pool_msg {
     const char *rcpt;      /* owned by the submitter, like mail_from and data */
@@ -148,6 +149,15 @@ struct pool_options {
      * (type, domain, id) in the pool's life: no waiting. */
     void (*on_tls_policy)(void *user, const char *type, const char *domain, const char *policy_id,
                           const char *text);
+    /* MTA-STS (pool/sts_dest.c). mta_sts_port: the policy hosts' HTTPS port
+     * (0: 443; tests). sts_shared, optional: the policy cache every node
+     * shares (campaign mode: PostgreSQL), called with sts_user on the pool's
+     * fetcher thread (it may block; never on the loop): answer the job from
+     * the shared cache, or fetch with sts_fetch_run (pool/sts_fetch.h) and
+     * keep what came. NULL: every policy is fetched (a memory cache only). */
+    unsigned mta_sts_port;
+    void (*sts_shared)(void *sts_user, struct sts_job *job);
+    void *sts_user;
     void *user;
     /* Optional seams for tests. resolve: the lookups (NULL: pool/dns.c with
      * `resolver` above). clock: the pool's milliseconds for rates, backoff,

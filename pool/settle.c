@@ -10,6 +10,7 @@
 #include <stdlib.h>
 
 #include "pool/deliver_int.h"
+#include "pool/sts_dest.h"
 
 /* ---- the retry heap ---- */
 
@@ -80,6 +81,7 @@ void pool_settle(struct pool *p, struct pool_msg *m, struct pool_conn *c,
         a.tls_policy_mode = tp->mode;
         a.tls_policy_id = tp->policy_id;
         a.tls_result = tlsp_result(tp, out->reason, a.tls);
+        a.reason = pool_sts_reason(tp, a.reason);
     }
     if (c) {
         /* One attempt per connection says so: the delivery rows count

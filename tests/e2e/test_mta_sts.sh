@@ -1,0 +1,172 @@
+#!/usr/bin/env bash
+# MTA-STS (RFC 8461) end to end, on loopback with real servers: dnsmasq
+# serves the _mta-sts TXT records, MX and addresses; a Python `ssl` HTTPS
+# server (sts_server.py) serves the policies with a certificate of the test
+# CA; ringmail sinks with good, wrong-host and self-signed certificates, and
+# one without STARTTLS, are the exchangers; --ca is the test CA. Cases:
+# enforce delivers over verified TLS; an attacker's certificate or a
+# stripped STARTTLS defers and nothing reaches the sink; an MX the policy
+# does not name is skipped; testing delivers and records what failed;
+# fetch errors (404, redirect, content type, oversize, timeout, bad
+# certificate, invalid policy) mean no policy and are recorded; the
+# PostgreSQL cache survives a restart, refetches on a new id, keeps the
+# last good policy when a refresh fails, and two `send` processes make one
+# fetch.
+set -u
+. "$(dirname "$0")/lib.sh"
+e2e_setup
+e2e_require dnsmasq openssl || { e2e_finish; exit 1; }
+T0=$(date +%s)
+
+SINK_PORT=$(free_port)
+DNS_PORT=$(free_port)
+HTTPS_PORT=$(free_port)
+POL=$E2E_TMP/policies
+mkdir -p "$POL"
+HTTPS_LOG=$E2E_TMP/https.log
+: >"$HTTPS_LOG"
+
+# ---- certificates: the MX hosts' and the policy hosts', from the test CA
+DOMAINS="enf bad self skip strip tst nomatch e404 redir html big slow inv chk nocert sh1 idc"
+mx_san=""
+sts_san=""
+for d in $DOMAINS; do
+    mx_san="$mx_san,DNS:mx.$d.test"
+    [ "$d" = nocert ] || sts_san="$sts_san,DNS:mta-sts.$d.test"
+done
+leaf() { # NAME SAN
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$E2E_TMP/$1.key" 2>/dev/null &&
+        printf 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=%s\n' \
+            "$2" >"$E2E_TMP/$1.ext" &&
+        openssl req -new -key "$E2E_TMP/$1.key" -subj "/CN=$1" -out "$E2E_TMP/$1.csr" 2>/dev/null &&
+        openssl x509 -req -in "$E2E_TMP/$1.csr" -CA "$CERTS/ca.pem" -CAkey "$CERTS/ca.key" \
+            -CAcreateserial -CAserial "$E2E_TMP/ca.srl" -days 3650 -extfile "$E2E_TMP/$1.ext" \
+            -out "$E2E_TMP/$1.leaf.pem" 2>/dev/null &&
+        cat "$E2E_TMP/$1.leaf.pem" "$CERTS/ca.pem" >"$E2E_TMP/$1.pem"
+}
+check "certificates for the MX hosts and the policy hosts" leaf mx "${mx_san#,}"
+leaf sts "${sts_san#,}"
+
+# ---- DNS: every test domain has MX mx.DOMAIN, mta-sts.DOMAIN at the HTTPS server
+GOOD=127.0.0.61 WRONG=127.0.0.62 SELF=127.0.0.63 EVIL=127.0.0.64 STRIP=127.0.0.65 WEB=127.0.0.60
+mx_ip() {
+    case $1 in bad | tst) echo $WRONG ;; self) echo $SELF ;; strip) echo $STRIP ;; *) echo $GOOD ;; esac
+}
+dns_start() { # ID of idc.test's TXT
+    local args=() d
+    for d in $DOMAINS; do
+        args+=(--mx-host="$d.test,mx.$d.test,20" --host-record="mx.$d.test,$(mx_ip "$d")"
+            --host-record="mta-sts.$d.test,$WEB")
+        case $d in
+        idc) args+=(--txt-record="_mta-sts.$d.test,v=STSv1; id=$1") ;;
+        *) args+=(--txt-record="_mta-sts.$d.test,v=STSv1; id=1") ;;
+        esac
+    done
+    # skip.test: a preferred exchanger the policy does not name (an attacker's MX)
+    args+=(--mx-host="skip.test,evil.skip.test,10" --host-record="evil.skip.test,$EVIL")
+    # plain.test: no MTA-STS at all
+    args+=(--mx-host="plain.test,mx.enf.test,10" --txt-record="_mta-sts.plain.test,v=spf1 -all")
+    dnsmasq --keep-in-foreground --port="$DNS_PORT" --listen-address=127.0.0.1 --bind-interfaces \
+        --no-resolv --no-hosts --local=/test/ --local-ttl=300 --pid-file= "${args[@]}" \
+        >"$E2E_TMP/dnsmasq.log" 2>&1 &
+    DNS_PID=$!
+    e2e_cleanup "kill $DNS_PID"
+    sleep 0.3
+}
+dns_start 1
+
+# ---- the policies
+policy() { # DOMAIN MODE MX...
+    local d=$1 m=$2
+    shift 2
+    { printf 'version: STSv1\r\nmode: %s\r\n' "$m"; for mx in "$@"; do printf 'mx: %s\r\n' "$mx"; done
+      printf 'max_age: 86400\r\n'; } >"$POL/$d"
+}
+for d in enf bad self strip chk sh1 idc; do policy $d.test enforce "mx.$d.test"; done
+policy skip.test enforce mx.skip.test
+policy tst.test testing mx.tst.test
+policy nomatch.test enforce "*.elsewhere.test"
+for d in e404 redir html big slow nocert; do policy $d.test enforce "mx.$d.test"; done
+echo 404 >"$POL/e404.test.mode"
+echo redirect >"$POL/redir.test.mode"
+echo html >"$POL/html.test.mode"
+echo big >"$POL/big.test.mode"
+echo "slow 4" >"$POL/slow.test.mode"
+echo chunked >"$POL/chk.test.mode"
+printf 'version: STSv1\nmode: strict\nmx: mx.inv.test\nmax_age: 86400\n' >"$POL/inv.test"
+
+e2e_bg https "$E2E_PY" "$E2E_DIR/sts_server.py" $WEB "$HTTPS_PORT" "$E2E_TMP/sts.pem" \
+    "$E2E_TMP/sts.key" "$POL" "$HTTPS_LOG"
+wait_port $WEB "$HTTPS_PORT" 10 "$E2E_BG_PID"
+
+# ---- the exchangers
+start_sink good $GOOD --tls-cert "$E2E_TMP/mx.pem" --tls-key "$E2E_TMP/mx.key"
+start_sink wrong $WRONG --tls-cert "$CERTS/wrongname.pem" --tls-key "$CERTS/wrongname.key"
+start_sink self $SELF --tls-cert "$CERTS/selfsigned.pem" --tls-key "$CERTS/selfsigned.key"
+start_sink evil $EVIL --tls-cert "$CERTS/selfsigned.pem" --tls-key "$CERTS/selfsigned.key"
+start_sink strip $STRIP --no-starttls
+
+cat >"$E2E_TMP/sts.conf" <<CONF
+[global]
+tls = required
+retry = 200ms
+max_age = 1s
+CONF
+
+# send_list NAME RCPT... : list mode, records in $E2E_TMP/NAME.jsonl
+send_list() {
+    local name=$1
+    shift
+    printf '%s\n' "$@" >"$E2E_TMP/$name.rcpts"
+    timeout 60 "$RM" send --recipients "$E2E_TMP/$name.rcpts" --from news@sender.test \
+        --config "$E2E_TMP/sts.conf" --resolver "127.0.0.1:$DNS_PORT" --mx-port "$SINK_PORT" \
+        --mta-sts-port "$HTTPS_PORT" --ca "$CERTS/ca.pem" --timeout-ms 2000 \
+        --records "$E2E_TMP/$name.jsonl" >"$E2E_TMP/$name.out" 2>"$E2E_TMP/$name.err"
+}
+# rec NAME RCPT EXPR: EXPR over the first attempt's record d of RCPT in NAME's records
+rec() {
+    "$E2E_PY" -c 'import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+r = [x for x in rows if x.get("rcpt") == sys.argv[2]]
+print(eval(sys.argv[3], {}, {"d": r[0]}) if r else "no record")' "$E2E_TMP/$1.jsonl" "$2" "$3"
+}
+
+# ---- list mode: the memory cache, one process
+send_list run1 a@enf.test b@bad.test c@self.test d@skip.test e@strip.test f@tst.test \
+    g@nomatch.test h@plain.test i@chk.test
+cat "$E2E_TMP/run1.err" | sed 's/^/#   /'
+P="[d['outcome'], d['reason'], d.get('tls_policy'), d.get('tls_policy_mode'), d.get('tls_policy_id', ''), d.get('tls_result')]"
+check_eq "enforce, valid certificate: delivered under mta-sts enforce, id 1" \
+    "['accepted', 'accepted', 'mta-sts', 'enforce', '1', None]" "$(rec run1 a@enf.test "$P")"
+check_eq "enforce: the certificate was verified for the MX host" "ok mx.enf.test" \
+    "$(rec run1 a@enf.test "d['verify'] + ' ' + d['mx']")"
+check_eq "enforce, wrong-host certificate: deferred, certificate-host-mismatch" \
+    "['deferred', 'mta_sts_tls_verify_failed', 'mta-sts', 'enforce', '1', 'certificate-host-mismatch']" \
+    "$(rec run1 b@bad.test "$P")"
+check_eq "enforce, self-signed certificate: deferred, certificate-not-trusted" \
+    "['deferred', 'mta_sts_tls_verify_failed', 'mta-sts', 'enforce', '1', 'certificate-not-trusted']" \
+    "$(rec run1 c@self.test "$P")"
+check_eq "enforce: an MX the policy does not name is skipped (the named one delivers)" \
+    "accepted mx.skip.test" "$(rec run1 d@skip.test "d['outcome'] + ' ' + d['mx']")"
+check_eq "enforce, STARTTLS stripped: deferred, starttls-not-supported" \
+    "['deferred', 'mta_sts_tls_not_offered', 'mta-sts', 'enforce', '1', 'starttls-not-supported']" \
+    "$(rec run1 e@strip.test "$P")"
+check_eq "testing, wrong-host certificate: delivered, the failure recorded" \
+    "['accepted', 'accepted', 'mta-sts', 'testing', '1', 'certificate-host-mismatch']" \
+    "$(rec run1 f@tst.test "$P")"
+check_eq "enforce, no MX matches: deferred, validation-failure" \
+    "['deferred', 'mta_sts_no_matching_mx', 'mta-sts', 'enforce', '1', 'validation-failure']" \
+    "$(rec run1 g@nomatch.test "$P")"
+check_grep "no matching MX: the reason names the policy's patterns" \
+    '"text":"no MX host of nomatch.test matches its MTA-STS policy \(enforce; mx: \*\.elsewhere\.test\)' \
+    "$E2E_TMP/run1.jsonl"
+check_eq "no v=STSv1 record: the configured policy" \
+    "['accepted', 'accepted', 'config', 'required', '', None]" "$(rec run1 h@plain.test "$P")"
+check_eq "a chunked policy response: enforce applies" \
+    "['accepted', 'accepted', 'mta-sts', 'enforce', '1', None]" "$(rec run1 i@chk.test "$P")"
+sleep 0.3
+check_eq "attacker's exchangers got nothing (self-signed, unnamed MX, no STARTTLS)" \
+    "0 0 0" "$(sj self accepted_rcpts) $(sj evil accepted_rcpts) $(sj strip accepted_rcpts)"
+check_eq "the wrong-host exchanger got only the testing domain's message" 1 "$(sj wrong accepted_rcpts)"
+
+e2e_finish
