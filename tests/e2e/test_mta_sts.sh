@@ -169,4 +169,26 @@ check_eq "attacker's exchangers got nothing (self-signed, unnamed MX, no STARTTL
     "0 0 0" "$(sj self accepted_rcpts) $(sj evil accepted_rcpts) $(sj strip accepted_rcpts)"
 check_eq "the wrong-host exchanger got only the testing domain's message" 1 "$(sj wrong accepted_rcpts)"
 
+# ---- policy fetch errors, no policy cached: delivered as configured, the error recorded
+send_list run2 a@e404.test b@redir.test c@html.test d@big.test e@slow.test f@inv.test g@nocert.test
+sed 's/^/#   /' "$E2E_TMP/run2.err"
+F="[d['outcome'], d.get('tls_policy'), d.get('tls_policy_mode'), d.get('tls_result')]"
+for r in a@e404.test b@redir.test c@html.test d@big.test e@slow.test; do
+    check_eq "fetch error ($r): delivered as configured, sts-policy-fetch-error" \
+        "['accepted', 'config', 'required', 'sts-policy-fetch-error']" "$(rec run2 $r "$F")"
+done
+check_eq "invalid policy: delivered as configured, sts-policy-invalid" \
+    "['accepted', 'config', 'required', 'sts-policy-invalid']" "$(rec run2 f@inv.test "$F")"
+check_eq "policy host's certificate not for its name: sts-webpki-invalid" \
+    "['accepted', 'config', 'required', 'sts-webpki-invalid']" "$(rec run2 g@nocert.test "$F")"
+E2=$E2E_TMP/run2.err
+check_grep "404 said" '^ringmail: MTA-STS e404\.test: policy fetch: HTTP 404 \(no policy: delivering as configured\)$' "$E2"
+check_grep "redirect not followed, said" '^ringmail: MTA-STS redir\.test: policy fetch: HTTP 301 \(redirect to https://elsewhere\.test/\.well-known/mta-sts\.txt, not followed\)' "$E2"
+check_grep "content type said" '^ringmail: MTA-STS html\.test: policy fetch: content type "text/html", not text/plain' "$E2"
+check_grep "oversize said" '^ringmail: MTA-STS big\.test: policy fetch: response body over 65536 bytes' "$E2"
+check_grep "timeout said" '^ringmail: MTA-STS slow\.test: policy fetch: timed out after 2000 ms \(reading the response\)' "$E2"
+check_grep "invalid policy said" '^ringmail: MTA-STS inv\.test: policy invalid: bad mode "strict"' "$E2"
+check_grep "certificate said" '^ringmail: MTA-STS nocert\.test: policy fetch: TLS with mta-sts\.nocert\.test: certificate verify failed: Hostname mismatch' "$E2"
+check_eq "no redirect followed: one request to redir.test" 1 "$(grep -c '^redir.test ' "$HTTPS_LOG")"
+
 e2e_finish
