@@ -284,7 +284,7 @@ static int send_setup(struct send *s)
         .on_suspend = send_suspend_note,
         .user = s,
     };
-    if (s->o.db_url && send_campaign_start(s, &po) < 0) {
+    if (s->o.db_url && (send_campaign_start(s, &po) < 0 || send_sts_start(s, &po) < 0)) {
         return -1;
     }
     if (send_pool_start(s, &po) < 0 || send_suspend_start(s) < 0) {
@@ -364,6 +364,7 @@ static void send_free(struct send *s)
     if (s->pool) {
         pool_free(s->pool);
     }
+    send_sts_stop(s); /* after the pool's fetcher thread */
     config_free(s->cfg);
     if (s->loop) {
         loop_free(s->loop);

@@ -284,7 +284,7 @@ static void sts_job_take(struct pool *p, struct sts_job *j)
      * error is what an attempt records only while there is none. */
     e->error_type = j->ok ? NULL : j->error_type;
     snprintf(e->error, sizeof e->error, "%s", j->ok ? "" : j->error);
-    if (!j->ok) {
+    if (j->error[0]) { /* a failed refresh may still answer with the last good policy */
         fprintf(stderr, "ringmail: MTA-STS %s: %s%s\n", e->domain, j->error,
                 sts_usable(e, (int64_t)time(NULL)) ? " (the cached policy stays in force)"
                                                    : " (no policy: delivering as configured)");

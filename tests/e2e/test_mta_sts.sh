@@ -191,4 +191,73 @@ check_grep "invalid policy said" '^ringmail: MTA-STS inv\.test: policy invalid: 
 check_grep "certificate said" '^ringmail: MTA-STS nocert\.test: policy fetch: TLS with mta-sts\.nocert\.test: certificate verify failed: Hostname mismatch' "$E2"
 check_eq "no redirect followed: one request to redir.test" 1 "$(grep -c '^redir.test ' "$HTTPS_LOG")"
 
+# ---- campaign mode: the policy cache in PostgreSQL, shared by processes and nodes
+if start_postgres "$E2E_TMP/pg"; then
+    "$RM" db migrate --db "$PG_URL" >/dev/null
+    # send_db NAME NODE DOMAIN: a one-recipient campaign to DOMAIN sent by node NODE
+    send_db() {
+        local id
+        id=$(new_campaign "$1" 1 "$3")
+        timeout 60 "$RM" send --db "$PG_URL" --campaign "$id" --config "$E2E_TMP/sts.conf" \
+            --node "$2" --resolver "127.0.0.1:$DNS_PORT" --mx-port "$SINK_PORT" \
+            --mta-sts-port "$HTTPS_PORT" --ca "$CERTS/ca.pem" --timeout-ms 2000 \
+            --journal "$E2E_TMP/$1.journal" >"$E2E_TMP/$1.out" 2>"$E2E_TMP/$1.err"
+        echo "$id"
+    }
+    row() { # CAMPAIGN: its delivery row, as "outcome reason policy mode id result"
+        psql_q "SELECT outcome, reason, tls_policy, tls_policy_mode, tls_policy_id,
+                coalesce(tls_result, '-') FROM ringmail.delivery WHERE campaign_id = $1
+                ORDER BY id LIMIT 1" | tr '\t' ' '
+    }
+    fetches() { grep -c "^$1 " "$HTTPS_LOG"; }
+    C=$(send_db c1 n1 idc.test)
+    check_eq "campaign: delivered under the policy fetched (id 1)" \
+        "accepted accepted mta-sts enforce 1 -" "$(row "$C")"
+    check_eq "campaign: the policy is in mta_sts_policy" \
+        "1|enforce|{mx.idc.test}|86400|t|" \
+        "$(psql_q "SELECT sts_id, mode, mx, max_age, expires_at > now() + interval '23 hours',
+                   coalesce(fetch_node, '') FROM ringmail.mta_sts_policy WHERE domain = 'idc.test'" | tr '\t' '|')"
+    check_eq "campaign: its text in tls_policy_text (for TLS-RPT)" "sts 1 t" \
+        "$(psql_q "SELECT type, policy_id, policy LIKE 'version: STSv1%mx: mx.idc.test%'
+                   FROM ringmail.tls_policy_text WHERE domain = 'idc.test'" | tr '\t' ' ')"
+    C=$(send_db c2 n2 idc.test)
+    check_eq "a restart (another node) uses the cached policy: no fetch" 1 "$(fetches idc.test)"
+    check_eq "... and applies it" "accepted accepted mta-sts enforce 1 -" "$(row "$C")"
+    # The TXT id changes: the policy is fetched again.
+    kill "$DNS_PID"
+    policy idc.test enforce mx.idc.test mx2.idc.test
+    dns_start 2
+    C=$(send_db c3 n1 idc.test)
+    check_eq "a new TXT id: fetched again" 2 "$(fetches idc.test)"
+    check_eq "... the new policy applies (id 2)" "accepted accepted mta-sts enforce 2 -" "$(row "$C")"
+    check_eq "... and is cached" "2|{mx.idc.test,mx2.idc.test}" \
+        "$(psql_q "SELECT sts_id, mx FROM ringmail.mta_sts_policy WHERE domain = 'idc.test'" | tr '\t' '|')"
+    # A refresh (id 3) that fails: the last good policy stays in force.
+    kill "$DNS_PID"
+    echo 404 >"$POL/idc.test.mode"
+    dns_start 3
+    C=$(send_db c4 n1 idc.test)
+    check_eq "a failed refresh was tried" 3 "$(fetches idc.test)"
+    check_eq "... the last good policy stays in force (RFC 8461 5.1)" \
+        "accepted accepted mta-sts enforce 2 -" "$(row "$C")"
+    check_eq "... the error is kept beside it" "2|policy fetch: HTTP 404|sts-policy-fetch-error" \
+        "$(psql_q "SELECT sts_id, last_error, last_error_type FROM ringmail.mta_sts_policy
+                   WHERE domain = 'idc.test'" | tr '\t' '|')"
+    check_grep "... and said" "MTA-STS idc\.test: policy fetch: HTTP 404 \(the cached policy stays in force\)" "$E2E_TMP/c4.err"
+    # Two send processes at once, the policy host slow: one fetch between them.
+    echo "slow 1" >"$POL/sh1.test.mode"
+    send_db s1 na sh1.test >"$E2E_TMP/s1.id" &
+    p1=$!
+    send_db s2 nb sh1.test >"$E2E_TMP/s2.id" &
+    p2=$!
+    wait $p1 $p2
+    check_eq "two send processes at once: ONE policy fetch" 1 "$(fetches sh1.test)"
+    check_eq "... both delivered under it" \
+        "accepted accepted mta-sts enforce 1 - accepted accepted mta-sts enforce 1 -" \
+        "$(row "$(cat "$E2E_TMP/s1.id")") $(row "$(cat "$E2E_TMP/s2.id")")"
+else
+    _e2e_not_ok "PostgreSQL for the shared cache" "start_postgres failed"
+fi
+echo "# test_mta_sts: $(($(date +%s) - T0)) s"
+
 e2e_finish
