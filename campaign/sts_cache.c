@@ -46,9 +46,9 @@ struct sts_text {
 };
 
 struct sts_store {
-    const char *url, *node; /* borrowed from the options */
-    PGconn *fc;             /* the pool's fetcher thread's own */
-    int fc_warned;
+    const char *url, *node;   /* borrowed from the options */
+    PGconn *fc[STS_FETCHERS]; /* one per fetcher thread of the pool (job->worker) */
+    int fc_warned;            /* atomic */
     /* the policy-text writer */
     PGconn *wc;
     pthread_t thread;
@@ -62,29 +62,30 @@ struct sts_store {
 
 /* ---- the shared policy cache (the pool's fetcher thread) ---- */
 
-static PGresult *sts_exec(struct sts_store *k, const char *sql, int n, const char *const *params)
+static PGresult *sts_exec(struct sts_store *k, unsigned w, const char *sql, int n,
+                          const char *const *params)
 {
     char err[512];
-    if (!k->fc) {
-        k->fc = db_connect_current(k->url, err, sizeof err);
-        if (!k->fc) {
-            if (!k->fc_warned) {
-                k->fc_warned = 1;
+    PGconn **fc = &k->fc[w % STS_FETCHERS];
+    if (!*fc) {
+        *fc = db_connect_current(k->url, err, sizeof err);
+        if (!*fc) {
+            if (!__atomic_exchange_n(&k->fc_warned, 1, __ATOMIC_SEQ_CST)) {
                 fprintf(stderr, "ringmail send: MTA-STS cache in PostgreSQL: %s (fetching alone)\n",
                         err);
             }
             return NULL;
         }
     }
-    PGresult *r = pq.PQexecParams(k->fc, sql, n, NULL, params, NULL, NULL, 0);
+    PGresult *r = pq.PQexecParams(*fc, sql, n, NULL, params, NULL, NULL, 0);
     ExecStatusType st = r ? pq.PQresultStatus(r) : PGRES_FATAL_ERROR;
     if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
-        snprintf(err, sizeof err, "%s", r ? pq.PQresultErrorMessage(r) : pq.PQerrorMessage(k->fc));
+        snprintf(err, sizeof err, "%s", r ? pq.PQresultErrorMessage(r) : pq.PQerrorMessage(*fc));
         db_trim(err);
         fprintf(stderr, "ringmail send: MTA-STS cache in PostgreSQL: %s\n", err);
         pq.PQclear(r);
-        pq.PQfinish(k->fc); /* a new connection next time */
-        k->fc = NULL;
+        pq.PQfinish(*fc); /* a new connection next time */
+        *fc = NULL;
         return NULL;
     }
     return r;
@@ -96,7 +97,7 @@ static PGresult *sts_exec(struct sts_store *k, const char *sql, int n, const cha
 static int sts_row_read(struct sts_store *k, struct sts_job *j, int use_old, int *busy)
 {
     const char *params[] = {j->domain, j->txt_id};
-    PGresult *r = sts_exec(k,
+    PGresult *r = sts_exec(k, j->worker,
                            "SELECT coalesce(sts_id, ''), coalesce(policy, ''),"
                            " coalesce(extract(epoch FROM fetched_at)::bigint, 0),"
                            " coalesce(extract(epoch FROM expires_at)::bigint, 0),"
@@ -142,7 +143,7 @@ static int sts_claim(struct sts_store *k, struct sts_job *j)
     char ms[32];
     snprintf(ms, sizeof ms, "%u", j->timeout_ms + 2000);
     const char *params[] = {j->domain, k->node, ms};
-    PGresult *r = sts_exec(k,
+    PGresult *r = sts_exec(k, j->worker,
                            "INSERT INTO ringmail.mta_sts_policy (domain) VALUES ($1)"
                            " ON CONFLICT (domain) DO NOTHING",
                            1, params);
@@ -150,7 +151,7 @@ static int sts_claim(struct sts_store *k, struct sts_job *j)
         return -1;
     }
     pq.PQclear(r);
-    r = sts_exec(k,
+    r = sts_exec(k, j->worker,
                  "UPDATE ringmail.mta_sts_policy SET fetch_node = $2,"
                  " fetch_until = now() + $3::int * interval '1 millisecond'"
                  " WHERE domain = $1 AND (fetch_until IS NULL OR fetch_until < now())",
@@ -192,7 +193,7 @@ static void sts_write(struct sts_store *k, const struct sts_job *j)
         snprintf(at, sizeof at, "%lld", (long long)j->fetched_at);
         const char *params[] = {
             j->domain, j->id, mta_sts_mode_name(j->pol.mode), buf_cstr(&mx), max_age, j->text, at};
-        r = sts_exec(k,
+        r = sts_exec(k, j->worker,
                      "UPDATE ringmail.mta_sts_policy SET sts_id = $2, mode = $3, mx = $4::text[],"
                      " max_age = $5::int, policy = $6, fetched_at = to_timestamp($7::bigint),"
                      " expires_at = to_timestamp($7::bigint) + $5::int * interval '1 second',"
@@ -202,7 +203,7 @@ static void sts_write(struct sts_store *k, const struct sts_job *j)
         buf_free(&mx);
     } else {
         const char *params[] = {j->domain, j->error, j->error_type ? j->error_type : ""};
-        r = sts_exec(k,
+        r = sts_exec(k, j->worker,
                      "UPDATE ringmail.mta_sts_policy SET checked_at = now(), last_error = $2,"
                      " last_error_type = nullif($3, ''), fetch_node = NULL, fetch_until = NULL"
                      " WHERE domain = $1",
@@ -379,8 +380,10 @@ void send_sts_stop(struct send *s)
         }
         pthread_join(k->thread, NULL);
     }
-    if (k->fc) {
-        pq.PQfinish(k->fc);
+    for (size_t i = 0; i < STS_FETCHERS; i++) {
+        if (k->fc[i]) {
+            pq.PQfinish(k->fc[i]);
+        }
     }
     if (k->wc) {
         pq.PQfinish(k->wc);

@@ -49,6 +49,8 @@
 
 #define STS_BUCKETS 1024
 #define STS_FETCH_TIMEOUT_MS 10000
+/* STS_FETCHERS (sts_fetch.h) fetcher threads: a slow policy host holds one
+ * of them, not every other domain's fetch behind it. */
 
 /* One recipient domain's policy, as this process knows it. */
 struct sts_entry {
@@ -68,8 +70,8 @@ struct sts_entry {
 
 struct sts_cache {
     struct sts_entry *buckets[STS_BUCKETS];
-    pthread_t thread;
-    int started;
+    pthread_t thread[STS_FETCHERS];
+    unsigned started; /* threads running */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     struct sts_job *todo, *done; /* under mu */
@@ -80,11 +82,19 @@ struct sts_cache {
     unsigned out; /* jobs handed to the thread and not back */
 };
 
-/* ---- the fetcher thread ---- */
+/* ---- the fetcher threads ---- */
+
+/* What one fetcher thread is given. */
+struct sts_fetcher {
+    struct pool *p;
+    unsigned worker;
+};
 
 static void *sts_thread_main(void *arg)
 {
-    struct pool *p = arg;
+    struct sts_fetcher f = *(struct sts_fetcher *)arg;
+    free(arg);
+    struct pool *p = f.p;
     struct sts_cache *sc = p->sts;
     pthread_mutex_lock(&sc->mu);
     for (;;) {
@@ -96,6 +106,7 @@ static void *sts_thread_main(void *arg)
         }
         struct sts_job *j = sc->todo;
         sc->todo = j->next;
+        j->worker = f.worker;
         pthread_mutex_unlock(&sc->mu);
         if (p->opt.sts_shared) {
             p->opt.sts_shared(p->opt.sts_user, j);
@@ -137,10 +148,16 @@ static int sts_cache_init(struct pool *p)
     pthread_mutex_init(&sc->mu, NULL);
     pthread_cond_init(&sc->cv, NULL);
     p->sts = sc;
-    if (pthread_create(&sc->thread, NULL, sts_thread_main, p) != 0) {
-        return -1; /* no fetches: no policy (sts_fetch_start sees !started) */
+    for (unsigned i = 0; i < STS_FETCHERS; i++) {
+        struct sts_fetcher *f = pool_xcalloc(1, sizeof *f);
+        f->p = p;
+        f->worker = i;
+        if (pthread_create(&sc->thread[i], NULL, sts_thread_main, f) != 0) {
+            free(f);
+            break; /* none at all: no fetches, no policy (sts_fetch_start sees !started) */
+        }
+        sc->started++;
     }
-    sc->started = 1;
     return 0;
 }
 
@@ -464,6 +481,9 @@ int pool_sts_ready(struct pool *p, struct pool_dest *d)
 void pool_sts_conn(struct pool *p, struct pool_conn *c)
 {
     struct pool_dest *d = c->dest;
+    if (c->tlsp.type == TLSP_DANE) {
+        return; /* DANE decided for this target: it wins (RFC 8461 2) */
+    }
     if (!d->sts || (d->tlsp.type != TLSP_MTA_STS && !d->tlsp.fail[0])) {
         return;
     }
@@ -562,9 +582,11 @@ void pool_sts_free(struct pool *p)
     if (sc->started) {
         pthread_mutex_lock(&sc->mu);
         sc->quit = 1;
-        pthread_cond_signal(&sc->cv);
+        pthread_cond_broadcast(&sc->cv);
         pthread_mutex_unlock(&sc->mu);
-        pthread_join(sc->thread, NULL); /* a fetch in progress ends by its timeout */
+        for (unsigned i = 0; i < sc->started; i++) {
+            pthread_join(sc->thread[i], NULL); /* a fetch in progress ends by its timeout */
+        }
     }
     for (struct sts_job *lists[2] = {sc->todo, sc->done}, **l = lists; l < lists + 2; l++) {
         while (*l) {

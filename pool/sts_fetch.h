@@ -30,6 +30,8 @@
 
 #include "pool/mta_sts.h"
 
+#define STS_FETCHERS 4 /* fetcher threads of a pool */
+
 struct sts_job {
     /* in */
     char domain[256];
@@ -39,6 +41,8 @@ struct sts_job {
     unsigned timeout_ms;
     const char *connect_to; /* "ADDR:PORT" to connect to (the pool's lookup); NULL: DNS */
     char connect_buf[80];   /* what connect_to points at when set by the pool */
+    unsigned worker;        /* the fetcher thread running it, 0..STS_FETCHERS-1 (a shared
+                             * store keeps one database connection per thread) */
     /* out */
     int ok;                    /* a policy: fetched now or the last good one */
     int fetched;               /* this process fetched it over HTTPS (counted) */
