@@ -43,7 +43,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "engine/netaddr.h"
 #include "engine/tls_session_cache.h"
 #include "pool/sts_fetch.h"
 
@@ -219,10 +218,11 @@ static void sts_host_cb(void *user, const struct dns_addr_result *res)
     struct pool *p = lk->p;
     struct sts_cache *sc = p->sts;
     struct sts_job *j = pool_xcalloc(1, sizeof *j);
-    snprintf(j->domain, sizeof j->domain, "%s", lk->e->domain);
-    snprintf(j->txt_id, sizeof j->txt_id, "%s", lk->txt_id);
+    int found = !p->stopped && res->status == DNS_OK && res->n > 0;
+    sts_job_init(j, lk->e->domain, lk->txt_id, found ? &res->addrs[0] : NULL, p->opt.mta_sts_port,
+                 p->opt.ca_file, p->opt.timeout_ms ? p->opt.timeout_ms : STS_FETCH_TIMEOUT_MS);
     free(lk);
-    if (p->stopped || res->status != DNS_OK || res->n == 0) {
+    if (!found) {
         snprintf(j->error, sizeof j->error, "policy fetch: no address for mta-sts.%s (%s)",
                  j->domain, res->error ? res->error : dns_status_name(res->status));
         j->error_type = "sts-policy-fetch-error";
@@ -230,15 +230,6 @@ static void sts_host_cb(void *user, const struct dns_addr_result *res)
         sts_job_free(j, 1);
         return;
     }
-    char ip[NETADDR_HOST_MAX];
-    netaddr_format_host((const struct sockaddr *)&res->addrs[0], ip);
-    unsigned port = p->opt.mta_sts_port ? p->opt.mta_sts_port : 443;
-    snprintf(j->connect_buf, sizeof j->connect_buf,
-             res->addrs[0].ss_family == AF_INET6 ? "[%s]:%u" : "%s:%u", ip, port);
-    j->connect_to = j->connect_buf;
-    j->ca_file = p->opt.ca_file;
-    j->port = port;
-    j->timeout_ms = p->opt.timeout_ms ? p->opt.timeout_ms : STS_FETCH_TIMEOUT_MS;
     pthread_mutex_lock(&sc->mu);
     j->next = sc->todo;
     sc->todo = j;
@@ -458,7 +449,7 @@ int pool_sts_ready(struct pool *p, struct pool_dest *d)
     if (!config_mta_sts(p->config, d->isp ? d->isp->cfg : NULL)) {
         return 1;
     }
-    enum smtp_tls_policy conf = p->opt.tls_override ? p->opt.tls : d->isp->tls;
+    enum smtp_tls_policy conf = p->opt.tls_override || !d->isp ? p->opt.tls : d->isp->tls;
     if (!sts_usable(e, (int64_t)time(NULL)) || e->pol.mode == MTA_STS_NONE) {
         if (e->error_type) {
             tlsp_config(&d->tlsp, conf);

@@ -10,6 +10,25 @@
 #include <time.h>
 
 #include "engine/https.h"
+#include "engine/netaddr.h"
+
+void sts_job_init(struct sts_job *j, const char *domain, const char *txt_id,
+                  const struct sockaddr_storage *addr, unsigned port, const char *ca_file,
+                  unsigned timeout_ms)
+{
+    snprintf(j->domain, sizeof j->domain, "%s", domain);
+    snprintf(j->txt_id, sizeof j->txt_id, "%s", txt_id);
+    j->port = port ? port : 443;
+    j->ca_file = ca_file;
+    j->timeout_ms = timeout_ms;
+    if (addr) {
+        char ip[NETADDR_HOST_MAX];
+        netaddr_format_host((const struct sockaddr *)addr, ip);
+        snprintf(j->connect_buf, sizeof j->connect_buf,
+                 addr->ss_family == AF_INET6 ? "[%s]:%u" : "%s:%u", ip, j->port);
+        j->connect_to = j->connect_buf;
+    }
+}
 
 /* sts_fetch_fail - -1 with why and its result type */
 static int sts_fetch_fail(struct sts_job *j, const char *type, const char *why)

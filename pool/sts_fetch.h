@@ -27,6 +27,7 @@
 #define RINGMAIL_STS_FETCH_H
 
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "pool/mta_sts.h"
 
@@ -55,6 +56,13 @@ struct sts_job {
     const char *error_type;    /* its RFC 8460 result type, NULL when none */
     struct sts_job *next;      /* the fetcher's queues */
 };
+
+/* j (zeroed by the caller) asks for domain's policy under txt_id, from the
+ * policy host at addr (its port ignored; NULL: getaddrinfo) on port (0:
+ * 443), trusting ca_file (NULL: the system bundle), within timeout_ms. */
+void sts_job_init(struct sts_job *j, const char *domain, const char *txt_id,
+                  const struct sockaddr_storage *addr, unsigned port, const char *ca_file,
+                  unsigned timeout_ms);
 
 /* The fetch and parse, blocking (a thread's): 0 with j->ok, j->pol, j->text,
  * j->id = txt_id and the times; -1 with j->error and j->error_type. */
