@@ -27,7 +27,7 @@ HTTPS_LOG=$E2E_TMP/https.log
 : >"$HTTPS_LOG"
 
 # ---- certificates: the MX hosts' and the policy hosts', from the test CA
-DOMAINS="enf bad self skip strip tst nomatch e404 redir html big slow inv chk nocert sh1 idc"
+DOMAINS="enf bad self skip strip tst nomatch e404 redir html big slow inv chk nocert sh1 idc tstmx tstplain offisp"
 mx_san=""
 sts_san=""
 for d in $DOMAINS; do
@@ -50,7 +50,7 @@ leaf sts "${sts_san#,}"
 # ---- DNS: every test domain has MX mx.DOMAIN, mta-sts.DOMAIN at the HTTPS server
 GOOD=127.0.0.61 WRONG=127.0.0.62 SELF=127.0.0.63 EVIL=127.0.0.64 STRIP=127.0.0.65 WEB=127.0.0.60
 mx_ip() {
-    case $1 in bad | tst) echo $WRONG ;; self) echo $SELF ;; strip) echo $STRIP ;; *) echo $GOOD ;; esac
+    case $1 in bad | tst | offisp) echo $WRONG ;; self) echo $SELF ;; strip | tstplain) echo $STRIP ;; *) echo $GOOD ;; esac
 }
 dns_start() { # ID of idc.test's TXT
     local args=() d
@@ -85,6 +85,9 @@ policy() { # DOMAIN MODE MX...
 for d in enf bad self strip chk sh1 idc; do policy $d.test enforce "mx.$d.test"; done
 policy skip.test enforce mx.skip.test
 policy tst.test testing mx.tst.test
+policy tstmx.test testing "*.elsewhere.test"
+policy tstplain.test testing mx.tstplain.test
+policy offisp.test enforce mx.offisp.test
 policy nomatch.test enforce "*.elsewhere.test"
 for d in e404 redir html big slow nocert; do policy $d.test enforce "mx.$d.test"; done
 echo 404 >"$POL/e404.test.mode"
@@ -111,6 +114,12 @@ cat >"$E2E_TMP/sts.conf" <<CONF
 tls = required
 retry = 200ms
 max_age = 1s
+[isp weak]
+domains = tstplain.test
+tls = opportunistic
+[isp nosts]
+domains = offisp.test
+mta_sts = off
 CONF
 
 # send_list NAME RCPT... : list mode, records in $E2E_TMP/NAME.jsonl
@@ -133,7 +142,7 @@ print(eval(sys.argv[3], {}, {"d": r[0]}) if r else "no record")' "$E2E_TMP/$1.js
 
 # ---- list mode: the memory cache, one process
 send_list run1 a@enf.test b@bad.test c@self.test d@skip.test e@strip.test f@tst.test \
-    g@nomatch.test h@plain.test i@chk.test
+    g@nomatch.test h@plain.test i@chk.test j@tstmx.test k@tstplain.test l@offisp.test
 cat "$E2E_TMP/run1.err" | sed 's/^/#   /'
 P="[d['outcome'], d['reason'], d.get('tls_policy'), d.get('tls_policy_mode'), d.get('tls_policy_id', ''), d.get('tls_result')]"
 check_eq "enforce, valid certificate: delivered under mta-sts enforce, id 1" \
@@ -164,10 +173,21 @@ check_eq "no v=STSv1 record: the configured policy" \
     "['accepted', 'accepted', 'config', 'required', '', None]" "$(rec run1 h@plain.test "$P")"
 check_eq "a chunked policy response: enforce applies" \
     "['accepted', 'accepted', 'mta-sts', 'enforce', '1', None]" "$(rec run1 i@chk.test "$P")"
+check_eq "testing, no MX matches: delivered, validation-failure recorded" \
+    "['accepted', 'accepted', 'mta-sts', 'testing', '1', 'validation-failure']" \
+    "$(rec run1 j@tstmx.test "$P")"
+check_eq "testing over an opportunistic ISP, no STARTTLS: delivered, starttls-not-supported" \
+    "['accepted', 'accepted', 'mta-sts', 'testing', '1', 'starttls-not-supported']" \
+    "$(rec run1 k@tstplain.test "$P")"
+check_eq "[isp] mta_sts = off: an enforce domain goes as configured" \
+    "['accepted', 'accepted', 'config', 'required', '', None]" "$(rec run1 l@offisp.test "$P")"
 sleep 0.3
-check_eq "attacker's exchangers got nothing (self-signed, unnamed MX, no STARTTLS)" \
-    "0 0 0" "$(sj self accepted_rcpts) $(sj evil accepted_rcpts) $(sj strip accepted_rcpts)"
-check_eq "the wrong-host exchanger got only the testing domain's message" 1 "$(sj wrong accepted_rcpts)"
+check_eq "attacker's exchangers got nothing (self-signed, unnamed MX)" \
+    "0 0" "$(sj self accepted_rcpts) $(sj evil accepted_rcpts)"
+check_eq "the STARTTLS-less exchanger got only the opportunistic testing domain's message" 1 \
+    "$(sj strip accepted_rcpts)"
+check_eq "the wrong-host exchanger got only the testing and mta_sts-off domains' messages" 2 \
+    "$(sj wrong accepted_rcpts)"
 
 # ---- policy fetch errors, no policy cached: delivered as configured, the error recorded
 send_list run2 a@e404.test b@redir.test c@html.test d@big.test e@slow.test f@inv.test g@nocert.test
