@@ -64,6 +64,8 @@ dns_start() { # ID of idc.test's TXT
     done
     # skip.test: a preferred exchanger the policy does not name (an attacker's MX)
     args+=(--mx-host="skip.test,evil.skip.test,10" --host-record="evil.skip.test,$EVIL")
+    # noaddr.test: a TXT record, and no address for its policy host
+    args+=(--mx-host="noaddr.test,mx.enf.test,10" --txt-record="_mta-sts.noaddr.test,v=STSv1; id=1")
     # plain.test: no MTA-STS at all
     args+=(--mx-host="plain.test,mx.enf.test,10" --txt-record="_mta-sts.plain.test,v=spf1 -all")
     dnsmasq --keep-in-foreground --port="$DNS_PORT" --listen-address=127.0.0.1 --bind-interfaces \
@@ -143,6 +145,7 @@ print(eval(sys.argv[3], {}, {"d": r[0]}) if r else "no record")' "$E2E_TMP/$1.js
 # ---- list mode: the memory cache, one process
 send_list run1 a@enf.test b@bad.test c@self.test d@skip.test e@strip.test f@tst.test \
     g@nomatch.test h@plain.test i@chk.test j@tstmx.test k@tstplain.test l@offisp.test
+check_eq "run1: exit 0" 0 "$?"
 cat "$E2E_TMP/run1.err" | sed 's/^/#   /'
 P="[d['outcome'], d['reason'], d.get('tls_policy'), d.get('tls_policy_mode'), d.get('tls_policy_id', ''), d.get('tls_result')]"
 check_eq "enforce, valid certificate: delivered under mta-sts enforce, id 1" \
@@ -190,10 +193,12 @@ check_eq "the wrong-host exchanger got only the testing and mta_sts-off domains'
     "$(sj wrong accepted_rcpts)"
 
 # ---- policy fetch errors, no policy cached: delivered as configured, the error recorded
-send_list run2 a@e404.test b@redir.test c@html.test d@big.test e@slow.test f@inv.test g@nocert.test
+send_list run2 a@e404.test b@redir.test c@html.test d@big.test e@slow.test f@inv.test \
+    g@nocert.test h@noaddr.test
+check_eq "run2: exit 0" 0 "$?"
 sed 's/^/#   /' "$E2E_TMP/run2.err"
 F="[d['outcome'], d.get('tls_policy'), d.get('tls_policy_mode'), d.get('tls_result')]"
-for r in a@e404.test b@redir.test c@html.test d@big.test e@slow.test; do
+for r in a@e404.test b@redir.test c@html.test d@big.test e@slow.test h@noaddr.test; do
     check_eq "fetch error ($r): delivered as configured, sts-policy-fetch-error" \
         "['accepted', 'config', 'required', 'sts-policy-fetch-error']" "$(rec run2 $r "$F")"
 done
@@ -207,6 +212,7 @@ check_grep "redirect not followed, said" '^ringmail: MTA-STS redir\.test: policy
 check_grep "content type said" '^ringmail: MTA-STS html\.test: policy fetch: content type "text/html", not text/plain' "$E2"
 check_grep "oversize said" '^ringmail: MTA-STS big\.test: policy fetch: response body over 65536 bytes' "$E2"
 check_grep "timeout said" '^ringmail: MTA-STS slow\.test: policy fetch: timed out after 2000 ms \(reading the response\)' "$E2"
+check_grep "no address for the policy host said" '^ringmail: MTA-STS noaddr\.test: policy fetch: no address for mta-sts\.noaddr\.test \(' "$E2"
 check_grep "invalid policy said" '^ringmail: MTA-STS inv\.test: policy invalid: bad mode "strict"' "$E2"
 check_grep "certificate said" '^ringmail: MTA-STS nocert\.test: policy fetch: TLS with mta-sts\.nocert\.test: certificate verify failed: Hostname mismatch' "$E2"
 check_eq "no redirect followed: one request to redir.test" 1 "$(grep -c '^redir.test ' "$HTTPS_LOG")"
@@ -278,6 +284,8 @@ if start_postgres "$E2E_TMP/pg"; then
 else
     _e2e_not_ok "PostgreSQL for the shared cache" "start_postgres failed"
 fi
+cat "$E2E_TMP"/*.err >"$E2E_TMP/all.stderr"
+check_no_grep "no sanitizer report in any run" "Sanitizer|runtime error" "$E2E_TMP/all.stderr"
 echo "# test_mta_sts: $(($(date +%s) - T0)) s"
 
 e2e_finish
