@@ -29,7 +29,13 @@ const struct report_section report_sections[] = {
     {"tls_versions", "TLS versions (attempts that reached a server)", 1, 1},
     {"tls_ciphers", "TLS ciphers (attempts that reached a server)", 1, 1},
     {"tls_posture",
-     "TLS posture (attempts that reached a server; the policy is what the outcome implies)", 1, 1},
+     "TLS posture (attempts that reached a server; the policy as recorded, or for attempts "
+     "before schema 6 what the outcome implies)",
+     1, 1},
+    {"tls_policies",
+     "destination TLS policy (attempts and connections by policy, mode and RFC 8460 result; "
+     "'met' when none)",
+     3, 1},
     {"throughput", "per minute (attempts by outcome, UTC, every minute from first to last)", 1, 1},
     {"queue_age",
      "queue age (recipients: from the campaign's first attempt to their final attempt, or to now "
@@ -154,7 +160,8 @@ static void report_attempts_sql(buf_t *b)
         "'tls_ciphers', (SELECT coalesce(json_agg(json_build_object('cipher', v, 'count', n)"
         " ORDER BY n DESC, v), '[]') FROM (SELECT coalesce(nullif(tls_cipher, ''), 'none') AS v,"
         " count(*) AS n FROM d WHERE " REPORT_CONNECTED " GROUP BY 1) AS x),"
-        /* The policy is not recorded per attempt: what an outcome implies of it. */
+        /* The policy as recorded (schema 6); for older rows what an
+         * outcome implies of it. */
         "'tls_posture', (SELECT coalesce(json_agg(json_build_object('posture', p, 'policy', pol,"
         " 'attempts', n) ORDER BY n DESC, p), '[]') FROM (SELECT p, pol, count(*) AS n FROM"
         " (SELECT CASE WHEN reason IN " REPORT_TLS_REFUSED " THEN 'deferred: ' || reason"
@@ -162,7 +169,8 @@ static void report_attempts_sql(buf_t *b)
         " verified'"
         "  WHEN coalesce(tls_version, '') <> '' THEN 'TLS, certificate not verified'"
         "  ELSE 'plaintext' END AS p,"
-        " CASE WHEN reason = 'tls_verify_failed' THEN 'verify'"
+        " CASE WHEN tls_policy IS NOT NULL THEN tls_policy || ' ' || tls_policy_mode"
+        "  WHEN reason = 'tls_verify_failed' THEN 'verify'"
         "  WHEN reason IN ('tls_not_offered', 'starttls_refused', 'tls_handshake_failed')"
         "  THEN 'required or verify'"
         "  WHEN reason IN " REPORT_TLS_REFUSED " THEN 'any'"
@@ -170,6 +178,12 @@ static void report_attempts_sql(buf_t *b)
         "  WHEN coalesce(tls_version, '') <> '' THEN 'required or opportunistic'"
         "  ELSE 'opportunistic or none' END AS pol"
         " FROM d WHERE " REPORT_CONNECTED ") AS y GROUP BY 1, 2) AS x),"
+        "'tls_policies', (SELECT coalesce(json_agg(json_build_object('policy', tls_policy,"
+        " 'mode', tls_policy_mode, 'result', res, 'attempts', n, 'connections', k)"
+        " ORDER BY tls_policy, tls_policy_mode, res), '[]') FROM (SELECT tls_policy,"
+        " tls_policy_mode, coalesce(tls_result, 'met') AS res, count(*) AS n,"
+        " count(*) FILTER (WHERE conn_first) AS k FROM d WHERE tls_policy IS NOT NULL"
+        " GROUP BY 1, 2, 3) AS x),"
         /* Resumption is a share of TLS handshakes: the first attempt of each
          * connection (conn_first, schema 5). Rows written before it have
          * conn_first NULL: then the share of attempts, said so. */

@@ -27,8 +27,8 @@ struct https_request {
     const char *content_type; /* of the body (POST) */
     const void *body;         /* POST body; NULL: none */
     size_t body_len;
-    const char *headers;   /* extra header lines, each ending in "\r\n"; NULL: none */
-    const char *ca_file;   /* NULL: /etc/ssl/certs/ca-certificates.crt */
+    const char *headers;    /* extra header lines, each ending in "\r\n"; NULL: none */
+    const char *ca_file;    /* NULL: /etc/ssl/certs/ca-certificates.crt */
     const char *connect_to; /* "ADDR:PORT" to connect to instead of the URL's host
                              * (tests; the certificate is still checked against the
                              * URL's host); NULL: DNS */

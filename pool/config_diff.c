@@ -385,6 +385,11 @@ static void config_diff_isp(struct config_diff_out *d, const struct config *oc,
                         config_backoff_threshold(nc, is));
     config_diff_duration(d, where, "backoff_window", config_backoff_window_ms(oc, was),
                          config_backoff_window_ms(nc, is));
+    /* In force, as above: the ISP's own or [global]'s. */
+    config_diff_line(d, where, "mta_sts", config_mta_sts(oc, was) ? "on" : "off",
+                     config_mta_sts(nc, is) ? "on" : "off");
+    config_diff_line(d, where, "dane", config_dane(oc, was) ? "on" : "off",
+                     config_dane(nc, is) ? "on" : "off");
     config_diff_rules(d, where, was, is);
     config_diff_lanes(d, is->name, was, is);
 }
@@ -409,6 +414,14 @@ static void config_diff_global(struct config_diff_out *d, const struct config *w
     config_diff_line(d, where, "retry", a, b);
     config_diff_duration(d, where, "max_age", was->retry.max_age_ms, is->retry.max_age_ms);
     config_diff_line(d, where, "tls", config_tls_text(was->tls), config_tls_text(is->tls));
+    config_diff_line(d, where, "mta_sts", was->mta_sts ? "on" : "off", is->mta_sts ? "on" : "off");
+    if (strcmp(was->dnssec_resolver, is->dnssec_resolver) != 0) {
+        /* The pool's resolver is made at start: a running send keeps its own. */
+        snprintf(a, sizeof a, "%s", was->dnssec_resolver[0] ? was->dnssec_resolver : "(none)");
+        snprintf(b, sizeof b, "dnssec_resolver %.64s -> %.64s (takes effect at the next start)", a,
+                 is->dnssec_resolver[0] ? is->dnssec_resolver : "(none)");
+        config_diff_say(d, where, b);
+    }
     snprintf(a, sizeof a, "%g", was->backoff_step);
     snprintf(b, sizeof b, "%g", is->backoff_step);
     config_diff_line(d, where, "backoff_step", a, b);

@@ -42,10 +42,11 @@ export RINGMAIL_BUILD=$BUILD RINGMAIL=$BUILD/ringmail
 # cmocka's plain summary format, which is what we parse.
 export CMOCKA_MESSAGE_OUTPUT=stdout
 unset CMOCKA_XML_FILE
-# The shell script(1) and the like run commands with: the same here as on a
-# bare CI machine, where $SHELL is unset and dash (which need not exec a
-# simple command) is used. A developer's bash would hide that difference.
-export SHELL=/bin/sh
+# $SHELL as on a bare CI machine, where it is unset: script(1) then runs
+# commands with /bin/sh (dash, which need not exec a simple command) and
+# tmux with the user's login shell. A developer's SHELL=/bin/bash would
+# hide that difference.
+unset SHELL
 TIMEOUT=${RINGMAIL_E2E_TIMEOUT:-300}
 
 PASS=0
@@ -87,6 +88,10 @@ reap_leftovers() {
 
 finish() {
     reap_leftovers
+    local st
+    for st in "$WORK"/state-*; do
+        [ -d "$st" ] && RINGMAIL_E2E_STATE=$st reap_leftovers
+    done
     rm -rf "$WORK"
 }
 trap finish EXIT
@@ -127,33 +132,82 @@ if [ "$WHAT" != e2e ]; then
     [ "$n" -eq 0 ] && echo "== unit: no test binaries in $BUILD/tests"
 fi
 
+# e2e_count NAME RC LOG: the pass/fail counts of one e2e script's run
+# into PASS, FAIL and FAILED_NAMES, and its summary line.
+e2e_count() {
+    local name=$1 rc=$2 log=$3 ms=$4 p f
+    p=$(grep -c '^ok - ' "$log")
+    f=$(grep -c '^not ok - ' "$log")
+    if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+        echo "not ok - $name timed out after ${TIMEOUT}s"
+        f=$((f + 1))
+    elif [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+        echo "not ok - $name exited with status $rc"
+        f=1
+    elif [ "$p" -eq 0 ] && [ "$f" -eq 0 ]; then
+        echo "not ok - $name ran no check"
+        f=1
+    fi
+    PASS=$((PASS + p))
+    FAIL=$((FAIL + f))
+    [ "$f" -gt 0 ] && FAILED_NAMES+=("e2e $name")
+    echo "== e2e: $name: $p passed, $f failed ($ms ms)"
+}
+
+# The two longest scripts spend most of their minutes waiting (a 30 s
+# table lock, leases running out, kill loops against a slow sink): they
+# run side by side, after the others, each with its own state directory
+# (so neither's leftovers are reaped under the other), their output
+# printed whole, one after the other. RINGMAIL_E2E_PAIRED="" runs every
+# script alone.
+PAIRED=${RINGMAIL_E2E_PAIRED-test_exactly_once.sh test_bounded_stop.sh}
+is_paired() { case " $PAIRED " in *" $1 "*) return 0 ;; esac; return 1; }
+
 if [ "$WHAT" != unit ]; then
+    pair=()
     for t in "${RINGMAIL_E2E_DIR:-tests/e2e}"/test_*.sh; do
         [ -f "$t" ] || continue
         name=$(basename "$t")
         [ -n "$PATTERN" ] && [[ $name != *"$PATTERN"* ]] && continue
+        if is_paired "$name"; then
+            pair+=("$t")
+            continue
+        fi
         echo "== e2e: $name"
         t0=$(now_ms)
         timeout -k 10 "$TIMEOUT" bash "$t" </dev/null 2>&1 | tee "$LOG"
         rc=${PIPESTATUS[0]}
         reap_leftovers
-        p=$(grep -c '^ok - ' "$LOG")
-        f=$(grep -c '^not ok - ' "$LOG")
-        if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
-            echo "not ok - $name timed out after ${TIMEOUT}s"
-            f=$((f + 1))
-        elif [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
-            echo "not ok - $name exited with status $rc"
-            f=1
-        elif [ "$p" -eq 0 ] && [ "$f" -eq 0 ]; then
-            echo "not ok - $name ran no check"
-            f=1
-        fi
-        PASS=$((PASS + p))
-        FAIL=$((FAIL + f))
-        [ "$f" -gt 0 ] && FAILED_NAMES+=("e2e $name")
-        echo "== e2e: $name: $p passed, $f failed ($(($(now_ms) - t0)) ms)"
+        e2e_count "$name" "$rc" "$LOG" "$(($(now_ms) - t0))"
     done
+    if [ ${#pair[@]} -gt 0 ]; then
+        echo "== e2e: side by side: $(for t in "${pair[@]}"; do basename "$t"; done | tr '\n' ' ')"
+        declare -A PAIR_PID PAIR_T0
+        main_state=$RINGMAIL_E2E_STATE
+        for t in "${pair[@]}"; do
+            name=$(basename "$t")
+            mkdir -p "$WORK/state-$name"
+            PAIR_T0[$name]=$(now_ms)
+            (
+                RINGMAIL_E2E_STATE=$WORK/state-$name \
+                    timeout -k 10 "$TIMEOUT" bash "$t" </dev/null >"$WORK/$name.log" 2>&1
+                echo "$? $(now_ms)" >"$WORK/$name.end"
+            ) &
+            PAIR_PID[$name]=$!
+        done
+        for t in "${pair[@]}"; do
+            name=$(basename "$t")
+            wait "${PAIR_PID[$name]}"
+            read -r rc end <"$WORK/$name.end"
+            ms=$((end - PAIR_T0[$name]))
+            echo "== e2e: $name"
+            cat "$WORK/$name.log"
+            RINGMAIL_E2E_STATE=$WORK/state-$name
+            reap_leftovers
+            RINGMAIL_E2E_STATE=$main_state
+            e2e_count "$name" "$rc" "$WORK/$name.log" "$ms"
+        done
+    fi
 fi
 
 if [ ${#FAILED_NAMES[@]} -gt 0 ]; then

@@ -100,6 +100,11 @@ check_eq "one: sinks saw each sent recipient exactly once" 0 \
 check_eq "one: every attempt a connection carried records the configured TLS policy (config/none, met)" \
     "config none 0" \
     "$(psql_q "SELECT string_agg(DISTINCT tls_policy || ' ' || tls_policy_mode, ',') || ' ' || count(tls_result) FROM ringmail.delivery WHERE campaign_id = $C1 AND peer IS NOT NULL")"
+"$RM" report --db "$PG_URL" --campaign "$C1" >"$E2E_TMP/one.report" 2>&1
+check_grep "one: report: the destination TLS policy table (policy, mode, result, attempts, connections)" \
+    '^  config +none +met +[0-9]+ +[1-9][0-9]*$' "$E2E_TMP/one.report"
+check_grep "one: report: the posture names the recorded policy" \
+    '^  plaintext +config none +[0-9]+$' "$E2E_TMP/one.report"
 check_ge "one: some were deferred and retried (attempts > 1 and sent)" 1 \
     "$(psql_q "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $C1 AND state = 'sent' AND attempts > 1")"
 check_eq "one: an address suppressed after the import is not sent" "suppressed" \

@@ -218,6 +218,13 @@ static void test_bounds_refused(void **state)
         {"[isp a]\nbackoff_window = 10ms\n", ":2: backoff_window: '10ms' is not 1s .. 1d"},
         {"[global]\nbackoff_window = soon\n", ":2: bad duration 'soon'"},
         {"[isp a source ::1]\nbackoff_window = 5s\n", ":2: 'backoff_window' cannot be set per"},
+        {"[global]\nmta_sts = yes\n", ":2: mta_sts: 'yes' is not on or off"},
+        {"[isp a]\nmta_sts = 1\n", ":2: mta_sts: '1' is not on or off"},
+        {"[isp a]\ndane = maybe\n", ":2: dane: 'maybe' is not on or off"},
+        {"[global]\ndnssec_resolver = 127.0.0.1\n",
+         ":2: dnssec_resolver: '127.0.0.1' is not ADDR:PORT (a validating resolver, e.g. "
+         "127.0.0.1:53)"},
+        {"[global]\ndnssec_resolver = 127.0.0.1:0\n", ":2: dnssec_resolver: '127.0.0.1:0' is not"},
     };
     char err[256];
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
@@ -532,6 +539,32 @@ static void test_backoff_settings(void **state)
     config_free(c);
 }
 
+/* Destination TLS policy: MTA-STS on by default, per ISP off; DANE only
+ * with a dnssec_resolver, per ISP off. */
+static void test_dest_policy_settings(void **state)
+{
+    (void)state;
+    char err[256] = "";
+    struct config *c = load_text("[isp a]\ndomains = a.test\n", err, sizeof err);
+    assert_non_null(c);
+    assert_int_equal(config_mta_sts(c, NULL), 1);
+    assert_int_equal(config_mta_sts(c, &c->isps[0]), 1);
+    assert_int_equal(config_dane(c, &c->isps[0]), 0);
+    config_free(c);
+    c = load_text("[global]\nmta_sts = off\ndnssec_resolver = 127.0.0.54:5353\n"
+                  "[isp a]\nmta_sts = on\n[isp b]\ndane = off\n[isp c]\ndomains = c.test\n",
+                  err, sizeof err);
+    assert_non_null(c);
+    assert_string_equal(c->dnssec_resolver, "127.0.0.54:5353");
+    assert_int_equal(config_mta_sts(c, NULL), 0);
+    assert_int_equal(config_mta_sts(c, &c->isps[0]), 1);
+    assert_int_equal(config_mta_sts(c, &c->isps[2]), 0);
+    assert_int_equal(config_dane(c, &c->isps[0]), 1);
+    assert_int_equal(config_dane(c, &c->isps[1]), 0);
+    assert_int_equal(config_dane(c, NULL), 1);
+    config_free(c);
+}
+
 static char *diff_of(const char *a, const char *b, int *n)
 {
     char err[256] = "";
@@ -598,6 +631,19 @@ static void test_config_diff(void **state)
                            "isp a source 192.0.2.2: added\n");
     assert_int_equal(n, 5);
     free(d);
+    /* Destination TLS policy: what is in force per ISP, and a resolver that
+     * only a restart changes. */
+    d = diff_of("[isp a]\ndomains = a.test\n[isp b]\nmta_sts = on\n",
+                "[global]\nmta_sts = off\ndnssec_resolver = 127.0.0.54:53\n[isp a]\n"
+                "domains = a.test\n[isp b]\nmta_sts = on\ndane = off\n",
+                &n);
+    assert_string_equal(d, "global: mta_sts on -> off\n"
+                           "global: dnssec_resolver (none) -> 127.0.0.54:53 (takes effect at the "
+                           "next start)\n"
+                           "isp a: mta_sts on -> off\n"
+                           "isp a: dane off -> on\n");
+    assert_int_equal(n, 4);
+    free(d);
     /* The reload's message. */
     char err[256] = "";
     struct config *c = load_text(base, err, sizeof err);
@@ -642,6 +688,7 @@ int main(void)
         cmocka_unit_test(test_defaults_and_routes),
         cmocka_unit_test(test_bounds_refused),
         cmocka_unit_test(test_backoff_settings),
+        cmocka_unit_test(test_dest_policy_settings),
         cmocka_unit_test(test_config_diff),
         cmocka_unit_test(test_bounce_rules),
         cmocka_unit_test(test_feedback_off_and_defaults),
