@@ -235,6 +235,10 @@ int pool_isp_held(struct pool *p, const char *isp);
  * pool_isp_stats says suspended and why. An ISP the config does not name
  * is added, with no domains. A longer pause in force stays. */
 void pool_isp_suspend(struct pool *p, const char *isp, uint64_t ms, const char *why);
+/* MTA-STS so far: _mta-sts TXT lookups, policy fetches over HTTPS by this
+ * process, and policies the shared cache (PostgreSQL) answered without one. */
+void pool_mta_sts_stats(const struct pool *p, uint64_t *txt_lookups, uint64_t *fetches,
+                        uint64_t *shared_answers);
 /* Prometheus exposition of the per-ISP counters and gauges. */
 void pool_metrics(struct pool *p, buf_t *out);
 

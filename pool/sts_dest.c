@@ -79,6 +79,9 @@ struct sts_cache {
     struct loop_op op;
     int armed;
     unsigned out; /* jobs handed to the thread and not back */
+    /* pool_mta_sts_stats: _mta-sts TXT lookups, policy requests over HTTPS
+     * made by this process, policies answered by the shared cache */
+    uint64_t txt_lookups, fetches, shared_answers;
 };
 
 /* ---- the fetcher threads ---- */
@@ -278,6 +281,11 @@ static void sts_job_take(struct pool *p, struct sts_job *j)
         return;
     }
     e->fetching = 0;
+    if (j->fetched) {
+        p->sts->fetches++;
+    } else if (j->ok) {
+        p->sts->shared_answers++;
+    }
     if (j->ok) {
         e->have = 1;
         e->pol = j->pol;
@@ -387,6 +395,7 @@ void pool_sts_begin(struct pool *p, struct pool_dest *d)
     char name[300];
     snprintf(name, sizeof name, "_mta-sts.%s", d->domain);
     d->sts_wait = 1;
+    p->sts->txt_lookups++;
     dns_resolve_txt(p->dns, name, sts_txt_cb, d);
 }
 
@@ -599,4 +608,13 @@ void pool_sts_free(struct pool *p)
     pthread_cond_destroy(&sc->cv);
     free(sc);
     p->sts = NULL;
+}
+
+void pool_mta_sts_stats(const struct pool *p, uint64_t *txt_lookups, uint64_t *fetches,
+                        uint64_t *shared_answers)
+{
+    const struct sts_cache *sc = p->sts;
+    *txt_lookups = sc ? sc->txt_lookups : 0;
+    *fetches = sc ? sc->fetches : 0;
+    *shared_answers = sc ? sc->shared_answers : 0;
 }

@@ -132,7 +132,7 @@ send_list() {
     timeout 60 "$RM" send --recipients "$E2E_TMP/$name.rcpts" --from news@sender.test \
         --config "$E2E_TMP/sts.conf" --resolver "127.0.0.1:$DNS_PORT" --mx-port "$SINK_PORT" \
         --mta-sts-port "$HTTPS_PORT" --ca "$CERTS/ca.pem" --timeout-ms 2000 \
-        --records "$E2E_TMP/$name.jsonl" >"$E2E_TMP/$name.out" 2>"$E2E_TMP/$name.err"
+        --records "$E2E_TMP/$name.jsonl" --json >"$E2E_TMP/$name.out" 2>"$E2E_TMP/$name.err"
 }
 # rec NAME RCPT EXPR: EXPR over the first attempt's record d of RCPT in NAME's records
 rec() {
@@ -146,6 +146,11 @@ print(eval(sys.argv[3], {}, {"d": r[0]}) if r else "no record")' "$E2E_TMP/$1.js
 send_list run1 a@enf.test b@bad.test c@self.test d@skip.test e@strip.test f@tst.test \
     g@nomatch.test h@plain.test i@chk.test j@tstmx.test k@tstplain.test l@offisp.test
 check_eq "run1: exit 0" 0 "$?"
+# nomatch.test is looked up again at each retry (its policy then comes from memory)
+check_ge "run1's summary: a TXT lookup per domain (12) at least" 12 \
+    "$(jeval "$E2E_TMP/run1.out" "d['mta_sts']['txt_lookups']")"
+check_eq "run1's summary: one policy fetch per MTA-STS domain (11), none from a shared cache" "11 0" \
+    "$(jeval "$E2E_TMP/run1.out" "'%d %d' % (d['mta_sts']['fetches'], d['mta_sts']['shared_cache_answers'])")"
 cat "$E2E_TMP/run1.err" | sed 's/^/#   /'
 P="[d['outcome'], d['reason'], d.get('tls_policy'), d.get('tls_policy_mode'), d.get('tls_policy_id', ''), d.get('tls_result')]"
 check_eq "enforce, valid certificate: delivered under mta-sts enforce, id 1" \
@@ -227,7 +232,7 @@ if start_postgres "$E2E_TMP/pg"; then
         timeout 60 "$RM" send --db "$PG_URL" --campaign "$id" --config "$E2E_TMP/sts.conf" \
             --node "$2" --resolver "127.0.0.1:$DNS_PORT" --mx-port "$SINK_PORT" \
             --mta-sts-port "$HTTPS_PORT" --ca "$CERTS/ca.pem" --timeout-ms 2000 \
-            --journal "$E2E_TMP/$1.journal" >"$E2E_TMP/$1.out" 2>"$E2E_TMP/$1.err"
+            --journal "$E2E_TMP/$1.journal" --json >"$E2E_TMP/$1.out" 2>"$E2E_TMP/$1.err"
         echo "$id"
     }
     row() { # CAMPAIGN: its delivery row, as "outcome reason policy mode id result"
@@ -249,6 +254,8 @@ if start_postgres "$E2E_TMP/pg"; then
     C=$(send_db c2 n2 idc.test)
     check_eq "a restart (another node) uses the cached policy: no fetch" 1 "$(fetches idc.test)"
     check_eq "... and applies it" "accepted accepted mta-sts enforce 1 -" "$(row "$C")"
+    check_eq "... its summary: no fetch, one answer from the shared cache" "0 1" \
+        "$(jeval "$E2E_TMP/c2.out" "'%d %d' % (d['mta_sts']['fetches'], d['mta_sts']['shared_cache_answers'])")"
     # The TXT id changes: the policy is fetched again.
     kill "$DNS_PID"
     policy idc.test enforce mx.idc.test mx2.idc.test
