@@ -91,10 +91,18 @@ static PGresult *sts_exec(struct sts_store *k, unsigned w, const char *sql, int 
     return r;
 }
 
+/* What a row says of its last check (another node's fetch, seen ending). */
+struct sts_row_check {
+    int busy;        /* another node holds the fetch */
+    char at[48];     /* checked_at as text, "" never */
+    char error[400]; /* last_error, "" none */
+    char type[40];   /* last_error_type */
+};
+
 /* The row as the answer: 1 fresh for the id asked, 0 not, -1 no database.
- * *busy: another node holds the fetch. A usable (unexpired) policy goes
- * into j when use_old, or when fresh. */
-static int sts_row_read(struct sts_store *k, struct sts_job *j, int use_old, int *busy)
+ * A usable (unexpired) policy goes into j when use_old, or when fresh. */
+static int sts_row_read(struct sts_store *k, struct sts_job *j, int use_old,
+                        struct sts_row_check *chk)
 {
     const char *params[] = {j->domain, j->txt_id};
     PGresult *r = sts_exec(k, j->worker,
@@ -104,18 +112,22 @@ static int sts_row_read(struct sts_store *k, struct sts_job *j, int use_old, int
                            " coalesce(expires_at > now(), false),"
                            " coalesce(sts_id = $2 AND expires_at > now()"
                            "   AND fetched_at + max_age / 2 * interval '1 second' > now(), false),"
-                           " coalesce(fetch_until > now(), false)"
+                           " coalesce(fetch_until > now(), false), coalesce(checked_at::text, ''),"
+                           " coalesce(last_error, ''), coalesce(last_error_type, '')"
                            " FROM ringmail.mta_sts_policy WHERE domain = $1",
                            2, params);
     if (!r) {
         return -1;
     }
     int fresh = 0;
-    *busy = 0;
+    memset(chk, 0, sizeof *chk);
     if (pq.PQntuples(r) == 1) {
         int usable = pq.PQgetvalue(r, 0, 4)[0] == 't';
         fresh = pq.PQgetvalue(r, 0, 5)[0] == 't';
-        *busy = pq.PQgetvalue(r, 0, 6)[0] == 't';
+        chk->busy = pq.PQgetvalue(r, 0, 6)[0] == 't';
+        snprintf(chk->at, sizeof chk->at, "%s", pq.PQgetvalue(r, 0, 7));
+        snprintf(chk->error, sizeof chk->error, "%s", pq.PQgetvalue(r, 0, 8));
+        snprintf(chk->type, sizeof chk->type, "%s", pq.PQgetvalue(r, 0, 9));
         const char *text = pq.PQgetvalue(r, 0, 1);
         char err[200];
         if (usable && (fresh || use_old) &&
@@ -221,8 +233,25 @@ static void sts_fetch_shared(struct sts_store *k, struct sts_job *j)
         return;
     }
     sts_write(k, j);
-    int busy;
-    sts_row_read(k, j, 1, &busy); /* j->error stays: the refresh failed */
+    struct sts_row_check chk;
+    sts_row_read(k, j, 1, &chk); /* j->error stays: the refresh failed */
+}
+
+/* sts_adopt_error - another node's fetch failed while this one waited: its
+ * error is this job's too (no second request), with the last good policy */
+static void sts_adopt_error(struct sts_store *k, struct sts_job *j, const struct sts_row_check *c)
+{
+    static const char *const types[] = {"sts-policy-fetch-error", "sts-webpki-invalid",
+                                        "sts-policy-invalid"};
+    snprintf(j->error, sizeof j->error, "%s", c->error);
+    j->error_type = types[0];
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+        if (strcmp(c->type, types[i]) == 0) {
+            j->error_type = types[i];
+        }
+    }
+    struct sts_row_check again;
+    sts_row_read(k, j, 1, &again);
 }
 
 void send_sts_shared(void *user, struct sts_job *j)
@@ -230,14 +259,20 @@ void send_sts_shared(void *user, struct sts_job *j)
     struct sts_store *k = user;
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
+    char seen[48] = ""; /* checked_at when another node was found fetching */
+    int waited_for_other = 0;
     for (;;) {
-        int busy = 0;
-        int fresh = sts_row_read(k, j, 0, &busy);
+        struct sts_row_check chk;
+        int fresh = sts_row_read(k, j, 0, &chk);
         if (fresh < 0) {
             sts_fetch_run(j); /* no database: fetch alone */
             return;
         }
         if (fresh) {
+            return;
+        }
+        if (waited_for_other && !chk.busy && strcmp(chk.at, seen) != 0 && chk.error[0]) {
+            sts_adopt_error(k, j, &chk);
             return;
         }
         int claimed = sts_claim(k, j);
@@ -255,6 +290,10 @@ void send_sts_shared(void *user, struct sts_job *j)
         if (waited > (long)j->timeout_ms + 5000) {
             sts_fetch_run(j); /* the other node's fetch never ended: our own */
             return;
+        }
+        if (!waited_for_other) {
+            waited_for_other = 1;
+            snprintf(seen, sizeof seen, "%s", chk.at);
         }
         usleep(200 * 1000); /* another node fetches: its answer comes into the row */
     }

@@ -10,6 +10,7 @@ between runs) makes it misbehave:
   html       the policy as text/html
   big        70,000 bytes of text/plain (over the 64 KiB cap)
   slow N     wait N seconds, then the policy
+  slow404 N  wait N seconds, then HTTP 404
   chunked    the policy in chunks (Transfer-Encoding: chunked)
 Every request is one line in LOG: "DOMAIN PATH MODE".
 """
@@ -56,6 +57,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 policy = f.read()
         except OSError:
             policy = None
+        if mode.startswith("slow404"):
+            time.sleep(float(mode.split()[1]))
+            mode = "404"
         if self.path != "/.well-known/mta-sts.txt" or policy is None or mode == "404":
             return self.send(404, "text/plain", b"not found\n")
         if mode == "redirect":

@@ -27,7 +27,7 @@ HTTPS_LOG=$E2E_TMP/https.log
 : >"$HTTPS_LOG"
 
 # ---- certificates: the MX hosts' and the policy hosts', from the test CA
-DOMAINS="enf bad self skip strip tst nomatch e404 redir html big slow inv chk nocert sh1 idc tstmx tstplain offisp"
+DOMAINS="enf bad self skip strip tst nomatch e404 redir html big slow inv chk nocert sh1 idc tstmx tstplain offisp sh2"
 mx_san=""
 sts_san=""
 for d in $DOMAINS; do
@@ -84,7 +84,7 @@ policy() { # DOMAIN MODE MX...
     { printf 'version: STSv1\r\nmode: %s\r\n' "$m"; for mx in "$@"; do printf 'mx: %s\r\n' "$mx"; done
       printf 'max_age: 86400\r\n'; } >"$POL/$d"
 }
-for d in enf bad self strip chk sh1 idc; do policy $d.test enforce "mx.$d.test"; done
+for d in enf bad self strip chk sh1 sh2 idc; do policy $d.test enforce "mx.$d.test"; done
 policy skip.test enforce mx.skip.test
 policy tst.test testing mx.tst.test
 policy tstmx.test testing "*.elsewhere.test"
@@ -288,6 +288,17 @@ if start_postgres "$E2E_TMP/pg"; then
     check_eq "... both delivered under it" \
         "accepted accepted mta-sts enforce 1 - accepted accepted mta-sts enforce 1 -" \
         "$(row "$(cat "$E2E_TMP/s1.id")") $(row "$(cat "$E2E_TMP/s2.id")")"
+    # ... and when that one fetch fails, the waiting process takes its error, not a second request.
+    echo "slow404 1" >"$POL/sh2.test.mode"
+    send_db s3 na sh2.test >"$E2E_TMP/s3.id" &
+    p1=$!
+    send_db s4 nb sh2.test >"$E2E_TMP/s4.id" &
+    p2=$!
+    wait $p1 $p2
+    check_eq "two processes, the fetch fails: still ONE request" 1 "$(fetches sh2.test)"
+    check_eq "... both record the fetch error and deliver as configured" \
+        "accepted accepted config required  sts-policy-fetch-error accepted accepted config required  sts-policy-fetch-error" \
+        "$(row "$(cat "$E2E_TMP/s3.id")") $(row "$(cat "$E2E_TMP/s4.id")")"
 else
     _e2e_not_ok "PostgreSQL for the shared cache" "start_postgres failed"
 fi
