@@ -27,7 +27,7 @@ HTTPS_LOG=$E2E_TMP/https.log
 : >"$HTTPS_LOG"
 
 # ---- certificates: the MX hosts' and the policy hosts', from the test CA
-DOMAINS="enf bad self skip strip tst nomatch e404 redir html big slow inv chk nocert sh1 idc tstmx tstplain offisp sh2"
+DOMAINS="enf bad self skip strip tst nomatch e404 redir html big slow inv chk nocert sh1 idc tstmx tstplain offisp sh2 age dberr"
 mx_san=""
 sts_san=""
 for d in $DOMAINS; do
@@ -84,9 +84,10 @@ policy() { # DOMAIN MODE MX...
     { printf 'version: STSv1\r\nmode: %s\r\n' "$m"; for mx in "$@"; do printf 'mx: %s\r\n' "$mx"; done
       printf 'max_age: 86400\r\n'; } >"$POL/$d"
 }
-for d in enf bad self strip chk sh1 sh2 idc; do policy $d.test enforce "mx.$d.test"; done
+for d in enf bad self strip chk sh1 sh2 idc dberr; do policy $d.test enforce "mx.$d.test"; done
 policy skip.test enforce mx.skip.test
 policy tst.test testing mx.tst.test
+printf 'version: STSv1\nmode: enforce\nmx: mx.age.test\nmax_age: 6\n' >"$POL/age.test"
 policy tstmx.test testing "*.elsewhere.test"
 policy tstplain.test testing mx.tstplain.test
 policy offisp.test enforce mx.offisp.test
@@ -299,6 +300,24 @@ if start_postgres "$E2E_TMP/pg"; then
     check_eq "... both record the fetch error and deliver as configured" \
         "accepted accepted config required  sts-policy-fetch-error accepted accepted config required  sts-policy-fetch-error" \
         "$(row "$(cat "$E2E_TMP/s3.id")") $(row "$(cat "$E2E_TMP/s4.id")")"
+    # Refresh before expiry: a policy in the second half of its max_age is fetched again.
+    C=$(send_db a1 n1 age.test)
+    check_eq "max_age 6: applied" "accepted accepted mta-sts enforce 1 -" "$(row "$C")"
+    C=$(send_db a2 n1 age.test)
+    check_eq "max_age 6, at once again: from the cache" 1 "$(fetches age.test)"
+    sleep 3.5
+    C=$(send_db a3 n1 age.test)
+    check_eq "max_age 6, 3.5 s later (second half of its life): fetched again" 2 "$(fetches age.test)"
+    check_eq "... and applied" "accepted accepted mta-sts enforce 1 -" "$(row "$C")"
+    # The cache table unusable: the node fetches alone, says so, delivers.
+    psql_q "ALTER TABLE ringmail.mta_sts_policy RENAME TO mta_sts_policy_away" >/dev/null
+    C=$(send_db d1 n1 dberr.test)
+    psql_q "ALTER TABLE ringmail.mta_sts_policy_away RENAME TO mta_sts_policy" >/dev/null
+    check_eq "cache table away: fetched alone, the policy applies" \
+        "accepted accepted mta-sts enforce 1 -" "$(row "$C")"
+    check_grep "cache table away: said" \
+        '^ringmail send: MTA-STS cache in PostgreSQL: ERROR: +relation "ringmail.mta_sts_policy" does not exist' \
+        "$E2E_TMP/d1.err"
 else
     _e2e_not_ok "PostgreSQL for the shared cache" "start_postgres failed"
 fi
