@@ -146,6 +146,7 @@ struct pool_dest {
      * is out (sts_wait) and d's exchangers wait for it (sts_held). */
     struct sts_entry *sts;
     int sts_wait, sts_held;
+    int sts_tried;                      /* a fetch was asked for in this lookup of d (not twice) */
     char fatal_reason[SMTP_REASON_MAX]; /* AUTH refused: fail every message */
     char fatal_text[SMTP_TEXT_MAX + 32];
     struct pool *pool;

@@ -60,6 +60,8 @@ struct sts_entry {
     char *text;                /* owned: as served */
     int64_t fetched_at, expires_at;
     char announced[MTA_STS_ID_MAX]; /* on_tls_policy was called for this id */
+    int has_txt;                    /* the last TXT lookup found a valid STSv1 record ... */
+    char txt_id[MTA_STS_ID_MAX];    /* ... naming this id */
     int fetching;                   /* a job is out */
     const char *error_type;         /* the last fetch failed: its result type, else NULL */
     char error[400];
@@ -361,23 +363,30 @@ static void sts_txt_cb(void *user, const struct dns_txt_result *res)
         d->sts_wait = 0;
         return;
     }
-    char id[MTA_STS_ID_MAX] = "", why[200];
-    int has_txt = res->status == DNS_OK &&
-                  mta_sts_txt_parse(res->records, res->lens, res->n, id, why, sizeof why);
+    char why[200];
+    e->has_txt = res->status == DNS_OK &&
+                 mta_sts_txt_parse(res->records, res->lens, res->n, e->txt_id, why, sizeof why);
+    sts_release(p, d); /* pool_sts_ready decides, once the ISP is known too */
+}
+
+/* sts_policy_wait - d's TXT is known and its ISP wants MTA-STS: fetch when
+ * the TXT names a new id or the policy is in its second half of life (once
+ * per lookup of d); 1 when d must wait for it (no policy in force) */
+static int sts_policy_wait(struct pool *p, struct pool_dest *d, struct sts_entry *e)
+{
     int64_t now = (int64_t)time(NULL);
-    if (has_txt && !sts_fresh(e, id, now)) {
-        /* New id, near expiry, or nothing yet: fetch. A policy still in
-         * force applies meanwhile; without one the destination waits. */
-        sts_fetch_start(p, e, id);
-        if (e->fetching && !sts_usable(e, now)) {
-            return; /* sts_job_take releases d */
-        }
+    if (e->has_txt && !sts_fresh(e, e->txt_id, now) && !d->sts_tried) {
+        d->sts_tried = 1;
+        sts_fetch_start(p, e, e->txt_id);
     }
-    if (!has_txt && !sts_usable(e, now)) {
+    if (e->fetching && !sts_usable(e, now)) {
+        return 1; /* sts_job_take releases d */
+    }
+    if (!e->has_txt && !sts_usable(e, now)) {
         e->error_type = NULL; /* no MTA-STS at all: nothing to report */
         e->error[0] = '\0';
     }
-    sts_release(p, d);
+    return 0;
 }
 
 void pool_sts_begin(struct pool *p, struct pool_dest *d)
@@ -390,8 +399,9 @@ void pool_sts_begin(struct pool *p, struct pool_dest *d)
     }
     d->sts = sts_entry_get(p->sts, d->domain, d);
     if (d->sts_wait) {
-        return; /* a lookup is out already */
+        return; /* a lookup or fetch is out already */
     }
+    d->sts_tried = 0;
     char name[300];
     snprintf(name, sizeof name, "_mta-sts.%s", d->domain);
     d->sts_wait = 1;
@@ -457,6 +467,12 @@ int pool_sts_ready(struct pool *p, struct pool_dest *d)
     memset(&d->tlsp, 0, sizeof d->tlsp);
     if (!config_mta_sts(p->config, d->isp ? d->isp->cfg : NULL)) {
         return 1;
+    }
+    if (sts_policy_wait(p, d, e)) {
+        d->sts_wait = 1;
+        d->sts_held = 1;
+        d->state = DEST_RESOLVING;
+        return 0;
     }
     enum smtp_tls_policy conf = p->opt.tls_override || !d->isp ? p->opt.tls : d->isp->tls;
     if (!sts_usable(e, (int64_t)time(NULL)) || e->pol.mode == MTA_STS_NONE) {

@@ -12,7 +12,7 @@ between runs) makes it misbehave:
   slow N     wait N seconds, then the policy
   slow404 N  wait N seconds, then HTTP 404
   chunked    the policy in chunks (Transfer-Encoding: chunked)
-Every request is one line in LOG: "DOMAIN PATH MODE".
+Every request is one line in LOG: "DOMAIN PATH MODE UNIXTIME CLIENT".
 """
 import http.server
 import os
@@ -51,7 +51,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         except OSError:
             pass
         with LOCK, open(LOG, "a") as f:
-            f.write("%s %s %s\n" % (domain, self.path, mode or "ok"))
+            f.write("%s %s %s %.3f %s\n" % (domain, self.path, mode or "ok", time.time(),
+                                            self.client_address[0]))
         try:
             with open(os.path.join(DIR, domain), "rb") as f:
                 policy = f.read()
