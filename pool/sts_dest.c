@@ -519,10 +519,9 @@ void pool_sts_conn(struct pool *p, struct pool_conn *c)
     }
     /* enforce: TLS mandatory and the certificate verified for the MX host. */
     struct client_conn_config *cfg = &c->cfg;
-    struct tls_ctx *ctx = pool_tls_ctx(p, SMTP_TLS_VERIFY);
-    if (ctx) {
-        cfg->tls_ctx = ctx;
-    }
+    /* No verify context (the trust store would not load): NULL, so the
+     * STARTTLS fails and the message defers; never the non-verifying one. */
+    cfg->tls_ctx = pool_tls_ctx(p, SMTP_TLS_VERIFY);
     cfg->smtp.tls_policy = SMTP_TLS_VERIFY;
     cfg->smtp.skip_starttls = 0;
     cfg->server_name = c->host;
