@@ -252,6 +252,12 @@ if start_postgres "$E2E_TMP/pg"; then
     check_eq "campaign: its text in tls_policy_text (for TLS-RPT)" "sts 1 t" \
         "$(psql_q "SELECT type, policy_id, policy LIKE 'version: STSv1%mx: mx.idc.test%'
                    FROM ringmail.tls_policy_text WHERE domain = 'idc.test'" | tr '\t' ' ')"
+    C=$(send_db b1 n1 bad.test)
+    check_eq "campaign, enforce, wrong-host certificate: the delivery row" \
+        "deferred mta_sts_tls_verify_failed mta-sts enforce 1 certificate-host-mismatch" "$(row "$C")"
+    C=$(send_db b2 n1 strip.test)
+    check_eq "campaign, enforce, no STARTTLS: the delivery row" \
+        "deferred mta_sts_tls_not_offered mta-sts enforce 1 starttls-not-supported" "$(row "$C")"
     C=$(send_db c2 n2 idc.test)
     check_eq "a restart (another node) uses the cached policy: no fetch" 1 "$(fetches idc.test)"
     check_eq "... and applies it" "accepted accepted mta-sts enforce 1 -" "$(row "$C")"
