@@ -39,6 +39,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -358,8 +359,9 @@ static void sts_txt_cb(void *user, const struct dns_txt_result *res)
 {
     struct pool_dest *d = user;
     struct pool *p = d->pool;
-    struct sts_entry *e = d->sts;
-    if (p->stopped) {
+    /* The entry, not d->sts: a reload that routed d meanwhile cleared that. */
+    struct sts_entry *e = sts_entry_get(p->sts, d->domain, NULL);
+    if (p->stopped || !e) {
         d->sts_wait = 0;
         return;
     }
@@ -453,9 +455,27 @@ static void sts_no_match(struct pool *p, struct pool_dest *d, const struct mta_s
                     });
 }
 
+/* sts_routed - d has a static route now (a reload may have added one):
+ * the operator named the server, MTA-STS does not apply */
+static int sts_routed(const struct pool *p, const struct pool_dest *d)
+{
+    for (size_t i = 0; i < p->config->nroutes; i++) {
+        if (strcasecmp(p->config->routes[i].domain, d->domain) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 int pool_sts_ready(struct pool *p, struct pool_dest *d)
 {
     struct sts_entry *e = d->sts;
+    if (e && sts_routed(p, d)) {
+        d->sts = NULL;
+        d->sts_wait = d->sts_held = 0;
+        memset(&d->tlsp, 0, sizeof d->tlsp);
+        e = NULL;
+    }
     if (!e) {
         return 1;
     }
@@ -500,7 +520,7 @@ void pool_sts_conn(struct pool *p, struct pool_conn *c)
     if (c->tlsp.type == TLSP_DANE) {
         return; /* DANE decided for this target: it wins (RFC 8461 2) */
     }
-    if (!d->sts || (d->tlsp.type != TLSP_MTA_STS && !d->tlsp.fail[0])) {
+    if (!d->sts || (d->tlsp.type != TLSP_MTA_STS && !d->tlsp.fail[0]) || sts_routed(p, d)) {
         return;
     }
     if (d->tlsp.type != TLSP_MTA_STS) {
