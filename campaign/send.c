@@ -266,6 +266,7 @@ static int send_setup(struct send *s)
     struct pool_options po = {
         .resolver = s->o.resolver,
         .mx_port = s->o.mx_port,
+        .mta_sts_port = s->o.mta_sts_port,
         .relay = s->o.relay,
         .relay_implicit_tls = s->o.relay_implicit_tls,
         .auth_user = s->o.relay_user,
@@ -284,7 +285,7 @@ static int send_setup(struct send *s)
         .on_suspend = send_suspend_note,
         .user = s,
     };
-    if (s->o.db_url && send_campaign_start(s, &po) < 0) {
+    if (s->o.db_url && (send_campaign_start(s, &po) < 0 || send_sts_start(s, &po) < 0)) {
         return -1;
     }
     if (send_pool_start(s, &po) < 0 || send_suspend_start(s) < 0) {
@@ -364,6 +365,7 @@ static void send_free(struct send *s)
     if (s->pool) {
         pool_free(s->pool);
     }
+    send_sts_stop(s); /* after the pool's fetcher thread */
     config_free(s->cfg);
     if (s->loop) {
         loop_free(s->loop);

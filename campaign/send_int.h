@@ -78,6 +78,7 @@ struct send_options {
     const char *sources[SEND_MAX_SOURCES];
     size_t nsources;
     unsigned mx_port;
+    unsigned mta_sts_port; /* --mta-sts-port (tests) */
     unsigned size;
     int size_set;
     unsigned window;
@@ -235,6 +236,8 @@ struct send {
     int64_t prepared_campaign; /* their VERP tokens name it, and recipient 0 (no row) */
     /* campaign mode: ISP suspensions kept in PostgreSQL (send_suspend.c) */
     struct send_suspend *suspend;
+    /* campaign mode: the MTA-STS cache and policy texts (sts_cache.c) */
+    struct sts_store *sts_store;
     /* campaign mode: the life cycle (lifecycle.h). early_rc: the exit
      * status when the campaign is not to be sent (complete, cancelled,
      * interrupted before its start_at), -1 otherwise; paused: an operator
@@ -382,6 +385,15 @@ int send_suspend_start(struct send *s);
 void send_suspend_note(void *user, const char *isp, int64_t until_ms, const char *reason);
 /* send_suspend_stop - what is queued written (within 3 s), the writer gone */
 void send_suspend_stop(struct send *s);
+/* sts_cache.c (campaign mode): the MTA-STS policy cache in PostgreSQL
+ * (po->sts_shared) and the policy texts for TLS-RPT (po->on_tls_policy). */
+struct sts_job;
+int send_sts_start(struct send *s, struct pool_options *po);
+void send_sts_shared(void *user, struct sts_job *job);
+void send_tls_policy_note(void *user, const char *type, const char *domain, const char *policy_id,
+                          const char *text);
+/* send_sts_stop - after pool_free (its fetcher thread uses the cache) */
+void send_sts_stop(struct send *s);
 
 /* send_report.c */
 /* send_report - the summary on stdout: the per-ISP table, or one JSON object */

@@ -31,6 +31,7 @@ static void send_usage(FILE *f)
             "  --config FILE          ISPs, limits, reply rules, routes, sources (SIGHUP reloads)\n"
             "  --resolver ADDR:PORT   DNS server for MX lookups (default /etc/resolv.conf)\n"
             "  --mx-port N            port of the mail exchangers (default 25)\n"
+            "  --mta-sts-port N       HTTPS port of the MTA-STS policy hosts (default 443; tests)\n"
             "  --relay HOST:PORT      send everything to this smarthost\n"
             "  --relay-implicit-tls   the smarthost speaks TLS from the first byte (465)\n"
             "  --relay-user USER      AUTH user; the password comes from\n"
@@ -78,6 +79,7 @@ enum {
     SEND_OPT_CONFIG,
     SEND_OPT_RESOLVER,
     SEND_OPT_MXPORT,
+    SEND_OPT_STSPORT,
     SEND_OPT_RELAY,
     SEND_OPT_RELAY465,
     SEND_OPT_RELAY_USER,
@@ -135,6 +137,7 @@ int send_parse_with(int argc, char **argv, struct send_options *o, const struct 
         {"config", required_argument, 0, SEND_OPT_CONFIG},
         {"resolver", required_argument, 0, SEND_OPT_RESOLVER},
         {"mx-port", required_argument, 0, SEND_OPT_MXPORT},
+        {"mta-sts-port", required_argument, 0, SEND_OPT_STSPORT},
         {"relay", required_argument, 0, SEND_OPT_RELAY},
         {"relay-implicit-tls", no_argument, 0, SEND_OPT_RELAY465},
         {"relay-user", required_argument, 0, SEND_OPT_RELAY_USER},
@@ -201,6 +204,10 @@ int send_parse_with(int argc, char **argv, struct send_options *o, const struct 
             break;
         case SEND_OPT_MXPORT:
             if (send_number("mx-port", optarg, 1, 65535, &o->mx_port) < 0)
+                return -1;
+            break;
+        case SEND_OPT_STSPORT:
+            if (send_number("mta-sts-port", optarg, 1, 65535, &o->mta_sts_port) < 0)
                 return -1;
             break;
         case SEND_OPT_RELAY:

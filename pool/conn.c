@@ -26,6 +26,7 @@
 #include "engine/tls_session_cache.h"
 #include "engine/trace.h"
 #include "pool/deliver_int.h"
+#include "pool/sts_dest.h"
 
 static const char *const pool_conn_state_names[] = {
     [POOL_CONN_CONNECTING] = "CONNECTING",
@@ -462,6 +463,7 @@ static void pool_session_failed(void *owner, enum smtp_outcome o, const char *re
     pool_count_tls(c, 0);
     pool_conn_unidle(c); /* never idle here (an idle session fails by closing), but if so */
     pool_conn_set_state(c, POOL_CONN_CLOSING, reason); /* the session ends after this */
+    pool_sts_session_failed(c, reason, why.text);
     if (why.code > 0 && c->lane->isp->cfg) {
         const struct config_rule *rule =
             config_rule_match(c->lane->isp->cfg, why.code, why.enhanced, why.text);
@@ -647,6 +649,7 @@ static void pool_conn_open(struct pool *p, struct pool_dest *d, struct pool_lane
     cfg->smtp.timeout_data_done_ms = tmo ? (unsigned)tmo : 60000;
     cfg->timeout_connect_ms = tmo ? (unsigned)tmo : 10000;
     cfg->timeout_tls_ms = tmo ? (unsigned)tmo : 30000;
+    pool_sts_conn(p, c); /* MTA-STS enforce: verify, TLS mandatory */
     if (d->dane) {
         pool_dane_conn(p, c); /* DANE for this MX host wins (RFC 8461 2) */
     }

@@ -12,6 +12,7 @@
 
 #include "engine/netaddr.h"
 #include "pool/deliver_int.h"
+#include "pool/sts_dest.h"
 #include "engine/tls_session_cache.h"
 
 /* Make t fire at `at` (loop clock) at the latest. One timer serves several
@@ -228,6 +229,7 @@ void pool_stop(struct pool *p)
         struct pool_conn *c = list_entry(n, struct pool_conn, node);
         pool_conn_stop(c);
     }
+    pool_sts_stop(p);
     if (p->dns) {
         dns_free(p->dns);
         p->dns = NULL;
@@ -502,6 +504,7 @@ void pool_free(struct pool *p)
     }
     free(p->isps);
     heap_free(&p->retry);
+    pool_sts_free(p);
     tls_session_cache_free(p->cache);
     tls_ctx_free(p->ctx_plain);
     tls_ctx_free(p->ctx_verify);

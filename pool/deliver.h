@@ -38,6 +38,7 @@
 
 struct pool;
 struct pool_dest;
+struct sts_job;
 
 struct pool_msg {
     const char *rcpt;      /* owned by the submitter, like mail_from and data */
@@ -148,6 +149,15 @@ struct pool_options {
      * (type, domain, id) in the pool's life: no waiting. */
     void (*on_tls_policy)(void *user, const char *type, const char *domain, const char *policy_id,
                           const char *text);
+    /* MTA-STS (pool/sts_dest.c). mta_sts_port: the policy hosts' HTTPS port
+     * (0: 443; tests). sts_shared, optional: the policy cache every node
+     * shares (campaign mode: PostgreSQL), called with sts_user on the pool's
+     * fetcher thread (it may block; never on the loop): answer the job from
+     * the shared cache, or fetch with sts_fetch_run (pool/sts_fetch.h) and
+     * keep what came. NULL: every policy is fetched (a memory cache only). */
+    unsigned mta_sts_port;
+    void (*sts_shared)(void *sts_user, struct sts_job *job);
+    void *sts_user;
     void *user;
     /* Optional seams for tests. resolve: the lookups (NULL: pool/dns.c with
      * `resolver` above). clock: the pool's milliseconds for rates, backoff,
@@ -225,6 +235,10 @@ int pool_isp_held(struct pool *p, const char *isp);
  * pool_isp_stats says suspended and why. An ISP the config does not name
  * is added, with no domains. A longer pause in force stays. */
 void pool_isp_suspend(struct pool *p, const char *isp, uint64_t ms, const char *why);
+/* MTA-STS so far: _mta-sts TXT lookups, policy fetches over HTTPS by this
+ * process, and policies the shared cache (PostgreSQL) answered without one. */
+void pool_mta_sts_stats(const struct pool *p, uint64_t *txt_lookups, uint64_t *fetches,
+                        uint64_t *shared_answers);
 /* Prometheus exposition of the per-ISP counters and gauges. */
 void pool_metrics(struct pool *p, buf_t *out);
 

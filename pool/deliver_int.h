@@ -142,6 +142,12 @@ struct pool_dest {
      * lookup); type config with mode "" until one is. */
     struct tlsp tlsp;
     struct pool_dane *dane; /* owned (dane.c): its MX hosts' TLSA state; NULL: none yet */
+    /* MTA-STS (sts_dest.c): the domain's cache entry (the pool's, borrowed;
+     * NULL when MTA-STS is not looked at for d); a TXT lookup or policy fetch
+     * is out (sts_wait) and d's exchangers wait for it (sts_held). */
+    struct sts_entry *sts;
+    int sts_wait, sts_held;
+    int sts_tried;                      /* a fetch was asked for in this lookup of d (not twice) */
     char fatal_reason[SMTP_REASON_MAX]; /* AUTH refused: fail every message */
     char fatal_text[SMTP_TEXT_MAX + 32];
     struct pool *pool;
@@ -223,6 +229,7 @@ struct pool {
     struct dns *dns;          /* owned; NULL with a relay or opt.resolve, and once stopped */
     struct pool_resolver res; /* what resolves; .mx NULL when nothing does (relay, stopped) */
     struct tls_ctx *ctx_plain, *ctx_verify;
+    struct sts_cache *sts; /* owned: MTA-STS policies and their fetcher (sts_dest.c) */
     struct tls_session_cache *cache;
     struct pool_source sources[POOL_MAX_SOURCES];
     size_t nsources;

@@ -15,6 +15,7 @@
 
 #include "engine/netaddr.h"
 #include "pool/deliver_int.h"
+#include "pool/sts_dest.h"
 
 static unsigned pool_hash(const char *s)
 {
@@ -177,6 +178,9 @@ static void pool_dest_ready(struct pool *p, struct pool_dest *d, uint32_t ttl)
                             });
         }
         return;
+    }
+    if (!pool_sts_ready(p, d)) {
+        return; /* waits for its MTA-STS policy, or none of its MX may be used */
     }
     pool_kick(p);
 }
@@ -386,6 +390,7 @@ void pool_dest_resolve(struct pool *p, struct pool_dest *d)
         }
     }
     d->state = DEST_RESOLVING;
+    pool_sts_begin(p, d); /* the _mta-sts TXT beside the MX */
     p->res.mx(p->res.ctx, d->domain, pool_dns_mx_cb, d);
 }
 /* The first address of d not marked down, in MX order; -1 when all are. */

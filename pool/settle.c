@@ -10,6 +10,7 @@
 #include <stdlib.h>
 
 #include "pool/deliver_int.h"
+#include "pool/sts_dest.h"
 
 /* ---- the retry heap ---- */
 
@@ -82,6 +83,7 @@ void pool_settle(struct pool *p, struct pool_msg *m, struct pool_conn *c,
         /* a refused certificate: the failed handshake's verify result */
         const struct tls_info *failed = c && c->conn ? client_conn_tls_failed(c->conn) : NULL;
         a.tls_result = tlsp_result(tp, out->reason, a.tls ? a.tls : failed);
+        a.reason = pool_sts_reason(tp, a.reason);
     }
     if (c) {
         /* One attempt per connection says so: the delivery rows count

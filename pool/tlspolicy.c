@@ -49,6 +49,10 @@ const char *tlsp_result(const struct tlsp *t, const char *reason, const struct t
         const char *r = tls ? tls_verify_result_type(tls->verify_result) : NULL;
         return r ? r : "validation-failure";
     }
+    if (t->type == TLSP_MTA_STS && !tls && (!reason || strcmp(reason, "accepted") == 0)) {
+        /* testing over an opportunistic policy: delivered in plaintext */
+        return "starttls-not-supported";
+    }
     if (t->check_cert && tls) {
         return tls_verify_result_type(tls->verify_result);
     }
