@@ -198,6 +198,29 @@ check_eq "the STARTTLS-less exchanger got only the opportunistic testing domain'
 check_eq "the wrong-host exchanger got only the testing and mta_sts-off domains' messages" 2 \
     "$(sj wrong accepted_rcpts)"
 
+# ---- ringmail resolve: the policy as send sees it
+"$RM" resolve --resolver "127.0.0.1:$DNS_PORT" --ca "$CERTS/ca.pem" --mta-sts-port "$HTTPS_PORT" \
+    skip.test plain.test e404.test >"$E2E_TMP/resolve.json" 2>"$E2E_TMP/resolve.err"
+# rv DOMAIN PYEXPR: PYEXPR of DOMAIN's line (d: that object)
+rv() { "$E2E_PY" -c 'import json,sys
+for l in open(sys.argv[1]):
+    d = json.loads(l)
+    if d["domain"] == sys.argv[2]: print(eval(sys.argv[3]))' "$E2E_TMP/resolve.json" "$1" "$2"; }
+sed "s/^/#   /" "$E2E_TMP/resolve.json"
+check_eq "resolve: the policy's id, mode, mx and max_age" "1 enforce ['mx.skip.test'] 86400" \
+    "$(rv skip.test '" ".join(str(x) for x in (d["mta_sts"]["id"], d["mta_sts"]["mode"], d["mta_sts"]["mx"], d["mta_sts"]["max_age"]))')"
+check_eq "resolve: each MX host marked by the policy (evil not named, mx named)" "False True" \
+    "$(rv skip.test '" ".join(str(m.get("mta_sts_match")) for m in d["mx"])')"
+check_grep "resolve: a domain without MTA-STS says so" \
+    '"mta_sts": *\{"txt": *"none \(no v=STSv1 record\): no MTA-STS policy"\}' "$E2E_TMP/resolve.json"
+check_eq "resolve: a fetch that fails is said, with its RFC 8460 type" sts-policy-fetch-error \
+    "$(rv e404.test 'd["mta_sts"]["error_type"]')"
+check "resolve: the fetch error names the status" grep -q 'HTTP 404' "$E2E_TMP/resolve.json"
+printf '[global]\nmta_sts = off\n' >"$E2E_TMP/off.conf"
+"$RM" resolve --config "$E2E_TMP/off.conf" --resolver "127.0.0.1:$DNS_PORT" skip.test \
+    >"$E2E_TMP/resolve-off.json" 2>&1
+check_grep "resolve: mta_sts = off is said" '"mta_sts": *"off \(mta_sts = off\)"' "$E2E_TMP/resolve-off.json"
+
 # ---- policy fetch errors, no policy cached: delivered as configured, the error recorded
 send_list run2 a@e404.test b@redir.test c@html.test d@big.test e@slow.test f@inv.test \
     g@nocert.test h@noaddr.test
