@@ -128,6 +128,11 @@ void send_report(struct send *s, double wall)
                         json_pack("{s:I, s:I, s:I}", "txt_lookups", (json_int_t)sts_txt, "fetches",
                                   (json_int_t)sts_fetches, "shared_cache_answers",
                                   (json_int_t)sts_shared));
+    uint64_t tlsa_q, tlsa_hits;
+    pool_dane_stats(s->pool, &tlsa_q, &tlsa_hits);
+    json_object_set_new(j, "dane",
+                        json_pack("{s:I, s:I}", "tlsa_queries", (json_int_t)tlsa_q,
+                                  "tlsa_cache_hits", (json_int_t)tlsa_hits));
     if (s->loader) {
         /* Campaign mode: a deferral goes back to the database and is claimed
          * again; "recipients" are distinct, "claims" counts the claims. */

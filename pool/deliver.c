@@ -231,6 +231,7 @@ void pool_stop(struct pool *p)
     }
     pool_sts_stop(p);
     if (p->dns) {
+        dns_tlsa_stats(p->dns, &p->tlsa_queries, &p->tlsa_hits); /* kept for the summary */
         dns_free(p->dns);
         p->dns = NULL;
     }
@@ -479,6 +480,16 @@ void pool_metrics(struct pool *p, buf_t *out)
                 "# TYPE ringmail_pending gauge\nringmail_pending %zu\n",
                 heap_len(&p->retry), p->pending);
     free(st);
+}
+
+void pool_dane_stats(const struct pool *p, uint64_t *tlsa_queries, uint64_t *tlsa_cache_hits)
+{
+    if (p->dns) {
+        dns_tlsa_stats(p->dns, tlsa_queries, tlsa_cache_hits);
+    } else {
+        *tlsa_queries = p->tlsa_queries;
+        *tlsa_cache_hits = p->tlsa_hits;
+    }
 }
 
 void pool_free(struct pool *p)

@@ -229,7 +229,8 @@ struct pool {
     struct dns *dns;          /* owned; NULL with a relay or opt.resolve, and once stopped */
     struct pool_resolver res; /* what resolves; .mx NULL when nothing does (relay, stopped) */
     struct tls_ctx *ctx_plain, *ctx_verify;
-    struct sts_cache *sts; /* owned: MTA-STS policies and their fetcher (sts_dest.c) */
+    uint64_t tlsa_queries, tlsa_hits; /* dns_tlsa_stats when dns was freed */
+    struct sts_cache *sts;            /* owned: MTA-STS policies and their fetcher (sts_dest.c) */
     struct tls_session_cache *cache;
     struct pool_source sources[POOL_MAX_SOURCES];
     size_t nsources;

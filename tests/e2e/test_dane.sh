@@ -145,6 +145,10 @@ send_run dane --recipients "$R" --config "$E2E_TMP/dane.conf" --resolver 127.0.0
     --mx-port "$MX_PORT"
 REC=$E2E_TMP/dane.records
 check_eq "the run ends (no hang)" 1 "$([ "$RC" -ne 124 ] && echo 1)"
+# The summary counts TLSA lookups: one per MX host looked at (match and
+# shared share mx1's), retries of the timed-out one aside.
+check_range "summary: dane.tlsa_queries counts the TLSA lookups" 9 30 \
+    "$(jget "$E2E_TMP/dane.json" dane.tlsa_queries)"
 
 # has TEXT STRING: TEXT contains STRING.
 has() { case "$1" in *"$2"*) return 0 ;; esac; echo "'$1' lacks '$2'"; return 1; }
