@@ -27,6 +27,9 @@
 #      STARTTLS, max_rcpts_per_msg 1 against 50, side by side (A B A B)
 #   8. inbound (runs before 6): 10,000 DSNs through `ringmail inbound`,
 #      events/s, CPU and database time per event (bench/inbound.sh)
+#   9. destination TLS policy (runs before 6): a 100,000-recipient campaign
+#      over 1,000 domains with MTA-STS off, on (cache cold, warm) and DANE:
+#      CPU per message, policy fetches, TLSA lookups (bench/policy.sh)
 #
 # Environment (defaults in brackets):
 #   STEPS ["1 2 3 4 5 6 7 8"]  which steps to run, e.g. STEPS="3 5"
@@ -44,6 +47,7 @@
 #   CAMPAIGN_SIZES ["100000 1000000"]  step 6
 #   BATCH_COUNT [100000]   step 7
 #   INBOUND_COUNT [10000]  step 8: DSNs per run
+#   POLICY_COUNT [100000], POLICY_DOMAINS [1000]  step 9
 set -u
 BUILD=${1:-build}
 cd "$(dirname "$0")/.." || exit 1
@@ -51,7 +55,7 @@ case "$BUILD" in /*) ;; *) BUILD=$PWD/$BUILD ;; esac
 RM=$BUILD/ringmail
 RUNS=${RUNS:-3}
 COUNT=${COUNT:-100000}
-STEPS=${STEPS:-1 2 3 4 5 6 7 8}
+STEPS=${STEPS:-1 2 3 4 5 6 7 8 9}
 COMPARE=${COMPARE:-run}
 COMPARE_COUNT=${COMPARE_COUNT:-10000}
 THROUGHPUT_CONCS=${THROUGHPUT_CONCS:-20 50 100}
@@ -598,6 +602,15 @@ if want 8; then
     echo "8. inbound: DSNs through ringmail inbound into PostgreSQL (bench/inbound.sh)"
     RUNS=$RUNS COUNT=${INBOUND_COUNT:-10000} bench/inbound.sh "$BUILD" ||
         { echo "  inbound bench FAILED"; STATUS=1; }
+fi
+
+# ---------------------------------------------------------------- 9. destination TLS policy
+
+if want 9; then
+    echo
+    echo "9. destination TLS policy: a campaign under off, MTA-STS (cache cold, warm) and DANE (bench/policy.sh)"
+    RUNS=$RUNS COUNT=${POLICY_COUNT:-100000} DOMAINS=${POLICY_DOMAINS:-1000} bench/policy.sh "$BUILD" ||
+        { echo "  policy bench FAILED"; STATUS=1; }
 fi
 
 # ---------------------------------------------------------------- targets

@@ -64,6 +64,7 @@ struct sts_entry {
     int has_txt;                    /* the last TXT lookup found a valid STSv1 record ... */
     char txt_id[MTA_STS_ID_MAX];    /* ... naming this id */
     int fetching;                   /* a job is out */
+    int cache_asked;                /* the shared cache was asked once, without a TXT id */
     const char *error_type;         /* the last fetch failed: its result type, else NULL */
     char error[400];
     struct pool_dest *dest; /* the domain's destination (one per domain) */
@@ -115,7 +116,7 @@ static void *sts_thread_main(void *arg)
         pthread_mutex_unlock(&sc->mu);
         if (p->opt.sts_shared) {
             p->opt.sts_shared(p->opt.sts_user, j);
-        } else {
+        } else if (!j->cache_only) {
             sts_fetch_run(j);
         }
         pthread_mutex_lock(&sc->mu);
@@ -243,6 +244,33 @@ static void sts_host_cb(void *user, const struct dns_addr_result *res)
     pthread_mutex_unlock(&sc->mu);
     sc->out++;
     sts_arm(p);
+}
+
+/* sts_cache_ask - no TXT id and no policy in memory: the shared cache
+ * (PostgreSQL) may still hold an unexpired policy, which then applies (RFC
+ * 8461 5.1: a TXT record that is missing or cannot be looked up does not
+ * lift a cached policy; an attacker who blocks it gains nothing). Once per
+ * domain and process. 1 when asked (d waits for the answer). */
+static int sts_cache_ask(struct pool *p, struct sts_entry *e)
+{
+    struct sts_cache *sc = p->sts;
+    if (!p->opt.sts_shared || e->cache_asked || e->fetching || !sc->started || p->stopped) {
+        return 0;
+    }
+    e->cache_asked = 1;
+    e->fetching = 1;
+    struct sts_job *j = pool_xcalloc(1, sizeof *j);
+    sts_job_init(j, e->domain, "", NULL, p->opt.mta_sts_port, p->opt.ca_file,
+                 p->opt.timeout_ms ? p->opt.timeout_ms : STS_FETCH_TIMEOUT_MS);
+    j->cache_only = 1;
+    pthread_mutex_lock(&sc->mu);
+    j->next = sc->todo;
+    sc->todo = j;
+    pthread_cond_signal(&sc->cv);
+    pthread_mutex_unlock(&sc->mu);
+    sc->out++;
+    sts_arm(p);
+    return 1;
 }
 
 static void sts_fetch_start(struct pool *p, struct sts_entry *e, const char *txt_id)
@@ -380,6 +408,9 @@ static int sts_policy_wait(struct pool *p, struct pool_dest *d, struct sts_entry
     if (e->has_txt && !sts_fresh(e, e->txt_id, now) && !d->sts_tried) {
         d->sts_tried = 1;
         sts_fetch_start(p, e, e->txt_id);
+    }
+    if (!e->has_txt && !sts_usable(e, now) && sts_cache_ask(p, e)) {
+        return 1; /* sts_job_take releases d */
     }
     if (e->fetching && !sts_usable(e, now)) {
         return 1; /* sts_job_take releases d */

@@ -44,6 +44,8 @@ struct sts_job {
     char connect_buf[80];   /* what connect_to points at when set by the pool */
     unsigned worker;        /* the fetcher thread running it, 0..STS_FETCHERS-1 (a shared
                              * store keeps one database connection per thread) */
+    int cache_only;         /* no fetch: only the shared cache's unexpired policy, if any (the TXT
+                             * record named no id: RFC 8461 5.1, a cached policy still applies) */
     /* out */
     int ok;                    /* a policy: fetched now or the last good one */
     int fetched;               /* this process fetched it over HTTPS (counted) */

@@ -57,6 +57,7 @@ dns_start() { # ID of idc.test's TXT
     for d in $DOMAINS; do
         args+=(--mx-host="$d.test,mx.$d.test,20" --host-record="mx.$d.test,$(mx_ip "$d")"
             --host-record="mta-sts.$d.test,$WEB")
+        case " ${DROP_TXT:-} " in *" $d "*) continue ;; esac # no TXT record at all
         case $d in
         idc) args+=(--txt-record="_mta-sts.$d.test,v=STSv1; id=$1") ;;
         *) args+=(--txt-record="_mta-sts.$d.test,v=STSv1; id=1") ;;
@@ -66,6 +67,9 @@ dns_start() { # ID of idc.test's TXT
     args+=(--mx-host="skip.test,evil.skip.test,10" --host-record="evil.skip.test,$EVIL")
     # noaddr.test: a TXT record, and no address for its policy host
     args+=(--mx-host="noaddr.test,mx.enf.test,10" --txt-record="_mta-sts.noaddr.test,v=STSv1; id=1")
+    # bad.test asks for TLS reports by mail (TLS-RPT: the report must get
+    # through the very policy failure it reports: TLS-Required: No)
+    args+=(--txt-record="_smtp._tls.bad.test,v=TLSRPTv1; rua=mailto:tlsrpt@bad.test")
     # plain.test: no MTA-STS at all
     args+=(--mx-host="plain.test,mx.enf.test,10" --txt-record="_mta-sts.plain.test,v=spf1 -all")
     dnsmasq --keep-in-foreground --port="$DNS_PORT" --listen-address=127.0.0.1 --bind-interfaces \
@@ -353,6 +357,54 @@ if start_postgres "$E2E_TMP/pg"; then
     check_grep "cache table away: said" \
         '^ringmail send: MTA-STS cache in PostgreSQL: ERROR: +relation "ringmail.mta_sts_policy" does not exist' \
         "$E2E_TMP/d1.err"
+    # The TXT record gone (stripped by an attacker, or a lookup that fails):
+    # a new process still applies the policy cached in PostgreSQL (RFC 8461
+    # 5.1), without fetching.
+    C=$(send_db t1 n1 enf.test)
+    check_eq "enf.test cached by a campaign" "accepted accepted mta-sts enforce 1 -" "$(row "$C")"
+    F0=$(fetches enf.test)
+    kill "$DNS_PID"
+    DROP_TXT=enf dns_start 3
+    C=$(send_db t2 n2 enf.test)
+    check_eq "no TXT record: a new process applies the cached policy" \
+        "accepted accepted mta-sts enforce 1 -" "$(row "$C")"
+    check_eq "... from the shared cache, no fetch" "$F0 1" \
+        "$(fetches enf.test) $(jeval "$E2E_TMP/t2.out" "d['mta_sts']['shared_cache_answers']")"
+    C=$(send_db t3 n2 plain.test)
+    check_eq "no TXT record and nothing cached: the configured policy" \
+        "accepted accepted config required  -" "$(row "$C")"
+    kill "$DNS_PID"
+    dns_start 3
+    # TLS-RPT from these rows: bad.test's day under its enforce policy.
+    TODAY=$(date -u +%F)
+    RPT=(--db "$PG_URL" --day "$TODAY" --resolver "127.0.0.1:$DNS_PORT" --submitter mail.sender.test
+        --contact tlsrpt-admin@sender.test)
+    mkdir -p "$E2E_TMP/rpt"
+    "$RM" tlsrpt "${RPT[@]}" --out "$E2E_TMP/rpt" >"$E2E_TMP/rpt.out" 2>"$E2E_TMP/rpt.err"
+    RF=$(ls "$E2E_TMP/rpt"/*'!bad.test!'*.json.gz 2>/dev/null | head -1)
+    check "tlsrpt: a report for bad.test from the campaign's rows" test -s "$RF"
+    # every attempt of b1's recipient (retried until max_age) was a session that failed
+    NB=$(psql_q "SELECT count(*) FROM ringmail.delivery d JOIN ringmail.recipient r ON r.id = d.recipient_id
+        WHERE r.address LIKE '%@bad.test' AND d.conn_first AND d.tls_result = 'certificate-host-mismatch'")
+    check_ge "tlsrpt: bad.test's failed sessions in the delivery rows" 1 "$NB"
+    check_eq "tlsrpt: its policy is the MTA-STS one, quoted from tls_policy_text, with the failures" \
+        "sts ['version: STSv1', 'mode: enforce', 'mx: mx.bad.test', 'max_age: 86400'] 0 $NB certificate-host-mismatch mx.bad.test" \
+        "$("$E2E_PY" -c 'import gzip, json, sys
+r = json.loads(gzip.open(sys.argv[1]).read())
+p = [x for x in r["policies"] if x["policy"]["policy-type"] == "sts"][0]
+f = p["failure-details"][0]
+print(p["policy"]["policy-type"], p["policy"]["policy-string"], p["summary"]["total-successful-session-count"],
+      p["summary"]["total-failure-session-count"], f["result-type"], f["receiving-mx-hostname"])' "$RF" 2>&1)"
+    # --send: the report goes to bad.test's MX, whose certificate fails the
+    # enforce policy; TLS-Required: No lets it through (RFC 8689).
+    W0=$(jeval "${SINK_STATS[wrong]}" "d.get('deliveries', {}).get('tlsrpt@bad.test', 0)")
+    timeout 60 "$RM" tlsrpt "${RPT[@]}" --send --config "$E2E_TMP/sts.conf" --ca "$CERTS/ca.pem" \
+        --mx-port "$SINK_PORT" --mta-sts-port "$HTTPS_PORT" >"$E2E_TMP/rptsend.out" 2>"$E2E_TMP/rptsend.err"
+    sink_stats_settled "${SINK_STATS[wrong]}"
+    check_eq "tlsrpt --send: the report reached bad.test's MX despite its enforce policy (TLS-Required: No)" \
+        $((W0 + 1)) "$(jeval "${SINK_STATS[wrong]}" "d.get('deliveries', {}).get('tlsrpt@bad.test', 0)")"
+    check_eq "tlsrpt --send: recorded sent" "sent" \
+        "$(psql_q "SELECT outcome FROM ringmail.tlsrpt_report WHERE domain = 'bad.test'")"
 else
     _e2e_not_ok "PostgreSQL for the shared cache" "start_postgres failed"
 fi
