@@ -21,7 +21,8 @@
 # COUNT messages under the policy it is about (delivery.tls_policy), or it
 # is FAILED and the bench exits 1.
 #
-# Environment: RUNS [3], COUNT [100000], DOMAINS [1000], CONNS [50]
+# Environment: RUNS [3], COUNT [100000], DOMAINS [1000], CONNS [50],
+# VARIANTS ["off sts-cold sts-warm dane"]
 set -u
 BUILD=${1:-build}
 cd "$(dirname "$0")/.." || exit 1
@@ -117,6 +118,12 @@ run() {
         >"$OUT/runs/policy-$v.$i.json" 2>"$E2E_TMP/$v.$i.err" ||
         echo "  $v run $i: exit $? ($(tail -1 "$E2E_TMP/$v.$i.err"))"
     [ -n "${POLICY_KEEP_ERR:-}" ] && cp "$E2E_TMP/$v.$i.err" "$POLICY_KEEP_ERR.$v.$i"
+    # What was not delivered under the policy the run is about, and why (a few rows).
+    psql_q "SELECT DISTINCT ON (split_part(r.address, '@', 2)) split_part(r.address, '@', 2),
+            d.outcome, d.tls_policy, d.tls_policy_mode, d.reason, d.tls_result, left(d.reply, 160)
+        FROM ringmail.delivery d JOIN ringmail.recipient r ON r.id = d.recipient_id
+        WHERE d.campaign_id = $id AND coalesce(d.tls_policy, '-') <> '$(case $v in off) echo config ;; dane) echo dane ;; *) echo mta-sts ;; esac)'
+        LIMIT 3" | sed "s/^/  $v run $i: not under its policy: /"
     "$PY" - "$OUT/runs/policy-$v.$i.json" "$v" \
         "$(($(wc -l <"$HTTPS_LOG") - f0))" \
         "$(psql_q "SELECT string_agg(p || '=' || n, ' ') FROM (SELECT coalesce(tls_policy, '-') AS p,
@@ -135,7 +142,7 @@ PY
 
 echo "  $COUNT recipients over $DOMAINS domains, $CONNS connections, 2 KB, STARTTLS; $RUNS rounds of: off sts-cold sts-warm dane"
 for i in $(seq 1 "$RUNS"); do
-    for v in off sts-cold sts-warm dane; do
+    for v in ${VARIANTS:-off sts-cold sts-warm dane}; do
         run "$v" "$i"
     done
 done

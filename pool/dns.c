@@ -823,9 +823,15 @@ static void dns_on_addr_raw(void *arg, int status, int timeouts, unsigned char *
         }
     }
     if (status != ARES_SUCCESS && status != ARES_ENOTFOUND && status != ARES_ENODATA) {
+        /* No answer (a timeout, SERVFAIL): says nothing about whether the
+         * zone is signed. The other family's secure answer stands; were
+         * both to fail, the result is DNS_TEMPFAIL. (Folding the missing AD
+         * in made a secure host "insecure" whenever its AAAA timed out:
+         * DANE silently off under load.) */
         a->failed = status;
+    } else {
+        a->secure = a->secure && ad;
     }
-    a->secure = a->secure && ad;
     dns_addr_step(q, status);
 }
 
@@ -866,7 +872,7 @@ static void dns_addr_step(struct dns_query *q, int status)
         dns_query_requeue(q);
         return;
     }
-    struct dns_addr_result r = {.addrs = a->addrs, .n = a->n, .secure = a->secure && !a->failed};
+    struct dns_addr_result r = {.addrs = a->addrs, .n = a->n, .secure = a->secure && a->n > 0};
     if (r.n == 0) {
         r.status = a->failed ? DNS_TEMPFAIL : DNS_NXDOMAIN;
         r.error = a->failed ? ares_strerror(a->failed) : "no addresses";

@@ -75,7 +75,8 @@ struct dns_addr_result {
     const struct sockaddr_storage *addrs; /* valid during the callback; port 0 */
     size_t n;
     const char *error;
-    int secure; /* DNSSEC: every answer (A and AAAA) came with AD from the trusted resolver */
+    int secure; /* DNSSEC: every answer that came (A, AAAA; a lookup that failed is none)
+                 * had AD from the trusted resolver, and there are addresses */
 };
 
 #define DNS_TLSA_MAX 16        /* records kept of one TLSA answer */

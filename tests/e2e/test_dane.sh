@@ -40,6 +40,7 @@ SEND_TIMEOUT=40
 # ---------------------------------------------------------------- DNS
 
 WRONG=$(spki_sha256 "$CERTS/wrongname.pem")     # the sink of mx1: names other.test only
+SERVER=$(spki_sha256 "$CERTS/server.pem")       # mx7's sink (127.0.0.78)
 EXPIRED=$(spki_sha256 "$CERTS/expired.pem")     # mx5: expired in 2020
 T="_$MX_PORT._tcp"
 # DANE-TA: the test CA's certificate (DER) as the anchor, and a leaf of it
@@ -71,6 +72,10 @@ mx10 IN A 127.0.0.70
 $T.mx10 IN NS ns-lame.dane.test.
 ns-lame IN A 127.0.0.59
 notlsa IN MX 10 mx9
+aaaabad IN MX 10 mx11
+mx11 IN A 127.0.0.78
+mx11 IN AAAA ::1
+$T.mx11 IN TLSA 3 1 1 $SERVER
 mx8 IN A 127.0.0.79
 mx9 IN A 127.0.0.80
 $T.mx8 IN TLSA 3 1 1 $WRONG
@@ -93,6 +98,8 @@ $T.mx5 IN TLSA 3 1 1 $EXPIRED" || { e2e_finish; exit 1; }
 check "testbed: the TLSA signature of mx3 is broken" dnssec_corrupt dane.test "$T.mx3.dane.test." TLSA
 check "testbed: the MX signature of bogus.dane.test is broken" \
     dnssec_corrupt dane.test bogus.dane.test. MX
+check "testbed: the AAAA signature of mx11.dane.test is broken (its A is fine)" \
+    dnssec_corrupt dane.test mx11.dane.test. AAAA
 dnssec_zone plain.test 0 "
 @ IN MX 10 mx
 mx IN A 127.0.0.76
@@ -136,7 +143,7 @@ tls = required
 dane = off
 CONF
 R=$E2E_TMP/dane.rcpts
-for d in match shared mismatch tlsafail lame bogus expired nodane ta taname starttls notlsa; do echo "a@$d.dane.test"; done >"$R"
+for d in match shared mismatch tlsafail lame bogus expired nodane ta taname starttls notlsa aaaabad; do echo "a@$d.dane.test"; done >"$R"
 echo "a@plain.test" >>"$R"
 echo "b@match.dane.test" >>"$R" # one message per connection: b resumes a's session
 # --resolver names a server that does not exist: dnssec_resolver answers
@@ -160,6 +167,12 @@ got() { sink_stats_settled "${SINK_STATS[$1]}"; jeval "${SINK_STATS[$1]}" "d.get
 last() { jeval "$REC" "[d for d in rows if d.get('rcpt') == '$1'][-1]$2" 2>/dev/null; }
 
 check_eq "match: delivered" accepted "$(last a@match.dane.test "['outcome']")"
+# A secure host whose AAAA lookup fails (SERVFAIL) while its A is secure:
+# DANE still applies over the A address (a missing answer is not an
+# insecure one: no silent fallback under DNS trouble).
+check_eq "AAAA bogus, A secure: delivered" accepted "$(last a@aaaabad.dane.test "['outcome']")"
+check_eq "AAAA bogus, A secure: under DANE, not the configured policy" dane \
+    "$(last a@aaaabad.dane.test "['tls_policy']")"
 check_eq "match: policy dane" dane "$(last a@match.dane.test "['tls_policy']")"
 check_eq "match: mode enforce" enforce "$(last a@match.dane.test "['tls_policy_mode']")"
 check "match: the policy id is the set's hash (16 hex)" \
