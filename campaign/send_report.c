@@ -122,10 +122,11 @@ void send_report(struct send *s, double wall)
                             json_integer((json_int_t)s->t.bounce_categories[i]));
     }
     json_object_set_new(j, "bounce_categories", categories);
-    uint64_t sts_txt, sts_fetches, sts_shared;
-    pool_mta_sts_stats(s->pool, &sts_txt, &sts_fetches, &sts_shared);
+    uint64_t sts_txt, sts_txt_failed, sts_fetches, sts_shared;
+    pool_mta_sts_stats(s->pool, &sts_txt, &sts_txt_failed, &sts_fetches, &sts_shared);
     json_object_set_new(j, "mta_sts",
-                        json_pack("{s:I, s:I, s:I}", "txt_lookups", (json_int_t)sts_txt, "fetches",
+                        json_pack("{s:I, s:I, s:I, s:I}", "txt_lookups", (json_int_t)sts_txt,
+                                  "txt_lookups_failed", (json_int_t)sts_txt_failed, "fetches",
                                   (json_int_t)sts_fetches, "shared_cache_answers",
                                   (json_int_t)sts_shared));
     uint64_t tlsa_q, tlsa_hits;

@@ -240,8 +240,8 @@ void pool_isp_suspend(struct pool *p, const char *isp, uint64_t ms, const char *
 /* TLSA lookups sent and answered from the DNS cache (DANE), over the
  * pool's life (also after pool_stop). */
 void pool_dane_stats(const struct pool *p, uint64_t *tlsa_queries, uint64_t *tlsa_cache_hits);
-void pool_mta_sts_stats(const struct pool *p, uint64_t *txt_lookups, uint64_t *fetches,
-                        uint64_t *shared_answers);
+void pool_mta_sts_stats(const struct pool *p, uint64_t *txt_lookups, uint64_t *txt_failed,
+                        uint64_t *fetches, uint64_t *shared_answers);
 /* Prometheus exposition of the per-ISP counters and gauges. */
 void pool_metrics(struct pool *p, buf_t *out);
 

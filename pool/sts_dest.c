@@ -65,6 +65,7 @@ struct sts_entry {
     char txt_id[MTA_STS_ID_MAX];    /* ... naming this id */
     int fetching;                   /* a job is out */
     int cache_asked;                /* the shared cache was asked once, without a TXT id */
+    int txt_failed_said;            /* a failed TXT lookup was said on stderr */
     const char *error_type;         /* the last fetch failed: its result type, else NULL */
     char error[400];
     struct pool_dest *dest; /* the domain's destination (one per domain) */
@@ -86,6 +87,7 @@ struct sts_cache {
     /* pool_mta_sts_stats: _mta-sts TXT lookups, policy requests over HTTPS
      * made by this process, policies answered by the shared cache */
     uint64_t txt_lookups, fetches, shared_answers;
+    uint64_t txt_failed; /* lookups that got no answer (SERVFAIL, timeout) */
 };
 
 /* ---- the fetcher threads ---- */
@@ -396,6 +398,18 @@ static void sts_txt_cb(void *user, const struct dns_txt_result *res)
     char why[200];
     e->has_txt = res->status == DNS_OK &&
                  mta_sts_txt_parse(res->records, res->lens, res->n, e->txt_id, why, sizeof why);
+    if (res->status == DNS_TEMPFAIL) {
+        /* Said, once per domain and process: without an answer and with no
+         * cached policy the domain goes as configured (RFC 8461 5.1). */
+        p->sts->txt_failed++;
+        if (!e->txt_failed_said) {
+            e->txt_failed_said = 1;
+            fprintf(stderr,
+                    "ringmail: MTA-STS %s: the _mta-sts TXT lookup failed (%s): a cached policy "
+                    "still applies, else the configured one\n",
+                    d->domain, res->error ? res->error : "no answer");
+        }
+    }
     sts_release(p, d); /* pool_sts_ready decides, once the ISP is known too */
 }
 
@@ -676,11 +690,12 @@ void pool_sts_free(struct pool *p)
     p->sts = NULL;
 }
 
-void pool_mta_sts_stats(const struct pool *p, uint64_t *txt_lookups, uint64_t *fetches,
-                        uint64_t *shared_answers)
+void pool_mta_sts_stats(const struct pool *p, uint64_t *txt_lookups, uint64_t *txt_failed,
+                        uint64_t *fetches, uint64_t *shared_answers)
 {
     const struct sts_cache *sc = p->sts;
     *txt_lookups = sc ? sc->txt_lookups : 0;
+    *txt_failed = sc ? sc->txt_failed : 0;
     *fetches = sc ? sc->fetches : 0;
     *shared_answers = sc ? sc->shared_answers : 0;
 }

@@ -70,6 +70,9 @@ dns_start() { # ID of idc.test's TXT
     # bad.test asks for TLS reports by mail (TLS-RPT: the report must get
     # through the very policy failure it reports: TLS-Required: No)
     args+=(--txt-record="_smtp._tls.bad.test,v=TLSRPTv1; rua=mailto:tlsrpt@bad.test")
+    # txtfail.test: its _mta-sts TXT lookup gets no answer (forwarded to a
+    # port where nothing listens)
+    args+=(--mx-host="txtfail.test,mx.enf.test,10" --server="/_mta-sts.txtfail.test/127.0.0.1#$SERVFAIL_PORT")
     # plain.test: no MTA-STS at all
     args+=(--mx-host="plain.test,mx.enf.test,10" --txt-record="_mta-sts.plain.test,v=spf1 -all")
     dnsmasq --keep-in-foreground --port="$DNS_PORT" --listen-address=127.0.0.1 --bind-interfaces \
@@ -79,6 +82,15 @@ dns_start() { # ID of idc.test's TXT
     e2e_cleanup "kill $DNS_PID"
     sleep 0.3
 }
+# A DNS server that answers SERVFAIL to everything (what dnsmasq forwards
+# _mta-sts.txtfail.test to): a TXT lookup that fails at once.
+SERVFAIL_PORT=$(free_port)
+e2e_bg servfail "$E2E_PY" -c 'import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+while True:
+    q, a = s.recvfrom(4096)
+    s.sendto(q[:2] + bytes([0x81, 0x82]) + q[4:6] + bytes(6) + q[12:], a)' "$SERVFAIL_PORT"
 dns_start 1
 
 # ---- the policies
@@ -201,6 +213,18 @@ check_eq "the STARTTLS-less exchanger got only the opportunistic testing domain'
     "$(sj strip accepted_rcpts)"
 check_eq "the wrong-host exchanger got only the testing and mta_sts-off domains' messages" 2 \
     "$(sj wrong accepted_rcpts)"
+
+# A TXT lookup that fails: said, counted, and (nothing cached) the configured policy.
+T_TF=$(date +%s%N)
+send_list tf a@txtfail.test
+echo "# the failing TXT lookup run: $((($(date +%s%N) - T_TF) / 1000000)) ms"
+check_eq "TXT lookup failed: delivered under the configured policy" \
+    "['accepted', 'accepted', 'config', 'required', '', None]" "$(rec tf a@txtfail.test "$P")"
+check_grep "TXT lookup failed: said" \
+    "^ringmail: MTA-STS txtfail\.test: the _mta-sts TXT lookup failed \(.*\): a cached policy still applies, else the configured one$" \
+    "$E2E_TMP/tf.err"
+check_eq "TXT lookup failed: counted in the summary" 1 \
+    "$(jeval "$E2E_TMP/tf.out" "d['mta_sts']['txt_lookups_failed']")"
 
 # ---- ringmail resolve: the policy as send sees it
 "$RM" resolve --resolver "127.0.0.1:$DNS_PORT" --ca "$CERTS/ca.pem" --mta-sts-port "$HTTPS_PORT" \
