@@ -133,7 +133,7 @@ format-check:
 # The layers, checked by grep on the #include lines (tests/ are exempt):
 #   engine/   includes nothing from pool/, campaign/ or bench/;
 #   pool/     nothing from campaign/ or bench/, and not <liburing.h>;
-#   BoringSSL (<openssl/...>) only in engine/tls.c, engine/tls_session_cache.c, engine/https.c, engine/dane.c
+#   BoringSSL (<openssl/...>) only in engine/tls.c, engine/tls_session_cache.c, engine/dane.c
 #             (the TLS layer) and engine/crypto.c (everything else's door);
 #   campaign/ nothing from bench/ but campaign/main.c's bench/sink.h;
 #   bench/    only its own headers and engine/ and pool/ ones.
@@ -150,8 +150,8 @@ check-layers:
 	  '["<](\.\./)*(pool|campaign|bench)/' "$(filter engine/%,$(LAYER_SRC))" '^$$'; \
 	layer "pool/ includes campaign/, bench/ or liburing" \
 	  '(["<](\.\./)*(campaign|bench)/|<liburing\.h>)' "$(filter pool/%,$(LAYER_SRC))" '^$$'; \
-	layer "BoringSSL outside engine/tls.c, engine/tls_session_cache.c, engine/crypto.c, engine/https.c, engine/dane.c" \
-	  '<openssl/' "$(LAYER_SRC)" '^engine/(tls|tls_session_cache|crypto|https|dane)\.c:'; \
+	layer "BoringSSL outside engine/tls.c, engine/tls_session_cache.c, engine/crypto.c, engine/dane.c" \
+	  '<openssl/' "$(LAYER_SRC)" '^engine/(tls|tls_session_cache|crypto|dane)\.c:'; \
 	layer "campaign/ includes bench/" \
 	  '["<](\.\./)*bench/' "$(filter campaign/%,$(LAYER_SRC))" '^campaign/main\.c:[0-9]+:[^"]*"bench/sink\.h"'; \
 	layer "bench/ includes more than engine/, pool/ and bench/ headers" \
