@@ -227,12 +227,16 @@ pid_k1=$!
 "$RM" send --db "$PG_URL" --campaign "$C4" --config "$E2E_TMP/c.conf" --node k2 --lease 4 \
     --journal "$E2E_TMP/k2.journal" --json >"$E2E_TMP/k2.json" 2>"$E2E_TMP/k2.err" &
 pid_k2=$!
-for _ in $(seq 1 100); do
-    [ "$(count_state "$C4" sent)" -gt 500 ] && break
+# Both nodes sending, and k1 holding claims, when it is killed (a loaded
+# machine, an ASan build, may start one node well after the other).
+k1_held() { psql_q "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $C4 AND state = 'claimed' AND lease_owner = 'k1'"; }
+for _ in $(seq 1 200); do
+    [ "$(count_state "$C4" sent)" -gt 500 ] && [ "$(k1_held)" -gt 0 ] && break
     sleep 0.1
 done
-HELD=$(psql_q "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $C4 AND state = 'claimed' AND lease_owner = 'k1'")
+HELD=$(k1_held)
 kill -9 "$pid_k1"
+check_ge "takeover: the premise: k1 held claims when it was killed" 1 "$HELD"
 kill_at=$(psql_q "SELECT extract(epoch FROM now())")
 wait "$pid_k1" 2>/dev/null
 timeout 120 tail --pid="$pid_k2" -f /dev/null
