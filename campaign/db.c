@@ -268,6 +268,7 @@ static const char *const db_migrations[] = {
     "  checked_at timestamptz,"
     "  last_error text,"
     "  last_error_type text,"
+    "  last_error_id text,"
     "  fetch_node text,"
     "  fetch_until timestamptz);"
     "CREATE TABLE ringmail.tlsrpt_report ("

@@ -37,6 +37,10 @@
 
 #define STS_TEXT_QUEUE_MAX 256
 #define STS_STOP_MS 3000
+/* A fetch that failed is not asked again, by any node, for the same TXT id
+ * within this long: the others take its error (and the last good policy). */
+#define STS_RETRY_AFTER_S 60
+#define STS_RETRY_AFTER_SQL "interval '60 seconds'"
 
 struct sts_text {
     char type[8];
@@ -94,6 +98,7 @@ static PGresult *sts_exec(struct sts_store *k, unsigned w, const char *sql, int 
 /* What a row says of its last check (another node's fetch, seen ending). */
 struct sts_row_check {
     int busy;        /* another node holds the fetch */
+    int failed_now;  /* a fetch for the same TXT id failed within STS_RETRY_AFTER_S */
     char at[48];     /* checked_at as text, "" never */
     char error[400]; /* last_error, "" none */
     char type[40];   /* last_error_type */
@@ -113,7 +118,9 @@ static int sts_row_read(struct sts_store *k, struct sts_job *j, int use_old,
                            " coalesce(sts_id = $2 AND expires_at > now()"
                            "   AND fetched_at + max_age / 2 * interval '1 second' > now(), false),"
                            " coalesce(fetch_until > now(), false), coalesce(checked_at::text, ''),"
-                           " coalesce(last_error, ''), coalesce(last_error_type, '')"
+                           " coalesce(last_error, ''), coalesce(last_error_type, ''),"
+                           " coalesce(last_error IS NOT NULL AND last_error_id = $2"
+                           "   AND checked_at > now() - " STS_RETRY_AFTER_SQL ", false)"
                            " FROM ringmail.mta_sts_policy WHERE domain = $1",
                            2, params);
     if (!r) {
@@ -128,6 +135,7 @@ static int sts_row_read(struct sts_store *k, struct sts_job *j, int use_old,
         snprintf(chk->at, sizeof chk->at, "%s", pq.PQgetvalue(r, 0, 7));
         snprintf(chk->error, sizeof chk->error, "%s", pq.PQgetvalue(r, 0, 8));
         snprintf(chk->type, sizeof chk->type, "%s", pq.PQgetvalue(r, 0, 9));
+        chk->failed_now = pq.PQgetvalue(r, 0, 10)[0] == 't';
         const char *text = pq.PQgetvalue(r, 0, 1);
         char err[200];
         if (usable && (fresh || use_old) &&
@@ -214,12 +222,12 @@ static void sts_write(struct sts_store *k, const struct sts_job *j)
                      7, params);
         buf_free(&mx);
     } else {
-        const char *params[] = {j->domain, j->error, j->error_type ? j->error_type : ""};
+        const char *params[] = {j->domain, j->error, j->error_type ? j->error_type : "", j->txt_id};
         r = sts_exec(k, j->worker,
                      "UPDATE ringmail.mta_sts_policy SET checked_at = now(), last_error = $2,"
-                     " last_error_type = nullif($3, ''), fetch_node = NULL, fetch_until = NULL"
-                     " WHERE domain = $1",
-                     3, params);
+                     " last_error_type = nullif($3, ''), last_error_id = $4, fetch_node = NULL,"
+                     " fetch_until = NULL WHERE domain = $1",
+                     4, params);
     }
     pq.PQclear(r);
 }
@@ -278,6 +286,13 @@ void send_sts_shared(void *user, struct sts_job *j)
             return;
         }
         if (waited_for_other && !chk.busy && strcmp(chk.at, seen) != 0 && chk.error[0]) {
+            sts_adopt_error(k, j, &chk);
+            return;
+        }
+        if (!chk.busy && chk.failed_now) {
+            /* A node's fetch for this id failed moments ago: its error, not
+             * another request (a failing policy host is asked by the
+             * cluster at most once per STS_RETRY_AFTER_S). */
             sts_adopt_error(k, j, &chk);
             return;
         }

@@ -363,6 +363,13 @@ if start_postgres "$E2E_TMP/pg"; then
     check_eq "... both record the fetch error and deliver as configured" \
         "accepted accepted config required  sts-policy-fetch-error accepted accepted config required  sts-policy-fetch-error" \
         "$(row "$(cat "$E2E_TMP/s3.id")") $(row "$(cat "$E2E_TMP/s4.id")")"
+    # A third process after that failure (moments later, the same TXT id):
+    # the failure is taken from the row, the failing host not asked again.
+    C=$(send_db s5 nc sh2.test)
+    check_eq "a fetch that failed moments ago (same id): not asked again by another node" 1 \
+        "$(fetches sh2.test)"
+    check_eq "... its error recorded, delivered as configured" \
+        "accepted accepted config required  sts-policy-fetch-error" "$(row "$C")"
     # Refresh before expiry: a policy in the second half of its max_age is fetched again.
     C=$(send_db a1 n1 age.test)
     check_eq "max_age 6: applied" "accepted accepted mta-sts enforce 1 -" "$(row "$C")"
