@@ -162,7 +162,7 @@ static int sts_claim(struct sts_store *k, struct sts_job *j)
 {
     char ms[32];
     snprintf(ms, sizeof ms, "%u", j->timeout_ms + 2000);
-    const char *params[] = {j->domain, k->node, ms};
+    const char *params[] = {j->domain, k->node, ms, j->txt_id};
     PGresult *r = sts_exec(k, j->worker,
                            "INSERT INTO ringmail.mta_sts_policy (domain) VALUES ($1)"
                            " ON CONFLICT (domain) DO NOTHING",
@@ -174,8 +174,15 @@ static int sts_claim(struct sts_store *k, struct sts_job *j)
     r = sts_exec(k, j->worker,
                  "UPDATE ringmail.mta_sts_policy SET fetch_node = $2,"
                  " fetch_until = now() + $3::int * interval '1 millisecond'"
-                 " WHERE domain = $1 AND (fetch_until IS NULL OR fetch_until < now())",
-                 3, params);
+                 " WHERE domain = $1 AND (fetch_until IS NULL OR fetch_until < now())"
+                 /* not when another node's fetch for this id landed since the
+                  * row was read (its answer is what the next read returns) */
+                 " AND NOT coalesce(sts_id = $4 AND expires_at > now()"
+                 "   AND fetched_at + max_age / 2 * interval '1 second' > now(), false)"
+                 /* nor when its fetch for this id failed moments ago */
+                 " AND NOT coalesce(last_error IS NOT NULL AND last_error_id = $4"
+                 "   AND checked_at > now() - " STS_RETRY_AFTER_SQL ", false)",
+                 4, params);
     if (!r) {
         return -1;
     }
