@@ -630,7 +630,16 @@ static void send_progress(struct send *s, const struct pool_isp_stats *st, size_
     loader_stats(s->loader, &ls);
     loader_counts(s->loader, &c);
     p->total = c.total;
+    /* This run's own finals only ever grow: they are latched. The estimate
+     * below (other nodes' finals too) is not: it rests on a count that may
+     * predate results written since (a deferral that left this node's
+     * claims before the count saw it back in the queue), and latching it
+     * once showed a campaign 100% final while 9 recipients waited. */
     p->final = c.final_at_start + send_final_run(s, &ls);
+    if (p->final < s->view.final_max) {
+        p->final = s->view.final_max;
+    }
+    s->view.final_max = p->final;
     if (c.known) {
         /* Not final in the database: queued or deferred there, and this
          * node's claims that no result has ended yet (every attempt and
@@ -649,13 +658,6 @@ static void send_progress(struct send *s, const struct pool_isp_stats *st, size_
     if (p->total && p->final > p->total) {
         p->final = p->total;
     }
-    /* Final states are final: a count that lags the results written since
-     * (a deferral leaves this node's claims before the database counts it
-     * queued) must not take the line back. */
-    if (p->final < s->view.final_max) {
-        p->final = s->view.final_max;
-    }
-    s->view.final_max = p->final;
     if (p->total && p->waiting > p->total - p->final) {
         p->waiting = p->total - p->final; /* a count older than the results since */
     }
