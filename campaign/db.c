@@ -282,6 +282,37 @@ static const char *const db_migrations[] = {
     "  outcome text,"
     "  detail text,"
     "  UNIQUE (day, domain, rua));",
+    /* 7: one cluster, one sender (README "Many nodes, one PostgreSQL").
+     * Every send --db beats (node.beat_at, every beat_ms) and says which
+     * source addresses it sends from; node_lane says, per ISP lane (source
+     * '' = the ISP as a whole), how much work the node has in hand for it
+     * (demand), so each live node with demand takes its share of the ISP's
+     * limits. A node whose beat_at is older than two beats counts no more.
+     * isp_backoff is the last backoff or pause an ISP lane met on any node,
+     * which every node applies at its next beat. A campaign may carry a
+     * second DKIM key (dkim_selector2, dkim_key2: same d=), so each message
+     * is signed twice (RSA beside Ed25519). */
+    "ALTER TABLE ringmail.node ADD COLUMN sources text[],"
+    "  ADD COLUMN beat_at timestamptz,"
+    "  ADD COLUMN beat_ms int;"
+    "CREATE TABLE ringmail.node_lane ("
+    "  isp text NOT NULL,"
+    "  source text NOT NULL DEFAULT '',"
+    "  node text NOT NULL,"
+    "  demand int NOT NULL,"
+    "  at timestamptz NOT NULL DEFAULT now(),"
+    "  PRIMARY KEY (isp, source, node));"
+    "CREATE TABLE ringmail.isp_backoff ("
+    "  isp text NOT NULL,"
+    "  source text NOT NULL DEFAULT '',"
+    "  factor real NOT NULL,"
+    "  paused_until timestamptz NOT NULL,"
+    "  reason text,"
+    "  node text,"
+    "  at timestamptz NOT NULL DEFAULT now(),"
+    "  PRIMARY KEY (isp, source));"
+    "ALTER TABLE ringmail.campaign ADD COLUMN dkim_selector2 text,"
+    "  ADD COLUMN dkim_key2 text;",
 };
 
 #define DB_NMIGRATIONS (int)(sizeof db_migrations / sizeof db_migrations[0])

@@ -16,4 +16,4 @@ $SUDO apt-get install -y -q --no-install-recommends \
     postfix python3 python3-aiosmtpd swaks libnet-ssleay-perl dnsmasq-base iproute2 procps \
     postgresql postgresql-client python3-dkim python3-nacl \
     clang clang-format gnuplot-nox bc bsdutils valgrind curl chromium xxd \
-    nsd unbound ldnsutils python3-jsonschema zlib1g-dev
+    nsd unbound ldnsutils python3-jsonschema zlib1g-dev libssl-dev

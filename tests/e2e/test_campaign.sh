@@ -12,7 +12,7 @@ set -u
 e2e_setup
 start_postgres "$E2E_TMP/pg" || { check "postgres starts" false; e2e_finish; exit 1; }
 "$RM" db migrate --db "$PG_URL" >/dev/null
-check_eq "schema migrated to the latest version" 6 "$(psql_q 'SELECT max(version) FROM ringmail.schema_migrations')"
+check_eq "schema migrated to the latest version" 7 "$(psql_q 'SELECT max(version) FROM ringmail.schema_migrations')"
 
 SINK_PORT=$(free_port)
 

@@ -30,11 +30,11 @@ timeout 20 "$RM" send --db "$PG_URL" --campaign "$C" --node old --journal "$E2E_
     >/dev/null 2>"$E2E_TMP/old.err"
 check_eq "send on schema 2: exit 2 (refused at start)" 2 "$?"
 check_grep "send on schema 2: names both versions and the command" \
-    'schema is at version 2 and this ringmail needs version 6: run `ringmail db migrate' "$E2E_TMP/old.err"
+    'schema is at version 2 and this ringmail needs version 7: run `ringmail db migrate' "$E2E_TMP/old.err"
 out=$("$RM" db migrate --db "$PG_URL" 2>&1)
-check_grep "migrate: upgrades version 2 to 6" 'version 6 \(4 migrations applied\)' <(echo "$out")
+check_grep "migrate: upgrades version 2 to 7" 'version 7 \(5 migrations applied\)' <(echo "$out")
 
-check_eq "migrate: the thirteen tables exist" "armed campaign delivery feedback_event isp_hold isp_suspend mta_sts_policy node recipient seed_delivery suppression tls_policy_text tlsrpt_report" \
+check_eq "migrate: the fifteen tables exist" "armed campaign delivery feedback_event isp_backoff isp_hold isp_suspend mta_sts_policy node node_lane recipient seed_delivery suppression tls_policy_text tlsrpt_report" \
     "$(psql_q "SELECT string_agg(table_name, ' ' ORDER BY table_name) FROM information_schema.tables WHERE table_schema = 'ringmail' AND table_name <> 'schema_migrations'")"
 out=$("$RM" db migrate --db "$PG_URL" 2>&1)
 check_eq "migrate twice: exit 0" 0 "$?"
