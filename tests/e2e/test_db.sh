@@ -39,7 +39,7 @@ check_eq "migrate: the fifteen tables exist" "armed campaign delivery feedback_e
 out=$("$RM" db migrate --db "$PG_URL" 2>&1)
 check_eq "migrate twice: exit 0" 0 "$?"
 check_grep "migrate twice: nothing applied" '0 migrations applied' <(echo "$out")
-check_eq "migrate twice: one row per version" 6 "$(psql_q 'SELECT count(*) FROM ringmail.schema_migrations')"
+check_eq "migrate twice: one row per version" 7 "$(psql_q 'SELECT count(*) FROM ringmail.schema_migrations')"
 
 # Two processes on a fresh database at once: each version applied exactly once.
 psql_q "CREATE DATABASE race" >/dev/null
@@ -48,7 +48,7 @@ RACE="host=$PG_DIR port=$PG_PORT user=postgres dbname=race"
 "$RM" db migrate --db "$RACE" >"$E2E_TMP/r2.log" 2>&1 & p2=$!
 wait $p1; r1=$?; wait $p2; r2=$?
 check_eq "concurrent migrate: both exit 0" "0 0" "$r1 $r2"
-check_eq "concurrent migrate: versions 1 to 6 recorded once each" "1 2 3 4 5 6" \
+check_eq "concurrent migrate: versions 1 to 7 recorded once each" "1 2 3 4 5 6 7" \
     "$(psql "$RACE" -X -A -t -c "SELECT string_agg(version::text, ' ' ORDER BY version) FROM ringmail.schema_migrations")"
 
 "$RM" db migrate --db "host=127.0.0.1 port=1 dbname=x connect_timeout=2" >/dev/null 2>"$E2E_TMP/down.err"
