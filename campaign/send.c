@@ -283,12 +283,13 @@ static int send_setup(struct send *s)
         .dest_policy_off = s->o.dest_policy_off,
         .on_result = send_on_result,
         .on_suspend = send_suspend_note,
+        .on_backoff = send_cluster_backoff_note,
         .user = s,
     };
     if (s->o.db_url && (send_campaign_start(s, &po) < 0 || send_sts_start(s, &po) < 0)) {
         return -1;
     }
-    if (send_pool_start(s, &po) < 0 || send_suspend_start(s) < 0) {
+    if (send_pool_start(s, &po) < 0 || send_suspend_start(s) < 0 || send_cluster_start(s) < 0) {
         return -1;
     }
     if (s->o.metrics_addr && send_metrics_start(s) < 0) {

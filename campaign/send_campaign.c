@@ -504,6 +504,7 @@ static int send_cancelled_say(struct send *s, const struct loader_stop_info *inf
 int send_campaign_stop(struct send *s, int rc)
 {
     send_suspend_stop(s); /* the ISP suspensions kept in PostgreSQL: written */
+    send_cluster_stop(s); /* this node's share: the others' */
     if (s->prep) {
         prepare_stop(s->prep); /* what it still holds stays claimed: released below */
         s->prep = NULL;

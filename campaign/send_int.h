@@ -236,6 +236,8 @@ struct send {
     int64_t prepared_campaign; /* their VERP tokens name it, and recipient 0 (no row) */
     /* campaign mode: ISP suspensions kept in PostgreSQL (send_suspend.c) */
     struct send_suspend *suspend;
+    /* campaign mode: the ISPs' limits shared by the cluster's nodes (send_cluster.c) */
+    struct send_cluster *cluster;
     /* campaign mode: the MTA-STS cache and policy texts (sts_cache.c) */
     struct sts_store *sts_store;
     /* campaign mode: the life cycle (lifecycle.h). early_rc: the exit
@@ -385,6 +387,20 @@ int send_suspend_start(struct send *s);
 void send_suspend_note(void *user, const char *isp, int64_t until_ms, const char *reason);
 /* send_suspend_stop - what is queued written (within 3 s), the writer gone */
 void send_suspend_stop(struct send *s);
+
+/* send_cluster.c: many nodes, one sender (campaign mode) */
+/* send_cluster_start - after the pool: the first shares read and applied
+ * (before anything is sent), the beat thread started; 0, or -1 (said) */
+int send_cluster_start(struct send *s);
+/* send_cluster_backoff_note - the pool's on_backoff: for the other nodes */
+void send_cluster_backoff_note(void *user, const char *isp, double factor, uint64_t pause_ms,
+                               const char *why);
+/* send_cluster_quiet - the loop's timer cancelled (the loop is ending) */
+void send_cluster_quiet(struct send *s);
+/* send_cluster_json - "cluster": beats, failures, each lane's share */
+void send_cluster_json(struct send *s, struct json_t *out);
+/* send_cluster_stop - the thread gone, this node's demand rows deleted */
+void send_cluster_stop(struct send *s);
 /* sts_cache.c (campaign mode): the MTA-STS policy cache in PostgreSQL
  * (po->sts_shared) and the policy texts for TLS-RPT (po->on_tls_policy). */
 struct sts_job;

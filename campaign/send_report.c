@@ -160,6 +160,7 @@ void send_report(struct send *s, double wall)
         json_object_set_new(json_object_get(j, "db"), "recovered_results",
                             json_integer((json_int_t)ls.recovered_results));
         json_object_set_new(j, "guard", send_hold_json(s));
+        send_cluster_json(s, j);
     }
     char *txt = json_dumps(j, JSON_COMPACT);
     printf("%s\n", txt);

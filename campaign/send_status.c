@@ -62,6 +62,7 @@ void send_stop(struct send *s)
     loop_timer_cancel(s->loop, &s->status_timer);
     send_view_end(s);
     send_hold_quiet(s);
+    send_cluster_quiet(s);
     if (s->sig_armed) {
         loop_cancel(s->loop, &s->sig_op);
     }

@@ -329,12 +329,13 @@ static int config_isp_entry(struct config_parse *p, struct config_isp *isp, size
         return config_rate(p, name, v, msgs ? &isp->msg_rate : &isp->conn_rate,
                            msgs ? isp->msg_rate_text : isp->conn_rate_text);
     }
-    if (strcmp(name, "mta_sts") == 0 || strcmp(name, "dane") == 0) {
+    if (strcmp(name, "mta_sts") == 0 || strcmp(name, "dane") == 0 ||
+        strcmp(name, "cluster_limits") == 0) {
         int on = config_on_off(v);
         if (on < 0) {
             return config_fail(p, "%s: '%s' is not on or off", name, v);
         }
-        *(name[0] == 'm' ? &isp->mta_sts : &isp->dane) = on;
+        *(name[0] == 'm' ? &isp->mta_sts : name[0] == 'd' ? &isp->dane : &isp->cluster_limits) = on;
         return 1;
     }
     if (strcmp(name, "tls") == 0) {
@@ -387,7 +388,7 @@ static struct config_isp *config_isp_get(struct config_parse *p, const char *nam
     isp->msg_rate = isp->conn_rate = -1;
     isp->tls = SMTP_TLS_REQUIRED;
     isp->backoff_threshold = -1; /* [global]'s */
-    isp->mta_sts = isp->dane = -1;
+    isp->mta_sts = isp->dane = isp->cluster_limits = -1;
     p->tls_set[c->nisps] = 0;
     *index = c->nisps++;
     return isp;
@@ -438,6 +439,23 @@ static int config_global_entry(struct config_parse *p, const char *name, const c
             return config_fail(p, "mta_sts: '%s' is not on or off%s", v, "");
         }
         c->mta_sts = on;
+        return 1;
+    }
+    if (strcmp(name, "cluster_limits") == 0) {
+        int on = config_on_off(v);
+        if (on < 0) {
+            return config_fail(p, "cluster_limits: '%s' is not on or off%s", v, "");
+        }
+        c->cluster_limits = on;
+        return 1;
+    }
+    if (strcmp(name, "cluster_heartbeat") == 0) {
+        uint64_t ms = 0;
+        if (throttle_duration_parse(v, &ms, err, sizeof err) != 0 || ms < 200 || ms > 60000) {
+            return config_fail(p, "cluster_heartbeat: '%s' is not a duration from 200ms to 60s%s",
+                               v, "");
+        }
+        c->cluster_heartbeat_ms = ms;
         return 1;
     }
     if (strcmp(name, "dnssec_resolver") == 0) {
@@ -661,6 +679,8 @@ void config_defaults(struct config *c)
     retry_schedule_init(&c->retry);
     c->tls = SMTP_TLS_REQUIRED;
     c->mta_sts = 1;
+    c->cluster_limits = 1;
+    c->cluster_heartbeat_ms = 1000;
     c->backoff_step = 0.1;
     c->backoff_interval_ms = 60000;
     c->backoff_threshold = 0.05;
@@ -676,6 +696,11 @@ double config_backoff_threshold(const struct config *c, const struct config_isp 
 int config_mta_sts(const struct config *c, const struct config_isp *isp)
 {
     return isp && isp->mta_sts >= 0 ? isp->mta_sts : c->mta_sts;
+}
+
+int config_cluster_limits(const struct config *c, const struct config_isp *isp)
+{
+    return isp && isp->cluster_limits >= 0 ? isp->cluster_limits : c->cluster_limits;
 }
 
 int config_dane(const struct config *c, const struct config_isp *isp)

@@ -101,6 +101,7 @@ struct config_isp {
     uint64_t backoff_window_ms; /* 0: [global]'s */
     int mta_sts;                /* -1: [global]'s; 0 off; 1 on (config_mta_sts) */
     int dane;                   /* -1 or 1: on when [global] dnssec_resolver is set; 0 off */
+    int cluster_limits; /* -1: [global]'s; 0 each node its own; 1 shared (config_cluster_limits) */
     struct config_rule rules[CONFIG_RULES_MAX];
     size_t nrules;
     struct config_lane lanes[CONFIG_SOURCES_MAX];
@@ -151,6 +152,12 @@ struct config {
      * trusted ("" none: DANE off). */
     int mta_sts;
     char dnssec_resolver[CONFIG_NAME_MAX];
+    /* Many nodes, one cluster (campaign/send_cluster.c): an ISP's limits
+     * are the cluster's, shared among the live nodes sending to it (on,
+     * the default) or each node's own (off); the nodes beat every
+     * cluster_heartbeat_ms. */
+    int cluster_limits;
+    uint64_t cluster_heartbeat_ms;
     double backoff_step;
     uint64_t backoff_interval_ms;
     double backoff_threshold;   /* share of matching replies that cuts (0.05); 0: any */
@@ -204,6 +211,9 @@ const struct config_rule *config_rule_match(const struct config_isp *isp, int co
 
 /* Whether MTA-STS applies to isp's destinations (NULL: [global]'s). */
 int config_mta_sts(const struct config *c, const struct config_isp *isp);
+/* Whether isp's limits are shared by the cluster's nodes: its own
+ * cluster_limits, else [global]'s. */
+int config_cluster_limits(const struct config *c, const struct config_isp *isp);
 /* Whether DANE applies to isp's destinations: a dnssec_resolver is set and
  * the ISP did not turn it off. */
 int config_dane(const struct config *c, const struct config_isp *isp);

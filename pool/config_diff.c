@@ -390,6 +390,8 @@ static void config_diff_isp(struct config_diff_out *d, const struct config *oc,
                      config_mta_sts(nc, is) ? "on" : "off");
     config_diff_line(d, where, "dane", config_dane(oc, was) ? "on" : "off",
                      config_dane(nc, is) ? "on" : "off");
+    config_diff_line(d, where, "cluster_limits", config_cluster_limits(oc, was) ? "on" : "off",
+                     config_cluster_limits(nc, is) ? "on" : "off");
     config_diff_rules(d, where, was, is);
     config_diff_lanes(d, is->name, was, is);
 }
@@ -415,6 +417,10 @@ static void config_diff_global(struct config_diff_out *d, const struct config *w
     config_diff_duration(d, where, "max_age", was->retry.max_age_ms, is->retry.max_age_ms);
     config_diff_line(d, where, "tls", config_tls_text(was->tls), config_tls_text(is->tls));
     config_diff_line(d, where, "mta_sts", was->mta_sts ? "on" : "off", is->mta_sts ? "on" : "off");
+    config_diff_line(d, where, "cluster_limits", was->cluster_limits ? "on" : "off",
+                     is->cluster_limits ? "on" : "off");
+    config_diff_duration(d, where, "cluster_heartbeat", was->cluster_heartbeat_ms,
+                         is->cluster_heartbeat_ms);
     if (strcmp(was->dnssec_resolver, is->dnssec_resolver) != 0) {
         /* The pool's resolver is made at start: a running send keeps its own. */
         snprintf(a, sizeof a, "%s", was->dnssec_resolver[0] ? was->dnssec_resolver : "(none)");

@@ -332,6 +332,12 @@ static struct smtp_message *pool_next_message(void *owner)
                                        : "queue empty");
         return NULL;
     }
+    if (l->share_none || (l->max_connections && l->open > l->max_connections)) {
+        /* The cluster's share shrank (another node came): this node's
+         * connections beyond it close between messages. */
+        pool_conn_set_state(c, POOL_CONN_CLOSING, "over the cluster share");
+        return NULL;
+    }
     if (pool_lane_paused(l, now)) {
         /* backoff or suspension: close, reopen when the pause ends (a
          * hold: when pool_isp_release lifts it) */

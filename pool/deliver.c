@@ -331,6 +331,8 @@ size_t pool_isp_stats(struct pool *p, struct pool_isp_stats *out, size_t max)
         s->pause_why[0] = '\0';
         s->retry_waiting = 0;
         s->retry_next_ms = 0;
+        s->cluster_nodes = 0;
+        s->cluster_blocked = 0;
         for (size_t k = 0; k < isp->nlanes; k++) {
             struct pool_lane *l = &isp->lanes[k];
             double f = backoff_factor(&l->bo, now);
@@ -343,6 +345,10 @@ size_t pool_isp_stats(struct pool *p, struct pool_isp_stats *out, size_t max)
                 s->backoff = f;
             }
             s->paused |= backoff_paused(&l->bo, now); /* a hold is s->held */
+            if (l->share_nodes > s->cluster_nodes) {
+                s->cluster_nodes = l->share_nodes;
+            }
+            s->cluster_blocked |= l->share_blocked;
             if (backoff_paused(&l->bo, now) && l->bo.paused_until - now > s->pause_left_ms) {
                 s->pause_left_ms = l->bo.paused_until - now;
                 s->suspended = backoff_suspended(&l->bo, now);
@@ -521,4 +527,9 @@ void pool_free(struct pool *p)
     tls_ctx_free(p->ctx_verify);
     config_free(p->config);
     free(p);
+}
+
+const struct config *pool_config(const struct pool *p)
+{
+    return p->config;
 }

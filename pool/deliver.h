@@ -137,6 +137,12 @@ struct pool_options {
      * milliseconds) for reason (the reply and the rule), to be kept across a
      * restart (pool_isp_suspend restores it). Called on the loop: no waiting. */
     void (*on_suspend)(void *user, const char *isp, int64_t until_ms, const char *reason);
+    /* Optional: a backoff rule cut isp's rate on this node: the lane's
+     * factor now (1.0 = full rate), paused for pause_ms, why (the reply and
+     * the rule), for the other nodes of the cluster (pool_isp_backoff_adopt).
+     * Called on the loop: no waiting. */
+    void (*on_backoff)(void *user, const char *isp, double factor, uint64_t pause_ms,
+                       const char *why);
     /* 1: no destination TLS policy is looked up (MTA-STS, DANE): every
      * destination uses the configured policy. RFC 8689's TLS-Required: No
      * (`ringmail tlsrpt --send`: a report about TLS failures must get
@@ -187,6 +193,11 @@ struct pool_isp_stats {
     size_t
         retry_waiting; /* messages waiting for their retry time (list mode: the pool's retries) */
     uint64_t retry_next_ms; /* until the earliest of them is due; 0 none */
+    /* The cluster (pool_lane_share): live nodes sharing its limits (0: not
+     * shared, this node alone or cluster_limits off) and whether PostgreSQL
+     * was out of reach too long to keep this node's share (blocked). */
+    unsigned cluster_nodes;
+    int cluster_blocked;
 };
 
 struct pool *pool_new(struct loop *loop, const struct pool_options *o, char *err, size_t errlen);
@@ -235,6 +246,39 @@ int pool_isp_held(struct pool *p, const char *isp);
  * pool_isp_stats says suspended and why. An ISP the config does not name
  * is added, with no domains. A longer pause in force stays. */
 void pool_isp_suspend(struct pool *p, const char *isp, uint64_t ms, const char *why);
+/* ---- many nodes, one cluster (campaign/send_cluster.c) ----
+ *
+ * An ISP's limits (max_connections, msg_rate, conn_rate; a source's own
+ * [isp NAME source ADDR] ones) are the cluster's when cluster_limits is on:
+ * the owner tells each lane how many live nodes share them and this node's
+ * rank among them, and the lane takes msg_rate / nodes, conn_rate / nodes
+ * and its part of max_connections (max_connections / nodes, the remainder
+ * to the first ranks). A lane told nothing takes the whole limit. */
+struct pool_lane_demand {
+    const char *isp;    /* the pool's ISP name (valid until the next reload) */
+    const char *source; /* the source of a lane with its own limits, or "": the ISP's */
+    size_t demand;      /* messages queued for the ISP plus connections open to it */
+    int shared;         /* it has a limit, and cluster_limits is on for it */
+};
+/* The lanes' demands into out (at most max, one per (isp, source)
+ * distinct); how many there are. */
+size_t pool_lane_demands(struct pool *p, struct pool_lane_demand *out, size_t max);
+/* The lanes of isp whose limits are source's ("": the ISP's) are shared by
+ * nodes live nodes, this node being rank (0-based) among them; blocked:
+ * this node may not open connections or start messages for them (it lost
+ * its share: PostgreSQL out of reach). nodes 0: the whole limit again. */
+void pool_lane_share(struct pool *p, const char *isp, const char *source, unsigned nodes,
+                     unsigned rank, int blocked);
+/* The config in force (the last reload's). */
+const struct config *pool_config(const struct pool *p);
+/* The source addresses connections bind to (none: the kernel's choice). */
+size_t pool_source_addrs(const struct pool *p, const char **out, size_t max);
+/* Another node cut isp's rate to factor and paused it for pause_ms: every
+ * lane of isp here takes the lower factor and the longer pause (its own
+ * recovery follows), said on stderr with why. 1 if it changed anything. */
+int pool_isp_backoff_adopt(struct pool *p, const char *isp, double factor, uint64_t pause_ms,
+                           const char *why);
+
 /* MTA-STS so far: _mta-sts TXT lookups, policy fetches over HTTPS by this
  * process, and policies the shared cache (PostgreSQL) answered without one. */
 /* TLSA lookups sent and answered from the DNS cache (DANE), over the

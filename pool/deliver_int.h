@@ -71,9 +71,18 @@ struct pool_lane {
     struct pool_isp *isp;
     size_t source; /* index into pool->sources, or 0 when there are none */
     unsigned open; /* connections open (connecting included) */
-    /* The ISP's limits, or the source's own ([isp NAME source ADDR]). */
+    /* The limits in force: the ISP's, or the source's own ([isp NAME
+     * source ADDR]: own), as the config says (cfg_*), and this node's share
+     * of them in a cluster (pool_lane_share: share_nodes live nodes share
+     * them, this node is share_rank; share_none: no connection of
+     * max_connections is this node's; share_blocked: none at all). */
     unsigned max_connections, max_msgs_per_conn;
     double msg_rate, conn_rate;
+    unsigned cfg_max_connections;
+    double cfg_msg_rate, cfg_conn_rate;
+    int own;
+    unsigned share_nodes, share_rank;
+    int share_none, share_blocked;
     struct token_bucket msgs, conns;
     struct backoff bo;
     /* What started the current pause (a cut or a suspension): the reply and

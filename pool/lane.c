@@ -34,7 +34,33 @@ double pool_lane_rate(struct pool_lane *l, uint64_t now)
 
 int pool_lane_paused(struct pool_lane *l, uint64_t now)
 {
-    return l->isp->held || backoff_paused(&l->bo, now);
+    return l->isp->held || l->share_blocked || backoff_paused(&l->bo, now);
+}
+
+/* pool_lane_limits - the limits in force: the config's, or this node's
+ * share of them */
+static void pool_lane_limits(struct pool_lane *l, uint64_t now)
+{
+    unsigned k = l->share_nodes;
+    l->max_connections = l->cfg_max_connections;
+    l->msg_rate = l->cfg_msg_rate;
+    l->conn_rate = l->cfg_conn_rate;
+    l->share_none = 0;
+    if (k > 1) {
+        unsigned m = l->cfg_max_connections;
+        if (m) {
+            l->max_connections = m / k + (l->share_rank < m % k ? 1 : 0);
+            l->share_none = l->max_connections == 0; /* 0 would read as unlimited */
+        }
+        if (l->msg_rate >= 0) {
+            l->msg_rate /= k;
+        }
+        if (l->conn_rate >= 0) {
+            l->conn_rate /= k;
+        }
+    }
+    token_bucket_set_rate(&l->msgs, pool_lane_rate(l, now), now);
+    token_bucket_set_rate(&l->conns, l->conn_rate, now);
 }
 
 /* The lane's backoff settings: [global]'s step and interval, the ISP's
@@ -76,17 +102,17 @@ static void pool_isp_apply(struct pool *p, struct pool_isp *isp, const struct co
         const struct config_lane *own =
             cfg && p->nsources ? config_lane_for(cfg, p->sources[l->source].addr) : NULL;
         unsigned set = own ? own->set : 0;
-        l->max_connections =
+        l->own = own != NULL;
+        l->cfg_max_connections =
             set & CONFIG_LANE_MAX_CONNECTIONS ? own->max_connections : isp->max_connections;
         l->max_msgs_per_conn =
             set & CONFIG_LANE_MAX_MSGS_PER_CONN ? own->max_msgs_per_conn : isp->max_msgs_per_conn;
-        l->msg_rate = set & CONFIG_LANE_MSG_RATE ? own->msg_rate : isp->msg_rate;
-        l->conn_rate = set & CONFIG_LANE_CONN_RATE ? own->conn_rate : isp->conn_rate;
+        l->cfg_msg_rate = set & CONFIG_LANE_MSG_RATE ? own->msg_rate : isp->msg_rate;
+        l->cfg_conn_rate = set & CONFIG_LANE_CONN_RATE ? own->conn_rate : isp->conn_rate;
         struct backoff_params par;
         pool_lane_backoff_params(p, cfg, &par);
         backoff_configure(&l->bo, &par, now);
-        token_bucket_set_rate(&l->msgs, pool_lane_rate(l, now), now);
-        token_bucket_set_rate(&l->conns, l->conn_rate, now);
+        pool_lane_limits(l, now);
     }
 }
 
@@ -198,15 +224,16 @@ struct pool_lane *pool_lane_pick(struct pool *p, struct pool_isp *isp, uint64_t 
             }
         }
         struct pool_lane *l = &isp->lanes[i < n ? i : 0];
-        if (l->max_connections && l->open >= l->max_connections) {
-            continue;
+        if (l->share_none || (l->max_connections && l->open >= l->max_connections)) {
+            continue; /* share_none: the cluster's connections are the other nodes' now */
         }
         if (l->waiting) {
             continue; /* its sessions already wait for message tokens: the rate limits, not
                          the number of connections */
         }
         if (pool_lane_paused(l, now)) {
-            uint64_t at = l->bo.paused_until;
+            /* blocked: looked at again when the share changes (pool_kick), or in a second */
+            uint64_t at = l->share_blocked && !l->isp->held ? now + 1000 : l->bo.paused_until;
             if (at < *wake) {
                 *wake = at;
             }
@@ -316,6 +343,9 @@ void pool_backoff(struct pool *p, struct pool_lane *l, const struct config_rule 
     pool_pause_why(l->why, sizeof l->why, r, code, enhanced, text, evidence);
     token_bucket_set_rate(&l->msgs, pool_lane_rate(l, now), now);
     l->isp->st.backoff_triggers++;
+    if (p->opt.on_backoff) {
+        p->opt.on_backoff(p->opt.user, l->isp->name, l->bo.factor, r->pause_ms, l->why);
+    }
     unsigned t = l->bo.triggers;
     if (t == 1 || (t & (t - 1)) == 0) {
         /* Loud, but not at every cut: the 1st, 2nd, 4th, 8th ... time. */
@@ -350,7 +380,7 @@ void pool_isp_suspend(struct pool *p, const char *name, uint64_t ms, const char 
  * those already being freed: otherwise it lingers for its own destination. */
 int pool_lane_starved(const struct pool_lane *l)
 {
-    return l->max_connections && l->open >= l->max_connections &&
+    return (l->share_none || (l->max_connections && l->open >= l->max_connections)) &&
            l->isp->starved > l->isp->yielding;
 }
 
@@ -359,7 +389,7 @@ int pool_isp_full(const struct pool_isp *isp)
 {
     for (size_t i = 0; i < isp->nlanes; i++) {
         const struct pool_lane *l = &isp->lanes[i];
-        if (!l->max_connections || l->open < l->max_connections) {
+        if (!l->share_none && (!l->max_connections || l->open < l->max_connections)) {
             return 0;
         }
     }
@@ -409,4 +439,115 @@ int pool_isp_held(struct pool *p, const char *name)
 {
     struct pool_isp *isp = pool_isp_named(p, name);
     return isp && isp->held;
+}
+
+/* ---- the cluster's shares (campaign/send_cluster.c) ---- */
+
+/* pool_lane_key - the source whose limits lane l has: its own, or "" (the ISP's) */
+static const char *pool_lane_key(const struct pool *p, const struct pool_lane *l)
+{
+    return l->own && p->nsources ? p->sources[l->source].addr : "";
+}
+
+size_t pool_lane_demands(struct pool *p, struct pool_lane_demand *out, size_t max)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < p->nisps; i++) {
+        struct pool_isp *isp = p->isps[i];
+        int on = config_cluster_limits(p->config, isp->cfg);
+        for (size_t k = 0; k < isp->nlanes; k++) {
+            const struct pool_lane *l = &isp->lanes[k];
+            const char *key = pool_lane_key(p, l);
+            int limited = l->cfg_max_connections || l->cfg_msg_rate >= 0 || l->cfg_conn_rate >= 0;
+            size_t j = 0;
+            while (j < n && j < max &&
+                   !(out[j].isp == isp->name && strcmp(out[j].source, key) == 0)) {
+                j++;
+            }
+            if (j == n) {
+                if (n < max) {
+                    out[n] = (struct pool_lane_demand){
+                        .isp = isp->name, .source = key, .demand = isp->queued};
+                }
+                n++;
+            }
+            if (j < max) {
+                out[j].demand += l->open;
+                out[j].shared |= on && limited;
+            }
+        }
+    }
+    return n;
+}
+
+void pool_lane_share(struct pool *p, const char *name, const char *source, unsigned nodes,
+                     unsigned rank, int blocked)
+{
+    struct pool_isp *isp = pool_isp_named(p, name);
+    if (!isp) {
+        return;
+    }
+    uint64_t now = pool_now(p);
+    int kick = 0;
+    for (size_t k = 0; k < isp->nlanes; k++) {
+        struct pool_lane *l = &isp->lanes[k];
+        if (strcmp(pool_lane_key(p, l), source) != 0) {
+            continue;
+        }
+        if (l->share_nodes == nodes && l->share_rank == rank && l->share_blocked == blocked) {
+            continue;
+        }
+        kick |= nodes < l->share_nodes || (l->share_blocked && !blocked) || l->share_rank != rank;
+        l->share_nodes = nodes;
+        l->share_rank = rank;
+        l->share_blocked = blocked;
+        pool_lane_limits(l, now);
+    }
+    if (kick) {
+        pool_kick(p); /* a larger share: the pump may open more now */
+    }
+}
+
+int pool_isp_backoff_adopt(struct pool *p, const char *name, double factor, uint64_t pause_ms,
+                           const char *why)
+{
+    struct pool_isp *isp = pool_isp_named(p, name);
+    if (!isp) {
+        return 0;
+    }
+    uint64_t now = pool_now(p);
+    double before = -1, after = -1;
+    int changed = 0;
+    for (size_t k = 0; k < isp->nlanes; k++) {
+        struct pool_lane *l = &isp->lanes[k];
+        double was = pool_lane_rate(l, now);
+        if (!backoff_adopt(&l->bo, factor, pause_ms, now)) {
+            continue;
+        }
+        if (!changed) {
+            before = was;
+            after = pool_lane_rate(l, now);
+        }
+        changed = 1;
+        snprintf(l->why, sizeof l->why, "%s", why ? why : "");
+        token_bucket_set_rate(&l->msgs, pool_lane_rate(l, now), now);
+    }
+    if (changed) {
+        isp->st.backoff_triggers++;
+        char was[48], is[48];
+        config_rate_text(before, was, sizeof was);
+        config_rate_text(after, is, sizeof is);
+        fprintf(stderr, "ringmail: %s: backoff: rate %s -> %s, paused %.1f s: %s\n", isp->name, was,
+                is, (double)pause_ms / 1000.0, why ? why : "");
+        pool_kick(p);
+    }
+    return changed;
+}
+
+size_t pool_source_addrs(const struct pool *p, const char **out, size_t max)
+{
+    for (size_t i = 0; i < p->nsources && i < max; i++) {
+        out[i] = p->sources[i].addr;
+    }
+    return p->nsources;
 }

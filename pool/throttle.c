@@ -379,6 +379,31 @@ int backoff_reply(struct backoff *b, int matches, double cut, uint64_t pause_ms,
     return 1;
 }
 
+int backoff_adopt(struct backoff *b, double factor, uint64_t pause_ms, uint64_t now_ms)
+{
+    backoff_factor(b, now_ms); /* settle recovery earned so far */
+    if (factor < b->par.floor) {
+        factor = b->par.floor;
+    }
+    int lower = factor<b->factor - 1e-9, longer = now_ms + pause_ms> b->paused_until;
+    if (!lower && !longer) {
+        return 0;
+    }
+    b->triggers++;
+    if (lower) {
+        b->bad = b->factor;
+        b->factor = factor;
+    }
+    if (longer) {
+        b->paused_until = now_ms + pause_ms;
+        b->suspended = 0;
+    }
+    b->next_step_ms = b->paused_until + b->par.interval_ms;
+    backoff_window_clear(b);
+    b->step_total = b->step_match = 0;
+    return 1;
+}
+
 int backoff_suspend(struct backoff *b, uint64_t pause_ms, uint64_t now_ms)
 {
     if (now_ms + pause_ms <= b->paused_until) {

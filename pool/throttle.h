@@ -107,6 +107,10 @@ void backoff_configure(struct backoff *b, const struct backoff_params *par, uint
 int backoff_reply(struct backoff *b, int matches, double cut, uint64_t pause_ms, uint64_t now_ms);
 /* A cut now, whatever the window says: rate *= cut, pause for pause_ms. */
 void backoff_trigger(struct backoff *b, double cut, uint64_t pause_ms, uint64_t now_ms);
+/* Another node's cut: the lower of factor and the factor now, paused for
+ * pause_ms unless a longer pause is in force; the window is emptied, as by
+ * a cut. 1, or 0 when nothing changed. */
+int backoff_adopt(struct backoff *b, double factor, uint64_t pause_ms, uint64_t now_ms);
 /* A suspension: paused for pause_ms from now, the rate unchanged. 1, or 0
  * (and nothing changed) when a pause in force lasts as long already. */
 int backoff_suspend(struct backoff *b, uint64_t pause_ms, uint64_t now_ms);

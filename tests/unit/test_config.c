@@ -220,6 +220,12 @@ static void test_bounds_refused(void **state)
         {"[isp a source ::1]\nbackoff_window = 5s\n", ":2: 'backoff_window' cannot be set per"},
         {"[global]\nmta_sts = yes\n", ":2: mta_sts: 'yes' is not on or off"},
         {"[isp a]\nmta_sts = 1\n", ":2: mta_sts: '1' is not on or off"},
+        {"[global]\ncluster_limits = shared\n", ":2: cluster_limits: 'shared' is not on or off"},
+        {"[isp a]\ncluster_limits = 2\n", ":2: cluster_limits: '2' is not on or off"},
+        {"[global]\ncluster_heartbeat = 100ms\n",
+         ":2: cluster_heartbeat: '100ms' is not a duration from 200ms to 60s"},
+        {"[global]\ncluster_heartbeat = soon\n",
+         ":2: cluster_heartbeat: 'soon' is not a duration from 200ms to 60s"},
         {"[isp a]\ndane = maybe\n", ":2: dane: 'maybe' is not on or off"},
         {"[global]\ndnssec_resolver = 127.0.0.1\n",
          ":2: dnssec_resolver: '127.0.0.1' is not ADDR:PORT (a validating resolver, e.g. "
@@ -565,6 +571,28 @@ static void test_dest_policy_settings(void **state)
     config_free(c);
 }
 
+/* Cluster-wide limits: on by default with a 1 s heartbeat, per ISP off. */
+static void test_cluster_settings(void **state)
+{
+    (void)state;
+    char err[256] = "";
+    struct config *c = load_text("[isp a]\ndomains = a.test\n", err, sizeof err);
+    assert_non_null(c);
+    assert_int_equal(config_cluster_limits(c, NULL), 1);
+    assert_int_equal(config_cluster_limits(c, &c->isps[0]), 1);
+    assert_int_equal(c->cluster_heartbeat_ms, 1000);
+    config_free(c);
+    c = load_text("[global]\ncluster_limits = off\ncluster_heartbeat = 2s\n"
+                  "[isp a]\ncluster_limits = on\n[isp b]\ndomains = b.test\n",
+                  err, sizeof err);
+    assert_non_null(c);
+    assert_int_equal(config_cluster_limits(c, NULL), 0);
+    assert_int_equal(config_cluster_limits(c, &c->isps[0]), 1);
+    assert_int_equal(config_cluster_limits(c, &c->isps[1]), 0);
+    assert_int_equal(c->cluster_heartbeat_ms, 2000);
+    config_free(c);
+}
+
 static char *diff_of(const char *a, const char *b, int *n)
 {
     char err[256] = "";
@@ -694,6 +722,7 @@ int main(void)
         cmocka_unit_test(test_feedback_off_and_defaults),
         cmocka_unit_test(test_feedback_secret_refused),
         cmocka_unit_test(test_feedback_values_refused),
+        cmocka_unit_test(test_cluster_settings),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

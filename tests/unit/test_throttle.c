@@ -136,6 +136,30 @@ static void test_backoff_cut_pause_recover(void **state)
     assert_int_equal(b.paused_until, 70000);
 }
 
+/* Another node's cut: the lower factor and the longer pause win, once. */
+static void test_backoff_adopt(void **state)
+{
+    (void)state;
+    struct backoff b;
+    backoff_init(&b, &params_test, 0);
+    assert_int_equal(backoff_adopt(&b, 0.5, 4000, 1000), 1);
+    assert_true(backoff_factor(&b, 5000) == 0.5);
+    assert_true(backoff_paused(&b, 4999));
+    assert_false(backoff_paused(&b, 5000));
+    /* The same news again changes nothing; a higher factor and a shorter pause neither. */
+    assert_int_equal(backoff_adopt(&b, 0.5, 4000, 1000), 0);
+    assert_int_equal(backoff_adopt(&b, 0.8, 1000, 2000), 0);
+    /* A longer pause alone is taken; the factor stays. */
+    assert_int_equal(backoff_adopt(&b, 0.9, 9000, 2000), 1);
+    assert_int_equal(b.paused_until, 11000);
+    assert_true(backoff_factor(&b, 11000) == 0.5);
+    /* Recovery after it, on this node's own schedule (step 0.25 every 10 s). */
+    assert_true(backoff_factor(&b, 21000) == 0.75);
+    /* Never below the floor. */
+    assert_int_equal(backoff_adopt(&b, 0.01, 0, 30000), 1);
+    assert_true(backoff_factor(&b, 30000) == 0.1);
+}
+
 /* Only a share of matching replies above the threshold cuts, and surely above it. */
 static void test_backoff_share(void **state)
 {
@@ -378,6 +402,7 @@ int main(void)
         cmocka_unit_test(test_bucket_rate_over_time),
         cmocka_unit_test(test_bucket_unlimited_and_reload),
         cmocka_unit_test(test_backoff_cut_pause_recover),
+        cmocka_unit_test(test_backoff_adopt),
         cmocka_unit_test(test_backoff_share),
         cmocka_unit_test(test_backoff_low_rate),
         cmocka_unit_test(test_backoff_random_deferrals),
