@@ -728,6 +728,11 @@ static size_t send_whys(struct send *s, const struct pool_isp_stats *st, size_t 
         if (x->held) {
             send_why_add(w, &k, max, 4, "%s: held: %s", x->name,
                          x->held_why && x->held_why[0] ? x->held_why : "no reason given");
+        } else if (x->cluster_blocked) {
+            send_why_add(w, &k, max, 4,
+                         "%s: PostgreSQL out of reach: this node gave its share of the cluster's "
+                         "limits up until it answers",
+                         x->name);
         } else if (x->pause_left_ms && x->suspended) {
             time_t until = time(NULL) + (time_t)((x->pause_left_ms + 999) / 1000);
             struct tm tm;
@@ -745,6 +750,11 @@ static size_t send_whys(struct send *s, const struct pool_isp_stats *st, size_t 
         } else if (x->backoff < 1.0 && x->rate_limit >= 0) {
             send_why_add(w, &k, max, 1, "%s: backoff x%.2f (%.1f msgs/s)", x->name, x->backoff,
                          x->rate_limit);
+        } else if (x->cluster_nodes > 1 && (x->queued || x->open)) {
+            send_why_add(w, &k, max, 0, "%s: %u nodes share its limits (%s msgs/s here)", x->name,
+                         x->cluster_nodes,
+                         x->rate_limit < 0 ? "unlimited"
+                                           : (snprintf(a, sizeof a, "%.1f", x->rate_limit), a));
         }
     }
     char paused[160];

@@ -388,6 +388,10 @@ void pool_metrics(struct pool *p, buf_t *out)
          "1 while that pause is a suspension (a suspend rule, or one kept in PostgreSQL)."},
         {"ringmail_isp_retry_waiting", "gauge",
          "Messages of the ISP waiting for their retry time in the pool (list mode)."},
+        {"ringmail_isp_cluster_nodes", "gauge",
+         "Live nodes sharing the ISP's limits (0: not shared, this node takes them whole)."},
+        {"ringmail_isp_cluster_blocked", "gauge",
+         "1 while this node gave its share of the ISP up (PostgreSQL out of reach)."},
     };
     for (size_t h = 0; h < sizeof heads / sizeof heads[0]; h++) {
         buf_appendf(out, "# HELP %s %s\n# TYPE %s %s\n", heads[h].name, heads[h].help,
@@ -447,6 +451,12 @@ void pool_metrics(struct pool *p, buf_t *out)
                 break;
             case 13:
                 buf_appendf(out, "%s{isp=\"%s\"} %zu\n", heads[h].name, isp, s->retry_waiting);
+                break;
+            case 14:
+                buf_appendf(out, "%s{isp=\"%s\"} %u\n", heads[h].name, isp, s->cluster_nodes);
+                break;
+            case 15:
+                buf_appendf(out, "%s{isp=\"%s\"} %d\n", heads[h].name, isp, s->cluster_blocked);
                 break;
             default:
                 buf_appendf(out, "%s{isp=\"%s\"} %llu\n", heads[h].name, isp,

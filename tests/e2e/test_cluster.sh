@@ -44,9 +44,10 @@ CONF
 
 C=$(psql_q "INSERT INTO ringmail.campaign (name, mail_from, subject, text_body)
     VALUES ('cluster', 'news@sender.test', 'Hello', 'Cluster.') RETURNING id")
+# Interleaved, as a real list is: every claim has both ISPs' recipients.
 psql_q "INSERT INTO ringmail.recipient (campaign_id, address)
-    SELECT $C, 'g' || g || '@gm.test' FROM generate_series(1, 2700) g
-    UNION ALL SELECT $C, 'y' || g || '@yy.test' FROM generate_series(1, 1350) g" >/dev/null
+    SELECT $C, CASE WHEN g % 3 = 0 THEN 'y' || g || '@yy.test' ELSE 'g' || g || '@gm.test' END
+    FROM generate_series(1, 4050) g" >/dev/null
 
 # accepted SINK: recipients the sink accepted so far
 accepted() { sj "$1" accepted_rcpts; }
@@ -69,9 +70,12 @@ within() { # NAME VALUE LIMIT: VALUE within 10% of LIMIT
 
 # ============================================================ 1. three nodes, one killed
 declare -A PID=()
+METRICS_PORT=$(free_port)
 for n in 1 2 3; do
+    m=()
+    [ "$n" = 1 ] && m=(--metrics "127.0.0.1:$METRICS_PORT")
     "$RM" send --db "$PG_URL" --campaign "$C" --config "$E2E_TMP/c.conf" --node "n$n" \
-        --source "127.0.0.1$n" --lease 5 --journal "$E2E_TMP/n$n.journal" --json \
+        --source "127.0.0.1$n" --lease 5 --journal "$E2E_TMP/n$n.journal" --json "${m[@]}" \
         >"$E2E_TMP/n$n.json" 2>"$E2E_TMP/n$n.err" &
     PID[$n]=$!
 done
@@ -100,6 +104,14 @@ done
 check_grep "three nodes: n1 says the cluster shares gm's limits" \
     'cluster: gm: 3 nodes share its limits: this node takes 30/s of 90/s, 2 of 6 connections' \
     "$E2E_TMP/n1.err"
+"$E2E_PY" -c '
+import sys, urllib.request
+body = urllib.request.urlopen("http://127.0.0.1:%s/metrics" % sys.argv[1], timeout=3).read()
+open(sys.argv[2], "wb").write(body)' "$METRICS_PORT" "$E2E_TMP/n1.metrics"
+check_grep "three nodes: /metrics says three nodes share gm" '^ringmail_isp_cluster_nodes\{isp="gm"\} 3$' \
+    "$E2E_TMP/n1.metrics"
+check_grep "three nodes: /metrics: n1's share of gm's rate" '^ringmail_rate_limit\{isp="gm"\} 30$' \
+    "$E2E_TMP/n1.metrics"
 check_eq "three nodes: the node table knows each node's source" "{127.0.0.11} {127.0.0.12} {127.0.0.13}" \
     "$(psql_q "SELECT string_agg(sources::text, ' ' ORDER BY name) FROM ringmail.node WHERE name IN ('n1', 'n2', 'n3')")"
 
@@ -134,6 +146,8 @@ for n in 1 2; do
     check_eq "n$n finishes the campaign (exit 0)" 0 "$?"
 done
 check_eq "every recipient final" 0 "$(nonfinal "$C")"
+check_grep "the status line says why the rate is lower here" \
+    'gm: [23] nodes share its limits \([0-9.]+ msgs/s here\)' "$E2E_TMP/n1.err"
 sink_stats_settled "${SINK_STATS[g]}"
 sink_stats_settled "${SINK_STATS[y]}"
 psql_q "SELECT address || ' ' || state FROM ringmail.recipient WHERE campaign_id = $C" >"$E2E_TMP/states"
