@@ -180,7 +180,8 @@ C3=$(create dual --dkim-selector rsa2048 --dkim-key "$T/rsa.pem" --dkim-selector
 check_eq "create --dkim-selector2 --dkim-key2: exit 0, both stored" "0 ed t" \
     "$? $(psql_q "SELECT dkim_selector2, dkim_key2 IS NOT NULL FROM ringmail.campaign WHERE id = $C3" | tr '\t' ' ')"
 check_grep "create: the second key's DNS record to publish" \
-    "^  ed\._domainkey\.acme\.test\. IN TXT \"v=DKIM1; k=ed25519; p=$ED_P\"" "$T/create.dual.err"
+    "^  ed\._domainkey\.acme\.test\. IN TXT \"v=DKIM1; k=ed25519; p=$(sed 's/[+.]/\\&/g' <<<"$ED_P")\"" \
+    "$T/create.dual.err"
 "$RM" campaign show --db "$PG_URL" "$C3" >"$T/show.out" 2>&1
 check_grep "show: the first key" '^  dkim +d=acme\.test s=rsa2048 \(private key stored, not shown\)$' "$T/show.out"
 check_grep "show: the second key" '^  dkim \(second\) +d=acme\.test s=ed \(private key stored, not shown\)$' "$T/show.out"
