@@ -9,7 +9,11 @@
  * Post), Feedback-ID, the campaign's extra headers, then a text/plain,
  * text/html or multipart/alternative body in utf-8 with a transfer
  * encoding chosen by content (7bit, quoted-printable, base64), and a
- * DKIM-Signature in front when the campaign signs.
+ * DKIM-Signature in front when the campaign signs (two with dkim2: dual
+ * signing). A key may be held by another process (dkim_spec.holder: the
+ * signer processes of campaign/sign_client.h); when that holder fails,
+ * render_message fails with scratch->sign_failed set: the recipient is not
+ * to blame.
  *
  * Merge fields: {{name}} or {{name|default}} (spaces around either are
  * ignored; names are letters, digits, '_', '-', '.'). The default is used
