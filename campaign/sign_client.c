@@ -4,7 +4,8 @@
  * frames campaign/sign_proto.h.
  *
  * Spawning: posix_spawn (the send is multi-threaded by then) with the
- * socket as fd 0, /dev/null as fd 1, stderr shared, an empty signal mask
+ * socket as fd 0, /dev/null as fd 1, stderr shared, every other descriptor
+ * closed (the journal's lock must not outlive the send), an empty signal mask
  * and default SIGPIPE/SIGINT/SIGTERM/SIGHUP (the send blocks and ignores
  * some), in a process group of its own: a Ctrl-C at the terminal reaches
  * the send, which stops gracefully while its signers keep signing.
@@ -98,6 +99,8 @@ static int sign_chan_spawn(struct sign_chan *ch, const char *path, char *err, si
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, sv[1], 0);
     posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+    /* nothing else of the send (its journal's lock, the ring, sockets) */
+    posix_spawn_file_actions_addclosefrom_np(&fa, 3);
     posix_spawnattr_init(&at);
     sigset_t none, dfl;
     sigemptyset(&none);
