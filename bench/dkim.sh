@@ -21,7 +21,8 @@
 # with make demo's throw-away PostgreSQL. The send's own CPU and msgs/s are
 # shown beside. Results: bench/results/dkim.json, raw in bench/results/runs/.
 #
-# Environment: RUNS [3], COUNT [20000], SPEED_S [3], VARIANTS ["none rsa ed dual"]
+# Environment: RUNS [3], COUNT [20000], SPEED_S [3], VARIANTS ["none rsa ed dual"],
+# SEND_ARGS [""] (more send options, e.g. --render-threads 4)
 # Not part of bench/run.sh yet: run it as `bench/dkim.sh build`.
 set -u
 BUILD=${1:-build}
@@ -95,7 +96,7 @@ for i in $(seq 1 "$RUNS"); do
     for v in $VARIANTS; do
         id=$(campaign "$v") || { echo "  campaign $v FAILED to create"; STATUS=1; continue; }
         "$RM" send --db "$PG_URL" --campaign "$id" --config "$E2E_TMP/send.conf" \
-            --ca "$CERTS/ca.pem" --node "bench$i$v" --journal "$E2E_TMP/j.$i.$v" --json \
+            --ca "$CERTS/ca.pem" --node "bench$i$v" --journal "$E2E_TMP/j.$i.$v" --json ${SEND_ARGS:-} \
             >"$RAW/dkim-$v.$i.json" 2>"$RAW/dkim-$v.$i.log" ||
             { echo "  send $v run $i FAILED (log $RAW/dkim-$v.$i.log)"; STATUS=1; }
     done

@@ -201,6 +201,21 @@ check_eq "send a dual-signed campaign: exit 0, all 30 sent" "0 sent 30" "$? $(st
 check_eq "every message: rsa-sha256 then ed25519-sha256, both verify" \
     "30 messages; signatures rsa-sha256,ed25519-sha256 all verified" "$(verified "r$C3-")"
 check_eq "--json: 60 signatures" 60 "$(jget "$T/s3.json" dkim.signatures)"
+mkdir -p "$T/preview"
+"$RM" campaign preview "$C3" --to seed@x.test --out "$T/preview/p.eml" --db "$PG_URL" 2>"$T/s3p.err"
+check_eq "campaign preview of the dual campaign: exit 0" 0 "$?"
+check_eq "the preview is signed twice too, through a signer, and both verify" \
+    "1 messages; signatures rsa-sha256,ed25519-sha256 all verified" \
+    "$("$E2E_PY" "$T/verify.py" "$T/preview" seed@ "$RSA_P" "$ED_P")"
+C6=$(create loop --dkim-selector rsa2048 --dkim-key "$T/rsa.pem" --dkim-selector2 ed \
+    --dkim-key2 "$T/ed.pem")
+recipients "$C6" 10
+"$RM" send --db "$PG_URL" --campaign "$C6" --config "$T/fast.conf" --node n6 \
+    --journal "$T/n6.journal" --render-threads 0 --json >"$T/s6l.json" 2>"$T/s6l.err"
+check_eq "--render-threads 0 (render on the delivery thread): one signer, all 10 sent" \
+    "0 sent 10 1" "$? $(states "$C6") $(jget "$T/s6l.json" dkim.signers)"
+check_eq "those messages verify, signed twice" \
+    "10 messages; signatures rsa-sha256,ed25519-sha256 all verified" "$(verified "r$C6-")"
 refused() { # refused NAME ERE ARGS...
     local name=$1 re=$2
     shift 2
