@@ -61,13 +61,21 @@ REPORT_EMBED := report_vendor_uplot_js:campaign/vendor/uplot/uPlot.iife.min.js \
                 report_vendor_app_js:campaign/report_html.js
 # The sink (`ringmail sink`) is linked into the binary only, not the library.
 BENCH_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard bench/*.c))
+# ringmail-signer (campaign/signer/): the process that holds the DKIM
+# private keys and signs digests for the render workers. It is built
+# against OpenSSL 3 (/usr/include/openssl, libcrypto.so.3) and never sees
+# BoringSSL: no -I/usr/include/android, its own object directory (the
+# frames, campaign/sign_proto.c, and engine/buf.c are compiled again for it).
+SIGNER_SRC := $(wildcard campaign/signer/*.c) campaign/sign_proto.c engine/buf.c
+SIGNER_OBJ := $(SIGNER_SRC:%.c=$(BUILD)/signer/%.o)
+SIGNER_CPPFLAGS := -I. -I/usr/include/postgresql -D_GNU_SOURCE
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 .PHONY: all test unit e2e asan bench bench-ab install format format-check check-layers clean fuzz fuzz-run valgrind demo
 FUZZ_SECONDS ?= 20
 
-all: $(BUILD)/ringmail $(UNIT_BIN)
+all: $(BUILD)/ringmail $(BUILD)/ringmail-signer $(UNIT_BIN)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -86,6 +94,13 @@ $(BUILD)/libringmail.a: $(LIB_OBJ)
 
 $(BUILD)/ringmail: $(BUILD)/campaign/main.o $(BENCH_OBJ) $(BUILD)/libringmail.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/signer/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(SIGNER_CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/ringmail-signer: $(SIGNER_OBJ)
+	$(CC) $(LDFLAGS) -o $@ $^ -lcrypto -lpq
 
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libringmail.a
 	@mkdir -p $(dir $@)
@@ -120,10 +135,11 @@ valgrind:
 	$(MAKE) BUILD=build-vg JEMALLOC=0 all
 	tests/valgrind.sh build-vg
 
-install: $(BUILD)/ringmail
+install: $(BUILD)/ringmail $(BUILD)/ringmail-signer
 	install -D -m 0755 $(BUILD)/ringmail $(DESTDIR)$(PREFIX)/bin/ringmail
+	install -D -m 0755 $(BUILD)/ringmail-signer $(DESTDIR)$(PREFIX)/bin/ringmail-signer
 
-FORMAT_SRC = $(wildcard engine/*.[ch] pool/*.[ch] campaign/*.[ch] bench/*.[ch] tests/unit/*.[ch] tests/fuzz/*.[ch])
+FORMAT_SRC = $(wildcard engine/*.[ch] pool/*.[ch] campaign/*.[ch] campaign/signer/*.[ch] bench/*.[ch] tests/unit/*.[ch] tests/fuzz/*.[ch])
 format:
 	clang-format -i $(FORMAT_SRC)
 
@@ -135,10 +151,13 @@ format-check:
 #   pool/     nothing from campaign/ or bench/, and not <liburing.h>;
 #   BoringSSL (<openssl/...>) only in engine/tls.c, engine/tls_session_cache.c, engine/dane.c
 #             (the TLS layer) and engine/crypto.c (everything else's door);
+#   campaign/signer/ (ringmail-signer, OpenSSL 3's <openssl/...>) includes of ours only
+#             engine/buf.h and campaign/sign_proto.h (nothing that is BoringSSL's door),
+#             and nothing outside it includes campaign/signer/;
 #   campaign/ nothing from bench/ but campaign/main.c's bench/sink.h;
 #   bench/    only its own headers and engine/ and pool/ ones.
 # Each offending line is printed as file:line:text; any makes this fail.
-LAYER_SRC = $(wildcard engine/*.[ch] pool/*.[ch] campaign/*.[ch] bench/*.[ch] tools/*.[ch])
+LAYER_SRC = $(wildcard engine/*.[ch] pool/*.[ch] campaign/*.[ch] campaign/signer/*.[ch] bench/*.[ch] tools/*.[ch])
 LAYER_INC = ^[[:space:]]*\#[[:space:]]*include[[:space:]]*
 check-layers:
 	@fail=0; \
@@ -151,7 +170,11 @@ check-layers:
 	layer "pool/ includes campaign/, bench/ or liburing" \
 	  '(["<](\.\./)*(campaign|bench)/|<liburing\.h>)' "$(filter pool/%,$(LAYER_SRC))" '^$$'; \
 	layer "BoringSSL outside engine/tls.c, engine/tls_session_cache.c, engine/crypto.c, engine/dane.c" \
-	  '<openssl/' "$(LAYER_SRC)" '^engine/(tls|tls_session_cache|crypto|dane)\.c:'; \
+	  '<openssl/' "$(LAYER_SRC)" '^(engine/(tls|tls_session_cache|crypto|dane)\.c|campaign/signer/[^:]*):'; \
+	layer "campaign/signer/ includes more of ours than engine/buf.h and campaign/sign_proto.h" \
+	  '"' "$(filter campaign/signer/%,$(LAYER_SRC))" '"(engine/buf\.h|campaign/sign_proto\.h|signer[a-z_]*\.h)"'; \
+	layer "campaign/signer/ included from outside it" \
+	  '["<](\.\./)*campaign/signer/' "$(filter-out campaign/signer/%,$(LAYER_SRC))" '^$$'; \
 	layer "campaign/ includes bench/" \
 	  '["<](\.\./)*bench/' "$(filter campaign/%,$(LAYER_SRC))" '^campaign/main\.c:[0-9]+:[^"]*"bench/sink\.h"'; \
 	layer "bench/ includes more than engine/, pool/ and bench/ headers" \

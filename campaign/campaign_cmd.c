@@ -584,7 +584,9 @@ static int campaign_show_settings(PGconn *c, const char *id)
         "SELECT name, mail_from, coalesce(from_name, ''), coalesce(reply_to, ''), subject,"
         " octet_length(text_body), octet_length(html_body), coalesce(list_unsubscribe, ''),"
         " coalesce(feedback_id, ''), coalesce(dkim_domain, ''), coalesce(dkim_selector, ''),"
-        " dkim_key IS NOT NULL, " CAMPAIGN_TS("created_at") " FROM ringmail.campaign"
+        " dkim_key IS NOT NULL, " CAMPAIGN_TS("created_at") ", coalesce(dkim_selector2, ''),"
+                                                            " dkim_key2 IS NOT NULL"
+                                                            " FROM ringmail.campaign"
                                                             " WHERE id = $1::bigint",
         1, p, PGRES_TUPLES_OK);
     if (!r || pq.PQntuples(r) != 1) {
@@ -616,6 +618,10 @@ static int campaign_show_settings(PGconn *c, const char *id)
                strcmp(V(11), "t") == 0 ? "private key stored, not shown" : "no private key");
     } else {
         printf("  dkim              none (not signed)\n");
+    }
+    if (*V(9) && *V(13)) { /* dual signing: the second key, same d= */
+        printf("  dkim (second)     d=%s s=%s (%s)\n", V(9), V(13),
+               strcmp(V(14), "t") == 0 ? "private key stored, not shown" : "no private key");
     }
     printf("  created           %s\n", V(12));
 #undef V

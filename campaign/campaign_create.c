@@ -41,6 +41,7 @@ struct campaign_spec {
     const char *url, *name, *from, *subject;
     const char *text_path, *html_path, *list_unsubscribe, *feedback_id;
     const char *dkim_domain, *dkim_selector, *dkim_key_path;
+    const char *dkim_selector2, *dkim_key2_path; /* dual signing: a second key, same d= */
     const char *from_name, *reply_to, *start_at;
     /* from --from split: the address, and its display name (or --from-name) */
     char from_addr[320], from_display[400];
@@ -357,6 +358,21 @@ static const char *campaign_spec_problem(struct campaign_spec *s, char *buf, siz
     if (dkim && (!*s->dkim_selector || !campaign_name_chars(s->dkim_selector, "-._"))) {
         return "--dkim-selector must be letters, digits, '-', '_' or '.'";
     }
+    if (!s->dkim_selector2 != !s->dkim_key2_path) {
+        return "--dkim-selector2 and --dkim-key2 go together";
+    }
+    if (s->dkim_selector2 && !dkim) {
+        return "--dkim-selector2 and --dkim-key2 sign a second time: they need --dkim-domain, "
+               "--dkim-selector and --dkim-key";
+    }
+    if (s->dkim_selector2 &&
+        (!*s->dkim_selector2 || !campaign_name_chars(s->dkim_selector2, "-._"))) {
+        return "--dkim-selector2 must be letters, digits, '-', '_' or '.'";
+    }
+    if (s->dkim_selector2 && strcasecmp(s->dkim_selector2, s->dkim_selector) == 0) {
+        return "--dkim-selector2 must differ from --dkim-selector (each key has its own DNS "
+               "record)";
+    }
     if (s->start_at) {
         return campaign_start_problem(s, buf, n);
     }
@@ -378,13 +394,16 @@ void campaign_create_usage(FILE *f)
             "usage: ringmail campaign create --db URL --name NAME --from ADDR --subject TEMPLATE\n"
             "           [--text FILE] [--html FILE] [--list-unsubscribe URL_TEMPLATE]\n"
             "           [--from-name NAME] [--reply-to ADDR] [--start-at TIME]\n"
-            "           [--feedback-id ID] [--dkim-domain D --dkim-selector S --dkim-key FILE]\n"
+            "           [--feedback-id ID] [--dkim-domain D --dkim-selector S --dkim-key FILE\n"
+            "            [--dkim-selector2 S2 --dkim-key2 FILE2]]\n"
             "\n"
             "  At least one of --text and --html (template files, UTF-8). Prints the new\n"
             "  campaign's id. Templates use {{name}} / {{name|default}} merge fields,\n"
             "  checked now. --from \"Acme News <news@acme.test>\" or --from-name gives the\n"
             "  sender's display name. --start-at \"2026-12-06 14:00\" (UTC unless it says\n"
             "  Z or +01:00) or +2h: the campaign is scheduled; a send waits for the time.\n"
+            "  --dkim-selector2/--dkim-key2: every message signed twice, same d= (typically\n"
+            "  RSA first, Ed25519 second); the keys are read by the signer processes only.\n"
             "       ringmail campaign test --db URL ID --to ADDR [--to ADDR ...]\n"
             "           [--vars JSON | --as RECIPIENT] [send options: --config --relay ...]\n"
             "       ringmail campaign preview --db URL ID --to ADDR --out FILE.eml\n"
@@ -413,6 +432,8 @@ static int campaign_create_parse(int argc, char **argv, struct campaign_spec *s)
         {"dkim-domain", required_argument, 0, 'D'},
         {"dkim-selector", required_argument, 0, 'S'},
         {"dkim-key", required_argument, 0, 'k'},
+        {"dkim-selector2", required_argument, 0, 'T'},
+        {"dkim-key2", required_argument, 0, 'K'},
         {"from-name", required_argument, 0, 'N'},
         {"reply-to", required_argument, 0, 'r'},
         {"start-at", required_argument, 0, 'a'},
@@ -424,7 +445,7 @@ static int campaign_create_parse(int argc, char **argv, struct campaign_spec *s)
     dest['t'] = &s->text_path, dest['H'] = &s->html_path, dest['u'] = &s->list_unsubscribe;
     dest['i'] = &s->feedback_id, dest['D'] = &s->dkim_domain, dest['S'] = &s->dkim_selector;
     dest['k'] = &s->dkim_key_path, dest['N'] = &s->from_name, dest['r'] = &s->reply_to;
-    dest['a'] = &s->start_at;
+    dest['a'] = &s->start_at, dest['T'] = &s->dkim_selector2, dest['K'] = &s->dkim_key2_path;
     int ch;
     optind = 1;
     while ((ch = opt_getopt(argc, argv, longopts)) != -1) {
@@ -448,21 +469,26 @@ static int campaign_create_parse(int argc, char **argv, struct campaign_spec *s)
     return -1;
 }
 
-/* Bodies and key read from their files: [0] text, [1] html, [2] key. */
-static int campaign_read_files(const struct campaign_spec *s, buf_t files[3])
+#define CAMPAIGN_FILES 4
+
+/* Bodies and keys read from their files: [0] text, [1] html, [2] key, [3] key2. */
+static int campaign_read_files(const struct campaign_spec *s, buf_t files[CAMPAIGN_FILES])
 {
-    const char *paths[3] = {s->text_path, s->html_path, s->dkim_key_path};
+    const char *paths[CAMPAIGN_FILES] = {s->text_path, s->html_path, s->dkim_key_path,
+                                         s->dkim_key2_path};
     char err[512];
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < CAMPAIGN_FILES; i++) {
         if (paths[i] && campaign_read_file(paths[i], &files[i], err, sizeof err) < 0) {
             fprintf(stderr, "ringmail campaign create: %s\n", err);
             return 2;
         }
     }
-    if (s->dkim_key_path && !campaign_looks_like_pem_key(buf_data(&files[2]))) {
-        fprintf(stderr, "ringmail campaign create: --dkim-key %s: not a PEM private key\n",
-                s->dkim_key_path);
-        return 2;
+    for (int i = 2; i < CAMPAIGN_FILES; i++) {
+        if (paths[i] && !campaign_looks_like_pem_key(buf_data(&files[i]))) {
+            fprintf(stderr, "ringmail campaign create: --dkim-key%s %s: not a PEM private key\n",
+                    i == 3 ? "2" : "", paths[i]);
+            return 2;
+        }
     }
     return 0;
 }
@@ -497,7 +523,27 @@ static void campaign_template_error(const struct campaign_spec *s, const char *e
     fprintf(stderr, "ringmail campaign create: %s\n", err);
 }
 
-static int campaign_check(const struct campaign_spec *s, buf_t files[3])
+/* campaign_check_key - a key loads as the signer will load it (RSA of 1024
+ * to 8192 bits or Ed25519): 0, or 2 (said) */
+static int campaign_check_key(const struct campaign_spec *s, const char *selector,
+                              const char *option, const char *path, buf_t *pem)
+{
+    struct dkim_spec dk = {
+        .domain = s->dkim_domain,
+        .selector = selector,
+        .key_pem = buf_cstr(pem),
+    };
+    char err[512];
+    struct dkim_signer *signer = dkim_signer_new(&dk, err, sizeof err);
+    if (!signer) {
+        fprintf(stderr, "ringmail campaign create: %s %s: %s\n", option, path, err);
+        return 2;
+    }
+    dkim_signer_free(signer);
+    return 0;
+}
+
+static int campaign_check(const struct campaign_spec *s, buf_t files[CAMPAIGN_FILES])
 {
     struct render_spec spec = {
         .from_addr = s->from_addr,
@@ -516,28 +562,20 @@ static int campaign_check(const struct campaign_spec *s, buf_t files[3])
         return 2;
     }
     render_free(t);
-    if (!s->dkim_key_path) {
-        return 0;
+    int rc = s->dkim_key_path ? campaign_check_key(s, s->dkim_selector, "--dkim-key",
+                                                   s->dkim_key_path, &files[2])
+                              : 0;
+    if (rc == 0 && s->dkim_key2_path) {
+        rc = campaign_check_key(s, s->dkim_selector2, "--dkim-key2", s->dkim_key2_path, &files[3]);
     }
-    struct dkim_spec dk = {
-        .domain = s->dkim_domain,
-        .selector = s->dkim_selector,
-        .key_pem = buf_data(&files[2]),
-    };
-    struct dkim_signer *signer = dkim_signer_new(&dk, err, sizeof err);
-    if (!signer) {
-        fprintf(stderr, "ringmail campaign create: --dkim-key %s: %s\n", s->dkim_key_path, err);
-        return 2;
-    }
-    dkim_signer_free(signer);
-    return 0;
+    return rc;
 }
 
-static int campaign_insert(PGconn *c, const struct campaign_spec *s, buf_t files[3])
+static int campaign_insert(PGconn *c, const struct campaign_spec *s, buf_t files[CAMPAIGN_FILES])
 {
     char start[32];
     snprintf(start, sizeof start, "%lld", (long long)s->start);
-    const char *values[13] = {
+    const char *values[15] = {
         s->name,
         s->from_addr,
         s->subject,
@@ -550,6 +588,8 @@ static int campaign_insert(PGconn *c, const struct campaign_spec *s, buf_t files
         s->dkim_key_path ? buf_data(&files[2]) : NULL,
         s->from_display[0] ? s->from_display : NULL,
         s->reply_to,
+        s->dkim_selector2,
+        s->dkim_key2_path ? buf_data(&files[3]) : NULL,
         start,
     };
     /* status: the default (draft), or scheduled with its time */
@@ -558,13 +598,14 @@ static int campaign_insert(PGconn *c, const struct campaign_spec *s, buf_t files
         s->has_start
             ? "INSERT INTO ringmail.campaign (name, mail_from, subject, text_body, html_body,"
               " list_unsubscribe, feedback_id, dkim_domain, dkim_selector, dkim_key, from_name,"
-              " reply_to, start_at, status) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
-              " $11, $12, to_timestamp($13::bigint), 'scheduled') RETURNING id"
+              " reply_to, dkim_selector2, dkim_key2, start_at, status) VALUES ($1, $2, $3, $4,"
+              " $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, to_timestamp($15::bigint),"
+              " 'scheduled') RETURNING id"
             : "INSERT INTO ringmail.campaign (name, mail_from, subject, text_body, html_body,"
               " list_unsubscribe, feedback_id, dkim_domain, dkim_selector, dkim_key, from_name,"
-              " reply_to) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
-              " RETURNING id",
-        s->has_start ? 13 : 12, NULL, values, NULL, NULL, 0);
+              " reply_to, dkim_selector2, dkim_key2) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,"
+              " $10, $11, $12, $13, $14) RETURNING id",
+        s->has_start ? 15 : 14, NULL, values, NULL, NULL, 0);
     if (!r || pq.PQresultStatus(r) != PGRES_TUPLES_OK || pq.PQntuples(r) != 1) {
         const char *m = r ? pq.PQresultErrorMessage(r) : pq.PQerrorMessage(c);
         fprintf(stderr, "ringmail campaign create: %.*s\n", (int)strcspn(m, "\n"), m);
@@ -588,7 +629,7 @@ int campaign_create(int argc, char **argv)
     if (rc >= 0) {
         return rc;
     }
-    buf_t files[3] = {BUF_INIT, BUF_INIT, BUF_INIT};
+    buf_t files[CAMPAIGN_FILES] = {BUF_INIT, BUF_INIT, BUF_INIT, BUF_INIT};
     rc = campaign_read_files(&s, files);
     char err[1024];
     PGconn *c = NULL;
@@ -618,11 +659,14 @@ int campaign_create(int argc, char **argv)
     if (rc == 0) { /* the DKIM record to publish, and d= against the From domain */
         dkim_create_advice(stderr, s.from, s.dkim_domain, s.dkim_selector,
                            s.dkim_key_path ? buf_data(&files[2]) : NULL);
+        if (s.dkim_key2_path) { /* the second record; the alignment was said above */
+            dkim_create_advice(stderr, NULL, s.dkim_domain, s.dkim_selector2, buf_data(&files[3]));
+        }
     }
     if (c) {
         pq.PQfinish(c);
     }
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < CAMPAIGN_FILES; i++) {
         buf_free(&files[i]);
     }
     return rc;

@@ -14,7 +14,8 @@
  *     (loader_campaign_read) and compiled as it compiles it
  *     (prepare_compile, [feedback] of --config included), and each seed's
  *     message is rendered by the workers' own function (prepare_render):
- *     same headers, List-Unsubscribe, DKIM signature. The merge variables
+ *     same headers, List-Unsubscribe, DKIM signature (made by a signer
+ *     process, campaign/sign_client.h, as in send: no key is read here). The merge variables
  *     are --vars (a JSON object), or those of the campaign's recipient
  *     --as names, or by default of its first recipient; {{email}} is the
  *     seed's address unless they define it, and [feedback]'s tokens (the
@@ -353,7 +354,12 @@ static int seed_render(PGconn *db, const struct seed_cmd *c, buf_t *bodies, char
     }
     struct prepare_token token = {0};
     struct render_template *tpl = NULL;
-    if (rc == 0 && !(tpl = prepare_compile(&camp, &fb, c->who, &token, err, sizeof err))) {
+    struct sign_client *signer = NULL; /* the keys stay in a signer process, as in send */
+    if (rc == 0 && !(signer = prepare_signer_start(&camp, c->url, 1, err, sizeof err)) && err[0]) {
+        fprintf(stderr, "%s: campaign %" PRId64 ": %s\n", c->who, c->id, err);
+        rc = 1;
+    }
+    if (rc == 0 && !(tpl = prepare_compile(&camp, &fb, c->who, signer, &token, err, sizeof err))) {
         fprintf(stderr, "%s: campaign %" PRId64 ": %s\n", c->who, c->id, err);
         rc = 1;
     }
@@ -374,6 +380,7 @@ static int seed_render(PGconn *db, const struct seed_cmd *c, buf_t *bodies, char
     render_scratch_free(&scratch);
     prepare_missing_free(token.missing); /* each field was said at its first seed */
     render_free(tpl);
+    sign_client_stop(signer);
     free(vars);
     loader_campaign_free(&camp);
     return rc;

@@ -637,6 +637,14 @@ int check_dns_report(const struct check_dns_input *in, FILE *out)
 {
     struct cd_report r = {.out = out, .reasons = BUF_INIT};
     int dkim_ok = cd_dkim(in, &r);
+    if (in->selector && in->selector2) { /* the second key: the same checks on its name */
+        struct check_dns_input second = *in;
+        second.selector = in->selector2;
+        second.key_file = in->key_file2;
+        second.key_record = in->key_record2;
+        second.dkim = in->dkim2;
+        dkim_ok &= cd_dkim(&second, &r);
+    }
     int spf_ok = cd_spf(in, &r, &in->spf_rp, 1);
     if (strcasecmp(in->return_path, in->from) != 0) {
         cd_spf(in, &r, &in->spf_from, 0);
@@ -715,7 +723,8 @@ static void cd_answer_free(struct check_dns_answer *a)
 static void cd_usage(FILE *f)
 {
     fprintf(f, "usage: ringmail check-dns --from DOMAIN [--dkim-selector S] [--dkim-domain D]\n"
-               "           [--dkim-key FILE] [--return-path DOMAIN] [--resolver ADDR:PORT]\n"
+               "           [--dkim-key FILE] [--dkim-selector2 S2 [--dkim-key2 FILE2]]\n"
+               "           [--return-path DOMAIN] [--resolver ADDR:PORT]\n"
                "           [--config FILE] [--timeout-ms MS]\n"
                "\n"
                "  Looks up DKIM (S._domainkey.D, D the From domain unless --dkim-domain), SPF (at\n"
@@ -723,6 +732,7 @@ static void cd_usage(FILE *f)
                "  the resolver ringmail sends with, and says what is missing or not aligned with\n"
                "  the From domain, as Gmail and Yahoo require of bulk senders.\n"
                "  --dkim-key FILE      the campaign's private key: the published p= must match it\n"
+               "  --dkim-selector2 S2, --dkim-key2 FILE2  a dual-signed campaign's second key\n"
                "  --return-path DOMAIN the envelope (MAIL FROM) domain; default: [feedback]\n"
                "                       return_path of --config, else the From domain\n"
                "  --config FILE        ringmail.conf: return path, and [global] source addresses\n"
@@ -762,6 +772,7 @@ static int cd_selector_ok(const char *s)
 
 struct cd_opts {
     const char *from, *selector, *dkim_domain, *key_file, *return_path, *resolver, *config;
+    const char *selector2, *key_file2;
     unsigned timeout_ms;
 };
 
@@ -778,6 +789,15 @@ static const char *cd_opts_problem(const struct cd_opts *o)
     if ((o->key_file || o->dkim_domain) && !o->selector) {
         return "--dkim-key and --dkim-domain need --dkim-selector S";
     }
+    if (o->selector2 && !cd_selector_ok(o->selector2)) {
+        return "--dkim-selector2 must be letters, digits, '-', '_' or '.'";
+    }
+    if (o->key_file2 && !o->selector2) {
+        return "--dkim-key2 needs --dkim-selector2 S2";
+    }
+    if (o->selector2 && !o->selector) {
+        return "--dkim-selector2 is a second key: it needs --dkim-selector S";
+    }
     return NULL;
 }
 
@@ -787,6 +807,8 @@ static int cd_parse(int argc, char **argv, struct cd_opts *o)
                                              {"dkim-selector", required_argument, 0, 's'},
                                              {"dkim-domain", required_argument, 0, 'D'},
                                              {"dkim-key", required_argument, 0, 'k'},
+                                             {"dkim-selector2", required_argument, 0, 'S'},
+                                             {"dkim-key2", required_argument, 0, 'K'},
                                              {"return-path", required_argument, 0, 'r'},
                                              {"resolver", required_argument, 0, 'R'},
                                              {"config", required_argument, 0, 'c'},
@@ -796,7 +818,7 @@ static int cd_parse(int argc, char **argv, struct cd_opts *o)
     const char **dest[128] = {0};
     dest['f'] = &o->from, dest['s'] = &o->selector, dest['D'] = &o->dkim_domain;
     dest['k'] = &o->key_file, dest['r'] = &o->return_path, dest['R'] = &o->resolver;
-    dest['c'] = &o->config;
+    dest['c'] = &o->config, dest['S'] = &o->selector2, dest['K'] = &o->key_file2;
     o->timeout_ms = 2000;
     int ch;
     optind = 1;
@@ -845,11 +867,11 @@ static char *cd_spf_hint(const struct config *c)
 struct cd_main {
     struct check_dns_input in;
     char from[256], dkim_domain[256], rp[256];
-    buf_t key;                                              /* owned: in.key_record */
+    buf_t key, key2;                                        /* owned: in.key_record(2) */
     buf_t rp_from;                                          /* owned: in.return_path_from */
     char *hint;                                             /* owned: in.spf_hint */
-    struct check_dns_answer *asks[3 + CHECK_DNS_DMARC_MAX]; /* borrowed from in */
-    struct cd_lookup looks[3 + CHECK_DNS_DMARC_MAX];
+    struct check_dns_answer *asks[4 + CHECK_DNS_DMARC_MAX]; /* borrowed from in */
+    struct cd_lookup looks[4 + CHECK_DNS_DMARC_MAX];
     size_t nasks;
 };
 
@@ -875,6 +897,8 @@ static int cd_setup(struct cd_main *m, const struct cd_opts *o)
     in->dkim_domain = o->dkim_domain ? m->dkim_domain : m->from;
     in->selector = o->selector;
     in->key_file = o->key_file;
+    in->selector2 = o->selector2;
+    in->key_file2 = o->key_file2;
     if (o->return_path) {
         buf_append_str(&m->rp_from, "--return-path");
     } else if (cfg && cfg->feedback.enabled && cfg->feedback.return_path[0]) {
@@ -897,6 +921,14 @@ static int cd_setup(struct cd_main *m, const struct cd_opts *o)
         }
         in->key_record = buf_cstr(&m->key);
     }
+    if (o->key_file2) {
+        struct dkim_spec spec = {.key_file = o->key_file2};
+        if (dkim_key_record(&spec, NULL, &m->key2, err, sizeof err) < 0) {
+            fprintf(stderr, "ringmail check-dns: --dkim-key2 %s: %s\n", o->key_file2, err);
+            return 2;
+        }
+        in->key_record2 = buf_cstr(&m->key2);
+    }
     return 0;
 }
 
@@ -909,6 +941,11 @@ static void cd_names(struct cd_main *m)
         snprintf(in->dkim.name, sizeof in->dkim.name, "%s._domainkey.%s", in->selector,
                  in->dkim_domain);
         m->asks[m->nasks++] = &in->dkim;
+    }
+    if (in->selector2) {
+        snprintf(in->dkim2.name, sizeof in->dkim2.name, "%s._domainkey.%s", in->selector2,
+                 in->dkim_domain);
+        m->asks[m->nasks++] = &in->dkim2;
     }
     snprintf(in->spf_rp.name, sizeof in->spf_rp.name, "%s", in->return_path);
     m->asks[m->nasks++] = &in->spf_rp;
@@ -958,6 +995,7 @@ static void cd_main_free(struct cd_main *m)
     }
     free(m->hint);
     buf_free(&m->key);
+    buf_free(&m->key2);
     buf_free(&m->rp_from);
     free(m);
 }
@@ -975,6 +1013,7 @@ int check_dns_main(int argc, char **argv)
         return 1;
     }
     m->key = (buf_t)BUF_INIT;
+    m->key2 = (buf_t)BUF_INIT;
     m->rp_from = (buf_t)BUF_INIT;
     rc = cd_setup(m, &o);
     if (rc == 0) {

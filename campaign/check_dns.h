@@ -67,8 +67,11 @@ struct check_dns_input {
     const char *return_path_from; /* where it came from, for the lines */
     const char *key_file;         /* --dkim-key, or NULL */
     const char *key_record;       /* its "v=DKIM1; k=..; p=.." */
-    const char *spf_hint;         /* mechanisms for a suggested SPF record, or NULL */
-    struct check_dns_answer dkim;
+    /* dual signing: a second selector of the same d= (NULL: none), its key
+     * file and record, checked the same way and required too */
+    const char *selector2, *key_file2, *key_record2;
+    const char *spf_hint; /* mechanisms for a suggested SPF record, or NULL */
+    struct check_dns_answer dkim, dkim2;
     struct check_dns_answer spf_rp;   /* at return_path */
     struct check_dns_answer spf_from; /* at from, looked at when it is not return_path */
     struct check_dns_answer dmarc[CHECK_DNS_DMARC_MAX];

@@ -31,6 +31,16 @@
  *     Nothing is allocated per message except growth of the caller's
  *     buffer; a signer is read-only after creation, so worker threads share it.
  *
+ *     Key holders: a signer made with spec->holder has no key here, only
+ *     the algorithm (for a=) and the holder's number for the key; the
+ *     digest goes to holder->sign (campaign/sign_client.c: the signer
+ *     processes, OpenSSL 3) and the signature comes back. Canonicalization
+ *     and both hashes stay here. dkim_sign_all signs one message with
+ *     several signers (dual signing): the body is hashed once, each field
+ *     is laid out up to "b=" and hashed, the holder is asked for all its
+ *     signatures at once, and the b= values are filled in last to first
+ *     (each insertion moves only the fields after it).
+ *
  *     The cryptography (key reading, SHA-256, signing, base64) is
  *     engine/crypto.h's; this file includes no BoringSSL header.
  *
@@ -69,6 +79,8 @@ struct dkim_signer {
     size_t head_col;        /* column after it */
     char **names;           /* owned (one block with the strings): lower-case names to sign */
     size_t n_names;
+    const struct dkim_keyholder *holder; /* borrowed; NULL: key is here */
+    unsigned holder_key;                 /* the holder's number for the key */
 };
 
 /* Where canonical bytes go: a buffer (tests) or a running hash (signing). */
@@ -353,8 +365,13 @@ struct dkim_signer *dkim_signer_new(const struct dkim_spec *spec, char *err, siz
         dkim_error(err, errlen, "out of memory");
         return NULL;
     }
-    struct crypto_key *key = dkim_load_key(spec, err, errlen);
-    if (!key || dkim_take_key(s, key, err, errlen) < 0 ||
+    if (spec->holder) { /* the key stays in the holder's process */
+        s->holder = spec->holder;
+        s->holder_key = spec->holder_key;
+        s->algorithm = spec->holder_alg;
+    }
+    struct crypto_key *key = spec->holder ? NULL : dkim_load_key(spec, err, errlen);
+    if ((!spec->holder && (!key || dkim_take_key(s, key, err, errlen) < 0)) ||
         dkim_take_names(s, spec->headers, err, errlen) < 0) {
         dkim_signer_free(s);
         return NULL;
@@ -395,7 +412,9 @@ static int dkim_append_record(const struct crypto_key *key, enum dkim_algorithm 
 
 void dkim_signer_dns_record(const struct dkim_signer *s, buf_t *out)
 {
-    dkim_append_record(s->key, s->algorithm, out);
+    if (s->key) { /* a holder's key: its public half is not here either */
+        dkim_append_record(s->key, s->algorithm, out);
+    }
 }
 
 /* ---------------------------------------------------------------- signing */
@@ -507,12 +526,96 @@ static void dkim_put_b(struct dkim_fold *fold, const uint8_t *sig, size_t sig_le
     }
 }
 
-int dkim_sign(const struct dkim_signer *s, const char *msg, size_t len, time_t t, buf_t *out,
-              char *err, size_t errlen)
+/* Where a field waits for its b= value: the offset in out just after its
+ * "b=", and the fold column there. */
+struct dkim_pending {
+    size_t at;
+    size_t col;
+};
+
+/* dkim_field_head - the signature field of s up to an empty b=, appended
+ * to out, and the header hash over the signed fields and that field */
+static void dkim_field_head(const struct dkim_signer *s, const struct dkim_field *fields,
+                            size_t n_fields, const uint8_t bh[CRYPTO_SHA256_LEN], time_t t,
+                            buf_t *out, struct dkim_pending *p, uint8_t digest[CRYPTO_SHA256_LEN])
+{
+    size_t start = buf_len(out);
+    buf_append(out, s->head, s->head_len);
+    struct dkim_fold fold = {out, s->head_col};
+    char tok[64];
+    if (t > 0) {
+        int tn = snprintf(tok, sizeof tok, "t=%lld;", (long long)t);
+        dkim_fold_put(&fold, " ", tok, (size_t)tn);
+    }
+    struct crypto_sha256 hash;
+    crypto_sha256_init(&hash);
+    dkim_sign_fields(s, fields, n_fields, &hash, &fold);
+    memcpy(tok, "bh=", 3);
+    size_t bn = crypto_base64_encode(tok + 3, bh, CRYPTO_SHA256_LEN);
+    tok[3 + bn] = ';';
+    dkim_fold_put(&fold, " ", tok, 3 + bn + 1);
+    dkim_fold_put(&fold, " ", "b=", 2);
+
+    /* The signature field itself, b= empty, relaxed, without its CRLF. */
+    struct dkim_sink head_sink = {dkim_put_sha256, &hash};
+    dkim_canon_header(buf_data(out) + start, buf_len(out) - start, 0, &head_sink);
+    crypto_sha256_final(&hash, digest);
+    p->at = buf_len(out);
+    p->col = fold.col;
+}
+
+/* dkim_put_b_at - b=<sig> folded and the field's CRLF, inserted into out
+ * at p (the fields after it move up; nothing is allocated but growth) */
+static void dkim_put_b_at(buf_t *out, const struct dkim_pending *p, const uint8_t *sig,
+                          size_t sig_len)
+{
+    size_t tail = buf_len(out) - p->at;
+    struct dkim_fold fold = {out, p->col};
+    dkim_put_b(&fold, sig, sig_len);
+    buf_append(out, "\r\n", 2);
+    size_t add = buf_len(out) - p->at - tail;
+    if (tail > 0) {
+        char moved[CRYPTO_BASE64_LEN(DKIM_MAX_SIG) + DKIM_MAX_SIG / 8 + 8];
+        char *d = out->data + out->off + p->at;
+        memcpy(moved, d + tail, add);
+        memmove(d + add, d, tail);
+        memcpy(d, moved, add);
+    }
+}
+
+/* dkim_sign_held - the signatures of the signers whose key a holder has:
+ * one call per holder; 0, or DKIM_HOLDER_FAILED + err */
+static int dkim_sign_held(const struct dkim_signer *const *signers, size_t n, struct dkim_sig *sigs,
+                          char *err, size_t errlen)
+{
+    for (size_t i = 0; i < n; i++) {
+        const struct dkim_keyholder *h = signers[i]->holder;
+        if (!h || (i > 0 && signers[i - 1]->holder == h)) {
+            continue; /* in-process, or asked with the one before (a run of one holder) */
+        }
+        size_t m = 1;
+        while (i + m < n && signers[i + m]->holder == h) {
+            m++;
+        }
+        if (h->sign(h->ctx, sigs + i, m, err, errlen) < 0) {
+            return DKIM_HOLDER_FAILED;
+        }
+    }
+    return 0;
+}
+
+#define DKIM_SIGNERS_MAX 4
+
+int dkim_sign_all(const struct dkim_signer *const *signers, size_t n, const char *msg, size_t len,
+                  time_t t, buf_t *out, char *err, size_t errlen)
 {
     struct dkim_field fields[DKIM_MAX_FIELDS];
     size_t n_fields;
     const char *body;
+    if (n > DKIM_SIGNERS_MAX) {
+        dkim_error(err, errlen, "more than 4 DKIM signatures");
+        return -1;
+    }
     if (dkim_split_header(msg, len, fields, &n_fields, &body, err, errlen) < 0) {
         return -1;
     }
@@ -526,6 +629,7 @@ int dkim_sign(const struct dkim_signer *s, const char *msg, size_t len, time_t t
     }
     size_t start = buf_len(out);
 
+    /* relaxed body, no l=: one body hash serves every signature */
     uint8_t bh[CRYPTO_SHA256_LEN];
     struct crypto_sha256 hash;
     crypto_sha256_init(&hash);
@@ -533,37 +637,34 @@ int dkim_sign(const struct dkim_signer *s, const char *msg, size_t len, time_t t
     dkim_canon_body(body, (size_t)(msg + len - body), &body_sink);
     crypto_sha256_final(&hash, bh);
 
-    buf_append(out, s->head, s->head_len);
-    struct dkim_fold fold = {out, s->head_col};
-    char tok[64];
-    if (t > 0) {
-        int tn = snprintf(tok, sizeof tok, "t=%lld;", (long long)t);
-        dkim_fold_put(&fold, " ", tok, (size_t)tn);
+    struct dkim_sig sigs[DKIM_SIGNERS_MAX];
+    struct dkim_pending pend[DKIM_SIGNERS_MAX];
+    for (size_t i = 0; i < n; i++) {
+        dkim_field_head(signers[i], fields, n_fields, bh, t, out, &pend[i], sigs[i].digest);
+        sigs[i].key = signers[i]->holder_key;
+        sigs[i].sig_len = 0;
+        if (!signers[i]->holder && crypto_sign_sha256(signers[i]->key, sigs[i].digest, sigs[i].sig,
+                                                      sizeof sigs[i].sig, &sigs[i].sig_len) < 0) {
+            out->len = out->off + start;
+            dkim_error(err, errlen, "signing failed");
+            return -1;
+        }
     }
-    crypto_sha256_init(&hash);
-    dkim_sign_fields(s, fields, n_fields, &hash, &fold);
-    memcpy(tok, "bh=", 3);
-    size_t bn = crypto_base64_encode(tok + 3, bh, sizeof bh);
-    tok[3 + bn] = ';';
-    dkim_fold_put(&fold, " ", tok, 3 + bn + 1);
-    dkim_fold_put(&fold, " ", "b=", 2);
-
-    /* The signature field itself, b= empty, relaxed, without its CRLF. */
-    struct dkim_sink head_sink = {dkim_put_sha256, &hash};
-    dkim_canon_header(buf_data(out) + start, buf_len(out) - start, 0, &head_sink);
-    uint8_t digest[CRYPTO_SHA256_LEN];
-    crypto_sha256_final(&hash, digest);
-
-    uint8_t sig[DKIM_MAX_SIG];
-    size_t sig_len = 0;
-    if (crypto_sign_sha256(s->key, digest, sig, sizeof sig, &sig_len) < 0) {
+    int rc = dkim_sign_held(signers, n, sigs, err, errlen);
+    if (rc < 0) {
         out->len = out->off + start;
-        dkim_error(err, errlen, "signing failed");
-        return -1;
+        return rc;
     }
-    dkim_put_b(&fold, sig, sig_len);
-    buf_append(out, "\r\n", 2);
+    for (size_t i = n; i-- > 0;) { /* the last first: the earlier offsets stay good */
+        dkim_put_b_at(out, &pend[i], sigs[i].sig, sigs[i].sig_len);
+    }
     return 0;
+}
+
+int dkim_sign(const struct dkim_signer *s, const char *msg, size_t len, time_t t, buf_t *out,
+              char *err, size_t errlen)
+{
+    return dkim_sign_all(&s, 1, msg, len, t, out, err, errlen);
 }
 
 /* ---------------------------------------------------------------- DNS onboarding */

@@ -21,6 +21,7 @@
 #define RINGMAIL_DKIM_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <time.h>
 
@@ -31,15 +32,40 @@
     "from", "to", "subject", "date", "message-id", "mime-version", "content-type",                 \
         "list-unsubscribe", "list-unsubscribe-post", "feedback-id"
 
+enum dkim_algorithm { DKIM_RSA_SHA256, DKIM_ED25519_SHA256 };
+
+#define DKIM_DIGEST_LEN 32
+#define DKIM_SIG_MAX 1024 /* RSA-8192 */
+
+/* One signature asked of a key holder: which of its keys, over which
+ * SHA-256 header hash; the holder fills in sig and sig_len. */
+struct dkim_sig {
+    unsigned key;
+    uint8_t digest[DKIM_DIGEST_LEN];
+    uint8_t sig[DKIM_SIG_MAX];
+    size_t sig_len;
+};
+
+/* A key held by another process (campaign/sign_client.h: the signer
+ * processes). sign fills in reqs[0..n) and returns 0, or -1 with why in
+ * err; it is called from any thread. */
+struct dkim_keyholder {
+    int (*sign)(void *ctx, struct dkim_sig *reqs, size_t n, char *err, size_t errlen);
+    void *ctx;
+};
+
 struct dkim_spec {
     const char *domain;         /* d=, ASCII (an IDN as its A-label) */
     const char *selector;       /* s= */
     const char *key_file;       /* PEM private key file; or: */
     const char *key_pem;        /* the PEM text itself (wins over key_file) */
     const char *const *headers; /* NULL-terminated names to sign; NULL: the default */
+    /* Or the key is holder's key number holder_key, of algorithm holder_alg
+     * (key_file and key_pem unused): no key is read in this process. */
+    const struct dkim_keyholder *holder;
+    unsigned holder_key;
+    enum dkim_algorithm holder_alg;
 };
-
-enum dkim_algorithm { DKIM_RSA_SHA256, DKIM_ED25519_SHA256 };
 
 struct dkim_signer;
 
@@ -63,6 +89,22 @@ void dkim_signer_dns_record(const struct dkim_signer *s, buf_t *out);
  */
 int dkim_sign(const struct dkim_signer *s, const char *msg, size_t len, time_t t, buf_t *out,
               char *err, size_t errlen);
+
+/* dkim_sign's return when a key holder failed (the signer process died or
+ * answered an error): the message is not to blame, it is not to be sent
+ * unsigned nor marked invalid. */
+#define DKIM_HOLDER_FAILED (-2)
+
+/*
+ * Sign msg with each of signers[0..n) (dual signing: RSA beside Ed25519),
+ * appending one DKIM-Signature field per signer, in that order, to out.
+ * The body is hashed once; the signatures a holder makes are asked in one
+ * call. Returns 0; -1 with a reason in err (the message's fault); or
+ * DKIM_HOLDER_FAILED with the holder's reason; out as it was on failure.
+ * dkim_sign is this with n = 1.
+ */
+int dkim_sign_all(const struct dkim_signer *const *signers, size_t n, const char *msg, size_t len,
+                  time_t t, buf_t *out, char *err, size_t errlen);
 
 /* ---- DNS onboarding (campaign create, ringmail check-dns) ---- */
 

@@ -75,7 +75,8 @@ int loader_campaign_read(PGconn *conn, int64_t id, struct loader_campaign *c, ch
     PGresult *r = loader_query(conn,
                                "SELECT name, mail_from, subject, text_body, html_body,"
                                " list_unsubscribe, feedback_id, dkim_domain, dkim_selector,"
-                               " dkim_key, from_name, reply_to"
+                               " dkim_selector2, from_name, reply_to, dkim_key IS NOT NULL,"
+                               " dkim_key2 IS NOT NULL"
                                " FROM ringmail.campaign WHERE id = $1",
                                1, p, PGRES_TUPLES_OK, err, errlen);
     if (!r) {
@@ -90,10 +91,12 @@ int loader_campaign_read(PGconn *conn, int64_t id, struct loader_campaign *c, ch
     c->id = id;
     char **col[] = {&c->name,          &c->mail_from,        &c->subject,     &c->text_body,
                     &c->html_body,     &c->list_unsubscribe, &c->feedback_id, &c->dkim_domain,
-                    &c->dkim_selector, &c->dkim_key,         &c->from_name,   &c->reply_to};
+                    &c->dkim_selector, &c->dkim_selector2,   &c->from_name,   &c->reply_to};
     for (int i = 0; i < (int)(sizeof col / sizeof col[0]); i++) {
         *col[i] = loader_strdup_or_null(r, 0, i);
     }
+    c->has_dkim_key = *pq.PQgetvalue(r, 0, 12) == 't'; /* the keys: the signer's to read */
+    c->has_dkim_key2 = *pq.PQgetvalue(r, 0, 13) == 't';
     pq.PQclear(r);
     return 0;
 }
@@ -190,7 +193,7 @@ void loader_campaign_free(struct loader_campaign *c)
     free(c->feedback_id);
     free(c->dkim_domain);
     free(c->dkim_selector);
-    free(c->dkim_key);
+    free(c->dkim_selector2);
     free(c->from_name);
     free(c->reply_to);
 }

@@ -111,8 +111,11 @@ struct loader_result {
 struct loader_campaign {
     int64_t id;
     char *name, *mail_from, *subject, *text_body, *html_body, *list_unsubscribe, *feedback_id;
-    char *dkim_domain, *dkim_selector, *dkim_key; /* NULL when unset */
-    char *from_name, *reply_to;                   /* NULL when unset */
+    char *dkim_domain, *dkim_selector, *dkim_selector2; /* NULL when unset */
+    char *from_name, *reply_to;                         /* NULL when unset */
+    /* A DKIM key is stored (dkim_key, dkim_key2): never read here, only by
+     * the signer processes (campaign/sign_client.h). */
+    int has_dkim_key, has_dkim_key2;
 };
 
 /* Campaign id's row on c into *out (its strings owned): 0; 1 when there is

@@ -63,15 +63,55 @@ static int prepare_lookup(void *ctx, const char *name, buf_t *value)
 
 /* ---- templates ---- */
 
+/* prepare_signs - the campaign signs (a domain, a selector and a key); 2 when twice */
+static int prepare_signs(const struct loader_campaign *c)
+{
+    if (!c->dkim_domain || !c->dkim_selector || !c->has_dkim_key) {
+        return 0;
+    }
+    return c->dkim_selector2 && c->has_dkim_key2 ? 2 : 1;
+}
+
+struct sign_client *prepare_signer_start(const struct loader_campaign *c, const char *url,
+                                         unsigned processes, char *err, size_t errlen)
+{
+    err[0] = '\0';
+    if (!prepare_signs(c)) {
+        return NULL;
+    }
+    struct sign_client_options o = {.db_url = url, .campaign = c->id, .processes = processes};
+    return sign_client_start(&o, err, errlen);
+}
+
+/* prepare_dkim - the dkim_spec of key number i of signer (NULL: unsigned) */
+static const struct dkim_spec *prepare_dkim(const struct loader_campaign *c,
+                                            struct sign_client *signer, size_t i,
+                                            struct dkim_spec *dk)
+{
+    struct sign_key_info keys[SIGN_PROTO_KEYS_MAX];
+    if (!signer || i >= (size_t)prepare_signs(c) || i >= sign_client_keys(signer, keys)) {
+        return NULL;
+    }
+    *dk = (struct dkim_spec){
+        .domain = c->dkim_domain,
+        .selector = i ? c->dkim_selector2 : c->dkim_selector,
+        .holder = sign_client_holder(signer),
+        .holder_key = (unsigned)i,
+        .holder_alg = keys[i].alg == SIGN_ALG_RSA_SHA256 ? DKIM_RSA_SHA256 : DKIM_ED25519_SHA256,
+    };
+    return dk;
+}
+
 struct render_template *prepare_compile(const struct loader_campaign *c,
                                         const struct config_feedback *f, const char *who,
-                                        struct prepare_token *token, char *err, size_t errlen)
+                                        struct sign_client *signer, struct prepare_token *token,
+                                        char *err, size_t errlen)
 {
-    struct dkim_spec dk = {
-        .domain = c->dkim_domain,
-        .selector = c->dkim_selector,
-        .key_pem = c->dkim_key,
-    };
+    if (prepare_signs(c) && !signer) {
+        snprintf(err, errlen, "the campaign is DKIM-signed and its signer is not started");
+        return NULL;
+    }
+    struct dkim_spec dk[2];
     struct render_spec spec = {
         .from_addr = c->mail_from,
         .from_name = c->from_name,
@@ -81,7 +121,8 @@ struct render_template *prepare_compile(const struct loader_campaign *c,
         .html = c->html_body,
         .list_unsubscribe = c->list_unsubscribe,
         .feedback_id = c->feedback_id,
-        .dkim = c->dkim_domain && c->dkim_selector && c->dkim_key ? &dk : NULL,
+        .dkim = prepare_dkim(c, signer, 0, &dk[0]),
+        .dkim2 = prepare_dkim(c, signer, 1, &dk[1]),
     };
     memset(token, 0, sizeof *token);
     token->campaign = (uint64_t)c->id;
@@ -217,6 +258,7 @@ void prepare_render(const struct render_template *tpl, struct render_scratch *sc
     struct render_scratch *rs = scratch ? scratch : &local;
     buf_init(&it->body);
     it->err[0] = '\0';
+    it->retry = 0;
     const char *problem = address_problem ? address_problem(it->r.address) : NULL;
     if (problem) {
         snprintf(it->err, sizeof it->err, "%s", problem);
@@ -236,6 +278,7 @@ void prepare_render(const struct render_template *tpl, struct render_scratch *sc
         if (render_message(tpl, it->r.address, vars || pv.token ? &rv : NULL, rs, &it->body,
                            it->err, sizeof it->err) < 0) {
             buf_free(&it->body);
+            it->retry = rs->sign_failed;
             if (!it->err[0]) {
                 snprintf(it->err, sizeof it->err, "cannot render the message");
             }

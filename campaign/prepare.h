@@ -21,8 +21,9 @@
  *
  * Diagnostics: prepare_compile returns NULL with render_compile's reason;
  * a recipient that cannot be rendered gets its reason in it->err (the
- * caller marks it `invalid`); a merge field rendered empty is warned on
- * stderr, once per field, and prepare_token_done says the totals.
+ * caller marks it `invalid`; with it->retry, the DKIM signer failed: the
+ * caller stops, the recipient stays claimed and goes back to the queue); a merge field rendered
+ * empty is warned on stderr, once per field, and prepare_token_done says the totals.
  */
 #ifndef RINGMAIL_PREPARE_H
 #define RINGMAIL_PREPARE_H
@@ -32,6 +33,7 @@
 
 #include "campaign/loader.h"
 #include "campaign/render.h"
+#include "campaign/sign_client.h"
 #include "engine/buf.h"
 #include "pool/config.h"
 
@@ -40,7 +42,10 @@ struct prepare;
 struct prepare_item {
     struct loader_rcpt r; /* r.address owned; r.vars freed (NULL) */
     buf_t body;           /* the signed message, when err is empty (owned) */
-    char err[256];        /* why this recipient cannot be sent: `invalid` */
+    char err[256];        /* why this recipient cannot be sent: `invalid`, unless retry */
+    /* err is no fault of the recipient: the DKIM signer failed. Neither
+     * sent (never unsigned) nor marked; its claim goes back to the queue. */
+    int retry;
 };
 
 /* Counts, per merge field, the recipients rendered without its value. */
@@ -70,7 +75,16 @@ struct prepare_token {
  */
 struct render_template *prepare_compile(const struct loader_campaign *c,
                                         const struct config_feedback *f, const char *who,
-                                        struct prepare_token *token, char *err, size_t errlen);
+                                        struct sign_client *signer, struct prepare_token *token,
+                                        char *err, size_t errlen);
+/* The campaign's DKIM keys in signer processes (campaign/sign_client.h):
+ * `processes` of them, each reading the keys from the database at url
+ * itself; the campaign's row (dkim_domain, dkim_selector, dkim_selector2)
+ * says whether it signs once, twice or not at all. NULL with err "" when
+ * it does not sign, NULL + err when the signers cannot start. What
+ * prepare_compile's signer is: the delivery process never reads a key. */
+struct sign_client *prepare_signer_start(const struct loader_campaign *c, const char *url,
+                                         unsigned processes, char *err, size_t errlen);
 /* What prepare_compile set up in *token: the totals said (prepare_missing_report), freed. */
 void prepare_token_done(struct prepare_token *token);
 

@@ -95,8 +95,9 @@ struct render_template {
     int one_click;                        /* List-Unsubscribe is https: add List-Unsubscribe-Post */
     buf_t tail;                           /* owned: Feedback-ID and the extra headers, CRLF each */
     time_t fixed_date;
-    char *fixed_message_id;   /* owned, may be NULL */
-    struct dkim_signer *dkim; /* owned, may be NULL */
+    char *fixed_message_id;      /* owned, may be NULL */
+    struct dkim_signer *dkim[2]; /* owned: ndkim of them (dual signing: two) */
+    size_t ndkim;
 };
 
 /* One render_message call. */
@@ -674,14 +675,16 @@ struct render_template *render_compile(const struct render_spec *spec, char *err
         render_free(t);
         return NULL;
     }
-    if (spec->dkim) {
+    const struct dkim_spec *dk[2] = {spec->dkim, spec->dkim ? spec->dkim2 : NULL};
+    for (size_t i = 0; i < 2 && dk[i]; i++) {
         char why[200];
-        t->dkim = dkim_signer_new(spec->dkim, why, sizeof why);
-        if (!t->dkim) {
-            snprintf(err, errlen, "dkim: %s", why);
+        t->dkim[i] = dkim_signer_new(dk[i], why, sizeof why);
+        if (!t->dkim[i]) {
+            snprintf(err, errlen, "dkim%s: %s", i ? "2" : "", why);
             render_free(t);
             return NULL;
         }
+        t->ndkim++;
     }
     return t;
 }
@@ -701,7 +704,8 @@ void render_free(struct render_template *t)
     render_tpl_free(&t->html);
     render_tpl_free(&t->unsubscribe);
     render_tpl_free(&t->unsubscribe_mailto);
-    dkim_signer_free(t->dkim);
+    dkim_signer_free(t->dkim[0]);
+    dkim_signer_free(t->dkim[1]);
     free(t);
 }
 
@@ -844,6 +848,7 @@ static int render_run(struct render_call *c, buf_t *out)
     const struct render_template *t = c->t;
     c->s->nmissing = 0;
     c->s->missing_more = 0;
+    c->s->sign_failed = 0;
     const char *why = c->rcpt ? render_address_problem(c->rcpt) : "missing";
     if (why) {
         snprintf(c->err, c->errlen, "recipient address: %s", why);
@@ -851,7 +856,7 @@ static int render_run(struct render_call *c, buf_t *out)
     }
     time_t now = t->fixed_date ? t->fixed_date : time(NULL);
     buf_t *dst = out;
-    if (t->dkim) {
+    if (t->ndkim) {
         dst = &c->s->message;
         buf_reset(dst);
     }
@@ -860,8 +865,11 @@ static int render_run(struct render_call *c, buf_t *out)
         render_truncate(dst, start);
         return -1;
     }
-    if (t->dkim) {
-        if (dkim_sign(t->dkim, buf_data(dst), buf_len(dst), now, out, c->err, c->errlen) < 0) {
+    if (t->ndkim) {
+        int rc = dkim_sign_all((const struct dkim_signer *const *)t->dkim, t->ndkim, buf_data(dst),
+                               buf_len(dst), now, out, c->err, c->errlen);
+        if (rc < 0) {
+            c->s->sign_failed = rc == DKIM_HOLDER_FAILED;
             return -1;
         }
         buf_append(out, buf_data(dst), buf_len(dst));
@@ -927,6 +935,7 @@ void render_scratch_init(struct render_scratch *s)
     buf_init(&s->message);
     s->nmissing = 0;
     s->missing_more = 0;
+    s->sign_failed = 0;
 }
 
 void render_scratch_free(struct render_scratch *s)

@@ -9,7 +9,11 @@
  * Post), Feedback-ID, the campaign's extra headers, then a text/plain,
  * text/html or multipart/alternative body in utf-8 with a transfer
  * encoding chosen by content (7bit, quoted-printable, base64), and a
- * DKIM-Signature in front when the campaign signs.
+ * DKIM-Signature in front when the campaign signs (two with dkim2: dual
+ * signing). A key may be held by another process (dkim_spec.holder: the
+ * signer processes of campaign/sign_client.h); when that holder fails,
+ * render_message fails with scratch->sign_failed set: the recipient is not
+ * to blame.
  *
  * Merge fields: {{name}} or {{name|default}} (spaces around either are
  * ignored; names are letters, digits, '_', '-', '.'). The default is used
@@ -65,6 +69,7 @@ struct render_spec {
     const char *feedback_id;          /* constant Feedback-ID value; NULL: none */
     const char *const *extra_headers; /* NULL-terminated constant "Name: value" lines (ASCII) */
     const struct dkim_spec *dkim;     /* sign with this key; NULL: unsigned */
+    const struct dkim_spec *dkim2;    /* and with this one too (dual signing); NULL: once */
     /* Tests: a fixed clock (Date and DKIM t=) and a fixed Message-ID ("<...@...>"). */
     time_t fixed_date;            /* 0: the clock */
     const char *fixed_message_id; /* NULL: "<20 random hex.unix time@from domain>" */
@@ -106,6 +111,10 @@ struct render_scratch {
     const char *missing[RENDER_MISSING_MAX];
     size_t nmissing;
     int missing_more;
+    /* After render_message: 1 when it failed because the DKIM key holder
+     * (the signer process) failed, which is no fault of the recipient: not
+     * to be marked invalid, nor sent unsigned. */
+    int sign_failed;
 };
 
 void render_scratch_init(struct render_scratch *s);

@@ -124,6 +124,22 @@ static void send_on_data(void *user, struct pool_msg *pm)
 static void send_submit_db(struct send *s, struct prepare_item *it, uint64_t now)
 {
     struct loader_rcpt *x = &it->r;
+    if (it->retry || s->sign_failed) {
+        /* The DKIM signer failed: never unsigned, not marked; the claim
+         * goes back to the queue at the stop. */
+        if (!s->sign_failed) {
+            s->sign_failed = 1;
+            fprintf(stderr,
+                    "ringmail send: campaign %lld: %s: stopping; nothing is sent unsigned, the "
+                    "recipients not sent go back to the queue\n",
+                    s->o.campaign, it->err);
+            s->interrupted = 1;
+            send_stop(s);
+        }
+        free(x->address);
+        buf_free(&it->body);
+        return;
+    }
     s->t.recipients++;
     if (it->err[0]) {
         send_invalid_db(s, x, it->err);
@@ -235,15 +251,22 @@ static void send_watch_arm(struct send *s, struct send_watch *w, int fd)
     loop_poll_add(s->loop, &w->op, fd, POLLIN);
 }
 
-/* Render workers: --render-threads, by default one per core (0: render
- * on the loop thread). */
-static int send_prepare_start(struct send *s, char *err, size_t errlen)
+/* send_render_threads - --render-threads, by default one per core (at most 8) */
+static int send_render_threads(const struct send *s)
 {
     int n = s->o.render_threads;
     if (n < 0) {
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
         n = cpus < 1 ? 1 : cpus > 8 ? 8 : (int)cpus;
     }
+    return n;
+}
+
+/* Render workers: --render-threads, by default one per core (0: render
+ * on the loop thread). */
+static int send_prepare_start(struct send *s, char *err, size_t errlen)
+{
+    int n = send_render_threads(s);
     if (n == 0) {
         return 0;
     }
@@ -259,14 +282,21 @@ static int send_prepare_start(struct send *s, char *err, size_t errlen)
     return s->prep ? 0 : -1;
 }
 
-/* Compile the campaign's templates (and its DKIM key), as `campaign test`
- * and `campaign preview` do (prepare_compile). */
+/* Compile the campaign's templates, as `campaign test` and `campaign
+ * preview` do (prepare_compile); a signed campaign's keys go to its signer
+ * processes, one per render worker (campaign/sign_client.h), never here. */
 static int send_templates(struct send *s, char *err, size_t errlen)
 {
     const struct loader_campaign *c = loader_campaign(s->loader);
     s->o.from = c->mail_from;
-    s->tpl = prepare_compile(c, &s->feedback, "ringmail send", &s->token, err, errlen);
     render_scratch_init(&s->scratch);
+    int workers = send_render_threads(s);
+    s->signer =
+        prepare_signer_start(c, s->o.db_url, workers > 0 ? (unsigned)workers : 1, err, errlen);
+    if (!s->signer && err[0]) {
+        return -1;
+    }
+    s->tpl = prepare_compile(c, &s->feedback, "ringmail send", s->signer, &s->token, err, errlen);
     return s->tpl ? 0 : -1;
 }
 
@@ -509,6 +539,8 @@ int send_campaign_stop(struct send *s, int rc)
         prepare_stop(s->prep); /* what it still holds stays claimed: released below */
         s->prep = NULL;
     }
+    sign_client_stop(s->signer);
+    s->signer = NULL;
     if (!s->loader) {
         return rc;
     }
@@ -545,6 +577,14 @@ int send_campaign_stop(struct send *s, int rc)
                     s->done && info.requeued == 0 ? "" : "; run again to resume");
             rc = s->done && info.requeued == 0 ? 0 : 1;
         }
+    } else if (s->sign_failed && !s->fenced) {
+        fprintf(stderr,
+                "ringmail send: stopped: the DKIM signer failed (see above); %s%lld claimed "
+                "recipient%s went back to the queue; none was sent unsigned\n",
+                lrc < 0 || info.requeued < 0 ? "not every result could be written; "
+                                             : "every result is written; ",
+                info.requeued < 0 ? 0 : info.requeued, info.requeued == 1 ? "" : "s");
+        rc = 1;
     } else if (s->cancelled && !s->fenced) {
         rc = send_cancelled_say(s, &info, lrc);
     } else if (lrc < 0 && rc == 0) {
@@ -564,6 +604,8 @@ int send_campaign_stop(struct send *s, int rc)
 
 void send_campaign_free(struct send *s)
 {
+    sign_client_stop(s->signer); /* a start that failed after the signers started */
+    s->signer = NULL;
     prepare_token_done(&s->token); /* the missing merge values' totals */
     if (s->tpl) {
         render_free(s->tpl);

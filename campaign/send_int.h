@@ -227,6 +227,8 @@ struct send {
     struct render_scratch scratch;
     struct prepare_token token; /* [feedback] unsubscribe_url: the templates' token */
     struct prepare *prep;       /* render workers (NULL: render on the loop thread) */
+    struct sign_client *signer; /* owned: the DKIM signer processes (NULL: unsigned) */
+    int sign_failed;            /* a signer failed: the run stops, nothing more is sent */
     struct send_watch loader_watch, prep_watch;
     char node_buf[128], journal_buf[512];
     /* campaign mode: the complaint guard's holds (send_hold.c) */

@@ -8,7 +8,9 @@
 #   2. check-dns: the records create printed, published in dnsmasq, are
 #      "met" (exit 0); a missing DMARC, two SPF records, a DKIM record of
 #      another key, +all, a return path that does not align (with and
-#      without DKIM to carry DMARC), the return path from --config;
+#      without DKIM to carry DMARC), the return path from --config; a
+#      dual-signed campaign's second selector (--dkim-selector2), published
+#      or not;
 #   3. lookups that fail: SERVFAIL for one name (the rest is checked), a
 #      silent resolver (timeout, bounded) and a closed port: "could not be
 #      checked" with the name, exit 1, never "missing";
@@ -185,6 +187,20 @@ check_grep "good.test ed: DKIM OK, k=ed25519, the key given" \
     '^OK +DKIM ed\._domainkey\.good\.test: v=DKIM1, k=ed25519, the public key of ' "$T/ed.txt"
 
 # shellcheck disable=SC2086
+cd_run dual --from good.test --dkim-selector s1 --dkim-key "$T/rsa.pem" --dkim-selector2 ed \
+    --dkim-key2 "$T/ed.pem" $R
+check_eq "dual-signed (--dkim-selector2 --dkim-key2): exit 0" 0 "$RC"
+check_grep "dual: the first key OK" '^OK +DKIM s1\._domainkey\.good\.test: v=DKIM1, k=rsa, 2048-bit key' "$T/dual.txt"
+check_grep "dual: the second key OK, the key given" \
+    "^OK +DKIM ed\\._domainkey\\.good\\.test: v=DKIM1, k=ed25519, the public key of $T/ed\\.pem\$" "$T/dual.txt"
+# shellcheck disable=SC2086
+cd_run dual2 --from good.test --dkim-selector s1 --dkim-selector2 nokey --dkim-key2 "$T/ed.pem" $R
+check_eq "dual, the second record not published: exit 1" 1 "$RC"
+check_grep "dual: the second one MISSING, with the record to publish" \
+    "^MISSING +DKIM nokey\\._domainkey\\.good\\.test: no key record \\(NXDOMAIN\\); publish  nokey\\._domainkey\\.good\\.test\\. IN TXT \"v=DKIM1; k=ed25519; p=$ED_RE\"\$" \
+    "$T/dual2.txt"
+
+# shellcheck disable=SC2086
 cd_run nodmarc --from nodmarc.test --dkim-selector s1 $R
 check_eq "no DMARC: exit 1" 1 "$RC"
 check_grep "no DMARC: MISSING and the record to publish" \
@@ -307,6 +323,12 @@ bad "--dkim-key without a selector" 'need --dkim-selector' --from good.test --dk
 bad "--dkim-key not a key" "^ringmail check-dns: --dkim-key $T/body.txt: cannot read a private key" \
     --from good.test --dkim-selector s1 --dkim-key "$T/body.txt"
 bad "--dkim-selector with a space" 'dkim-selector must be' --from good.test --dkim-selector 'a b'
+bad "--dkim-key2 without --dkim-selector2" '^ringmail check-dns: --dkim-key2 needs --dkim-selector2 S2$' \
+    --from good.test --dkim-selector s1 --dkim-key2 "$T/ed.pem"
+bad "--dkim-selector2 without a first" '^ringmail check-dns: --dkim-selector2 is a second key: it needs --dkim-selector S$' \
+    --from good.test --dkim-selector2 ed
+bad "--dkim-key2 not a key" "^ringmail check-dns: --dkim-key2 $T/body.txt: cannot read a private key" \
+    --from good.test --dkim-selector s1 --dkim-selector2 ed --dkim-key2 "$T/body.txt"
 bad "--conf (abbreviation)" "unknown option '--conf'" --from good.test --conf "$T/rm.conf"
 bad "a config with an error" "^ringmail check-dns: $T/body.txt:1: syntax error" \
     --from good.test --config "$T/body.txt"

@@ -572,8 +572,9 @@ static int render_tool(const char *mode, int argc, char **argv)
         return 2;
     }
     const json_t *dk = json_object_get(j, "dkim");
-    struct dkim_spec dkim = {json_str(dk, "domain"), json_str(dk, "selector"),
-                             json_str(dk, "key_file"), NULL, NULL};
+    struct dkim_spec dkim = {.domain = json_str(dk, "domain"),
+                             .selector = json_str(dk, "selector"),
+                             .key_file = json_str(dk, "key_file")};
     char err[256];
     int rc = 1;
     if (strcmp(mode, "dns") == 0) {
