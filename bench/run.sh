@@ -30,9 +30,12 @@
 #   9. destination TLS policy (runs before 6): a 100,000-recipient campaign
 #      over 1,000 domains with MTA-STS off, on (cache cold, warm) and DANE:
 #      CPU per message, policy fetches, TLSA lookups (bench/policy.sh)
+#  11. DKIM signing (runs before 6): RSA-2048, Ed25519 and dual-signed
+#      campaigns through the ringmail-signer processes beside `openssl speed`
+#      in the same round (bench/dkim.sh)
 #
 # Environment (defaults in brackets):
-#   STEPS ["1 2 3 4 5 6 7 8"]  which steps to run, e.g. STEPS="3 5"
+#   STEPS ["1 2 3 4 5 6 7 8 9 11"]  which steps to run, e.g. STEPS="3 5"
 #   RUNS [3]               runs per point (medians)
 #   COUNT [100000]         messages per ringmail-alone run in step 1
 #   COMPARE [run]          "skip": step 1 reuses bench/results/compare.json
@@ -55,7 +58,7 @@ case "$BUILD" in /*) ;; *) BUILD=$PWD/$BUILD ;; esac
 RM=$BUILD/ringmail
 RUNS=${RUNS:-3}
 COUNT=${COUNT:-100000}
-STEPS=${STEPS:-1 2 3 4 5 6 7 8 9}
+STEPS=${STEPS:-1 2 3 4 5 6 7 8 9 11}
 COMPARE=${COMPARE:-run}
 COMPARE_COUNT=${COMPARE_COUNT:-10000}
 THROUGHPUT_CONCS=${THROUGHPUT_CONCS:-20 50 100}
@@ -611,6 +614,15 @@ if want 9; then
     echo "9. destination TLS policy: a campaign under off, MTA-STS (cache cold, warm) and DANE (bench/policy.sh)"
     RUNS=$RUNS COUNT=${POLICY_COUNT:-100000} DOMAINS=${POLICY_DOMAINS:-1000} bench/policy.sh "$BUILD" ||
         { echo "  policy bench FAILED"; STATUS=1; }
+fi
+
+# ---------------------------------------------------------------- 11. DKIM signing
+
+if want 11; then
+    echo
+    echo "11. DKIM signing: RSA-2048, Ed25519 and dual through the signer processes, beside openssl speed (bench/dkim.sh)"
+    RUNS=$RUNS COUNT=${DKIM_COUNT:-20000} bench/dkim.sh "$BUILD" ||
+        { echo "  dkim bench FAILED"; STATUS=1; }
 fi
 
 # ---------------------------------------------------------------- targets
