@@ -45,6 +45,8 @@ CONF
 C=$(psql_q "INSERT INTO ringmail.campaign (name, mail_from, subject, text_body)
     VALUES ('cluster', 'news@sender.test', 'Hello', 'Cluster.') RETURNING id")
 # Interleaved, as a real list is: every claim has both ISPs' recipients.
+# Each node holds at most --window 300 (10 s of its share), so the nodes
+# that start first do not claim the whole campaign.
 psql_q "INSERT INTO ringmail.recipient (campaign_id, address)
     SELECT $C, CASE WHEN g % 3 = 0 THEN 'y' || g || '@yy.test' ELSE 'g' || g || '@gm.test' END
     FROM generate_series(1, 4050) g" >/dev/null
@@ -75,7 +77,8 @@ for n in 1 2 3; do
     m=()
     [ "$n" = 1 ] && m=(--metrics "127.0.0.1:$METRICS_PORT")
     "$RM" send --db "$PG_URL" --campaign "$C" --config "$E2E_TMP/c.conf" --node "n$n" \
-        --source "127.0.0.1$n" --lease 5 --journal "$E2E_TMP/n$n.journal" --json "${m[@]}" \
+        --source "127.0.0.1$n" --lease 5 --window 300 --batch 100 \
+        --journal "$E2E_TMP/n$n.journal" --json "${m[@]}" \
         >"$E2E_TMP/n$n.json" 2>"$E2E_TMP/n$n.err" &
     PID[$n]=$!
 done
