@@ -489,6 +489,23 @@ static void send_cluster_tick(struct loop_timer *t)
         l->demand =
             d[i].demand ? d[i].demand : now - l->busy_ms < SEND_CLUSTER_LINGER_MS && l->busy_ms;
     }
+    /* Lanes that no longer share (a reload: cluster_limits off, a limit
+     * removed, the ISP gone): the whole limit again, and no more rows. */
+    for (size_t j = 0; j < k->nlanes;) {
+        size_t i = 0;
+        while (i < nd && !(d[i].shared && strcmp(k->lanes[j].isp, d[i].isp) == 0 &&
+                           strcmp(k->lanes[j].source, d[i].source) == 0)) {
+            i++;
+        }
+        if (i < nd) {
+            j++;
+            continue;
+        }
+        if (k->lanes[j].applied) {
+            pool_lane_share(s->pool, k->lanes[j].isp, k->lanes[j].source, 0, 0, 0);
+        }
+        k->lanes[j] = k->lanes[--k->nlanes];
+    }
     /* PostgreSQL out of reach with peers: the share is given up before the
      * others count this node dead (1.5 heartbeats) and take it. */
     int late = k->last_ok_ms && now - k->last_ok_ms > k->beat_ms * 5 / 4;
