@@ -681,6 +681,73 @@ static void test_reload_changes_limits(void **state)
     fx_end(&fx);
 }
 
+/* ---- the cluster's shares: 1/N of the rates, max_connections split by rank ---- */
+
+static void test_cluster_share(void **state)
+{
+    (void)state;
+    struct fixture fx = {.dns = {world_mx, world_hosts, 0, 0}};
+    fx_start(&fx,
+             "[isp gmail]\ndomains = gmail.com\nmax_connections = 7\nmsg_rate = 90/s\n"
+             "conn_rate = 30/s\n[isp yahoo]\ndomains = yahoo.com\nmsg_rate = 5/s\n"
+             "cluster_limits = off\n",
+             0, 0);
+    struct pool_lane_demand d[8];
+    size_t n = pool_lane_demands(fx.p, d, 8);
+    int shared_gmail = 0, shared_yahoo = 1, shared_default = 1;
+    for (size_t i = 0; i < n; i++) {
+        assert_string_equal(d[i].source, "");
+        assert_int_equal(d[i].demand, 0);
+        if (strcmp(d[i].isp, "gmail") == 0) {
+            shared_gmail = d[i].shared;
+        } else if (strcmp(d[i].isp, "yahoo") == 0) {
+            shared_yahoo = d[i].shared;
+        } else {
+            shared_default = d[i].shared;
+        }
+    }
+    assert_int_equal(shared_gmail, 1);
+    assert_int_equal(shared_yahoo, 0);   /* cluster_limits = off */
+    assert_int_equal(shared_default, 0); /* no limit to share */
+    struct pool_isp *gmail = pool_isp_named(fx.p, "gmail");
+    struct pool_isp_stats st[4];
+    /* Three nodes: rank 0 takes the remainder's first connection. */
+    pool_lane_share(fx.p, "gmail", "", 3, 0, 0);
+    assert_int_equal(gmail->lanes[0].max_connections, 3);
+    assert_true(gmail->lanes[0].msgs.rate == 30.0);
+    assert_true(gmail->lanes[0].conns.rate == 10.0);
+    assert_true(isp_stats(fx.p, "gmail", st, 4)->rate_limit == 30.0);
+    assert_int_equal(isp_stats(fx.p, "gmail", st, 4)->cluster_nodes, 3);
+    pool_lane_share(fx.p, "gmail", "", 3, 2, 0);
+    assert_int_equal(gmail->lanes[0].max_connections, 2);
+    /* More nodes than connections: the last ranks open none. */
+    pool_lane_share(fx.p, "gmail", "", 9, 8, 0);
+    assert_int_equal(gmail->lanes[0].share_none, 1);
+    assert_int_equal(pool_isp_full(gmail), 1);
+    /* A reload keeps the share over the new limits. */
+    pool_lane_share(fx.p, "gmail", "", 2, 1, 0);
+    pool_reload(fx.p, config_text("[isp gmail]\ndomains = gmail.com\nmax_connections = 9\n"
+                                  "msg_rate = 40/s\n"));
+    assert_int_equal(gmail->lanes[0].max_connections, 4);
+    assert_true(gmail->lanes[0].msgs.rate == 20.0);
+    /* Blocked: paused, said in the stats; alone again: the whole limit. */
+    pool_lane_share(fx.p, "gmail", "", 2, 1, 1);
+    assert_int_equal(isp_stats(fx.p, "gmail", st, 4)->cluster_blocked, 1);
+    assert_int_equal(pool_lane_paused(&gmail->lanes[0], 0), 1);
+    pool_lane_share(fx.p, "gmail", "", 0, 0, 0);
+    assert_int_equal(gmail->lanes[0].max_connections, 9);
+    assert_true(gmail->lanes[0].msgs.rate == 40.0);
+    assert_int_equal(pool_lane_paused(&gmail->lanes[0], 0), 0);
+    /* Another node's cut: the lower factor and its pause. */
+    assert_int_equal(pool_isp_backoff_adopt(fx.p, "gmail", 0.5, 3000, "on node n2: 421 4.7.28"), 1);
+    assert_true(gmail->lanes[0].msgs.rate == 20.0);
+    assert_int_equal(isp_stats(fx.p, "gmail", st, 4)->paused, 1);
+    assert_string_equal(gmail->lanes[0].why, "on node n2: 421 4.7.28");
+    assert_int_equal(pool_isp_backoff_adopt(fx.p, "gmail", 0.5, 3000, "again"), 0);
+    assert_int_equal(pool_isp_backoff_adopt(fx.p, "nosuch", 0.5, 3000, "x"), 0);
+    fx_end(&fx);
+}
+
 /* ---- the complaint guard's hold: no time lifts it; held mail goes back ---- */
 
 static void test_isp_hold(void **state)
@@ -878,6 +945,7 @@ int main(void)
         cmocka_unit_test(test_retry_heap_order),
         cmocka_unit_test(test_mx_fallback),
         cmocka_unit_test(test_reload_changes_limits),
+        cmocka_unit_test(test_cluster_share),
         cmocka_unit_test(test_isp_hold),
         cmocka_unit_test(test_suspend_kept),
     };
