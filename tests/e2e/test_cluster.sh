@@ -246,7 +246,14 @@ for n in 1 2; do
     timeout 60 tail --pid="${PID[$n]}" -f /dev/null
     wait "${PID[$n]}"
 done
-check_eq "backoff campaign stopped: nothing left claimed" 0 "$(count_state "$CB" claimed)"
+for n in 1 2; do
+    check_grep "backoff campaign stopped: b$n says where its claims are" \
+        'every result is written; [0-9]+ claimed recipients? went back to the queue|the claims not attempted stay node b'"$n""'s until then" \
+        "$E2E_TMP/b$n.err"
+done
+check_eq "backoff campaign stopped: every claim left is b1's or b2's, to settle at their next start" 0 \
+    "$(psql_q "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $CB AND state = 'claimed'
+        AND lease_owner NOT IN ('b1', 'b2')")"
 
 # ============================================================ 4. the start needs the shares
 psql_q "ALTER TABLE ringmail.node_lane RENAME TO node_lane_gone" >/dev/null
