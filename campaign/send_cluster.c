@@ -714,16 +714,7 @@ void send_cluster_stop(struct send *s)
     s->cluster = NULL;
     loop_timer_cancel(s->loop, &k->timer);
     if (k->started) {
-        struct timespec at;
-        clock_gettime(CLOCK_REALTIME, &at);
-        at.tv_sec += SEND_CLUSTER_STOP_MS / 1000;
-        pthread_mutex_lock(&k->lock);
-        k->quit = 1;
-        pthread_cond_broadcast(&k->cond);
-        while (!k->done && pthread_cond_timedwait(&k->cond, &k->lock, &at) != ETIMEDOUT) {
-        }
-        int done = k->done;
-        pthread_mutex_unlock(&k->lock);
+        int done = send_thread_quit(&k->lock, &k->cond, &k->quit, &k->done, SEND_CLUSTER_STOP_MS);
         if (!done) {
             /* Stuck in libpq: the process is ending; its rows expire with its beat. */
             pthread_detach(k->thread);

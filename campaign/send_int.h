@@ -390,6 +390,12 @@ void send_suspend_note(void *user, const char *isp, int64_t until_ms, const char
 /* send_suspend_stop - what is queued written (within 3 s), the writer gone */
 void send_suspend_stop(struct send *s);
 
+/* send_thread_quit - a helper thread told to quit (*quit = 1 under lock,
+ * cond broadcast) and waited for until *done, at most ms: 1 when it
+ * returned (join it), 0 when it is stuck (in libpq: detach it). */
+int send_thread_quit(pthread_mutex_t *lock, pthread_cond_t *cond, int *quit, const int *done,
+                     unsigned ms);
+
 /* send_cluster.c: many nodes, one sender (campaign mode) */
 /* send_cluster_start - after the pool: the first shares read and applied
  * (before anything is sent), the beat thread started; 0, or -1 (said) */

@@ -228,20 +228,8 @@ void send_suspend_stop(struct send *s)
     }
     s->suspend = NULL;
     if (k->started) {
-        struct timespec at;
-        clock_gettime(CLOCK_REALTIME, &at);
-        at.tv_sec += SEND_SUSPEND_STOP_MS / 1000;
-        at.tv_nsec += (long)(SEND_SUSPEND_STOP_MS % 1000) * 1000000;
-        if (at.tv_nsec >= 1000000000) {
-            at.tv_sec++;
-            at.tv_nsec -= 1000000000;
-        }
+        int done = send_thread_quit(&k->lock, &k->cond, &k->quit, &k->done, SEND_SUSPEND_STOP_MS);
         pthread_mutex_lock(&k->lock);
-        k->quit = 1;
-        pthread_cond_broadcast(&k->cond);
-        while (!k->done && pthread_cond_timedwait(&k->cond, &k->lock, &at) != ETIMEDOUT) {
-        }
-        int done = k->done;
         size_t left = k->n;
         pthread_mutex_unlock(&k->lock);
         if (!done) {
@@ -261,4 +249,25 @@ void send_suspend_stop(struct send *s)
     pthread_mutex_destroy(&k->lock);
     pthread_cond_destroy(&k->cond);
     free(k);
+}
+
+int send_thread_quit(pthread_mutex_t *lock, pthread_cond_t *cond, int *quit, const int *done,
+                     unsigned ms)
+{
+    struct timespec at;
+    clock_gettime(CLOCK_REALTIME, &at);
+    at.tv_sec += ms / 1000;
+    at.tv_nsec += (long)(ms % 1000) * 1000000;
+    if (at.tv_nsec >= 1000000000) {
+        at.tv_sec++;
+        at.tv_nsec -= 1000000000;
+    }
+    pthread_mutex_lock(lock);
+    *quit = 1;
+    pthread_cond_broadcast(cond);
+    while (!*done && pthread_cond_timedwait(cond, lock, &at) != ETIMEDOUT) {
+    }
+    int d = *done;
+    pthread_mutex_unlock(lock);
+    return d;
 }

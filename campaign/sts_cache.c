@@ -431,16 +431,7 @@ void send_sts_stop(struct send *s)
     }
     s->sts_store = NULL;
     if (k->started) {
-        struct timespec at;
-        clock_gettime(CLOCK_REALTIME, &at);
-        at.tv_sec += STS_STOP_MS / 1000;
-        pthread_mutex_lock(&k->lock);
-        k->quit = 1;
-        pthread_cond_broadcast(&k->cond);
-        while (!k->done && pthread_cond_timedwait(&k->cond, &k->lock, &at) != ETIMEDOUT) {
-        }
-        int done = k->done;
-        pthread_mutex_unlock(&k->lock);
+        int done = send_thread_quit(&k->lock, &k->cond, &k->quit, &k->done, STS_STOP_MS);
         if (!done) {
             pthread_detach(k->thread); /* stuck in libpq: the process is ending */
             return;
