@@ -659,10 +659,12 @@ static int campaign_show_counts(PGconn *c, const char *id, const struct life_sta
     buf_t sql = BUF_INIT;
     buf_append_str(&sql, "SELECT ");
     for (int i = 0; i < CAMPAIGN_NSTATES; i++) {
-        buf_appendf(&sql, "%scount(*) FILTER (WHERE state = '%s')", i ? ", " : "",
+        buf_appendf(&sql, "%scount(*) FILTER (WHERE q.st = '%s')", i ? ", " : "",
                     campaign_states[i]);
     }
-    buf_append_str(&sql, " FROM ringmail.recipient WHERE campaign_id = $1::bigint");
+    buf_append_str(&sql,
+                   " FROM (SELECT " DB_STATE_SQL("r") " AS st FROM ringmail.recipient r"
+                                                      " WHERE r.campaign_id = $1::bigint) AS q");
     const char *p[] = {id};
     PGresult *r = campaign_query(c, "show", buf_cstr(&sql), 1, p, PGRES_TUPLES_OK);
     buf_free(&sql);

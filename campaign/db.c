@@ -313,6 +313,48 @@ static const char *const db_migrations[] = {
     "  PRIMARY KEY (isp, source));"
     "ALTER TABLE ringmail.campaign ADD COLUMN dkim_selector2 text,"
     "  ADD COLUMN dkim_key2 text;",
+    /* 8: claims by range (loader_claims.c). A recipient never attempted
+     * is *fresh*: queued with no next_attempt_at (the import's rows and,
+     * by the new default, rows inserted by hand), outside the due index.
+     * Fresh rows are claimed in id order by moving the campaign's sweep
+     * (sweep.upto) past them and writing one claim row with their range
+     * (lo, hi): the recipients themselves are not written at claim time;
+     * a fresh row at or below upto is held by the claim whose range holds
+     * it, and its result is its first write, in place (HOT: no indexed
+     * column changes, and fillfactor 50 leaves room on the page for the
+     * new version of every row of a page within one results
+     * transaction; at 85, most result updates moved their row and wrote
+     * two index entries). Due rows (deferred, or queued again after a
+     * stop or a takeover) are still claimed row by row (`claimed`, lease
+     * owner); that claim writes a claim row too, with the ids, so what
+     * each node holds is a few rows of this table. recipient_campaign
+     * orders a campaign's rows by id for the sweep. held lists every
+     * recipient a node holds, either way. */
+    "CREATE TABLE ringmail.sweep ("
+    "  campaign_id bigint PRIMARY KEY,"
+    "  upto bigint NOT NULL DEFAULT 0,"
+    "  swept bigint NOT NULL DEFAULT 0);" /* fresh rows claimed so far, in all */
+    "CREATE TABLE ringmail.claim ("
+    "  id bigserial PRIMARY KEY,"
+    "  node text NOT NULL,"
+    "  campaign_id bigint NOT NULL,"
+    "  lo bigint," /* a sweep's range: its fresh rows are this claim's */
+    "  hi bigint,"
+    "  ids bigint[]," /* a claim of due rows: the rows it made `claimed` */
+    "  at timestamptz NOT NULL DEFAULT now());"
+    "CREATE INDEX claim_node ON ringmail.claim (node);"
+    "CREATE INDEX claim_campaign ON ringmail.claim (campaign_id, lo);"
+    "CREATE INDEX recipient_campaign ON ringmail.recipient (campaign_id, id);"
+    "ALTER TABLE ringmail.recipient ALTER COLUMN next_attempt_at DROP DEFAULT,"
+    "  SET (fillfactor = 50);"
+    "CREATE VIEW ringmail.held AS"
+    "  SELECT q.id AS recipient_id, q.campaign_id, q.lease_owner AS node"
+    "  FROM ringmail.recipient q WHERE q.state = 'claimed'"
+    " UNION ALL"
+    "  SELECT q.id, q.campaign_id, c.node FROM ringmail.claim c"
+    "  JOIN ringmail.recipient q"
+    "   ON q.campaign_id = c.campaign_id AND q.id BETWEEN c.lo AND c.hi"
+    "  WHERE q.state = 'queued' AND q.next_attempt_at IS NULL;",
 };
 
 #define DB_NMIGRATIONS (int)(sizeof db_migrations / sizeof db_migrations[0])

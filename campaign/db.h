@@ -14,6 +14,16 @@
 
 #include "campaign/pq.h"
 
+/* A recipient's state as people read it, an SQL expression on recipient
+ * alias q (a literal string of the alias): a fresh row (queued with no
+ * next attempt time, schema 8) at or below its campaign's sweep is held by
+ * a node's claim, `claimed`, though its row still says queued (a claim by
+ * range writes no recipient row: campaign/loader_claims.c). */
+#define DB_STATE_SQL(q)                                                                            \
+    "(CASE WHEN " q ".state = 'queued' AND " q ".next_attempt_at IS NULL AND " q ".id <= "         \
+    "coalesce((SELECT w.upto FROM ringmail.sweep w WHERE w.campaign_id = " q ".campaign_id), 0)"   \
+    " THEN 'claimed' ELSE " q ".state END)"
+
 /* Connect (loading libpq first); NULL with the reason in err. */
 PGconn *db_connect(const char *url, char *err, size_t errlen);
 /* db_connect, then the schema checked: NULL with "... run `ringmail db migrate

@@ -166,8 +166,7 @@ static void import_sql_insert(buf_t *b, const char *src, const char *rows, long 
                       " WHEN sup.address IS NOT NULL THEN 'suppressed' ELSE 'queued' END AS state,"
                       " CASE WHEN d.problem IS NOT NULL THEN d.problem"
                       " WHEN sup.address IS NOT NULL THEN 'suppressed' END AS reason,"
-                      " CASE WHEN d.problem IS NULL AND sup.address IS NULL THEN now() END"
-                      " AS next_attempt_at");
+                      " NULL::timestamptz AS next_attempt_at"); /* fresh (schema 8) */
     buf_append_str(b, step > 0 ? ", d.ord" : "");
     buf_append_str(b, " FROM (SELECT DISTINCT ON (k.address COLLATE \"C\") k.* FROM (");
     import_sql_checked(b, "ringmail_src");

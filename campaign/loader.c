@@ -314,15 +314,22 @@ int loader_stop_by(struct loader *l, uint64_t deadline, const uint64_t *hurry,
         char id[32], err[512];
         snprintf(id, sizeof id, "%" PRId64, l->o.campaign);
         const char *p[] = {id, l->node, l->incarnation};
-        PGresult *r = loader_query(l->c,
-                                   "UPDATE ringmail.recipient SET state = 'queued',"
-                                   " next_attempt_at = now(), lease_owner = NULL,"
-                                   " lease_expires_at = NULL"
-                                   " WHERE campaign_id = $1 AND state = 'claimed'"
-                                   " AND lease_owner = $2",
-                                   2, p, PGRES_COMMAND_OK, err, sizeof err);
+        /* Fresh rows in its claims' ranges and rows it `claimed`, with its
+         * claim rows, in one statement. */
+        PGresult *r = loader_query(
+            l->c,
+            "WITH g AS (UPDATE ringmail.recipient q SET next_attempt_at = now(),"
+            "  updated_at = now() FROM ringmail.claim k WHERE k.node = $2 AND k.lo IS NOT NULL"
+            "  AND q.campaign_id = k.campaign_id AND q.id BETWEEN k.lo AND k.hi"
+            "  AND q.state = 'queued' AND q.next_attempt_at IS NULL RETURNING 1),"
+            " c AS (UPDATE ringmail.recipient SET state = 'queued', next_attempt_at = now(),"
+            "  lease_owner = NULL, lease_expires_at = NULL"
+            "  WHERE campaign_id = $1 AND state = 'claimed' AND lease_owner = $2 RETURNING 1),"
+            " k AS (DELETE FROM ringmail.claim WHERE node = $2)"
+            " SELECT (SELECT count(*) FROM g) + (SELECT count(*) FROM c)",
+            2, p, PGRES_TUPLES_OK, err, sizeof err);
         if (r) {
-            info->requeued = atoll(pq.PQcmdTuples(r)); /* committed: one statement */
+            info->requeued = atoll(pq.PQgetvalue(r, 0, 0)); /* committed: one statement */
         }
         PGresult *r2 = r ? loader_query(l->c, "DELETE FROM ringmail.armed WHERE node = $1", 1,
                                         p + 1, PGRES_COMMAND_OK, err, sizeof err)

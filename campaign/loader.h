@@ -6,10 +6,13 @@
  * the database and claims never wait for result commits; they meet the
  * loop at bounded queues and an eventfd the loop polls on its ring.
  *
- * Claims: batches of due recipients (`queued`, or `deferred` whose
- * next_attempt_at has come) move to `claimed` with the node as lease owner
- * in one statement using FOR UPDATE SKIP LOCKED, so several processes share
- * a campaign with no coordinator but PostgreSQL.
+ * Claims: batches of due recipients (`deferred` whose next_attempt_at has
+ * come, or `queued` again) move to `claimed` with the node as lease owner
+ * in one statement using FOR UPDATE SKIP LOCKED; fresh ones (never
+ * attempted) are claimed by range, one ringmail.claim row per batch and
+ * the campaign's sweep moved past it, no recipient row written (schema 8,
+ * loader_claims.c). Several processes share a campaign with no
+ * coordinator but PostgreSQL.
  *
  * Nodes: one process per node name. At start the journal is locked
  * (flock) and the process becomes the node's incarnation in ringmail.node,

@@ -2,11 +2,22 @@
  * loader_claims - the claimer thread: keeps the ready queue filled up to
  * what the loop wants. See loader_int.h.
  *
- * Due recipients (`queued`, or `deferred` whose next_attempt_at has come)
- * move to `claimed` under the node's lease in one statement with FOR
- * UPDATE SKIP LOCKED, whole batches while the loop has work in hand. When
- * nothing is claimable, the campaign is asked whether it is done or when
- * its next recipient comes due.
+ * Two kinds of claim (schema 8), whole batches while the loop has work in
+ * hand, each one statement with one ringmail.claim row saying what the
+ * node holds:
+ *   - due rows (`deferred` whose next_attempt_at has come, or `queued`
+ *     again after a stop or a takeover) move to `claimed` under the
+ *     node's lease, FOR UPDATE SKIP LOCKED, first;
+ *   - fresh rows (never attempted: `queued` with no next_attempt_at) are
+ *     claimed by range: the campaign's sweep moves past the next batch in
+ *     id order and the claim row keeps the range; the rows are not
+ *     written (their result is their first write, in place).
+ * When nothing is claimable, the campaign is asked whether it is done or
+ * when its next recipient comes due: from the due index, the sweep and
+ * the claim rows (a few rows, not the campaign's); only when those say
+ * that nothing is left anywhere is the campaign counted row by row, once,
+ * to be sure (a claim of a ringmail before schema 8, a fresh row inserted
+ * behind the sweep by hand) before it is called done.
  *
  * Diagnostics: "ringmail: database: claiming: ..." on stderr; the claim is
  * tried again.
@@ -31,8 +42,10 @@ static int loader_claim_with(struct loader *l, int which, size_t want, char *err
     snprintf(lim, sizeof lim, "%zu", want);
     snprintf(lease, sizeof lease, "%u", l->o.lease_s);
     const char *p[] = {id, lim, l->node, lease, l->o.resend_ambiguous ? "t" : "f", l->incarnation};
+    const char *sweep[] = {id, lim, l->node, l->incarnation};
     uint64_t t0 = clock_us();
-    PGresult *r = loader_prepared(l->c, which, p, PGRES_TUPLES_OK, err, errlen);
+    PGresult *r = loader_prepared(l->c, which, which == LOADER_SQL_SWEEP ? sweep : p,
+                                  PGRES_TUPLES_OK, err, errlen);
     uint64_t took = clock_us() - t0;
     if (!r) {
         return -1;
@@ -82,27 +95,104 @@ static int loader_claim_with(struct loader *l, int which, size_t want, char *err
     return n;
 }
 
-/* Expired leases are looked for (a scan of the campaign's rows: no index
- * on leases, see migration 2) once the due rows run out, at most this
- * often, or a tenth of the lease when that is longer. */
+/* Expired leases of claims no node row accounts for (a ringmail before
+ * schema 3) are looked for with a scan of the campaign's rows (no index on
+ * leases, see migration 2): once the due and fresh rows run out, at most
+ * this often (or a tenth of the lease when that is longer), while the last
+ * count of every row (loader_check_done) found claims no claim row holds;
+ * else at most every LOADER_GHOSTS_MS. (Every second, that scan was a
+ * tenth of the database's work per recipient in the tail of a campaign
+ * shared by two nodes.) */
 #define LOADER_RECLAIM_MS 1000
+#define LOADER_GHOSTS_MS 60000
 
-/* loader_claim - up to want due recipients, then ones whose lease expired */
+/* loader_claim - up to want due recipients, then fresh ones, then ones
+ * whose lease expired */
 static int loader_claim(struct loader *l, size_t want, char *err, size_t errlen)
 {
     int n = loader_claim_with(l, LOADER_SQL_CLAIM_DUE, want, err, errlen);
     if (n < 0 || (size_t)n >= want) {
         return n;
     }
-    uint64_t now = clock_ms();
-    if (now < l->next_reclaim_ms) {
+    int f = loader_claim_with(l, LOADER_SQL_SWEEP, want - (size_t)n, err, errlen);
+    if (f < 0) {
+        return n > 0 ? n : -1;
+    }
+    n += f;
+    if ((size_t)n >= want) {
         return n;
     }
+    uint64_t now = clock_ms();
+    if (now < l->next_reclaim_ms || (!l->ghosts && now < l->next_ghosts_ms)) {
+        return n;
+    }
+    l->next_ghosts_ms = now + LOADER_GHOSTS_MS;
     uint64_t every = (uint64_t)l->o.lease_s * 100;
     l->next_reclaim_ms = now + (every > LOADER_RECLAIM_MS ? every : LOADER_RECLAIM_MS);
     int m = loader_claim_with(l, LOADER_SQL_CLAIM_EXPIRED, want - (size_t)n, err, errlen);
-    return m < 0 ? m : n + m;
+    return m < 0 ? (n > 0 ? n : -1) : n + m;
 }
+
+/* What loader_check_done asks: rows with a next attempt time (the due
+ * index: queued again, deferred) and the first one's time; whether a fresh
+ * row is left above the sweep; the claims of other nodes (claim rows);
+ * what this node still holds (the fresh rows in its ranges, the rows of
+ * its due claims still `claimed` by it): counted while claims are parked
+ * ($3, to compare), else its claims that still hold a row (each claim
+ * probed until its first such row). A few index probes and the claim
+ * rows, whatever the campaign's size. */
+/* clang-format off */
+#define LOADER_DONE_SQL                                                                            \
+    "SELECT d.n,"                                                                                  \
+    " (SELECT q.id FROM ringmail.recipient q WHERE "                                               \
+    LOADER_ABOVE_SWEEP("q", "$1::bigint",                                                          \
+                       "coalesce((SELECT upto FROM ringmail.sweep WHERE campaign_id = $1::bigint), 0)") \
+    "   AND q.state = 'queued' AND q.next_attempt_at IS NULL"                                      \
+    "   ORDER BY q.campaign_id, q.id LIMIT 1) IS NOT NULL,"                                        \
+    " (SELECT count(*) FROM ringmail.claim WHERE campaign_id = $1::bigint AND node <> $2),"        \
+    " CASE WHEN $3::bigint > 0 THEN (SELECT count(*) FROM ringmail.recipient q"                    \
+    "   WHERE q.campaign_id = $1::bigint AND q.id BETWEEN (SELECT min(lo) FROM ringmail.claim"     \
+    "   WHERE node = $2 AND campaign_id = $1::bigint) AND (SELECT max(hi) FROM ringmail.claim"     \
+    "   WHERE node = $2 AND campaign_id = $1::bigint)"                                             \
+    "   AND q.state = 'queued' AND q.next_attempt_at IS NULL AND EXISTS (SELECT 1"                 \
+    "   FROM ringmail.claim c WHERE c.node = $2 AND c.campaign_id = $1::bigint"                    \
+    "   AND q.id BETWEEN c.lo AND c.hi))"                                                          \
+    " + (SELECT count(*) FROM ringmail.recipient q WHERE q.id IN (SELECT unnest(ids)"              \
+    "   FROM ringmail.claim WHERE node = $2 AND campaign_id = $1::bigint AND ids IS NOT NULL)"     \
+    "   AND q.state = 'claimed' AND q.lease_owner = $2)"                                           \
+    " ELSE (SELECT count(*) FROM ringmail.claim c WHERE c.node = $2"                               \
+    "   AND c.campaign_id = $1::bigint AND EXISTS (SELECT 1 FROM ringmail.recipient q"             \
+    "   WHERE (c.lo IS NOT NULL AND q.campaign_id = c.campaign_id AND q.id BETWEEN c.lo AND c.hi"  \
+    "   AND q.state = 'queued' AND q.next_attempt_at IS NULL) OR (q.id = ANY(c.ids)"               \
+    "   AND q.state = 'claimed' AND q.lease_owner = $2))) END,"                                    \
+    " coalesce(extract(epoch FROM d.first - now()), 0)"                                            \
+    " FROM (SELECT count(*) AS n, min(next_attempt_at) AS first FROM ringmail.recipient"           \
+    "   WHERE campaign_id = $1::bigint AND next_attempt_at IS NOT NULL) d"
+/* clang-format on */
+
+/* ... and, once those say nothing is left anywhere, every row of the
+ * campaign, to be sure: waiting, claimed by others, claimed by this node
+ * (by any ringmail: a claim without a claim row, a ringmail before schema
+ * 8), and fresh rows at or below the sweep that no claim holds (inserted
+ * behind the sweep by hand, or by a transaction that committed after the
+ * sweep had passed its ids). */
+#define LOADER_DONE_ALL_SQL                                                                        \
+    "SELECT count(*) FILTER (WHERE state IN ('queued', 'deferred')),"                              \
+    " count(*) FILTER (WHERE state = 'claimed' AND lease_owner IS DISTINCT FROM $2),"              \
+    " count(*) FILTER (WHERE state = 'claimed' AND lease_owner = $2)"                              \
+    " FROM ringmail.recipient WHERE campaign_id = $1::bigint"
+
+/* Fresh rows no claim holds, at or below the sweep: queued again, due now
+ * (the due claim takes them). */
+/* clang-format off */
+#define LOADER_ORPHANS_SQL                                                                         \
+    "UPDATE ringmail.recipient q SET next_attempt_at = now(), updated_at = now()"                  \
+    " WHERE q.state = 'queued' AND q.next_attempt_at IS NULL AND "                                 \
+    LOADER_UPTO_SWEEP("q", "$1::bigint",                                                           \
+                      "coalesce((SELECT upto FROM ringmail.sweep WHERE campaign_id = $1::bigint), 0)") \
+    " AND NOT EXISTS (SELECT 1 FROM ringmail.claim c WHERE c.campaign_id = q.campaign_id"          \
+    "  AND q.id BETWEEN c.lo AND c.hi)"
+/* clang-format on */
 
 /* loader_check_done - nothing was claimable: is the campaign finished, or
  * when is the next due? */
@@ -110,24 +200,42 @@ static int loader_check_done(struct loader *l, char *err, size_t errlen)
 {
     char id[32];
     snprintf(id, sizeof id, "%" PRId64, l->o.campaign);
-    const char *p[] = {id, l->node};
-    PGresult *r = loader_query(
-        l->c,
-        "SELECT count(*) FILTER (WHERE state IN ('queued', 'deferred')),"
-        " count(*) FILTER (WHERE state = 'claimed' AND lease_owner IS DISTINCT FROM $2),"
-        " count(*) FILTER (WHERE state = 'claimed' AND lease_owner = $2),"
-        " coalesce(extract(epoch FROM min(next_attempt_at) FILTER"
-        "   (WHERE state IN ('queued', 'deferred')) - now()), 0)"
-        " FROM ringmail.recipient WHERE campaign_id = $1",
-        2, p, PGRES_TUPLES_OK, err, errlen);
+    char parked[32];
+    snprintf(parked, sizeof parked, "%zu", (size_t)atomic_load(&l->parked));
+    const char *p[] = {id, l->node, parked};
+    PGresult *r = loader_query(l->c, LOADER_DONE_SQL, 3, p, PGRES_TUPLES_OK, err, errlen);
     if (!r) {
         return -1;
     }
     long long waiting = atoll(pq.PQgetvalue(r, 0, 0));
-    long long others = atoll(pq.PQgetvalue(r, 0, 1));
-    long long ours = atoll(pq.PQgetvalue(r, 0, 2));
-    double due_in = atof(pq.PQgetvalue(r, 0, 3));
+    int fresh = pq.PQgetvalue(r, 0, 1)[0] == 't';
+    long long others = atoll(pq.PQgetvalue(r, 0, 2));
+    long long ours = atoll(pq.PQgetvalue(r, 0, 3));
+    double due_in = atof(pq.PQgetvalue(r, 0, 4));
     pq.PQclear(r);
+    waiting += fresh;
+    if (waiting == 0 && others == 0 && ours == 0) {
+        /* Nothing left by the claims' account: count every row once. */
+        r = loader_query(l->c, LOADER_DONE_ALL_SQL, 2, p, PGRES_TUPLES_OK, err, errlen);
+        if (!r) {
+            return -1;
+        }
+        waiting = atoll(pq.PQgetvalue(r, 0, 0));
+        others = atoll(pq.PQgetvalue(r, 0, 1));
+        ours = atoll(pq.PQgetvalue(r, 0, 2));
+        pq.PQclear(r);
+        l->ghosts = others > 0; /* claimed rows no claim row holds */
+        if (waiting > 0) {
+            /* Queued or deferred rows no claim or due time accounts for:
+             * fresh rows behind the sweep. They are queued again, due now. */
+            r = loader_query(l->c, LOADER_ORPHANS_SQL, 1, p, PGRES_COMMAND_OK, err, errlen);
+            if (!r) {
+                return -1;
+            }
+            pq.PQclear(r);
+            due_in = 0;
+        }
+    }
     uint64_t now = clock_ms();
     if (waiting == 0 && others == 0 && ours == 0 && !l->life_marked) {
         /* Every recipient final: the campaign is done (lifecycle.h), said
@@ -162,9 +270,8 @@ static int loader_check_done(struct loader *l, char *err, size_t errlen)
     } else if (waiting == 0 && others == 0 && ours > 0 &&
                (long long)atomic_load(&l->parked) >= ours) {
         /* Only claims parked behind a held ISP: nothing changes before a
-         * resume, when the holds thread queues them again; this count is
-         * a scan of the campaign's rows, not worth doing five times a second
-         * for as long as a hold lasts. */
+         * resume, when the holds thread queues them again; no need to ask
+         * five times a second for as long as a hold lasts. */
         l->nothing_due_until_ms = now + LOADER_HOLDS_POLL_MS;
     } else {
         /* Deferred ones later, or another node's work in progress: look again. */

@@ -227,11 +227,15 @@ static int loader_holds_requeue(struct loader_holds *h, char *err, size_t errlen
         }
         const char *p[] = {loader_ids_end(&a, n), h->campaign, h->node, h->incarnation};
         PGresult *r = loader_query(h->c,
-                                   "UPDATE ringmail.recipient SET state = 'queued',"
+                                   "UPDATE ringmail.recipient q SET state = 'queued',"
                                    " next_attempt_at = now(), lease_owner = NULL,"
                                    " lease_expires_at = NULL, updated_at = now()"
                                    " WHERE id = ANY($1::bigint[]) AND campaign_id = $2::bigint"
-                                   " AND state = 'claimed' AND lease_owner = $3"
+                                   " AND ((state = 'claimed' AND lease_owner = $3)"
+                                   "  OR (state = 'queued' AND next_attempt_at IS NULL"
+                                   "   AND EXISTS (SELECT 1 FROM ringmail.claim k WHERE k.node = $3"
+                                   "    AND k.campaign_id = $2::bigint AND q.id BETWEEN k.lo"
+                                   "    AND k.hi)))"
                                    " AND EXISTS (SELECT 1 FROM ringmail.node"
                                    "  WHERE name = $3 AND incarnation = $4::bigint)",
                                    4, p, PGRES_COMMAND_OK, err, errlen);

@@ -106,6 +106,7 @@ struct loader {
     /* arms, under amu: ids whose bodies may go out once committed (loader_arm) */
     int64_t *arm_ids; /* waiting for the next arm statement */
     size_t narm_ids, arm_ids_cap;
+    uint64_t arm_first_ms;   /* when the first of them was asked for */
     uint64_t arm_next_seq;   /* the seq the waiting ids will be committed under */
     uint64_t armed_upto;     /* every seq up to this one is committed */
     int arm_waiting;         /* the loop waits for an arm: signal it at the next commit */
@@ -122,6 +123,9 @@ struct loader {
     struct loader_stats st;
     struct loader_counts counts; /* loader_node.c: at start, then by the heartbeat */
     uint64_t count_cost_ms;      /* heartbeat thread only: the last count's time */
+    /* heartbeat thread only: the last exact count of fresh rows above the
+     * sweep, the sweep's total claimed then, when to count exactly again */
+    uint64_t fresh_exact, fresh_swept, fresh_next_ms;
     /* the life cycle (lifecycle.h), under mu: the claimer saw every
      * recipient final and marked the campaign done (life_done: its reason,
      * "" when it was already done or cancelled) */
@@ -129,10 +133,26 @@ struct loader {
     char life_done[LOADER_TEXT_MAX];
     /* claimer thread only */
     uint64_t nothing_due_until_ms, next_reclaim_ms, last_claim_ms;
+    uint64_t next_ghosts_ms; /* the next look for expired claims without a claim row */
+    int ghosts;              /* the last count of every row found such claims */
     /* writer thread only */
     uint64_t last_flush_ms, flush_not_before_ms;
     struct loader_campaign camp;
 };
+
+/* A campaign's rows above its sweep position (fresh ones there are not
+ * claimed yet), or at and below it: SQL conditions on recipient alias q of
+ * campaign c, position upto (SQL expressions). Two row comparisons, so
+ * that recipient_campaign (campaign_id, id) is scanned from the position
+ * on: beside campaign_id = c, PostgreSQL started at the campaign's first
+ * row and filtered up to the position (15 ms for a 200,000-row campaign
+ * finished, each time). */
+#define LOADER_ABOVE_SWEEP(q, c, upto)                                                             \
+    "(" q ".campaign_id, " q ".id) > (" c ", " upto ") AND (" q ".campaign_id, " q ".id) <= (" c   \
+    ", 9223372036854775807)"
+#define LOADER_UPTO_SWEEP(q, c, upto)                                                              \
+    "(" q ".campaign_id, " q ".id) >= (" c ", 0) AND (" q ".campaign_id, " q ".id) <= (" c         \
+    ", " upto ")"
 
 /* ---- loader.c ---- */
 
@@ -144,9 +164,12 @@ void loader_wait_on(pthread_mutex_t *mu, pthread_cond_t *cv, unsigned ms);
 /* ---- loader_sql.c: the statements and the connections ---- */
 
 enum {
+    LOADER_SQL_SWEEP,
     LOADER_SQL_CLAIM_DUE,
     LOADER_SQL_CLAIM_EXPIRED,
     LOADER_SQL_RESULTS,
+    LOADER_SQL_CLAIMS_DONE,
+    LOADER_SQL_ARM,
     LOADER_SQL_SUPPRESS,
     LOADER_SQL_SOFT_BOUNCES,
     LOADER_NSQL

@@ -65,38 +65,63 @@ static void loader_count_start(struct loader *l)
     pq.PQclear(r);
 }
 
+/* Fresh rows above the sweep are counted exactly at most this often (or
+ * LOADER_FRESH_COST times the last exact count's time); in between, the
+ * sweep's running total of rows claimed says how many were taken since. */
+#define LOADER_FRESH_RECOUNT_MS 10000
+#define LOADER_FRESH_COST 200
+
 /* loader_count - the periodic count, on the heartbeat's connection: rows
- * with a next_attempt_at (queued or deferred, the due index's rows, read
- * from the index), and of them the deferred ones not due yet with the
- * first one's time (an index range). Claimed rows are not counted here:
- * the loop knows its own. */
+ * with a next_attempt_at (queued again or deferred, the due index's rows,
+ * read from the index), and of them the deferred ones not due yet with the
+ * first one's time (an index range); fresh rows above the sweep (never
+ * claimed), exactly now and then, else from the last exact count less
+ * what the sweep took since (ringmail.sweep.swept: one row). Claimed rows
+ * are not counted here: the loop knows its own. */
 static void loader_count(struct loader *l)
 {
     char camp[32], err[256];
     snprintf(camp, sizeof camp, "%" PRId64, l->o.campaign);
-    const char *p[] = {camp};
     uint64_t t0 = loader_now_ms();
+    int exact = t0 >= l->fresh_next_ms;
+    const char *p[] = {camp, exact ? "t" : "f"};
+    /* clang-format off */
     PGresult *r = loader_query(
         l->hc,
         "SELECT (SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $1::bigint"
         "   AND next_attempt_at IS NOT NULL),"
-        " w.n, coalesce(round(extract(epoch FROM w.first - now()) * 1000), 0)"
+        " w.n, coalesce(round(extract(epoch FROM w.first - now()) * 1000), 0),"
+        " coalesce((SELECT swept FROM ringmail.sweep WHERE campaign_id = $1::bigint), 0),"
+        " CASE WHEN $2::boolean THEN (SELECT count(*) FROM ringmail.recipient q WHERE "
+        LOADER_ABOVE_SWEEP("q", "$1::bigint",
+                           "coalesce((SELECT upto FROM ringmail.sweep WHERE campaign_id = $1::bigint), 0)")
+        "   AND q.state = 'queued' AND q.next_attempt_at IS NULL) END"
         " FROM (SELECT count(*) AS n, min(next_attempt_at) AS first FROM ringmail.recipient"
         "   WHERE campaign_id = $1::bigint AND next_attempt_at > now() AND state = 'deferred') w",
-        1, p, PGRES_TUPLES_OK, err, sizeof err);
+        2, p, PGRES_TUPLES_OK, err, sizeof err);
+    /* clang-format on */
     if (!r) {
         return; /* the connection is checked again on the next turn */
     }
     uint64_t now = loader_now_ms();
     double in_ms = atof(pq.PQgetvalue(r, 0, 2));
+    uint64_t swept = strtoull(pq.PQgetvalue(r, 0, 3), NULL, 10);
+    if (exact) {
+        l->fresh_exact = strtoull(pq.PQgetvalue(r, 0, 4), NULL, 10);
+        l->fresh_swept = swept;
+        uint64_t wait = (now - t0) * LOADER_FRESH_COST;
+        l->fresh_next_ms = now + (wait > LOADER_FRESH_RECOUNT_MS ? wait : LOADER_FRESH_RECOUNT_MS);
+    }
+    uint64_t taken = swept > l->fresh_swept ? swept - l->fresh_swept : 0;
+    uint64_t fresh = l->fresh_exact > taken ? l->fresh_exact - taken : 0;
     pthread_mutex_lock(&l->mu);
     l->counts.known = 1;
-    l->counts.unclaimed = strtoull(pq.PQgetvalue(r, 0, 0), NULL, 10);
+    l->counts.unclaimed = strtoull(pq.PQgetvalue(r, 0, 0), NULL, 10) + fresh;
     l->counts.waiting = strtoull(pq.PQgetvalue(r, 0, 1), NULL, 10);
     l->counts.next_at_ms = l->counts.waiting ? now + (uint64_t)(in_ms > 0 ? in_ms : 0) : 0;
     pthread_mutex_unlock(&l->mu);
     pq.PQclear(r);
-    l->count_cost_ms = now - t0;
+    l->count_cost_ms = exact ? 0 : now - t0;
 }
 
 /* loader_counts - the last counts */
@@ -181,6 +206,16 @@ int loader_register(struct loader *l, struct loader_prev *prev, char *err, size_
         return -1;
     }
     snprintf(l->incarnation, sizeof l->incarnation, "%s", pq.PQgetvalue(r, 0, 0));
+    pq.PQclear(r);
+    /* The campaign's sweep (schema 8), where the fresh rows' claims start. */
+    const char *pc[] = {camp};
+    r = loader_query(l->c,
+                     "INSERT INTO ringmail.sweep (campaign_id) VALUES ($1::bigint)"
+                     " ON CONFLICT (campaign_id) DO NOTHING",
+                     1, pc, PGRES_COMMAND_OK, err, errlen);
+    if (!r) {
+        return -1;
+    }
     pq.PQclear(r);
     loader_count_start(l);
     return 0;
@@ -278,10 +313,9 @@ void loader_arm_collect(struct loader *l)
     l->narm_open = k;
 }
 
-/* loader_arm_commit - commit one arm statement: the ids, under seq, while this process is the
- * node's incarnation (FOR KEY SHARE: a takeover's FOR UPDATE waits for it,
- * or it waits for the takeover and then finds the incarnation gone).
- * 0 done, -1 failed (retry), 1 fenced. */
+/* loader_arm_commit - commit one arm statement (LOADER_SQL_ARM): the ids,
+ * under seq, while this process is the node's incarnation. 0 done, -1
+ * failed (retry), 1 fenced. */
 static int loader_arm_commit(struct loader *l, const int64_t *ids, size_t n, uint64_t seq)
 {
     buf_t a;
@@ -293,12 +327,7 @@ static int loader_arm_commit(struct loader *l, const int64_t *ids, size_t n, uin
     char sq[32], err[512];
     snprintf(sq, sizeof sq, "%" PRIu64, seq);
     const char *p[] = {l->node, l->incarnation, sq, loader_ids_end(&a, k)};
-    PGresult *r = loader_query(l->hc,
-                               "WITH n AS (SELECT 1 FROM ringmail.node WHERE name = $1"
-                               "  AND incarnation = $2::bigint FOR KEY SHARE)"
-                               " INSERT INTO ringmail.armed (node, seq, ids)"
-                               " SELECT $1, $3, $4::bigint[] FROM n",
-                               4, p, PGRES_COMMAND_OK, err, sizeof err);
+    PGresult *r = loader_prepared(l->hc, LOADER_SQL_ARM, p, PGRES_COMMAND_OK, err, sizeof err);
     buf_free(&a);
     if (!r) {
         fprintf(stderr, "ringmail: database: arming: %s (retrying)\n", err);
@@ -358,7 +387,12 @@ static void loader_take_over_one(struct loader *l, const char *dead)
         "WITH a AS (SELECT DISTINCT unnest(ids) AS id FROM ringmail.armed WHERE node = $1),"
         " t AS (SELECT q.id, a.id IS NOT NULL AS armed FROM ringmail.recipient q"
         "  LEFT JOIN a ON a.id = q.id"
-        "  WHERE q.campaign_id = $2::bigint AND q.state = 'claimed' AND q.lease_owner = $1)"
+        "  WHERE q.campaign_id = $2::bigint AND q.state = 'claimed' AND q.lease_owner = $1"
+        " UNION ALL SELECT q.id, a.id IS NOT NULL FROM ringmail.claim k"
+        "  JOIN ringmail.recipient q"
+        "   ON q.campaign_id = k.campaign_id AND q.id BETWEEN k.lo AND k.hi"
+        "  LEFT JOIN a ON a.id = q.id"
+        "  WHERE k.node = $1 AND q.state = 'queued' AND q.next_attempt_at IS NULL)"
         " UPDATE ringmail.recipient r SET"
         "  state = CASE WHEN t.armed THEN 'ambiguous' ELSE 'queued' END,"
         "  reason = CASE WHEN t.armed THEN 'node ' || $1 || ' stopped heartbeating while its"
@@ -366,14 +400,10 @@ static void loader_take_over_one(struct loader *l, const char *dead)
         "  next_attempt_at = CASE WHEN t.armed THEN NULL ELSE now() END,"
         "  lease_owner = CASE WHEN t.armed THEN $1 END,"
         "  lease_expires_at = NULL, updated_at = now()"
-        " FROM t WHERE r.id = t.id AND r.state = 'claimed' AND r.lease_owner = $1"
+        " FROM t WHERE r.id = t.id AND ((r.state = 'claimed' AND r.lease_owner = $1)"
+        "  OR (r.state = 'queued' AND r.next_attempt_at IS NULL))"
         " RETURNING r.state",
         2, p2, PGRES_TUPLES_OK, err, sizeof err);
-    if (!r) {
-        fprintf(stderr, "ringmail: database: taking over node %s: %s\n", dead, err);
-        db_exec(c, "ROLLBACK", err, sizeof err);
-        return;
-    }
     size_t amb = 0, queued = 0;
     for (int i = 0; i < pq.PQntuples(r); i++) {
         if (strcmp(pq.PQgetvalue(r, i, 0), "ambiguous") == 0) {
@@ -389,8 +419,10 @@ static void loader_take_over_one(struct loader *l, const char *dead)
                      " taken_over_at = now() WHERE name = $1",
                      2, p3, PGRES_COMMAND_OK, err, sizeof err);
     pq.PQclear(r);
-    PGresult *r2 = r ? loader_query(c, "DELETE FROM ringmail.armed WHERE node = $1", 1, p,
-                                    PGRES_COMMAND_OK, err, sizeof err)
+    PGresult *r2 = r ? loader_query(c,
+                                    "WITH k AS (DELETE FROM ringmail.claim WHERE node = $1)"
+                                    " DELETE FROM ringmail.armed WHERE node = $1",
+                                    1, p, PGRES_COMMAND_OK, err, sizeof err)
                      : NULL;
     pq.PQclear(r2);
     if (!r || !r2 || db_exec(c, "COMMIT", err, sizeof err) < 0) {
@@ -434,8 +466,27 @@ static void loader_take_over(struct loader *l)
     }
 }
 
+/* Arms asked for are gathered into one statement: committed once a
+ * transaction waits for one of them (loader_armed), once the first has
+ * waited LOADER_ARM_GATHER_MS, or at LOADER_ARM_GATHER_MAX ids. The pool
+ * asks for them two transactions per connection ahead, so against real
+ * servers nobody waits and one statement arms many transactions; an arm
+ * statement costs PostgreSQL about 85 us of CPU whatever it holds, which
+ * per recipient was the largest part of the campaign's database cost
+ * when every few ids were a statement of their own. */
+#define LOADER_ARM_GATHER_MS 20
+#define LOADER_ARM_GATHER_MAX 2000
+
+/* loader_arm_due - (under amu) the ids waiting for an arm statement should go now */
+static int loader_arm_due(struct loader *l, uint64_t now)
+{
+    return l->narm_ids > 0 &&
+           (__atomic_load_n(&l->arm_waiting, __ATOMIC_SEQ_CST) ||
+            l->narm_ids >= LOADER_ARM_GATHER_MAX || now >= l->arm_first_ms + LOADER_ARM_GATHER_MS);
+}
+
 /* loader_heart - the heartbeat thread: renews the node's lease every half lease, commits
- * arms as soon as they are asked for, and takes over dead nodes. */
+ * arms (gathered: loader_arm_due), and takes over dead nodes. */
 void *loader_heart(void *arg)
 {
     struct loader *l = arg;
@@ -448,7 +499,7 @@ void *loader_heart(void *arg)
         int stop = l->stopping > 2, fenced = l->fenced;
         pthread_mutex_unlock(&l->mu);
         pthread_mutex_lock(&l->amu);
-        if (!ncur && l->narm_ids && !fenced) {
+        if (!ncur && !fenced && loader_arm_due(l, clock_ms())) {
             cur = l->arm_ids;
             ncur = l->narm_ids;
             cur_seq = l->arm_next_seq++;
@@ -491,11 +542,18 @@ void *loader_heart(void *arg)
         int go_on = l->stopping <= 2 && !l->fenced;
         pthread_mutex_unlock(&l->mu);
         pthread_mutex_lock(&l->amu);
-        int more = go_on && (ncur ? up && !failed : l->narm_ids > 0);
+        uint64_t t = clock_ms();
+        int more = go_on && (ncur ? up && !failed : loader_arm_due(l, t));
         if (go_on && !more) {
-            /* Woken by loader_arm (under amu: no lost wake-up) or in time
-             * for the next heartbeat; a stop waits this long at most. */
-            loader_wait_on(&l->amu, &l->hcv, ncur ? 20 : 50);
+            /* Woken by loader_arm and loader_armed (under amu: no lost
+             * wake-up), when the gathered arms are due, or in time for the
+             * next heartbeat; a stop waits this long at most. */
+            unsigned ms = ncur ? 20 : 50;
+            if (!ncur && l->narm_ids) {
+                uint64_t at = l->arm_first_ms + LOADER_ARM_GATHER_MS;
+                ms = at <= t ? 1 : at - t < ms ? (unsigned)(at - t) : ms;
+            }
+            loader_wait_on(&l->amu, &l->hcv, ms);
         }
         pthread_mutex_unlock(&l->amu);
     }
@@ -515,6 +573,9 @@ uint64_t loader_arm(struct loader *l, int64_t id)
         if (!l->arm_ids) {
             abort();
         }
+    }
+    if (l->narm_ids == 0) {
+        l->arm_first_ms = clock_ms();
     }
     l->arm_ids[l->narm_ids++] = id;
     uint64_t seq = l->arm_next_seq;
@@ -553,8 +614,14 @@ int loader_armed(struct loader *l, uint64_t seq)
         return 1;
     }
     /* Ask to be told at the next commit, then look again: a commit that
-     * came in between is either seen here or sees the flag. */
-    __atomic_store_n(&l->arm_waiting, 1, __ATOMIC_SEQ_CST);
+     * came in between is either seen here or sees the flag. The heartbeat
+     * thread commits the gathered arms at once when it sees the flag
+     * (told under amu, so the wake-up is not lost). */
+    if (!__atomic_exchange_n(&l->arm_waiting, 1, __ATOMIC_SEQ_CST)) {
+        pthread_mutex_lock(&l->amu);
+        pthread_cond_signal(&l->hcv);
+        pthread_mutex_unlock(&l->amu);
+    }
     return loader_armed_now(l, seq);
 }
 

@@ -3,8 +3,9 @@
  * loader_int.h.
  *
  * After a stop of this node (clean or kill -9), every recipient it still
- * holds (`claimed`, or `ambiguous` after another node took it over while
- * this one was dead) is settled from its journal, read in order
+ * holds (`claimed`, a fresh row in the range of one of its claims, or
+ * `ambiguous` after another node took it over while this one was dead)
+ * is settled from its journal, read in order
  * (loader_journal_read). The last line decides (loader_settle): an outcome
  * newer than the database's (more attempts) is written as it was; a body
  * going out with no outcome after it is `ambiguous` (or queued again with
@@ -54,7 +55,12 @@ int loader_recover(struct loader *l, const struct loader_prev *prev, char *err, 
         " SELECT q.id, q.attempts, q.state = 'ambiguous', a.id IS NOT NULL"
         " FROM ringmail.recipient q LEFT JOIN a ON a.id = q.id"
         " WHERE q.campaign_id IN ($1, $3) AND q.lease_owner = $2"
-        " AND q.state IN ('claimed', 'ambiguous') ORDER BY q.id",
+        " AND q.state IN ('claimed', 'ambiguous')"
+        " UNION ALL SELECT q.id, q.attempts, false, a.id IS NOT NULL FROM ringmail.claim k"
+        " JOIN ringmail.recipient q"
+        "  ON q.campaign_id = k.campaign_id AND q.id BETWEEN k.lo AND k.hi"
+        " LEFT JOIN a ON a.id = q.id"
+        " WHERE k.node = $2 AND q.state = 'queued' AND q.next_attempt_at IS NULL ORDER BY 1",
         3, p, PGRES_TUPLES_OK, err, errlen);
     if (!r) {
         return -1;
@@ -116,8 +122,9 @@ int loader_recover(struct loader *l, const struct loader_prev *prev, char *err, 
             " next_attempt_at = CASE WHEN id = ANY($2::bigint[]) AND NOT $4::boolean"
             "   THEN NULL ELSE now() END,"
             " lease_owner = NULL, lease_expires_at = NULL, updated_at = now()"
-            " WHERE (id = ANY($2::bigint[]) OR id = ANY($3::bigint[])) AND lease_owner = $1"
-            " AND state IN ('claimed', 'ambiguous') RETURNING state",
+            " WHERE (id = ANY($2::bigint[]) OR id = ANY($3::bigint[])) AND ((lease_owner = $1"
+            " AND state IN ('claimed', 'ambiguous')) OR (state = 'queued'"
+            " AND next_attempt_at IS NULL)) RETURNING state",
             4, p2, PGRES_TUPLES_OK, err, errlen);
         if (!r) {
             rc = -1;
@@ -148,8 +155,11 @@ int loader_recover(struct loader *l, const struct loader_prev *prev, char *err, 
         return -1;
     }
     pq.PQclear(r);
-    r = loader_query(l->c, "DELETE FROM ringmail.armed WHERE node = $1", 1, p4, PGRES_COMMAND_OK,
-                     err, errlen);
+    /* Its claims and arms: everything they held is settled. */
+    r = loader_query(l->c,
+                     "WITH k AS (DELETE FROM ringmail.claim WHERE node = $1)"
+                     " DELETE FROM ringmail.armed WHERE node = $1",
+                     1, p4, PGRES_COMMAND_OK, err, errlen);
     if (!r) {
         return -1;
     }

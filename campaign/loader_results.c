@@ -3,7 +3,10 @@
  * in one transaction at least every LOADER_FLUSH_MS. See loader_int.h.
  *
  * Every attempt becomes a ringmail.delivery row (COPY) and the
- * recipient's state follows in one prepared UPDATE over arrays. A failed
+ * recipient's state follows in one prepared UPDATE over arrays (on a row
+ * this node holds: `claimed` by it, or fresh in one of its claims'
+ * ranges, where the result is the row's first write, in place). After
+ * the commit, the node's claims that hold nothing more go. A failed
  * write puts the results back in front of the queue and is retried, so
  * nothing is dropped while PostgreSQL is away. Once committed, the
  * results' arms and journal lines are no longer needed
@@ -546,6 +549,14 @@ static int loader_flush(struct loader *l, char *err, size_t errlen)
         pthread_mutex_unlock(&l->amu);
         loader_journal_committed(&l->j, &batch);
         buf_free(&batch);
+    }
+    if (rc == 0) {
+        /* Claims whose every recipient has its result: their rows go (a
+         * failure leaves them for the next commit). */
+        const char *p[] = {l->node};
+        char ignore[256];
+        pq.PQclear(loader_prepared(l->wc, LOADER_SQL_CLAIMS_DONE, p, PGRES_COMMAND_OK, ignore,
+                                   sizeof ignore));
     }
     if (ndone) {
         /* Arms whose every recipient has its result committed: nothing a

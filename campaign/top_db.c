@@ -274,29 +274,33 @@ static int top_read_header(struct top *t, const char *text, buf_t *ids, char *er
 
 /* $1 the campaigns, $2 whether to name the domains of recipients never
  * tried (with --config). Rows not final are those with a next attempt time
- * (queued, deferred) and claimed ones. Per state, tried or not, and domain
+ * (queued, deferred) and claimed ones (DB_STATE_SQL: a fresh row within a
+ * claim's range is claimed; one above the sweep is queued and due). Per
+ * state, tried or not, and domain
  * (rows not final that were tried, or all with $2; the import lower-cases
  * domains and refuses '@' in a local part): how many, due, waiting for
  * their time, the oldest waiting one's age. The ISP of tried ones is the
  * ISP of the delivery rows of one of them (the pool assigns an ISP per
  * domain): one probe of delivery_campaign per domain, not per recipient. */
-#define TOP_NOT_FINAL "(r.next_attempt_at IS NOT NULL OR r.state = 'claimed')"
+#define TOP_NOT_FINAL "r.st IN ('queued', 'claimed', 'deferred')"
 static const char top_sql_recipients[] =
     "SELECT g.state, CASE WHEN g.tried AND g.dom IS NOT NULL THEN (SELECT d.isp"
     "  FROM ringmail.delivery d WHERE d.campaign_id = ANY($1::bigint[])"
     "  AND d.recipient_id = g.probe AND d.isp <> '' LIMIT 1) END,"
     " g.dom, g.n, g.due, g.waiting, g.oldest_s"
-    " FROM (SELECT r.state, r.first_attempt_at IS NOT NULL AS tried,"
+    " FROM (SELECT r.st AS state, r.first_attempt_at IS NOT NULL AS tried,"
     "  CASE WHEN " TOP_NOT_FINAL " AND ($2::boolean OR r.first_attempt_at IS NOT NULL)"
     "   THEN split_part(r.address, '@', 2) END AS dom,"
-    "  count(*) AS n, count(*) FILTER (WHERE r.next_attempt_at <= now()) AS due,"
+    "  count(*) AS n, count(*) FILTER (WHERE r.next_attempt_at <= now()"
+    "   OR (r.st = 'queued' AND r.next_attempt_at IS NULL)) AS due,"
     "  count(*) FILTER (WHERE r.next_attempt_at > now()) AS waiting,"
     "  extract(epoch FROM now() - min(coalesce(r.first_attempt_at, r.next_attempt_at))"
     "   FILTER (WHERE r.next_attempt_at IS NOT NULL"
     "    AND (r.first_attempt_at IS NOT NULL OR r.next_attempt_at <= now()))) AS oldest_s,"
     "  min(r.id) AS probe"
-    "  FROM ringmail.recipient r WHERE r.campaign_id = ANY($1::bigint[])"
-    "  GROUP BY 1, 2, 3) AS g";
+    "  FROM (SELECT q.*, " DB_STATE_SQL("q") " AS st FROM ringmail.recipient q"
+                                             "   WHERE q.campaign_id = ANY($1::bigint[])) AS r"
+                                             "  GROUP BY 1, 2, 3) AS g";
 
 /* A small map domain -> ISP name (config_isp_for for each domain once). */
 struct top_dommap {

@@ -966,9 +966,19 @@ new_campaign() {
         SELECT $id, '$1' || g || '@${3:-x.test}' FROM generate_series(1, $2) g" >/dev/null
     echo "$id"
 }
-# count_state ID STATE: recipients of campaign ID in STATE.
+# count_state ID STATE: recipients of campaign ID in STATE. `claimed` counts
+# what nodes hold (ringmail.held, schema 8): rows `claimed` and fresh rows
+# (queued, never attempted) within a node's claim range.
 count_state() {
-    psql_q "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $1 AND state = '$2'"
+    if [ "$2" = claimed ]; then
+        psql_q "SELECT count(*) FROM ringmail.held WHERE campaign_id = $1"
+    else
+        psql_q "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $1 AND state = '$2'"
+    fi
+}
+# held_by ID NODE: recipients of campaign ID that node NODE holds.
+held_by() {
+    psql_q "SELECT count(*) FROM ringmail.held WHERE campaign_id = $1 AND node = '$2'"
 }
 # nonfinal ID: recipients of campaign ID not yet in a final state.
 nonfinal() {

@@ -12,7 +12,7 @@ set -u
 e2e_setup
 start_postgres "$E2E_TMP/pg" || { check "postgres starts" false; e2e_finish; exit 1; }
 "$RM" db migrate --db "$PG_URL" >/dev/null
-check_eq "schema migrated to the latest version" 7 "$(psql_q 'SELECT max(version) FROM ringmail.schema_migrations')"
+check_eq "schema migrated to the latest version" 8 "$(psql_q 'SELECT max(version) FROM ringmail.schema_migrations')"
 
 SINK_PORT=$(free_port)
 
@@ -287,7 +287,7 @@ check_grep "sigterm: says it stopped, what went back to the queue and how to res
     'stopped after [0-9.]+ s; every result is written; [0-9]+ claimed recipients? went back to the queue; run again to resume' \
     "$E2E_TMP/term.err"
 check_eq "sigterm: nothing left claimed" 0 \
-    "$(psql_q "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $C6 AND state = 'claimed'")"
+    "$(count_state "$C6" claimed)"
 check_ge "sigterm: part of the campaign is still queued" 1 \
     "$(psql_q "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $C6 AND state = 'queued'")"
 check_eq "sigterm: nothing ambiguous after a clean stop" 0 \

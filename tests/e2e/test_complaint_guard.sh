@@ -128,19 +128,20 @@ check_eq "held at start: ringmail_isp_held{isp=\"b\"} 0" 0 "$(metric "$E2E_TMP/m
 check_eq "held at start: ringmail_parked counts a's $N1 recipients" "$N1" \
     "$(metric "$E2E_TMP/m1.txt" 'ringmail_parked ')"
 check_eq "held at start: a's recipients stay claimed (parked, never attempted)" "$N1" \
-    "$(psql_q "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $C1 AND state = 'claimed' AND address LIKE '%@a.test' AND attempts = 0")"
-expired_parked() {
-    [ "$(psql_q "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $C1 AND state = 'claimed' AND lease_owner = 'g1' AND lease_expires_at < now()")" -eq "$N1" ]
-}
-check "held at start: ... their rows' 2 s lease runs out, they stay the node's" \
-    wait_until expired_parked 6
+    "$(psql_q "SELECT count(*) FROM ringmail.held h JOIN ringmail.recipient r ON r.id = h.recipient_id WHERE h.campaign_id = $C1 AND h.node = 'g1' AND r.address LIKE '%@a.test' AND r.attempts = 0")"
+sleep 2.5 # longer than the node's 2 s lease: its claims are the node's, not a row's lease
+check_eq "held at start: ... past the node's 2 s lease, they stay the node's" "$N1" \
+    "$(psql_q "SELECT count(*) FROM ringmail.held h JOIN ringmail.recipient r ON r.id = h.recipient_id WHERE h.campaign_id = $C1 AND h.node = 'g1' AND r.address LIKE '%@a.test'")"
 check_eq "held at start: a's sink still got nothing" 0 "$(sj a accepted_rcpts)"
 check_eq "held at start: no delivery row for ISP a" 0 \
     "$(psql_q "SELECT count(*) FROM ringmail.delivery WHERE campaign_id = $C1 AND isp = 'a'")"
 # With only parked claims left, the claimer looks at the campaign once a
-# second (LOADER_HOLDS_POLL_MS), not five times (measured: 9 scans in 3 s, 33
-# before): scans of ringmail.recipient
+# second (LOADER_HOLDS_POLL_MS), not five times: scans of ringmail.recipient
 # over 3 quiet seconds (PostgreSQL's own counters, flushed within a second).
+# Since schema 8 a look is about six index scans (the due claim, the sweep,
+# and loader_check_done's due index, fresh rows above the sweep, the fresh
+# rows of the node's claims), none of the whole campaign, and the heartbeat
+# counts every 2 s: 20 to 23 measured once a second, about 90 five times.
 scans() { psql_q "SELECT seq_scan + coalesce(idx_scan, 0) FROM pg_stat_user_tables WHERE relid = 'ringmail.recipient'::regclass"; }
 sleep 1.2
 s0=$(scans)
@@ -148,7 +149,7 @@ sleep 3
 s1=$(scans)
 echo "# held at start: $((s1 - s0)) scans of ringmail.recipient in 3 s with only parked claims"
 check_le "held at start: the claimer looks about once a second while only parked claims are left" \
-    14 "$((s1 - s0))"
+    30 "$((s1 - s0))"
 "$RM" campaign holds --db "$PG_URL" "$C1" >"$E2E_TMP/holds1.txt" 2>&1
 check_grep "campaign holds: lists the hold" \
     "^campaign $C1: isp a held since [0-9-]+ [0-9:]+ UTC: test: 3 complaints" "$E2E_TMP/holds1.txt"
@@ -265,7 +266,7 @@ check_eq "stop while held: the hold stays" 1 \
 # (after the resume) queues them again and sends them, once.
 send_bg g4 "$C4"
 parked_again() {
-    [ "$(psql_q "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $C4 AND state = 'claimed'")" -eq "$N4" ]
+    [ "$(count_state "$C4" claimed)" -eq "$N4" ]
 }
 check "kill -9 while parked: a's claims parked again" wait_until parked_again 10
 kill -KILL "$SEND_PID" 2>/dev/null

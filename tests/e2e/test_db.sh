@@ -30,16 +30,18 @@ timeout 20 "$RM" send --db "$PG_URL" --campaign "$C" --node old --journal "$E2E_
     >/dev/null 2>"$E2E_TMP/old.err"
 check_eq "send on schema 2: exit 2 (refused at start)" 2 "$?"
 check_grep "send on schema 2: names both versions and the command" \
-    'schema is at version 2 and this ringmail needs version 7: run `ringmail db migrate' "$E2E_TMP/old.err"
+    'schema is at version 2 and this ringmail needs version 8: run `ringmail db migrate' "$E2E_TMP/old.err"
 out=$("$RM" db migrate --db "$PG_URL" 2>&1)
-check_grep "migrate: upgrades version 2 to 7" 'version 7 \(5 migrations applied\)' <(echo "$out")
+check_grep "migrate: upgrades version 2 to 8" 'version 8 \(6 migrations applied\)' <(echo "$out")
 
-check_eq "migrate: the fifteen tables exist" "armed campaign delivery feedback_event isp_backoff isp_hold isp_suspend mta_sts_policy node node_lane recipient seed_delivery suppression tls_policy_text tlsrpt_report" \
-    "$(psql_q "SELECT string_agg(table_name, ' ' ORDER BY table_name) FROM information_schema.tables WHERE table_schema = 'ringmail' AND table_name <> 'schema_migrations'")"
+check_eq "migrate: the seventeen tables exist" "armed campaign claim delivery feedback_event isp_backoff isp_hold isp_suspend mta_sts_policy node node_lane recipient seed_delivery suppression sweep tls_policy_text tlsrpt_report" \
+    "$(psql_q "SELECT string_agg(table_name, ' ' ORDER BY table_name) FROM information_schema.tables WHERE table_schema = 'ringmail' AND table_type = 'BASE TABLE' AND table_name <> 'schema_migrations'")"
+check_eq "migrate: the view of what nodes hold exists" "held" \
+    "$(psql_q "SELECT string_agg(table_name, ' ') FROM information_schema.views WHERE table_schema = 'ringmail'")"
 out=$("$RM" db migrate --db "$PG_URL" 2>&1)
 check_eq "migrate twice: exit 0" 0 "$?"
 check_grep "migrate twice: nothing applied" '0 migrations applied' <(echo "$out")
-check_eq "migrate twice: one row per version" 7 "$(psql_q 'SELECT count(*) FROM ringmail.schema_migrations')"
+check_eq "migrate twice: one row per version" 8 "$(psql_q 'SELECT count(*) FROM ringmail.schema_migrations')"
 
 # Two processes on a fresh database at once: each version applied exactly once.
 psql_q "CREATE DATABASE race" >/dev/null
@@ -48,7 +50,7 @@ RACE="host=$PG_DIR port=$PG_PORT user=postgres dbname=race"
 "$RM" db migrate --db "$RACE" >"$E2E_TMP/r2.log" 2>&1 & p2=$!
 wait $p1; r1=$?; wait $p2; r2=$?
 check_eq "concurrent migrate: both exit 0" "0 0" "$r1 $r2"
-check_eq "concurrent migrate: versions 1 to 7 recorded once each" "1 2 3 4 5 6 7" \
+check_eq "concurrent migrate: versions 1 to 8 recorded once each" "1 2 3 4 5 6 7 8" \
     "$(psql "$RACE" -X -A -t -c "SELECT string_agg(version::text, ' ' ORDER BY version) FROM ringmail.schema_migrations")"
 
 "$RM" db migrate --db "host=127.0.0.1 port=1 dbname=x connect_timeout=2" >/dev/null 2>"$E2E_TMP/down.err"

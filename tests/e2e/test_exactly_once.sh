@@ -16,6 +16,9 @@
 #      status line and /metrics say so, and the campaign finishes after
 #   7. one ISP suspended (S3150 => suspend 1h) while another sends: the other
 #      finishes, the suspended one's recipients wait, nothing lost or doubled
+#   8. kill -9 loops on claims by range (fresh recipients, schema 8) over two
+#      ISPs, one deferring (its retries claimed row by row in the same
+#      process), the other suspended for 3 s by a reply while the first sends
 # EXO_COUNT (recipients per kill loop, default 3000), EXO_KILLS (default 5)
 # and EXO_LATENCY (ms, default 50) make it the issue's 50,000-recipient probe.
 set -u
@@ -50,18 +53,17 @@ delivered() { # ADDRESS: how many times the sink x accepted it
 # audit ID: campaign_audit (lib.sh) against the sink x.
 audit() { campaign_audit "$1" "${SINK_STATS[x]}"; }
 
-# kill_loop NAME ID: KILLS kill -9s at random moments while node NAME
+# kill_loop NAME ID [CONF]: KILLS kill -9s at random moments while node NAME
 # sends, each followed by a restart, then a run to the end.
 kill_loop() {
-    local name=$1 id=$2 k pid rc
+    local name=$1 id=$2 conf=${3:-$E2E_TMP/c.conf} k pid rc
     for ((k = 1; k <= KILLS; k++)); do
-        "$RM" send --db "$PG_URL" --campaign "$id" --config "$E2E_TMP/c.conf" --node "$name" \
+        "$RM" send --db "$PG_URL" --campaign "$id" --config "$conf" --node "$name" \
             --journal "$E2E_TMP/$name.journal" --window 40 --json \
             >"$E2E_TMP/$name.$k.json" 2>"$E2E_TMP/$name.$k.err" &
         pid=$!
         for _ in $(seq 1 100); do
-            [ "$(psql_q "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $id
-                AND state = 'claimed' AND lease_owner = '$name'")" -gt 0 ] && break
+            [ "$(held_by "$id" "$name")" -gt 0 ] && break
             sleep 0.1
         done
         sleep "$((RANDOM % 3 + 3)).$((RANDOM % 10))" # 3-6 s: retries come back in-process
@@ -70,7 +72,7 @@ kill_loop() {
         echo "# $name: kill -9 number $k; sent so far $(count_state "$id" sent)," \
             "ambiguous $(count_state "$id" ambiguous)"
     done
-    timeout $((120 + COUNT / 20)) "$RM" send --db "$PG_URL" --campaign "$id" --config "$E2E_TMP/c.conf" \
+    timeout $((120 + COUNT / 20)) "$RM" send --db "$PG_URL" --campaign "$id" --config "$conf" \
         --node "$name" --journal "$E2E_TMP/$name.journal" --window 40 --json \
         >"$E2E_TMP/$name.final.json" 2>"$E2E_TMP/$name.final.err"
     rc=$?
@@ -229,7 +231,7 @@ pid_k1=$!
 pid_k2=$!
 # Both nodes sending, and k1 holding claims, when it is killed (a loaded
 # machine, an ASan build, may start one node well after the other).
-k1_held() { psql_q "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $C4 AND state = 'claimed' AND lease_owner = 'k1'"; }
+k1_held() { held_by "$C4" k1; }
 for _ in $(seq 1 200); do
     [ "$(count_state "$C4" sent)" -gt 500 ] && [ "$(k1_held)" -gt 0 ] && break
     sleep 0.1
@@ -421,5 +423,56 @@ check_eq "suspend: the outlook sink saw nothing but permfail" 0 \
     "$(jget "$E2E_TMP/sink.b.json" accepted_rcpts)"
 read -r twice silent lost <<<"$(audit "$C7")"
 check_eq "suspend: nothing accepted twice, nothing lost on ISP a" "0 0" "$twice $lost"
+stop_sink x
+
+# ============================================================ 8. kill -9 loops on claims by range, one ISP suspended
+# Fresh recipients (never attempted: claimed by range, no row written at
+# claim time) over two ISPs: x defers 30% (the retries come back as due
+# rows, claimed row by row by the same process), b suspends itself for 3 s
+# at permfail's S3150 while x sends. KILLS kill -9s at random moments, each
+# followed by a restart, then a run to the end.
+start_sink x 127.0.0.74 --defer-pct 30 --latency-ms "$LAT" --seed 17
+sed 's/S3150 => suspend 1h/S3150 => suspend 3s/' "$E2E_TMP/s.conf" >"$E2E_TMP/s8.conf"
+psql_q "DELETE FROM ringmail.isp_suspend" >/dev/null # section 7's hour (kept across runs)
+C8=$(psql_q "INSERT INTO ringmail.campaign (name, mail_from, subject, text_body)
+    VALUES ('ranges', 'news@sender.test', 'Hello', 'Campaign ranges.') RETURNING id")
+psql_q "INSERT INTO ringmail.recipient (campaign_id, address) VALUES ($C8, 'permfail@b.test')" >/dev/null
+psql_q "INSERT INTO ringmail.recipient (campaign_id, address)
+    SELECT $C8, 'r' || g || '@' || CASE WHEN g % 10 = 0 THEN 'b.test' ELSE 'x.test' END
+    FROM generate_series(1, $COUNT) g" >/dev/null
+check_eq "ranges: the recipients are fresh (queued, no next attempt time)" "$((COUNT + 1))" \
+    "$(psql_q "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $C8 AND state = 'queued' AND next_attempt_at IS NULL")"
+kill_loop kr "$C8" "$E2E_TMP/s8.conf"
+sink_stats_settled "${SINK_STATS[x]}"
+sink_stats_settled "$E2E_TMP/sink.b.json"
+"$E2E_PY" - "${SINK_STATS[x]}" "$E2E_TMP/sink.b.json" "$E2E_TMP/sink.xb.json" <<'PY'
+import json, sys
+d = {}
+for p in sys.argv[1:3]:
+    for a, n in json.load(open(p)).get("deliveries", {}).items():
+        d[a] = d.get(a, 0) + n
+json.dump({"deliveries": d, "accepted_rcpts": sum(d.values())}, open(sys.argv[3], "w"))
+PY
+read -r twice silent lost <<<"$(campaign_audit "$C8" "$E2E_TMP/sink.xb.json")"
+AMB=$(count_state "$C8" ambiguous)
+echo "# ranges: $COUNT + 1 recipients, $KILLS kills: $(count_state "$C8" sent) sent, $AMB ambiguous, $twice accepted twice (all ambiguous: $((twice - silent)))"
+check_eq "ranges: every recipient final" 0 "$(nonfinal "$C8")"
+check_eq "ranges: no silent duplicate (accepted twice and not ambiguous)" 0 "$silent"
+check_eq "ranges: nothing lost (sent = accepted once, on either sink)" 0 "$lost"
+check_eq "ranges: permfail@b.test bounced (S3150), the rest sent or ambiguous" "bounced $COUNT" \
+    "$(psql_q "SELECT state FROM ringmail.recipient WHERE campaign_id = $C8 AND address = 'permfail@b.test'") $(psql_q "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $C8 AND state IN ('sent', 'ambiguous')")"
+check_le "ranges: ambiguous only for DATA in flight (21 connections x $KILLS kills)" \
+    $((21 * KILLS)) "$AMB"
+check_ge "ranges: some recipients were deferred and retried" 1 \
+    "$(psql_q "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $C8 AND attempts > 1 AND state = 'sent'")"
+check_ge "ranges: b's recipients went out after its suspension" 1 \
+    "$(psql_q "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $C8 AND address LIKE 'r%@b.test' AND state = 'sent'")"
+cat "$E2E_TMP"/kr.*.err >"$E2E_TMP/kr.all.err"
+check_grep "ranges: the restarts say what they recovered" \
+    'recovered from an earlier stop of node kr: [0-9]+ queued again, [0-9]+ ambiguous' \
+    "$E2E_TMP/kr.all.err"
+check_grep "ranges: b was suspended while x sent" 'ringmail: b: suspended for' "$E2E_TMP/kr.all.err"
+check_eq "ranges: no claim is left, nothing is held" "0 0" \
+    "$(psql_q "SELECT count(*) FROM ringmail.claim WHERE campaign_id = $C8") $(count_state "$C8" claimed)"
 stop_sink x
 e2e_finish

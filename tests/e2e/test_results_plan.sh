@@ -112,6 +112,7 @@ check_eq "the soft bounce is a feedback_event row" "permfail@b.test soft" \
 check_eq "one delivery row per recipient" $((N + 2)) \
     "$(psql_q "SELECT count(DISTINCT recipient_id) || '/' || count(*) FROM ringmail.delivery
                WHERE campaign_id = $C" | awk -F/ '$1 == $2 {print $1}')"
+sink_stats_settled "${SINK_STATS[a]}"
 check_eq "the sink accepted each recipient exactly once" "$N [1]" \
     "$(jeval "${SINK_STATS[a]}" "'%d %s' % (len(d['deliveries']), sorted(set(d['deliveries'].values())))")"
 
@@ -127,6 +128,7 @@ for e in entries:
     q = re.search(r"Query Text: (.*)", e)
     q = q.group(1) if q else ""
     kind = ("results" if q.startswith("UPDATE ringmail.recipient r SET state = x.state")
+            or q.startswith("WITH m AS MATERIALIZED (SELECT c.lo, c.hi FROM ringmail.claim c")
             else "suppress" if q.startswith("INSERT INTO ringmail.suppression")
             else "soft" if q.startswith("WITH x AS (SELECT x.*, r.address") else None)
     if not kind:

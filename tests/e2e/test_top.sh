@@ -173,15 +173,19 @@ sleep 0.5 # what the writer had committed is all there is now
 J=$E2E_TMP/top.json
 "${TOP[@]}" --config "$CONF" --format json >"$J"
 echo "# top: $(head -c 3000 "$J" | tr -s ' \n' ' ')"
+# upto: the campaign's sweep (fresh rows above it are queued and due, at or
+# below it held by a node's claim: in flight)
+upto() { psql_q "SELECT coalesce((SELECT upto FROM ringmail.sweep WHERE campaign_id = $C), 0)"; }
 # expect ISP DOMAIN: the database's numbers, as top defines them
 expect() {
     psql_q "SELECT
       (SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $C AND address LIKE '%@$2'
-        AND next_attempt_at IS NOT NULL) || ' ' ||
+        AND (next_attempt_at IS NOT NULL OR (state = 'queued' AND id > $(upto)))) || ' ' ||
       (SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $C AND address LIKE '%@$2'
-        AND next_attempt_at <= now()) || ' ' ||
-      (SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $C AND address LIKE '%@$2'
-        AND state = 'claimed') || ' ' ||
+        AND (next_attempt_at <= now() OR (state = 'queued' AND next_attempt_at IS NULL
+        AND id > $(upto)))) || ' ' ||
+      (SELECT count(*) FROM ringmail.held h JOIN ringmail.recipient r ON r.id = h.recipient_id
+        WHERE h.campaign_id = $C AND r.address LIKE '%@$2') || ' ' ||
       (SELECT count(*) FROM ringmail.delivery WHERE campaign_id = $C AND isp = '$1'
         AND outcome IN ('accepted', 'deferred', 'rejected', 'expired')
         AND floor(extract(epoch FROM at)) > floor(extract(epoch FROM now())) - 60) || ' ' ||
@@ -257,11 +261,11 @@ J0=$E2E_TMP/top.noconfig.json
 "${TOP[@]}" --format json >"$J0"
 check_eq "no config: recipients never tried are \"(not yet routed)\" (queued + in flight)" \
     "$(psql_q "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $C
-        AND first_attempt_at IS NULL AND (next_attempt_at IS NOT NULL OR state = 'claimed')")" \
+        AND first_attempt_at IS NULL AND state IN ('queued', 'claimed', 'deferred')")" \
     "$(jeval "$J0" "next((x['queued'] + x['in_flight'] for x in d['isps'] if x['isp'] == '(not yet routed)'), 0)")"
 check_eq "no config: alpha keeps the recipients tried before (by their delivery rows)" \
     "$(psql_q "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $C AND address LIKE '%@a.test'
-        AND first_attempt_at IS NOT NULL AND (next_attempt_at IS NOT NULL OR state = 'claimed')")" \
+        AND first_attempt_at IS NOT NULL AND state IN ('queued', 'claimed', 'deferred')")" \
     "$(jeval "$J0" "next((x['queued'] + x['in_flight'] for x in d['isps'] if x['isp'] == 'alpha'), 0)")"
 check_eq "sort: --sort rate puts the faster ISP (alpha) first" alpha \
     "$("${TOP[@]}" --config "$CONF" --sort rate --format json | "$E2E_PY" -c 'import json, sys

@@ -1,0 +1,249 @@
+#!/usr/bin/env bash
+# bench/nodes.sh BUILD: figure 10, nodes on one PostgreSQL. 1, 2 and 3
+# `ringmail send --db` processes (distinct --node) share one campaign of
+# COUNT recipients on one throw-away PostgreSQL (bench/demo.sh's: fsync
+# off), delivering to one `ringmail sink` over verified STARTTLS, ISP
+# limits unlimited (20 connections per node, no rate). Per run:
+#   - aggregate msgs/s: recipients / wall time from the first node's start
+#     to the last node's exit;
+#   - sender CPU per message: the nodes' own user+system CPU (--json
+#     cpu_s, summed) / recipients;
+#   - PostgreSQL CPU per recipient: user+system time of every process of
+#     the cluster (postmaster, backends, background workers; /proc/PID/stat,
+#     the exited backends through the postmaster's cutime+cstime), after
+#     the run minus before, / recipients. Taken after the nodes exited, so
+#     every statement they caused (claims, arms, results, counts,
+#     heartbeats, autovacuum meanwhile) is in it; the import is not (the
+#     campaign is imported, vacuumed and checkpointed before).
+# Every run is checked: every recipient `sent`. Medians of RUNS rounds, the
+# node counts alternated in each round. With OLD=DIR (another build, e.g.
+# a worktree of the commit before a change), each run of this build follows
+# the same run of OLD's ringmail on a PostgreSQL of its own (migrated by
+# it), side by side. Prints a table; writes bench/results/nodes.json
+# (every run, medians).
+#
+# Environment (defaults in brackets): NODES ["1 2 3"], RUNS [3], COUNT
+# [100000], DKIM [1: Ed25519 signature; 0: none], TLS [1: STARTTLS verify;
+# 0: plaintext], BATCH [send's default], CONNS [20, per node],
+# SEND_ARGS [extra send options], PG_STATS [0; 1: pg_stat_statements
+# loaded, the statements by total time printed after each run],
+# PG_SAMPLE [a script sampling the cluster's processes, diagnostics],
+# OLD [none: a build directory to run beside this one],
+# OUT [bench/results/nodes.json].
+set -u
+BUILD=${1:-build}
+cd "$(dirname "$0")/.." || exit 1
+case "$BUILD" in /*) ;; *) BUILD=$PWD/$BUILD ;; esac
+RM=$BUILD/ringmail
+OLD=${OLD:-}
+[ -n "$OLD" ] && case "$OLD" in /*) ;; *) OLD=$PWD/$OLD ;; esac
+RUNS=${RUNS:-3}
+COUNT=${COUNT:-100000}
+NODES=${NODES:-1 2 3}
+DKIM=${DKIM:-1}
+TLS=${TLS:-1}
+CONNS=${CONNS:-20}
+PG_STATS=${PG_STATS:-0}
+OUT=${OUT:-bench/results/nodes.json}
+PY=/usr/bin/python3
+[ -x "$RM" ] || { echo "nodes.sh: $RM not found (make -j2)" >&2; exit 1; }
+[ -z "$OLD" ] || [ -x "$OLD/ringmail" ] || { echo "nodes.sh: $OLD/ringmail not found" >&2; exit 1; }
+mkdir -p "$(dirname "$OUT")"
+# shellcheck source=tests/e2e/lib.sh
+. tests/e2e/lib.sh
+e2e_tmpdir
+RAW=$E2E_TMP/runs
+mkdir -p "$RAW"
+make_certs "$E2E_TMP/certs" || exit 1
+CERTS=$E2E_TMP/certs
+
+# cluster DIR BIN: a PostgreSQL in DIR migrated by BIN; its URL in PG_URL_<tag>
+cluster() {
+    start_postgres "$1" || exit 1
+    if [ "$PG_STATS" = 1 ]; then
+        psql_q "ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'" >/dev/null
+        _pg_as "'$(pg_bin)/pg_ctl' -D '$PG_DIR/data' -w -t 30 restart" >/dev/null 2>&1 || exit 1
+        psql_q "CREATE EXTENSION pg_stat_statements" >/dev/null
+    fi
+    "$2" db migrate --db "$PG_URL" >/dev/null || exit 1
+}
+cluster "$E2E_TMP/pg" "$RM"
+NEW_DIR=$PG_DIR NEW_URL=$PG_URL
+if [ -n "$OLD" ]; then
+    cluster "$E2E_TMP/pg-old" "$OLD/ringmail"
+    OLD_DIR=$PG_DIR OLD_URL=$PG_URL
+fi
+
+# pg_cpu: the cluster's CPU seconds so far (every process, exited backends included).
+pg_cpu() {
+    "$PY" - "$PG_DIR/data/postmaster.pid" <<'PY'
+import os, sys
+pm = int(open(sys.argv[1]).readline())
+hz = os.sysconf("SC_CLK_TCK")
+total = 0
+for p in os.listdir("/proc"):
+    if not p.isdigit():
+        continue
+    try:
+        s = open("/proc/%s/stat" % p).read()
+    except OSError:
+        continue
+    f = s[s.rindex(")") + 2:].split()  # fields from 3 (state) on
+    pid, ppid = int(p), int(f[1])
+    if pid == pm:
+        total += int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])  # utime stime cutime cstime
+    elif ppid == pm:
+        total += int(f[11]) + int(f[12])
+print("%.2f" % (total / hz))
+PY
+}
+
+PORT=$(free_port)
+TLSARGS=()
+[ "$TLS" = 1 ] && TLSARGS=(--tls-cert "$CERTS/server.pem" --tls-key "$CERTS/server.key")
+e2e_bg sink "$RM" sink --listen "127.0.0.81:$PORT" --threads 1 --hostname mx.x.test \
+    "${TLSARGS[@]}" # no --stats: its per-address table grows with every run
+wait_port 127.0.0.81 "$PORT" 10 "$E2E_BG_PID" || { cat "$E2E_TMP/sink.log" >&2; exit 1; }
+POLICY=none
+[ "$TLS" = 1 ] && POLICY=verify
+cat >"$E2E_TMP/nodes.conf" <<CONF
+[global]
+tls = $POLICY
+retry = 1s
+max_age = 1h
+[isp x]
+domains = a.test b.test c.test d.test e.test
+max_connections = $CONNS
+msg_rate = unlimited
+[route a.test]
+server = 127.0.0.81:$PORT
+[route b.test]
+server = 127.0.0.81:$PORT
+[route c.test]
+server = 127.0.0.81:$PORT
+[route d.test]
+server = 127.0.0.81:$PORT
+[route e.test]
+server = 127.0.0.81:$PORT
+CONF
+DKIMARGS=()
+if [ "$DKIM" = 1 ]; then
+    openssl genpkey -algorithm ed25519 -out "$E2E_TMP/dkim.pem" 2>/dev/null
+    DKIMARGS=(--dkim-domain sender.test --dkim-selector b --dkim-key "$E2E_TMP/dkim.pem")
+fi
+printf 'Hello {{first_name|there}},\n\nthis is a ringmail benchmark campaign.\n' >"$E2E_TMP/body.txt"
+printf '<p>Hello <b>{{first_name|there}}</b>,</p><p>this is a benchmark.</p>\n' >"$E2E_TMP/body.html"
+awk -v n="$COUNT" 'BEGIN {
+    split("a.test b.test c.test d.test e.test", d, " ");
+    print "email,first_name,city";
+    for (i = 1; i <= n; i++) printf "user%d@%s,Name%d,City %d\n", i, d[i % 5 + 1], i % 50, i % 97;
+}' >"$E2E_TMP/recipients.csv"
+
+# one_run TAG N BIN DIR URL: a fresh campaign of COUNT recipients sent by N
+# nodes (ringmail BIN) at once, on the PostgreSQL in DIR at URL.
+one_run() {
+    local tag=$1 n=$2 RM=$3 PG_DIR=$4 PG_URL=$5 cid k t0 t1 c0 c1 pids=()
+    cid=$("$RM" campaign create --db "$PG_URL" --name "$tag" --from news@sender.test \
+        --subject "{{first_name|Friend}}, a benchmark" --text "$E2E_TMP/body.txt" \
+        --html "$E2E_TMP/body.html" "${DKIMARGS[@]}" 2>/dev/null) || return 1
+    "$RM" recipients import --db "$PG_URL" --campaign "$cid" --csv "$E2E_TMP/recipients.csv" \
+        >/dev/null 2>&1 || return 1
+    psql_q "VACUUM ANALYZE ringmail.recipient" >/dev/null
+    psql_q "CHECKPOINT" >/dev/null
+    [ "$PG_STATS" = 1 ] && psql_q "SELECT pg_stat_statements_reset()" >/dev/null
+    sleep 1
+    local sampler=
+    if [ -n "${PG_SAMPLE:-}" ]; then # diagnostics: a script sampling the cluster's processes
+        "$PY" "$PG_SAMPLE" "$PG_DIR/data/postmaster.pid" "$RAW/$tag.procs.json" &
+        sampler=$!
+        sleep 0.3
+    fi
+    c0=$(pg_cpu)
+    t0=$(date +%s.%N)
+    for ((k = 1; k <= n; k++)); do
+        # shellcheck disable=SC2086 # SEND_ARGS: words
+        "$RM" send --db "$PG_URL" --campaign "$cid" --config "$E2E_TMP/nodes.conf" \
+            --ca "$CERTS/ca.pem" --node "$tag-n$k" --journal "$E2E_TMP/$tag-n$k.journal" \
+            --json ${BATCH:+--batch $BATCH} ${SEND_ARGS:-} \
+            >"$RAW/$tag-n$k.json" 2>"$RAW/$tag-n$k.err" &
+        pids+=($!)
+    done
+    local rc=0
+    for p in "${pids[@]}"; do wait "$p" || rc=1; done
+    t1=$(date +%s.%N)
+    sleep 0.5 # the postmaster reaps the nodes' backends
+    c1=$(pg_cpu)
+    if [ -n "$sampler" ]; then
+        kill "$sampler"
+        wait "$sampler"
+        "$PY" -c 'import json, sys
+for x in json.load(open(sys.argv[1]))[:12]:
+    print("      %5d ticks  %s" % (x["ticks"], x["titles"]))' "$RAW/$tag.procs.json"
+    fi
+    local sent
+    sent=$(psql_q "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $cid AND state = 'sent'")
+    if [ "$PG_STATS" = 1 ]; then
+        psql_q "SELECT calls, rows, round(total_exec_time::numeric, 0) AS ms,
+            round((total_exec_time * 1000 / $COUNT)::numeric, 2) AS us_per_rcpt,
+            left(regexp_replace(query, '\s+', ' ', 'g'), 110)
+            FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 14" >"$RAW/$tag.stmts"
+        sed 's/^/      /' "$RAW/$tag.stmts"
+    fi
+    "$PY" - "$RAW" "$tag" "$n" "$COUNT" "$t0" "$t1" "$c0" "$c1" "$sent" "$rc" <<'PY'
+import json, sys
+raw, tag, n, count, t0, t1, c0, c1, sent, rc = sys.argv[1:]
+n, count, sent = int(n), int(count), int(sent)
+nodes = []
+for k in range(1, n + 1):
+    try:
+        nodes.append(json.load(open("%s/%s-n%d.json" % (raw, tag, k))))
+    except (OSError, ValueError):
+        nodes.append({})
+wall = float(t1) - float(t0)
+cpu = sum(x.get("cpu_s", 0) for x in nodes)
+pg = float(c1) - float(c0)
+row = {"tag": tag, "nodes": n, "count": count, "sent": sent, "exit_ok": rc == "0",
+       "wall_s": wall, "msgs_per_s": count / wall, "sender_cpu_s": cpu,
+       "sender_us_per_msg": cpu * 1e6 / count, "pg_cpu_s": pg, "pg_us_per_rcpt": pg * 1e6 / count,
+       "per_node_accepted": [x.get("accepted") for x in nodes],
+       "ok": sent == count and rc == "0"}
+with open("%s/%s.row.json" % (raw, tag), "w") as f:
+    json.dump(row, f)
+print("  %-10s %d node%s %7.0f msgs/s  sender %5.1f us/msg  PostgreSQL %5.1f us/rcpt  (%.1f s, PG %.2f CPU s)%s" % (
+    tag, n, " " if n == 1 else "s", row["msgs_per_s"], row["sender_us_per_msg"], row["pg_us_per_rcpt"],
+    wall, pg, "" if row["ok"] else "  FAILED: %d of %d sent, exit %s" % (sent, count, rc)))
+PY
+}
+
+echo "10. nodes on one PostgreSQL: $COUNT recipients per campaign, sink over $([ "$TLS" = 1 ] && echo "verified STARTTLS" || echo plaintext), DKIM $([ "$DKIM" = 1 ] && echo Ed25519 || echo off), $CONNS connections per node"
+for ((r = 1; r <= RUNS; r++)); do
+    for n in $NODES; do
+        [ -n "$OLD" ] && one_run "old-r$r-$n" "$n" "$OLD/ringmail" "$OLD_DIR" "$OLD_URL"
+        one_run "r$r-$n" "$n" "$RM" "$NEW_DIR" "$NEW_URL"
+    done
+done
+"$PY" - "$RAW" "$OUT" "$RUNS" $NODES <<'PY'
+import glob, json, os, statistics, sys
+raw, out, runs, nodes = sys.argv[1], sys.argv[2], int(sys.argv[3]), [int(x) for x in sys.argv[4:]]
+res = {"runs": [], "medians": {}}
+for p in sorted(glob.glob(os.path.join(raw, "*.row.json"))):
+    res["runs"].append(json.load(open(p)))
+print("  %-6s %5s  %12s  %18s  %22s  %s" % ("build", "nodes", "msgs/s", "sender CPU/msg", "PostgreSQL CPU/rcpt", "runs ok"))
+status = 0
+for build in ("old", "new"):
+    for n in nodes:
+        rows = [r for r in res["runs"] if r["nodes"] == n and r["tag"].startswith("old-") == (build == "old")]
+        if not rows:
+            continue
+        good = [r for r in rows if r["ok"]]
+        if len(good) < len(rows):
+            status = 1
+        if not good:
+            print("  %-6s %5d  FAILED" % (build, n))
+            continue
+        m = {k: statistics.median(r[k] for r in good) for k in ("msgs_per_s", "sender_us_per_msg", "pg_us_per_rcpt", "wall_s")}
+        res["medians"]["%s-%d" % (build, n)] = m
+        print("  %-6s %5d  %12.0f  %15.1f us  %19.1f us  %d/%d" % (build, n, m["msgs_per_s"], m["sender_us_per_msg"], m["pg_us_per_rcpt"], len(good), len(rows)))
+json.dump(res, open(out, "w"), indent=1)
+sys.exit(status)
+PY
