@@ -67,7 +67,9 @@ static int campaign_list(int argc, char **argv)
                        "count(*) FILTER (WHERE r.state IN " LIFE_PENDING_SQL ")") ","
                                                                                   " count(r.id)");
     for (int i = 0; i < CAMPAIGN_NSTATES; i++) {
-        buf_appendf(&sql, ", count(*) FILTER (WHERE r.state = '%s')", campaign_states[i]);
+        /* A fresh row inside a node's claim range is claimed (DB_STATE_SQL). */
+        buf_appendf(&sql, ", count(*) FILTER (WHERE " DB_STATE_SQL("r") " = '%s')",
+                    campaign_states[i]);
     }
     buf_append_str(&sql, ", c.name FROM ringmail.campaign AS c LEFT JOIN ringmail.recipient AS r"
                          " ON r.campaign_id = c.id GROUP BY c.id ORDER BY c.id");

@@ -197,10 +197,14 @@ int recipients_list_main(int argc, char **argv)
 
     /* The rows, and the widest address among them. */
     buf_t rows = BUF_INIT;
-    buf_append_str(&rows, "SELECT id, address, state, attempts, updated_at, reason"
-                          " FROM ringmail.recipient WHERE campaign_id = $1::bigint");
+    /* The state as the other commands say it: a fresh row inside a
+     * node's claim range is claimed (DB_STATE_SQL). */
+    buf_append_str(&rows, "SELECT id, address, " DB_STATE_SQL(
+                              "q") " AS state, attempts,"
+                                   " updated_at, reason FROM ringmail.recipient q"
+                                   " WHERE campaign_id = $1::bigint");
     if (state) {
-        buf_append_str(&rows, " AND state = $2");
+        buf_append_str(&rows, " AND " DB_STATE_SQL("q") " = $2");
     }
     buf_append_str(&rows, " ORDER BY id");
     if (lim) {

@@ -113,7 +113,11 @@ static void report_states_sql(buf_t *b)
     if (!expired) {
         buf_append_str(b, ", 'expired', count(*) FILTER (WHERE state = 'expired')");
     }
-    buf_append_str(b, ") FROM ringmail.recipient WHERE campaign_id = $1::bigint),");
+    /* The state as every command says it: a fresh row inside a node's
+     * claim range is claimed (DB_STATE_SQL). */
+    buf_append_str(b,
+                   ") FROM (SELECT " DB_STATE_SQL("q") " AS state FROM ringmail.recipient q"
+                                                       " WHERE q.campaign_id = $1::bigint) AS s),");
 }
 
 /* report_reasons_sql - section name: per ISP and reason (label, an SQL
