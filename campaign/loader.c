@@ -241,6 +241,25 @@ int loader_stop(struct loader *l, unsigned give_up_ms)
 }
 
 /* loader_stop_by - see loader.h */
+/* loader_give_back - fresh rows in the node's claims' ranges and rows it
+ * `claimed` back to the queue, with its claim rows, in one statement: the
+ * result (one count), or NULL and why */
+static PGresult *loader_give_back(struct loader *l, const char *const *p, char *err, size_t errlen)
+{
+    return loader_query(
+        l->c,
+        "WITH g AS (UPDATE ringmail.recipient q SET next_attempt_at = now(),"
+        "  updated_at = now() FROM ringmail.claim k WHERE k.node = $2 AND k.lo IS NOT NULL"
+        "  AND q.campaign_id = k.campaign_id AND q.id BETWEEN k.lo AND k.hi"
+        "  AND q.state = 'queued' AND q.next_attempt_at IS NULL RETURNING 1),"
+        " c AS (UPDATE ringmail.recipient SET state = 'queued', next_attempt_at = now(),"
+        "  lease_owner = NULL, lease_expires_at = NULL"
+        "  WHERE campaign_id = $1 AND state = 'claimed' AND lease_owner = $2 RETURNING 1),"
+        " k AS (DELETE FROM ringmail.claim WHERE node = $2)"
+        " SELECT (SELECT count(*) FROM g) + (SELECT count(*) FROM c)",
+        2, p, PGRES_TUPLES_OK, err, errlen);
+}
+
 int loader_stop_by(struct loader *l, uint64_t deadline, const uint64_t *hurry,
                    struct loader_stop_info *info)
 {
@@ -310,24 +329,21 @@ int loader_stop_by(struct loader *l, uint64_t deadline, const uint64_t *hurry,
      * process knows: nothing of it went out), the node's arms go, and the
      * node is stopped. Only by the node's incarnation: a process refused at
      * start, or one taken over, leaves everything to the live one. */
-    if (l->registered && !l->fenced && loader_up(l->c) && l->nres == 0 && l->writing == 0) {
+    /* A connection that broke while the node ran (PostgreSQL restarted:
+     * the first statement on it fails) is made again, once. */
+    uint64_t next_connect = 0;
+    if (l->registered && !l->fenced && l->nres == 0 && l->writing == 0 &&
+        loader_keep_up(l, 0, &next_connect)) {
         char id[32], err[512];
         snprintf(id, sizeof id, "%" PRId64, l->o.campaign);
         const char *p[] = {id, l->node, l->incarnation};
-        /* Fresh rows in its claims' ranges and rows it `claimed`, with its
-         * claim rows, in one statement. */
-        PGresult *r = loader_query(
-            l->c,
-            "WITH g AS (UPDATE ringmail.recipient q SET next_attempt_at = now(),"
-            "  updated_at = now() FROM ringmail.claim k WHERE k.node = $2 AND k.lo IS NOT NULL"
-            "  AND q.campaign_id = k.campaign_id AND q.id BETWEEN k.lo AND k.hi"
-            "  AND q.state = 'queued' AND q.next_attempt_at IS NULL RETURNING 1),"
-            " c AS (UPDATE ringmail.recipient SET state = 'queued', next_attempt_at = now(),"
-            "  lease_owner = NULL, lease_expires_at = NULL"
-            "  WHERE campaign_id = $1 AND state = 'claimed' AND lease_owner = $2 RETURNING 1),"
-            " k AS (DELETE FROM ringmail.claim WHERE node = $2)"
-            " SELECT (SELECT count(*) FROM g) + (SELECT count(*) FROM c)",
-            2, p, PGRES_TUPLES_OK, err, sizeof err);
+        PGresult *r = loader_give_back(l, p, err, sizeof err);
+        if (!r && !loader_up(l->c)) {
+            next_connect = 0;
+            if (loader_keep_up(l, 0, &next_connect)) {
+                r = loader_give_back(l, p, err, sizeof err); /* finds nothing given back twice */
+            }
+        }
         if (r) {
             info->requeued = atoll(pq.PQgetvalue(r, 0, 0)); /* committed: one statement */
         }
