@@ -30,12 +30,15 @@
 #   9. destination TLS policy (runs before 6): a 100,000-recipient campaign
 #      over 1,000 domains with MTA-STS off, on (cache cold, warm) and DANE:
 #      CPU per message, policy fetches, TLSA lookups (bench/policy.sh)
+#  10. nodes on one PostgreSQL (runs before 6): 1, 2 and 3 send --db nodes
+#      on one campaign: aggregate msgs/s, sender CPU per message,
+#      PostgreSQL CPU per recipient (bench/nodes.sh)
 #  11. DKIM signing (runs before 6): RSA-2048, Ed25519 and dual-signed
 #      campaigns through the ringmail-signer processes beside `openssl speed`
 #      in the same round (bench/dkim.sh)
 #
 # Environment (defaults in brackets):
-#   STEPS ["1 2 3 4 5 6 7 8 9 11"]  which steps to run, e.g. STEPS="3 5"
+#   STEPS ["1 2 3 4 5 6 7 8 9 10 11"]  which steps to run, e.g. STEPS="3 5"
 #   RUNS [3]               runs per point (medians)
 #   COUNT [100000]         messages per ringmail-alone run in step 1
 #   COMPARE [run]          "skip": step 1 reuses bench/results/compare.json
@@ -58,7 +61,7 @@ case "$BUILD" in /*) ;; *) BUILD=$PWD/$BUILD ;; esac
 RM=$BUILD/ringmail
 RUNS=${RUNS:-3}
 COUNT=${COUNT:-100000}
-STEPS=${STEPS:-1 2 3 4 5 6 7 8 9 11}
+STEPS=${STEPS:-1 2 3 4 5 6 7 8 9 10 11}
 COMPARE=${COMPARE:-run}
 COMPARE_COUNT=${COMPARE_COUNT:-10000}
 THROUGHPUT_CONCS=${THROUGHPUT_CONCS:-20 50 100}
@@ -614,6 +617,15 @@ if want 9; then
     echo "9. destination TLS policy: a campaign under off, MTA-STS (cache cold, warm) and DANE (bench/policy.sh)"
     RUNS=$RUNS COUNT=${POLICY_COUNT:-100000} DOMAINS=${POLICY_DOMAINS:-1000} bench/policy.sh "$BUILD" ||
         { echo "  policy bench FAILED"; STATUS=1; }
+fi
+
+# ---------------------------------------------------------------- 10. nodes on one PostgreSQL
+
+if want 10; then
+    echo
+    echo "10. nodes on one PostgreSQL: 1, 2 and 3 send --db nodes, msgs/s and PostgreSQL CPU per recipient (bench/nodes.sh)"
+    RUNS=$RUNS COUNT=${NODES_COUNT:-100000} bench/nodes.sh "$BUILD" ||
+        { echo "  nodes bench FAILED"; STATUS=1; }
 fi
 
 # ---------------------------------------------------------------- 11. DKIM signing
