@@ -33,12 +33,14 @@
 #  10. nodes on one PostgreSQL (runs before 6): 1, 2 and 3 send --db nodes
 #      on one campaign: aggregate msgs/s, sender CPU per message,
 #      PostgreSQL CPU per recipient (bench/nodes.sh)
+#  12. slow servers (runs before 6): sender CPU per message at sink latency
+#      0, 5 and 100 ms, 1,000 sessions (bench/latency.sh)
 #  11. DKIM signing (runs before 6): RSA-2048, Ed25519 and dual-signed
 #      campaigns through the ringmail-signer processes beside `openssl speed`
 #      in the same round (bench/dkim.sh)
 #
 # Environment (defaults in brackets):
-#   STEPS ["1 2 3 4 5 6 7 8 9 10 11"]  which steps to run, e.g. STEPS="3 5"
+#   STEPS ["1 2 3 4 5 6 7 8 9 10 11 12"]  which steps to run, e.g. STEPS="3 5"
 #   RUNS [3]               runs per point (medians)
 #   COUNT [100000]         messages per ringmail-alone run in step 1
 #   COMPARE [run]          "skip": step 1 reuses bench/results/compare.json
@@ -61,7 +63,7 @@ case "$BUILD" in /*) ;; *) BUILD=$PWD/$BUILD ;; esac
 RM=$BUILD/ringmail
 RUNS=${RUNS:-3}
 COUNT=${COUNT:-100000}
-STEPS=${STEPS:-1 2 3 4 5 6 7 8 9 10 11}
+STEPS=${STEPS:-1 2 3 4 5 6 7 8 9 10 11 12}
 COMPARE=${COMPARE:-run}
 COMPARE_COUNT=${COMPARE_COUNT:-10000}
 THROUGHPUT_CONCS=${THROUGHPUT_CONCS:-20 50 100}
@@ -635,6 +637,14 @@ if want 11; then
     echo "11. DKIM signing: RSA-2048, Ed25519 and dual through the signer processes, beside openssl speed (bench/dkim.sh)"
     RUNS=$RUNS COUNT=${DKIM_COUNT:-20000} bench/dkim.sh "$BUILD" ||
         { echo "  dkim bench FAILED"; STATUS=1; }
+fi
+
+# ---------------------------------------------------------------- 12. slow servers
+
+if want 12; then
+    echo
+    echo "12. slow servers: sender CPU per message at sink latency 0, 5 and 100 ms, 1,000 sessions (bench/latency.sh)"
+    RUNS=$RUNS bench/latency.sh "$BUILD" || { echo "  latency bench FAILED"; STATUS=1; }
 fi
 
 # ---------------------------------------------------------------- targets

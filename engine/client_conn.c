@@ -1,10 +1,16 @@
 /*
  * client_conn - one outbound SMTP connection on the ring. See the header.
  *
- * Receive path: the kernel writes straight into the free tail of the
- * inbound buffer (ciphertext under TLS, plaintext otherwise); nothing
- * touches that buffer while the receive is in flight because bytes are
- * only consumed inside its completion, before the next receive is armed.
+ * Receive path: one multishot receive per connection, armed once, into
+ * the loop's shared receive buffers (loop_recv_multishot): each chunk is
+ * appended to the inbound buffer (ciphertext under TLS, plaintext
+ * otherwise) and handled in its completion, so a reply costs no new
+ * submission and no poll arming, and an idle session keeps no receive
+ * buffer of its own (only the bytes of a record not yet whole). Where the
+ * kernel cannot provide buffers, a single receive per chunk writes
+ * straight into the free tail of the inbound buffer; nothing touches that
+ * buffer while it is in flight because bytes are only consumed inside its
+ * completion, before the next receive is armed.
  * Send path: everything to send (plaintext commands, or ciphertext from
  * tls_write's BIO) lands in sendq; when no SEND is in flight sendq and
  * inflight swap, so appending never moves bytes the kernel is reading.
@@ -23,6 +29,8 @@
 #include "tls_session_cache.h"
 
 #define CLIENT_CONN_RECV_CHUNK 4096
+/* With multishot receives: the inbound buffer's room kept once it is empty. */
+#define CLIENT_CONN_IN_KEEP 1024
 /* Out of descriptors: try socket() again after this long. */
 #define CLIENT_CONN_FD_RETRY_MS 20
 
@@ -62,9 +70,10 @@ struct client_conn {
     enum client_conn_state state; /* changed only by client_conn_set_state */
     int fd;
     /* Not life-cycle states: each holds across several of them. */
-    int tls_up;    /* the transport is TLS: from the handshake to the end, CLOSING
-                      included (on_closed reads client_conn_tls) */
-    int send_busy; /* one SEND in flight: the send path's own, in any state */
+    int tls_up;     /* the transport is TLS: from the handshake to the end, CLOSING
+                       included (on_closed reads client_conn_tls) */
+    int send_busy;  /* one SEND in flight: the send path's own, in any state */
+    int recv_multi; /* the receive in flight is multishot (loop_recv_multishot) */
     unsigned ops_in_flight;
     unsigned long trace_id; /* this connection's number in trace lines */
     struct loop_op connect_op, recv_op, send_op;
@@ -195,11 +204,16 @@ static void client_conn_tls_ended(struct client_conn *c)
     }
 }
 
+/* Arm the receive: multishot where the loop can provide buffers (it stays
+ * armed until a completion without "more"), else one receive. */
 static void client_conn_recv(struct client_conn *c)
 {
-    char *w = buf_reserve(&c->in, CLIENT_CONN_RECV_CHUNK);
     c->ops_in_flight++;
-    loop_recv(c->loop, &c->recv_op, c->fd, w, CLIENT_CONN_RECV_CHUNK);
+    c->recv_multi = loop_recv_multishot(c->loop, &c->recv_op, c->fd) == 0;
+    if (!c->recv_multi) {
+        char *w = buf_reserve(&c->in, CLIENT_CONN_RECV_CHUNK);
+        loop_recv(c->loop, &c->recv_op, c->fd, w, CLIENT_CONN_RECV_CHUNK);
+    }
 }
 
 static void client_conn_on_send(struct loop_op *op, int res, unsigned flags)
@@ -396,21 +410,35 @@ static void client_conn_process(struct client_conn *c)
 
 static void client_conn_on_recv(struct loop_op *op, int res, unsigned flags)
 {
-    (void)flags;
     struct client_conn *c = op->owner;
+    /* A multishot receive stays in flight while more completions follow. */
+    int more = c->recv_multi && loop_cqe_more(flags);
     if (c->state != CLIENT_CONN_CLOSING) {
-        if (res <= 0) {
+        if (res == -ENOBUFS && c->recv_multi) {
+            client_conn_recv(c); /* every shared buffer was in use: the bytes wait */
+        } else if (res <= 0) {
             client_conn_close(c, res == 0 ? "closed by server" : strerror(-res));
         } else {
-            loop_mark_received(buf_data(&c->in) + buf_len(&c->in), (size_t)res);
-            buf_commit(&c->in, (size_t)res);
+            if (c->recv_multi) {
+                buf_append(&c->in, loop_recv_data(c->loop, flags), (size_t)res);
+            } else {
+                loop_mark_received(buf_data(&c->in) + buf_len(&c->in), (size_t)res);
+                buf_commit(&c->in, (size_t)res);
+            }
             client_conn_process(c);
-            if (c->state != CLIENT_CONN_CLOSING) {
+            if (c->state != CLIENT_CONN_CLOSING && !more) {
                 client_conn_recv(c);
+            }
+            if (c->recv_multi) {
+                /* Once empty, a handshake flight's room goes back: an idle
+                 * session keeps at most a reply's worth. */
+                buf_shrink(&c->in, CLIENT_CONN_IN_KEEP);
             }
         }
     }
-    client_conn_op_done(c);
+    if (!more) {
+        client_conn_op_done(c);
+    }
 }
 
 static void client_conn_on_connect(struct loop_op *op, int res, unsigned flags)

@@ -34,6 +34,15 @@
 #define RUNNING_ON_VALGRIND 0
 #endif
 
+/* The shared receive buffers of loop_recv_multishot: a ring of
+ * LOOP_RECV_BUFS buffers of LOOP_RECV_BUF_SIZE bytes each (a power of two),
+ * provided to the kernel as buffer group LOOP_RECV_BGID. A buffer is
+ * taken by the kernel for one chunk and given back as soon as the
+ * completion's callback has returned, so the ring only runs dry when more
+ * completions than buffers wait in one batch (-ENOBUFS: re-armed). */
+#define LOOP_RECV_BUFS 256
+#define LOOP_RECV_BGID 0
+
 struct loop {
     struct io_uring ring;
     uint64_t now_ms;
@@ -43,8 +52,13 @@ struct loop {
     int wake_fd;        /* eventfd written by loop_stop */
     uint64_t wake_value;
     struct loop_op wake_op;
-    struct heap timers; /* by deadline_ms; the timers belong to their owners */
+    struct heap timers; /* by key_ms (lazy: see the timers); the timers are their owners' */
     int poll_wait;      /* under valgrind: block in poll(2) on the ring, not in io_uring_enter */
+    /* loop_recv_multishot's buffers, set up on first use; recv_state -1
+     * when the kernel refused them (loop_recv_multishot then says so). */
+    int recv_state;                      /* 0 not yet, 1 ready, -1 unavailable */
+    struct io_uring_buf_ring *recv_ring; /* owned, page aligned */
+    char *recv_bufs;                     /* owned: LOOP_RECV_BUFS x LOOP_RECV_BUF_SIZE */
 };
 
 static struct io_uring_sqe *loop_sqe(struct loop *loop)
@@ -114,7 +128,7 @@ struct loop *loop_new(unsigned entries)
     }
     loop->wake_op.cb = loop_on_wake;
     loop->wake_op.owner = loop;
-    heap_init(&loop->timers, offsetof(struct loop_timer, deadline_ms),
+    heap_init(&loop->timers, offsetof(struct loop_timer, key_ms),
               offsetof(struct loop_timer, heap_index));
     loop->now_ms = clock_ms();
     loop_wake_arm(loop);
@@ -126,9 +140,11 @@ void loop_free(struct loop *loop)
     if (!loop) {
         return;
     }
-    io_uring_queue_exit(&loop->ring);
+    io_uring_queue_exit(&loop->ring); /* the kernel lets go of the buffer ring too */
     close(loop->wake_fd);
     heap_free(&loop->timers);
+    free(loop->recv_ring);
+    free(loop->recv_bufs);
     free(loop);
 }
 
@@ -217,6 +233,83 @@ void loop_recv(struct loop *loop, struct loop_op *op, int fd, void *buf, size_t 
     loop_submitted(loop, sqe, op);
 }
 
+/* loop_recv_setup - register the shared receive buffers with the kernel,
+ * once; 0, or -1 when it refuses them (kernel older than 5.19) */
+static int loop_recv_setup(struct loop *loop)
+{
+    if (loop->recv_state) {
+        return loop->recv_state > 0 ? 0 : -1;
+    }
+    loop->recv_state = -1;
+    size_t ring_size = LOOP_RECV_BUFS * sizeof(struct io_uring_buf);
+    void *ring = NULL;
+    if (posix_memalign(&ring, 4096, ring_size < 4096 ? 4096 : ring_size) != 0) {
+        return -1;
+    }
+    char *bufs = malloc((size_t)LOOP_RECV_BUFS * LOOP_RECV_BUF_SIZE);
+    if (!bufs) {
+        free(ring);
+        return -1;
+    }
+    memset(ring, 0, ring_size);
+    struct io_uring_buf_reg reg;
+    memset(&reg, 0, sizeof reg);
+    reg.ring_addr = (uint64_t)(uintptr_t)ring;
+    reg.ring_entries = LOOP_RECV_BUFS;
+    reg.bgid = LOOP_RECV_BGID;
+    if (io_uring_register_buf_ring(&loop->ring, &reg, 0) < 0) {
+        free(ring);
+        free(bufs);
+        return -1;
+    }
+    loop->recv_ring = ring;
+    loop->recv_bufs = bufs;
+    io_uring_buf_ring_init(loop->recv_ring);
+    int mask = io_uring_buf_ring_mask(LOOP_RECV_BUFS);
+    for (unsigned i = 0; i < LOOP_RECV_BUFS; i++) {
+        io_uring_buf_ring_add(loop->recv_ring, bufs + (size_t)i * LOOP_RECV_BUF_SIZE,
+                              LOOP_RECV_BUF_SIZE, (unsigned short)i, mask, (int)i);
+    }
+    io_uring_buf_ring_advance(loop->recv_ring, LOOP_RECV_BUFS);
+    loop->recv_state = 1;
+    return 0;
+}
+
+int loop_recv_multishot(struct loop *loop, struct loop_op *op, int fd)
+{
+    if (loop_recv_setup(loop) < 0) {
+        errno = EOPNOTSUPP;
+        return -1;
+    }
+    struct io_uring_sqe *sqe = loop_sqe(loop);
+    io_uring_prep_recv_multishot(sqe, fd, NULL, 0, 0);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = LOOP_RECV_BGID;
+    loop_submitted(loop, sqe, op);
+    return 0;
+}
+
+const char *loop_recv_data(const struct loop *loop, unsigned cqe_flags)
+{
+    if (!(cqe_flags & IORING_CQE_F_BUFFER) || !loop->recv_bufs) {
+        return NULL;
+    }
+    unsigned bid = cqe_flags >> IORING_CQE_BUFFER_SHIFT;
+    return loop->recv_bufs + (size_t)bid * LOOP_RECV_BUF_SIZE;
+}
+
+/* loop_recv_return - the buffer of a completion goes back to the kernel at
+ * once: without deferred task running (valgrind, older kernels) receives
+ * complete while a batch is being dispatched, and must find it. */
+static void loop_recv_return(struct loop *loop, unsigned cqe_flags)
+{
+    unsigned bid = cqe_flags >> IORING_CQE_BUFFER_SHIFT;
+    io_uring_buf_ring_add(loop->recv_ring, loop->recv_bufs + (size_t)bid * LOOP_RECV_BUF_SIZE,
+                          LOOP_RECV_BUF_SIZE, (unsigned short)bid,
+                          io_uring_buf_ring_mask(LOOP_RECV_BUFS), 0);
+    io_uring_buf_ring_advance(loop->recv_ring, 1);
+}
+
 void loop_send(struct loop *loop, struct loop_op *op, int fd, const void *buf, size_t len)
 {
     struct io_uring_sqe *sqe = loop_sqe(loop);
@@ -246,13 +339,24 @@ void loop_cancel(struct loop *loop, struct loop_op *target)
     io_uring_sqe_set_data(sqe, NULL);
 }
 
-/* ---- timers: the engine's binary min-heap on deadline_ms ---- */
+/* ---- timers: the engine's binary min-heap ----
+ *
+ * Lazy re-arming: a connection moves its one timer on at every reply, and
+ * almost always later (a new wait's deadline), so a later deadline only
+ * updates deadline_ms and leaves the timer where it sits in the heap,
+ * under its old key. When that key comes due, loop_run_timers sees the
+ * deadline moved and puts the timer back under it: one heap operation per
+ * timeout period instead of one per reply (each a sift to the bottom of a
+ * heap of thousands, over cold cache lines). An earlier deadline re-keys
+ * at once, so no timer ever fires late; a stale key costs at most one
+ * early wake-up. */
 
 void loop_timer_init(struct loop_timer *t, loop_timer_cb cb, void *owner)
 {
     t->cb = cb;
     t->owner = owner;
     t->deadline_ms = 0;
+    t->key_ms = 0;
     t->heap_index = -1;
 }
 
@@ -265,13 +369,18 @@ void loop_timer_set(struct loop *loop, struct loop_timer *t, uint64_t ms_from_no
 {
     t->deadline_ms = loop->now_ms + ms_from_now;
     if (heap_contains(&loop->timers, t)) {
+        if (t->deadline_ms >= t->key_ms) {
+            return; /* later: re-keyed when the old key comes due */
+        }
+        t->key_ms = t->deadline_ms;
         heap_fix(&loop->timers, t);
     } else {
+        t->key_ms = t->deadline_ms;
         heap_push(&loop->timers, t);
     }
 }
 
-/* loop_next_timer - the armed timer due first, or NULL */
+/* loop_next_timer - the armed timer whose key is due first, or NULL */
 static struct loop_timer *loop_next_timer(const struct loop *loop)
 {
     return heap_top(&loop->timers);
@@ -280,7 +389,14 @@ static struct loop_timer *loop_next_timer(const struct loop *loop)
 static void loop_run_timers(struct loop *loop)
 {
     struct loop_timer *t;
-    while ((t = loop_next_timer(loop)) != NULL && t->deadline_ms <= loop->now_ms) {
+    while ((t = loop_next_timer(loop)) != NULL && t->key_ms <= loop->now_ms) {
+        if (t->key_ms != t->deadline_ms) {
+            /* Moved on since it was keyed. Keys never exceed deadlines, so
+             * one fires only as the smallest deadline: in deadline order. */
+            t->key_ms = t->deadline_ms;
+            heap_fix(&loop->timers, t);
+            continue;
+        }
         heap_remove(&loop->timers, t);
         t->cb(t);
     }
@@ -304,6 +420,16 @@ static unsigned loop_dispatch(struct loop *loop)
         if (op != &loop->wake_op && !(flags & IORING_CQE_F_MORE)) {
             loop->pending--;
         }
+        if (flags & IORING_CQE_F_BUFFER) {
+            /* A chunk in a shared receive buffer: the callback consumes it,
+             * then the buffer goes back. */
+            if (res > 0) {
+                loop_mark_received(loop_recv_data(loop, flags), (size_t)res);
+            }
+            op->cb(op, res, flags);
+            loop_recv_return(loop, flags);
+            continue;
+        }
         op->cb(op, res, flags);
     }
     io_uring_cq_advance(&loop->ring, seen);
@@ -326,7 +452,7 @@ static int loop_poll_wait(struct loop *loop)
     int timeout = -1;
     struct loop_timer *next = loop_next_timer(loop);
     if (next) {
-        uint64_t wait = next->deadline_ms - loop->now_ms;
+        uint64_t wait = next->key_ms - loop->now_ms;
         timeout = wait > INT_MAX ? INT_MAX : (int)wait;
     }
     struct pollfd pfd = {.fd = loop->ring.ring_fd, .events = POLLIN};
@@ -351,7 +477,7 @@ int loop_run(struct loop *loop)
         if (loop->poll_wait) {
             rc = loop_poll_wait(loop);
         } else if ((next = loop_next_timer(loop)) != NULL) {
-            uint64_t wait = next->deadline_ms - loop->now_ms;
+            uint64_t wait = next->key_ms - loop->now_ms;
             struct __kernel_timespec ts = {.tv_sec = (long long)(wait / 1000),
                                            .tv_nsec = (long long)(wait % 1000) * 1000000};
             rc = io_uring_submit_and_wait_timeout(&loop->ring, &cqe, 1, &ts, NULL);

@@ -12,6 +12,12 @@
  * completions with a timeout equal to the nearest deadline
  * (io_uring_submit_and_wait_timeout, one wait per iteration), so there is
  * no per-operation linked timeout and no periodic wake-up when idle.
+ * Moving an armed timer later (a connection's timeout, at every reply)
+ * costs no heap operation: the timer is re-keyed once its old deadline
+ * comes (see loop.c); it never fires before its last deadline.
+ *
+ * Each iteration hands every submission made since the last one to the
+ * kernel and dispatches every completion ready, in one io_uring_enter.
  *
  * No call here blocks except loop_run's wait for completions. Socket
  * creation, setsockopt and close() of a socket are non-blocking syscalls
@@ -42,7 +48,9 @@ typedef void (*loop_timer_cb)(struct loop_timer *t);
 struct loop_timer {
     loop_timer_cb cb;
     void *owner;
-    uint64_t deadline_ms; /* absolute, loop_now_ms() clock: the timer heap's key */
+    uint64_t deadline_ms; /* absolute, loop_now_ms() clock: when it fires */
+    uint64_t key_ms;      /* the timer heap's key, <= deadline_ms: a later re-arm leaves
+                             the timer where it is until this comes due (loop.c) */
     int heap_index;       /* -1 when not armed: the timer heap's index (engine/heap.h) */
 };
 
@@ -70,6 +78,20 @@ void loop_connect(struct loop *loop, struct loop_op *op, int fd, const struct so
 void loop_accept(struct loop *loop, struct loop_op *op, int listen_fd);
 void loop_recv(struct loop *loop, struct loop_op *op, int fd, void *buf, size_t len);
 void loop_send(struct loop *loop, struct loop_op *op, int fd, const void *buf, size_t len);
+/* Multishot receive into the loop's shared receive buffers (a ring of
+ * LOOP_RECV_BUF_SIZE-byte buffers the kernel picks from, set up on first
+ * use): one submission, then op->cb once per chunk received, res its byte
+ * count, as long as cqe_flags has IORING_CQE_F_MORE (loop_cqe_more). A
+ * completion without it is the last: 0 (EOF), -errno, or -ENOBUFS when
+ * every buffer was in use at once (the bytes wait in the socket: arm
+ * again). The chunk is at loop_recv_data(loop, cqe_flags) and only until
+ * the callback returns: its buffer then goes back to the kernel. Saves a
+ * submission and a poll arming per receive, and a connection's own
+ * receive buffer. Returns -1 (errno EOPNOTSUPP) when this kernel cannot
+ * provide buffers: use loop_recv. */
+#define LOOP_RECV_BUF_SIZE 4096
+int loop_recv_multishot(struct loop *loop, struct loop_op *op, int fd);
+const char *loop_recv_data(const struct loop *loop, unsigned cqe_flags);
 /* One-shot poll for events (POLLIN/POLLOUT); res is the returned mask. */
 void loop_poll_add(struct loop *loop, struct loop_op *op, int fd, unsigned events);
 /* Close fd through the ring; nobody waits for the completion. */

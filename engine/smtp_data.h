@@ -19,9 +19,13 @@
 #define SMTP_LINE_MAX 998
 
 struct smtp_data_info {
-    int has_8bit;   /* some byte >= 0x80 */
-    size_t longest; /* longest line in octets, without line ending */
-    size_t lines;   /* number of lines */
+    int has_8bit;        /* some byte >= 0x80 */
+    size_t longest;      /* longest line in octets, without line ending */
+    size_t lines;        /* number of lines */
+    int as_is;           /* already the wire form: CRLF endings only, the last line
+                            ended, no line starting with '.' (what a renderer makes) */
+    const char *scanned; /* the message scanned, and its length: smtp_data_write */
+    size_t scanned_len;  /* sends it as it is only when handed the same one */
 };
 
 /*
@@ -33,7 +37,9 @@ int smtp_data_encode(buf_t *out, const char *msg, size_t len, struct smtp_data_i
                      const char **err);
 
 /* Encode a message already scanned by smtp_data_scan (longest line checked
- * by the caller): the hot path scans once, not twice. */
+ * by the caller): the hot path scans once, not twice, and a message the scan
+ * found as_is (the same pointer and length, unchanged since) is copied in
+ * one piece instead of line by line. */
 void smtp_data_write(buf_t *out, const char *msg, size_t len, const struct smtp_data_info *scanned);
 
 /* Inspect without encoding (for SIZE= and 8BITMIME decisions). */

@@ -6,7 +6,10 @@
  * report the same lines, longest line and 8-bit flag, never emit a bare
  * CR or LF, refuse exactly the messages with a line over 998 octets and
  * then leave the output as it was; scan + write must equal encode, and
- * write must stay memory-safe given the scan of another message.
+ * write must stay memory-safe given the scan of another message. A scan
+ * that finds the message as_is (sent in one piece) must be right: the
+ * reference's output is then the message itself and ".\r\n"; and the
+ * as_is scan of another message must not be trusted.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -67,7 +70,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const char *msg = (const char *)data;
     buf_t out = BUF_INIT, want = BUF_INIT, two = BUF_INIT;
-    struct smtp_data_info info, ref, stale = {0, 0, 0};
+    struct smtp_data_info info, ref, stale = {0}, clean;
+    static const char clean_msg[] = "a\r\nb\r\n";
     const char *err = NULL;
     fuzz_reference(msg, size, &want, &ref);
     buf_append_str(&out, "xxDATA\r\n");
@@ -91,12 +95,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     /* The hot path's two calls, and a write trusting the wrong scan. */
     smtp_data_scan(msg, size, &info);
+    if (info.as_is &&
+        (buf_len(&want) != size + 3 || (size && memcmp(buf_data(&want), msg, size)))) {
+        abort();
+    }
     smtp_data_write(&two, msg, size, &info);
     if (!fuzz_same(&two, &want)) {
         abort();
     }
     buf_reset(&two);
     smtp_data_write(&two, msg, size, &stale);
+    if (!fuzz_same(&two, &want)) {
+        abort();
+    }
+    smtp_data_scan(clean_msg, sizeof clean_msg - 1, &clean);
+    buf_reset(&two);
+    smtp_data_write(&two, msg, size, &clean);
     if (!fuzz_same(&two, &want)) {
         abort();
     }

@@ -42,8 +42,17 @@ static void assert_ends_once(const char *s, size_t n)
     }
 }
 
+static void reference_encode(const char *in, size_t n, buf_t *out);
+
+/* want NULL: the reference encoder's output is wanted. */
 static void encode_ok_n(const char *in, size_t len, const char *want, size_t want_len)
 {
+    buf_t ref = BUF_INIT;
+    if (!want) {
+        reference_encode(in, len, &ref);
+        want = buf_data(&ref);
+        want_len = buf_len(&ref);
+    }
     buf_t out = BUF_INIT;
     const char *err = NULL;
     assert_int_equal(smtp_data_encode(&out, in, len, NULL, &err), 0);
@@ -61,6 +70,7 @@ static void encode_ok_n(const char *in, size_t len, const char *want, size_t wan
     assert_memory_equal(buf_data(&out2), want, want_len);
     buf_free(&out);
     buf_free(&out2);
+    buf_free(&ref);
 }
 
 static void encode_ok(const char *in, const char *want)
@@ -370,6 +380,148 @@ static void test_write_survives_a_scan_of_another_message(void **state)
     buf_free(&want);
 }
 
+/* What smtp_data_scan must find, counted the slow way: lines and longest
+ * as the general walk counts them (CRLF, bare LF and bare CR each end a line). */
+static void reference_counts(const char *in, size_t n, size_t *lines, size_t *longest)
+{
+    size_t cur = 0;
+    int open = 0;
+    *lines = *longest = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (in[i] == '\r' || in[i] == '\n') {
+            if (in[i] == '\r' && i + 1 < n && in[i + 1] == '\n') {
+                i++;
+            }
+            (*lines)++;
+            *longest = cur > *longest ? cur : *longest;
+            cur = 0;
+            open = 0;
+            continue;
+        }
+        cur++;
+        open = 1;
+    }
+    if (open) {
+        (*lines)++;
+        *longest = cur > *longest ? cur : *longest;
+    }
+}
+
+static void test_as_is_only_for_the_wire_form(void **state)
+{
+    (void)state;
+    struct smtp_data_info info;
+    static const struct {
+        const char *msg;
+        int as_is;
+    } cases[] = {
+        {"a\r\nb\r\n", 1},     {"", 1},
+        {"\r\n", 1},           {"a\r\nb", 0},   /* last line not ended */
+        {"a\nb\r\n", 0},       {"a\r\n\n", 0},  /* bare LF */
+        {"a\rb\r\n", 0},       {"a\r\nb\r", 0}, /* bare CR */
+        {"a\r\n.b\r\n", 0},    {".\r\n", 0},    /* a dot to stuff */
+        {"a\r\r\n", 0},        {"\r\r\n\n", 0},
+        {"a.b\r\n x.\r\n", 1}, {"caf\xc3\xa9\r\n", 1}, /* 8-bit is no matter */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        size_t len = strlen(cases[i].msg), lines, longest;
+        smtp_data_scan(cases[i].msg, len, &info);
+        assert_int_equal(info.as_is, cases[i].as_is);
+        reference_counts(cases[i].msg, len, &lines, &longest);
+        assert_int_equal(info.lines, lines);
+        assert_int_equal(info.longest, longest);
+        encode_ok_n(cases[i].msg, len, NULL, 0); /* checked against the reference below */
+    }
+}
+
+/* Messages that are mostly the wire form (a renderer's): CRLF lines of random
+ * length, now and then a leading dot, a bare CR or LF, a missing last
+ * ending, an 8-bit byte; the scan's counts and the write's bytes must be
+ * the reference's, whichever path each took. */
+static void test_wire_form_matches_reference(void **state)
+{
+    (void)state;
+    uint32_t seed = 777;
+    char msg[4096];
+    buf_t got = BUF_INIT, want = BUF_INIT;
+    int as_is = 0;
+    for (int round = 0; round < 20000; round++) {
+        size_t n = 0;
+        seed = seed * 1103515245u + 12345u;
+        size_t nlines = (seed >> 16) % 40;
+        for (size_t l = 0; l < nlines && n + 120 < sizeof msg; l++) {
+            seed = seed * 1103515245u + 12345u;
+            size_t w = (seed >> 16) % 100;
+            for (size_t i = 0; i < w; i++) {
+                msg[n++] = (char)('a' + i % 26);
+            }
+            seed = seed * 1103515245u + 12345u;
+            unsigned r = (seed >> 16) % 400;
+            if (r == 0 && w > 0) {
+                msg[n - w] = '.';
+            } else if (r == 1 && w > 1) {
+                msg[n - w / 2] = '\r';
+            } else if (r == 2 && w > 1) {
+                msg[n - w / 2] = '\n';
+            } else if (r == 3 && w > 0) {
+                msg[n - 1] = (char)0xe9;
+            }
+            if (!(r == 4 && l + 1 == nlines)) {
+                msg[n++] = '\r';
+                msg[n++] = '\n';
+            }
+        }
+        struct smtp_data_info info;
+        size_t lines, longest;
+        smtp_data_scan(msg, n, &info);
+        reference_counts(msg, n, &lines, &longest);
+        assert_int_equal(info.lines, lines);
+        assert_int_equal(info.longest, longest);
+        as_is += info.as_is;
+        buf_reset(&got);
+        buf_reset(&want);
+        smtp_data_write(&got, msg, n, &info);
+        reference_encode(msg, n, &want);
+        assert_int_equal(buf_len(&got), buf_len(&want));
+        assert_memory_equal(buf_data(&got), buf_data(&want), buf_len(&want));
+        assert_no_bare_cr_or_lf(buf_data(&got), buf_len(&got));
+    }
+    assert_true(as_is > 10000 && as_is < 20000); /* both paths ran */
+    buf_free(&got);
+    buf_free(&want);
+}
+
+static void test_as_is_scan_of_another_message_is_not_trusted(void **state)
+{
+    (void)state;
+    /* A scan that found its own message in wire form says nothing about
+     * another: that one is normalised line by line. */
+    const char *clean = "a\r\nb\r\n";
+    struct smtp_data_info stale;
+    smtp_data_scan(clean, strlen(clean), &stale);
+    assert_true(stale.as_is);
+    const char *raw = "x\ny\n.z\rw";
+    buf_t got = BUF_INIT, want = BUF_INIT;
+    smtp_data_write(&got, raw, strlen(raw), &stale);
+    reference_encode(raw, strlen(raw), &want);
+    assert_int_equal(buf_len(&got), buf_len(&want));
+    assert_memory_equal(buf_data(&got), buf_data(&want), buf_len(&want));
+    /* The same text at another address, or a shorter length: not the scan's. */
+    char copy[16];
+    memcpy(copy, "a\nb\n\r\n", 7);
+    buf_reset(&got);
+    buf_reset(&want);
+    smtp_data_write(&got, copy, 7, &stale);
+    reference_encode(copy, 7, &want);
+    assert_memory_equal(buf_data(&got), buf_data(&want), buf_len(&want));
+    buf_reset(&got);
+    smtp_data_write(&got, clean, 4, &stale); /* "a\r\nb": its last line gets an ending */
+    assert_int_equal(buf_len(&got), 9);
+    assert_memory_equal(buf_data(&got), "a\r\nb\r\n.\r\n", 9);
+    buf_free(&got);
+    buf_free(&want);
+}
+
 static void test_no_reallocation_once_grown(void **state)
 {
     (void)state;
@@ -442,6 +594,9 @@ int main(void)
         cmocka_unit_test(test_scan_counts_lines_and_longest),
         cmocka_unit_test(test_matches_reference_on_generated_messages),
         cmocka_unit_test(test_write_survives_a_scan_of_another_message),
+        cmocka_unit_test(test_as_is_only_for_the_wire_form),
+        cmocka_unit_test(test_wire_form_matches_reference),
+        cmocka_unit_test(test_as_is_scan_of_another_message_is_not_trusted),
         cmocka_unit_test(test_no_reallocation_once_grown),
         cmocka_unit_test(test_linear_time_on_cr_only_messages),
     };
