@@ -49,7 +49,7 @@ C=$(psql_q "INSERT INTO ringmail.campaign (name, mail_from, subject, text_body)
 # that start first do not claim the whole campaign.
 psql_q "INSERT INTO ringmail.recipient (campaign_id, address)
     SELECT $C, CASE WHEN g % 3 = 0 THEN 'y' || g || '@yy.test' ELSE 'g' || g || '@gm.test' END
-    FROM generate_series(1, 4050) g" >/dev/null
+    FROM generate_series(1, 2700) g" >/dev/null
 
 # accepted SINK: recipients the sink accepted so far
 accepted() { sj "$1" accepted_rcpts; }
