@@ -429,15 +429,22 @@ static void send_cluster_say(struct send *s, const struct send_cluster_lane *l)
                 lane);
         return;
     }
+    /* The limits the lane has: a source's own section's, else the ISP's. */
+    const struct config_lane *own = ci && l->source[0] ? config_lane_for(ci, l->source) : NULL;
+    unsigned set = own ? own->set : 0;
+    double msg_rate = set & CONFIG_LANE_MSG_RATE ? own->msg_rate : ci ? ci->msg_rate : -1;
+    unsigned max_conns = set & CONFIG_LANE_MAX_CONNECTIONS ? own->max_connections
+                         : ci                              ? ci->max_connections
+                                                           : 0;
     char rate[128] = "", conns[64] = "";
-    if (ci && ci->msg_rate >= 0) {
+    if (msg_rate >= 0) {
         char a[48], b[48];
-        config_rate_text(ci->msg_rate / l->applied_nodes, a, sizeof a);
-        config_rate_text(ci->msg_rate, b, sizeof b);
+        config_rate_text(msg_rate / l->applied_nodes, a, sizeof a);
+        config_rate_text(msg_rate, b, sizeof b);
         snprintf(rate, sizeof rate, " %s of %s", a, b);
     }
-    if (ci && ci->max_connections) {
-        unsigned m = ci->max_connections, k = l->applied_nodes;
+    if (max_conns) {
+        unsigned m = max_conns, k = l->applied_nodes;
         snprintf(conns, sizeof conns, "%s %u of %u connections", rate[0] ? "," : "",
                  m / k + (l->applied_rank < m % k ? 1 : 0), m);
     }
