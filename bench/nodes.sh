@@ -14,7 +14,11 @@
 #     the run minus before, / recipients. Taken after the nodes exited, so
 #     every statement they caused (claims, arms, results, counts,
 #     heartbeats, autovacuum meanwhile) is in it; the import is not (the
-#     campaign is imported, vacuumed and checkpointed before).
+#     campaign is imported, vacuumed and checkpointed before);
+#   - of it, the client backends' CPU per recipient (the statements the
+#     nodes ran: claims, arms, results, heartbeats), sampled every 20 ms
+#     by bench/pg_procs.py; the rest is the cluster's own processes (WAL
+#     writer, checkpointer, autovacuum).
 # Every run is checked: every recipient `sent`. Medians of RUNS rounds, the
 # node counts alternated in each round. With OLD=DIR (another build, e.g.
 # a worktree of the commit before a change), each run of this build follows
@@ -27,8 +31,10 @@
 # 0: plaintext], BATCH [send's default], CONNS [20, per node],
 # SEND_ARGS [extra send options], PG_STATS [0; 1: pg_stat_statements
 # loaded, the statements by total time printed after each run],
-# PG_SAMPLE [a script sampling the cluster's processes, diagnostics],
-# OLD [none: a build directory to run beside this one],
+# PG_PROCS [unset; 1: the busiest processes of the cluster printed after
+# each run],
+# OLD [none: a build directory to run beside this one], PG_CORE [none;
+# N: PostgreSQL pinned to CPU N, the nodes and the sink to the others],
 # OUT [bench/results/nodes.json].
 set -u
 BUILD=${1:-build}
@@ -46,6 +52,16 @@ CONNS=${CONNS:-20}
 PG_STATS=${PG_STATS:-0}
 OUT=${OUT:-bench/results/nodes.json}
 PY=/usr/bin/python3
+# PG_CORE=N: PostgreSQL on CPU N alone, the sink and the nodes on the
+# others (as in production, where the database has a machine of its own:
+# its CPU per recipient is then not inflated by sharing cores with them).
+PG_CORE=${PG_CORE:-}
+PIN=()
+if [ -n "$PG_CORE" ]; then
+    others=$("$PY" -c 'import os, sys; print(",".join(str(c) for c in sorted(os.sched_getaffinity(0)) if c != int(sys.argv[1])))' "$PG_CORE")
+    [ -n "$others" ] || { echo "nodes.sh: PG_CORE=$PG_CORE leaves no CPU for the nodes" >&2; exit 1; }
+    PIN=(taskset -c "$others")
+fi
 [ -x "$RM" ] || { echo "nodes.sh: $RM not found (make -j2)" >&2; exit 1; }
 [ -z "$OLD" ] || [ -x "$OLD/ringmail" ] || { echo "nodes.sh: $OLD/ringmail not found" >&2; exit 1; }
 mkdir -p "$(dirname "$OUT")"
@@ -66,6 +82,9 @@ cluster() {
         psql_q "CREATE EXTENSION pg_stat_statements" >/dev/null
     fi
     "$2" db migrate --db "$PG_URL" >/dev/null || exit 1
+    if [ -n "$PG_CORE" ]; then # the postmaster and every process it forks from now on
+        taskset -a -p -c "$PG_CORE" "$(head -1 "$PG_DIR/data/postmaster.pid")" >/dev/null || exit 1
+    fi
 }
 cluster "$E2E_TMP/pg" "$RM"
 NEW_DIR=$PG_DIR NEW_URL=$PG_URL
@@ -101,7 +120,7 @@ PY
 PORT=$(free_port)
 TLSARGS=()
 [ "$TLS" = 1 ] && TLSARGS=(--tls-cert "$CERTS/server.pem" --tls-key "$CERTS/server.key")
-e2e_bg sink "$RM" sink --listen "127.0.0.81:$PORT" --threads 1 --hostname mx.x.test \
+e2e_bg sink "${PIN[@]}" "$RM" sink --listen "127.0.0.81:$PORT" --threads 1 --hostname mx.x.test \
     "${TLSARGS[@]}" # no --stats: its per-address table grows with every run
 wait_port 127.0.0.81 "$PORT" 10 "$E2E_BG_PID" || { cat "$E2E_TMP/sink.log" >&2; exit 1; }
 POLICY=none
@@ -152,17 +171,16 @@ one_run() {
     psql_q "CHECKPOINT" >/dev/null
     [ "$PG_STATS" = 1 ] && psql_q "SELECT pg_stat_statements_reset()" >/dev/null
     sleep 1
-    local sampler=
-    if [ -n "${PG_SAMPLE:-}" ]; then # diagnostics: a script sampling the cluster's processes
-        "$PY" "$PG_SAMPLE" "$PG_DIR/data/postmaster.pid" "$RAW/$tag.procs.json" &
-        sampler=$!
-        sleep 0.3
-    fi
+    # Every process of the cluster, sampled: the client backends' CPU
+    # apart from the background processes' (bench/pg_procs.py).
+    "$PY" bench/pg_procs.py "$PG_DIR/data/postmaster.pid" "$RAW/$tag.procs.json" &
+    local sampler=$!
+    sleep 0.3
     c0=$(pg_cpu)
     t0=$(date +%s.%N)
     for ((k = 1; k <= n; k++)); do
         # shellcheck disable=SC2086 # SEND_ARGS: words
-        "$RM" send --db "$PG_URL" --campaign "$cid" --config "$E2E_TMP/nodes.conf" \
+        "${PIN[@]}" "$RM" send --db "$PG_URL" --campaign "$cid" --config "$E2E_TMP/nodes.conf" \
             --ca "$CERTS/ca.pem" --node "$tag-n$k" --journal "$E2E_TMP/$tag-n$k.journal" \
             --json ${BATCH:+--batch $BATCH} ${SEND_ARGS:-} \
             >"$RAW/$tag-n$k.json" 2>"$RAW/$tag-n$k.err" &
@@ -173,12 +191,12 @@ one_run() {
     t1=$(date +%s.%N)
     sleep 0.5 # the postmaster reaps the nodes' backends
     c1=$(pg_cpu)
-    if [ -n "$sampler" ]; then
-        kill "$sampler"
-        wait "$sampler"
+    kill "$sampler"
+    wait "$sampler"
+    if [ -n "${PG_PROCS:-}" ]; then # diagnostics: the busiest processes
         "$PY" -c 'import json, sys
 for x in json.load(open(sys.argv[1]))[:12]:
-    print("      %5d ticks  %s" % (x["ticks"], x["titles"]))' "$RAW/$tag.procs.json"
+    print("      %5d ticks  %s" % (x["ticks"], x["title"]))' "$RAW/$tag.procs.json"
     fi
     local sent
     sent=$(psql_q "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $cid AND state = 'sent'")
@@ -202,16 +220,22 @@ for k in range(1, n + 1):
 wall = float(t1) - float(t0)
 cpu = sum(x.get("cpu_s", 0) for x in nodes)
 pg = float(c1) - float(c0)
+# client backends: a title naming the client ("[local]", "host(port)");
+# the rest (walwriter, checkpointer, autovacuum, ...) are the cluster's own
+import re
+procs = json.load(open("%s/%s.procs.json" % (raw, tag)))
+be = sum(p["cpu_s"] for p in procs if re.search(r"\[local\]|\(\d+\)", p["title"]))
 row = {"tag": tag, "nodes": n, "count": count, "sent": sent, "exit_ok": rc == "0",
        "wall_s": wall, "msgs_per_s": count / wall, "sender_cpu_s": cpu,
        "sender_us_per_msg": cpu * 1e6 / count, "pg_cpu_s": pg, "pg_us_per_rcpt": pg * 1e6 / count,
+       "backend_cpu_s": be, "backend_us_per_rcpt": be * 1e6 / count,
        "per_node_accepted": [x.get("accepted") for x in nodes],
        "ok": sent == count and rc == "0"}
 with open("%s/%s.row.json" % (raw, tag), "w") as f:
     json.dump(row, f)
-print("  %-10s %d node%s %7.0f msgs/s  sender %5.1f us/msg  PostgreSQL %5.1f us/rcpt  (%.1f s, PG %.2f CPU s)%s" % (
+print("  %-10s %d node%s %7.0f msgs/s  sender %5.1f us/msg  PostgreSQL %5.1f us/rcpt, backends %5.1f  (%.1f s, PG %.2f CPU s)%s" % (
     tag, n, " " if n == 1 else "s", row["msgs_per_s"], row["sender_us_per_msg"], row["pg_us_per_rcpt"],
-    wall, pg, "" if row["ok"] else "  FAILED: %d of %d sent, exit %s" % (sent, count, rc)))
+    row["backend_us_per_rcpt"], wall, pg, "" if row["ok"] else "  FAILED: %d of %d sent, exit %s" % (sent, count, rc)))
 PY
 }
 
@@ -228,7 +252,7 @@ raw, out, runs, nodes = sys.argv[1], sys.argv[2], int(sys.argv[3]), [int(x) for 
 res = {"runs": [], "medians": {}}
 for p in sorted(glob.glob(os.path.join(raw, "*.row.json"))):
     res["runs"].append(json.load(open(p)))
-print("  %-6s %5s  %12s  %18s  %22s  %s" % ("build", "nodes", "msgs/s", "sender CPU/msg", "PostgreSQL CPU/rcpt", "runs ok"))
+print("  %-6s %5s  %12s  %18s  %22s  %18s  %s" % ("build", "nodes", "msgs/s", "sender CPU/msg", "PostgreSQL CPU/rcpt", "backends/rcpt", "runs ok"))
 status = 0
 for build in ("old", "new"):
     for n in nodes:
@@ -241,9 +265,9 @@ for build in ("old", "new"):
         if not good:
             print("  %-6s %5d  FAILED" % (build, n))
             continue
-        m = {k: statistics.median(r[k] for r in good) for k in ("msgs_per_s", "sender_us_per_msg", "pg_us_per_rcpt", "wall_s")}
+        m = {k: statistics.median(r[k] for r in good) for k in ("msgs_per_s", "sender_us_per_msg", "pg_us_per_rcpt", "backend_us_per_rcpt", "wall_s")}
         res["medians"]["%s-%d" % (build, n)] = m
-        print("  %-6s %5d  %12.0f  %15.1f us  %19.1f us  %d/%d" % (build, n, m["msgs_per_s"], m["sender_us_per_msg"], m["pg_us_per_rcpt"], len(good), len(rows)))
+        print("  %-6s %5d  %12.0f  %15.1f us  %19.1f us  %15.1f us  %d/%d" % (build, n, m["msgs_per_s"], m["sender_us_per_msg"], m["pg_us_per_rcpt"], m["backend_us_per_rcpt"], len(good), len(rows)))
 json.dump(res, open(out, "w"), indent=1)
 sys.exit(status)
 PY

@@ -224,6 +224,13 @@ void loader_journal_mark(struct loader *l, int64_t id);
 /* Ask for recipient id to be armed (committed as possibly sent before its
  * body goes out); returns the arm's sequence number. */
 uint64_t loader_arm(struct loader *l, int64_t id);
+/* Arms asked for are gathered into one statement for up to
+ * LOADER_ARM_GATHER_MS (loader_node.c); asking LOADER_ARM_AHEAD_MS of a
+ * destination's transactions ahead (the pool's may_send_ahead_ms) lets
+ * one statement arm them all before any waits, however quick the
+ * server. */
+#define LOADER_ARM_GATHER_MS 20
+#define LOADER_ARM_AHEAD_MS (LOADER_ARM_GATHER_MS + 10)
 /* 1 when arm seq is committed and the node's lease is good: the body may
  * go out now. 0: the loader's eventfd is signalled at the next arm commit.
  * Lock-free (called for every transaction). */

@@ -107,6 +107,7 @@ struct loader {
     int64_t *arm_ids; /* waiting for the next arm statement */
     size_t narm_ids, arm_ids_cap;
     uint64_t arm_first_ms;   /* when the first of them was asked for */
+    uint64_t arm_last_ms;    /* when the last arm statement started */
     uint64_t arm_next_seq;   /* the seq the waiting ids will be committed under */
     uint64_t armed_upto;     /* every seq up to this one is committed */
     int arm_waiting;         /* the loop waits for an arm: signal it at the next commit */

@@ -491,6 +491,7 @@ int send_campaign_start(struct send *s, struct pool_options *po)
     po->external_retry = 1;
     po->on_data = send_on_data;
     po->may_send = send_may_send;
+    po->may_send_ahead_ms = LOADER_ARM_AHEAD_MS;
     return send_hold_start(s, po); /* the complaint guard's holds (send_hold.c) */
 }
 

@@ -277,18 +277,48 @@ static void pool_batch_take(struct pool_conn *c, struct pool_msg *m, uint64_t no
     }
 }
 
-/* May d's head start a transaction? The owner is also told of the messages
- * right behind it, two per connection of d (at most POOL_GATE_AHEAD): what
- * it needs before saying yes (a campaign's arm commit) is then asked for
- * them together, and the next connections find theirs ready instead of
- * waiting one commit each. */
-static int pool_may_send(struct pool *p, struct pool_dest *d)
+/* pool_gate_ahead - how many messages from d's head pool_gate_ask
+ * announces: two per connection of d, or, where d's transactions are
+ * quick, as many as d started in the last may_send_ahead_ms (its starts
+ * of the last 100 ms), at most POOL_GATE_AHEAD. A start counts when it
+ * is allowed (ok). */
+static size_t pool_gate_ahead(struct pool *p, struct pool_dest *d, int ok)
+{
+    uint64_t now = pool_now(p);
+    if (now >= d->gate_at + 100) {
+        uint64_t span = now - d->gate_at;
+        d->gate_rate = span >= 200 ? (unsigned)(d->gate_starts * 100 / span) : d->gate_starts;
+        d->gate_starts = 0;
+        d->gate_at = now;
+    }
+    d->gate_starts += ok != 0;
+    size_t want = 2 * (size_t)d->nconns;
+    size_t timed = (size_t)d->gate_rate * p->opt.may_send_ahead_ms / 100 + 1;
+    if (timed > want) {
+        want = timed;
+    }
+    return want < POOL_GATE_AHEAD ? want : POOL_GATE_AHEAD;
+}
+
+/* May d's head start a transaction? The owner is also told, once each, of
+ * the messages right behind it (pool_gate_ahead): what it needs before
+ * saying yes (a campaign's arm commit) is then asked for them together,
+ * and the next connections find theirs ready instead of waiting one
+ * commit each. Announced messages only leave the queue at its head, so
+ * the walk goes on from the last one announced (d->ask_last). See
+ * deliver_int.h. */
+int pool_gate_ask(struct pool *p, struct pool_dest *d)
 {
     int ok = p->opt.may_send(p->opt.user, d->head, 0);
-    unsigned ahead = 2 * d->nconns < POOL_GATE_AHEAD ? 2 * d->nconns : POOL_GATE_AHEAD;
-    struct pool_msg *m = d->head->next;
-    for (unsigned i = 1; m && i < ahead; i++, m = m->next) {
+    size_t want = pool_gate_ahead(p, d, ok);
+    if (!d->asked) {
+        d->asked = 1;
+        d->ask_last = d->head;
+    }
+    for (struct pool_msg *m = d->ask_last->next; m && d->asked < want; m = m->next) {
         p->opt.may_send(p->opt.user, m, 1);
+        d->ask_last = m;
+        d->asked++;
     }
     return ok;
 }
@@ -344,7 +374,7 @@ static struct smtp_message *pool_next_message(void *owner)
         pool_conn_set_state(c, POOL_CONN_CLOSING, l->isp->held ? "isp held" : "lane paused");
         return NULL;
     }
-    if (p->opt.may_send && !pool_may_send(p, d)) {
+    if (p->opt.may_send && !pool_gate_ask(p, d)) {
         /* The owner must allow the body first (a campaign arms it in the
          * database): idle, no timer, until pool_gate_open. */
         pool_conn_set_state(c, POOL_CONN_GATED, "may_send");

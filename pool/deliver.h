@@ -122,8 +122,13 @@ struct pool_options {
     void (*on_data)(void *user, struct pool_msg *m);
     /* Optional: may a transaction start for m, the head of its queue? 0:
      * not yet; the connection stays idle until pool_gate_open. With ask_only
-     * the pool only announces that m comes soon (the answer is ignored). */
+     * the pool only announces that m comes soon (the answer is ignored):
+     * each message once, in queue order, the messages behind the head, two
+     * per connection of its destination, or as many as the destination
+     * starts in may_send_ahead_ms (its rate over the last 100 ms), if more
+     * (at most 1024). */
     int (*may_send)(void *user, struct pool_msg *m, int ask_only);
+    unsigned may_send_ahead_ms;
     /* 1: a deferral releases the message (retry_in_ms says when; the owner
      * stores it and submits it again), instead of the pool's retry heap. */
     int external_retry;

@@ -58,8 +58,9 @@
  * (Postfix's default_destination_recipient_limit). Only messages that share
  * one body (the same data, length and sender) travel together. */
 #define POOL_RCPTS_DEFAULT 50
-/* How far behind the head pool_may_send asks ahead (two per connection). */
-#define POOL_GATE_AHEAD 64
+/* How far behind the head pool_gate_ask asks ahead at most (two per
+ * connection, or may_send_ahead_ms of the destination's starts). */
+#define POOL_GATE_AHEAD 1024
 /* pool_isp_hold's why, kept for statistics and metrics. */
 #define POOL_HELD_WHY_MAX 384
 /* What started a lane's pause (pool_isp_stats' pause_why). */
@@ -138,6 +139,15 @@ struct pool_dest {
     struct pool_isp *isp;
     struct pool_msg *head, *tail;
     size_t queued;
+    /* pool_gate_ask (conn.c): the first `asked` messages of the queue were
+     * announced (ask_last the last of them; only the head leaves the
+     * queue, and a message put back in front resets both); gate_starts
+     * counts the transactions started since gate_at, gate_rate those of
+     * the last 100 ms. */
+    struct pool_msg *ask_last;
+    size_t asked;
+    uint64_t gate_at;
+    unsigned gate_starts, gate_rate;
     unsigned nconns;
     int skip_starttls;          /* opportunistic: the handshake failed here once */
     int warned_plaintext;       /* opportunistic: the plaintext WARNING was printed */
@@ -397,6 +407,10 @@ struct tls_ctx *pool_tls_ctx(struct pool *p, enum smtp_tls_policy policy);
 void pool_lane_wake(struct loop_timer *t);
 /* pool_wake_lingering - a message arrived for d: wake one lingering session */
 void pool_wake_lingering(struct pool_dest *d);
+/* pool_gate_ask - may d's head (there is one) start a transaction? The
+ * owner's may_send answers; the messages behind the head are announced to
+ * it (ask_only), each once (conn.c) */
+int pool_gate_ask(struct pool *p, struct pool_dest *d);
 /* pool_gates_open - every gated session asks may_send again */
 void pool_gates_open(struct pool *p);
 /* pool_conn_stop - the pool stops: an idle session of c hears "no more messages" */

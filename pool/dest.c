@@ -43,6 +43,8 @@ void pool_enqueue(struct pool *p, struct pool_dest *d, struct pool_msg *m, int f
 {
     m->dest = d;
     if (front) {
+        d->ask_last = NULL; /* pool_gate_ask announces again from the head */
+        d->asked = 0;
         m->next = d->head;
         d->head = m;
         if (!d->tail) {
@@ -74,6 +76,9 @@ struct pool_msg *pool_dequeue(struct pool *p, struct pool_dest *d)
     d->head = m->next;
     if (!d->head) {
         d->tail = NULL;
+    }
+    if (d->asked && --d->asked == 0) {
+        d->ask_last = NULL; /* it was m */
     }
     m->next = NULL;
     d->queued--;

@@ -681,6 +681,121 @@ static void test_reload_changes_limits(void **state)
     fx_end(&fx);
 }
 
+/* ---- the gate: what pool_gate_ask announces behind the head ---- */
+
+struct gate_log {
+    const struct pool_msg *base;
+    int asks[400];  /* per message: announcements (ask_only) */
+    int heads[400]; /* per message: asked as the head */
+    int yes;        /* may_send's answer for a head */
+};
+static struct gate_log gate_log;
+
+static int gate_may_send(void *user, struct pool_msg *m, int ask_only)
+{
+    (void)user;
+    size_t i = (size_t)(m - gate_log.base);
+    assert_true(i < 400);
+    if (ask_only) {
+        gate_log.asks[i]++;
+    } else {
+        gate_log.heads[i]++;
+    }
+    return !ask_only && gate_log.yes;
+}
+
+/* gate_announced - messages [0, n) announced once each, none after them */
+static void gate_announced(size_t n)
+{
+    for (size_t i = 0; i < 400; i++) {
+        if (gate_log.asks[i] != (i < n ? 1 : 0) && !(i < n && gate_log.heads[i])) {
+            fail_msg("message %zu announced %d times (expected %s)", i, gate_log.asks[i],
+                     i < n ? "once" : "never");
+        }
+    }
+}
+
+static void test_gate_asks_ahead(void **state)
+{
+    (void)state;
+    struct fixture fx = {.dns = {world_mx, world_hosts, 0, 0}};
+    fx_start(&fx, "[isp default]\n", 0, 0);
+    static struct pool_msg m[400];
+    static char rcpt[400][32];
+    memset(&gate_log, 0, sizeof gate_log);
+    gate_log.base = m;
+    fx.p->opt.may_send = gate_may_send;
+    fx.p->opt.may_send_ahead_ms = 30;
+    for (int i = 0; i < 400; i++) {
+        snprintf(rcpt[i], sizeof rcpt[i], "u%d@example.net", i);
+        msg_init(&m[i], rcpt[i]);
+        pool_submit(fx.p, &m[i]);
+    }
+    resolve_all(fx.p);
+    struct pool_dest *d = dest_named(fx.p, "example.net");
+    d->nconns = 3; /* as if three sessions were open: two each ahead */
+
+    /* Not yet allowed: the head is asked, the next five are announced. */
+    assert_int_equal(pool_gate_ask(fx.p, d), 0);
+    assert_int_equal(gate_log.heads[0], 1);
+    gate_announced(6);
+    /* Asked again: nothing announced twice. */
+    assert_int_equal(pool_gate_ask(fx.p, d), 0);
+    assert_int_equal(gate_log.heads[0], 2);
+    gate_announced(6);
+
+    /* Two go (the head leaves the queue each time): the walk goes on from
+     * the last one announced, two more. */
+    gate_log.yes = 1;
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(pool_gate_ask(fx.p, d), 1);
+        assert_ptr_equal(pool_dequeue(fx.p, d), &m[k]);
+    }
+    assert_int_equal(pool_gate_ask(fx.p, d), 1);
+    gate_announced(8);
+
+    /* A quick destination: 100 starts within 100 ms. The next 100 ms
+     * announce what it starts in 30 ms, 31 messages from the head. */
+    for (int k = 2; k < 100; k++) {
+        assert_int_equal(pool_gate_ask(fx.p, d), 1);
+        assert_ptr_equal(pool_dequeue(fx.p, d), &m[k]);
+    }
+    fake_now += 100;
+    assert_int_equal(pool_gate_ask(fx.p, d), 1);
+    assert_ptr_equal(d->head, &m[100]);
+    gate_announced(100 + 31);
+    assert_int_equal(d->asked, 31);
+
+    /* A message put back in front (a session that failed) resets the walk:
+     * the next ask announces from the head again; the owner hears of those
+     * it was told of before once more, and of nothing beyond the 31. */
+    assert_ptr_equal(pool_dequeue(fx.p, d), &m[100]);
+    pool_enqueue(fx.p, d, &m[100], 1);
+    assert_int_equal(d->asked, 0);
+    assert_null(d->ask_last);
+    assert_int_equal(pool_gate_ask(fx.p, d), 1);
+    assert_int_equal(d->asked, 31);
+    assert_int_equal(gate_log.asks[131], 0);
+    assert_int_equal(gate_log.asks[130], 2);
+
+    /* Quiet for a long time: the rate falls back, at least two per
+     * connection are announced (no more than before). */
+    fake_now += 10000;
+    assert_int_equal(pool_gate_ask(fx.p, d), 1);
+    fake_now += 200;
+    gate_log.yes = 0;
+    assert_int_equal(pool_gate_ask(fx.p, d), 0);
+    assert_int_equal(gate_log.asks[131], 0);
+
+    /* The queue drained: nothing is left announced. */
+    while (pool_dequeue(fx.p, d)) {
+    }
+    assert_int_equal(d->asked, 0);
+    assert_null(d->ask_last);
+    fx.p->opt.may_send = NULL;
+    fx_end(&fx);
+}
+
 /* ---- the cluster's shares: 1/N of the rates, max_connections split by rank ---- */
 
 static void test_cluster_share(void **state)
@@ -945,6 +1060,7 @@ int main(void)
         cmocka_unit_test(test_retry_heap_order),
         cmocka_unit_test(test_mx_fallback),
         cmocka_unit_test(test_reload_changes_limits),
+        cmocka_unit_test(test_gate_asks_ahead),
         cmocka_unit_test(test_cluster_share),
         cmocka_unit_test(test_isp_hold),
         cmocka_unit_test(test_suspend_kept),
