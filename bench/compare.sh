@@ -61,11 +61,8 @@
 # first time). Nothing is sent anywhere but 127.0.0.1: Postfix's relayhost
 # is [localhost] with DNS disabled (hosts file), nodemailer connects to
 # 127.0.0.1 (checking the certificate for "localhost").
-set -u
-BUILD=${1:-build}
-cd "$(dirname "$0")/.." || exit 1
-case "$BUILD" in /*) ;; *) BUILD=$PWD/$BUILD ;; esac
-RM=$BUILD/ringmail
+# shellcheck source=bench/common.sh
+. "$(dirname "$0")/common.sh"
 RUNS=${RUNS:-3}
 COUNT=${COUNT:-10000}
 SIZE=${SIZE:-2048}

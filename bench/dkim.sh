@@ -24,11 +24,8 @@
 # Environment: RUNS [3], COUNT [20000], SPEED_S [3], VARIANTS ["none rsa ed dual"],
 # SEND_ARGS [""] (more send options, e.g. --render-threads 4)
 # Not part of bench/run.sh yet: run it as `bench/dkim.sh build`.
-set -u
-BUILD=${1:-build}
-cd "$(dirname "$0")/.." || exit 1
-case "$BUILD" in /*) ;; *) BUILD=$PWD/$BUILD ;; esac
-RM=$BUILD/ringmail
+# shellcheck source=bench/common.sh
+. "$(dirname "$0")/common.sh"
 RUNS=${RUNS:-3}
 COUNT=${COUNT:-20000}
 SPEED_S=${SPEED_S:-3}

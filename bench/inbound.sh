@@ -19,11 +19,8 @@
 #   durable-batch1  the same with --batch 1: one commit per message
 #
 # Environment: RUNS [3], COUNT [10000], CONNS [50], BATCH [256]
-set -u
-BUILD=${1:-build}
-cd "$(dirname "$0")/.." || exit 1
-case "$BUILD" in /*) ;; *) BUILD=$PWD/$BUILD ;; esac
-RM=$BUILD/ringmail
+# shellcheck source=bench/common.sh
+. "$(dirname "$0")/common.sh"
 RUNS=${RUNS:-3}
 COUNT=${COUNT:-10000}
 CONNS=${CONNS:-50}

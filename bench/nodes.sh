@@ -37,11 +37,8 @@
 # OLD [none: a build directory to run beside this one], PG_CORE [none;
 # N: PostgreSQL pinned to CPU N, the nodes and the sink to the others],
 # OUT [bench/results/nodes.json].
-set -u
-BUILD=${1:-build}
-cd "$(dirname "$0")/.." || exit 1
-case "$BUILD" in /*) ;; *) BUILD=$PWD/$BUILD ;; esac
-RM=$BUILD/ringmail
+# shellcheck source=bench/common.sh
+. "$(dirname "$0")/common.sh"
 OLD=${OLD:-}
 [ -n "$OLD" ] && case "$OLD" in /*) ;; *) OLD=$PWD/$OLD ;; esac
 RUNS=${RUNS:-3}

@@ -23,11 +23,8 @@
 #
 # Environment: RUNS [3], COUNT [100000], DOMAINS [1000], CONNS [50],
 # VARIANTS ["off sts-cold sts-warm dane"]
-set -u
-BUILD=${1:-build}
-cd "$(dirname "$0")/.." || exit 1
-case "$BUILD" in /*) ;; *) BUILD=$PWD/$BUILD ;; esac
-RM=$BUILD/ringmail
+# shellcheck source=bench/common.sh
+. "$(dirname "$0")/common.sh"
 RUNS=${RUNS:-3}
 COUNT=${COUNT:-100000}
 DOMAINS=${DOMAINS:-1000}

@@ -56,11 +56,8 @@
 #   BATCH_COUNT [100000]   step 7
 #   INBOUND_COUNT [10000]  step 8: DSNs per run
 #   POLICY_COUNT [100000], POLICY_DOMAINS [1000]  step 9
-set -u
-BUILD=${1:-build}
-cd "$(dirname "$0")/.." || exit 1
-case "$BUILD" in /*) ;; *) BUILD=$PWD/$BUILD ;; esac
-RM=$BUILD/ringmail
+# shellcheck source=bench/common.sh
+. "$(dirname "$0")/common.sh"
 RUNS=${RUNS:-3}
 COUNT=${COUNT:-100000}
 STEPS=${STEPS:-1 2 3 4 5 6 7 8 9 10 11 12}

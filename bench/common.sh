@@ -1,0 +1,10 @@
+# bench/common.sh - sourced first by the bench scripts (bench/X.sh BUILD):
+# -u on, the working directory the repository's top, the build directory
+# (the first argument, default build) as an absolute path in BUILD and its
+# ringmail in RM.
+# shellcheck shell=bash
+set -u
+BUILD=${1:-build}
+cd "$(dirname "$0")/.." || exit 1
+case "$BUILD" in /*) ;; *) BUILD=$PWD/$BUILD ;; esac
+RM=$BUILD/ringmail
