@@ -7,4 +7,5 @@ set -u
 BUILD=${1:-build}
 cd "$(dirname "$0")/.." || exit 1
 case "$BUILD" in /*) ;; *) BUILD=$PWD/$BUILD ;; esac
+# shellcheck disable=SC2034 # RM: for the scripts that source this
 RM=$BUILD/ringmail
