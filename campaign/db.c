@@ -355,6 +355,118 @@ static const char *const db_migrations[] = {
     "  JOIN ringmail.recipient q"
     "   ON q.campaign_id = c.campaign_id AND q.id BETWEEN c.lo AND c.hi"
     "  WHERE q.state = 'queued' AND q.next_attempt_at IS NULL;",
+    /* 9: the delivery record in two tables (PostgreSQL's CPU per
+     * recipient). What every attempt of one connection shares (the
+     * exchanger, peer and source address, the connect and TLS times, the
+     * TLS version, cipher, group, resumption, verify result and peer
+     * certificate, the destination TLS policy that applied, the node) is
+     * one ringmail.session row, written with the connection's first
+     * attempt, or with an attempt no connection carried; each attempt is
+     * one ringmail.attempt row that points to it (session_id). The view
+     * ringmail.delivery joins them back, column for column the table it
+     * was, so every delivery record still carries its TLS details and
+     * every query of it (report, top, tlsrpt, an operator's own) reads
+     * it as before; a row inserted into the view is split by a trigger.
+     * A writer numbers its sessions from a block of 2^40 ids of its own
+     * (session_block: one per process, the block plus the connection's
+     * number, so no round trip per session); the trigger and the rows
+     * moved here take theirs from session_id, below the first block.
+     * The attempt rows are indexed by BRINs only (id, campaign, time:
+     * each grows with the rows, or nearly), which cost next to nothing per
+     * row; the b-trees they had (the id's, and campaign and recipient's)
+     * cost every row a descent, 1.2 us for the latter. The attempt's id is
+     * unique by its sequence. What was looked up by recipient (the ISP of
+     * a recipient's attempts, for feedback and top) is the recipient's
+     * own isp column now, set by every result. The old rows move: one
+     * session each. */
+    "CREATE TABLE ringmail.session ("
+    "  id bigint PRIMARY KEY,"
+    "  node text,"
+    "  at timestamptz NOT NULL DEFAULT now(),"
+    "  mx text, peer text, source text, connect_ms int, tls_ms int,"
+    "  tls_version text, tls_cipher text, tls_group text, tls_resumed boolean, tls_verify text,"
+    "  peer_subject text, peer_issuer text, peer_sha256 text,"
+    "  tls_policy text, tls_policy_mode text, tls_policy_id text);"
+    "CREATE SEQUENCE ringmail.session_id MAXVALUE 1099511627775;"
+    "CREATE SEQUENCE ringmail.session_block INCREMENT BY 1099511627776"
+    "  MINVALUE 1099511627776 START WITH 1099511627776;"
+    "CREATE TABLE ringmail.attempt ("
+    "  id bigint NOT NULL DEFAULT nextval('ringmail.delivery_id_seq'),"
+    "  campaign_id bigint NOT NULL,"
+    "  recipient_id bigint NOT NULL,"
+    "  attempt int NOT NULL,"
+    "  outcome text NOT NULL,"
+    "  final boolean NOT NULL,"
+    "  reason text,"
+    "  at timestamptz NOT NULL DEFAULT now(),"
+    "  transaction_ms int,"
+    "  isp text,"
+    "  code int,"
+    "  enhanced text,"
+    "  reply text,"
+    "  data_in_flight boolean NOT NULL DEFAULT false,"
+    "  category text,"
+    "  bounce text CHECK (bounce IN ('hard', 'soft')),"
+    "  bounce_rule text,"
+    "  conn_first boolean,"
+    "  tls_result text,"
+    "  session_id bigint);"
+    "INSERT INTO ringmail.session (id, node, at, mx, peer, source, connect_ms, tls_ms,"
+    "  tls_version, tls_cipher, tls_group, tls_resumed, tls_verify, peer_subject, peer_issuer,"
+    "  peer_sha256, tls_policy, tls_policy_mode, tls_policy_id)"
+    " SELECT id, node, at, mx, peer, source, connect_ms, tls_ms, tls_version, tls_cipher,"
+    "  tls_group, tls_resumed, tls_verify, peer_subject, peer_issuer, peer_sha256, tls_policy,"
+    "  tls_policy_mode, tls_policy_id FROM ringmail.delivery;"
+    "INSERT INTO ringmail.attempt (id, campaign_id, recipient_id, attempt, outcome, final, reason,"
+    "  at, transaction_ms, isp, code, enhanced, reply, data_in_flight, category, bounce,"
+    "  bounce_rule, conn_first, tls_result, session_id)"
+    " SELECT id, campaign_id, recipient_id, attempt, outcome, final, reason, at, transaction_ms,"
+    "  isp, code, enhanced, reply, data_in_flight, category, bounce, bounce_rule, conn_first,"
+    "  tls_result, id FROM ringmail.delivery;"
+    "SELECT setval('ringmail.session_id', coalesce(max(id), 0) + 1, false) FROM ringmail.delivery;"
+    "ALTER TABLE ringmail.recipient ADD COLUMN isp text;"
+    "UPDATE ringmail.recipient r SET isp = d.isp FROM (SELECT DISTINCT ON (recipient_id)"
+    "  recipient_id, isp FROM ringmail.delivery WHERE isp <> ''"
+    "  ORDER BY recipient_id, outcome = 'accepted' DESC, id DESC) d WHERE r.id = d.recipient_id;"
+    "ALTER SEQUENCE ringmail.delivery_id_seq OWNED BY ringmail.attempt.id;"
+    "DROP TABLE ringmail.delivery;"
+    "CREATE INDEX attempt_campaign_brin ON ringmail.attempt USING brin (campaign_id);"
+    "CREATE INDEX delivery_at_brin ON ringmail.attempt USING brin (at);"
+    "CREATE INDEX attempt_id_brin ON ringmail.attempt USING brin (id);"
+    "CREATE VIEW ringmail.delivery AS"
+    " SELECT a.id, a.campaign_id, a.recipient_id, a.attempt, a.outcome, a.final, a.reason, a.at,"
+    "  s.connect_ms, s.tls_ms, a.transaction_ms, a.isp, s.mx, s.peer, s.source, a.code,"
+    "  a.enhanced, a.reply, s.tls_version, s.tls_cipher, s.tls_group, s.tls_resumed,"
+    "  s.tls_verify, s.peer_subject, s.peer_issuer, s.peer_sha256, a.data_in_flight, s.node,"
+    "  a.category, a.bounce, a.bounce_rule, a.conn_first, s.tls_policy, s.tls_policy_mode,"
+    "  a.tls_result, s.tls_policy_id, a.session_id"
+    " FROM ringmail.attempt a LEFT JOIN ringmail.session s ON s.id = a.session_id;"
+    "CREATE FUNCTION ringmail.delivery_insert() RETURNS trigger LANGUAGE plpgsql AS $f$"
+    " BEGIN"
+    "  NEW.id := coalesce(NEW.id, nextval('ringmail.delivery_id_seq'));"
+    "  NEW.at := coalesce(NEW.at, now());"
+    "  NEW.data_in_flight := coalesce(NEW.data_in_flight, false);"
+    "  IF NEW.session_id IS NULL THEN"
+    "   NEW.session_id := nextval('ringmail.session_id');"
+    "   INSERT INTO ringmail.session (id, node, at, mx, peer, source, connect_ms, tls_ms,"
+    "    tls_version, tls_cipher, tls_group, tls_resumed, tls_verify, peer_subject,"
+    "    peer_issuer, peer_sha256, tls_policy, tls_policy_mode, tls_policy_id)"
+    "   VALUES (NEW.session_id, NEW.node, NEW.at, NEW.mx, NEW.peer, NEW.source,"
+    "    NEW.connect_ms, NEW.tls_ms, NEW.tls_version, NEW.tls_cipher, NEW.tls_group,"
+    "    NEW.tls_resumed, NEW.tls_verify, NEW.peer_subject, NEW.peer_issuer, NEW.peer_sha256,"
+    "    NEW.tls_policy, NEW.tls_policy_mode, NEW.tls_policy_id);"
+    "  END IF;"
+    "  INSERT INTO ringmail.attempt (id, campaign_id, recipient_id, attempt, outcome, final,"
+    "   reason, at, transaction_ms, isp, code, enhanced, reply, data_in_flight, category,"
+    "   bounce, bounce_rule, conn_first, tls_result, session_id)"
+    "  VALUES (NEW.id, NEW.campaign_id, NEW.recipient_id, NEW.attempt, NEW.outcome, NEW.final,"
+    "   NEW.reason, NEW.at, NEW.transaction_ms, NEW.isp, NEW.code, NEW.enhanced, NEW.reply,"
+    "   NEW.data_in_flight, NEW.category, NEW.bounce, NEW.bounce_rule, NEW.conn_first,"
+    "   NEW.tls_result, NEW.session_id);"
+    "  RETURN NEW;"
+    " END $f$;"
+    "CREATE TRIGGER delivery_insert INSTEAD OF INSERT ON ringmail.delivery"
+    "  FOR EACH ROW EXECUTE FUNCTION ringmail.delivery_insert();",
 };
 
 #define DB_NMIGRATIONS (int)(sizeof db_migrations / sizeof db_migrations[0])

@@ -61,11 +61,10 @@ static const struct {
                  " LIMIT 1",
                  1},
     /* $1 recipient id, $2 campaign: its address and the ISP of its last
-     * accepted delivery (else of its last attempt). */
+     * attempt (the accepted one, when one was: nothing follows it), which
+     * every result sets on the recipient (schema 9). */
     [ST_RECIPIENT] = {"fb_recipient",
-                      "SELECT r.address, (SELECT d.isp FROM ringmail.delivery d"
-                      "  WHERE d.campaign_id = r.campaign_id AND d.recipient_id = r.id"
-                      "  ORDER BY d.outcome = 'accepted' DESC, d.id DESC LIMIT 1)"
+                      "SELECT r.address, r.isp"
                       " FROM ringmail.recipient r WHERE r.id = $1 AND r.campaign_id = $2",
                       2},
     /* $1 address, $2 reason, $3 campaign, $4 kind: 1 row when newly suppressed */

@@ -99,7 +99,8 @@ struct loader_result {
     int tls_resumed;
     char peer_subject[256], peer_issuer[256], peer_sha256[65];
     int data_in_flight;
-    int conn_first; /* the first attempt its connection carried (delivery.conn_first) */
+    int conn_first;   /* the first attempt its connection carried (delivery.conn_first) */
+    uint64_t conn_id; /* its connection's number in this process (pool_attempt), 0: none */
     /* The bounce classifier's word on a failed attempt ("" for an accepted
      * one, or a deferral without a reply): category ("bad-mailbox" ...),
      * bounce ("hard" or "soft") and bounce_rule ("rfc3463: X.1.1 ..."). */

@@ -88,6 +88,11 @@ struct loader {
     pthread_cond_t hcv;  /* heartbeat: ids to arm (with amu), stopping */
     int efd;
     struct loader_journal j;
+    /* writer thread only: this process's block of session ids
+     * (ringmail.session_block; 0 until taken) and the sessions numbered
+     * in it for attempts no connection carried */
+    int64_t session_base;
+    uint64_t lone_sessions;
     char host[256];
     char incarnation[32]; /* this process's, from ringmail.node_incarnation */
     /* shared, under mu */
@@ -173,6 +178,7 @@ enum {
     LOADER_SQL_ARM,
     LOADER_SQL_SUPPRESS,
     LOADER_SQL_SOFT_BOUNCES,
+    LOADER_SQL_SESSIONS,
     LOADER_NSQL
 };
 
@@ -207,12 +213,20 @@ const char *loader_ids_end(buf_t *b, size_t n);
 struct loader_rec {
     int64_t id;
     uint64_t arm_seq;
+    uint64_t conn_id;
     double retry_in_s;
     uint32_t len; /* the whole record */
     uint32_t attempt;
     int32_t final, code, connect_ms, tls_ms, transaction_ms, tls, tls_resumed, data_in_flight;
     int32_t suppress, soft_bounce, conn_first;
 };
+
+/* Session ids (schema 9): each process takes a block of 2^40
+ * (ringmail.session_block); a connection's session is the block plus the
+ * connection's number, below LOADER_SESSION_LONE; an attempt no connection
+ * carried is a session of its own, numbered above it. */
+#define LOADER_SESSION_LONE (1ULL << 39)
+#define LOADER_SESSION_ARRAYS 17 /* LOADER_SQL_SESSIONS's arrays */
 
 /* loader_pack - r appended to b as one record */
 void loader_pack(buf_t *b, const struct loader_result *r);

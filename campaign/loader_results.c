@@ -92,6 +92,7 @@ void loader_pack(buf_t *b, const struct loader_result *r)
     struct loader_rec h = {
         .id = r->recipient_id,
         .arm_seq = r->arm_seq,
+        .conn_id = r->conn_id,
         .retry_in_s = r->retry_in_s,
         .attempt = r->attempt,
         .final = r->final,
@@ -125,6 +126,7 @@ size_t loader_unpack(const char *p, struct loader_result *r)
     memset(r, 0, sizeof *r);
     r->recipient_id = h.id;
     r->arm_seq = h.arm_seq;
+    r->conn_id = h.conn_id;
     r->retry_in_s = h.retry_in_s;
     r->attempt = h.attempt;
     r->final = h.final;
@@ -285,21 +287,28 @@ static int loader_copy(PGconn *c, const char *sql, buf_t *data, char *err, size_
  * states, the hard bounces that suppress and the soft bounces that count,
  * each as PostgreSQL array literals. */
 struct loader_batch {
-    buf_t copy;                                  /* the delivery rows, COPY text */
-    buf_t ids, states, reasons, attempts, retry; /* every result */
-    buf_t hard_ids, hard_reasons;                /* r->suppress */
+    buf_t copy;                                        /* the attempt rows, COPY text */
+    buf_t ids, states, reasons, attempts, retry, isps; /* every result */
+    buf_t hard_ids, hard_reasons;                      /* r->suppress */
     buf_t soft_ids, soft_cats, soft_rules, soft_status, soft_diag, soft_isps; /* r->soft_bounce */
     size_t hard, soft;
+    /* the sessions its attempts opened (LOADER_SQL_SESSIONS, in its order) */
+    buf_t ses[LOADER_SESSION_ARRAYS];
+    size_t sessions;
 };
 
 /* loader_batch_each - fn on each of b's buffers (buf_init, buf_free) */
 static void loader_batch_each(struct loader_batch *b, void (*fn)(buf_t *))
 {
-    buf_t *all[] = {&b->copy,       &b->ids,         &b->states,       &b->reasons,  &b->attempts,
-                    &b->retry,      &b->hard_ids,    &b->hard_reasons, &b->soft_ids, &b->soft_cats,
-                    &b->soft_rules, &b->soft_status, &b->soft_diag,    &b->soft_isps};
+    buf_t *all[] = {&b->copy,         &b->ids,       &b->states,    &b->reasons,
+                    &b->attempts,     &b->retry,     &b->isps,      &b->hard_ids,
+                    &b->hard_reasons, &b->soft_ids,  &b->soft_cats, &b->soft_rules,
+                    &b->soft_status,  &b->soft_diag, &b->soft_isps};
     for (size_t k = 0; k < sizeof all / sizeof all[0]; k++) {
         fn(all[k]);
+    }
+    for (size_t k = 0; k < LOADER_SESSION_ARRAYS; k++) {
+        fn(&b->ses[k]);
     }
 }
 
@@ -314,55 +323,99 @@ static void loader_reply(const struct loader_result *x, char *dst, size_t cap)
     snprintf(dst, cap, "%d%s%s", x->code, x->text[0] ? " " : "", x->text);
 }
 
-/* loader_copy_row - x's delivery row, as COPY text, into d */
-static void loader_copy_row(buf_t *d, const char *camp, const char *node,
+/* loader_copy_row - x's attempt row, as COPY text, into d (session: its
+ * session's id) */
+static void loader_copy_row(buf_t *d, const char *camp, int64_t session,
                             const struct loader_result *x)
 {
     buf_appendf(d, "%s\t%" PRId64 "\t%u\t", camp, x->recipient_id, x->attempt);
     loader_copy_field(d, x->outcome, 0);
     loader_copy_field(d, x->final ? "t" : "f", 0);
     loader_copy_field(d, x->reason, 0);
-    loader_copy_int(d, x->connect_ms, x->connect_ms >= 0);
-    loader_copy_int(d, x->tls_ms, x->tls_ms >= 0);
     loader_copy_int(d, x->transaction_ms, x->transaction_ms >= 0);
     loader_copy_field(d, x->isp[0] ? x->isp : NULL, 0);
-    loader_copy_field(d, x->mx[0] ? x->mx : NULL, 0);
-    loader_copy_field(d, x->peer[0] ? x->peer : NULL, 0);
-    loader_copy_field(d, x->source[0] ? x->source : NULL, 0);
     loader_copy_int(d, x->code, x->code > 0);
     loader_copy_field(d, x->enhanced[0] ? x->enhanced : NULL, 0);
     loader_copy_field(d, x->text, 0);
-    loader_copy_field(d, x->tls ? x->tls_version : NULL, 0);
-    loader_copy_field(d, x->tls ? x->tls_cipher : NULL, 0);
-    loader_copy_field(d, x->tls ? x->tls_group : NULL, 0);
-    loader_copy_field(d, x->tls ? (x->tls_resumed ? "t" : "f") : NULL, 0);
-    loader_copy_field(d, x->tls ? x->tls_verify : NULL, 0);
-    loader_copy_field(d, x->tls ? x->peer_subject : NULL, 0);
-    loader_copy_field(d, x->tls ? x->peer_issuer : NULL, 0);
-    loader_copy_field(d, x->tls ? x->peer_sha256 : NULL, 0);
     loader_copy_field(d, x->data_in_flight ? "t" : "f", 0);
     loader_copy_field(d, x->category[0] ? x->category : NULL, 0);
     loader_copy_field(d, x->bounce[0] ? x->bounce : NULL, 0);
     loader_copy_field(d, x->bounce_rule[0] ? x->bounce_rule : NULL, 0);
     /* NULL for an attempt no connection carried (DNS, every exchanger down) */
     loader_copy_field(d, x->peer[0] ? (x->conn_first ? "t" : "f") : NULL, 0);
-    loader_copy_field(d, x->tls_policy[0] ? x->tls_policy : NULL, 0);
-    loader_copy_field(d, x->tls_policy[0] ? x->tls_policy_mode : NULL, 0);
-    loader_copy_field(d, x->tls_policy_id[0] ? x->tls_policy_id : NULL, 0);
     loader_copy_field(d, x->tls_result[0] ? x->tls_result : NULL, 0);
-    loader_copy_field(d, node, 1);
+    buf_appendf(d, "%" PRId64 "\n", session);
+}
+
+/* loader_array_int - v into the int array b, NULL unless valid */
+static void loader_array_int(buf_t *b, long long v, int valid)
+{
+    if (valid) {
+        loader_array_raw(b, "%lld", v);
+    } else {
+        loader_array_text(b, NULL);
+    }
+}
+
+/* loader_session_add - x's session (id) into the batch's session arrays,
+ * in LOADER_SQL_SESSIONS's order */
+static void loader_session_add(struct loader_batch *b, int64_t id, const struct loader_result *x)
+{
+    buf_t *s = b->ses;
+    const char *tls = x->tls ? "" : NULL; /* non-NULL: the TLS facts are known */
+    loader_array_raw(&s[0], "%" PRId64, id);
+    loader_array_text(&s[1], x->mx[0] ? x->mx : NULL);
+    loader_array_text(&s[2], x->peer[0] ? x->peer : NULL);
+    loader_array_text(&s[3], x->source[0] ? x->source : NULL);
+    loader_array_int(&s[4], x->connect_ms, x->connect_ms >= 0);
+    loader_array_int(&s[5], x->tls_ms, x->tls_ms >= 0);
+    loader_array_text(&s[6], tls ? x->tls_version : NULL);
+    loader_array_text(&s[7], tls ? x->tls_cipher : NULL);
+    loader_array_text(&s[8], tls ? x->tls_group : NULL);
+    loader_array_text(&s[9], tls ? (x->tls_resumed ? "t" : "f") : NULL);
+    loader_array_text(&s[10], tls ? x->tls_verify : NULL);
+    loader_array_text(&s[11], tls ? x->peer_subject : NULL);
+    loader_array_text(&s[12], tls ? x->peer_issuer : NULL);
+    loader_array_text(&s[13], tls ? x->peer_sha256 : NULL);
+    loader_array_text(&s[14], x->tls_policy[0] ? x->tls_policy : NULL);
+    loader_array_text(&s[15], x->tls_policy[0] ? x->tls_policy_mode : NULL);
+    loader_array_text(&s[16], x->tls_policy_id[0] ? x->tls_policy_id : NULL);
+    b->sessions++;
+}
+
+/* loader_session - x's session id (schema 9): this process's block plus
+ * its connection's number, the session row written with the connection's
+ * first attempt; an attempt no connection carried (or a result recovered
+ * from the journal) is a session of its own, numbered in the block's
+ * upper half */
+static int64_t loader_session(struct loader *l, struct loader_batch *b,
+                              const struct loader_result *x)
+{
+    if (x->conn_id > 0 && x->conn_id < LOADER_SESSION_LONE) {
+        int64_t id = l->session_base + (int64_t)x->conn_id;
+        if (x->conn_first) {
+            loader_session_add(b, id, x);
+        }
+        return id;
+    }
+    /* wraps within the upper half after 2^39 of them: never, in one process */
+    int64_t id = l->session_base + (int64_t)LOADER_SESSION_LONE +
+                 (int64_t)(++l->lone_sessions % LOADER_SESSION_LONE);
+    loader_session_add(b, id, x);
+    return id;
 }
 
 /* loader_batch_add - one result into the batch */
-static void loader_batch_add(struct loader_batch *b, const char *camp, const char *node,
+static void loader_batch_add(struct loader *l, struct loader_batch *b, const char *camp,
                              const struct loader_result *x)
 {
-    loader_copy_row(&b->copy, camp, node, x);
+    loader_copy_row(&b->copy, camp, loader_session(l, b, x), x);
     loader_array_raw(&b->ids, "%" PRId64, x->recipient_id);
     loader_array_text(&b->states, x->state);
     loader_array_text(&b->reasons, x->reason[0] ? x->reason : NULL);
     loader_array_raw(&b->attempts, "%u", x->attempt);
     loader_array_raw(&b->retry, "%.3f", x->retry_in_s);
+    loader_array_text(&b->isps, x->isp[0] ? x->isp : NULL);
     if (!x->suppress && !x->soft_bounce) {
         return;
     }
@@ -441,6 +494,20 @@ static int loader_write_bounces(struct loader *l, PGconn *c, const char *camp,
     return 0;
 }
 
+/* loader_session_block - this process's block of session ids into
+ * l->session_base; 0, or -1 + err */
+static int loader_session_block(struct loader *l, PGconn *c, char *err, size_t errlen)
+{
+    PGresult *r = loader_query(c, "SELECT nextval('ringmail.session_block')", 0, NULL,
+                               PGRES_TUPLES_OK, err, errlen);
+    if (!r) {
+        return -1;
+    }
+    l->session_base = strtoll(pq.PQgetvalue(r, 0, 0), NULL, 10);
+    pq.PQclear(r);
+    return 0;
+}
+
 /* loader_write - the packed results in one transaction on c; 0, or -1
  * (nothing written).
  * The delivery rows go in with COPY; the recipients' new states with one
@@ -452,27 +519,42 @@ int loader_write(struct loader *l, PGconn *c, const buf_t *packed, char *err, si
     loader_batch_each(&b, buf_init);
     char camp[32];
     snprintf(camp, sizeof camp, "%" PRId64, l->o.campaign);
+    int rc = -1;
+    PGresult *r = NULL;
+    if (!l->session_base && loader_session_block(l, c, err, errlen) < 0) {
+        goto out;
+    }
     struct loader_result one;
     for (size_t at = 0; at < buf_len(packed);) {
         at += loader_unpack(buf_data(packed) + at, &one);
-        loader_batch_add(&b, camp, l->node, &one);
+        loader_batch_add(l, &b, camp, &one);
     }
-    int rc = -1;
-    PGresult *r = NULL;
     const char *up[] = {l->node,
                         loader_array_end(&b.ids),
                         loader_array_end(&b.states),
                         loader_array_end(&b.reasons),
                         loader_array_end(&b.attempts),
-                        loader_array_end(&b.retry)};
-    if (db_exec(c, LOADER_WRITE_BEGIN, err, errlen) < 0 ||
-        loader_copy(c,
-                    "COPY ringmail.delivery (campaign_id, recipient_id, attempt, outcome, final,"
-                    " reason, connect_ms, tls_ms, transaction_ms, isp, mx, peer, source, code,"
-                    " enhanced, reply, tls_version, tls_cipher, tls_group, tls_resumed,"
-                    " tls_verify, peer_subject, peer_issuer, peer_sha256, data_in_flight,"
-                    " category, bounce, bounce_rule, conn_first, tls_policy, tls_policy_mode,"
-                    " tls_policy_id, tls_result, node) FROM STDIN",
+                        loader_array_end(&b.retry),
+                        loader_array_end(&b.isps)};
+    if (db_exec(c, LOADER_WRITE_BEGIN, err, errlen) < 0) {
+        goto out;
+    }
+    if (b.sessions > 0) {
+        const char *sp[1 + LOADER_SESSION_ARRAYS] = {l->node};
+        for (size_t k = 0; k < LOADER_SESSION_ARRAYS; k++) {
+            sp[1 + k] = loader_array_end(&b.ses[k]);
+        }
+        r = loader_prepared(c, LOADER_SQL_SESSIONS, sp, PGRES_COMMAND_OK, err, errlen);
+        if (!r) {
+            goto out;
+        }
+        pq.PQclear(r);
+    }
+    if (loader_copy(c,
+                    "COPY ringmail.attempt (campaign_id, recipient_id, attempt, outcome, final,"
+                    " reason, transaction_ms, isp, code, enhanced, reply, data_in_flight,"
+                    " category, bounce, bounce_rule, conn_first, tls_result, session_id)"
+                    " FROM STDIN",
                     &b.copy, err, errlen) < 0) {
         goto out;
     }

@@ -132,7 +132,8 @@ static const struct {
                           " AND q.lease_owner IS DISTINCT FROM $3 AND NOT EXISTS"
                           " (SELECT 1 FROM ringmail.node o WHERE o.name = q.lease_owner)"),
          6},
-    /* $1 node, then arrays: ids, states, reasons, attempts, retry seconds.
+    /* $1 node, then arrays: ids, states, reasons, attempts, retry seconds,
+     * ISPs (NULL: keep the row's; schema 9: what feedback and top look up).
      * A result lands on a row this node holds: `claimed` (or `ambiguous`
      * after a takeover: the late result settles it) under its lease, or
      * fresh (queued, never attempted). A fresh row's result is its first
@@ -144,19 +145,22 @@ static const struct {
      * ambiguous, and no path makes a row fresh again. So the range is not
      * looked up: that lookup (the node's ranges scanned for each row, up
      * to a hundred with the default window) cost 2 to 7 us per result. */
-    [LOADER_SQL_RESULTS] = {"ringmail_results",
-                            "UPDATE ringmail.recipient r SET state = x.state, reason = x.reason,"
-                            " attempts = greatest(r.attempts, x.attempts),"
-                            " first_attempt_at = coalesce(r.first_attempt_at, now()),"
-                            " next_attempt_at = CASE WHEN x.state = 'deferred'"
-                            "   THEN now() + x.retry_s * interval '1 second' END,"
-                            " lease_owner = NULL, lease_expires_at = NULL, updated_at = now()"
-                            " FROM unnest($2::bigint[], $3::text[], $4::text[], $5::int[],"
-                            "   $6::float8[]) AS x(id, state, reason, attempts, retry_s)"
-                            " WHERE r.id = x.id AND ((r.lease_owner = $1"
-                            "  AND r.state IN ('claimed', 'ambiguous')) OR (r.state = 'queued'"
-                            "  AND r.next_attempt_at IS NULL))",
-                            6},
+    [LOADER_SQL_RESULTS] =
+        {"ringmail_results",
+         "UPDATE ringmail.recipient r SET state = x.state, reason = x.reason,"
+         " attempts = greatest(r.attempts, x.attempts),"
+         " isp = coalesce(x.isp, r.isp),"
+         " first_attempt_at = coalesce(r.first_attempt_at, now()),"
+         " next_attempt_at = CASE WHEN x.state = 'deferred'"
+         "   THEN now() + x.retry_s * interval '1 second' END,"
+         " lease_owner = NULL, lease_expires_at = NULL, updated_at = now()"
+         " FROM unnest($2::bigint[], $3::text[], $4::text[], $5::int[],"
+         "   $6::float8[], $7::text[]) AS x(id, state, reason, attempts, retry_s,"
+         "   isp)"
+         " WHERE r.id = x.id AND ((r.lease_owner = $1"
+         "  AND r.state IN ('claimed', 'ambiguous')) OR (r.state = 'queued'"
+         "  AND r.next_attempt_at IS NULL))",
+         7},
     /* $1 node: its claims with nothing left to hold (no fresh row in a
      * range, no row of the ids still `claimed` by it) go. After each
      * results commit; a claim is never dropped while it holds a row. */
@@ -230,6 +234,30 @@ static const struct {
                            "   WHERE s.address = x.address AND a.last = x.n)"
                            " FROM x",
          10},
+    /* $1 node, then arrays: ids, exchangers, peers, sources, connect and
+     * TLS times, TLS version, cipher, group, resumed, verify result, peer
+     * subject, issuer and SHA-256, TLS policy, its mode and id: sessions
+     * (schema 9), once each (a commit whose answer was lost is written
+     * again: its sessions are there already). */
+    [LOADER_SQL_SESSIONS] =
+        {"ringmail_sessions",
+         "INSERT INTO ringmail.session (id, node, mx, peer, source, connect_ms,"
+         " tls_ms, tls_version, tls_cipher, tls_group, tls_resumed, tls_verify,"
+         " peer_subject, peer_issuer, peer_sha256, tls_policy, tls_policy_mode,"
+         " tls_policy_id)"
+         " SELECT x.id, $1, x.mx, x.peer, x.source, x.connect_ms, x.tls_ms,"
+         " x.tls_version, x.tls_cipher, x.tls_group, x.tls_resumed,"
+         " x.tls_verify, x.peer_subject, x.peer_issuer, x.peer_sha256,"
+         " x.tls_policy, x.tls_policy_mode, x.tls_policy_id"
+         " FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[],"
+         "  $6::int[], $7::int[], $8::text[], $9::text[], $10::text[],"
+         "  $11::boolean[], $12::text[], $13::text[], $14::text[], $15::text[],"
+         "  $16::text[], $17::text[], $18::text[])"
+         " AS x(id, mx, peer, source, connect_ms, tls_ms, tls_version,"
+         "  tls_cipher, tls_group, tls_resumed, tls_verify, peer_subject,"
+         "  peer_issuer, peer_sha256, tls_policy, tls_policy_mode, tls_policy_id)"
+         " ON CONFLICT (id) DO NOTHING",
+         18},
 };
 
 /* loader_prepared - run prepared statement `which`; NULL + err unless want */

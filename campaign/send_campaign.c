@@ -50,6 +50,7 @@ void send_result_db(struct send *s, struct send_msg *m, const struct pool_attemp
     r.tls_ms = a->tls_ms;
     r.transaction_ms = a->transaction_ms;
     r.conn_first = a->conn_first;
+    r.conn_id = a->conn_id;
     send_copy(r.tls_policy, sizeof r.tls_policy, a->tls_policy);
     send_copy(r.tls_policy_mode, sizeof r.tls_policy_mode, a->tls_policy_mode);
     send_copy(r.tls_policy_id, sizeof r.tls_policy_id, a->tls_policy_id);

@@ -280,13 +280,13 @@ static int top_read_header(struct top *t, const char *text, buf_t *ids, char *er
  * (rows not final that were tried, or all with $2; the import lower-cases
  * domains and refuses '@' in a local part): how many, due, waiting for
  * their time, the oldest waiting one's age. The ISP of tried ones is the
- * ISP of the delivery rows of one of them (the pool assigns an ISP per
- * domain): one probe of delivery_campaign per domain, not per recipient. */
+ * ISP of one of them (the pool assigns an ISP per domain; every result
+ * sets the recipient's isp, schema 9): one probe of the primary key per
+ * domain, not per recipient. */
 #define TOP_NOT_FINAL "r.st IN ('queued', 'claimed', 'deferred')"
 static const char top_sql_recipients[] =
-    "SELECT g.state, CASE WHEN g.tried AND g.dom IS NOT NULL THEN (SELECT d.isp"
-    "  FROM ringmail.delivery d WHERE d.campaign_id = ANY($1::bigint[])"
-    "  AND d.recipient_id = g.probe AND d.isp <> '' LIMIT 1) END,"
+    "SELECT g.state, CASE WHEN g.tried AND g.dom IS NOT NULL THEN (SELECT nullif(p.isp, '')"
+    "  FROM ringmail.recipient p WHERE p.id = g.probe) END,"
     " g.dom, g.n, g.due, g.waiting, g.oldest_s"
     " FROM (SELECT r.st AS state, r.first_attempt_at IS NOT NULL AS tried,"
     "  CASE WHEN " TOP_NOT_FINAL " AND ($2::boolean OR r.first_attempt_at IS NOT NULL)"

@@ -80,6 +80,8 @@ struct pool_attempt {
     int transaction_ms;         /* MAIL to the final reply; -1 when none started */
     int conn_first;             /* the first attempt its connection carried (so attempts with
                                  * conn_first count connections, and TLS handshakes) */
+    unsigned long conn_id;      /* its connection's number in this process (the trace lines'),
+                                 * 0 without one */
     /* The destination TLS policy that applied (pool/tlspolicy.h); NULL when
      * none was decided (no exchanger found). */
     const char *tls_policy;      /* "dane", "mta-sts" or "config" */

@@ -90,6 +90,7 @@ void pool_settle(struct pool *p, struct pool_msg *m, struct pool_conn *c,
          * connections and handshakes, not attempts. */
         a.conn_first = !c->carried;
         c->carried = 1;
+        a.conn_id = c->conn ? c->trace_id : 0;
     }
     if (c && c->conn) {
         const struct client_conn_times *tm = client_conn_times(c->conn);

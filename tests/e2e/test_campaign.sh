@@ -12,7 +12,7 @@ set -u
 e2e_setup
 start_postgres "$E2E_TMP/pg" || { check "postgres starts" false; e2e_finish; exit 1; }
 "$RM" db migrate --db "$PG_URL" >/dev/null
-check_eq "schema migrated to the latest version" 8 "$(psql_q 'SELECT max(version) FROM ringmail.schema_migrations')"
+check_eq "schema migrated to the latest version" 9 "$(psql_q 'SELECT max(version) FROM ringmail.schema_migrations')"
 
 SINK_PORT=$(free_port)
 
@@ -129,6 +129,13 @@ check_eq "one: accepted rows carry connect and transaction times" 0 \
     "$(psql_q "SELECT count(*) FROM ringmail.delivery WHERE campaign_id = $C1 AND outcome = 'accepted' AND (connect_ms IS NULL OR transaction_ms IS NULL OR transaction_ms < 0)")"
 check_eq "one: the reply is recorded (250 2.0.0 on accepted rows)" 0 \
     "$(psql_q "SELECT count(*) FROM ringmail.delivery WHERE campaign_id = $C1 AND outcome = 'accepted' AND (code <> 250 OR reply IS NULL OR isp IS NULL OR peer IS NULL)")"
+# Schema 9: an attempt row points to its connection's session row.
+check_eq "one: every attempt row has its session (none dangling)" 0 \
+    "$(psql_q "SELECT count(*) FROM ringmail.attempt a LEFT JOIN ringmail.session s ON s.id = a.session_id WHERE a.campaign_id = $C1 AND s.id IS NULL")"
+check_eq "one: one session per connection (attempts on a connection share one)" "t" \
+    "$(psql_q "SELECT count(DISTINCT session_id) = count(*) FILTER (WHERE conn_first) AND count(*) FILTER (WHERE conn_first) < count(*) FROM ringmail.attempt WHERE campaign_id = $C1 AND conn_first IS NOT NULL")"
+check_eq "one: every recipient tried has the ISP of its attempts" 0 \
+    "$(psql_q "SELECT count(*) FROM ringmail.recipient r WHERE r.campaign_id = $C1 AND r.first_attempt_at IS NOT NULL AND r.isp IS DISTINCT FROM (SELECT d.isp FROM ringmail.attempt d WHERE d.campaign_id = $C1 AND d.recipient_id = r.id ORDER BY d.id DESC LIMIT 1)")"
 check_eq "one: every message rendered (no recipient invalid)" "0 0" \
     "$(jget "$E2E_TMP/one.json" invalid) $(psql_q "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $C1 AND state = 'invalid'")"
 stop_sink a
