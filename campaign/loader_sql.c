@@ -163,14 +163,21 @@ static const struct {
          7},
     /* $1 node: its claims with nothing left to hold (no fresh row in a
      * range, no row of the ids still `claimed` by it) go. After each
-     * results commit; a claim is never dropped while it holds a row. */
+     * results commit; a claim is never dropped while it holds a row. A
+     * range is searched from its top: results come back in about the
+     * order the rows were claimed, so a range still held has a fresh row
+     * near its top, and a search from the bottom walked past every row
+     * already done, at every commit (half a microsecond per recipient).
+     * A scalar subquery, not NOT EXISTS: PostgreSQL drops the ORDER BY
+     * and LIMIT of an EXISTS, and with them the direction. */
     [LOADER_SQL_CLAIMS_DONE] = {"ringmail_claims_done",
                                 "DELETE FROM ringmail.claim c WHERE c.node = $1 AND CASE"
-                                " WHEN c.lo IS NOT NULL THEN NOT EXISTS (SELECT 1"
+                                " WHEN c.lo IS NOT NULL THEN (SELECT q.id"
                                 "  FROM ringmail.recipient q WHERE q.campaign_id = c.campaign_id"
                                 "  AND q.id BETWEEN c.lo AND c.hi"
                                 "  AND q.state = 'queued'"
-                                "  AND q.next_attempt_at IS NULL)"
+                                "  AND q.next_attempt_at IS NULL"
+                                "  ORDER BY q.id DESC LIMIT 1) IS NULL"
                                 " ELSE NOT EXISTS (SELECT 1 FROM ringmail.recipient q"
                                 "  WHERE q.id = ANY(c.ids) AND q.state = 'claimed'"
                                 "  AND q.lease_owner = c.node) END",
