@@ -88,9 +88,10 @@ struct loader {
     pthread_cond_t hcv;  /* heartbeat: ids to arm (with amu), stopping */
     int efd;
     struct loader_journal j;
-    /* writer thread only: this process's block of session ids
-     * (ringmail.session_block; 0 until taken) and the sessions numbered
-     * in it for attempts no connection carried */
+    /* loader_write's (the recovery's at start, then the writer thread's):
+     * this process's block of session ids (ringmail.session_block; 0
+     * until taken) and the sessions numbered in it for attempts no
+     * connection carried */
     int64_t session_base;
     uint64_t lone_sessions;
     char host[256];

@@ -10,8 +10,8 @@
  *      ringmail.isp_hold rows in force for those campaigns, the clock;
  *   2. the recipients: one pass over the campaigns' rows (the state counts
  *      need every row), grouped by state and, for rows not final, by ISP:
- *      a recipient tried before takes its delivery rows' ISP (one probe of
- *      delivery_campaign per domain), one never tried is grouped by its
+ *      a recipient tried before takes its last attempt's ISP (its own isp
+ *      column: one probe per domain), one never tried is grouped by its
  *      domain, which --config's ISP domain lists place (config_isp_for,
  *      the pool's own function), else TOP_UNROUTED;
  *   3. the delivery rows the windows need (below).
