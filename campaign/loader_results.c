@@ -362,7 +362,7 @@ static void loader_array_int(buf_t *b, long long v, int valid)
 static void loader_session_add(struct loader_batch *b, int64_t id, const struct loader_result *x)
 {
     buf_t *s = b->ses;
-    const char *tls = x->tls ? "" : NULL; /* non-NULL: the TLS facts are known */
+    int tls = x->tls; /* the TLS facts are known */
     loader_array_raw(&s[0], "%" PRId64, id);
     loader_array_text(&s[1], x->mx[0] ? x->mx : NULL);
     loader_array_text(&s[2], x->peer[0] ? x->peer : NULL);
