@@ -28,7 +28,8 @@
 #
 # Environment (defaults in brackets): NODES ["1 2 3"], RUNS [3], COUNT
 # [100000], DKIM [1: Ed25519 signature; 0: none], TLS [1: STARTTLS verify;
-# 0: plaintext], BATCH [send's default], CONNS [20, per node],
+# 0: plaintext], BATCH [send's default], CONNS [20, per node], RATE
+# [unlimited: the ISP's msg_rate, shared by the nodes],
 # SEND_ARGS [extra send options], PG_SHARED_BUFFERS [1GB], KEEP_RUNS [0;
 # 1: every run's campaign stays in the tables], PG_STATS [0; 1: pg_stat_statements
 # loaded, the statements by total time printed after each run],
@@ -47,6 +48,7 @@ NODES=${NODES:-1 2 3}
 DKIM=${DKIM:-1}
 TLS=${TLS:-1}
 CONNS=${CONNS:-20}
+RATE=${RATE:-unlimited}
 PG_STATS=${PG_STATS:-0}
 PG_SHARED_BUFFERS=${PG_SHARED_BUFFERS:-1GB}
 KEEP_RUNS=${KEEP_RUNS:-0}
@@ -136,7 +138,7 @@ max_age = 1h
 [isp x]
 domains = a.test b.test c.test d.test e.test
 max_connections = $CONNS
-msg_rate = unlimited
+msg_rate = $RATE
 [route a.test]
 server = 127.0.0.81:$PORT
 [route b.test]

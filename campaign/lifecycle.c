@@ -18,8 +18,15 @@ static PGresult *life_query(PGconn *c, const char *sql, int n, const char *const
                       errlen);
 }
 
-/* life_summary_sql - "n state, ..." of campaign $1's recipients, in the
- * order of campaign_states, into sql */
+/* The campaign's recipients counted by state, in one pass over its rows
+ * (a CTE: each count below reads it, not the table; three separate
+ * counts were three scans, 170 ms for 300,000 rows at a campaign's end). */
+#define LIFE_BY_STATE_SQL                                                                          \
+    "s AS (SELECT state, count(*) AS n FROM ringmail.recipient"                                    \
+    " WHERE campaign_id = $1::bigint GROUP BY state)"
+
+/* life_summary_sql - "n state, ..." of the rows of LIFE_BY_STATE_SQL, in
+ * the order of campaign_states, into sql */
 static void life_summary_sql(buf_t *sql)
 {
     buf_append_str(sql, "(SELECT string_agg(n || ' ' || state, ', ' ORDER BY array_position("
@@ -27,9 +34,7 @@ static void life_summary_sql(buf_t *sql)
     for (int i = 0; i < CAMPAIGN_NSTATES; i++) {
         buf_appendf(sql, "%s'%s'", i ? ", " : "", campaign_states[i]);
     }
-    buf_append_str(sql, "]::text[], state)) FROM (SELECT state, count(*) AS n"
-                        " FROM ringmail.recipient WHERE campaign_id = $1::bigint GROUP BY state)"
-                        " AS s)");
+    buf_append_str(sql, "]::text[], state)) FROM s)");
 }
 
 #define LIFE_TS(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') || ' UTC'"
@@ -39,10 +44,9 @@ int life_read(PGconn *c, const char *id, struct life_status *out, char *err, siz
     memset(out, 0, sizeof *out);
     buf_t sql = BUF_INIT;
     buf_append_str(
-        &sql, "WITH n AS (SELECT count(*) AS total,"
-              " count(*) FILTER (WHERE state IN " LIFE_PENDING_SQL ") AS pending,"
-              " count(*) FILTER (WHERE state = 'claimed') AS claimed"
-              " FROM ringmail.recipient WHERE campaign_id = $1::bigint)"
+        &sql, "WITH " LIFE_BY_STATE_SQL ", n AS (SELECT coalesce(sum(n), 0) AS total,"
+              " coalesce(sum(n) FILTER (WHERE state IN " LIFE_PENDING_SQL "), 0) AS pending,"
+              " coalesce(sum(n) FILTER (WHERE state = 'claimed'), 0) AS claimed FROM s)"
               " SELECT " LIFE_EFFECTIVE_SQL(
                   "c.status", "n.total",
                   "n.pending") ","
@@ -99,16 +103,15 @@ int life_set(PGconn *c, const char *id, const char *from, const char *to, const 
 int life_finish(PGconn *c, const char *id, char *reason, size_t reasonlen, char *err, size_t errlen)
 {
     buf_t sql = BUF_INIT;
-    buf_append_str(&sql, "UPDATE ringmail.campaign SET status = 'done', status_at ="
-                         " CASE WHEN status = 'done' THEN status_at ELSE now() END,"
-                         " status_reason = 'all ' || (SELECT count(*) FROM ringmail.recipient"
-                         " WHERE campaign_id = $1::bigint) || ' recipients final: ' || ");
+    buf_append_str(&sql, "WITH " LIFE_BY_STATE_SQL " UPDATE ringmail.campaign SET status = 'done',"
+                         " status_at = CASE WHEN status = 'done' THEN status_at ELSE now() END,"
+                         " status_reason = 'all ' || (SELECT sum(n) FROM s)"
+                         " || ' recipients final: ' || ");
     life_summary_sql(&sql);
-    buf_append_str(&sql,
-                   " WHERE id = $1::bigint AND status <> 'cancelled'"
-                   " AND EXISTS (SELECT 1 FROM ringmail.recipient WHERE campaign_id = $1::bigint)"
-                   " AND NOT EXISTS (SELECT 1 FROM ringmail.recipient WHERE campaign_id ="
-                   " $1::bigint AND state IN " LIFE_PENDING_SQL ") RETURNING status_reason");
+    buf_append_str(&sql, " WHERE id = $1::bigint AND status <> 'cancelled'"
+                         " AND EXISTS (SELECT 1 FROM s)"
+                         " AND NOT EXISTS (SELECT 1 FROM s WHERE state IN " LIFE_PENDING_SQL ")"
+                         " RETURNING status_reason");
     const char *p[] = {id};
     PGresult *r = life_query(c, buf_cstr(&sql), 1, p, PGRES_TUPLES_OK, err, errlen);
     buf_free(&sql);

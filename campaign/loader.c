@@ -243,21 +243,27 @@ int loader_stop(struct loader *l, unsigned give_up_ms)
 /* loader_stop_by - see loader.h */
 /* loader_give_back - fresh rows in the node's claims' ranges and rows it
  * `claimed` back to the queue, with its claim rows, in one statement: the
- * result (one count), or NULL and why */
+ * result (one count), or NULL and why. A row the node `claimed` is in one
+ * of its claim rows' ids (a claim row goes only once none of its ids is
+ * still claimed by the node; rows a ringmail before schema 8 claimed under
+ * this name were settled at start, loader_recover): looked up there, not
+ * by a scan of the campaign's rows (100 ms for 300,000, at every stop);
+ * the ranges' fresh rows by LOADER_FRESH_IN_CLAIMS. */
 static PGresult *loader_give_back(struct loader *l, const char *const *p, char *err, size_t errlen)
 {
     return loader_query(
         l->c,
         "WITH g AS (UPDATE ringmail.recipient q SET next_attempt_at = now(),"
-        "  updated_at = now() FROM ringmail.claim k WHERE k.node = $2 AND k.lo IS NOT NULL"
-        "  AND q.campaign_id = k.campaign_id AND q.id BETWEEN k.lo AND k.hi"
-        "  AND q.state = 'queued' AND q.next_attempt_at IS NULL RETURNING 1),"
-        " c AS (UPDATE ringmail.recipient SET state = 'queued', next_attempt_at = now(),"
-        "  lease_owner = NULL, lease_expires_at = NULL"
-        "  WHERE campaign_id = $1 AND state = 'claimed' AND lease_owner = $2 RETURNING 1),"
-        " k AS (DELETE FROM ringmail.claim WHERE node = $2)"
-        " SELECT (SELECT count(*) FROM g) + (SELECT count(*) FROM c)",
-        2, p, PGRES_TUPLES_OK, err, errlen);
+        "  updated_at = now() WHERE q.id = ANY(ARRAY(SELECT f.id FROM " LOADER_FRESH_IN_CLAIMS(
+            "$1") "))"
+                  "  AND q.state = 'queued' AND q.next_attempt_at IS NULL RETURNING 1),"
+                  " c AS (UPDATE ringmail.recipient SET state = 'queued', next_attempt_at = now(),"
+                  "  lease_owner = NULL, lease_expires_at = NULL"
+                  "  WHERE id IN (SELECT unnest(ids) FROM ringmail.claim WHERE node = $1"
+                  "  AND ids IS NOT NULL) AND state = 'claimed' AND lease_owner = $1 RETURNING 1),"
+                  " k AS (DELETE FROM ringmail.claim WHERE node = $1)"
+                  " SELECT (SELECT count(*) FROM g) + (SELECT count(*) FROM c)",
+        1, p + 1, PGRES_TUPLES_OK, err, errlen);
 }
 
 int loader_stop_by(struct loader *l, uint64_t deadline, const uint64_t *hurry,

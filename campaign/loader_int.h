@@ -160,6 +160,17 @@ struct loader {
 #define LOADER_UPTO_SWEEP(q, c, upto)                                                              \
     "(" q ".campaign_id, " q ".id) >= (" c ", 0) AND (" q ".campaign_id, " q ".id) <= (" c         \
     ", " upto ")"
+/* FROM and WHERE of the fresh rows (f.id, f.attempts) in the ranges of
+ * node's claims (alias k): a range scan of recipient's primary key per
+ * claim (LATERAL, kept apart by OFFSET 0). As a join, `q.campaign_id =
+ * k.campaign_id AND q.id BETWEEN k.lo AND k.hi`, PostgreSQL scanned every
+ * row of the campaign for those still fresh, then matched them to the
+ * claims (70-100 ms for 300,000, at every stop and start). */
+#define LOADER_FRESH_IN_CLAIMS(node)                                                               \
+    "ringmail.claim k CROSS JOIN LATERAL (SELECT q.id, q.attempts FROM ringmail.recipient q"       \
+    " WHERE q.campaign_id = k.campaign_id AND q.id BETWEEN k.lo AND k.hi"                          \
+    " AND q.state = 'queued' AND q.next_attempt_at IS NULL OFFSET 0) f"                            \
+    " WHERE k.node = " node " AND k.lo IS NOT NULL"
 
 /* ---- loader.c ---- */
 

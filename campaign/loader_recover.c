@@ -56,11 +56,9 @@ int loader_recover(struct loader *l, const struct loader_prev *prev, char *err, 
         " FROM ringmail.recipient q LEFT JOIN a ON a.id = q.id"
         " WHERE q.campaign_id IN ($1, $3) AND q.lease_owner = $2"
         " AND q.state IN ('claimed', 'ambiguous')"
-        " UNION ALL SELECT q.id, q.attempts, false, a.id IS NOT NULL FROM ringmail.claim k"
-        " JOIN ringmail.recipient q"
-        "  ON q.campaign_id = k.campaign_id AND q.id BETWEEN k.lo AND k.hi"
-        " LEFT JOIN a ON a.id = q.id"
-        " WHERE k.node = $2 AND q.state = 'queued' AND q.next_attempt_at IS NULL ORDER BY 1",
+        " UNION ALL SELECT f.id, f.attempts, false, a.id IS NOT NULL FROM (SELECT f.id,"
+        " f.attempts FROM " LOADER_FRESH_IN_CLAIMS("$2") ") f LEFT JOIN a ON a.id = f.id"
+                                                         " ORDER BY 1",
         3, p, PGRES_TUPLES_OK, err, errlen);
     if (!r) {
         return -1;
