@@ -185,7 +185,7 @@ one_run() {
         >/dev/null 2>&1 || return 1
     psql_q "VACUUM ANALYZE ringmail.recipient" >/dev/null
     psql_q "CHECKPOINT" >/dev/null
-    [ "$PG_STATS" = 1 ] && psql_q "SELECT pg_stat_statements_reset()" >/dev/null
+    [ "$PG_STATS" = 1 ] && psql_q "SELECT pg_stat_statements_reset(), pg_stat_reset()" >/dev/null
     sleep 1
     # Every process of the cluster, sampled: the client backends' CPU
     # apart from the background processes' (bench/pg_procs.py).
@@ -222,6 +222,9 @@ for x in json.load(open(sys.argv[1]))[:12]:
             left(regexp_replace(query, '\s+', ' ', 'g'), 110)
             FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 14" >"$RAW/$tag.stmts"
         sed 's/^/      /' "$RAW/$tag.stmts"
+        # in place (HOT) or moved to another page (every index written again)
+        psql_q "SELECT 'recipient updates: ' || n_tup_upd || ', in place (HOT): ' || n_tup_hot_upd
+            FROM pg_stat_user_tables WHERE relid = 'ringmail.recipient'::regclass" | sed 's/^/      /'
     fi
     "$PY" - "$RAW" "$tag" "$n" "$COUNT" "$t0" "$t1" "$c0" "$c1" "$sent" "$rc" <<'PY'
 import json, sys

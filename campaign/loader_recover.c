@@ -78,11 +78,12 @@ int loader_recover(struct loader *l, const struct loader_prev *prev, char *err, 
     if (trusted) {
         loader_journal_read(l->j.path, held, n, l->node);
     }
-    buf_t known, amb, requeue;
+    buf_t known, amb, requeue, leave;
     buf_init(&known);
     buf_init(&amb);
     buf_init(&requeue);
-    size_t nknown = 0, namb = 0, nreq = 0;
+    buf_init(&leave);
+    size_t nknown = 0, namb = 0, nreq = 0, nleave = 0;
     for (size_t i = 0; i < n; i++) {
         struct loader_held *h = &held[i];
         switch (loader_settle(h, trusted)) {
@@ -94,6 +95,7 @@ int loader_recover(struct loader *l, const struct loader_prev *prev, char *err, 
             loader_ids_add(&amb, &namb, h->id);
             break;
         case LOADER_SETTLE_LEAVE:
+            loader_ids_add(&leave, &nleave, h->id);
             break;
         case LOADER_SETTLE_REQUEUE:
             loader_ids_add(&requeue, &nreq, h->id);
@@ -140,19 +142,24 @@ int loader_recover(struct loader *l, const struct loader_prev *prev, char *err, 
     buf_free(&amb);
     buf_free(&requeue);
     if (rc < 0) {
+        buf_free(&leave);
         return -1;
     }
     /* Ambiguous ones the journal did not settle stay ambiguous, no longer
-     * anybody's: nothing will write a result for them. */
-    const char *p4[] = {l->node};
+     * anybody's: nothing will write a result for them. (By id: the rows
+     * found above. By lease owner, it was a scan of every campaign's rows
+     * at every start.) */
+    const char *p5[] = {l->node, loader_ids_end(&leave, nleave)};
     r = loader_query(l->c,
                      "UPDATE ringmail.recipient SET lease_owner = NULL WHERE"
-                     " lease_owner = $1 AND state = 'ambiguous'",
-                     1, p4, PGRES_COMMAND_OK, err, errlen);
+                     " id = ANY($2::bigint[]) AND lease_owner = $1 AND state = 'ambiguous'",
+                     2, p5, PGRES_COMMAND_OK, err, errlen);
+    buf_free(&leave);
     if (!r) {
         return -1;
     }
     pq.PQclear(r);
+    const char *p4[] = {l->node};
     /* Its claims and arms: everything they held is settled. */
     r = loader_query(l->c,
                      "WITH k AS (DELETE FROM ringmail.claim WHERE node = $1)"

@@ -274,6 +274,8 @@ check_le "takeover: armed but never started: at most the heads and two per conne
 AMB2=$(count_state "$C4" ambiguous)
 echo "# takeover: after k1's restart $AMB2 ambiguous (DATA in flight at the kill)"
 check_le "takeover: after k1's restart only DATA in flight is ambiguous (20 connections)" 20 "$AMB2"
+check_eq "takeover: what stays ambiguous is nobody's after k1's restart (no lease owner)" 0 \
+    "$(psql_q "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $C4 AND lease_owner IS NOT NULL")"
 sleep 0.3
 read -r twice silent lost <<<"$(audit "$C4")"
 check_eq "takeover: no silent duplicate, nothing lost" "0 0" "$silent $lost"
