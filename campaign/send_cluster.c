@@ -100,6 +100,7 @@ struct send_cluster {
     const char *url, *node; /* borrowed from the options */
     char sources[1024];     /* a text[] literal */
     PGconn *c;              /* the thread's */
+    unsigned prepared;      /* which of send_cluster_sqls are prepared on c */
     pthread_t thread;
     int started;
     struct loop_timer timer;
@@ -122,21 +123,6 @@ struct send_cluster {
     /* the loop's own */
     int blocked, peers;
 };
-
-/* send_cluster_exec - a statement on the thread's connection: its result, or NULL and why */
-static PGresult *send_cluster_exec(struct send_cluster *k, const char *sql, int n,
-                                   const char *const *p, ExecStatusType want, char *err,
-                                   size_t errlen)
-{
-    PGresult *r = pq.PQexecParams(k->c, sql, n, NULL, p, NULL, NULL, 0);
-    if (!r || pq.PQresultStatus(r) != want) {
-        snprintf(err, errlen, "%s", r ? pq.PQresultErrorMessage(r) : pq.PQerrorMessage(k->c));
-        db_trim(err);
-        pq.PQclear(r);
-        return NULL;
-    }
-    return r;
-}
 
 /* send_cluster_array - lanes' field as a text[] or int[] literal, quoted */
 static void send_cluster_array(const struct send_cluster_lane *v, size_t n, int which, buf_t *out)
@@ -224,12 +210,62 @@ static const char send_cluster_sql_news[] =
     " reason, coalesce(node, ''), (extract(epoch FROM at) * 1000000)::bigint"
     " FROM ringmail.isp_suspend WHERE node IS DISTINCT FROM $1 AND until > now()";
 
+/* The beat's statements, prepared on the thread's connection at their
+ * first use (four beats a second, four statements each, per node: planned
+ * every time, they were a node's largest PostgreSQL cost per second at
+ * ISP-limited rates). */
+static const char *const send_cluster_sqls[] = {send_cluster_sql_beat, send_cluster_sql_demand,
+                                                send_cluster_sql_cut, send_cluster_sql_shares,
+                                                send_cluster_sql_news};
+
+/* send_cluster_exec - a statement on the thread's connection (one of
+ * send_cluster_sqls: prepared): its result, or NULL and why */
+static PGresult *send_cluster_exec(struct send_cluster *k, const char *sql, int n,
+                                   const char *const *p, ExecStatusType want, char *err,
+                                   size_t errlen)
+{
+    int which = -1;
+    for (int i = 0; i < (int)(sizeof send_cluster_sqls / sizeof send_cluster_sqls[0]); i++) {
+        if (sql == send_cluster_sqls[i]) {
+            which = i;
+        }
+    }
+    PGresult *r = NULL;
+    if (which >= 0) {
+        char name[32];
+        snprintf(name, sizeof name, "ringmail_cluster_%d", which);
+        if (!(k->prepared & (1u << which))) {
+            r = pq.PQprepare(k->c, name, sql, n, NULL);
+            if (!r || pq.PQresultStatus(r) != PGRES_COMMAND_OK) {
+                snprintf(err, errlen, "%s",
+                         r ? pq.PQresultErrorMessage(r) : pq.PQerrorMessage(k->c));
+                db_trim(err);
+                pq.PQclear(r);
+                return NULL;
+            }
+            pq.PQclear(r);
+            k->prepared |= 1u << which;
+        }
+        r = pq.PQexecPrepared(k->c, name, n, p, NULL, NULL, 0);
+    } else {
+        r = pq.PQexecParams(k->c, sql, n, NULL, p, NULL, NULL, 0);
+    }
+    if (!r || pq.PQresultStatus(r) != want) {
+        snprintf(err, errlen, "%s", r ? pq.PQresultErrorMessage(r) : pq.PQerrorMessage(k->c));
+        db_trim(err);
+        pq.PQclear(r);
+        return NULL;
+    }
+    return r;
+}
+
 /* send_cluster_beat - one beat: publish, read the shares and the news;
  * 0, or -1 and why */
 static int send_cluster_beat(struct send_cluster *k, char *err, size_t errlen)
 {
     if (!k->c) {
         k->c = db_connect_current(k->url, err, errlen);
+        k->prepared = 0;
         if (!k->c) {
             return -1;
         }
