@@ -67,9 +67,13 @@ static void loader_count_start(struct loader *l)
 
 /* Fresh rows above the sweep are counted exactly at most this often (or
  * LOADER_FRESH_COST times the last exact count's time); in between, the
- * sweep's running total of rows claimed says how many were taken since. */
-#define LOADER_FRESH_RECOUNT_MS 10000
-#define LOADER_FRESH_COST 200
+ * sweep's running total of rows claimed (by every node) says how many were
+ * taken since. The recount only catches rows added meanwhile (an import
+ * into a running campaign), and it reads every fresh row: every 10 s it
+ * was two thirds of the count's work in a 300,000-row campaign, 0.5 us of
+ * PostgreSQL CPU per recipient. */
+#define LOADER_FRESH_RECOUNT_MS 60000
+#define LOADER_FRESH_COST 1000
 
 /* loader_count - the periodic count, on the heartbeat's connection: rows
  * with a next_attempt_at (queued again or deferred, the due index's rows,
