@@ -299,7 +299,7 @@ static void fb_exchange(struct feedback_report *r, const char *t, size_t n)
         }
         if ((g = fb_after(l.s, l.n, "Generating server:"))) {
             fb_host_from(&mta, g + strspn(g, " \t"), l.s + l.n);
-        } else if (l.s[0] != '#' && !fb_line_starts(&l, "Remote Server") &&
+        } else if (l.n > 0 && l.s[0] != '#' && !fb_line_starts(&l, "Remote Server") &&
                    (alen = fb_address(&l, &a)) > 0) {
             fb_flush(e, &detail);
             e = fb_new_rcpt(r, FEEDBACK_BOUNCE, a, alen, mta);

@@ -248,6 +248,40 @@ static void test_exchange_ndr_html_base64(void **state)
     feedback_report_free(&r);
 }
 
+/* A fuzzer's Exchange NDR (a mangled exchange_ndr.eml) whose text ends in
+ * a line of blanks: that line is empty at the very end of the decoded
+ * part, and the parser read the byte after it (ASan: heap-buffer-overflow
+ * in fb_exchange). Parsed to the end, nothing read past the part. */
+static void test_exchange_ndr_blank_last_line(void **state)
+{
+    (void)state;
+    struct feedback_report r;
+    parse_file("exchange_ndr_blank_end.eml", RCPT, &r);
+    assert_true(r.n_events <= 1);
+    feedback_report_free(&r);
+    /* a plain-text NDR whose administrators' section ends in blanks, in
+     * an exactly sized buffer: its one bounce */
+    static const char text[] = "From: postmaster@contoso.example\n"
+                               "To: " RCPT "\n"
+                               "Subject: Undeliverable: offers\n"
+                               "X-MS-Exchange-Message-Is-Ndr:\n"
+                               "Content-Type: text/plain\n\n"
+                               "Delivery has failed to these recipients or groups:\n\n"
+                               "carol@contoso.example\n\n"
+                               "Diagnostic information for administrators:\n\n"
+                               "Generating server: EXCH01.contoso.example\n\n"
+                               "carol@contoso.example\n"
+                               "Remote Server returned '550 5.1.1 RESOLVER.ADR.RecipNotFound'\n   ";
+    char *exact = malloc(sizeof text - 1);
+    assert_non_null(exact);
+    memcpy(exact, text, sizeof text - 1);
+    feedback_parse(exact, sizeof text - 1, RCPT, &r);
+    free(exact);
+    assert_one(&r, FEEDBACK_BOUNCE, NULL);
+    assert_str(r.events[0].recipient, "carol@contoso.example");
+    feedback_report_free(&r);
+}
+
 static void test_yahoo_arf_complaint(void **state)
 {
     (void)state;
@@ -585,6 +619,7 @@ int main(void)
         cmocka_unit_test(test_qmail_bounce),
         cmocka_unit_test(test_yahoo_bounce_quoted_printable),
         cmocka_unit_test(test_exchange_ndr_html_base64),
+        cmocka_unit_test(test_exchange_ndr_blank_last_line),
         cmocka_unit_test(test_yahoo_arf_complaint),
         cmocka_unit_test(test_microsoft_jmrp_complaint),
         cmocka_unit_test(test_unsubscribe_token_from_the_url_alone),
