@@ -251,19 +251,20 @@ int loader_stop(struct loader *l, unsigned give_up_ms)
  * the ranges' fresh rows by LOADER_FRESH_IN_CLAIMS. */
 static PGresult *loader_give_back(struct loader *l, const char *const *p, char *err, size_t errlen)
 {
+    /* clang-format off */
     return loader_query(
         l->c,
-        "WITH g AS (UPDATE ringmail.recipient q SET next_attempt_at = now(),"
-        "  updated_at = now() WHERE q.id = ANY(ARRAY(SELECT f.id FROM " LOADER_FRESH_IN_CLAIMS(
-            "$1") "))"
-                  "  AND q.state = 'queued' AND q.next_attempt_at IS NULL RETURNING 1),"
-                  " c AS (UPDATE ringmail.recipient SET state = 'queued', next_attempt_at = now(),"
-                  "  lease_owner = NULL, lease_expires_at = NULL"
-                  "  WHERE id IN (SELECT unnest(ids) FROM ringmail.claim WHERE node = $1"
-                  "  AND ids IS NOT NULL) AND state = 'claimed' AND lease_owner = $1 RETURNING 1),"
-                  " k AS (DELETE FROM ringmail.claim WHERE node = $1)"
-                  " SELECT (SELECT count(*) FROM g) + (SELECT count(*) FROM c)",
+        "WITH g AS (UPDATE ringmail.recipient q SET next_attempt_at = now(), updated_at = now()"
+        "  WHERE q.id = ANY(ARRAY(SELECT f.id FROM " LOADER_FRESH_IN_CLAIMS("$1") "))"
+        "  AND q.state = 'queued' AND q.next_attempt_at IS NULL RETURNING 1),"
+        " c AS (UPDATE ringmail.recipient SET state = 'queued', next_attempt_at = now(),"
+        "  lease_owner = NULL, lease_expires_at = NULL"
+        "  WHERE id IN (SELECT unnest(ids) FROM ringmail.claim WHERE node = $1"
+        "  AND ids IS NOT NULL) AND state = 'claimed' AND lease_owner = $1 RETURNING 1),"
+        " k AS (DELETE FROM ringmail.claim WHERE node = $1)"
+        " SELECT (SELECT count(*) FROM g) + (SELECT count(*) FROM c)",
         1, p + 1, PGRES_TUPLES_OK, err, errlen);
+    /* clang-format on */
 }
 
 int loader_stop_by(struct loader *l, uint64_t deadline, const uint64_t *hurry,

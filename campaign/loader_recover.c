@@ -49,6 +49,7 @@ int loader_recover(struct loader *l, const struct loader_prev *prev, char *err, 
     snprintf(old, sizeof old, "%" PRId64, prev->exists ? prev->campaign : l->o.campaign);
     int trusted = !prev->exists || strcmp(prev->host, l->host) == 0;
     const char *p[] = {id, l->node, old};
+    /* clang-format off */
     PGresult *r = loader_query(
         l->c,
         "WITH a AS (SELECT DISTINCT unnest(ids) AS id FROM ringmail.armed WHERE node = $2)"
@@ -57,9 +58,10 @@ int loader_recover(struct loader *l, const struct loader_prev *prev, char *err, 
         " WHERE q.campaign_id IN ($1, $3) AND q.lease_owner = $2"
         " AND q.state IN ('claimed', 'ambiguous')"
         " UNION ALL SELECT f.id, f.attempts, false, a.id IS NOT NULL FROM (SELECT f.id,"
-        " f.attempts FROM " LOADER_FRESH_IN_CLAIMS("$2") ") f LEFT JOIN a ON a.id = f.id"
-                                                         " ORDER BY 1",
+        " f.attempts FROM " LOADER_FRESH_IN_CLAIMS("$2") ") f"
+        " LEFT JOIN a ON a.id = f.id ORDER BY 1",
         3, p, PGRES_TUPLES_OK, err, errlen);
+    /* clang-format on */
     if (!r) {
         return -1;
     }

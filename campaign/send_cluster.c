@@ -230,33 +230,22 @@ static PGresult *send_cluster_exec(struct send_cluster *k, const char *sql, int 
             which = i;
         }
     }
-    PGresult *r = NULL;
-    if (which >= 0) {
-        char name[32];
-        snprintf(name, sizeof name, "ringmail_cluster_%d", which);
-        if (!(k->prepared & (1u << which))) {
-            r = pq.PQprepare(k->c, name, sql, n, NULL);
-            if (!r || pq.PQresultStatus(r) != PGRES_COMMAND_OK) {
-                snprintf(err, errlen, "%s",
-                         r ? pq.PQresultErrorMessage(r) : pq.PQerrorMessage(k->c));
-                db_trim(err);
-                pq.PQclear(r);
-                return NULL;
-            }
-            pq.PQclear(r);
-            k->prepared |= 1u << which;
+    if (which < 0) {
+        return db_checked(k->c, pq.PQexecParams(k->c, sql, n, NULL, p, NULL, NULL, 0), want, err,
+                          errlen);
+    }
+    char name[32];
+    snprintf(name, sizeof name, "ringmail_cluster_%d", which);
+    if (!(k->prepared & (1u << which))) {
+        PGresult *r =
+            db_checked(k->c, pq.PQprepare(k->c, name, sql, n, NULL), PGRES_COMMAND_OK, err, errlen);
+        if (!r) {
+            return NULL;
         }
-        r = pq.PQexecPrepared(k->c, name, n, p, NULL, NULL, 0);
-    } else {
-        r = pq.PQexecParams(k->c, sql, n, NULL, p, NULL, NULL, 0);
-    }
-    if (!r || pq.PQresultStatus(r) != want) {
-        snprintf(err, errlen, "%s", r ? pq.PQresultErrorMessage(r) : pq.PQerrorMessage(k->c));
-        db_trim(err);
         pq.PQclear(r);
-        return NULL;
+        k->prepared |= 1u << which;
     }
-    return r;
+    return db_checked(k->c, pq.PQexecPrepared(k->c, name, n, p, NULL, NULL, 0), want, err, errlen);
 }
 
 /* send_cluster_beat - one beat: publish, read the shares and the news;
