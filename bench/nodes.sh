@@ -171,12 +171,18 @@ one_run() {
     # the third run (or the 3-node one) does not pay for bigger tables
     # than the first (KEEP_RUNS=1 keeps them).
     if [ "$KEEP_RUNS" != 1 ]; then
-        # (delivery: a view over attempt and session from schema 9 on)
-        psql_q "TRUNCATE ringmail.recipient, ringmail.claim, ringmail.armed, ringmail.sweep,
-            ringmail.node, ringmail.node_lane, ringmail.isp_backoff;
-            DO \$\$ BEGIN IF to_regclass('ringmail.attempt') IS NOT NULL THEN
-              TRUNCATE ringmail.attempt, ringmail.session; ELSE TRUNCATE ringmail.delivery;
-            END IF; END \$\$" >/dev/null || return 1
+        # Whichever of these tables the build's schema has (OLD= may be
+        # a build from before claims by range, schema 8, or before the
+        # delivery record became attempt and session, schema 9: from then
+        # on delivery is a view).
+        psql_q "DO \$\$ DECLARE t text; BEGIN
+              FOREACH t IN ARRAY ARRAY['recipient', 'claim', 'armed', 'sweep', 'node',
+                  'node_lane', 'isp_backoff', 'attempt', 'session', 'delivery'] LOOP
+                IF EXISTS (SELECT 1 FROM pg_class
+                           WHERE oid = to_regclass('ringmail.' || t) AND relkind = 'r') THEN
+                  EXECUTE 'TRUNCATE ringmail.' || t || ' CASCADE';
+                END IF;
+              END LOOP; END \$\$" >/dev/null || return 1
     fi
     cid=$("$RM" campaign create --db "$PG_URL" --name "$tag" --from news@sender.test \
         --subject "{{first_name|Friend}}, a benchmark" --text "$E2E_TMP/body.txt" \

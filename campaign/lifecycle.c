@@ -20,10 +20,13 @@ static PGresult *life_query(PGconn *c, const char *sql, int n, const char *const
 
 /* The campaign's recipients counted by state, in one pass over its rows
  * (a CTE: each count below reads it, not the table; three separate
- * counts were three scans, 170 ms for 300,000 rows at a campaign's end). */
+ * counts were three scans, 170 ms for 300,000 rows at a campaign's end),
+ * with the fresh ones above the sweep (loader_claims.c: never claimed by
+ * any node) for a send's live line. */
 #define LIFE_BY_STATE_SQL                                                                          \
-    "s AS (SELECT state, count(*) AS n FROM ringmail.recipient"                                    \
-    " WHERE campaign_id = $1::bigint GROUP BY state)"
+    "s AS (SELECT state, count(*) AS n, count(*) FILTER (WHERE next_attempt_at IS NULL"            \
+    "  AND id > coalesce((SELECT upto FROM ringmail.sweep WHERE campaign_id = $1::bigint), 0))"    \
+    "  AS fresh FROM ringmail.recipient WHERE campaign_id = $1::bigint GROUP BY state)"
 
 /* life_summary_sql - "n state, ..." of the rows of LIFE_BY_STATE_SQL, in
  * the order of campaign_states, into sql */
@@ -46,7 +49,8 @@ int life_read(PGconn *c, const char *id, struct life_status *out, char *err, siz
     buf_append_str(
         &sql, "WITH " LIFE_BY_STATE_SQL ", n AS (SELECT coalesce(sum(n), 0) AS total,"
               " coalesce(sum(n) FILTER (WHERE state IN " LIFE_PENDING_SQL "), 0) AS pending,"
-              " coalesce(sum(n) FILTER (WHERE state = 'claimed'), 0) AS claimed FROM s)"
+              " coalesce(sum(n) FILTER (WHERE state = 'claimed'), 0) AS claimed,"
+              " coalesce(sum(fresh) FILTER (WHERE state = 'queued'), 0) AS fresh FROM s)"
               " SELECT " LIFE_EFFECTIVE_SQL(
                   "c.status", "n.total",
                   "n.pending") ","
@@ -59,7 +63,9 @@ int life_read(PGconn *c, const char *id, struct life_status *out, char *err, siz
                                                                     " n.total, n.pending, "
                                                                     "n.claimed, coalesce(");
     life_summary_sql(&sql);
-    buf_append_str(&sql, ", '') FROM ringmail.campaign AS c, n WHERE c.id = $1::bigint");
+    buf_append_str(&sql, ", ''), n.fresh, coalesce((SELECT swept FROM ringmail.sweep"
+                         " WHERE campaign_id = $1::bigint), 0)"
+                         " FROM ringmail.campaign AS c, n WHERE c.id = $1::bigint");
     const char *p[] = {id};
     PGresult *r = life_query(c, buf_cstr(&sql), 1, p, PGRES_TUPLES_OK, err, errlen);
     buf_free(&sql);
@@ -78,6 +84,8 @@ int life_read(PGconn *c, const char *id, struct life_status *out, char *err, siz
         out->pending = atoll(pq.PQgetvalue(r, 0, 7));
         out->claimed = atoll(pq.PQgetvalue(r, 0, 8));
         snprintf(out->summary, sizeof out->summary, "%s", pq.PQgetvalue(r, 0, 9));
+        out->fresh = atoll(pq.PQgetvalue(r, 0, 10));
+        out->swept = atoll(pq.PQgetvalue(r, 0, 11));
     }
     pq.PQclear(r);
     return found;

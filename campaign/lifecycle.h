@@ -47,6 +47,8 @@ struct life_status {
     long long pending;  /* queued, claimed or deferred */
     long long claimed;  /* of which claimed */
     char summary[1024]; /* "4990 sent, 10 bounced" (every state with a count, in order) */
+    long long fresh;    /* queued, never claimed: above the campaign's sweep */
+    long long swept;    /* the sweep's running total then (ringmail.sweep.swept) */
 };
 
 /* life_read - campaign id's status and counts: 1, 0 when there is no such

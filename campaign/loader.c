@@ -164,6 +164,10 @@ struct loader *loader_start(const struct loader_options *o, char *err, size_t er
     if (loader_recover(l, &prev, err, errlen) < 0) {
         goto fail;
     }
+    /* The counts at start come from the campaign's status, read by the
+     * send once the recovery is done (loader_start_counts): the fresh
+     * rows' exact recount is not due before long. */
+    l->fresh_next_ms = loader_now_ms() + LOADER_FRESH_RECOUNT_MS;
     void *(*fn[])(void *) = {loader_writer, loader_heart, loader_claimer};
     pthread_t *t[] = {&l->wthread, &l->hthread, &l->thread};
     for (int i = 0; i < 3; i++) {

@@ -160,9 +160,9 @@ struct loader_stats {
 };
 
 /* The campaign in the database, for the live line and /metrics: counted
- * at start (total and final, one scan) and then every few seconds by the
- * heartbeat thread through the due index (cheap: queued and deferred rows
- * only), never on the loop. */
+ * at start (total and final: the campaign's status, loader_start_counts) and then every few seconds
+ * by the heartbeat thread through the due index (cheap: queued and deferred rows only), never on
+ * the loop. */
 struct loader_counts {
     int known;               /* the periodic count has come back at least once */
     uint64_t total;          /* the campaign's recipients, at start */
@@ -172,6 +172,13 @@ struct loader_counts {
     uint64_t next_at_ms;     /* loader_now_ms() when the first of them is due; 0: none */
 };
 
+/* loader_start_counts - the counts at start, from the campaign's status
+ * read once the recovery is done (life_read: one scan of its rows): its
+ * recipients, how many were final, the fresh ones above the sweep and the
+ * sweep's running total in the same snapshot (the periodic count goes on
+ * from these) */
+void loader_start_counts(struct loader *l, uint64_t total, uint64_t final, uint64_t fresh,
+                         uint64_t swept);
 /* Connects, recovers this node's leases, loads the campaign. NULL + err. */
 struct loader *loader_start(const struct loader_options *o, char *err, size_t errlen);
 /* Flush every result (waiting for the database as long as it takes unless

@@ -112,14 +112,13 @@ static int loader_claim_with(struct loader *l, int which, size_t want, char *err
 
 /* Expired leases of claims no node row accounts for (a ringmail before
  * schema 3) are looked for with a scan of the campaign's rows (no index on
- * leases, see migration 2): once the due and fresh rows run out, at most
- * this often (or a tenth of the lease when that is longer), while the last
- * count of every row (loader_check_done) found claims no claim row holds;
- * else at most every LOADER_GHOSTS_MS. (Every second, that scan was a
- * tenth of the database's work per recipient in the tail of a campaign
- * shared by two nodes.) */
+ * leases, see migration 2), so only once the count of every row
+ * (loader_check_done, in a campaign's tail) found claimed rows that no
+ * claim row holds, and then at most this often (or a tenth of the lease
+ * when that is longer) until they are gone. (Every minute from a node's
+ * first idle moment, that scan was 100 to 400 ms of a 300,000-row
+ * campaign's database work, to find nothing.) */
 #define LOADER_RECLAIM_MS 1000
-#define LOADER_GHOSTS_MS 60000
 
 /* loader_claim - up to want due recipients, then fresh ones, then ones
  * whose lease expired */
@@ -138,10 +137,9 @@ static int loader_claim(struct loader *l, size_t want, char *err, size_t errlen)
         return n;
     }
     uint64_t now = clock_ms();
-    if (now < l->next_reclaim_ms || (!l->ghosts && now < l->next_ghosts_ms)) {
+    if (!l->ghosts || now < l->next_reclaim_ms) {
         return n;
     }
-    l->next_ghosts_ms = now + LOADER_GHOSTS_MS;
     uint64_t every = (uint64_t)l->o.lease_s * 100;
     l->next_reclaim_ms = now + (every > LOADER_RECLAIM_MS ? every : LOADER_RECLAIM_MS);
     int m = loader_claim_with(l, LOADER_SQL_CLAIM_EXPIRED, want - (size_t)n, err, errlen);
@@ -214,6 +212,32 @@ static int loader_claim(struct loader *l, size_t want, char *err, size_t errlen)
     "  AND q.id BETWEEN c.lo AND c.hi)"
 /* clang-format on */
 
+/* loader_mark_done - the campaign marked done (life_finish) if every
+ * recipient is final: 1 marked, 0 not, -1 + err with the connection down
+ * (asked again once connected). last: the final word of this check (the
+ * count of every row found nothing left), so the mark is not tried again
+ * whatever came of it. */
+static int loader_mark_done(struct loader *l, const char *id, int last, char *err, size_t errlen)
+{
+    char why[LOADER_TEXT_MAX], ferr[512];
+    int marked = life_finish(l->c, id, why, sizeof why, ferr, sizeof ferr);
+    if (marked < 0 && !loader_up(l->c)) {
+        snprintf(err, errlen, "%s", ferr);
+        return -1;
+    }
+    if (marked < 0 && last) {
+        /* The run still ends; list and show count it done anyway. */
+        fprintf(stderr, "ringmail: database: marking campaign %s done: %s\n", id, ferr);
+    }
+    pthread_mutex_lock(&l->mu);
+    l->life_marked = l->life_marked || marked > 0 || last;
+    if (marked > 0) {
+        snprintf(l->life_done, sizeof l->life_done, "%s", why);
+    }
+    pthread_mutex_unlock(&l->mu);
+    return marked > 0;
+}
+
 /* loader_check_done - nothing was claimable: is the campaign finished, or
  * when is the next due? */
 static int loader_check_done(struct loader *l, char *err, size_t errlen)
@@ -235,16 +259,28 @@ static int loader_check_done(struct loader *l, char *err, size_t errlen)
     pq.PQclear(r);
     waiting += fresh;
     if (waiting == 0 && others == 0 && ours == 0) {
-        /* Nothing left by the claims' account: count every row once. */
-        r = loader_query(l->c, LOADER_DONE_ALL_SQL, 2, p, PGRES_TUPLES_OK, err, errlen);
-        if (!r) {
+        /* Nothing left by the claims' account. Every recipient final
+         * (life_finish's one pass over the campaign's rows marked it done,
+         * said in its row before the loop hears it is exhausted): nothing
+         * can be left anywhere. Else every row is counted once more, for
+         * what no claim accounts for. */
+        int done = l->life_marked ? 0 : loader_mark_done(l, id, 0, err, errlen);
+        if (done < 0) {
             return -1;
         }
-        waiting = atoll(pq.PQgetvalue(r, 0, 0));
-        others = atoll(pq.PQgetvalue(r, 0, 1));
-        ours = atoll(pq.PQgetvalue(r, 0, 2));
-        pq.PQclear(r);
-        l->ghosts = others > 0; /* claimed rows no claim row holds */
+        if (done) {
+            l->ghosts = 0;
+        } else {
+            r = loader_query(l->c, LOADER_DONE_ALL_SQL, 2, p, PGRES_TUPLES_OK, err, errlen);
+            if (!r) {
+                return -1;
+            }
+            waiting = atoll(pq.PQgetvalue(r, 0, 0));
+            others = atoll(pq.PQgetvalue(r, 0, 1));
+            ours = atoll(pq.PQgetvalue(r, 0, 2));
+            pq.PQclear(r);
+            l->ghosts = others > 0; /* claimed rows no claim row holds */
+        }
         if (waiting > 0) {
             /* Queued or deferred rows no claim or due time accounts for:
              * fresh rows behind the sweep. They are queued again, due now. */
@@ -257,25 +293,9 @@ static int loader_check_done(struct loader *l, char *err, size_t errlen)
         }
     }
     uint64_t now = clock_ms();
-    if (waiting == 0 && others == 0 && ours == 0 && !l->life_marked) {
-        /* Every recipient final: the campaign is done (lifecycle.h), said
-         * in its row before the loop hears it is exhausted. */
-        char why[LOADER_TEXT_MAX], ferr[512];
-        int marked = life_finish(l->c, id, why, sizeof why, ferr, sizeof ferr);
-        if (marked < 0 && !loader_up(l->c)) {
-            snprintf(err, errlen, "%s", ferr);
-            return -1; /* asked again once connected */
-        }
-        if (marked < 0) {
-            /* The run still ends; list and show count it done anyway. */
-            fprintf(stderr, "ringmail: database: marking campaign %s done: %s\n", id, ferr);
-        }
-        pthread_mutex_lock(&l->mu);
-        l->life_marked = 1;
-        if (marked > 0) {
-            snprintf(l->life_done, sizeof l->life_done, "%s", why);
-        }
-        pthread_mutex_unlock(&l->mu);
+    if (waiting == 0 && others == 0 && ours == 0 && !l->life_marked &&
+        loader_mark_done(l, id, 1, err, errlen) < 0) {
+        return -1;
     }
     if (waiting == 0 && others == 0 && ours == 0) {
         pthread_mutex_lock(&l->mu);

@@ -132,7 +132,8 @@ struct loader {
     uint64_t count_cost_ms;      /* heartbeat thread only: the last count's time */
     /* heartbeat thread only: the last exact count of fresh rows above the
      * sweep, the sweep's total claimed then, when to count exactly again */
-    uint64_t fresh_exact, fresh_swept, fresh_next_ms;
+    uint64_t fresh_exact, fresh_swept; /* under mu (loader_start_counts) */
+    uint64_t fresh_next_ms;            /* heartbeat thread only, once started */
     /* the life cycle (lifecycle.h), under mu: the claimer saw every
      * recipient final and marked the campaign done (life_done: its reason,
      * "" when it was already done or cancelled) */
@@ -140,8 +141,7 @@ struct loader {
     char life_done[LOADER_TEXT_MAX];
     /* claimer thread only */
     uint64_t nothing_due_until_ms, next_reclaim_ms, last_claim_ms;
-    uint64_t next_ghosts_ms; /* the next look for expired claims without a claim row */
-    int ghosts;              /* the last count of every row found such claims */
+    int ghosts; /* the last count of every row found claims without a claim row */
     /* writer thread only */
     uint64_t last_flush_ms, flush_not_before_ms;
     struct loader_campaign camp;
@@ -256,6 +256,17 @@ void *loader_writer(void *arg);
 void *loader_claimer(void *arg);
 
 /* ---- loader_node.c: the node, the heartbeat thread, arms ---- */
+
+/* Fresh rows above the sweep are counted exactly at most this often (or
+ * LOADER_FRESH_COST times the last exact count's time); in between, the
+ * sweep's running total of rows claimed (by every node) says how many were
+ * taken since. The recount only catches rows added meanwhile (an import
+ * into a running campaign), and it reads every fresh row: every 10 s it
+ * was two thirds of the count's work in a 300,000-row campaign, 0.5 us of
+ * PostgreSQL CPU per recipient. The first exact count is the campaign's
+ * status read at start (loader_start_counts). */
+#define LOADER_FRESH_RECOUNT_MS 60000
+#define LOADER_FRESH_COST 1000
 
 /* What the previous incarnation of this node left: its host (is our
  * journal its journal?) and campaign (its claims there are ours to settle). */

@@ -41,39 +41,21 @@
 #define LOADER_COUNT_MS 2000
 #define LOADER_COUNT_COST 50
 
-/* loader_count_start - the campaign's size and how much of it is final,
- * once at start (one scan of its rows): the live line's total and the
- * starting point of its "final". A failure leaves them 0 (the line then
- * shows this run's counts only). */
-static void loader_count_start(struct loader *l)
+/* loader_start_counts - see loader.h. The counts the periodic count had
+ * already made left the fresh rows out (none known yet): they are added. */
+void loader_start_counts(struct loader *l, uint64_t total, uint64_t final, uint64_t fresh,
+                         uint64_t swept)
 {
-    char camp[32], err[256];
-    snprintf(camp, sizeof camp, "%" PRId64, l->o.campaign);
-    const char *p[] = {camp};
-    PGresult *r = loader_query(l->c,
-                               "SELECT count(*), count(*) FILTER (WHERE state NOT IN"
-                               " ('queued', 'claimed', 'deferred'))"
-                               " FROM ringmail.recipient WHERE campaign_id = $1::bigint",
-                               1, p, PGRES_TUPLES_OK, err, sizeof err);
-    if (!r) {
-        return;
-    }
     pthread_mutex_lock(&l->mu);
-    l->counts.total = strtoull(pq.PQgetvalue(r, 0, 0), NULL, 10);
-    l->counts.final_at_start = strtoull(pq.PQgetvalue(r, 0, 1), NULL, 10);
+    l->counts.total = total;
+    l->counts.final_at_start = final;
+    l->fresh_exact = fresh;
+    l->fresh_swept = swept;
+    if (l->counts.known) {
+        l->counts.unclaimed += fresh;
+    }
     pthread_mutex_unlock(&l->mu);
-    pq.PQclear(r);
 }
-
-/* Fresh rows above the sweep are counted exactly at most this often (or
- * LOADER_FRESH_COST times the last exact count's time); in between, the
- * sweep's running total of rows claimed (by every node) says how many were
- * taken since. The recount only catches rows added meanwhile (an import
- * into a running campaign), and it reads every fresh row: every 10 s it
- * was two thirds of the count's work in a 300,000-row campaign, 0.5 us of
- * PostgreSQL CPU per recipient. */
-#define LOADER_FRESH_RECOUNT_MS 60000
-#define LOADER_FRESH_COST 1000
 
 /* loader_count - the periodic count, on the heartbeat's connection: rows
  * with a next_attempt_at (queued again or deferred, the due index's rows,
@@ -111,14 +93,16 @@ static void loader_count(struct loader *l)
     double in_ms = atof(pq.PQgetvalue(r, 0, 2));
     uint64_t swept = strtoull(pq.PQgetvalue(r, 0, 3), NULL, 10);
     if (exact) {
-        l->fresh_exact = strtoull(pq.PQgetvalue(r, 0, 4), NULL, 10);
-        l->fresh_swept = swept;
         uint64_t wait = (now - t0) * LOADER_FRESH_COST;
         l->fresh_next_ms = now + (wait > LOADER_FRESH_RECOUNT_MS ? wait : LOADER_FRESH_RECOUNT_MS);
     }
+    pthread_mutex_lock(&l->mu);
+    if (exact) {
+        l->fresh_exact = strtoull(pq.PQgetvalue(r, 0, 4), NULL, 10);
+        l->fresh_swept = swept;
+    }
     uint64_t taken = swept > l->fresh_swept ? swept - l->fresh_swept : 0;
     uint64_t fresh = l->fresh_exact > taken ? l->fresh_exact - taken : 0;
-    pthread_mutex_lock(&l->mu);
     l->counts.known = 1;
     l->counts.unclaimed = strtoull(pq.PQgetvalue(r, 0, 0), NULL, 10) + fresh;
     l->counts.waiting = strtoull(pq.PQgetvalue(r, 0, 1), NULL, 10);
@@ -221,7 +205,6 @@ int loader_register(struct loader *l, struct loader_prev *prev, char *err, size_
         return -1;
     }
     pq.PQclear(r);
-    loader_count_start(l);
     return 0;
 }
 

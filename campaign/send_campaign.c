@@ -421,6 +421,9 @@ static int send_life_start(struct send *s, int recovered)
                 id, st.reason);
         rc = 2;
     } else {
+        /* The live line's counts start from this read of every row. */
+        loader_start_counts(s->loader, (uint64_t)st.total, (uint64_t)(st.total - st.pending),
+                            (uint64_t)st.fresh, (uint64_t)st.swept);
         char why[300];
         snprintf(why, sizeof why, "started by ringmail send on node %s", s->o.node);
         /* (done here: recipients pending again, a recovery's or an import's) */

@@ -117,6 +117,28 @@ check_eq "journal: a recipient with no line is queued again and sent once" 1 \
     "$(delivered j4@x.test)"
 stop_sink x
 
+# ============================================================ 1b. a lease no node row accounts for
+# Rows claimed by a ringmail before schema 3 (its lease owner has no node
+# row, its journal is not ours) whose lease ran out: another node takes
+# them in the campaign's tail, once its count of every row finds claims no
+# claim row holds, as ambiguous (their DATA may have gone out), and the
+# campaign still finishes.
+start_sink x 127.0.0.74
+CL=$(new_campaign l 6)
+psql_q "UPDATE ringmail.recipient SET state = 'claimed', lease_owner = 'legacy-7',
+    lease_expires_at = now() - interval '1 minute', next_attempt_at = NULL
+    WHERE id IN (SELECT id FROM ringmail.recipient WHERE campaign_id = $CL ORDER BY id LIMIT 2)" >/dev/null
+timeout 60 "$RM" send --db "$PG_URL" --campaign "$CL" --config "$E2E_TMP/c.conf" --node ln \
+    --journal "$E2E_TMP/ln.journal" --json >"$E2E_TMP/ln.json" 2>"$E2E_TMP/ln.err"
+check_eq "expired lease with no node row: the run finishes (exit 0)" 0 "$?"
+check_eq "expired lease with no node row: 4 sent, the 2 leased ones ambiguous, none held" "4 2 0" \
+    "$(count_state "$CL" sent) $(count_state "$CL" ambiguous) $(count_state "$CL" claimed)"
+check_eq "expired lease with no node row: says whose lease expired" 2 \
+    "$(psql_q "SELECT count(*) FROM ringmail.recipient WHERE campaign_id = $CL AND reason = 'lease of node legacy-7 expired'")"
+check_eq "expired lease with no node row: the campaign is done" done \
+    "$(psql_q "SELECT status FROM ringmail.campaign WHERE id = $CL")"
+stop_sink x
+
 # ============================================================ 1. kill -9 loops
 start_sink x 127.0.0.74 --defer-pct 50 --latency-ms "$LAT" --seed 11
 CD=$(new_campaign defer "$COUNT")
