@@ -260,7 +260,7 @@ check_grep "journal: ... because the compacted journal is locked" \
     "node jr is already running on this host: another ringmail process holds its journal" \
     "$E2E_TMP/jr.dup.err"
 # The restart sends the other 12,000 (the bound is for a hang: under ASan
-# on a loaded 2-core machine the restart took up to two minutes).
+# on a loaded 2-core machine the restart took up to 160 s).
 t0=$(date +%s)
 timeout 300 "$RM" send --db "$PG_URL" --campaign "$CJ" --config "$E2E_TMP/c.conf" --node jr \
     --journal "$JR" --window 200 --json >"$E2E_TMP/jr.2.json" 2>"$E2E_TMP/jr.2.err" &
