@@ -130,10 +130,12 @@ struct loader {
     struct loader_stats st;
     struct loader_counts counts; /* loader_node.c: at start, then by the heartbeat */
     uint64_t count_cost_ms;      /* heartbeat thread only: the last count's time */
-    /* heartbeat thread only: the last exact count of fresh rows above the
-     * sweep, the sweep's total claimed then, when to count exactly again */
-    uint64_t fresh_exact, fresh_swept; /* under mu (loader_start_counts) */
-    uint64_t fresh_next_ms;            /* heartbeat thread only, once started */
+    /* the last exact count of fresh rows above the sweep and the sweep's
+     * total claimed then (under mu: the heartbeat's count, or the status
+     * read at start, loader_start_counts); when to count exactly again
+     * (heartbeat thread only, once started) */
+    uint64_t fresh_exact, fresh_swept;
+    uint64_t fresh_next_ms;
     /* the life cycle (lifecycle.h), under mu: the claimer saw every
      * recipient final and marked the campaign done (life_done: its reason,
      * "" when it was already done or cancelled) */
