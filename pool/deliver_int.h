@@ -263,6 +263,9 @@ struct pool {
     struct pool_conn *gated; /* idle until pool_gate_open */
     unsigned ngated;
     unsigned open;
+    /* every destination's starts (pool_gate_ahead), as gate_* of a destination */
+    uint64_t gate_at;
+    unsigned gate_starts, gate_rate;
     struct heap retry; /* messages waiting for a retry, by due_ms */
     struct loop_timer pump_timer, retry_timer;
     size_t pending;

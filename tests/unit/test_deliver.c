@@ -787,6 +787,31 @@ static void test_gate_asks_ahead(void **state)
     assert_int_equal(pool_gate_ask(fx.p, d), 0);
     assert_int_equal(gate_log.asks[131], 0);
 
+    /* Connections moved here from other destinations (bench/nodes.sh: one
+     * to nineteen of twenty on a domain within a second): d itself started
+     * nothing of late, but the pool started 200 in the last 100 ms on six
+     * open sessions, three of them d's now. d announces their share of 30
+     * ms of those starts, 200 * 30 / 100 * 3 / 6 + 1 = 31, not two per
+     * session. */
+    for (int k = 100; k < 131; k++) {
+        assert_ptr_equal(pool_dequeue(fx.p, d), &m[k]);
+    }
+    assert_int_equal(d->asked, 0);
+    fx.p->open = 6;
+    fx.p->gate_at = fake_now;
+    fx.p->gate_starts = 0;
+    fx.p->gate_rate = 200;
+    assert_int_equal(pool_gate_ask(fx.p, d), 0);
+    assert_int_equal(d->asked, 31);
+    assert_int_equal(gate_log.asks[161], 1);
+    assert_int_equal(gate_log.asks[162], 0);
+    /* Without the pool's starts, two per session: nothing more now. */
+    fx.p->gate_rate = 0;
+    assert_ptr_equal(pool_dequeue(fx.p, d), &m[131]);
+    assert_int_equal(pool_gate_ask(fx.p, d), 0);
+    assert_int_equal(gate_log.asks[162], 0);
+    fx.p->open = 0;
+
     /* The queue drained: nothing is left announced. */
     while (pool_dequeue(fx.p, d)) {
     }
