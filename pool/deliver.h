@@ -127,8 +127,9 @@ struct pool_options {
      * the pool only announces that m comes soon (the answer is ignored):
      * each message once, in queue order, the messages behind the head, two
      * per connection of its destination, or as many as the destination
-     * starts in may_send_ahead_ms (its rate over the last 100 ms), if more
-     * (at most 1024). */
+     * starts in may_send_ahead_ms (its rate over the last 100 ms), or its
+     * connections' share of the pool's starts in may_send_ahead_ms,
+     * whichever is most (at most 1024). */
     int (*may_send)(void *user, struct pool_msg *m, int ask_only);
     unsigned may_send_ahead_ms;
     /* 1: a deferral releases the message (retry_in_ms says when; the owner
