@@ -12,8 +12,7 @@
 #   4. --records is created 0600; a symbolic link at its path is refused
 #   5. the journal is compacted during a 20,000-recipient run (10,000
 #      under ASan; it stays far below the ~55 bytes per attempt it would
-#      reach), and a kill -9 after
-#      a compaction still loses nothing
+#      reach), and a kill -9 after a compaction still loses nothing
 #   6. the database stopped: SIGTERM ends send within the bound, saying so
 #   7. `timeout 1 ringmail send`: timeout(1) sends its SIGTERM to the child
 #      and then to the whole process group; that is one stop, not two (the
