@@ -306,9 +306,9 @@ static void pool_gate_count(uint64_t now, uint64_t *at, unsigned *starts, unsign
  * (one gate ask in eight said no) and the campaign's arm statements were
  * 130 to 180 a second, nearly all for a waiting head (an arm statement
  * costs a woken PostgreSQL backend 100 to 250 us of CPU whatever it
- * holds: 2.4 us per recipient; bench/README.md, figure 10). What the pool announces ahead in all stays about
- * may_send_ahead_ms of its starts (the sum of the shares), the bound on
- * what a node taken over may have armed and not sent. */
+ * holds: 2.4 us per recipient; bench/README.md, figure 10). What the pool announces ahead in all
+ * stays about may_send_ahead_ms of its starts (the sum of the shares), the bound on what a node
+ * taken over may have armed and not sent. */
 static size_t pool_gate_ahead(struct pool *p, struct pool_dest *d, int ok)
 {
     uint64_t now = pool_now(p);
