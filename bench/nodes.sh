@@ -195,7 +195,7 @@ one_run() {
     sleep 1
     # Every process of the cluster, sampled: the client backends' CPU
     # apart from the background processes' (bench/pg_procs.py).
-    "$PY" bench/pg_procs.py "$PG_DIR/data/postmaster.pid" "$RAW/$tag.procs.json" &
+    "$PY" bench/pg_procs.py "$PG_DIR/data/postmaster.pid" "$RAW/$tag.procs.json" "$PG_URL" &
     local sampler=$!
     sleep 0.3
     c0=$(pg_cpu)
@@ -250,17 +250,27 @@ pg = float(c1) - float(c0)
 import re
 procs = json.load(open("%s/%s.procs.json" % (raw, tag)))
 be = sum(p["cpu_s"] for p in procs if re.search(r"\[local\]|\(\d+\)", p["title"]))
+# by role (bench/pg_procs.py): the claimer's and the results writer's
+# backends (the issue's "claim update, result update, delivery row") and
+# the heartbeat connection's (arms, heartbeats, takeovers, counts)
+by_role = {k: sum(p["cpu_s"] for p in procs if p.get("role") == k) * 1e6 / count
+           for k in ("claims", "results", "node")}
 row = {"tag": tag, "nodes": n, "count": count, "sent": sent, "exit_ok": rc == "0",
        "wall_s": wall, "msgs_per_s": count / wall, "sender_cpu_s": cpu,
        "sender_us_per_msg": cpu * 1e6 / count, "pg_cpu_s": pg, "pg_us_per_rcpt": pg * 1e6 / count,
        "backend_cpu_s": be, "backend_us_per_rcpt": be * 1e6 / count,
+       "claims_us_per_rcpt": by_role["claims"], "results_us_per_rcpt": by_role["results"],
+       "claim_result_us_per_rcpt": by_role["claims"] + by_role["results"],
+       "node_conn_us_per_rcpt": by_role["node"],
        "per_node_accepted": [x.get("accepted") for x in nodes],
        "ok": sent == count and rc == "0"}
 with open("%s/%s.row.json" % (raw, tag), "w") as f:
     json.dump(row, f)
-print("  %-10s %d node%s %7.0f msgs/s  sender %5.1f us/msg  PostgreSQL %5.1f us/rcpt, backends %5.1f  (%.1f s, PG %.2f CPU s)%s" % (
+print("  %-10s %d node%s %7.0f msgs/s  sender %5.1f us/msg  PostgreSQL %5.1f us/rcpt, backends %5.1f"
+      " (claims %.1f + results %.1f, node %.1f)  (%.1f s, PG %.2f CPU s)%s" % (
     tag, n, " " if n == 1 else "s", row["msgs_per_s"], row["sender_us_per_msg"], row["pg_us_per_rcpt"],
-    row["backend_us_per_rcpt"], wall, pg, "" if row["ok"] else "  FAILED: %d of %d sent, exit %s" % (sent, count, rc)))
+    row["backend_us_per_rcpt"], by_role["claims"], by_role["results"], by_role["node"], wall, pg,
+    "" if row["ok"] else "  FAILED: %d of %d sent, exit %s" % (sent, count, rc)))
 PY
 }
 
@@ -277,7 +287,7 @@ raw, out, runs, nodes = sys.argv[1], sys.argv[2], int(sys.argv[3]), [int(x) for 
 res = {"runs": [], "medians": {}}
 for p in sorted(glob.glob(os.path.join(raw, "*.row.json"))):
     res["runs"].append(json.load(open(p)))
-print("  %-6s %5s  %12s  %18s  %22s  %18s  %s" % ("build", "nodes", "msgs/s", "sender CPU/msg", "PostgreSQL CPU/rcpt", "backends/rcpt", "runs ok"))
+print("  %-6s %5s  %12s  %18s  %22s  %18s  %20s  %s" % ("build", "nodes", "msgs/s", "sender CPU/msg", "PostgreSQL CPU/rcpt", "backends/rcpt", "claims+results/rcpt", "runs ok"))
 status = 0
 for build in ("old", "new"):
     for n in nodes:
@@ -290,9 +300,9 @@ for build in ("old", "new"):
         if not good:
             print("  %-6s %5d  FAILED" % (build, n))
             continue
-        m = {k: statistics.median(r[k] for r in good) for k in ("msgs_per_s", "sender_us_per_msg", "pg_us_per_rcpt", "backend_us_per_rcpt", "wall_s")}
+        m = {k: statistics.median(r[k] for r in good) for k in ("msgs_per_s", "sender_us_per_msg", "pg_us_per_rcpt", "backend_us_per_rcpt", "claim_result_us_per_rcpt", "node_conn_us_per_rcpt", "wall_s")}
         res["medians"]["%s-%d" % (build, n)] = m
-        print("  %-6s %5d  %12.0f  %15.1f us  %19.1f us  %15.1f us  %d/%d" % (build, n, m["msgs_per_s"], m["sender_us_per_msg"], m["pg_us_per_rcpt"], m["backend_us_per_rcpt"], len(good), len(rows)))
+        print("  %-6s %5d  %12.0f  %15.1f us  %19.1f us  %15.1f us  %17.1f us  %d/%d" % (build, n, m["msgs_per_s"], m["sender_us_per_msg"], m["pg_us_per_rcpt"], m["backend_us_per_rcpt"], m["claim_result_us_per_rcpt"], len(good), len(rows)))
 json.dump(res, open(out, "w"), indent=1)
 sys.exit(status)
 PY

@@ -5,11 +5,55 @@ per process its title (ps display: "postgres: ringmail db [local] idle",
 "postgres: walwriter", ...) and the last user+system ticks seen, sorted by
 ticks. A backend's last 20 ms before it exits are missed; over a run of
 seconds that is noise. bench/nodes.sh sums the client backends from it
-(the issue's "backend CPU per recipient") beside the whole cluster's."""
-import json, os, signal, sys, time
+(the issue's "backend CPU per recipient") beside the whole cluster's.
+
+With a third argument, a psql connection string: every 0.5 s one psql
+session (kept open, its own backend left out) reads pg_stat_activity, and
+each backend of a node gets the role its statements show ("role"):
+  claims  - the claimer: a claim (SKIP LOCKED) or the sweep of fresh rows;
+  results - the results writer: the state update, the attempt COPY;
+  node    - the heartbeat's connection: arms (INSERT INTO ringmail.armed),
+            the node's heartbeat (UPDATE ringmail.node), takeovers, counts.
+The issue's "claim update, result update, delivery row" is claims +
+results; node is what a node adds to know what it may have sent. The same
+text names them in the build the issue was filed on."""
+import json, os, signal, subprocess, sys, time
 
 pm = int(open(sys.argv[1]).readline())
 out = sys.argv[2]
+conninfo = sys.argv[3] if len(sys.argv) > 3 else None
+ROLES = (("node", ("INSERT INTO ringmail.armed", "UPDATE ringmail.node SET")),
+         ("claims", ("SKIP LOCKED", "ringmail.sweep w")),
+         ("results", ("x.state", "COPY ringmail.")))
+role = {}  # pid -> the first of ROLES its statements ever matched
+psql = None
+own = None
+if conninfo:
+    psql = subprocess.Popen(["psql", "-qAtX", "-F", "\x1f", conninfo], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+
+def read_roles():
+    """one look at pg_stat_activity: each backend's role, kept once seen"""
+    global own
+    psql.stdin.write("SELECT pid, pg_backend_pid(), regexp_replace(query, '\\s+', ' ', 'g')"
+                     " FROM pg_stat_activity WHERE backend_type = 'client backend';\n"
+                     "SELECT 'end-of-sample';\n")
+    psql.stdin.flush()
+    for line in psql.stdout:
+        line = line.rstrip("\n")
+        if line == "end-of-sample":
+            return
+        f = line.split("\x1f")
+        if len(f) < 3:
+            continue
+        pid, own = int(f[0]), int(f[1])
+        for k, (name, marks) in enumerate(ROLES):
+            if any(m in f[2] for m in marks):
+                if pid not in role or k < ROLES.index(next(r for r in ROLES if r[0] == role[pid])):
+                    role[pid] = name
+                break
+
 hz = os.sysconf("SC_CLK_TCK")
 seen = {}  # pid -> {"title", "ticks"}
 base = {}  # pid -> ticks when first seen (a process older than the sampler)
@@ -23,7 +67,14 @@ def on_term(*_):
 
 signal.signal(signal.SIGTERM, on_term)
 first = True
+next_roles = 0.0
 while True:
+    if psql and time.monotonic() >= next_roles:
+        try:
+            read_roles()
+        except (OSError, ValueError, StopIteration):
+            pass
+        next_roles = time.monotonic() + 0.5
     for p in os.listdir("/proc"):
         if not p.isdigit():
             continue
@@ -47,7 +98,17 @@ while True:
     if stop:
         break
     time.sleep(0.02)
+if psql:
+    try:
+        read_roles()
+    except (OSError, ValueError, StopIteration):
+        pass
+    psql.stdin.close()
+    psql.wait()
+    seen.pop(own, None)  # the sampler's own psql session
 rows = sorted(seen.values(), key=lambda x: -x["ticks"])
+for r in rows:
+    r["role"] = role.get(r["pid"], "")
 for r in rows:
     r["cpu_s"] = r["ticks"] / hz
 json.dump(rows, open(out, "w"))
