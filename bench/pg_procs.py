@@ -9,7 +9,8 @@ seconds that is noise. bench/nodes.sh sums the client backends from it
 
 With a third argument, a psql connection string: every 0.5 s one psql
 session (kept open, its own backend left out) reads pg_stat_activity, and
-each backend of a node gets the role its statements show ("role"):
+each backend of a node gets the role its statements show most often
+over those looks ("role"; a backend idle shows its last statement):
   claims  - the claimer: a claim (SKIP LOCKED) or the sweep of fresh rows;
   results - the results writer: the state update, the attempt COPY;
   node    - the heartbeat's connection: arms (INSERT INTO ringmail.armed),
@@ -22,10 +23,12 @@ import json, os, signal, subprocess, sys, time
 pm = int(open(sys.argv[1]).readline())
 out = sys.argv[2]
 conninfo = sys.argv[3] if len(sys.argv) > 3 else None
-ROLES = (("node", ("INSERT INTO ringmail.armed", "UPDATE ringmail.node SET")),
+ROLES = (("node", ("INSERT INTO ringmail.armed", "UPDATE ringmail.node SET heartbeat_at",
+                   "UPDATE ringmail.node SET beat_at")),
          ("claims", ("SKIP LOCKED", "ringmail.sweep w")),
-         ("results", ("x.state", "COPY ringmail.")))
-role = {}  # pid -> the first of ROLES its statements ever matched
+         ("results", ("x.state", "COPY ringmail.", "INSERT INTO ringmail.session (",
+                      "DELETE FROM ringmail.claim c WHERE c.node")))
+votes = {}  # pid -> {role: looks that showed it}
 psql = None
 own = None
 if conninfo:
@@ -34,7 +37,7 @@ if conninfo:
 
 
 def read_roles():
-    """one look at pg_stat_activity: each backend's role, kept once seen"""
+    """one look at pg_stat_activity: a vote for each backend's role"""
     global own
     psql.stdin.write("SELECT pid, pg_backend_pid(), regexp_replace(query, '\\s+', ' ', 'g')"
                      " FROM pg_stat_activity WHERE backend_type = 'client backend';\n"
@@ -48,10 +51,10 @@ def read_roles():
         if len(f) < 3:
             continue
         pid, own = int(f[0]), int(f[1])
-        for k, (name, marks) in enumerate(ROLES):
+        for name, marks in ROLES:
             if any(m in f[2] for m in marks):
-                if pid not in role or k < ROLES.index(next(r for r in ROLES if r[0] == role[pid])):
-                    role[pid] = name
+                v = votes.setdefault(pid, {})
+                v[name] = v.get(name, 0) + 1
                 break
 
 hz = os.sysconf("SC_CLK_TCK")
@@ -108,7 +111,8 @@ if psql:
     seen.pop(own, None)  # the sampler's own psql session
 rows = sorted(seen.values(), key=lambda x: -x["ticks"])
 for r in rows:
-    r["role"] = role.get(r["pid"], "")
+    v = votes.get(r["pid"], {})
+    r["role"] = max(v, key=v.get) if v else ""
 for r in rows:
     r["cpu_s"] = r["ticks"] / hz
 json.dump(rows, open(out, "w"))
